@@ -1,0 +1,1 @@
+//! io_uring data plane (see ARCHITECTURE.md).

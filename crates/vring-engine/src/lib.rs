@@ -1,0 +1,1 @@
+//! vhost-user virtio-net device (see ARCHITECTURE.md).

@@ -1,0 +1,82 @@
+//! `cargo xtask <command>`: the project's own automation.
+//!
+//! - `test`: installs the Debian packages the tests need (idempotent), then runs fmt,
+//!   clippy, every test of the workspace and bounded fuzz runs. `.ci/run` calls exactly this.
+//! - `fuzz [SECONDS]`: only the bounded fuzz runs.
+
+mod deps;
+mod fuzz;
+
+use anyhow::{bail, Context, Result};
+use std::process::Command;
+
+fn main() -> Result<()> {
+    let args: Vec<String> = std::env::args().skip(1).collect();
+    match args.first().map(String::as_str) {
+        Some("test") => test(),
+        Some("deps") => deps::ensure(deps::TEST_PACKAGES),
+        Some("fuzz") => {
+            let secs = args.get(1).map(|s| s.parse()).transpose()?.unwrap_or(30);
+            fuzz::run_all(secs)
+        }
+        _ => {
+            eprintln!(
+                "usage: cargo xtask <command>\n\n\
+                 commands:\n  \
+                 test          install test dependencies, then fmt, clippy, all tests, fuzz\n  \
+                 deps          only install the Debian packages the tests need\n  \
+                 fuzz [SECS]   bounded run of every fuzz target (default 30 s each)"
+            );
+            bail!("unknown or missing command")
+        }
+    }
+}
+
+fn test() -> Result<()> {
+    deps::ensure(deps::TEST_PACKAGES)?;
+    cargo(&["fmt", "--all", "--check"])?;
+    cargo(&[
+        "clippy",
+        "--workspace",
+        "--all-targets",
+        "--",
+        "-D",
+        "warnings",
+    ])?;
+    cargo(&["test", "--workspace", "--all-targets"])?;
+    cargo(&["test", "--workspace", "--doc"])?;
+    fuzz::run_all(fuzz_seconds())?;
+    Ok(())
+}
+
+/// Seconds per fuzz target inside `xtask test` (RINGSWITCH_FUZZ_SECS overrides).
+fn fuzz_seconds() -> u64 {
+    std::env::var("RINGSWITCH_FUZZ_SECS")
+        .ok()
+        .and_then(|s| s.parse().ok())
+        .unwrap_or(30)
+}
+
+/// Runs `cargo ARGS` in the workspace root and fails with the command line on error.
+pub(crate) fn cargo(args: &[&str]) -> Result<()> {
+    let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
+    run(Command::new(cargo).args(args).current_dir(workspace_root()))
+}
+
+pub(crate) fn run(cmd: &mut Command) -> Result<()> {
+    eprintln!("xtask: running {cmd:?}");
+    let status = cmd
+        .status()
+        .with_context(|| format!("could not start {cmd:?}"))?;
+    if !status.success() {
+        bail!("{cmd:?} failed: {status}");
+    }
+    Ok(())
+}
+
+pub(crate) fn workspace_root() -> std::path::PathBuf {
+    std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
+        .parent()
+        .map(|p| p.to_path_buf())
+        .unwrap_or_else(|| ".".into())
+}
