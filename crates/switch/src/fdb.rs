@@ -1,0 +1,636 @@
+//! Forwarding database keyed by (MAC, VID) (IEEE 802.1Q §8.8 "Filtering Database").
+//!
+//! Read by every worker for every frame, written rarely (a new address, a move, aging). So:
+//! - lookups take no lock and write no shared memory: an open-addressing table whose slots
+//!   are guarded by a per-slot sequence counter (a seqlock); a reader racing a writer on
+//!   the same slot retries that slot;
+//! - writers serialise on one mutex that the forwarding path only *try*-locks: if it is
+//!   busy the frame is forwarded anyway and a later frame from that source learns;
+//! - refreshing an entry on the same port is a relaxed store of its last-seen time, done
+//!   at most once per [`REFRESH_MS`] so workers do not bounce the cache line;
+//! - deletions leave tombstones; once they exceed a quarter of the table the writer builds
+//!   a fresh table and publishes it with `arc-swap`. Readers load the table once per batch.
+
+use crate::mac::Mac;
+use crate::port::{PortId, MAX_PORTS};
+use crate::time::Millis;
+use crate::vlan::Vid;
+use arc_swap::ArcSwap;
+use parking_lot::Mutex;
+use std::sync::atomic::{fence, AtomicU32, AtomicU64, Ordering};
+use std::sync::Arc;
+
+/// Minimum interval between two last-seen refreshes of one entry.
+pub const REFRESH_MS: u64 = 1000;
+
+const EMPTY: u64 = 0;
+/// Bit 0 is set in every live key, so 2 can never collide with one.
+const TOMBSTONE: u64 = 2;
+const STATIC_FLAG: u32 = 1 << 16;
+
+/// Packs (MAC, VID) into a key with bit 0 set.
+#[inline]
+fn key(mac: Mac, vid: Vid) -> u64 {
+    (mac.to_u64() << 16) | (u64::from(vid & 0xfff) << 4) | 1
+}
+
+#[inline]
+fn unkey(k: u64) -> (Mac, Vid) {
+    (Mac::from_u64(k >> 16), ((k >> 4) & 0xfff) as Vid)
+}
+
+/// Fibonacci hashing: MACs often differ only in their last bytes; the multiply spreads
+/// them over the high bits we index with.
+#[inline]
+fn hash(k: u64, shift: u32) -> usize {
+    (k.wrapping_mul(0x9E37_79B9_7F4A_7C15) >> shift) as usize
+}
+
+#[repr(align(32))]
+struct Slot {
+    seq: AtomicU32,
+    port: AtomicU32,
+    key: AtomicU64,
+    seen: AtomicU64,
+}
+
+impl Slot {
+    fn new() -> Slot {
+        Slot {
+            seq: AtomicU32::new(0),
+            port: AtomicU32::new(0),
+            key: AtomicU64::new(EMPTY),
+            seen: AtomicU64::new(0),
+        }
+    }
+
+    /// Consistent (key, port) snapshot of this slot.
+    #[inline]
+    fn read(&self) -> (u64, u32) {
+        loop {
+            let s1 = self.seq.load(Ordering::Acquire);
+            if s1 & 1 == 0 {
+                let k = self.key.load(Ordering::Relaxed);
+                let p = self.port.load(Ordering::Relaxed);
+                fence(Ordering::Acquire);
+                if self.seq.load(Ordering::Relaxed) == s1 {
+                    return (k, p);
+                }
+            }
+            std::hint::spin_loop();
+        }
+    }
+
+    /// Writer side of the seqlock; callers hold the FDB writer mutex.
+    #[inline]
+    fn write(&self, k: u64, p: u32, seen: u64) {
+        let s = self.seq.load(Ordering::Relaxed);
+        self.seq.store(s.wrapping_add(1), Ordering::Relaxed);
+        fence(Ordering::Release);
+        self.key.store(k, Ordering::Relaxed);
+        self.port.store(p, Ordering::Relaxed);
+        self.seen.store(seen, Ordering::Relaxed);
+        self.seq.store(s.wrapping_add(2), Ordering::Release);
+    }
+}
+
+/// One published table generation.
+pub(crate) struct Table {
+    slots: Box<[Slot]>,
+    mask: usize,
+    shift: u32,
+}
+
+impl Table {
+    fn with_slots(n: usize) -> Table {
+        let n = n.next_power_of_two().max(64);
+        Table {
+            slots: (0..n).map(|_| Slot::new()).collect(),
+            mask: n - 1,
+            shift: 64 - n.trailing_zeros(),
+        }
+    }
+
+    /// Index of the live slot holding `k`, with its port word.
+    #[inline]
+    fn find(&self, k: u64) -> Option<(usize, u32)> {
+        let mut i = hash(k, self.shift);
+        for _ in 0..=self.mask {
+            let (sk, sp) = self.slots[i].read();
+            if sk == k {
+                return Some((i, sp));
+            }
+            if sk == EMPTY {
+                return None;
+            }
+            i = (i + 1) & self.mask;
+        }
+        None
+    }
+}
+
+/// A read-only view of the FDB for one batch of frames.
+pub struct FdbView {
+    table: arc_swap::Guard<Arc<Table>>,
+}
+
+impl FdbView {
+    /// The port `mac` was learned on in `vid`.
+    #[inline]
+    pub fn lookup(&self, mac: Mac, vid: Vid) -> Option<PortId> {
+        self.table
+            .find(key(mac, vid))
+            .map(|(_, p)| PortId((p & 0xffff) as u16))
+    }
+}
+
+/// Configuration of the FDB.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct FdbConfig {
+    /// Most entries in total (the table has twice as many slots).
+    pub max_entries: usize,
+    /// Dynamic entries not seen for this long are removed (default 300 s, as 802.1Q).
+    pub aging_ms: u64,
+}
+
+impl Default for FdbConfig {
+    fn default() -> Self {
+        FdbConfig {
+            max_entries: 65_536,
+            aging_ms: 300_000,
+        }
+    }
+}
+
+/// What learning a source address did.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Learn {
+    /// Already known on this port (maybe refreshed).
+    Known,
+    Learned,
+    /// Moved from another port.
+    Moved {
+        from: PortId,
+    },
+    /// The writer lock was busy; a later frame will learn it.
+    Deferred,
+    /// The port reached its MAC limit.
+    PortLimit,
+    /// The table is full.
+    Full,
+    /// A static entry for this address points elsewhere; not moved.
+    StaticConflict,
+}
+
+/// An entry as the control plane shows it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct FdbEntry {
+    pub mac: Mac,
+    pub vid: Vid,
+    pub port: PortId,
+    pub is_static: bool,
+    /// Milliseconds since last seen (0 for static entries).
+    pub age_ms: u64,
+}
+
+/// Errors of control-plane FDB operations.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum FdbError {
+    #[error("forwarding table full ({0} entries): raise fdb max_entries")]
+    Full(usize),
+    #[error("{0} is not a unicast address; only unicast MACs can be FDB entries")]
+    NotUnicast(Mac),
+}
+
+struct Writer {
+    len: usize,
+    tombstones: usize,
+    per_port: Box<[u32; MAX_PORTS]>,
+}
+
+/// The forwarding database shared by all workers.
+pub struct Fdb {
+    table: ArcSwap<Table>,
+    writer: Mutex<Writer>,
+    cfg: FdbConfig,
+}
+
+impl Fdb {
+    pub fn new(cfg: FdbConfig) -> Fdb {
+        Fdb {
+            table: ArcSwap::from_pointee(Table::with_slots(cfg.max_entries.saturating_mul(2))),
+            writer: Mutex::new(Writer {
+                len: 0,
+                tombstones: 0,
+                per_port: Box::new([0; MAX_PORTS]),
+            }),
+            cfg,
+        }
+    }
+
+    pub fn config(&self) -> FdbConfig {
+        self.cfg
+    }
+
+    /// A snapshot for one batch: lock-free lookups until dropped.
+    #[inline]
+    pub fn view(&self) -> FdbView {
+        FdbView {
+            table: self.table.load(),
+        }
+    }
+
+    /// Learns that `mac` in `vid` is behind `port` (forwarding path: never blocks).
+    /// `limit` is the port's MAC limit (0 = none).
+    #[inline]
+    pub fn learn(
+        &self,
+        view: &FdbView,
+        mac: Mac,
+        vid: Vid,
+        port: PortId,
+        limit: u32,
+        now: Millis,
+    ) -> Learn {
+        let k = key(mac, vid);
+        if let Some((i, p)) = view.table.find(k) {
+            if p & 0xffff == u32::from(port.0) {
+                if p & STATIC_FLAG == 0 {
+                    let slot = &view.table.slots[i];
+                    if now.0.saturating_sub(slot.seen.load(Ordering::Relaxed)) >= REFRESH_MS {
+                        slot.seen.store(now.0, Ordering::Relaxed);
+                    }
+                }
+                return Learn::Known;
+            }
+            if p & STATIC_FLAG != 0 {
+                return Learn::StaticConflict;
+            }
+        }
+        match self.writer.try_lock() {
+            Some(mut w) => self.upsert(&mut w, k, port, false, limit, now),
+            None => Learn::Deferred,
+        }
+    }
+
+    /// Inserts or moves `k` to `port`. Caller holds the writer lock.
+    fn upsert(
+        &self,
+        w: &mut Writer,
+        k: u64,
+        port: PortId,
+        is_static: bool,
+        limit: u32,
+        now: Millis,
+    ) -> Learn {
+        let t = self.table.load();
+        let pw = u32::from(port.0) | if is_static { STATIC_FLAG } else { 0 };
+        let limited = |w: &Writer| !is_static && limit != 0 && w.per_port[port.index()] >= limit;
+        if let Some((i, old)) = t.find(k) {
+            let from = PortId((old & 0xffff) as u16);
+            if old & STATIC_FLAG != 0 && !is_static {
+                return Learn::StaticConflict;
+            }
+            if from == port {
+                t.slots[i].write(k, pw, now.0);
+                return Learn::Known;
+            }
+            if limited(w) {
+                return Learn::PortLimit;
+            }
+            w.per_port[from.index()] = w.per_port[from.index()].saturating_sub(1);
+            w.per_port[port.index()] += 1;
+            t.slots[i].write(k, pw, now.0);
+            return Learn::Moved { from };
+        }
+        if limited(w) {
+            return Learn::PortLimit;
+        }
+        if w.len >= self.cfg.max_entries {
+            return Learn::Full;
+        }
+        let t = if w.tombstones * 4 > t.slots.len() {
+            self.rebuild(w);
+            self.table.load()
+        } else {
+            t
+        };
+        let mut i = hash(k, t.shift);
+        loop {
+            let sk = t.slots[i].key.load(Ordering::Relaxed);
+            if sk == EMPTY || sk == TOMBSTONE {
+                if sk == TOMBSTONE {
+                    w.tombstones -= 1;
+                }
+                t.slots[i].write(k, pw, now.0);
+                break;
+            }
+            i = (i + 1) & t.mask;
+        }
+        w.len += 1;
+        w.per_port[port.index()] += 1;
+        Learn::Learned
+    }
+
+    /// Copies live entries into a fresh table (dropping tombstones) and publishes it.
+    fn rebuild(&self, w: &mut Writer) {
+        let old = self.table.load();
+        let new = Table::with_slots(old.slots.len());
+        for s in old.slots.iter() {
+            let k = s.key.load(Ordering::Relaxed);
+            if k & 1 == 1 {
+                let mut i = hash(k, new.shift);
+                while new.slots[i].key.load(Ordering::Relaxed) != EMPTY {
+                    i = (i + 1) & new.mask;
+                }
+                new.slots[i].write(
+                    k,
+                    s.port.load(Ordering::Relaxed),
+                    s.seen.load(Ordering::Relaxed),
+                );
+            }
+        }
+        w.tombstones = 0;
+        self.table.store(Arc::new(new));
+    }
+
+    /// Adds (or replaces) a static entry: never ages, never moves by learning.
+    pub fn add_static(&self, mac: Mac, vid: Vid, port: PortId) -> Result<(), FdbError> {
+        if mac.is_multicast() {
+            return Err(FdbError::NotUnicast(mac));
+        }
+        let mut w = self.writer.lock();
+        match self.upsert(&mut w, key(mac, vid), port, true, 0, Millis(0)) {
+            Learn::Full => Err(FdbError::Full(self.cfg.max_entries)),
+            _ => Ok(()),
+        }
+    }
+
+    /// Removes one entry (static or dynamic). Returns whether it existed.
+    pub fn remove(&self, mac: Mac, vid: Vid) -> bool {
+        let mut w = self.writer.lock();
+        self.remove_where(&mut w, |k, _, _| k == key(mac, vid)) > 0
+    }
+
+    /// Removes every entry of `port` (port deleted or link down).
+    pub fn flush_port(&self, port: PortId) -> usize {
+        let mut w = self.writer.lock();
+        self.remove_where(&mut w, |_, p, _| p & 0xffff == u32::from(port.0))
+    }
+
+    /// Removes dynamic entries not seen for the aging time. Returns how many.
+    pub fn age(&self, now: Millis) -> usize {
+        let aging = self.cfg.aging_ms;
+        let mut w = self.writer.lock();
+        self.remove_where(&mut w, |_, p, seen| {
+            p & STATIC_FLAG == 0 && now.0.saturating_sub(seen) >= aging
+        })
+    }
+
+    fn remove_where(&self, w: &mut Writer, f: impl Fn(u64, u32, u64) -> bool) -> usize {
+        let t = self.table.load();
+        let mut n = 0;
+        for s in t.slots.iter() {
+            let k = s.key.load(Ordering::Relaxed);
+            if k & 1 == 1 {
+                let p = s.port.load(Ordering::Relaxed);
+                if f(k, p, s.seen.load(Ordering::Relaxed)) {
+                    s.write(TOMBSTONE, 0, 0);
+                    let pi = (p & 0xffff) as usize;
+                    if pi < MAX_PORTS {
+                        w.per_port[pi] = w.per_port[pi].saturating_sub(1);
+                    }
+                    w.len -= 1;
+                    w.tombstones += 1;
+                    n += 1;
+                }
+            }
+        }
+        n
+    }
+
+    /// Number of entries.
+    pub fn len(&self) -> usize {
+        self.writer.lock().len
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+
+    /// Entries learned behind `port`.
+    pub fn port_count(&self, port: PortId) -> u32 {
+        self.writer
+            .lock()
+            .per_port
+            .get(port.index())
+            .copied()
+            .unwrap_or(0)
+    }
+
+    /// All entries, for the control plane.
+    pub fn entries(&self, now: Millis) -> Vec<FdbEntry> {
+        let t = self.table.load();
+        let mut out: Vec<FdbEntry> = t
+            .slots
+            .iter()
+            .filter_map(|s| {
+                let (k, p) = s.read();
+                if k & 1 == 0 {
+                    return None;
+                }
+                let (mac, vid) = unkey(k);
+                let is_static = p & STATIC_FLAG != 0;
+                Some(FdbEntry {
+                    mac,
+                    vid,
+                    port: PortId((p & 0xffff) as u16),
+                    is_static,
+                    age_ms: if is_static {
+                        0
+                    } else {
+                        now.0.saturating_sub(s.seen.load(Ordering::Relaxed))
+                    },
+                })
+            })
+            .collect();
+        out.sort_by_key(|e| (e.vid, e.mac));
+        out
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn mac(i: u32) -> Mac {
+        let b = i.to_be_bytes();
+        Mac([0x02, 0, b[0], b[1], b[2], b[3]])
+    }
+
+    #[test]
+    fn learn_lookup_move() {
+        let fdb = Fdb::new(FdbConfig::default());
+        let v = fdb.view();
+        assert_eq!(
+            fdb.learn(&v, mac(1), 1, PortId(3), 0, Millis(0)),
+            Learn::Learned
+        );
+        assert_eq!(fdb.view().lookup(mac(1), 1), Some(PortId(3)));
+        assert_eq!(fdb.view().lookup(mac(1), 2), None, "keyed by VLAN too");
+        assert_eq!(
+            fdb.learn(&fdb.view(), mac(1), 1, PortId(3), 0, Millis(5)),
+            Learn::Known
+        );
+        assert_eq!(
+            fdb.learn(&fdb.view(), mac(1), 1, PortId(4), 0, Millis(6)),
+            Learn::Moved { from: PortId(3) }
+        );
+        assert_eq!(fdb.view().lookup(mac(1), 1), Some(PortId(4)));
+        assert_eq!(
+            (fdb.port_count(PortId(3)), fdb.port_count(PortId(4))),
+            (0, 1)
+        );
+    }
+
+    #[test]
+    fn aging_respects_refresh_and_static() {
+        let fdb = Fdb::new(FdbConfig {
+            max_entries: 16,
+            aging_ms: 10_000,
+        });
+        fdb.learn(&fdb.view(), mac(1), 1, PortId(0), 0, Millis(0));
+        fdb.learn(&fdb.view(), mac(2), 1, PortId(0), 0, Millis(0));
+        fdb.add_static(mac(3), 1, PortId(1)).unwrap();
+        fdb.learn(&fdb.view(), mac(1), 1, PortId(0), 0, Millis(6_000)); // refresh
+        assert_eq!(fdb.age(Millis(10_000)), 1);
+        assert_eq!(fdb.view().lookup(mac(2), 1), None);
+        assert_eq!(fdb.view().lookup(mac(1), 1), Some(PortId(0)));
+        assert_eq!(fdb.age(Millis(1_000_000)), 1);
+        assert_eq!(
+            fdb.view().lookup(mac(3), 1),
+            Some(PortId(1)),
+            "static never ages"
+        );
+        assert_eq!(
+            fdb.learn(&fdb.view(), mac(3), 1, PortId(2), 0, Millis(1)),
+            Learn::StaticConflict
+        );
+    }
+
+    #[test]
+    fn limits_and_full() {
+        let fdb = Fdb::new(FdbConfig {
+            max_entries: 3,
+            aging_ms: 1000,
+        });
+        assert_eq!(
+            fdb.learn(&fdb.view(), mac(1), 1, PortId(0), 2, Millis(0)),
+            Learn::Learned
+        );
+        assert_eq!(
+            fdb.learn(&fdb.view(), mac(2), 1, PortId(0), 2, Millis(0)),
+            Learn::Learned
+        );
+        assert_eq!(
+            fdb.learn(&fdb.view(), mac(3), 1, PortId(0), 2, Millis(0)),
+            Learn::PortLimit
+        );
+        assert_eq!(
+            fdb.learn(&fdb.view(), mac(3), 1, PortId(1), 0, Millis(0)),
+            Learn::Learned
+        );
+        assert_eq!(
+            fdb.learn(&fdb.view(), mac(4), 1, PortId(1), 0, Millis(0)),
+            Learn::Full
+        );
+        assert_eq!(fdb.add_static(mac(4), 1, PortId(1)), Err(FdbError::Full(3)));
+        assert!(fdb.add_static(Mac::BROADCAST, 1, PortId(1)).is_err());
+    }
+
+    #[test]
+    fn flush_and_tombstone_rebuild() {
+        let fdb = Fdb::new(FdbConfig {
+            max_entries: 64,
+            aging_ms: 1000,
+        });
+        for round in 0..20u32 {
+            for i in 0..60 {
+                let l = fdb.learn(
+                    &fdb.view(),
+                    mac(round * 100 + i),
+                    1,
+                    PortId((i % 4) as u16),
+                    0,
+                    Millis(0),
+                );
+                assert_eq!(l, Learn::Learned);
+            }
+            assert_eq!(fdb.len(), 60);
+            assert_eq!(fdb.flush_port(PortId(0)), 15);
+            assert_eq!(fdb.view().lookup(mac(round * 100), 1), None);
+            assert_eq!(fdb.view().lookup(mac(round * 100 + 1), 1), Some(PortId(1)));
+            for p in 1..4 {
+                fdb.flush_port(PortId(p));
+            }
+            assert!(fdb.is_empty());
+        }
+    }
+
+    #[test]
+    fn entries_listing() {
+        let fdb = Fdb::new(FdbConfig::default());
+        fdb.learn(&fdb.view(), mac(2), 5, PortId(1), 0, Millis(100));
+        fdb.add_static(mac(1), 5, PortId(0)).unwrap();
+        let e = fdb.entries(Millis(1100));
+        assert_eq!(e.len(), 2);
+        assert_eq!((e[0].mac, e[0].is_static, e[0].age_ms), (mac(1), true, 0));
+        assert_eq!((e[1].port, e[1].age_ms, e[1].vid), (PortId(1), 1000, 5));
+    }
+
+    /// Readers on other threads never see a torn entry while a writer churns.
+    #[test]
+    fn concurrent_readers_see_consistent_entries() {
+        let fdb = Arc::new(Fdb::new(FdbConfig {
+            max_entries: 256,
+            aging_ms: 1000,
+        }));
+        // mac(i) always lives on port i % 7 (or is absent).
+        let stop = Arc::new(std::sync::atomic::AtomicBool::new(false));
+        let readers: Vec<_> = (0..2)
+            .map(|_| {
+                let (fdb, stop) = (fdb.clone(), stop.clone());
+                std::thread::spawn(move || {
+                    let mut seen = 0u64;
+                    while !stop.load(Ordering::Relaxed) {
+                        let v = fdb.view();
+                        for i in 0..200u32 {
+                            if let Some(p) = v.lookup(mac(i), 1) {
+                                assert_eq!(p, PortId((i % 7) as u16));
+                                seen += 1;
+                            }
+                        }
+                    }
+                    seen
+                })
+            })
+            .collect();
+        for round in 0..200 {
+            for i in 0..200u32 {
+                fdb.learn(
+                    &fdb.view(),
+                    mac(i),
+                    1,
+                    PortId((i % 7) as u16),
+                    0,
+                    Millis(round),
+                );
+            }
+            fdb.age(Millis(round + 10_000));
+        }
+        stop.store(true, Ordering::Relaxed);
+        for r in readers {
+            r.join().unwrap();
+        }
+    }
+}
