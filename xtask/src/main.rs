@@ -6,6 +6,7 @@
 
 mod deps;
 mod fuzz;
+mod guest;
 
 use anyhow::{bail, Context, Result};
 use std::process::Command;
@@ -15,6 +16,7 @@ fn main() -> Result<()> {
     match args.first().map(String::as_str) {
         Some("test") => test(),
         Some("deps") => deps::ensure(deps::TEST_PACKAGES),
+        Some("guest-image") => guest::build(&args[1..]),
         Some("fuzz") => {
             let secs = args.get(1).map(|s| s.parse()).transpose()?.unwrap_or(30);
             fuzz::run_all(secs)
@@ -25,7 +27,8 @@ fn main() -> Result<()> {
                  commands:\n  \
                  test          install test dependencies, then fmt, clippy, all tests, fuzz\n  \
                  deps          only install the Debian packages the tests need\n  \
-                 fuzz [SECS]   bounded run of every fuzz target (default 30 s each)"
+                 fuzz [SECS]   bounded run of every fuzz target (default 30 s each)\n  \
+                 guest-image [--force]  build (or reuse) the cached e2e test guest under target/guest"
             );
             bail!("unknown or missing command")
         }
