@@ -1,0 +1,432 @@
+//! The public face of the data plane: workers, ports, guest memory, stats, shutdown.
+
+use std::collections::BTreeMap;
+use std::os::fd::{AsRawFd, OwnedFd};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::Arc;
+use std::thread::JoinHandle;
+use std::time::{Duration, Instant};
+
+use crossbeam_channel::{bounded, unbounded, Sender};
+use parking_lot::Mutex;
+use switch::{Offloads, PortConfig, PortId, PortKind, Switch};
+
+use crate::bufring::RX_BUF_SIZE;
+use crate::error::{Error, Result};
+use crate::fixed::{FixedTable, MemRegion};
+use crate::guest::GuestTxQueue;
+use crate::stats::{PortStats, Stats, WorkerStats, WorkerStatsSnapshot};
+use crate::sys;
+use crate::worker::{Cmd, QueueKind, Worker, WorkerConfig, FIXED_SLOTS};
+
+/// Data plane settings (`--workers`, `--poll-us`, ...).
+#[derive(Debug, Clone)]
+pub struct DataplaneConfig {
+    /// Worker threads; 0 = one per available core.
+    pub workers: usize,
+    /// After a batch, keep polling the ring without sleeping for this long (µs). Trades
+    /// CPU (and extra io_uring_enter calls) for latency; 0 = always sleep in the kernel.
+    pub poll_us: u32,
+    /// Rx buffers per port queue (a power of two).
+    pub rx_buffers: u16,
+    /// Size of one rx buffer: the vnet header plus the largest (GSO) frame.
+    pub rx_buf_size: u32,
+    /// Writes in flight per destination queue before frames to it are dropped.
+    pub max_inflight: u32,
+}
+
+impl Default for DataplaneConfig {
+    fn default() -> Self {
+        DataplaneConfig {
+            workers: 0,
+            poll_us: 0,
+            rx_buffers: 64,
+            rx_buf_size: RX_BUF_SIZE,
+            max_inflight: 256,
+        }
+    }
+}
+
+/// A host port to add.
+#[derive(Debug, Clone)]
+pub enum PortSpec {
+    /// A tap device, created if it does not exist, with one queue per worker.
+    Tap {
+        /// L2 configuration; `config.name` is the tap's name.
+        config: PortConfig,
+        /// What the kernel may hand us through the tap (TUNSETOFFLOAD).
+        rx_offloads: Offloads,
+    },
+    /// An AF_PACKET port on an existing interface (e.g. the host end of a veth).
+    AfPacket {
+        /// L2 configuration; `config.name` is the interface name.
+        config: PortConfig,
+    },
+}
+
+impl PortSpec {
+    /// A tap with the defaults of a host port: promiscuous, learning, accepts every
+    /// offload in both directions (the kernel segments/checksums for the host itself).
+    pub fn tap(name: &str) -> PortSpec {
+        let mut config = PortConfig::new(name, PortKind::Tap);
+        config.offloads = Offloads::ALL;
+        PortSpec::Tap {
+            config,
+            rx_offloads: Offloads::ALL,
+        }
+    }
+
+    /// An AF_PACKET port on `ifname` with host-port defaults.
+    pub fn afpacket(ifname: &str) -> PortSpec {
+        let mut config = PortConfig::new(ifname, PortKind::AfPacket);
+        config.offloads = Offloads::ALL;
+        PortSpec::AfPacket { config }
+    }
+
+    /// The tap or interface name.
+    pub fn name(&self) -> &str {
+        match self {
+            PortSpec::Tap { config, .. } | PortSpec::AfPacket { config } => &config.name,
+        }
+    }
+}
+
+struct WorkerHandle {
+    cmds: Sender<Cmd>,
+    wake: OwnedFd,
+    stats: Arc<WorkerStats>,
+    thread: Option<JoinHandle<()>>,
+}
+
+impl WorkerHandle {
+    fn send(&self, cmd: Cmd) -> Result<()> {
+        self.cmds.send(cmd).map_err(|_| Error::Shutdown)?;
+        let one: u64 = 1;
+        // SAFETY: writes 8 bytes from a local to our own eventfd.
+        let r = unsafe { libc::write(self.wake.as_raw_fd(), (&one as *const u64).cast(), 8) };
+        if r != 8 {
+            return Err(Error::Worker(format!(
+                "waking worker failed: {}",
+                std::io::Error::last_os_error()
+            )));
+        }
+        Ok(())
+    }
+}
+
+/// The io_uring data plane.
+pub struct Dataplane {
+    sw: Arc<Switch>,
+    workers: Vec<WorkerHandle>,
+    ports: Mutex<BTreeMap<PortId, String>>,
+    slots: Mutex<Vec<bool>>,
+    fixed_fallbacks: AtomicU64,
+    warned_fallback: AtomicBool,
+}
+
+impl Dataplane {
+    /// Starts the workers.
+    pub fn new(sw: Arc<Switch>, cfg: DataplaneConfig) -> Result<Dataplane> {
+        let n = if cfg.workers == 0 {
+            std::thread::available_parallelism().map_or(1, |n| n.get())
+        } else {
+            cfg.workers
+        };
+        let epoch = Instant::now();
+        let mut workers = Vec::with_capacity(n);
+        for index in 0..n {
+            let (tx, rx) = unbounded();
+            let wake = sys::eventfd().map_err(|e| Error::Worker(format!("eventfd: {e}")))?;
+            let wake_w = wake
+                .try_clone()
+                .map_err(|e| Error::Worker(format!("dup eventfd: {e}")))?;
+            let stats = Arc::new(WorkerStats::default());
+            let wcfg = WorkerConfig {
+                index,
+                poll: Duration::from_micros(cfg.poll_us.into()),
+                rx_buffers: cfg.rx_buffers,
+                rx_buf_size: cfg.rx_buf_size,
+                max_inflight: cfg.max_inflight.max(1),
+                epoch,
+            };
+            let (ready_tx, ready_rx) = bounded(1);
+            let (sw2, st2) = (Arc::clone(&sw), Arc::clone(&stats));
+            let thread = std::thread::Builder::new()
+                .name(format!("uring-{index}"))
+                .spawn(move || match Worker::new(wcfg, sw2, st2, rx, wake) {
+                    Ok(w) => {
+                        let _ = ready_tx.send(Ok(()));
+                        w.run();
+                    }
+                    Err(e) => {
+                        let _ = ready_tx.send(Err(e));
+                    }
+                })
+                .map_err(|e| Error::Worker(format!("spawn: {e}")))?;
+            let h = WorkerHandle {
+                cmds: tx,
+                wake: wake_w,
+                stats,
+                thread: Some(thread),
+            };
+            let ready = ready_rx
+                .recv()
+                .unwrap_or_else(|_| Err(Error::Worker("worker died during setup".into())));
+            workers.push(h);
+            if let Err(e) = ready {
+                let dp = Dataplane::assemble(sw, workers);
+                drop(dp);
+                return Err(e);
+            }
+        }
+        tracing::info!(workers = n, poll_us = cfg.poll_us, "data plane started");
+        Ok(Dataplane::assemble(sw, workers))
+    }
+
+    fn assemble(sw: Arc<Switch>, workers: Vec<WorkerHandle>) -> Dataplane {
+        Dataplane {
+            sw,
+            workers,
+            ports: Mutex::new(BTreeMap::new()),
+            slots: Mutex::new(vec![false; FIXED_SLOTS as usize]),
+            fixed_fallbacks: AtomicU64::new(0),
+            warned_fallback: AtomicBool::new(false),
+        }
+    }
+
+    pub fn switch(&self) -> &Arc<Switch> {
+        &self.sw
+    }
+
+    pub fn workers(&self) -> usize {
+        self.workers.len()
+    }
+
+    /// Adds a tap or AF_PACKET port: opens one queue per worker in the calling thread's
+    /// network namespace, registers the port with the switch and starts receiving.
+    pub fn add_port(&self, spec: PortSpec) -> Result<PortId> {
+        let n = self.workers.len();
+        let (fds, kind, config) = match spec {
+            PortSpec::Tap {
+                mut config,
+                rx_offloads,
+            } => {
+                let mut fds = Vec::with_capacity(n);
+                for _ in 0..n {
+                    let (fd, name) = sys::tap::open_queue(&config.name, &rx_offloads)?;
+                    config.name = name;
+                    fds.push(fd);
+                }
+                sys::ifreq::set_up(&config.name).map_err(|e| Error::Tap {
+                    name: config.name.clone(),
+                    op: "set IFF_UP",
+                    source: e,
+                })?;
+                config.kind = PortKind::Tap;
+                (fds, QueueKind::Tap, config)
+            }
+            PortSpec::AfPacket { mut config } => {
+                let socks = sys::afpacket::open_group(&config.name, n)?;
+                config.kind = PortKind::AfPacket;
+                let fds = socks.into_iter().map(|s| s.fd).collect();
+                (fds, QueueKind::Packet, config)
+            }
+        };
+        let name = config.name.clone();
+        let id = self
+            .sw
+            .add_port(config)
+            .map_err(|e| Error::Switch(e.to_string()))?;
+        let mut replies = Vec::with_capacity(n);
+        for (w, fd) in self.workers.iter().zip(fds) {
+            let (tx, rx) = bounded(1);
+            w.send(Cmd::AddQueue {
+                port: id,
+                kind,
+                fd,
+                reply: tx,
+            })?;
+            replies.push(rx);
+        }
+        let mut result = Ok(());
+        for rx in replies {
+            let r = rx.recv().unwrap_or(Err(Error::Shutdown));
+            if result.is_ok() {
+                result = r;
+            }
+        }
+        if let Err(e) = result {
+            let _ = self.detach(id);
+            return Err(e);
+        }
+        self.ports.lock().insert(id, name.clone());
+        tracing::info!(%id, name = %name, ?kind, "port added");
+        Ok(id)
+    }
+
+    /// Removes a port from the switch and from every worker.
+    pub fn remove_port(&self, id: PortId) -> Result<()> {
+        if self.ports.lock().remove(&id).is_none() {
+            return Err(Error::UnknownPort(id));
+        }
+        self.detach(id)
+    }
+
+    fn detach(&self, id: PortId) -> Result<()> {
+        let _ = self.sw.remove_port(id);
+        let mut replies = Vec::new();
+        for w in &self.workers {
+            let (tx, rx) = bounded(1);
+            w.send(Cmd::RemovePort {
+                port: id,
+                reply: tx,
+            })?;
+            replies.push(rx);
+        }
+        for rx in replies {
+            let _ = rx.recv();
+        }
+        Ok(())
+    }
+
+    /// Registers guest memory as fixed buffers, off the datapath (this pins every page:
+    /// seconds per GiB). On failure (not memfd/hugetlb, memlock limit) the error is
+    /// returned, counted in `Stats::fixed_fallbacks` and logged once: TX from that memory
+    /// then uses writev.
+    ///
+    /// # Safety
+    /// The regions must stay mapped until every queue using the returned table is removed
+    /// and the table is dropped.
+    pub unsafe fn register_memory(&self, regions: &[MemRegion]) -> Result<Arc<FixedTable>> {
+        let plan_len = crate::fixed::FixedPlan::new(regions, crate::fixed::MAX_FIXED_BUF)?.len();
+        let base = self.alloc_slots(plan_len)?;
+        // SAFETY: forwarded from the caller's guarantee.
+        match unsafe { FixedTable::register(regions, base as u16) } {
+            Ok(t) => Ok(Arc::new(t)),
+            Err(e) => {
+                self.free_slots(base, plan_len);
+                self.fixed_fallbacks.fetch_add(1, Ordering::Relaxed);
+                if !self.warned_fallback.swap(true, Ordering::Relaxed) {
+                    tracing::warn!(
+                        "guest memory cannot be registered as io_uring fixed buffers ({e}); \
+                         TX falls back to writev (needs memfd/hugetlb memory and \
+                         CAP_IPC_LOCK or a large enough RLIMIT_MEMLOCK)"
+                    );
+                }
+                Err(e)
+            }
+        }
+    }
+
+    fn alloc_slots(&self, n: usize) -> Result<usize> {
+        let mut s = self.slots.lock();
+        let mut run = 0;
+        for i in 0..s.len() {
+            run = if s[i] { 0 } else { run + 1 };
+            if run == n {
+                let base = i + 1 - n;
+                s[base..=i].iter_mut().for_each(|b| *b = true);
+                return Ok(base);
+            }
+        }
+        Err(Error::NoSlots(n))
+    }
+
+    fn free_slots(&self, base: usize, n: usize) {
+        let mut s = self.slots.lock();
+        if let Some(r) = s.get_mut(base..base + n) {
+            r.iter_mut().for_each(|b| *b = false);
+        }
+    }
+
+    /// Attaches a guest TX queue of an existing switch port to worker `worker % workers`.
+    /// Returns whether its writes use fixed buffers.
+    pub fn attach_guest_tx(
+        &self,
+        port: PortId,
+        worker: usize,
+        queue: Box<dyn GuestTxQueue>,
+    ) -> Result<bool> {
+        let w = &self.workers[worker % self.workers.len()];
+        let (tx, rx) = bounded(1);
+        w.send(Cmd::AttachGuestTx {
+            port,
+            queue,
+            reply: tx,
+        })?;
+        rx.recv().unwrap_or(Err(Error::Shutdown))
+    }
+
+    /// Registers a port that is fed by guest queues (not a host device) with the switch.
+    pub fn add_guest_port(&self, config: PortConfig) -> Result<PortId> {
+        let name = config.name.clone();
+        let id = self
+            .sw
+            .add_port(config)
+            .map_err(|e| Error::Switch(e.to_string()))?;
+        self.ports.lock().insert(id, name);
+        Ok(id)
+    }
+
+    /// Counters of every port and worker.
+    pub fn stats(&self) -> Stats {
+        let ports = self.ports.lock().clone();
+        let mut out = Stats {
+            fixed_fallbacks: self.fixed_fallbacks.load(Ordering::Relaxed),
+            ..Default::default()
+        };
+        for (id, name) in ports {
+            let mut p = PortStats::new(id, name);
+            for w in &self.workers {
+                p.accumulate(&w.stats.ports[id.index()]);
+            }
+            p.switch = self.sw.stats(id);
+            out.ports.push(p);
+        }
+        for (i, w) in self.workers.iter().enumerate() {
+            let c = &w.stats.worker;
+            out.workers.push(WorkerStatsSnapshot {
+                worker: i,
+                enters: c.enters.get(),
+                packets: c.packets.get(),
+                batches: c.batches.get(),
+                other_syscalls: c.other_syscalls.get(),
+            });
+        }
+        out
+    }
+
+    /// Stops every worker (in-flight writes complete or are cancelled first).
+    pub fn shutdown(mut self) -> Result<()> {
+        self.stop()
+    }
+
+    fn stop(&mut self) -> Result<()> {
+        for w in &self.workers {
+            let _ = w.send(Cmd::Shutdown);
+        }
+        let mut r = Ok(());
+        for w in &mut self.workers {
+            if let Some(t) = w.thread.take() {
+                if t.join().is_err() {
+                    r = Err(Error::Worker("worker panicked".into()));
+                }
+            }
+        }
+        r
+    }
+}
+
+impl Drop for Dataplane {
+    fn drop(&mut self) {
+        let _ = self.stop();
+    }
+}
+
+impl Dataplane {
+    /// Returns a memory table's fixed-buffer slots once no queue uses it any more.
+    pub fn release_memory(&self, table: Arc<FixedTable>) {
+        self.free_slots(table.base_slot() as usize, table.len());
+        drop(table);
+    }
+}

@@ -1,0 +1,1027 @@
+//! One worker: one io_uring (SINGLE_ISSUER|DEFER_TASKRUN), one thread, a share of every
+//! port's queues.
+//!
+//! Everything the worker waits for is a completion of its own ring: rx frames (multishot
+//! read/recv into a provided-buffer ring per queue), write completions, guest kicks (a
+//! Read of the kick eventfd) and control commands (a Read of the worker's wake eventfd).
+//! One `io_uring_enter` submits the writes of the previous batch and waits for the next
+//! one, so under load the syscall count per frame falls far below one.
+//!
+//! Frames are forwarded from where they landed: a tap/AF_PACKET rx buffer is written to
+//! its destinations directly (it goes back to the buffer ring when the last write
+//! completes), a guest frame is written from guest memory (fixed buffers when registered).
+//! A destination with too many writes in flight drops the frame (counted), so a slow port
+//! never blocks the worker; sockets and taps are non-blocking, so a full one fails the
+//! write with EAGAIN (counted) instead of parking it.
+
+use std::os::fd::{AsRawFd, OwnedFd};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use crossbeam_channel::{Receiver, Sender};
+use io_uring::{cqueue, opcode, squeue, types, IoUring};
+use switch::egress::Egress;
+use switch::{Decision, DropReason, Forward, Millis, PortId, Switch, SwitchView, VnetHdr};
+
+use crate::bufring::BufRing;
+use crate::error::{Error, Result};
+use crate::fixed::FixedTable;
+use crate::guest::{GuestFrame, GuestTxQueue, Seg, MAX_SEGS};
+use crate::ratelimit::RateLimit;
+use crate::stats::WorkerStats;
+
+/// Size of every virtio_net_hdr on our ports (virtio 1.2 §5.1.6, VERSION_1 layout).
+pub const VNET_HDR: usize = 12;
+/// Fixed-buffer slots reserved in every worker ring (guest memory tables clone into them).
+pub const FIXED_SLOTS: u32 = 1024;
+/// Writes in flight per worker (the op slab never grows, so iovec addresses stay valid).
+const MAX_OPS: usize = 4096;
+/// Guest frames popped per kick round.
+const GUEST_BATCH: usize = 64;
+
+/// IORING_ENTER_GETEVENTS (include/uapi/linux/io_uring.h): also runs deferred task work.
+const IORING_ENTER_GETEVENTS: u32 = 1;
+
+const TAG_SHIFT: u32 = 56;
+const TAG_RX: u64 = 1;
+const TAG_TX: u64 = 2;
+const TAG_WAKE: u64 = 3;
+const TAG_KICK: u64 = 4;
+const TAG_CANCEL: u64 = 5;
+
+fn ud(tag: u64, idx: u64) -> u64 {
+    (tag << TAG_SHIFT) | (idx & ((1 << TAG_SHIFT) - 1))
+}
+
+/// What kind of host queue an fd is.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum QueueKind {
+    /// A tap queue: multishot read.
+    Tap,
+    /// An AF_PACKET socket: multishot recv.
+    Packet,
+}
+
+/// Control messages from [`crate::Dataplane`].
+pub(crate) enum Cmd {
+    AddQueue {
+        port: PortId,
+        kind: QueueKind,
+        fd: OwnedFd,
+        reply: Sender<Result<()>>,
+    },
+    AttachGuestTx {
+        port: PortId,
+        queue: Box<dyn GuestTxQueue>,
+        reply: Sender<Result<bool>>,
+    },
+    RemovePort {
+        port: PortId,
+        reply: Sender<()>,
+    },
+    Shutdown,
+}
+
+/// Per-worker configuration.
+#[derive(Debug, Clone)]
+pub(crate) struct WorkerConfig {
+    pub index: usize,
+    pub poll: Duration,
+    pub rx_buffers: u16,
+    pub rx_buf_size: u32,
+    pub max_inflight: u32,
+    pub epoch: Instant,
+}
+
+struct Queue {
+    port: PortId,
+    kind: QueueKind,
+    fd: OwnedFd,
+    rx: BufRing,
+    /// Outstanding writes per rx buffer id.
+    refs: Box<[u16]>,
+    armed: bool,
+    inflight: u32,
+    closing: bool,
+    dirty: bool,
+}
+
+struct GuestQ {
+    port: PortId,
+    q: Box<dyn GuestTxQueue>,
+    kick_buf: Box<u64>,
+    armed: bool,
+    memory: Option<Arc<FixedTable>>,
+    closing: bool,
+    inflight: u32,
+    kicked: bool,
+}
+
+struct GuestInFlight {
+    gq: u16,
+    token: u64,
+    refs: u16,
+}
+
+#[derive(Clone, Copy)]
+enum Src {
+    Host { q: u16, bid: u16 },
+    Guest { slot: u32 },
+}
+
+struct TxOp {
+    src: Src,
+    dest: u16,
+    hdr: [u8; VNET_HDR],
+    head: [u8; switch::egress::MAX_HEAD],
+    iov: [libc::iovec; MAX_SEGS + 2],
+}
+
+impl TxOp {
+    fn empty() -> TxOp {
+        TxOp {
+            src: Src::Host { q: 0, bid: 0 },
+            dest: 0,
+            hdr: [0; VNET_HDR],
+            head: [0; switch::egress::MAX_HEAD],
+            iov: [libc::iovec {
+                iov_base: std::ptr::null_mut(),
+                iov_len: 0,
+            }; MAX_SEGS + 2],
+        }
+    }
+}
+
+/// How one frame is written to one destination.
+enum WriteSpec {
+    /// Contiguous bytes in our process (a host rx buffer).
+    Plain { addr: u64, len: u32 },
+    /// Gather write; the op's `iov[..n]` is filled.
+    Vectored { n: usize },
+    /// One segment of registered guest memory.
+    Fixed { addr: u64, len: u32, slot: u16 },
+    /// Several segments all inside one registered buffer.
+    VectoredFixed { n: usize, slot: u16 },
+}
+
+pub(crate) struct Worker {
+    cfg: WorkerConfig,
+    ring: IoUring,
+    sw: Arc<Switch>,
+    stats: Arc<WorkerStats>,
+    cmds: Receiver<Cmd>,
+    wake: OwnedFd,
+    wake_buf: Box<u64>,
+    wake_armed: bool,
+    queues: Vec<Option<Queue>>,
+    by_port: Vec<Option<u16>>,
+    guests: Vec<Option<GuestQ>>,
+    ops: Vec<TxOp>,
+    free_ops: Vec<u32>,
+    gframes: Vec<Option<GuestInFlight>>,
+    free_gframes: Vec<u32>,
+    cqes: Vec<(u64, i32, u32)>,
+    popped: Vec<GuestFrame>,
+    shutdown: bool,
+    log_tx: RateLimit,
+    log_rx: RateLimit,
+}
+
+impl Worker {
+    /// Builds the worker's ring. Must run on the worker's own thread: SINGLE_ISSUER makes
+    /// the creating thread the only one allowed to submit (and register).
+    pub(crate) fn new(
+        cfg: WorkerConfig,
+        sw: Arc<Switch>,
+        stats: Arc<WorkerStats>,
+        cmds: Receiver<Cmd>,
+        wake: OwnedFd,
+    ) -> Result<Worker> {
+        let ring: IoUring = IoUring::builder()
+            .setup_single_issuer()
+            .setup_defer_taskrun()
+            .setup_cqsize(8192)
+            .build(1024)
+            .map_err(Error::Ring)?;
+        ring.submitter()
+            .register_buffers_sparse(FIXED_SLOTS)
+            .map_err(Error::Fixed)?;
+        Ok(Worker {
+            cfg,
+            ring,
+            sw,
+            stats,
+            cmds,
+            wake,
+            wake_buf: Box::new(0),
+            wake_armed: false,
+            queues: Vec::new(),
+            by_port: vec![None; switch::MAX_PORTS],
+            guests: Vec::new(),
+            ops: (0..MAX_OPS).map(|_| TxOp::empty()).collect(),
+            free_ops: (0..MAX_OPS as u32).rev().collect(),
+            gframes: (0..MAX_OPS).map(|_| None).collect(),
+            free_gframes: (0..MAX_OPS as u32).rev().collect(),
+            cqes: Vec::with_capacity(8192),
+            popped: Vec::with_capacity(GUEST_BATCH),
+            shutdown: false,
+            log_tx: RateLimit::new(Duration::from_secs(5)),
+            log_rx: RateLimit::new(Duration::from_secs(5)),
+        })
+    }
+
+    /// The worker loop; returns on shutdown.
+    pub(crate) fn run(mut self) {
+        self.arm_wake();
+        let mut polling_until: Option<Instant> = None;
+        while !self.shutdown {
+            let want = if polling_until.is_some() { 0 } else { 1 };
+            if let Err(e) = self.enter(want) {
+                tracing::error!(worker = self.cfg.index, "io_uring_enter failed: {e}");
+                break;
+            }
+            let n = self.process_completions();
+            self.after_batch();
+            if !self.cfg.poll.is_zero() {
+                let now = Instant::now();
+                if n > 0 {
+                    polling_until = Some(now + self.cfg.poll);
+                } else if polling_until.is_some_and(|t| now >= t) {
+                    polling_until = None;
+                }
+            }
+        }
+        self.teardown();
+    }
+
+    /// One io_uring_enter: submit what is queued, run deferred task work, and wait for
+    /// `want` completions. Counted, since that is the figure we optimise.
+    fn enter(&mut self, want: u32) -> std::io::Result<()> {
+        loop {
+            let pending = self.ring.submission().len() as u32;
+            self.stats.worker.enters.add(1);
+            // SAFETY: no argument struct is passed; every SQE in the queue points at memory
+            // owned by this worker (op slab, buffer rings, kick/wake buffers) or at
+            // registered guest memory, all of which outlive their completions.
+            let r = unsafe {
+                self.ring.submitter().enter::<libc::sigset_t>(
+                    pending,
+                    want,
+                    IORING_ENTER_GETEVENTS,
+                    None,
+                )
+            };
+            match r {
+                Ok(_) => return Ok(()),
+                Err(e) if e.raw_os_error() == Some(libc::EINTR) => continue,
+                // CQ overflow backlog: reap what is there and come back.
+                Err(e) if e.raw_os_error() == Some(libc::EBUSY) => return Ok(()),
+                Err(e) => return Err(e),
+            }
+        }
+    }
+
+    /// Pushes an SQE, flushing the submission queue first when it is full.
+    fn push(&mut self, e: squeue::Entry) {
+        loop {
+            // SAFETY: see `enter`: every SQE built by this worker references memory that
+            // lives until its completion has been reaped.
+            if unsafe { self.ring.submission().push(&e) }.is_ok() {
+                return;
+            }
+            self.stats.worker.enters.add(1);
+            if let Err(err) = self.ring.submit() {
+                tracing::error!(worker = self.cfg.index, "submit failed: {err}");
+                return;
+            }
+        }
+    }
+
+    fn process_completions(&mut self) -> usize {
+        let mut cqes = std::mem::take(&mut self.cqes);
+        cqes.clear();
+        {
+            let mut cq = self.ring.completion();
+            cq.sync();
+            for c in &mut cq {
+                cqes.push((c.user_data(), c.result(), c.flags()));
+            }
+        }
+        if cqes.is_empty() {
+            self.cqes = cqes;
+            return 0;
+        }
+        self.stats.worker.batches.add(1);
+        let sw = Arc::clone(&self.sw);
+        let view = sw.view();
+        let now = Millis(self.cfg.epoch.elapsed().as_millis() as u64);
+        for &(data, res, flags) in &cqes {
+            let idx = data & ((1 << TAG_SHIFT) - 1);
+            match data >> TAG_SHIFT {
+                TAG_RX => self.on_rx(&view, now, idx as u16, res, flags),
+                TAG_TX => self.on_tx_done(idx as u32, res),
+                TAG_WAKE => {
+                    self.wake_armed = false;
+                    self.on_commands();
+                }
+                TAG_KICK => {
+                    if let Some(Some(g)) = self.guests.get_mut(idx as usize) {
+                        g.armed = false;
+                        g.kicked = res >= 0;
+                    }
+                }
+                _ => {}
+            }
+        }
+        let n = cqes.len();
+        self.cqes = cqes;
+        // Guest TX after host completions: their writes may have freed op slots.
+        self.service_guests(&view, now);
+        n
+    }
+
+    fn on_rx(&mut self, view: &SwitchView<'_>, now: Millis, qi: u16, res: i32, flags: u32) {
+        let Some(Some(q)) = self.queues.get_mut(qi as usize) else {
+            return;
+        };
+        if !cqueue::more(flags) {
+            q.armed = false;
+        }
+        let port = q.port;
+        let Some(bid) = cqueue::buffer_select(flags) else {
+            if res == -libc::ENOBUFS {
+                self.stats.ports[port.index()].rx_enobufs.add(1);
+            } else if res < 0 && res != -libc::ECANCELED {
+                if let Some(s) = self.log_rx.check(Instant::now()) {
+                    tracing::warn!(%port, suppressed = s, "receive failed: errno {}", -res);
+                }
+            }
+            return;
+        };
+        q.rx.consumed();
+        let len = res.max(0) as usize;
+        let buf_size = q.rx.buf_size() as usize;
+        let closing = q.closing;
+        let Some(buf) = q.rx.frame(bid, len) else {
+            self.recycle(qi, bid);
+            return;
+        };
+        let (ptr, len) = (buf.as_ptr(), buf.len());
+        if closing {
+            self.recycle(qi, bid);
+            return;
+        }
+        let c = &self.stats.ports[port.index()];
+        // A frame filling the whole buffer may have been cut short: never forward it.
+        if len < VNET_HDR + 14 || len >= buf_size {
+            c.drop_bad_frame.add(1);
+            self.recycle(qi, bid);
+            return;
+        }
+        c.rx_packets.add(1);
+        c.rx_bytes.add((len - VNET_HDR) as u64);
+        self.stats.worker.packets.add(1);
+        // SAFETY: the buffer belongs to this queue's ring, which is only dropped in
+        // `finalize` after every reference (refs[bid]) is gone; the kernel will not write it
+        // again before we push `bid` back. The slice does not outlive this function.
+        let buf: &[u8] = unsafe { std::slice::from_raw_parts(ptr, len) };
+        let Ok(hdr) = VnetHdr::parse(buf, VNET_HDR) else {
+            c.drop_bad_frame.add(1);
+            self.recycle(qi, bid);
+            return;
+        };
+        let frame = &buf[VNET_HDR..];
+        if let Decision::Forward(fwd) = view.decide(port, &hdr, frame, frame.len(), now) {
+            for dest in fwd.ports.iter() {
+                let eg = view.egress(dest, &fwd, frame);
+                let src = Src::Host { q: qi, bid };
+                let spec = |op: &mut TxOp| host_write_spec(op, buf, &hdr, frame, &eg);
+                if self.write_to(port, dest, src, spec) {
+                    if let Some(Some(q)) = self.queues.get_mut(qi as usize) {
+                        q.refs[bid as usize] = q.refs[bid as usize].saturating_add(1);
+                    }
+                }
+            }
+        }
+        let held =
+            matches!(self.queues.get(qi as usize), Some(Some(q)) if q.refs[bid as usize] > 0);
+        if !held {
+            self.recycle(qi, bid);
+        }
+    }
+
+    /// Queues one write of a frame to `dest`; false (and counted) when it cannot be.
+    fn write_to(
+        &mut self,
+        ingress: PortId,
+        dest: PortId,
+        src: Src,
+        spec: impl FnOnce(&mut TxOp) -> WriteSpec,
+    ) -> bool {
+        let Some(dq) = self.by_port.get(dest.index()).copied().flatten() else {
+            // A destination without a queue on this worker (a vhost-user RX queue: see
+            // docs/design/uring-net.md).
+            self.stats.ports[dest.index()].drop_no_queue.add(1);
+            return false;
+        };
+        let Some(Some(d)) = self.queues.get(dq as usize) else {
+            return false;
+        };
+        if d.inflight >= self.cfg.max_inflight {
+            self.stats.ports[dest.index()].drop_dest_full.add(1);
+            self.sw.count_drop(ingress, DropReason::DestinationFull);
+            return false;
+        }
+        let Some(oi) = self.free_ops.pop() else {
+            self.stats.ports[dest.index()].drop_dest_full.add(1);
+            self.sw.count_drop(ingress, DropReason::DestinationFull);
+            return false;
+        };
+        let fd = types::Fd(d.fd.as_raw_fd());
+        let op = &mut self.ops[oi as usize];
+        op.src = src;
+        op.dest = dq;
+        let entry = match spec(op) {
+            WriteSpec::Plain { addr, len } => {
+                opcode::Write::new(fd, addr as *const u8, len).build()
+            }
+            WriteSpec::Vectored { n } => opcode::Writev::new(fd, op.iov.as_ptr(), n as u32).build(),
+            WriteSpec::Fixed { addr, len, slot } => {
+                opcode::WriteFixed::new(fd, addr as *const u8, len, slot).build()
+            }
+            WriteSpec::VectoredFixed { n, slot } => {
+                opcode::WritevFixed::new(fd, op.iov.as_ptr(), n as u32, slot).build()
+            }
+        };
+        if let Some(Some(d)) = self.queues.get_mut(dq as usize) {
+            d.inflight += 1;
+        }
+        self.push(entry.user_data(ud(TAG_TX, oi as u64)));
+        true
+    }
+
+    fn on_tx_done(&mut self, oi: u32, res: i32) {
+        let Some(op) = self.ops.get(oi as usize) else {
+            return;
+        };
+        let (src, dq) = (op.src, op.dest);
+        self.free_ops.push(oi);
+        if let Some(Some(d)) = self.queues.get_mut(dq as usize) {
+            d.inflight = d.inflight.saturating_sub(1);
+            let c = &self.stats.ports[d.port.index()];
+            if res >= VNET_HDR as i32 {
+                c.tx_packets.add(1);
+                c.tx_bytes.add(res as u64 - VNET_HDR as u64);
+            } else {
+                c.drop_tx_error.add(1);
+                if res != -libc::EAGAIN {
+                    if let Some(s) = self.log_tx.check(Instant::now()) {
+                        tracing::warn!(port = %d.port, suppressed = s, "write failed: {res}");
+                    }
+                }
+            }
+        }
+        match src {
+            Src::Host { q, bid } => {
+                let done = match self.queues.get_mut(q as usize) {
+                    Some(Some(q)) => {
+                        let r = &mut q.refs[bid as usize];
+                        *r = r.saturating_sub(1);
+                        *r == 0
+                    }
+                    _ => false,
+                };
+                if done {
+                    self.recycle(q, bid);
+                }
+            }
+            Src::Guest { slot } => self.guest_frame_ref_done(slot),
+        }
+    }
+
+    fn recycle(&mut self, qi: u16, bid: u16) {
+        if let Some(Some(q)) = self.queues.get_mut(qi as usize) {
+            q.rx.push(bid);
+            q.dirty = true;
+        }
+    }
+
+    fn guest_frame_ref_done(&mut self, slot: u32) {
+        let Some(e) = self.gframes.get_mut(slot as usize) else {
+            return;
+        };
+        let finished = match e {
+            Some(g) => {
+                g.refs = g.refs.saturating_sub(1);
+                g.refs == 0
+            }
+            None => false,
+        };
+        if finished {
+            if let Some(g) = e.take() {
+                self.free_gframes.push(slot);
+                self.complete_guest(g.gq, g.token);
+            }
+        }
+    }
+
+    fn complete_guest(&mut self, gq: u16, token: u64) {
+        if let Some(Some(g)) = self.guests.get_mut(gq as usize) {
+            g.inflight = g.inflight.saturating_sub(1);
+            g.q.complete(token);
+        }
+    }
+
+    /// Pops and forwards frames from every kicked guest TX queue.
+    fn service_guests(&mut self, view: &SwitchView<'_>, now: Millis) {
+        for gi in 0..self.guests.len() {
+            let Some(Some(g)) = self.guests.get_mut(gi) else {
+                continue;
+            };
+            if !g.kicked || g.closing {
+                continue;
+            }
+            g.kicked = false;
+            let mut popped = std::mem::take(&mut self.popped);
+            loop {
+                popped.clear();
+                let Some(Some(g)) = self.guests.get_mut(gi) else {
+                    break;
+                };
+                g.q.pop(GUEST_BATCH, &mut popped);
+                if popped.is_empty() {
+                    break;
+                }
+                for f in popped.drain(..) {
+                    self.forward_guest_frame(view, now, gi as u16, f);
+                }
+            }
+            self.popped = popped;
+        }
+    }
+
+    fn forward_guest_frame(&mut self, view: &SwitchView<'_>, now: Millis, gi: u16, f: GuestFrame) {
+        let Some(Some(g)) = self.guests.get_mut(gi as usize) else {
+            return;
+        };
+        let port = g.port;
+        g.inflight += 1;
+        let memory = g.memory.clone();
+        let c = &self.stats.ports[port.index()];
+        let head = f.head();
+        let hdr = match VnetHdr::parse(head, VNET_HDR) {
+            Ok(h) if f.len() as usize >= VNET_HDR + 14 => h,
+            _ => {
+                c.drop_bad_frame.add(1);
+                self.complete_guest(gi, f.token);
+                return;
+            }
+        };
+        let frame_len = f.len() as usize - VNET_HDR;
+        c.rx_packets.add(1);
+        c.rx_bytes.add(frame_len as u64);
+        self.stats.worker.packets.add(1);
+        let fhead = &head[VNET_HDR..];
+        let Decision::Forward(fwd) = view.decide(port, &hdr, fhead, frame_len, now) else {
+            self.complete_guest(gi, f.token);
+            return;
+        };
+        let Some(slot) = self.free_gframes.pop() else {
+            self.stats.ports[port.index()].drop_dest_full.add(1);
+            self.sw.count_drop(port, DropReason::DestinationFull);
+            self.complete_guest(gi, f.token);
+            return;
+        };
+        self.gframes[slot as usize] = Some(GuestInFlight {
+            gq: gi,
+            token: f.token,
+            refs: 1, // held while queuing, released below
+        });
+        for dest in fwd.ports.iter() {
+            let eg = view.egress(dest, &fwd, fhead);
+            let stats = Arc::clone(&self.stats);
+            let spec = |op: &mut TxOp| {
+                let s = guest_write_spec(op, &f, &hdr, fhead, &eg, &fwd, memory.as_deref());
+                let c = &stats.ports[port.index()];
+                match s {
+                    WriteSpec::Fixed { .. } | WriteSpec::VectoredFixed { .. } => c.tx_fixed.add(1),
+                    _ => c.tx_fallback.add(1),
+                }
+                s
+            };
+            if self.write_to(port, dest, Src::Guest { slot }, spec) {
+                if let Some(Some(e)) = self.gframes.get_mut(slot as usize) {
+                    e.refs += 1;
+                }
+            }
+        }
+        self.guest_frame_ref_done(slot);
+    }
+
+    fn arm_wake(&mut self) {
+        if self.wake_armed || self.shutdown {
+            return;
+        }
+        let e = opcode::Read::new(
+            types::Fd(self.wake.as_raw_fd()),
+            (&mut *self.wake_buf as *mut u64).cast(),
+            8,
+        )
+        .build()
+        .user_data(ud(TAG_WAKE, 0));
+        self.push(e);
+        self.wake_armed = true;
+    }
+
+    fn arm_rx(&mut self, qi: u16) {
+        let Some(Some(q)) = self.queues.get_mut(qi as usize) else {
+            return;
+        };
+        if q.armed || q.closing || q.rx.in_kernel() == 0 {
+            return;
+        }
+        let fd = types::Fd(q.fd.as_raw_fd());
+        let e = match q.kind {
+            QueueKind::Tap => opcode::ReadMulti::new(fd, 0, q.rx.bgid()).build(),
+            QueueKind::Packet => opcode::RecvMulti::new(fd, q.rx.bgid()).build(),
+        };
+        q.armed = true;
+        self.push(e.user_data(ud(TAG_RX, qi as u64)));
+    }
+
+    fn arm_kick(&mut self, gi: usize) {
+        let Some(Some(g)) = self.guests.get_mut(gi) else {
+            return;
+        };
+        if g.armed || g.closing {
+            return;
+        }
+        let e = opcode::Read::new(
+            types::Fd(g.q.kick_fd()),
+            (&mut *g.kick_buf as *mut u64).cast(),
+            8,
+        )
+        .build()
+        .user_data(ud(TAG_KICK, gi as u64));
+        g.armed = true;
+        self.push(e);
+    }
+
+    /// End of a batch: give buffers back, re-arm receives and kicks, retire closed queues.
+    fn after_batch(&mut self) {
+        for qi in 0..self.queues.len() {
+            if let Some(Some(q)) = self.queues.get_mut(qi) {
+                if q.dirty {
+                    q.rx.publish();
+                    q.dirty = false;
+                }
+            }
+            self.arm_rx(qi as u16);
+        }
+        for gi in 0..self.guests.len() {
+            self.arm_kick(gi);
+        }
+        self.arm_wake();
+        self.finalize();
+    }
+
+    fn finalize(&mut self) {
+        for qi in 0..self.queues.len() {
+            let done = matches!(&self.queues[qi], Some(q) if q.closing && !q.armed
+                && q.inflight == 0 && q.refs.iter().all(|r| *r == 0));
+            if done {
+                if let Some(q) = self.queues[qi].take() {
+                    let _ = self.ring.submitter().unregister_buf_ring(q.rx.bgid());
+                }
+            }
+        }
+        for gi in 0..self.guests.len() {
+            let done =
+                matches!(&self.guests[gi], Some(g) if g.closing && !g.armed && g.inflight == 0);
+            if done {
+                self.guests[gi] = None;
+            }
+        }
+    }
+
+    fn on_commands(&mut self) {
+        while let Ok(cmd) = self.cmds.try_recv() {
+            match cmd {
+                Cmd::AddQueue {
+                    port,
+                    kind,
+                    fd,
+                    reply,
+                } => {
+                    let r = self.add_queue(port, kind, fd);
+                    let _ = reply.send(r);
+                }
+                Cmd::AttachGuestTx { port, queue, reply } => {
+                    let _ = reply.send(Ok(self.attach_guest(port, queue)));
+                }
+                Cmd::RemovePort { port, reply } => {
+                    self.remove_port(port);
+                    let _ = reply.send(());
+                }
+                Cmd::Shutdown => self.shutdown = true,
+            }
+        }
+    }
+
+    fn add_queue(&mut self, port: PortId, kind: QueueKind, fd: OwnedFd) -> Result<()> {
+        let qi = match self.queues.iter().position(Option::is_none) {
+            Some(i) => i,
+            None => {
+                self.queues.push(None);
+                self.queues.len() - 1
+            }
+        };
+        let mut rx = BufRing::new(self.cfg.rx_buffers, self.cfg.rx_buf_size, qi as u16)
+            .map_err(Error::BufRing)?;
+        rx.register(&self.ring.submitter())
+            .map_err(Error::BufRing)?;
+        let refs = vec![0u16; rx.entries() as usize].into_boxed_slice();
+        self.queues[qi] = Some(Queue {
+            port,
+            kind,
+            fd,
+            rx,
+            refs,
+            armed: false,
+            inflight: 0,
+            closing: false,
+            dirty: false,
+        });
+        self.by_port[port.index()] = Some(qi as u16);
+        self.arm_rx(qi as u16);
+        Ok(())
+    }
+
+    /// Attaches a guest TX queue; returns whether its memory is used as fixed buffers.
+    fn attach_guest(&mut self, port: PortId, q: Box<dyn GuestTxQueue>) -> bool {
+        let memory = q
+            .memory()
+            .filter(|t| match t.install_into(&self.ring.submitter()) {
+                Ok(()) => true,
+                Err(e) => {
+                    tracing::warn!(%port, "cloning registered guest memory failed, using writev: {e}");
+                    false
+                }
+            });
+        let fixed = memory.is_some();
+        let gi = match self.guests.iter().position(Option::is_none) {
+            Some(i) => i,
+            None => {
+                self.guests.push(None);
+                self.guests.len() - 1
+            }
+        };
+        self.guests[gi] = Some(GuestQ {
+            port,
+            q,
+            kick_buf: Box::new(0),
+            armed: false,
+            memory,
+            closing: false,
+            inflight: 0,
+            // Frames may already be queued: look once without waiting for a kick.
+            kicked: true,
+        });
+        self.arm_kick(gi);
+        fixed
+    }
+
+    fn remove_port(&mut self, port: PortId) {
+        if let Some(qi) = self.by_port.get_mut(port.index()).and_then(Option::take) {
+            if let Some(Some(q)) = self.queues.get_mut(qi as usize) {
+                q.closing = true;
+                if q.armed {
+                    let e = opcode::AsyncCancel::new(ud(TAG_RX, qi as u64))
+                        .build()
+                        .user_data(ud(TAG_CANCEL, 0));
+                    self.push(e);
+                }
+            }
+        }
+        for gi in 0..self.guests.len() {
+            if let Some(Some(g)) = self.guests.get_mut(gi) {
+                if g.port == port && !g.closing {
+                    g.closing = true;
+                    if g.armed {
+                        let e = opcode::AsyncCancel::new(ud(TAG_KICK, gi as u64))
+                            .build()
+                            .user_data(ud(TAG_CANCEL, 0));
+                        self.push(e);
+                    }
+                }
+            }
+        }
+    }
+
+    /// Cancels everything and waits until the kernel holds no reference to our memory.
+    fn teardown(&mut self) {
+        let ports: Vec<PortId> = self
+            .queues
+            .iter()
+            .flatten()
+            .map(|q| q.port)
+            .chain(self.guests.iter().flatten().map(|g| g.port))
+            .collect();
+        for p in ports {
+            self.remove_port(p);
+        }
+        if self.wake_armed {
+            let e = opcode::AsyncCancel::new(ud(TAG_WAKE, 0))
+                .build()
+                .user_data(ud(TAG_CANCEL, 0));
+            self.push(e);
+        }
+        let deadline = Instant::now() + Duration::from_secs(5);
+        while Instant::now() < deadline {
+            let busy = self.wake_armed
+                || self.queues.iter().flatten().next().is_some()
+                || self.guests.iter().flatten().next().is_some();
+            if !busy {
+                break;
+            }
+            let ts = types::Timespec::new().nsec(50_000_000);
+            let args = types::SubmitArgs::new().timespec(&ts);
+            let _ = self.ring.submitter().submit_with_args(1, &args);
+            self.stats.worker.enters.add(1);
+            let mut cqes = std::mem::take(&mut self.cqes);
+            cqes.clear();
+            for c in self.ring.completion() {
+                cqes.push((c.user_data(), c.result(), c.flags()));
+            }
+            for &(data, res, flags) in &cqes {
+                let idx = data & ((1 << TAG_SHIFT) - 1);
+                match data >> TAG_SHIFT {
+                    TAG_RX => {
+                        if let Some(Some(q)) = self.queues.get_mut(idx as usize) {
+                            if !cqueue::more(flags) {
+                                q.armed = false;
+                            }
+                            if let Some(bid) = cqueue::buffer_select(flags) {
+                                q.rx.consumed();
+                                self.recycle(idx as u16, bid);
+                            }
+                        }
+                    }
+                    TAG_TX => self.on_tx_done(idx as u32, res),
+                    TAG_WAKE => self.wake_armed = false,
+                    TAG_KICK => {
+                        if let Some(Some(g)) = self.guests.get_mut(idx as usize) {
+                            g.armed = false;
+                        }
+                    }
+                    _ => {}
+                }
+            }
+            self.cqes = cqes;
+            self.finalize();
+        }
+    }
+}
+
+/// Write of a host rx buffer: as is when the egress form is identical, otherwise a gather
+/// of (adjusted vnet header, rewritten L2 head, rest of the frame).
+fn host_write_spec(
+    op: &mut TxOp,
+    buf: &[u8],
+    hdr: &VnetHdr,
+    frame: &[u8],
+    eg: &Egress,
+) -> WriteSpec {
+    if eg.is_identity(frame) {
+        return WriteSpec::Plain {
+            addr: buf.as_ptr() as u64,
+            len: buf.len() as u32,
+        };
+    }
+    let body = frame.get(eg.body_offset as usize..).unwrap_or(&[]);
+    let n = fill_rewrite(op, hdr, eg);
+    op.iov[n] = libc::iovec {
+        iov_base: body.as_ptr() as *mut libc::c_void,
+        iov_len: body.len(),
+    };
+    WriteSpec::Vectored { n: n + 1 }
+}
+
+/// Puts the adjusted vnet header and the rewritten head into the op and its first two
+/// iovecs; returns the number of iovecs used.
+fn fill_rewrite(op: &mut TxOp, hdr: &VnetHdr, eg: &Egress) -> usize {
+    let _ = eg.adjust_hdr(hdr).emit(&mut op.hdr, VNET_HDR);
+    let head = eg.head();
+    op.head[..head.len()].copy_from_slice(head);
+    op.iov[0] = libc::iovec {
+        iov_base: op.hdr.as_mut_ptr().cast(),
+        iov_len: VNET_HDR,
+    };
+    op.iov[1] = libc::iovec {
+        iov_base: op.head.as_mut_ptr().cast(),
+        iov_len: head.len(),
+    };
+    2
+}
+
+/// Write of a guest frame from guest memory. Identity egress goes out from the guest's own
+/// bytes (fixed buffers when every segment lies in one registered buffer); a tag rewrite
+/// needs our head in front, which a fixed write cannot mix in, so it is a plain writev.
+fn guest_write_spec(
+    op: &mut TxOp,
+    f: &GuestFrame,
+    hdr: &VnetHdr,
+    fhead: &[u8],
+    eg: &Egress,
+    _fwd: &Forward,
+    memory: Option<&FixedTable>,
+) -> WriteSpec {
+    let segs = f.segs();
+    if eg.is_identity(fhead) {
+        if let Some(t) = memory {
+            let mut slot = None;
+            let all_in_one = segs.iter().all(|s| match t.resolve(s.addr, s.len as u64) {
+                Some(r) => *slot.get_or_insert(r.slot) == r.slot,
+                None => false,
+            });
+            if let (true, Some(slot)) = (all_in_one, slot) {
+                if let [s] = segs {
+                    return WriteSpec::Fixed {
+                        addr: s.addr,
+                        len: s.len,
+                        slot,
+                    };
+                }
+                fill_segs(op, 0, segs, 0);
+                return WriteSpec::VectoredFixed {
+                    n: segs.len(),
+                    slot,
+                };
+            }
+        }
+        let n = fill_segs(op, 0, segs, 0);
+        return WriteSpec::Vectored { n };
+    }
+    let n = fill_rewrite(op, hdr, eg);
+    let n = fill_segs(op, n, segs, VNET_HDR + eg.body_offset as usize);
+    WriteSpec::Vectored { n }
+}
+
+/// Appends `segs` minus their first `skip` bytes to `op.iov[at..]`; returns the new count.
+fn fill_segs(op: &mut TxOp, mut at: usize, segs: &[Seg], mut skip: usize) -> usize {
+    for s in segs {
+        let l = s.len as usize;
+        if skip >= l {
+            skip -= l;
+            continue;
+        }
+        if at >= op.iov.len() {
+            break;
+        }
+        op.iov[at] = libc::iovec {
+            iov_base: (s.addr + skip as u64) as *mut libc::c_void,
+            iov_len: l - skip,
+        };
+        skip = 0;
+        at += 1;
+    }
+    at
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn user_data_round_trips() {
+        let d = ud(TAG_TX, 4095);
+        assert_eq!(d >> TAG_SHIFT, TAG_TX);
+        assert_eq!(d & ((1 << TAG_SHIFT) - 1), 4095);
+    }
+
+    #[test]
+    fn fill_segs_skips_across_segments() {
+        let mut op = TxOp::empty();
+        let segs = [
+            Seg {
+                addr: 1000,
+                len: 12,
+            },
+            Seg {
+                addr: 2000,
+                len: 10,
+            },
+            Seg {
+                addr: 3000,
+                len: 50,
+            },
+        ];
+        let n = fill_segs(&mut op, 2, &segs, 12 + 14);
+        assert_eq!(n, 3);
+        assert_eq!(op.iov[2].iov_base as u64, 3004);
+        assert_eq!(op.iov[2].iov_len, 46);
+        let n = fill_segs(&mut op, 0, &segs, 0);
+        assert_eq!(n, 3);
+        assert_eq!(op.iov[1].iov_len, 10);
+    }
+}
