@@ -1,1 +1,32 @@
-//! vhost-user virtio-net device (see ARCHITECTURE.md).
+//! # vring-engine: the vhost-user virtio-net device
+//!
+//! One [`NetDevice`] per vhost-user port (virtio 1.2 §5.1 "Network Device"), built on
+//! rust-vmm: vhost-user-backend runs the protocol and the kick-reading worker threads,
+//! virtio-queue the split rings, vm-memory the guest memory. The device validates every
+//! descriptor chain itself ([`chain`]), hands TX frames to the daemon's [`Forwarder`]
+//! without copying, writes frames other ports [`NetDevice::deliver`] into its RX queues with
+//! one copy, and applies control-queue commands to the port's [`switch::RxFilter`] and
+//! offloads through [`PortEvents`]. [`VhostUserPort`] serves the socket (server or client
+//! mode) and survives frontend reconnects. See docs/design/vring-engine.md.
+
+pub mod api;
+pub mod chain;
+pub mod config_space;
+pub mod counters;
+pub mod ctrl;
+mod ctrlq;
+pub mod device;
+pub mod features;
+pub mod frame;
+pub mod options;
+pub mod port;
+mod rx;
+mod tx;
+pub mod vring;
+
+pub use api::{Forwarder, PortEvents, RxDrop};
+pub use counters::{Drop as DropReason, QueueStats};
+pub use device::NetDevice;
+pub use frame::TxFrame;
+pub use options::{OptionsError, PortOptions, SocketMode};
+pub use port::{PortError, VhostUserPort};

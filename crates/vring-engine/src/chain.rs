@@ -1,0 +1,425 @@
+//! Validating walk of one split-virtqueue descriptor chain (virtio 1.2 §2.7.5 "The Virtqueue
+//! Descriptor Table", §2.7.5.3 "Indirect Descriptors").
+//!
+//! virtio-queue's own `DescriptorChain` iterator simply *ends* on a bad descriptor, which
+//! is indistinguishable from a short chain. Every rule here instead produces a
+//! [`ChainError`] that the caller counts, so a hostile driver's chain is dropped with a
+//! reason and never read or written past guest memory:
+//! - head or `next` index ≥ queue size (or ≥ indirect table length);
+//! - more descriptors than the table holds (a loop);
+//! - `addr + len` overflowing, or the total chain length overflowing u32 (§2.7.5.2: a chain
+//!   is at most 2^32 bytes);
+//! - a buffer not entirely inside guest memory;
+//! - a device-readable descriptor after a device-writable one (§2.7.4.2), or a direction the
+//!   queue does not allow (write-only on TX, read-only on RX);
+//! - INDIRECT when not negotiated, not on the head, with NEXT set, nested in an indirect
+//!   table, or with a table length that is zero or not a multiple of 16 (§2.7.5.3.1).
+
+use vm_memory::{Address, Bytes, GuestAddress, GuestMemoryBackend, GuestMemoryMmap, VolatileSlice};
+
+/// Guest memory as mapped by vhost-user-backend (no dirty-page bitmap: we do not offer
+/// LOG_ALL / live migration logging).
+pub type Mem = GuestMemoryMmap<()>;
+
+const F_NEXT: u16 = 1;
+const F_WRITE: u16 = 2;
+const F_INDIRECT: u16 = 4;
+const DESC_SIZE: u64 = 16;
+
+/// Why a chain was refused. Each variant has its own drop counter.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
+pub enum ChainError {
+    #[error("descriptor index out of range")]
+    BadIndex,
+    #[error("chain loops or is longer than its table")]
+    Loop,
+    #[error("buffer address or chain length overflows")]
+    Overflow,
+    #[error("buffer outside guest memory")]
+    OutOfMemory,
+    #[error("buffer direction not allowed on this queue")]
+    WrongDirection,
+    #[error("device-readable descriptor after a device-writable one")]
+    BadOrder,
+    #[error("indirect descriptor not negotiated, not at the head, or with NEXT")]
+    BadIndirect,
+    #[error("indirect table nested in an indirect table")]
+    NestedIndirect,
+    #[error("indirect table length zero, not a multiple of 16, or too long")]
+    BadIndirectTable,
+}
+
+impl ChainError {
+    /// Every variant, for counters and reports.
+    pub const ALL: [ChainError; 9] = [
+        ChainError::BadIndex,
+        ChainError::Loop,
+        ChainError::Overflow,
+        ChainError::OutOfMemory,
+        ChainError::WrongDirection,
+        ChainError::BadOrder,
+        ChainError::BadIndirect,
+        ChainError::NestedIndirect,
+        ChainError::BadIndirectTable,
+    ];
+
+    /// Dense index for counter arrays.
+    pub fn index(self) -> usize {
+        self as usize
+    }
+}
+
+/// Which buffers the queue's chains may contain.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Direction {
+    /// TX: device-readable only.
+    ReadOnly,
+    /// RX: device-writable only.
+    WriteOnly,
+    /// Control queue: readable command followed by writable ack.
+    ReadThenWrite,
+}
+
+/// Where a descriptor table lives and how the queue was negotiated.
+#[derive(Debug, Clone, Copy)]
+pub struct TableInfo {
+    pub desc_table: GuestAddress,
+    pub queue_size: u16,
+    pub indirect_allowed: bool,
+}
+
+/// One validated chain: its buffers as host-mapped guest memory, split at region
+/// boundaries, readable ones first.
+#[derive(Default)]
+pub struct Chain<'m> {
+    pub head: u16,
+    pub readable: Vec<VolatileSlice<'m, ()>>,
+    pub writable: Vec<VolatileSlice<'m, ()>>,
+    pub read_len: u32,
+    pub write_len: u32,
+}
+
+impl<'m> Chain<'m> {
+    fn clear(&mut self, head: u16) {
+        self.head = head;
+        self.readable.clear();
+        self.writable.clear();
+        self.read_len = 0;
+        self.write_len = 0;
+    }
+
+    /// Walks the chain starting at `head`, replacing this chain's contents.
+    pub fn walk(
+        &mut self,
+        mem: &'m Mem,
+        table: TableInfo,
+        head: u16,
+        dir: Direction,
+    ) -> Result<(), ChainError> {
+        self.clear(head);
+        if head >= table.queue_size {
+            return Err(ChainError::BadIndex);
+        }
+        let mut base = table.desc_table;
+        let mut limit = table.queue_size;
+        let mut idx = head;
+        let mut in_indirect = false;
+        let mut seen: u32 = 0;
+        let mut first = true;
+        loop {
+            seen += 1;
+            if seen > u32::from(limit) {
+                return Err(ChainError::Loop);
+            }
+            let d = read_desc(mem, base, idx)?;
+            if d.flags & F_INDIRECT != 0 {
+                if in_indirect {
+                    return Err(ChainError::NestedIndirect);
+                }
+                if !table.indirect_allowed || !first || d.flags & F_NEXT != 0 {
+                    return Err(ChainError::BadIndirect);
+                }
+                if d.len == 0 || u64::from(d.len) % DESC_SIZE != 0 {
+                    return Err(ChainError::BadIndirectTable);
+                }
+                let n = u64::from(d.len) / DESC_SIZE;
+                let n = u16::try_from(n).map_err(|_| ChainError::BadIndirectTable)?;
+                if d.addr.checked_add(u64::from(d.len)).is_none() {
+                    return Err(ChainError::Overflow);
+                }
+                if !mem.check_range(GuestAddress(d.addr), d.len as usize) {
+                    return Err(ChainError::OutOfMemory);
+                }
+                base = GuestAddress(d.addr);
+                limit = n;
+                idx = 0;
+                seen = 0;
+                in_indirect = true;
+                first = false;
+                continue;
+            }
+            first = false;
+            let write = d.flags & F_WRITE != 0;
+            match (dir, write) {
+                (Direction::ReadOnly, true) | (Direction::WriteOnly, false) => {
+                    return Err(ChainError::WrongDirection)
+                }
+                _ => {}
+            }
+            if !write && !self.writable.is_empty() {
+                return Err(ChainError::BadOrder);
+            }
+            self.push(mem, d.addr, d.len, write)?;
+            if d.flags & F_NEXT == 0 {
+                return Ok(());
+            }
+            if d.next >= limit {
+                return Err(ChainError::BadIndex);
+            }
+            idx = d.next;
+        }
+    }
+
+    fn push(&mut self, mem: &'m Mem, addr: u64, len: u32, write: bool) -> Result<(), ChainError> {
+        if addr.checked_add(u64::from(len)).is_none() {
+            return Err(ChainError::Overflow);
+        }
+        let total = if write {
+            &mut self.write_len
+        } else {
+            &mut self.read_len
+        };
+        *total = total.checked_add(len).ok_or(ChainError::Overflow)?;
+        if self.read_len.checked_add(self.write_len).is_none() {
+            return Err(ChainError::Overflow);
+        }
+        if len == 0 {
+            return Ok(());
+        }
+        let list = if write {
+            &mut self.writable
+        } else {
+            &mut self.readable
+        };
+        let mut got = 0usize;
+        for s in GuestMemoryBackend::get_slices(mem, GuestAddress(addr), len as usize) {
+            let s = s.map_err(|_| ChainError::OutOfMemory)?;
+            got += s.len();
+            list.push(s);
+        }
+        if got != len as usize {
+            return Err(ChainError::OutOfMemory);
+        }
+        Ok(())
+    }
+}
+
+struct RawDesc {
+    addr: u64,
+    len: u32,
+    flags: u16,
+    next: u16,
+}
+
+fn read_desc(mem: &Mem, base: GuestAddress, idx: u16) -> Result<RawDesc, ChainError> {
+    let at = base
+        .checked_add(u64::from(idx) * DESC_SIZE)
+        .ok_or(ChainError::Overflow)?;
+    let mut b = [0u8; 16];
+    mem.read_slice(&mut b, at)
+        .map_err(|_| ChainError::OutOfMemory)?;
+    let mut a = [0u8; 8];
+    a.copy_from_slice(&b[0..8]);
+    Ok(RawDesc {
+        addr: u64::from_le_bytes(a),
+        len: u32::from_le_bytes([b[8], b[9], b[10], b[11]]),
+        flags: u16::from_le_bytes([b[12], b[13]]),
+        next: u16::from_le_bytes([b[14], b[15]]),
+    })
+}
+
+/// Copies up to `out.len()` bytes starting `skip` bytes into `slices`. Returns the count.
+pub fn copy_out(slices: &[VolatileSlice<'_, ()>], mut skip: usize, out: &mut [u8]) -> usize {
+    let mut done = 0;
+    for s in slices {
+        if done == out.len() {
+            break;
+        }
+        if skip >= s.len() {
+            skip -= s.len();
+            continue;
+        }
+        let Ok(sub) = s.offset(skip) else { break };
+        skip = 0;
+        done += sub.copy_to(&mut out[done..]);
+    }
+    done
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const SIZE: u16 = 8;
+    const TABLE: u64 = 0x1000;
+
+    fn mem() -> Mem {
+        GuestMemoryMmap::from_ranges(&[(GuestAddress(0), 0x10000)]).unwrap()
+    }
+
+    fn put(mem: &Mem, base: u64, i: u16, addr: u64, len: u32, flags: u16, next: u16) {
+        let mut b = [0u8; 16];
+        b[0..8].copy_from_slice(&addr.to_le_bytes());
+        b[8..12].copy_from_slice(&len.to_le_bytes());
+        b[12..14].copy_from_slice(&flags.to_le_bytes());
+        b[14..16].copy_from_slice(&next.to_le_bytes());
+        mem.write_slice(&b, GuestAddress(base + 16 * u64::from(i)))
+            .unwrap();
+    }
+
+    fn info(indirect: bool) -> TableInfo {
+        TableInfo {
+            desc_table: GuestAddress(TABLE),
+            queue_size: SIZE,
+            indirect_allowed: indirect,
+        }
+    }
+
+    fn walk(m: &Mem, head: u16, dir: Direction, ind: bool) -> Result<(u32, u32), ChainError> {
+        let mut c = Chain::default();
+        c.walk(m, info(ind), head, dir)?;
+        Ok((c.read_len, c.write_len))
+    }
+
+    #[test]
+    fn simple_and_split_chain() {
+        let m = mem();
+        put(&m, TABLE, 0, 0x4000, 12, F_NEXT, 1);
+        put(&m, TABLE, 1, 0x5000, 100, 0, 0);
+        assert_eq!(walk(&m, 0, Direction::ReadOnly, false), Ok((112, 0)));
+        put(&m, TABLE, 2, 0x6000, 10, F_NEXT, 3);
+        put(&m, TABLE, 3, 0x7000, 20, F_WRITE, 0);
+        assert_eq!(walk(&m, 2, Direction::ReadThenWrite, false), Ok((10, 20)));
+    }
+
+    #[test]
+    fn hostile_chains() {
+        let m = mem();
+        assert_eq!(
+            walk(&m, SIZE, Direction::ReadOnly, false),
+            Err(ChainError::BadIndex)
+        );
+        // loop 0 -> 1 -> 0
+        put(&m, TABLE, 0, 0x4000, 1, F_NEXT, 1);
+        put(&m, TABLE, 1, 0x4000, 1, F_NEXT, 0);
+        assert_eq!(
+            walk(&m, 0, Direction::ReadOnly, false),
+            Err(ChainError::Loop)
+        );
+        // next out of range
+        put(&m, TABLE, 1, 0x4000, 1, F_NEXT, 99);
+        assert_eq!(
+            walk(&m, 0, Direction::ReadOnly, false),
+            Err(ChainError::BadIndex)
+        );
+        // outside memory
+        put(&m, TABLE, 0, 0xfff0, 0x100, 0, 0);
+        assert_eq!(
+            walk(&m, 0, Direction::ReadOnly, false),
+            Err(ChainError::OutOfMemory)
+        );
+        // addr + len overflow
+        put(&m, TABLE, 0, u64::MAX - 4, 16, 0, 0);
+        assert_eq!(
+            walk(&m, 0, Direction::ReadOnly, false),
+            Err(ChainError::Overflow)
+        );
+        // total length overflow (0xffff_ffff + 2) even with zero-size memory touched
+        put(&m, TABLE, 0, 0x4000, u32::MAX, F_NEXT, 1);
+        put(&m, TABLE, 1, 0x4000, 2, 0, 0);
+        assert!(matches!(
+            walk(&m, 0, Direction::ReadOnly, false),
+            Err(ChainError::Overflow | ChainError::OutOfMemory)
+        ));
+        // write-only on TX, read-only on RX
+        put(&m, TABLE, 0, 0x4000, 10, F_WRITE, 0);
+        assert_eq!(
+            walk(&m, 0, Direction::ReadOnly, false),
+            Err(ChainError::WrongDirection)
+        );
+        put(&m, TABLE, 0, 0x4000, 10, 0, 0);
+        assert_eq!(
+            walk(&m, 0, Direction::WriteOnly, false),
+            Err(ChainError::WrongDirection)
+        );
+        // readable after writable
+        put(&m, TABLE, 0, 0x4000, 10, F_WRITE | F_NEXT, 1);
+        put(&m, TABLE, 1, 0x4000, 10, 0, 0);
+        assert_eq!(
+            walk(&m, 0, Direction::ReadThenWrite, false),
+            Err(ChainError::BadOrder)
+        );
+    }
+
+    #[test]
+    fn indirect_rules() {
+        let m = mem();
+        let it = 0x8000u64;
+        put(&m, it, 0, 0x4000, 12, F_NEXT, 1);
+        put(&m, it, 1, 0x5000, 60, 0, 0);
+        put(&m, TABLE, 0, it, 32, F_INDIRECT, 0);
+        assert_eq!(walk(&m, 0, Direction::ReadOnly, true), Ok((72, 0)));
+        assert_eq!(
+            walk(&m, 0, Direction::ReadOnly, false),
+            Err(ChainError::BadIndirect)
+        );
+        put(&m, TABLE, 0, it, 32, F_INDIRECT | F_NEXT, 1);
+        assert_eq!(
+            walk(&m, 0, Direction::ReadOnly, true),
+            Err(ChainError::BadIndirect)
+        );
+        put(&m, TABLE, 0, it, 24, F_INDIRECT, 0);
+        assert_eq!(
+            walk(&m, 0, Direction::ReadOnly, true),
+            Err(ChainError::BadIndirectTable)
+        );
+        put(&m, TABLE, 0, it, 0, F_INDIRECT, 0);
+        assert_eq!(
+            walk(&m, 0, Direction::ReadOnly, true),
+            Err(ChainError::BadIndirectTable)
+        );
+        // nested
+        put(&m, TABLE, 0, it, 32, F_INDIRECT, 0);
+        put(&m, it, 1, 0x9000, 16, F_INDIRECT, 0);
+        assert_eq!(
+            walk(&m, 0, Direction::ReadOnly, true),
+            Err(ChainError::NestedIndirect)
+        );
+        // loop inside the indirect table
+        put(&m, it, 1, 0x5000, 60, F_NEXT, 0);
+        assert_eq!(
+            walk(&m, 0, Direction::ReadOnly, true),
+            Err(ChainError::Loop)
+        );
+        // table itself outside memory
+        put(&m, TABLE, 0, 0xfff0, 32, F_INDIRECT, 0);
+        assert_eq!(
+            walk(&m, 0, Direction::ReadOnly, true),
+            Err(ChainError::OutOfMemory)
+        );
+    }
+
+    #[test]
+    fn copy_out_skips_across_slices() {
+        let m = mem();
+        m.write_slice(&[1, 2, 3, 4], GuestAddress(0x4000)).unwrap();
+        m.write_slice(&[5, 6, 7, 8], GuestAddress(0x5000)).unwrap();
+        put(&m, TABLE, 0, 0x4000, 4, F_NEXT, 1);
+        put(&m, TABLE, 1, 0x5000, 4, 0, 0);
+        let mut c = Chain::default();
+        c.walk(&m, info(false), 0, Direction::ReadOnly).unwrap();
+        let mut out = [0u8; 5];
+        assert_eq!(copy_out(&c.readable, 2, &mut out), 5);
+        assert_eq!(out, [3, 4, 5, 6, 7]);
+    }
+}

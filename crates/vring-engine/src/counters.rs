@@ -1,0 +1,135 @@
+//! Per-queue counters: relaxed atomics written by whichever thread processes the queue and
+//! read by the daemon's `ctl stats`.
+
+use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
+
+use crate::chain::ChainError;
+
+/// Why a frame or chain was dropped on a queue.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Drop {
+    /// A descriptor chain failed validation ([`ChainError`]).
+    Chain(ChainError),
+    /// TX: chain shorter than the virtio-net header, or header with an unknown gso_type.
+    BadHeader,
+    /// TX: frame shorter than an Ethernet header or longer than 64 KiB + header.
+    BadLength,
+    /// RX: no (or not enough) buffers posted by the driver.
+    NoBuffers,
+    /// RX: the frame does not fit the posted buffer (no mergeable buffers).
+    TooBig,
+    /// RX: queue not ready or not enabled.
+    NotReady,
+    /// The avail index moved by more than the queue size (§2.7.6): the queue is stopped.
+    AvailJump,
+}
+
+const N_CHAIN: usize = ChainError::ALL.len();
+const N_DROPS: usize = N_CHAIN + 6;
+
+impl Drop {
+    fn index(self) -> usize {
+        match self {
+            Drop::Chain(e) => e.index(),
+            Drop::BadHeader => N_CHAIN,
+            Drop::BadLength => N_CHAIN + 1,
+            Drop::NoBuffers => N_CHAIN + 2,
+            Drop::TooBig => N_CHAIN + 3,
+            Drop::NotReady => N_CHAIN + 4,
+            Drop::AvailJump => N_CHAIN + 5,
+        }
+    }
+
+    /// Every reason, in counter order.
+    pub fn all() -> impl Iterator<Item = Drop> {
+        ChainError::ALL.into_iter().map(Drop::Chain).chain([
+            Drop::BadHeader,
+            Drop::BadLength,
+            Drop::NoBuffers,
+            Drop::TooBig,
+            Drop::NotReady,
+            Drop::AvailJump,
+        ])
+    }
+}
+
+/// Counters of one virtqueue.
+#[derive(Debug, Default)]
+pub struct QueueCounters {
+    pub frames: AtomicU64,
+    pub bytes: AtomicU64,
+    /// Guest notifications (call eventfd writes).
+    pub calls: AtomicU64,
+    /// Kicks handled.
+    pub kicks: AtomicU64,
+    drops: [AtomicU64; N_DROPS],
+}
+
+/// A plain copy of [`QueueCounters`].
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct QueueStats {
+    pub frames: u64,
+    pub bytes: u64,
+    pub calls: u64,
+    pub kicks: u64,
+    /// Non-zero drop counters by reason.
+    pub drops: Vec<(Drop, u64)>,
+}
+
+impl QueueStats {
+    /// Drops for one reason.
+    pub fn dropped(&self, why: Drop) -> u64 {
+        self.drops
+            .iter()
+            .find(|(d, _)| *d == why)
+            .map_or(0, |(_, n)| *n)
+    }
+
+    /// All drops.
+    pub fn dropped_total(&self) -> u64 {
+        self.drops.iter().map(|(_, n)| n).sum()
+    }
+}
+
+impl QueueCounters {
+    pub fn count_frame(&self, bytes: usize) {
+        self.frames.fetch_add(1, Relaxed);
+        self.bytes.fetch_add(bytes as u64, Relaxed);
+    }
+
+    pub fn count_drop(&self, why: Drop) {
+        self.drops[why.index()].fetch_add(1, Relaxed);
+    }
+
+    pub fn snapshot(&self) -> QueueStats {
+        QueueStats {
+            frames: self.frames.load(Relaxed),
+            bytes: self.bytes.load(Relaxed),
+            calls: self.calls.load(Relaxed),
+            kicks: self.kicks.load(Relaxed),
+            drops: Drop::all()
+                .map(|d| (d, self.drops[d.index()].load(Relaxed)))
+                .filter(|(_, n)| *n > 0)
+                .collect(),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn indices_are_dense_and_unique() {
+        let idx: Vec<usize> = Drop::all().map(|d| d.index()).collect();
+        assert_eq!(idx, (0..N_DROPS).collect::<Vec<_>>());
+        let c = QueueCounters::default();
+        c.count_drop(Drop::NoBuffers);
+        c.count_drop(Drop::Chain(ChainError::Loop));
+        c.count_drop(Drop::Chain(ChainError::Loop));
+        let s = c.snapshot();
+        assert_eq!(s.dropped(Drop::Chain(ChainError::Loop)), 2);
+        assert_eq!(s.dropped(Drop::NoBuffers), 1);
+        assert_eq!(s.dropped_total(), 3);
+    }
+}

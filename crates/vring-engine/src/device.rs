@@ -1,0 +1,403 @@
+//! `NetDevice`: one vhost-user virtio-net device (virtio 1.2 §5.1), the state behind it, and
+//! its `VhostUserBackend` implementation. vhost-user-backend owns the protocol thread and the
+//! worker threads that read kick eventfds; queue processing itself lives in [`crate::tx`],
+//! [`crate::rx`] and [`crate::ctrlq`] and does not care which thread calls it.
+
+use std::io;
+use std::sync::atomic::{AtomicU16, AtomicU64, Ordering};
+use std::sync::Arc;
+
+use parking_lot::{Mutex, RwLock};
+use switch::{Mac, PortId, RxFilter, VnetHdr};
+use vhost::vhost_user::message::{VhostUserProtocolFeatures, VhostUserVirtioFeatures};
+use vhost_user_backend::{VhostUserBackend, VringT};
+use virtio_bindings::virtio_net::{VIRTIO_NET_F_CTRL_VLAN, VIRTIO_NET_F_CTRL_VQ, VIRTIO_NET_F_MQ};
+use vmm_sys_util::epoll::EventSet;
+use vmm_sys_util::event::{
+    new_event_consumer_and_notifier, EventConsumer, EventFlag, EventNotifier,
+};
+
+use crate::api::{Forwarder, PortEvents, RxDrop};
+use crate::config_space::{ConfigSpace, OFF_MAC, S_LINK_UP};
+use crate::counters::{QueueCounters, QueueStats};
+use crate::ctrl::CtrlState;
+use crate::features::{bit, guest_offloads, GUEST_OFFLOAD_BITS};
+use crate::options::PortOptions;
+use crate::vring::{GuestMem, NetVring};
+
+/// What a virtqueue index means under the negotiated features (§5.1.2 "Virtqueues":
+/// receiveqN = 2(N-1), transmitqN = 2(N-1)+1, controlq = 2N with MQ, else 2).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Role {
+    Rx(u16),
+    Tx(u16),
+    Ctrl,
+    Unused,
+}
+
+pub(crate) struct DevState {
+    pub ctrl: CtrlState,
+    /// The device's MAC: configured, or set by the driver (MAC_ADDR_SET / config write).
+    pub mac: Option<Mac>,
+    /// A driver finished SET_FEATURES on the current connection.
+    pub negotiated: bool,
+}
+
+pub(crate) struct Inner {
+    pub port: PortId,
+    pub opts: PortOptions,
+    pub offered: u64,
+    pub fwd: Arc<dyn Forwarder>,
+    pub events: Arc<dyn PortEvents>,
+    pub mem: RwLock<GuestMem>,
+    pub vrings: RwLock<Vec<NetVring>>,
+    pub counters: Box<[QueueCounters]>,
+    pub acked: AtomicU64,
+    pub active_pairs: AtomicU16,
+    pub st: Mutex<DevState>,
+    masks: Vec<u64>,
+}
+
+/// One vhost-user virtio-net port. Cheap to clone (a handle); every clone is the same
+/// device. Give it to [`crate::VhostUserPort::start`] to serve its socket.
+#[derive(Clone)]
+pub struct NetDevice {
+    pub(crate) inner: Arc<Inner>,
+}
+
+impl NetDevice {
+    /// A device for switch port `port`. `opts` must have passed [`PortOptions::validate`].
+    pub fn new(
+        port: PortId,
+        opts: PortOptions,
+        fwd: Arc<dyn Forwarder>,
+        events: Arc<dyn PortEvents>,
+    ) -> Result<NetDevice, crate::OptionsError> {
+        opts.validate()?;
+        let nq = opts.num_queues();
+        // One worker thread per queue pair; the control queue shares pair 0's thread.
+        let mut masks: Vec<u64> = (0..opts.queue_pairs as usize)
+            .map(|p| 0b11u64 << (2 * p))
+            .collect();
+        masks[0] |= 1u64 << (nq - 1);
+        let st = DevState {
+            ctrl: initial_ctrl(&opts, opts.mac, 0),
+            mac: opts.mac,
+            negotiated: false,
+        };
+        Ok(NetDevice {
+            inner: Arc::new(Inner {
+                port,
+                offered: opts.offered_features(),
+                counters: (0..nq).map(|_| QueueCounters::default()).collect(),
+                opts,
+                fwd,
+                events,
+                mem: RwLock::new(GuestMem::new(vm_memory::GuestMemoryMmap::new())),
+                vrings: RwLock::new(Vec::new()),
+                acked: AtomicU64::new(0),
+                active_pairs: AtomicU16::new(1),
+                st: Mutex::new(st),
+                masks,
+            }),
+        })
+    }
+
+    pub fn port(&self) -> PortId {
+        self.inner.port
+    }
+
+    pub fn options(&self) -> &PortOptions {
+        &self.inner.opts
+    }
+
+    /// Feature bits negotiated by the current driver (0 when none).
+    pub fn acked_features(&self) -> u64 {
+        self.inner.acked.load(Ordering::Acquire)
+    }
+
+    /// Queue pairs the driver uses (§5.1.6.5.5).
+    pub fn active_queue_pairs(&self) -> u16 {
+        self.inner.active_pairs.load(Ordering::Acquire)
+    }
+
+    /// The current receive filter.
+    pub fn rx_filter(&self) -> RxFilter {
+        self.inner.st.lock().ctrl.filter.clone()
+    }
+
+    /// Counters of virtqueue `index` (RX of pair N is 2N, TX 2N+1, control last).
+    pub fn queue_stats(&self, index: usize) -> Option<QueueStats> {
+        self.inner.counters.get(index).map(|c| c.snapshot())
+    }
+
+    /// Places one frame into RX queue pair `queue_pair`: exactly one copy from `parts` into
+    /// the guest's buffers, the virtio-net header first (`num_buffers` filled in when
+    /// MRG_RXBUF is negotiated, §5.1.6.4). Used-ring entries are published at once; the guest
+    /// is *not* signalled — call [`flush_rx`](Self::flush_rx) at the end of a batch. Takes
+    /// only this RX queue's lock; safe from any thread.
+    pub fn deliver(&self, queue_pair: u16, hdr: &VnetHdr, parts: &[&[u8]]) -> Result<(), RxDrop> {
+        self.inner.deliver(queue_pair, hdr, parts)
+    }
+
+    /// Signals RX queue pair `queue_pair`'s call eventfd if the driver wants it (EVENT_IDX
+    /// `used_event` or the NO_INTERRUPT flag, §2.7.7). Returns whether it signalled.
+    pub fn flush_rx(&self, queue_pair: u16) -> bool {
+        self.inner.flush_rx(queue_pair)
+    }
+
+    /// Processes TX queue pair `queue_pair` now (what a kick triggers); usable by a data
+    /// plane that owns the kick fds.
+    pub fn process_tx(&self, queue_pair: u16) {
+        self.inner.process_tx(2 * queue_pair as usize + 1)
+    }
+
+    /// Sets VIRTIO_NET_S_ANNOUNCE in the config status (§5.1.6.5.4) when GUEST_ANNOUNCE is
+    /// negotiated: the driver then sends gratuitous packets and acks with ANNOUNCE_ACK.
+    /// Returns whether the bit was set.
+    pub fn request_announce(&self) -> bool {
+        use virtio_bindings::virtio_net::VIRTIO_NET_F_GUEST_ANNOUNCE;
+        if self.acked_features() & bit(VIRTIO_NET_F_GUEST_ANNOUNCE) == 0 {
+            return false;
+        }
+        self.inner.st.lock().ctrl.status |= crate::config_space::S_ANNOUNCE;
+        true
+    }
+
+    /// Installs the vrings of a new connection and its memory handle.
+    pub(crate) fn attach(&self, vrings: Vec<NetVring>, mem: GuestMem) {
+        *self.inner.mem.write() = mem;
+        *self.inner.vrings.write() = vrings;
+    }
+
+    /// Forgets the connection: the driver is gone, its state is reset (a new driver starts
+    /// from scratch, §3.1.1), and the switch sees the link go down.
+    pub(crate) fn detach(&self) {
+        self.inner.vrings.write().clear();
+        self.inner.reset_state();
+        self.inner.events.link_changed(self.inner.port, false);
+    }
+}
+
+fn initial_ctrl(opts: &PortOptions, mac: Option<Mac>, acked: u64) -> CtrlState {
+    let mut filter = match mac {
+        Some(m) => RxFilter::for_mac(m),
+        None => RxFilter::promiscuous(),
+    };
+    if acked & bit(VIRTIO_NET_F_CTRL_VLAN) != 0 {
+        filter.enable_vlan_filter();
+    }
+    let _ = opts;
+    CtrlState {
+        filter,
+        guest_offloads: acked & GUEST_OFFLOAD_BITS,
+        active_pairs: 1,
+        status: S_LINK_UP,
+    }
+}
+
+impl Inner {
+    pub(crate) fn acked(&self) -> u64 {
+        self.acked.load(Ordering::Acquire)
+    }
+
+    pub(crate) fn vring(&self, q: usize) -> Option<NetVring> {
+        self.vrings.read().get(q).cloned()
+    }
+
+    pub(crate) fn role(&self, q: usize) -> Role {
+        let acked = self.acked();
+        let pairs = self.opts.queue_pairs as usize;
+        let ctrl = acked & bit(VIRTIO_NET_F_CTRL_VQ) != 0;
+        let (ctrl_idx, data_queues) = if acked & bit(VIRTIO_NET_F_MQ) != 0 {
+            (2 * pairs, 2 * pairs)
+        } else {
+            (2, 2)
+        };
+        if ctrl && q == ctrl_idx {
+            Role::Ctrl
+        } else if q < data_queues {
+            let pair = (q / 2) as u16;
+            if q % 2 == 0 {
+                Role::Rx(pair)
+            } else {
+                Role::Tx(pair)
+            }
+        } else {
+            Role::Unused
+        }
+    }
+
+    /// Back to the state before any driver: used by reset, re-negotiation and disconnect.
+    fn reset_state(&self) {
+        let mut st = self.st.lock();
+        st.mac = self.opts.mac;
+        st.ctrl = initial_ctrl(&self.opts, st.mac, 0);
+        st.negotiated = false;
+        self.acked.store(0, Ordering::Release);
+        self.active_pairs.store(1, Ordering::Release);
+        let filter = st.ctrl.filter.clone();
+        drop(st);
+        self.events.rx_filter_changed(self.port, &filter);
+        self.events.offloads_changed(self.port, guest_offloads(0));
+    }
+
+    /// Publishes the effects of a control command or negotiation to the switch.
+    pub(crate) fn notify_ctrl(&self, effect: crate::ctrl::Effect, st: &DevState) {
+        use crate::ctrl::Effect;
+        match effect {
+            Effect::Filter | Effect::Mac(_) => {
+                self.events.rx_filter_changed(self.port, &st.ctrl.filter)
+            }
+            Effect::Offloads => self
+                .events
+                .offloads_changed(self.port, guest_offloads(st.ctrl.guest_offloads)),
+            Effect::Pairs => {
+                self.active_pairs
+                    .store(st.ctrl.active_pairs, Ordering::Release);
+                self.events
+                    .queue_pairs_changed(self.port, st.ctrl.active_pairs)
+            }
+            Effect::Announce => {}
+        }
+    }
+}
+
+impl VhostUserBackend for NetDevice {
+    type Bitmap = ();
+    type Vring = NetVring;
+
+    fn num_queues(&self) -> usize {
+        self.inner.opts.num_queues()
+    }
+
+    fn max_queue_size(&self) -> usize {
+        self.inner.opts.max_queue_size as usize
+    }
+
+    fn features(&self) -> u64 {
+        self.inner.offered | VhostUserVirtioFeatures::PROTOCOL_FEATURES.bits()
+    }
+
+    /// SET_FEATURES (vhost-user-backend already refused bits we did not offer, RING_PACKED
+    /// among them). A (re-)negotiation starts the driver-visible state afresh (§3.1.1).
+    fn acked_features(&self, features: u64) {
+        let inner = &self.inner;
+        let mut st = inner.st.lock();
+        st.ctrl = initial_ctrl(&inner.opts, st.mac, features);
+        st.negotiated = true;
+        inner.acked.store(features, Ordering::Release);
+        inner.active_pairs.store(1, Ordering::Release);
+        let filter = st.ctrl.filter.clone();
+        let off = guest_offloads(st.ctrl.guest_offloads);
+        drop(st);
+        tracing::debug!(port = %inner.port, features = format_args!("{features:#x}"), "features negotiated");
+        inner.events.rx_filter_changed(inner.port, &filter);
+        inner.events.offloads_changed(inner.port, off);
+        inner.events.link_changed(inner.port, true);
+    }
+
+    fn protocol_features(&self) -> VhostUserProtocolFeatures {
+        VhostUserProtocolFeatures::MQ
+            | VhostUserProtocolFeatures::REPLY_ACK
+            | VhostUserProtocolFeatures::CONFIG
+            | VhostUserProtocolFeatures::CONFIGURE_MEM_SLOTS
+            | VhostUserProtocolFeatures::RESET_DEVICE
+    }
+
+    fn reset_device(&self) {
+        self.inner.reset_state();
+        self.inner.events.link_changed(self.inner.port, false);
+    }
+
+    fn set_event_idx(&self, _enabled: bool) {
+        // Each vring already knows (vhost-user-backend sets it per queue); the processing
+        // loops use virtio-queue's EVENT_IDX-aware notification calls.
+    }
+
+    fn get_config(&self, offset: u32, size: u32) -> Vec<u8> {
+        let st = self.inner.st.lock();
+        ConfigSpace {
+            mac: st.mac.unwrap_or(Mac::ZERO),
+            status: st.ctrl.status,
+            max_pairs: self.inner.opts.queue_pairs,
+            mtu: self.inner.opts.mtu.unwrap_or(0),
+        }
+        .read(offset, size)
+    }
+
+    /// Only `mac` is writable (legacy drivers without CTRL_MAC_ADDR, §5.1.4.2).
+    fn set_config(&self, offset: u32, buf: &[u8]) -> io::Result<()> {
+        let off = offset as usize;
+        let end = off.saturating_add(buf.len());
+        if end > OFF_MAC + 6 {
+            return Err(io::Error::new(
+                io::ErrorKind::InvalidInput,
+                "only the mac field of virtio_net_config is writable",
+            ));
+        }
+        let mut st = self.inner.st.lock();
+        let mut m = st.mac.unwrap_or(Mac::ZERO).0;
+        m[off..end].copy_from_slice(buf);
+        st.mac = Some(Mac(m));
+        st.ctrl.filter.mac = Some(Mac(m));
+        self.inner
+            .notify_ctrl(crate::ctrl::Effect::Mac(Mac(m)), &st);
+        Ok(())
+    }
+
+    fn update_memory(&self, mem: GuestMem) -> io::Result<()> {
+        // Same atomic handle the vrings use; replacing ours keeps deliver() on the new table.
+        *self.inner.mem.write() = mem;
+        Ok(())
+    }
+
+    fn queues_per_thread(&self) -> Vec<u64> {
+        self.inner.masks.clone()
+    }
+
+    fn exit_event(&self, _thread_index: usize) -> Option<(EventConsumer, EventNotifier)> {
+        new_event_consumer_and_notifier(EventFlag::NONBLOCK | EventFlag::CLOEXEC).ok()
+    }
+
+    /// GET_VRING_BASE: the ring is already marked not ready; taking its lock waits for a
+    /// TX batch or an RX delivery in flight on another thread, so the base we return is final.
+    fn stop_vring(&self, queue_index: u32) -> io::Result<()> {
+        if let Some(v) = self.inner.vring(queue_index as usize) {
+            drop(v.get_mut());
+        }
+        Ok(())
+    }
+
+    fn handle_event(
+        &self,
+        device_event: u16,
+        _evset: EventSet,
+        vrings: &[NetVring],
+        thread_id: usize,
+    ) -> io::Result<()> {
+        if device_event as usize >= vrings.len() {
+            return Ok(());
+        }
+        let Some(mask) = self.inner.masks.get(thread_id) else {
+            return Ok(());
+        };
+        // The n-th set bit of this thread's mask is the queue behind event n.
+        let Some(q) = (0..64)
+            .filter(|b| mask & (1u64 << b) != 0)
+            .nth(device_event as usize)
+        else {
+            return Ok(());
+        };
+        if let Some(c) = self.inner.counters.get(q) {
+            c.kicks.fetch_add(1, Ordering::Relaxed);
+        }
+        match self.inner.role(q) {
+            Role::Tx(_) => self.inner.process_tx(q),
+            Role::Ctrl => self.inner.process_ctrl(q),
+            // RX kicks mean new buffers; delivery happens when frames arrive.
+            Role::Rx(_) | Role::Unused => {}
+        }
+        Ok(())
+    }
+}

@@ -1,0 +1,165 @@
+//! Per-port options: what the daemon's `--port vhost-user:...` turns into.
+
+use std::path::PathBuf;
+
+use switch::Mac;
+
+use crate::features::{self, bit, close_dependencies, OFFERABLE};
+
+/// Who opens the unix socket.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum SocketMode {
+    /// We listen; QEMU connects (`-chardev socket,path=P` without `server=on`). After a
+    /// disconnect we listen again.
+    #[default]
+    Server,
+    /// QEMU listens (`server=on`); we connect, and reconnect after it goes away.
+    Client,
+}
+
+/// Configuration of one vhost-user port.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PortOptions {
+    pub socket: PathBuf,
+    pub mode: SocketMode,
+    /// Queue pairs offered (config `max_virtqueue_pairs`, §5.1.4). At least 1.
+    pub queue_pairs: u16,
+    /// Device MAC for config space (§5.1.4); without it VIRTIO_NET_F_MAC is not offered.
+    pub mac: Option<Mac>,
+    /// Device MTU for config space; without it VIRTIO_NET_F_MTU is not offered.
+    pub mtu: Option<u16>,
+    /// Largest ring size we accept in SET_VRING_NUM (a power of two ≤ 32768, §2.7).
+    pub max_queue_size: u16,
+    /// Feature bits switched off for this port (see [`PortOptions::features_off_by_name`]).
+    pub features_off: u64,
+}
+
+/// Why port options were rejected.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum OptionsError {
+    #[error("queue_pairs must be between 1 and {max}, got {got}")]
+    QueuePairs { got: u16, max: u16 },
+    #[error("max_queue_size must be a power of two between 2 and 32768, got {0}")]
+    QueueSize(u16),
+    #[error("mtu must be between 68 and 65535, got {0}")]
+    Mtu(u16),
+    #[error("unknown feature {0:?}; known: VERSION_1, MAC, MTU, STATUS, CTRL_VQ, …")]
+    UnknownFeature(String),
+}
+
+/// Most queue pairs per port: vhost-user-backend maps queues to worker threads with u64
+/// bitmasks, so 2 × pairs + 1 (ctrl vq) must fit into 64 queues.
+pub const MAX_QUEUE_PAIRS: u16 = 31;
+
+impl PortOptions {
+    /// One queue pair, 256-entry rings, server mode, every feature on.
+    pub fn new(socket: impl Into<PathBuf>) -> PortOptions {
+        PortOptions {
+            socket: socket.into(),
+            mode: SocketMode::Server,
+            queue_pairs: 1,
+            mac: None,
+            mtu: None,
+            max_queue_size: 256,
+            features_off: 0,
+        }
+    }
+
+    /// Switches features off by name (`["MRG_RXBUF", "GUEST_TSO4"]`, see
+    /// [`crate::features::OFFERABLE`]).
+    pub fn features_off_by_name<S: AsRef<str>>(
+        mut self,
+        names: &[S],
+    ) -> Result<PortOptions, OptionsError> {
+        for n in names {
+            let f = features::by_name(n.as_ref())
+                .ok_or_else(|| OptionsError::UnknownFeature(n.as_ref().to_string()))?;
+            self.features_off |= bit(f.bit);
+        }
+        Ok(self)
+    }
+
+    pub fn validate(&self) -> Result<(), OptionsError> {
+        if self.queue_pairs == 0 || self.queue_pairs > MAX_QUEUE_PAIRS {
+            return Err(OptionsError::QueuePairs {
+                got: self.queue_pairs,
+                max: MAX_QUEUE_PAIRS,
+            });
+        }
+        let qs = self.max_queue_size;
+        if !qs.is_power_of_two() || !(2..=32768).contains(&qs) {
+            return Err(OptionsError::QueueSize(qs));
+        }
+        if let Some(m) = self.mtu {
+            if m < 68 {
+                return Err(OptionsError::Mtu(m));
+            }
+        }
+        Ok(())
+    }
+
+    /// The virtio feature bits offered to the driver: everything in
+    /// [`OFFERABLE`] minus the port's off switches, minus MAC/MTU when not configured and MQ
+    /// with a single pair, closed under the §5.1.3.1 dependencies.
+    pub fn offered_features(&self) -> u64 {
+        use virtio_bindings::virtio_net::{VIRTIO_NET_F_MAC, VIRTIO_NET_F_MQ, VIRTIO_NET_F_MTU};
+        let mut f: u64 = OFFERABLE.iter().fold(0, |a, f| a | bit(f.bit));
+        f &= !self.features_off;
+        if self.mac.is_none() {
+            f &= !bit(VIRTIO_NET_F_MAC);
+        }
+        if self.mtu.is_none() {
+            f &= !bit(VIRTIO_NET_F_MTU);
+        }
+        if self.queue_pairs < 2 {
+            f &= !bit(VIRTIO_NET_F_MQ);
+        }
+        close_dependencies(f)
+    }
+
+    /// Virtqueues the device exposes: RX/TX per pair plus the control queue (§5.1.2).
+    pub fn num_queues(&self) -> usize {
+        2 * self.queue_pairs as usize + 1
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use virtio_bindings::virtio_net::*;
+
+    #[test]
+    fn validation() {
+        let mut o = PortOptions::new("/tmp/x");
+        assert!(o.validate().is_ok());
+        o.queue_pairs = 0;
+        assert!(o.validate().is_err());
+        o.queue_pairs = 32;
+        assert!(o.validate().is_err());
+        o.queue_pairs = 2;
+        o.max_queue_size = 300;
+        assert_eq!(o.validate(), Err(OptionsError::QueueSize(300)));
+    }
+
+    #[test]
+    fn offer_respects_off_switches_and_config() {
+        let o = PortOptions::new("/tmp/x");
+        let f = o.offered_features();
+        assert_eq!(f & bit(VIRTIO_NET_F_MAC), 0, "no MAC configured");
+        assert_eq!(f & bit(VIRTIO_NET_F_MQ), 0, "single pair");
+        let o = PortOptions {
+            mac: Some(Mac([2, 0, 0, 0, 0, 1])),
+            queue_pairs: 4,
+            ..o
+        }
+        .features_off_by_name(&["mrg_rxbuf", "CTRL_VQ"])
+        .unwrap();
+        let f = o.offered_features();
+        assert_ne!(f & bit(VIRTIO_NET_F_MAC), 0);
+        assert_eq!(f & bit(VIRTIO_NET_F_MRG_RXBUF), 0);
+        assert_eq!(f & bit(VIRTIO_NET_F_MQ), 0, "MQ needs CTRL_VQ");
+        assert!(PortOptions::new("/x")
+            .features_off_by_name(&["BOGUS"])
+            .is_err());
+    }
+}

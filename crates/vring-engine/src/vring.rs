@@ -1,0 +1,166 @@
+//! Our vring type for vhost-user-backend: its `VringMutex` plus what a network device needs
+//! and the crate does not expose.
+//!
+//! - The error eventfd (VHOST_USER_SET_VRING_ERR). vhost-user has no message by which a
+//!   back-end sets NEEDS_RESET in the device status (virtio 1.2 §2.1.2); the err eventfd
+//!   is the back-end's way to report that a ring is unusable, and the frontend (QEMU) logs it
+//!   and owns the status. `VringState` keeps that fd private, so we keep a duplicate.
+//! - A `broken` flag: set when the driver violated the ring protocol in a way we cannot step
+//!   over (avail index jumping by more than the queue size, §2.7.6; a head index outside the
+//!   table). A broken ring is not processed until the frontend sets it up again
+//!   (SET_VRING_ADDR / SET_VRING_BASE / reset); other rings and ports keep running.
+//! - Registration: vhost-user-backend creates all vrings inside `VhostUserDaemon::new`
+//!   without telling the backend. `NetDevice` needs them for RX delivery from other ports,
+//!   so `new` hands a clone to a collector armed on the creating thread just around that
+//!   call ([`collect_during`]).
+
+use std::cell::RefCell;
+use std::fs::File;
+use std::io::{self, Write};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+
+use parking_lot::Mutex;
+use vhost_user_backend::{VringMutex, VringStateGuard, VringStateMutGuard, VringT};
+use virtio_queue::Error as VirtQueError;
+use vm_memory::{GuestMemoryAtomic, GuestMemoryMmap};
+
+/// Guest memory handle shared by the rings and the device.
+pub type GuestMem = GuestMemoryAtomic<GuestMemoryMmap<()>>;
+
+#[derive(Default)]
+struct Extra {
+    err: Mutex<Option<File>>,
+    broken: AtomicBool,
+}
+
+/// A vring: vhost-user-backend's `VringMutex` (its mutex is the per-queue lock) plus the
+/// error fd and the broken flag.
+#[derive(Clone)]
+pub struct NetVring {
+    inner: VringMutex<GuestMem>,
+    extra: Arc<Extra>,
+}
+
+thread_local! {
+    static COLLECTOR: RefCell<Option<Vec<NetVring>>> = const { RefCell::new(None) };
+}
+
+/// Runs `f` (which creates a `VhostUserDaemon`) and returns the vrings it created, in queue
+/// order, along with `f`'s result.
+pub fn collect_during<R>(f: impl FnOnce() -> R) -> (R, Vec<NetVring>) {
+    COLLECTOR.with(|c| *c.borrow_mut() = Some(Vec::new()));
+    let r = f();
+    let v = COLLECTOR
+        .with(|c| c.borrow_mut().take())
+        .unwrap_or_default();
+    (r, v)
+}
+
+impl NetVring {
+    /// Whether the ring was stopped for a protocol violation.
+    pub fn is_broken(&self) -> bool {
+        self.extra.broken.load(Ordering::Acquire)
+    }
+
+    /// Stops the ring and signals the frontend's error eventfd (if it gave one).
+    pub fn mark_broken(&self) {
+        if !self.extra.broken.swap(true, Ordering::AcqRel) {
+            if let Some(f) = self.extra.err.lock().as_mut() {
+                // An eventfd write of 1; failure means the frontend went away.
+                let _ = f.write_all(&1u64.to_ne_bytes());
+            }
+        }
+    }
+
+    fn clear_broken(&self) {
+        self.extra.broken.store(false, Ordering::Release);
+    }
+}
+
+impl<'a> VringStateGuard<'a, GuestMem> for NetVring {
+    type G = <VringMutex<GuestMem> as VringStateGuard<'a, GuestMem>>::G;
+}
+
+impl<'a> VringStateMutGuard<'a, GuestMem> for NetVring {
+    type G = <VringMutex<GuestMem> as VringStateMutGuard<'a, GuestMem>>::G;
+}
+
+impl VringT<GuestMem> for NetVring {
+    fn new(mem: GuestMem, max_queue_size: u16) -> Result<Self, VirtQueError> {
+        let v = NetVring {
+            inner: VringMutex::new(mem, max_queue_size)?,
+            extra: Arc::new(Extra::default()),
+        };
+        COLLECTOR.with(|c| {
+            if let Some(list) = c.borrow_mut().as_mut() {
+                list.push(v.clone());
+            }
+        });
+        Ok(v)
+    }
+    fn get_ref(&self) -> <Self as VringStateGuard<'_, GuestMem>>::G {
+        self.inner.get_ref()
+    }
+    fn get_mut(&self) -> <Self as VringStateMutGuard<'_, GuestMem>>::G {
+        self.inner.get_mut()
+    }
+    fn add_used(&self, desc_index: u16, len: u32) -> Result<(), VirtQueError> {
+        self.inner.add_used(desc_index, len)
+    }
+    fn signal_used_queue(&self) -> io::Result<()> {
+        self.inner.signal_used_queue()
+    }
+    fn enable_notification(&self) -> Result<bool, VirtQueError> {
+        self.inner.enable_notification()
+    }
+    fn disable_notification(&self) -> Result<(), VirtQueError> {
+        self.inner.disable_notification()
+    }
+    fn needs_notification(&self) -> Result<bool, VirtQueError> {
+        self.inner.needs_notification()
+    }
+    fn set_enabled(&self, enabled: bool) {
+        self.inner.set_enabled(enabled)
+    }
+    fn set_queue_info(&self, desc: u64, avail: u64, used: u64) -> Result<(), VirtQueError> {
+        self.clear_broken();
+        self.inner.set_queue_info(desc, avail, used)
+    }
+    fn queue_next_avail(&self) -> u16 {
+        self.inner.queue_next_avail()
+    }
+    fn set_queue_next_avail(&self, base: u16) {
+        self.clear_broken();
+        self.inner.set_queue_next_avail(base)
+    }
+    fn set_queue_next_used(&self, idx: u16) {
+        self.inner.set_queue_next_used(idx)
+    }
+    fn queue_used_idx(&self) -> Result<u16, VirtQueError> {
+        self.inner.queue_used_idx()
+    }
+    fn set_queue_size(&self, num: u16) {
+        self.inner.set_queue_size(num)
+    }
+    fn set_queue_event_idx(&self, enabled: bool) {
+        self.inner.set_queue_event_idx(enabled)
+    }
+    fn set_queue_ready(&self, ready: bool) {
+        self.inner.set_queue_ready(ready)
+    }
+    fn set_kick(&self, file: Option<File>) {
+        self.inner.set_kick(file)
+    }
+    fn read_kick(&self) -> io::Result<bool> {
+        self.inner.read_kick()
+    }
+    fn set_call(&self, file: Option<File>) {
+        self.inner.set_call(file)
+    }
+    fn set_err(&self, file: Option<File>) {
+        let dup = file.as_ref().and_then(|f| f.try_clone().ok());
+        *self.extra.err.lock() = dup;
+        self.inner.set_err(file)
+    }
+}
