@@ -1,0 +1,647 @@
+//! Offload tests: decisions, nonsense metadata, and property tests that reassemble the
+//! segments and check payload, lengths, IDs, sequence numbers, flags and checksums with
+//! etherparse as the independent parser.
+
+use super::*;
+use crate::port::Offloads;
+use crate::vnet::{
+    VnetHdr, F_DATA_VALID, F_NEEDS_CSUM, GSO_ECN, GSO_NONE, GSO_TCPV4, GSO_TCPV6, GSO_UDP,
+    GSO_UDP_L4,
+};
+use etherparse::{NetSlice, SlicedPacket, TransportSlice};
+use proptest::prelude::*;
+
+/// What to build.
+#[derive(Debug, Clone)]
+pub(crate) struct Spec {
+    pub v6: bool,
+    pub vlan: bool,
+    pub tcp: bool,
+    pub ip_opts: usize, // IPv4 options bytes (multiple of 4) / IPv6 dest-opts ext header (multiple of 8)
+    pub tcp_opts: usize, // multiple of 4
+    pub tcp_flags: u8,
+    pub ip_id: u16,
+    pub df: bool,
+    pub seq: u32,
+    pub payload: Vec<u8>,
+}
+
+/// Builds an Ethernet frame whose L4 checksum field holds the pseudo-header seed, as a
+/// sender using NEEDS_CSUM leaves it. Returns (frame, csum_start).
+pub(crate) fn build(s: &Spec) -> (Vec<u8>, usize) {
+    let mut f = vec![0x02, 0, 0, 0, 0, 2, 0x02, 0, 0, 0, 0, 1];
+    if s.vlan {
+        f.extend_from_slice(&[0x81, 0x00, 0x00, 0x05]);
+    }
+    let l4_hlen = if s.tcp { 20 + s.tcp_opts } else { 8 };
+    let l4_len = l4_hlen + s.payload.len();
+    let proto = if s.tcp { 6 } else { 17 };
+    let l3 = f.len() + 2;
+    let (src, dst): (Vec<u8>, Vec<u8>);
+    if !s.v6 {
+        f.extend_from_slice(&[0x08, 0x00]);
+        let ihl = 20 + s.ip_opts;
+        let tot = (ihl + l4_len) as u16;
+        f.push(0x40 | (ihl / 4) as u8);
+        f.push(0x02); // ECT(0)
+        f.extend_from_slice(&tot.to_be_bytes());
+        f.extend_from_slice(&s.ip_id.to_be_bytes());
+        f.extend_from_slice(&(if s.df { 0x4000u16 } else { 0 }).to_be_bytes());
+        f.extend_from_slice(&[64, proto, 0, 0]);
+        src = vec![198, 18, 0, 1];
+        dst = vec![198, 19, 0, 2];
+        f.extend_from_slice(&src);
+        f.extend_from_slice(&dst);
+        for i in 0..s.ip_opts {
+            f.push(if i + 1 == s.ip_opts { 0 } else { 1 }); // NOPs, then EOL
+        }
+        let c = checksum(&f[l3..l3 + ihl]);
+        f[l3 + 10..l3 + 12].copy_from_slice(&c.to_be_bytes());
+    } else {
+        f.extend_from_slice(&[0x86, 0xdd]);
+        let ext = s.ip_opts;
+        let plen = (ext + l4_len) as u16;
+        f.extend_from_slice(&[0x60, 0, 0, 0]);
+        f.extend_from_slice(&plen.to_be_bytes());
+        f.push(if ext > 0 { 60 } else { proto });
+        f.push(64);
+        src = [0x20, 0x01, 0x0d, 0xb8, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 1].to_vec();
+        dst = [0x20, 0x01, 0x0d, 0xb8, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 2].to_vec();
+        f.extend_from_slice(&src);
+        f.extend_from_slice(&dst);
+        if ext > 0 {
+            f.push(proto);
+            f.push((ext / 8 - 1) as u8);
+            f.push(1); // PadN covering the rest
+            f.push((ext - 4) as u8);
+            f.extend(std::iter::repeat_n(0, ext - 4));
+        }
+    }
+    let l4 = f.len();
+    if s.tcp {
+        f.extend_from_slice(&[0x9c, 0x40, 0x13, 0x89]);
+        f.extend_from_slice(&s.seq.to_be_bytes());
+        f.extend_from_slice(&0x0102_0304u32.to_be_bytes());
+        f.push(((l4_hlen / 4) as u8) << 4);
+        f.push(s.tcp_flags);
+        f.extend_from_slice(&[0xff, 0xff, 0, 0, 0, 0]);
+        f.extend(std::iter::repeat_n(1u8, s.tcp_opts)); // NOP options
+    } else {
+        f.extend_from_slice(&[0x9c, 0x40, 0x13, 0x89]);
+        f.extend_from_slice(&(l4_len as u16).to_be_bytes());
+        f.extend_from_slice(&[0, 0]);
+    }
+    f.extend_from_slice(&s.payload);
+    // Pseudo-header seed (RFC 9293 §3.1, RFC 8200 §8.1), folded, not complemented.
+    let mut c = Csum::new();
+    c.add_bytes(&src);
+    c.add_bytes(&dst);
+    c.add_u16(proto as u16);
+    c.add_u16(l4_len as u16);
+    let at = l4 + if s.tcp { 16 } else { 6 };
+    f[at..at + 2].copy_from_slice(&c.fold().to_be_bytes());
+    (f, l4)
+}
+
+pub(crate) fn gso_hdr(s: &Spec, l4: usize, gso_type: u8, mss: u16) -> VnetHdr {
+    let hl = if s.tcp { 20 + s.tcp_opts } else { 8 };
+    VnetHdr {
+        flags: F_NEEDS_CSUM,
+        gso_type,
+        hdr_len: (l4 + hl) as u16,
+        gso_size: mss,
+        csum_start: l4 as u16,
+        csum_offset: if s.tcp { 16 } else { 6 },
+        num_buffers: 0,
+    }
+}
+
+fn spec(v6: bool, tcp: bool, n: usize) -> Spec {
+    Spec {
+        v6,
+        vlan: false,
+        tcp,
+        ip_opts: 0,
+        tcp_opts: 12,
+        tcp_flags: 0x18,
+        ip_id: 0x1234,
+        df: true,
+        seq: 1000,
+        payload: (0..n).map(|i| (i * 7 + 3) as u8).collect(),
+    }
+}
+
+/// L4 checksum of a segment verifies (sum over pseudo header + L4 = 0xffff).
+fn l4_verifies(seg: &[u8]) -> bool {
+    let p = SlicedPacket::from_ethernet(seg).expect("segment parses");
+    let mut c = Csum::new();
+    let (l4, proto_len) = match p.net {
+        Some(NetSlice::Ipv4(ip)) => {
+            let h = ip.header();
+            c.add_bytes(&h.source());
+            c.add_bytes(&h.destination());
+            c.add_u16(h.protocol().0 as u16);
+            (ip.payload().payload, ip.payload().payload.len())
+        }
+        Some(NetSlice::Ipv6(ip)) => {
+            let h = ip.header();
+            c.add_bytes(&h.source());
+            c.add_bytes(&h.destination());
+            c.add_u16(ip.payload().ip_number.0 as u16);
+            (ip.payload().payload, ip.payload().payload.len())
+        }
+        _ => panic!("not IP"),
+    };
+    c.add_u16(proto_len as u16);
+    c.add_bytes(l4);
+    c.fold() == 0xffff
+}
+
+fn run(frame: &[u8], hdr: &VnetHdr, dest: &Offloads) -> Result<Egress, OffloadDrop> {
+    let parts = [frame];
+    plan(hdr, &Frame::new(&parts), dest)
+}
+
+fn seg_plan(frame: &[u8], hdr: &VnetHdr, dest: &Offloads) -> GsoPlan {
+    match run(frame, hdr, dest) {
+        Ok(Egress::Segment(p)) => p,
+        other => panic!("expected Segment, got {other:?}"),
+    }
+}
+
+/// Checks segments of a TCP/USO frame against the source. `partial`: checksums were left
+/// for the receiver; complete them first.
+fn check_segments(
+    src: &Spec,
+    segs: &[(VnetHdr, Vec<u8>)],
+    mss: usize,
+    partial: bool,
+) -> Result<(), TestCaseError> {
+    let n = src.payload.len().div_ceil(mss);
+    prop_assert_eq!(segs.len(), n);
+    let mut payload = Vec::new();
+    for (i, (vh, bytes)) in segs.iter().enumerate() {
+        let mut bytes = bytes.clone();
+        if partial {
+            prop_assert_eq!(vh.flags, F_NEEDS_CSUM);
+            let job = CsumJob {
+                start: vh.csum_start as usize,
+                at: (vh.csum_start + vh.csum_offset) as usize,
+                hdr: *vh,
+            };
+            prop_assert!(job.apply(&mut bytes));
+        } else {
+            prop_assert_eq!(vh.flags & F_NEEDS_CSUM, 0);
+        }
+        prop_assert_eq!(vh.gso_type, GSO_NONE);
+        let p = SlicedPacket::from_ethernet(&bytes).expect("segment parses");
+        match &p.net {
+            Some(NetSlice::Ipv4(ip)) => {
+                let h = ip.header().to_header();
+                prop_assert_eq!(h.header_checksum, h.calc_header_checksum());
+                prop_assert_eq!(h.identification, src.ip_id.wrapping_add(i as u16));
+                prop_assert_eq!(h.dont_fragment, src.df);
+            }
+            Some(NetSlice::Ipv6(_)) => {}
+            _ => prop_assert!(false, "no IP"),
+        }
+        prop_assert!(l4_verifies(&bytes), "L4 checksum of segment {}", i);
+        let last = i + 1 == n;
+        let data = match p.transport {
+            Some(TransportSlice::Tcp(t)) => {
+                prop_assert_eq!(t.sequence_number(), src.seq.wrapping_add((i * mss) as u32));
+                prop_assert_eq!(t.fin(), last && src.tcp_flags & 1 != 0);
+                prop_assert_eq!(t.psh(), last && src.tcp_flags & 8 != 0);
+                prop_assert_eq!(t.cwr(), i == 0 && src.tcp_flags & 0x80 != 0);
+                prop_assert_eq!(t.syn(), src.tcp_flags & 2 != 0);
+                prop_assert_eq!(t.ack(), src.tcp_flags & 0x10 != 0);
+                prop_assert_eq!(t.options().len(), src.tcp_opts);
+                t.payload().to_vec()
+            }
+            Some(TransportSlice::Udp(u)) => {
+                prop_assert_eq!(u.length() as usize, 8 + u.payload().len());
+                u.payload().to_vec()
+            }
+            _ => return Err(TestCaseError::fail("no L4")),
+        };
+        prop_assert!(data.len() <= mss);
+        if !last {
+            prop_assert_eq!(data.len(), mss);
+        }
+        payload.extend_from_slice(&data);
+    }
+    prop_assert_eq!(payload, src.payload.clone());
+    Ok(())
+}
+
+/// Splits `frame` at `cuts` and segments it both ways (gather and copy); both must agree.
+fn segment_split(p: &GsoPlan, frame: &[u8], cuts: &[usize]) -> Vec<(VnetHdr, Vec<u8>)> {
+    let mut cuts: Vec<usize> = cuts.iter().map(|&c| c.min(frame.len())).collect();
+    cuts.sort_unstable();
+    let mut parts: Vec<&[u8]> = Vec::new();
+    let mut at = 0;
+    for c in cuts {
+        parts.push(&frame[at..c]);
+        at = c;
+    }
+    parts.push(&frame[at..]);
+    let f = Frame::new(&parts);
+    let gathered = segment_to_vecs(p, f).unwrap();
+    let mut s = p.segments(f).unwrap();
+    let mut copied = Vec::new();
+    let mut buf = vec![0u8; 70000];
+    while let Some((n, vh)) = s.copy_next(&mut buf).unwrap() {
+        copied.push((vh, buf[..n].to_vec()));
+    }
+    assert_eq!(gathered, copied, "gather and copy paths differ");
+    gathered
+}
+
+#[test]
+fn tcp4_into_1448() {
+    let s = spec(false, true, 64000);
+    let (f, l4) = build(&s);
+    let p = seg_plan(&f, &gso_hdr(&s, l4, GSO_TCPV4, 1448), &Offloads::NONE);
+    assert_eq!(p.kind(), GsoKind::TcpV4);
+    assert_eq!(p.segment_count(), 64000usize.div_ceil(1448));
+    let segs = segment_split(&p, &f, &[7, 60, 3000]);
+    check_segments(&s, &segs, 1448, false).unwrap();
+    assert!(segs
+        .iter()
+        .all(|(vh, b)| vh.flags == 0 && b.len() <= l4 + 32 + 1448));
+}
+
+#[test]
+fn data_valid_only_where_understood() {
+    let s = spec(true, true, 5000);
+    let (f, l4) = build(&s);
+    let hdr = gso_hdr(&s, l4, GSO_TCPV6, 1000);
+    let dv = Offloads {
+        data_valid: true,
+        ..Offloads::NONE
+    };
+    let segs = segment_to_vecs(&seg_plan(&f, &hdr, &dv), Frame::new(&[&f[..]])).unwrap();
+    assert!(segs.iter().all(|(vh, _)| vh.flags == F_DATA_VALID));
+    // Partial checksums for a csum-capable receiver without TSO6.
+    let csum = Offloads {
+        csum: true,
+        data_valid: true,
+        tso4: true,
+        ..Offloads::NONE
+    };
+    let p = seg_plan(&f, &hdr, &csum);
+    assert!(p.partial_csum());
+    check_segments(
+        &s,
+        &segment_to_vecs(&p, Frame::new(&[&f[..]])).unwrap(),
+        1000,
+        true,
+    )
+    .unwrap();
+}
+
+#[test]
+fn passthrough_and_csum_decisions() {
+    let s = spec(false, true, 5000);
+    let (f, l4) = build(&s);
+    let hdr = gso_hdr(&s, l4, GSO_TCPV4, 1448);
+    match run(&f, &hdr, &Offloads::ALL).unwrap() {
+        Egress::PassThrough { hdr: h } => assert_eq!(
+            (h.gso_type, h.gso_size, h.flags),
+            (GSO_TCPV4, 1448, F_NEEDS_CSUM)
+        ),
+        e => panic!("{e:?}"),
+    }
+    // ECN frames need TSO_ECN at the receiver.
+    let ecn = VnetHdr {
+        gso_type: GSO_TCPV4 | GSO_ECN,
+        ..hdr
+    };
+    let no_ecn = Offloads {
+        tso_ecn: false,
+        ..Offloads::ALL
+    };
+    assert!(matches!(run(&f, &ecn, &no_ecn), Ok(Egress::Segment(_))));
+    assert!(matches!(
+        run(&f, &ecn, &Offloads::ALL),
+        Ok(Egress::PassThrough { .. })
+    ));
+    // Payload that fits one segment is not GSO: only the checksum is completed.
+    let small = VnetHdr {
+        gso_size: 5000,
+        ..hdr
+    };
+    let Ok(Egress::CompleteCsum(job)) = run(&f, &small, &Offloads::NONE) else {
+        panic!()
+    };
+    assert_eq!(job.hdr.gso_type, GSO_NONE);
+    let mut g = f.clone();
+    let v = job.value(&Frame::new(&[&f[..]]));
+    assert!(job.apply(&mut g));
+    assert_eq!(u16::from_be_bytes([g[job.at], g[job.at + 1]]), v);
+    assert!(l4_verifies(&g));
+    // Plain frames: DATA_VALID kept only for receivers that understand it.
+    let dv = VnetHdr {
+        flags: F_DATA_VALID,
+        ..VnetHdr::default()
+    };
+    assert!(
+        matches!(run(&f, &dv, &Offloads::NONE), Ok(Egress::PassThrough { hdr }) if hdr.flags == 0)
+    );
+    assert!(
+        matches!(run(&f, &dv, &Offloads::ALL), Ok(Egress::PassThrough { hdr }) if hdr.flags == F_DATA_VALID)
+    );
+    // NEEDS_CSUM passes through to a csum-capable receiver.
+    let nc = VnetHdr {
+        gso_type: GSO_NONE,
+        gso_size: 0,
+        ..hdr
+    };
+    let csum = Offloads {
+        csum: true,
+        ..Offloads::NONE
+    };
+    assert!(
+        matches!(run(&f, &nc, &csum), Ok(Egress::PassThrough { hdr }) if hdr.flags == F_NEEDS_CSUM && hdr.csum_start == l4 as u16)
+    );
+}
+
+#[test]
+fn nonsense_metadata_is_a_counted_drop() {
+    let s = spec(false, true, 5000);
+    let (f, l4) = build(&s);
+    let ok = gso_hdr(&s, l4, GSO_TCPV4, 1448);
+    let n = Offloads::NONE;
+    let cases: Vec<(VnetHdr, OffloadDrop)> = vec![
+        (VnetHdr { gso_size: 0, ..ok }, OffloadDrop::GsoSizeZero),
+        (
+            VnetHdr {
+                hdr_len: f.len() as u16 + 1,
+                ..ok
+            },
+            OffloadDrop::HdrLenPastFrame,
+        ),
+        (
+            VnetHdr {
+                csum_start: f.len() as u16,
+                ..ok
+            },
+            OffloadDrop::CsumPastFrame,
+        ),
+        (
+            VnetHdr {
+                csum_offset: 0xffff,
+                ..ok
+            },
+            OffloadDrop::CsumPastFrame,
+        ),
+        (
+            VnetHdr {
+                gso_type: GSO_TCPV6,
+                ..ok
+            },
+            OffloadDrop::GsoTypeMismatch,
+        ),
+        (
+            VnetHdr {
+                gso_type: GSO_UDP_L4,
+                ..ok
+            },
+            OffloadDrop::GsoTypeMismatch,
+        ),
+        (VnetHdr { gso_type: 2, ..ok }, OffloadDrop::UnknownGsoType),
+        (VnetHdr { flags: 0, ..ok }, OffloadDrop::GsoWithoutCsum),
+        (
+            VnetHdr {
+                csum_start: l4 as u16 - 4,
+                ..ok
+            },
+            OffloadDrop::CsumStartMismatch,
+        ),
+        (
+            VnetHdr {
+                csum_offset: 6,
+                ..ok
+            },
+            OffloadDrop::CsumOffsetMismatch,
+        ),
+        (
+            VnetHdr {
+                gso_type: GSO_ECN,
+                gso_size: 0,
+                ..ok
+            },
+            OffloadDrop::UnknownGsoType,
+        ),
+    ];
+    let mut counters = DropCounters::default();
+    for (h, want) in cases {
+        let got = run(&f, &h, &n);
+        assert_eq!(got, Err(want), "{h:?}");
+        if let Err(d) = got {
+            counters.record(d);
+        }
+    }
+    assert_eq!(counters.total(), 11);
+    // Length fields that disagree with the frame, truncation, non-IP.
+    let mut bad = f.clone();
+    bad[16] ^= 1; // IPv4 total length
+    assert_eq!(run(&bad, &ok, &n), Err(OffloadDrop::IpLengthMismatch));
+    let mut bad = f.clone();
+    bad[14] = 0x44; // IHL 4
+    assert_eq!(run(&bad, &ok, &n), Err(OffloadDrop::BadIpHeader));
+    let mut bad = f.clone();
+    bad[12] = 0x88;
+    assert_eq!(run(&bad, &ok, &n), Err(OffloadDrop::NotIp));
+    let mut bad = f.clone();
+    bad[l4 + 12] = 0x40; // TCP doff 4
+    assert_eq!(run(&bad, &ok, &n), Err(OffloadDrop::BadTcpHeader));
+    let mut bad = f.clone();
+    bad[20] = 0x20; // MF
+    assert_eq!(run(&bad, &ok, &n), Err(OffloadDrop::IpUnsupported));
+    assert_eq!(
+        run(
+            &f[..30],
+            &VnetHdr {
+                hdr_len: 0,
+                csum_start: 0,
+                ..ok
+            },
+            &n
+        ),
+        Err(OffloadDrop::Truncated)
+    );
+    // USO over its segment limit; UFO with an unaligned size.
+    let u = spec(false, false, 60000);
+    let (uf, ul4) = build(&u);
+    assert_eq!(
+        run(&uf, &gso_hdr(&u, ul4, GSO_UDP_L4, 100), &n),
+        Err(OffloadDrop::TooManySegments)
+    );
+    assert_eq!(
+        run(&uf, &gso_hdr(&u, ul4, GSO_UDP, 1001), &n),
+        Err(OffloadDrop::UfoUnsupported)
+    );
+    let u6 = spec(true, false, 6000);
+    let (uf6, ul46) = build(&u6);
+    assert_eq!(
+        run(&uf6, &gso_hdr(&u6, ul46, GSO_UDP, 1000), &n),
+        Err(OffloadDrop::UfoUnsupported)
+    );
+    // Destination too small: error, the segment is not consumed.
+    let p = seg_plan(&f, &ok, &n);
+    let parts = [&f[..]];
+    let mut sg = p.segments(Frame::new(&parts)).unwrap();
+    assert_eq!(sg.copy_next(&mut [0u8; 100]), Err(OffloadDrop::DstTooSmall));
+    assert_eq!(sg.remaining(), p.segment_count());
+    // A plan used on another frame is refused.
+    assert!(p.segments(Frame::new(&[&f[..100]])).is_err());
+}
+
+#[test]
+fn ufo_fragments_reassemble() {
+    let s = spec(false, false, 5000);
+    let (f, l4) = build(&s);
+    let p = seg_plan(
+        &f,
+        &gso_hdr(&s, l4, GSO_UDP, 1480),
+        &Offloads {
+            csum: true,
+            ..Offloads::NONE
+        },
+    );
+    assert_eq!(p.kind(), GsoKind::UfoV4);
+    assert!(
+        !p.partial_csum(),
+        "UFO completes the checksum over the whole datagram"
+    );
+    let segs = segment_split(&p, &f, &[50, 51, 4000]);
+    assert_eq!(segs.len(), 5008usize.div_ceil(1480));
+    let mut dgram = Vec::new();
+    for (i, (_, b)) in segs.iter().enumerate() {
+        let h = etherparse::Ipv4Header::from_slice(&b[14..]).unwrap().0;
+        assert_eq!(h.header_checksum, h.calc_header_checksum());
+        assert_eq!(h.identification, s.ip_id, "fragments share the ID");
+        assert_eq!(h.fragment_offset.value() as usize * 8, i * 1480);
+        assert_eq!(h.more_fragments, i + 1 < segs.len());
+        assert!(!h.dont_fragment);
+        assert_eq!(h.total_len as usize, b.len() - 14);
+        assert!(b.len() - 34 <= 1480);
+        dgram.extend_from_slice(&b[34..]);
+    }
+    // The reassembled datagram carries a valid UDP checksum.
+    let mut whole = f[..34].to_vec();
+    whole.extend_from_slice(&dgram);
+    assert_eq!(&whole[42..], &s.payload[..]);
+    assert!(l4_verifies(&whole));
+}
+
+fn arb_spec() -> impl Strategy<Value = (Spec, u16)> {
+    (
+        any::<bool>(),
+        any::<bool>(),
+        any::<bool>(),
+        0usize..6,
+        0usize..11,
+        prop_oneof![
+            Just(0x10u8),
+            Just(0x18),
+            Just(0x19),
+            Just(0x98),
+            Just(0x99),
+            any::<u8>()
+        ],
+        any::<u16>(),
+        any::<bool>(),
+        any::<u32>(),
+        proptest::collection::vec(any::<u8>(), 1..9000),
+        1u16..3000,
+    )
+        .prop_map(
+            |(v6, vlan, tcp, ipo, tcpo, flags, id, df, seq, payload, mss)| {
+                let ip_opts = if v6 { ipo * 8 } else { ipo * 4 };
+                (
+                    Spec {
+                        v6,
+                        vlan,
+                        tcp,
+                        ip_opts,
+                        tcp_opts: tcpo * 4,
+                        tcp_flags: flags & !0x02,
+                        ip_id: id,
+                        df,
+                        seq,
+                        payload,
+                    },
+                    mss,
+                )
+            },
+        )
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig { cases: 200, ..ProptestConfig::default() })]
+
+    #[test]
+    fn segments_reassemble((s, mss) in arb_spec(), partial in any::<bool>(), cuts in proptest::collection::vec(0usize..10000, 0..4)) {
+        let (f, l4) = build(&s);
+        let gt = match (s.tcp, s.v6) { (true, false) => GSO_TCPV4, (true, true) => GSO_TCPV6, _ => GSO_UDP_L4 };
+        let hdr = gso_hdr(&s, l4, gt, mss);
+        let dest = Offloads { csum: partial, ..Offloads::NONE };
+        match run(&f, &hdr, &dest) {
+            Ok(Egress::Segment(p)) => {
+                prop_assert!(s.payload.len() > mss as usize);
+                let segs = segment_split(&p, &f, &cuts);
+                check_segments(&s, &segs, mss as usize, partial)?;
+            }
+            Ok(Egress::CompleteCsum(job)) => {
+                prop_assert!(s.payload.len() <= mss as usize && !partial);
+                let mut g = f.clone();
+                prop_assert!(job.apply(&mut g));
+                prop_assert!(l4_verifies(&g));
+            }
+            Ok(Egress::PassThrough { hdr }) => {
+                prop_assert!(s.payload.len() <= mss as usize && partial && hdr.flags == F_NEEDS_CSUM);
+            }
+            Err(OffloadDrop::TooManySegments) => prop_assert!(!s.tcp && s.payload.len().div_ceil(mss as usize) > USO_MAX_SEGMENTS),
+            Err(e) => prop_assert!(false, "unexpected drop {e:?}"),
+        }
+    }
+
+    /// Hostile input: random bytes and header never panic; whatever is planned can be
+    /// executed and respects gso_size.
+    #[test]
+    fn garbage_never_panics(bytes in proptest::collection::vec(any::<u8>(), 0..400), flags in 0u8..4, gt in prop_oneof![Just(0u8), Just(1), Just(3), Just(4), Just(5), Just(0x81), any::<u8>()],
+                            hl in any::<u16>(), gs in any::<u16>(), cs in 0u16..420, co in 0u16..40) {
+        let hdr = VnetHdr { flags, gso_type: gt, hdr_len: hl, gso_size: gs, csum_start: cs, csum_offset: co, num_buffers: 0 };
+        let parts = [&bytes[..]];
+        let f = Frame::new(&parts);
+        for dest in [Offloads::NONE, Offloads::ALL, Offloads { csum: true, ..Offloads::NONE }] {
+            match plan(&hdr, &f, &dest) {
+                Ok(Egress::Segment(p)) => {
+                    for (_, b) in segment_to_vecs(&p, f).unwrap() {
+                        prop_assert!(b.len() <= MAX_HDR + p.gso_size());
+                    }
+                }
+                Ok(Egress::CompleteCsum(j)) => { let _ = j.value(&f); let mut c = bytes.clone(); prop_assert!(j.apply(&mut c)); }
+                _ => {}
+            }
+        }
+    }
+}
+
+#[test]
+fn ecn_cwr_and_fin_psh() {
+    let mut s = spec(false, true, 4000);
+    s.tcp_flags = 0x80 | 0x10 | 0x08 | 0x01; // CWR ACK PSH FIN
+    let (f, l4) = build(&s);
+    let p = seg_plan(
+        &f,
+        &gso_hdr(&s, l4, GSO_TCPV4 | GSO_ECN, 1000),
+        &Offloads::NONE,
+    );
+    let segs = segment_to_vecs(&p, Frame::new(&[&f[..]])).unwrap();
+    let flags: Vec<u8> = segs.iter().map(|(_, b)| b[l4 + 13]).collect();
+    assert_eq!(flags, vec![0x90, 0x10, 0x10, 0x19]);
+    check_segments(&s, &segs, 1000, false).unwrap();
+}
