@@ -293,7 +293,7 @@ fn stamp(kernel: &Kernel, files: &BTreeSet<PathBuf>) -> Result<String> {
 fn assemble(kernel: &Kernel, files: &BTreeSet<PathBuf>) -> Result<Archive> {
     let mut a = Archive::new();
     for d in [
-        "proc", "sys", "dev", "tmp", "run", "sbin", "usr/bin", "usr/sbin",
+        "proc", "sys", "dev", "tmp", "run", "etc", "usr/bin", "usr/sbin",
     ] {
         a.add(d, Node::Dir);
     }

@@ -14,18 +14,24 @@
 #   rs.cmd=BASE64                 a shell script to run after the steps
 #   rs.stay=1                     do not power off after RS-DONE
 # Output lines on ttyS0 (the console): RS-READY, RS-IFACE, RS-RESULT, RS-ERROR, RS-DONE.
-# Interactive commands on ttyS1: "RS-CMD <id> <base64 script>" in, out comes
+# Interactive commands on ttyS1 (announced by "RS-CONSOLE-READY" there):
+# "RS-CMD <id> <base64 script>" in, out comes
 # "RS-OUT-BEGIN <id>", base64 of stdout+stderr, "RS-OUT-END <id> rc=<rc>".
 
-export PATH=/usr/sbin:/usr/bin:/sbin:/bin
+export PATH=/usr/sbin:/usr/bin:/bin
 export LD_LIBRARY_PATH=/lib/x86_64-linux-gnu
-/bin/busybox mkdir -p /proc /sys /dev /tmp /run /sbin /usr/bin /usr/sbin
+/bin/busybox mkdir -p /proc /sys /dev /tmp /run /etc /usr/bin /usr/sbin
 /bin/busybox mount -t proc proc /proc
 /bin/busybox mount -t sysfs sysfs /sys
 /bin/busybox mount -t devtmpfs devtmpfs /dev 2>/dev/null
 /bin/busybox mount -t tmpfs tmpfs /tmp
-/bin/busybox --install -s 2>/dev/null
+/bin/busybox --install -s /bin 2>/dev/null
 hostname guest
+
+# Debian's static busybox runs its own applets before PATH (FEATURE_SH_STANDALONE), so
+# iproute2's ip must be named explicitly; scripts get it through this profile too.
+echo 'ip() { /usr/sbin/ip "$@"; }' >/etc/rs-profile
+. /etc/rs-profile
 
 die() {
 	echo "RS-ERROR $*"
@@ -95,13 +101,13 @@ done
 # The command console on ttyS1: one request per line, output base64-framed so that
 # nothing a command prints can be mistaken for the framing.
 console_loop() {
-	stty -F /dev/ttyS1 raw -echo 2>/dev/null
 	exec 3<>/dev/ttyS1
 	stty raw -echo <&3 2>/dev/null
+	echo "RS-CONSOLE-READY" >&3
 	while read -r tag id b64 <&3; do
 		[ "$tag" = "RS-CMD" ] || continue
 		echo "$b64" | base64 -d >/tmp/cmd.$id 2>/dev/null
-		sh /tmp/cmd.$id </dev/null >/tmp/out.$id 2>&1
+		sh -c ". /etc/rs-profile; . /tmp/cmd.$id" </dev/null >/tmp/out.$id 2>&1
 		rc=$?
 		{
 			echo "RS-OUT-BEGIN $id"
@@ -174,7 +180,7 @@ done
 
 if [ -n "$RS_CMD" ]; then
 	echo "$RS_CMD" | base64 -d >/tmp/cmdline.sh 2>/dev/null || echo "RS-ERROR cmd base64"
-	sh /tmp/cmdline.sh </dev/null
+	sh -c ". /etc/rs-profile; . /tmp/cmdline.sh" </dev/null
 	rc=$?
 	echo "RS-RESULT name=cmd ok=$((rc == 0)) rc=$rc"
 fi

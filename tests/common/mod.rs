@@ -1,0 +1,70 @@
+//! Shared end-to-end test harness: `mod common;` from each `tests/e2e_*.rs`.
+//!
+//! - [`TestScope`]: first line of every test; unique names and a per-test time limit
+//!   that kills the test's children and still cleans up.
+//! - [`Guest`]/[`GuestSpec`]: QEMU guests from `cargo xtask guest-image`.
+//! - [`Netns`]: namespaces with veth pairs, deleted in Drop.
+//! - [`Process`]: ringswitch/testpmd children, stopped in Drop.
+//! - [`Testpmd`]: DPDK testpmd as an independent vhost-user backend.
+//!
+//! Each test binary uses a different subset, hence the dead_code allowance.
+#![allow(dead_code, unused_imports)]
+
+pub mod error;
+pub mod image;
+pub mod netns;
+pub mod output;
+pub mod process;
+pub mod qemu;
+pub mod scope;
+pub mod testpmd;
+
+pub use error::{HarnessError, Result};
+pub use netns::Netns;
+pub use process::Process;
+pub use qemu::{CmdOutput, Guest, GuestSpec, NicSpec, SocketMode, StepResult};
+pub use scope::{unique, TestScope};
+pub use testpmd::Testpmd;
+
+use std::path::{Path, PathBuf};
+use std::process::Command;
+
+/// A directory `/tmp/rs-<pid>-<n>-<tag>` (short: unix socket paths must stay under 108
+/// bytes), removed with its contents in Drop.
+pub struct TempDir {
+    path: PathBuf,
+}
+
+impl TempDir {
+    pub fn new(tag: &str) -> Result<TempDir> {
+        let path = std::env::temp_dir().join(unique(tag));
+        std::fs::create_dir_all(&path)
+            .map_err(error::io(format!("creating {}", path.display())))?;
+        Ok(TempDir { path })
+    }
+
+    pub fn path(&self) -> &Path {
+        &self.path
+    }
+}
+
+impl Drop for TempDir {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.path);
+    }
+}
+
+/// True when `qemu-system-x86_64` runs (TCG needs nothing else; there is no /dev/kvm
+/// requirement). The only reason an e2e guest test may skip.
+pub fn qemu_available() -> bool {
+    Command::new("qemu-system-x86_64")
+        .arg("--version")
+        .output()
+        .map(|o| o.status.success())
+        .unwrap_or(false)
+}
+
+/// A locally administered unicast MAC 02:72:73:00:00:<n> ("rs").
+pub fn mac(n: u8) -> String {
+    format!("02:72:73:00:00:{n:02x}")
+}

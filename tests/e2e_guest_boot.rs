@@ -1,0 +1,148 @@
+//! Proves the e2e harness against peers we did not write: two QEMU guests on DPDK
+//! testpmd's vhost-user backend ping each other over IPv4 and IPv6, and the namespace,
+//! process and time-limit guards do what they promise.
+
+mod common;
+
+use common::{
+    mac, Guest, GuestSpec, HarnessError, Netns, NicSpec, Process, TempDir, TestScope, Testpmd,
+};
+use std::time::Duration;
+
+const BOOT: Duration = Duration::from_secs(60);
+const STEP: Duration = Duration::from_secs(60);
+
+fn skip_without_qemu() -> bool {
+    if common::qemu_available() {
+        return false;
+    }
+    eprintln!("SKIPPED: qemu-system-x86_64 is not installed (cargo xtask test installs it)");
+    true
+}
+
+fn guest(name: &str, socket: &std::path::Path, n: u8, peer: u8) -> GuestSpec {
+    let mut g = GuestSpec::new(name);
+    g.nics.push(NicSpec::new(socket, &mac(n)));
+    g.ip.push(format!("198.18.0.{n}/24"));
+    g.ip6.push(format!("2001:db8::{n}/64"));
+    g.run = vec![
+        format!("ping:198.18.0.{peer}"),
+        format!("ping6:2001:db8::{peer}"),
+    ];
+    g
+}
+
+#[test]
+fn two_guests_ping_through_testpmd() {
+    if skip_without_qemu() {
+        return;
+    }
+    let _scope = TestScope::start("two_guests_ping_through_testpmd", Duration::from_secs(240));
+    let dir = TempDir::new("boot").unwrap();
+    let pmd = Testpmd::vhost_backend(dir.path(), 2, 1).unwrap();
+    let a = Guest::start(guest("ga", pmd.socket(0), 1, 2)).unwrap();
+    let b = Guest::start(guest("gb", pmd.socket(1), 2, 1)).unwrap();
+    for g in [&a, &b] {
+        g.wait_ready(BOOT).unwrap();
+    }
+    for (g, peer) in [(&a, 2), (&b, 1)] {
+        for (step, target) in [
+            ("ping", format!("198.18.0.{peer}")),
+            ("ping6", format!("2001:db8::{peer}")),
+        ] {
+            let r = g.result(step, STEP).unwrap();
+            assert!(r.ok, "{} {step}: {r:?}\n{}", g.name(), g.serial().tail(20));
+            assert_eq!(r.get("target"), Some(target.as_str()));
+            assert_eq!(r.get("loss"), Some("0"));
+        }
+    }
+    // The command console: the neighbour learned by the pings is the peer's MAC.
+    let out = a
+        .run("ip neigh show 198.18.0.2; echo to-stderr >&2; exit 3", STEP)
+        .unwrap();
+    assert_eq!(out.rc, 3, "{out:?}");
+    assert!(out.output.contains(&mac(2)), "{out:?}");
+    assert!(out.output.contains("to-stderr"), "{out:?}");
+    let out = b.run("cat /sys/class/net/eth0/address", STEP).unwrap();
+    assert_eq!((out.rc, out.output.trim()), (0, mac(2).as_str()));
+    // Clean power-off from inside: QEMU exits by itself with status 0.
+    let st = a.shutdown(STEP).unwrap();
+    assert!(st.success(), "{st}");
+}
+
+/// A guest without NICs runs an `rs.cmd` script, reports it and powers off by itself.
+#[test]
+fn guest_runs_cmdline_script_and_powers_off() {
+    if skip_without_qemu() {
+        return;
+    }
+    let _scope = TestScope::start(
+        "guest_runs_cmdline_script_and_powers_off",
+        Duration::from_secs(120),
+    );
+    let mut spec = GuestSpec::new("gcmd");
+    spec.stay = false;
+    spec.cmd = Some("echo \"RS-RESULT name=uname ok=1 release=$(uname -r)\"; exit 7".into());
+    let g = Guest::start(spec).unwrap();
+    let r = g.result("uname", BOOT).unwrap();
+    assert!(
+        r.get("release")
+            .is_some_and(|v| v.ends_with("-cloud-amd64")),
+        "{r:?}"
+    );
+    let r = g.result("cmd", STEP).unwrap();
+    assert_eq!((r.ok, r.get("rc")), (false, Some("7")), "{r:?}");
+    g.wait_for("RS-DONE ok=1", STEP).unwrap();
+    // QEMU exits (-no-reboot + poweroff): the serial output closes.
+    assert!(matches!(
+        g.wait_for("never printed", STEP),
+        Err(HarnessError::Exited { .. })
+    ));
+}
+
+/// Two namespaces joined by a veth pair reach each other; both vanish with their guards.
+#[test]
+fn netns_veth_pair_pings_and_is_cleaned_up() {
+    let _scope = TestScope::start("netns_veth_pair", Duration::from_secs(60));
+    let (n1, n2) = (Netns::new("n1").unwrap(), Netns::new("n2").unwrap());
+    n1.veth("v1", &n2, "v2").unwrap();
+    n1.addr("v1", "198.18.1.1/24").unwrap();
+    n2.addr("v2", "198.18.1.2/24").unwrap();
+    n1.addr("v1", "2001:db8:1::1/64").unwrap();
+    n2.addr("v2", "2001:db8:1::2/64").unwrap();
+    n1.exec("ping", &["-c", "1", "-W", "5", "198.18.1.2"])
+        .unwrap();
+    n2.exec("ping", &["-c", "1", "-W", "5", "2001:db8:1::1"])
+        .unwrap();
+    // A process spawned in the namespace is killed when the namespace goes.
+    let p = n1.spawn("sleeper", "sleep", &["600"]).unwrap();
+    let names = [n1.name().to_string(), n2.name().to_string()];
+    drop(n1);
+    drop(n2);
+    assert!(matches!(
+        p.wait_for("never printed", Duration::from_secs(10)),
+        Err(HarnessError::Exited { .. })
+    ));
+    let list =
+        common::netns::check(std::process::Command::new("ip").args(["netns", "list"])).unwrap();
+    for n in names {
+        assert!(
+            !list
+                .lines()
+                .any(|l| l.split_whitespace().next() == Some(n.as_str())),
+            "{n} left: {list}"
+        );
+    }
+}
+
+/// When a test exceeds its limit, the watchdog kills its children, so a wait that would
+/// otherwise last an hour fails at once with the child's exit.
+#[test]
+fn time_limit_kills_children() {
+    let _scope = TestScope::start("time_limit_kills_children", Duration::from_secs(1));
+    let mut c = std::process::Command::new("sleep");
+    c.arg("3600");
+    let p = Process::spawn("sleeper", c).unwrap();
+    let r = p.wait_for("never printed", Duration::from_secs(3600));
+    assert!(matches!(r, Err(HarnessError::Exited { .. })), "{r:?}");
+}
