@@ -17,16 +17,16 @@ use crate::time::Millis;
 use crate::vlan::Vid;
 use arc_swap::ArcSwap;
 use parking_lot::Mutex;
-use std::sync::atomic::{fence, AtomicU32, AtomicU64, Ordering};
+use std::sync::atomic::{fence, AtomicU64, Ordering};
 use std::sync::Arc;
 
-/// Minimum interval between two last-seen refreshes of one entry.
+/// Minimum interval between two last-seen refreshes of one entry (and the aging
+/// granularity: last-seen times are kept in whole seconds).
 pub const REFRESH_MS: u64 = 1000;
 
 const EMPTY: u64 = 0;
 /// Bit 0 is set in every live key, so 2 can never collide with one.
 const TOMBSTONE: u64 = 2;
-const STATIC_FLAG: u32 = 1 << 16;
 
 /// Packs (MAC, VID) into a key with bit 0 set.
 #[inline]
@@ -46,35 +46,76 @@ fn hash(k: u64, shift: u32) -> usize {
     (k.wrapping_mul(0x9E37_79B9_7F4A_7C15) >> shift) as usize
 }
 
-#[repr(align(32))]
+/// The slot's second word: `seq:16 | port:16 | static:1 | seen_secs:31`.
+/// `seq` is the seqlock counter (odd while a writer rewrites key and port); `seen` can
+/// be refreshed by any reader with a compare-exchange that fails if a writer is active.
+#[derive(Clone, Copy, PartialEq, Eq)]
+struct Meta(u64);
+
+impl Meta {
+    const SEQ: u64 = 0xffff;
+    #[inline]
+    fn new(seq: u64, port: PortId, is_static: bool, seen_s: u64) -> Meta {
+        Meta(
+            (seq & Self::SEQ)
+                | (u64::from(port.0) << 16)
+                | (u64::from(is_static) << 32)
+                | ((seen_s & 0x7fff_ffff) << 33),
+        )
+    }
+    #[inline]
+    fn seq(self) -> u64 {
+        self.0 & Self::SEQ
+    }
+    #[inline]
+    fn port(self) -> PortId {
+        PortId((self.0 >> 16) as u16)
+    }
+    #[inline]
+    fn is_static(self) -> bool {
+        self.0 & (1 << 32) != 0
+    }
+    #[inline]
+    fn seen_s(self) -> u64 {
+        self.0 >> 33
+    }
+    #[inline]
+    fn with_seen(self, seen_s: u64) -> Meta {
+        Meta((self.0 & ((1 << 33) - 1)) | ((seen_s & 0x7fff_ffff) << 33))
+    }
+}
+
+#[inline]
+fn secs(now: Millis) -> u64 {
+    now.0 / 1000
+}
+
+/// 16 bytes: four slots per cache line.
+#[repr(align(16))]
 struct Slot {
-    seq: AtomicU32,
-    port: AtomicU32,
     key: AtomicU64,
-    seen: AtomicU64,
+    meta: AtomicU64,
 }
 
 impl Slot {
     fn new() -> Slot {
         Slot {
-            seq: AtomicU32::new(0),
-            port: AtomicU32::new(0),
             key: AtomicU64::new(EMPTY),
-            seen: AtomicU64::new(0),
+            meta: AtomicU64::new(0),
         }
     }
 
-    /// Consistent (key, port) snapshot of this slot.
+    /// Consistent (key, meta) snapshot of this slot.
     #[inline]
-    fn read(&self) -> (u64, u32) {
+    fn read(&self) -> (u64, Meta) {
         loop {
-            let s1 = self.seq.load(Ordering::Acquire);
-            if s1 & 1 == 0 {
+            let m1 = self.meta.load(Ordering::Acquire);
+            if m1 & 1 == 0 {
                 let k = self.key.load(Ordering::Relaxed);
-                let p = self.port.load(Ordering::Relaxed);
                 fence(Ordering::Acquire);
-                if self.seq.load(Ordering::Relaxed) == s1 {
-                    return (k, p);
+                let m2 = self.meta.load(Ordering::Relaxed);
+                if (m1 ^ m2) & Meta::SEQ == 0 {
+                    return (k, Meta(m2));
                 }
             }
             std::hint::spin_loop();
@@ -83,14 +124,30 @@ impl Slot {
 
     /// Writer side of the seqlock; callers hold the FDB writer mutex.
     #[inline]
-    fn write(&self, k: u64, p: u32, seen: u64) {
-        let s = self.seq.load(Ordering::Relaxed);
-        self.seq.store(s.wrapping_add(1), Ordering::Relaxed);
+    fn write(&self, k: u64, port: PortId, is_static: bool, seen_s: u64) {
+        let old = Meta(self.meta.load(Ordering::Relaxed));
+        let seq = old.seq();
+        self.meta.store(
+            (old.0 & !Meta::SEQ) | ((seq + 1) & Meta::SEQ),
+            Ordering::Relaxed,
+        );
         fence(Ordering::Release);
         self.key.store(k, Ordering::Relaxed);
-        self.port.store(p, Ordering::Relaxed);
-        self.seen.store(seen, Ordering::Relaxed);
-        self.seq.store(s.wrapping_add(2), Ordering::Release);
+        self.meta.store(
+            Meta::new(seq + 2, port, is_static, seen_s).0,
+            Ordering::Release,
+        );
+    }
+
+    /// Lock-free refresh of the last-seen time; loses harmlessly to a concurrent writer.
+    #[inline]
+    fn refresh(&self, m: Meta, now_s: u64) {
+        let _ = self.meta.compare_exchange(
+            m.0,
+            m.with_seen(now_s).0,
+            Ordering::Relaxed,
+            Ordering::Relaxed,
+        );
     }
 }
 
@@ -111,14 +168,14 @@ impl Table {
         }
     }
 
-    /// Index of the live slot holding `k`, with its port word.
+    /// Index of the live slot holding `k`, with its meta word.
     #[inline]
-    fn find(&self, k: u64) -> Option<(usize, u32)> {
+    fn find(&self, k: u64) -> Option<(usize, Meta)> {
         let mut i = hash(k, self.shift);
         for _ in 0..=self.mask {
-            let (sk, sp) = self.slots[i].read();
+            let (sk, m) = self.slots[i].read();
             if sk == k {
-                return Some((i, sp));
+                return Some((i, m));
             }
             if sk == EMPTY {
                 return None;
@@ -127,6 +184,25 @@ impl Table {
         }
         None
     }
+
+    /// Hints the CPU to load the home slot of `k` (batch lookups hide memory latency).
+    #[inline]
+    fn prefetch(&self, k: u64) {
+        let slot = &self.slots[hash(k, self.shift)];
+        prefetch_read(slot as *const Slot as *const i8);
+    }
+}
+
+#[inline]
+fn prefetch_read(p: *const i8) {
+    #[cfg(target_arch = "x86_64")]
+    // SAFETY: prefetch is only a hint; it never faults, even on an invalid address, and
+    // SSE is part of the x86_64 baseline.
+    unsafe {
+        core::arch::x86_64::_mm_prefetch::<{ core::arch::x86_64::_MM_HINT_T0 }>(p)
+    };
+    #[cfg(not(target_arch = "x86_64"))]
+    let _ = p;
 }
 
 /// A read-only view of the FDB for one batch of frames.
@@ -138,9 +214,13 @@ impl FdbView {
     /// The port `mac` was learned on in `vid`.
     #[inline]
     pub fn lookup(&self, mac: Mac, vid: Vid) -> Option<PortId> {
-        self.table
-            .find(key(mac, vid))
-            .map(|(_, p)| PortId((p & 0xffff) as u16))
+        self.table.find(key(mac, vid)).map(|(_, m)| m.port())
+    }
+
+    /// Starts loading the slot of (mac, vid) into the cache.
+    #[inline]
+    pub fn prefetch(&self, mac: Mac, vid: Vid) {
+        self.table.prefetch(key(mac, vid));
     }
 }
 
@@ -253,17 +333,15 @@ impl Fdb {
         now: Millis,
     ) -> Learn {
         let k = key(mac, vid);
-        if let Some((i, p)) = view.table.find(k) {
-            if p & 0xffff == u32::from(port.0) {
-                if p & STATIC_FLAG == 0 {
-                    let slot = &view.table.slots[i];
-                    if now.0.saturating_sub(slot.seen.load(Ordering::Relaxed)) >= REFRESH_MS {
-                        slot.seen.store(now.0, Ordering::Relaxed);
-                    }
+        if let Some((i, m)) = view.table.find(k) {
+            if m.port() == port {
+                let now_s = secs(now);
+                if !m.is_static() && now_s > m.seen_s() {
+                    view.table.slots[i].refresh(m, now_s);
                 }
                 return Learn::Known;
             }
-            if p & STATIC_FLAG != 0 {
+            if m.is_static() {
                 return Learn::StaticConflict;
             }
         }
@@ -284,15 +362,15 @@ impl Fdb {
         now: Millis,
     ) -> Learn {
         let t = self.table.load();
-        let pw = u32::from(port.0) | if is_static { STATIC_FLAG } else { 0 };
+        let now_s = secs(now);
         let limited = |w: &Writer| !is_static && limit != 0 && w.per_port[port.index()] >= limit;
         if let Some((i, old)) = t.find(k) {
-            let from = PortId((old & 0xffff) as u16);
-            if old & STATIC_FLAG != 0 && !is_static {
+            let from = old.port();
+            if old.is_static() && !is_static {
                 return Learn::StaticConflict;
             }
             if from == port {
-                t.slots[i].write(k, pw, now.0);
+                t.slots[i].write(k, port, is_static, now_s);
                 return Learn::Known;
             }
             if limited(w) {
@@ -300,7 +378,7 @@ impl Fdb {
             }
             w.per_port[from.index()] = w.per_port[from.index()].saturating_sub(1);
             w.per_port[port.index()] += 1;
-            t.slots[i].write(k, pw, now.0);
+            t.slots[i].write(k, port, is_static, now_s);
             return Learn::Moved { from };
         }
         if limited(w) {
@@ -322,7 +400,7 @@ impl Fdb {
                 if sk == TOMBSTONE {
                     w.tombstones -= 1;
                 }
-                t.slots[i].write(k, pw, now.0);
+                t.slots[i].write(k, port, is_static, now_s);
                 break;
             }
             i = (i + 1) & t.mask;
@@ -343,11 +421,8 @@ impl Fdb {
                 while new.slots[i].key.load(Ordering::Relaxed) != EMPTY {
                     i = (i + 1) & new.mask;
                 }
-                new.slots[i].write(
-                    k,
-                    s.port.load(Ordering::Relaxed),
-                    s.seen.load(Ordering::Relaxed),
-                );
+                let m = Meta(s.meta.load(Ordering::Relaxed));
+                new.slots[i].write(k, m.port(), m.is_static(), m.seen_s());
             }
         }
         w.tombstones = 0;
@@ -369,34 +444,35 @@ impl Fdb {
     /// Removes one entry (static or dynamic). Returns whether it existed.
     pub fn remove(&self, mac: Mac, vid: Vid) -> bool {
         let mut w = self.writer.lock();
-        self.remove_where(&mut w, |k, _, _| k == key(mac, vid)) > 0
+        self.remove_where(&mut w, |k, _| k == key(mac, vid)) > 0
     }
 
     /// Removes every entry of `port` (port deleted or link down).
     pub fn flush_port(&self, port: PortId) -> usize {
         let mut w = self.writer.lock();
-        self.remove_where(&mut w, |_, p, _| p & 0xffff == u32::from(port.0))
+        self.remove_where(&mut w, |_, m| m.port() == port)
     }
 
     /// Removes dynamic entries not seen for the aging time. Returns how many.
     pub fn age(&self, now: Millis) -> usize {
-        let aging = self.cfg.aging_ms;
+        let aging_s = self.cfg.aging_ms / 1000;
+        let now_s = secs(now);
         let mut w = self.writer.lock();
-        self.remove_where(&mut w, |_, p, seen| {
-            p & STATIC_FLAG == 0 && now.0.saturating_sub(seen) >= aging
+        self.remove_where(&mut w, |_, m| {
+            !m.is_static() && now_s.saturating_sub(m.seen_s()) >= aging_s
         })
     }
 
-    fn remove_where(&self, w: &mut Writer, f: impl Fn(u64, u32, u64) -> bool) -> usize {
+    fn remove_where(&self, w: &mut Writer, f: impl Fn(u64, Meta) -> bool) -> usize {
         let t = self.table.load();
         let mut n = 0;
         for s in t.slots.iter() {
             let k = s.key.load(Ordering::Relaxed);
             if k & 1 == 1 {
-                let p = s.port.load(Ordering::Relaxed);
-                if f(k, p, s.seen.load(Ordering::Relaxed)) {
-                    s.write(TOMBSTONE, 0, 0);
-                    let pi = (p & 0xffff) as usize;
+                let m = Meta(s.meta.load(Ordering::Relaxed));
+                if f(k, m) {
+                    s.write(TOMBSTONE, PortId(0), false, 0);
+                    let pi = m.port().index();
                     if pi < MAX_PORTS {
                         w.per_port[pi] = w.per_port[pi].saturating_sub(1);
                     }
@@ -435,21 +511,20 @@ impl Fdb {
             .slots
             .iter()
             .filter_map(|s| {
-                let (k, p) = s.read();
+                let (k, m) = s.read();
                 if k & 1 == 0 {
                     return None;
                 }
                 let (mac, vid) = unkey(k);
-                let is_static = p & STATIC_FLAG != 0;
                 Some(FdbEntry {
                     mac,
                     vid,
-                    port: PortId((p & 0xffff) as u16),
-                    is_static,
-                    age_ms: if is_static {
+                    port: m.port(),
+                    is_static: m.is_static(),
+                    age_ms: if m.is_static() {
                         0
                     } else {
-                        now.0.saturating_sub(s.seen.load(Ordering::Relaxed))
+                        now.0.saturating_sub(m.seen_s() * 1000)
                     },
                 })
             })
@@ -580,9 +655,9 @@ mod tests {
     #[test]
     fn entries_listing() {
         let fdb = Fdb::new(FdbConfig::default());
-        fdb.learn(&fdb.view(), mac(2), 5, PortId(1), 0, Millis(100));
+        fdb.learn(&fdb.view(), mac(2), 5, PortId(1), 0, Millis(1000));
         fdb.add_static(mac(1), 5, PortId(0)).unwrap();
-        let e = fdb.entries(Millis(1100));
+        let e = fdb.entries(Millis(2000));
         assert_eq!(e.len(), 2);
         assert_eq!((e[0].mac, e[0].is_static, e[0].age_ms), (mac(1), true, 0));
         assert_eq!((e[1].port, e[1].age_ms, e[1].vid), (PortId(1), 1000, 5));

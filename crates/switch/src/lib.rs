@@ -53,7 +53,7 @@ pub use mac::Mac;
 pub use port::{Offloads, PortConfig, PortId, PortKind, MAX_PORTS};
 pub use portset::PortSet;
 pub use reason::DropReason;
-pub use switch::{Decision, Forward, PortStats, Switch, SwitchConfig, SwitchError, SwitchView};
+pub use switch::{Decision, Forward, FrameRef, PortStats, Switch, SwitchConfig, SwitchError, SwitchView};
 pub use time::Millis;
 pub use vlan::{Vid, VlanMode, VlanSet};
 pub use vnet::VnetHdr;
