@@ -20,9 +20,13 @@ fn skip_without_qemu() -> bool {
     true
 }
 
+/// A guest with one NIC of two queue pairs (mq=on, `ethtool -L eth0 combined 2` in /init)
+/// that pings `peer` over IPv4 and IPv6.
 fn guest(name: &str, socket: &std::path::Path, n: u8, peer: u8) -> GuestSpec {
     let mut g = GuestSpec::new(name);
-    g.nics.push(NicSpec::new(socket, &mac(n)));
+    let mut nic = NicSpec::new(socket, &mac(n));
+    nic.queues = 2;
+    g.nics.push(nic);
     g.ip.push(format!("198.18.0.{n}/24"));
     g.ip6.push(format!("2001:db8::{n}/64"));
     g.run = vec![
@@ -39,11 +43,16 @@ fn two_guests_ping_through_testpmd() {
     }
     let _scope = TestScope::start("two_guests_ping_through_testpmd", Duration::from_secs(240));
     let dir = TempDir::new("boot").unwrap();
-    let pmd = Testpmd::vhost_backend(dir.path(), 2, 1).unwrap();
+    let pmd = Testpmd::vhost_backend(dir.path(), 2, 2).unwrap();
     let a = Guest::start(guest("ga", pmd.socket(0), 1, 2)).unwrap();
     let b = Guest::start(guest("gb", pmd.socket(1), 2, 1)).unwrap();
-    for g in [&a, &b] {
+    for (g, n) in [(&a, 1), (&b, 2)] {
         g.wait_ready(BOOT).unwrap();
+        let iface = g.wait_for("RS-IFACE name=eth0 ", BOOT).unwrap();
+        assert!(
+            iface.ends_with(&format!("mac={} mtu=1500 queues=2", mac(n))),
+            "{iface}"
+        );
     }
     for (g, peer) in [(&a, 2), (&b, 1)] {
         for (step, target) in [
@@ -65,6 +74,35 @@ fn two_guests_ping_through_testpmd() {
     assert!(out.output.contains("to-stderr"), "{out:?}");
     let out = b.run("cat /sys/class/net/eth0/address", STEP).unwrap();
     assert_eq!((out.rc, out.output.trim()), (0, mac(2).as_str()));
+    // Multicast with the guest's socat helpers (/etc/rs-profile): A joins one IPv4 and one
+    // IPv6 group, its NIC lists both, and B's datagrams to them arrive.
+    let out = a
+        .run(
+            "mrecv 239.1.2.3 5000 /tmp/m4 >/dev/null; mrecv ff0e::1:3 5001 /tmp/m6 >/dev/null; \
+             i=0; until ip maddr show dev eth0 | grep -q ff0e::1:3 || [ $i -ge 50 ]; \
+             do sleep 0.1; i=$((i+1)); done; ip maddr show dev eth0",
+            STEP,
+        )
+        .unwrap();
+    assert!(
+        out.output.contains("239.1.2.3") && out.output.contains("ff0e::1:3"),
+        "{out:?}"
+    );
+    let out = b
+        .run(
+            "msend 239.1.2.3 5000 hello4 && msend ff0e::1:3 5001 hello6",
+            STEP,
+        )
+        .unwrap();
+    assert_eq!(out.rc, 0, "{out:?}");
+    let out = a
+        .run(
+            "i=0; until grep -q hello4 /tmp/m4 && grep -q hello6 /tmp/m6 || [ $i -ge 50 ]; \
+             do sleep 0.1; i=$((i+1)); done; cat /tmp/m4 /tmp/m6",
+            STEP,
+        )
+        .unwrap();
+    assert_eq!(out.output, "hello4\nhello6\n", "{out:?}");
     // Clean power-off from inside: QEMU exits by itself with status 0.
     let st = a.shutdown(STEP).unwrap();
     assert!(st.success(), "{st}");

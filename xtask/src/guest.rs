@@ -25,6 +25,9 @@ use std::process::Command;
 /// The /init script (busybox sh); its protocol is described in docs/design/e2e.md.
 const INIT: &str = include_str!("guest/init.sh");
 
+/// Shell helpers for scenario scripts (`ip`, `mrecv`, `msend`), installed as /etc/rs-profile.
+const PROFILE: &str = include_str!("guest/rs-profile.sh");
+
 /// Bumped when the layout of the initramfs changes in a way the stamp cannot see.
 const FORMAT: u32 = 1;
 
@@ -279,6 +282,7 @@ fn stamp(kernel: &Kernel, files: &BTreeSet<PathBuf>) -> Result<String> {
     let mut h = std::collections::hash_map::DefaultHasher::new();
     FORMAT.hash(&mut h);
     INIT.hash(&mut h);
+    PROFILE.hash(&mut h);
     MODULES.hash(&mut h);
     kernel.root.hash(&mut h);
     for f in files {
@@ -303,6 +307,13 @@ fn assemble(kernel: &Kernel, files: &BTreeSet<PathBuf>) -> Result<Archive> {
         Node::File {
             mode: 0o755,
             data: INIT.as_bytes().to_vec(),
+        },
+    );
+    a.add(
+        "etc/rs-profile",
+        Node::File {
+            mode: 0o644,
+            data: PROFILE.as_bytes().to_vec(),
         },
     );
     // The kernel runs /init with #!/bin/sh: without this link it panics "No working init".

@@ -28,9 +28,7 @@ export LD_LIBRARY_PATH=/lib/x86_64-linux-gnu
 /bin/busybox --install -s /bin 2>/dev/null
 hostname guest
 
-# Debian's static busybox runs its own applets before PATH (FEATURE_SH_STANDALONE), so
-# iproute2's ip must be named explicitly; scripts get it through this profile too.
-echo 'ip() { /usr/sbin/ip "$@"; }' >/etc/rs-profile
+# ip (iproute2, not busybox's), mrecv, msend: see /etc/rs-profile.
 . /etc/rs-profile
 
 die() {
