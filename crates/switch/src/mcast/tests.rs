@@ -314,9 +314,10 @@ fn timers_are_taken_from_observed_queries() {
 
 #[test]
 fn per_vlan_policy_and_snooping_off() {
-    let mut cfg = SnoopConfig::default();
-    cfg.unregistered = UnregisteredPolicy::Flood;
-    let s = Snooper::new(cfg);
+    let s = Snooper::new(SnoopConfig {
+        unregistered: UnregisteredPolicy::Flood,
+        ..SnoopConfig::default()
+    });
     s.set_vlan(
         10,
         VlanSnoopConfig {
