@@ -1,5 +1,7 @@
 //! The `ringswitch` daemon.
 
+mod control;
+
 fn main() {
     let args: Vec<String> = std::env::args().skip(1).collect();
     if args.first().map(String::as_str) == Some("demo") {

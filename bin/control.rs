@@ -1,0 +1,206 @@
+//! The contract between the control plane (CLI, `ctl` socket, metrics) and the running
+//! data plane. The runtime implements [`Control`]; the ctl server and the metrics endpoint
+//! only call it, so either side can change without touching the other.
+//!
+//! Every type here is serde-serialisable: the ctl socket speaks JSON lines of
+//! [`Request`] / [`Response`].
+
+use serde::{Deserialize, Serialize};
+
+/// A port as the user specifies it (`--port` syntax or TOML). Keep this stable: scripts
+/// outside the project use `--port vhost-user:path=P[,queues=N][,client][,mac=M][,vlan=V]
+/// [,offloads=on|off]`, `--port tap:name=N[,queues=N]`, `--port afpacket:ifname=I`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(tag = "kind", rename_all = "kebab-case")]
+pub enum PortSpec {
+    VhostUser {
+        /// Unix socket path.
+        path: String,
+        /// Queue pairs offered (1..=16).
+        queues: u16,
+        /// Connect to QEMU's socket instead of listening (QEMU `server=on`).
+        client: bool,
+        /// The guest NIC's MAC (config space); None = let QEMU/guest choose.
+        mac: Option<String>,
+        /// Access VLAN; None = trunk of all VLANs with native VLAN 1.
+        vlan: Option<u16>,
+        /// Offer checksum/TSO/USO offloads to the guest.
+        offloads: bool,
+    },
+    Tap {
+        name: String,
+        /// Queues (one per worker by default: None).
+        queues: Option<u16>,
+        vlan: Option<u16>,
+    },
+    AfPacket {
+        ifname: String,
+        vlan: Option<u16>,
+    },
+}
+
+impl PortSpec {
+    /// The name the port is known by in `ctl` (socket path, tap name or interface name).
+    pub fn name(&self) -> &str {
+        match self {
+            PortSpec::VhostUser { path, .. } => path,
+            PortSpec::Tap { name, .. } => name,
+            PortSpec::AfPacket { ifname, .. } => ifname,
+        }
+    }
+}
+
+/// A change to a running port (`ctl set-port NAME vlan=…`).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct PortChange {
+    /// Some(Some(v)): access VLAN v; Some(None): back to the default trunk.
+    pub vlan: Option<Option<u16>>,
+}
+
+/// One port as `ctl ports` shows it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct PortInfo {
+    pub id: u16,
+    pub name: String,
+    /// "vhost-user", "tap" or "afpacket".
+    pub kind: String,
+    /// "up", "down", "waiting" (vhost-user without a frontend), …
+    pub state: String,
+    pub mac: Option<String>,
+    /// "access 10", "trunk native 1 allowed all", …
+    pub vlan: String,
+    /// Queue pairs (configured / enabled by the guest).
+    pub queues: u16,
+    pub queues_enabled: u16,
+    /// Negotiated virtio feature names (vhost-user), empty otherwise.
+    pub features: Vec<String>,
+    /// What the port can receive without adaptation: "csum", "tso4", …
+    pub offloads: Vec<String>,
+    /// "promisc" or e.g. "mac 52:54:00:00:00:01 +bcast +allmulti uni[2] multi[3]".
+    pub rx_filter: String,
+}
+
+/// One FDB entry.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct FdbRow {
+    pub mac: String,
+    pub vlan: u16,
+    pub port: String,
+    pub is_static: bool,
+    pub age_s: f64,
+}
+
+/// One multicast group membership.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct MdbRow {
+    pub group: String,
+    pub vlan: u16,
+    pub ports: Vec<String>,
+    /// Seconds until the membership expires (None: static/permanent).
+    pub expires_s: Option<f64>,
+}
+
+/// Counters of one queue of a port.
+#[derive(Debug, Clone, PartialEq, Eq, Default, Serialize, Deserialize)]
+pub struct QueueCounters {
+    pub queue: u16,
+    pub rx_packets: u64,
+    pub rx_bytes: u64,
+    pub tx_packets: u64,
+    pub tx_bytes: u64,
+    pub drops: u64,
+}
+
+/// Counters of one port. "rx" = received by ringswitch from the port; "tx" = sent to it.
+#[derive(Debug, Clone, PartialEq, Eq, Default, Serialize, Deserialize)]
+pub struct PortCounters {
+    pub name: String,
+    pub rx_packets: u64,
+    pub rx_bytes: u64,
+    pub tx_packets: u64,
+    pub tx_bytes: u64,
+    /// Drops by reason (snake_case reason → count), only non-zero ones.
+    pub drops: Vec<(String, u64)>,
+    /// Writes from registered guest memory (no copy in our process) vs writev fallback.
+    pub fixed_writes: u64,
+    pub fallback_writes: u64,
+    pub queues: Vec<QueueCounters>,
+}
+
+/// Counters of one worker thread.
+#[derive(Debug, Clone, PartialEq, Default, Serialize, Deserialize)]
+pub struct WorkerCounters {
+    pub worker: u16,
+    pub packets: u64,
+    pub io_uring_enters: u64,
+    /// io_uring_enter calls per forwarded packet.
+    pub syscalls_per_packet: f64,
+}
+
+/// Everything `ctl stats` and the metrics endpoint show.
+#[derive(Debug, Clone, PartialEq, Default, Serialize, Deserialize)]
+pub struct StatsReport {
+    pub uptime_s: f64,
+    pub ports: Vec<PortCounters>,
+    pub workers: Vec<WorkerCounters>,
+    pub fdb_entries: u64,
+    pub mdb_entries: u64,
+}
+
+/// Errors a control request can return; the message names what to change.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error, Serialize, Deserialize)]
+pub enum ControlError {
+    #[error("no port named {0:?}: see `ringswitch ctl ports`")]
+    NoSuchPort(String),
+    #[error("invalid port: {0}")]
+    InvalidPort(String),
+    #[error("{0}")]
+    Failed(String),
+}
+
+/// What the running daemon offers to its control plane.
+pub trait Control: Send + Sync {
+    fn ports(&self) -> Vec<PortInfo>;
+    fn fdb(&self) -> Vec<FdbRow>;
+    fn mdb(&self) -> Vec<MdbRow>;
+    fn stats(&self) -> StatsReport;
+    fn add_port(&self, spec: PortSpec) -> Result<PortInfo, ControlError>;
+    fn del_port(&self, name: &str) -> Result<(), ControlError>;
+    fn set_port(&self, name: &str, change: PortChange) -> Result<(), ControlError>;
+}
+
+/// One request line on the ctl socket.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(tag = "cmd", rename_all = "kebab-case")]
+pub enum Request {
+    Ports,
+    Fdb,
+    Mdb,
+    Stats,
+    AddPort { spec: PortSpec },
+    DelPort { name: String },
+    SetPort { name: String, change: PortChange },
+}
+
+/// One response line on the ctl socket.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(tag = "result", rename_all = "kebab-case")]
+pub enum Response {
+    Ports { ports: Vec<PortInfo> },
+    Fdb { entries: Vec<FdbRow> },
+    Mdb { entries: Vec<MdbRow> },
+    Stats { stats: StatsReport },
+    Port { port: PortInfo },
+    Ok,
+    Error { message: String },
+}
+
+/// What `ringswitch run` starts (CLI flags and TOML merged and validated).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct RunOptions {
+    pub ports: Vec<PortSpec>,
+    /// Worker threads; 0 = one per core.
+    pub workers: usize,
+    /// Busy-poll window after each batch, µs (0 = off).
+    pub poll_us: u32,
+}
