@@ -44,8 +44,12 @@ fn two_guests_ping_through_testpmd() {
     let _scope = TestScope::start("two_guests_ping_through_testpmd", Duration::from_secs(240));
     let dir = TempDir::new("boot").unwrap();
     let pmd = Testpmd::vhost_backend(dir.path(), 2, 2).unwrap();
-    let a = Guest::start(guest("ga", pmd.socket(0), 1, 2)).unwrap();
-    let b = Guest::start(guest("gb", pmd.socket(1), 2, 1)).unwrap();
+    let mut ga = guest("ga", pmd.socket(0), 1, 2);
+    ga.run.push("iperf3:198.18.0.2/2".into());
+    let mut gb = guest("gb", pmd.socket(1), 2, 1);
+    gb.run.insert(0, "iperf3-server".into());
+    let a = Guest::start(ga).unwrap();
+    let b = Guest::start(gb).unwrap();
     for (g, n) in [(&a, 1), (&b, 2)] {
         g.wait_ready(BOOT).unwrap();
         let iface = g.wait_for("RS-IFACE name=eth0 ", BOOT).unwrap();
@@ -65,6 +69,12 @@ fn two_guests_ping_through_testpmd() {
             assert_eq!(r.get("loss"), Some("0"));
         }
     }
+    // A TCP stream through testpmd (the rate is TCG-bound; only that it flowed counts).
+    assert!(b.result("iperf3-server", STEP).unwrap().ok);
+    let r = a.result("iperf3", STEP).unwrap();
+    let mbit: f64 = r.get("mbit_s").and_then(|v| v.parse().ok()).unwrap_or(0.0);
+    assert!(r.ok && mbit > 0.0, "{r:?}");
+    eprintln!("iperf3 ga -> gb through testpmd: {mbit} Mbit/s (TCG-bound)");
     // The command console: the neighbour learned by the pings is the peer's MAC.
     let out = a
         .run("ip neigh show 198.18.0.2; echo to-stderr >&2; exit 3", STEP)

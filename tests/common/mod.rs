@@ -68,3 +68,10 @@ pub fn qemu_available() -> bool {
 pub fn mac(n: u8) -> String {
     format!("02:72:73:00:00:{n:02x}")
 }
+
+/// A command for the ringswitch binary built with this test (Cargo's
+/// `CARGO_BIN_EXE_<name>`); spawn it with `Process::spawn` or `Netns::command`-style
+/// wrapping so it is stopped in Drop.
+pub fn ringswitch_command() -> Command {
+    Command::new(env!("CARGO_BIN_EXE_ringswitch"))
+}
