@@ -81,7 +81,7 @@ pub struct PortInfo {
 }
 
 /// One FDB entry.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct FdbRow {
     pub mac: String,
     pub vlan: u16,
@@ -91,7 +91,7 @@ pub struct FdbRow {
 }
 
 /// One multicast group membership.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct MdbRow {
     pub group: String,
     pub vlan: u16,

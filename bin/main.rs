@@ -1,5 +1,7 @@
 //! The `ringswitch` daemon.
 
+// Wired in by the ctl server and the runtime as they land.
+#[allow(dead_code)]
 mod control;
 
 fn main() {
