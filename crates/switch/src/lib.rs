@@ -36,6 +36,7 @@ pub mod fdb;
 pub mod filter;
 pub mod frame;
 pub mod mac;
+pub mod mcast;
 pub mod offload;
 pub mod port;
 pub mod portset;
