@@ -194,3 +194,44 @@ fn time_limit_kills_children() {
     let r = p.wait_for("never printed", Duration::from_secs(3600));
     assert!(matches!(r, Err(HarnessError::Exited { .. })), "{r:?}");
 }
+
+/// A test that panics half-way leaves nothing behind: its QEMU and its processes are gone,
+/// its namespace and its socket directory deleted.
+#[test]
+fn guards_clean_up_when_a_test_panics() {
+    if skip_without_qemu() {
+        return;
+    }
+    let _scope = TestScope::start("guards_clean_up", Duration::from_secs(120));
+    let seen = std::sync::Mutex::new(None);
+    let r = std::panic::catch_unwind(|| {
+        let ns = Netns::new("panic").unwrap();
+        let p = ns.spawn("sleeper", "sleep", &["600"]).unwrap();
+        let dir = TempDir::new("panic").unwrap();
+        let g = Guest::start(GuestSpec::new("gpanic")).unwrap();
+        *seen.lock().unwrap() = Some((
+            ns.name().to_string(),
+            p.pid(),
+            dir.path().to_path_buf(),
+            g.pid(),
+        ));
+        panic!("deliberate failure inside a test body");
+    });
+    assert!(r.is_err());
+    let (ns, sleeper, dir, qemu) = seen.lock().unwrap().take().unwrap();
+    for pid in [sleeper, qemu] {
+        assert!(
+            !std::path::Path::new(&format!("/proc/{pid}")).exists(),
+            "pid {pid} still exists"
+        );
+    }
+    assert!(!dir.exists(), "{} left behind", dir.display());
+    let list =
+        common::netns::check(std::process::Command::new("ip").args(["netns", "list"])).unwrap();
+    assert!(
+        !list
+            .lines()
+            .any(|l| l.split_whitespace().next() == Some(ns.as_str())),
+        "{ns} left: {list}"
+    );
+}

@@ -322,6 +322,11 @@ impl Guest {
         &self.name
     }
 
+    /// QEMU's process id.
+    pub fn pid(&self) -> u32 {
+        self.qemu.pid()
+    }
+
     /// The serial console (ttyS0) and QEMU's own messages.
     pub fn serial(&self) -> &OutputBuf {
         self.qemu.output()
