@@ -12,12 +12,16 @@ use switch::{Offloads, VnetHdr};
 fn tcp4_frame(payload: usize) -> (Vec<u8>, VnetHdr) {
     let mut f = vec![2, 0, 0, 0, 0, 2, 2, 0, 0, 0, 0, 1, 0x08, 0x00];
     let l4_len = 32 + payload;
-    f.extend_from_slice(&[0x45, 0, 0, 0, 0x12, 0x34, 0x40, 0, 64, 6, 0, 0, 198, 18, 0, 1, 198, 19, 0, 2]);
+    f.extend_from_slice(&[
+        0x45, 0, 0, 0, 0x12, 0x34, 0x40, 0, 64, 6, 0, 0, 198, 18, 0, 1, 198, 19, 0, 2,
+    ]);
     let tot = (20 + l4_len) as u16;
     f[16..18].copy_from_slice(&tot.to_be_bytes());
     let c = checksum(&f[14..34]);
     f[24..26].copy_from_slice(&c.to_be_bytes());
-    f.extend_from_slice(&[0x9c, 0x40, 0x13, 0x89, 0, 0, 0, 1, 0, 0, 0, 1, 0x80, 0x18, 0xff, 0xff, 0, 0, 0, 0]);
+    f.extend_from_slice(&[
+        0x9c, 0x40, 0x13, 0x89, 0, 0, 0, 1, 0, 0, 0, 1, 0x80, 0x18, 0xff, 0xff, 0, 0, 0, 0,
+    ]);
     f.extend_from_slice(&[1, 1, 8, 10, 0, 0, 0, 1, 0, 0, 0, 2]);
     f.extend((0..payload).map(|i| (i * 31) as u8));
     let mut s = Csum::new();
@@ -42,7 +46,9 @@ fn bench_csum(c: &mut Criterion) {
     for size in [1500usize, 65536] {
         let buf: Vec<u8> = (0..size + 1).map(|i| (i * 7) as u8).collect();
         g.throughput(Throughput::Bytes(size as u64));
-        g.bench_function(format!("{size}B"), |b| b.iter(|| checksum(black_box(&buf[..size]))));
+        g.bench_function(format!("{size}B"), |b| {
+            b.iter(|| checksum(black_box(&buf[..size])))
+        });
         // Odd start (second descriptor after an odd-length first one).
         g.bench_function(format!("{size}B_odd_offset"), |b| {
             b.iter(|| {
@@ -62,13 +68,26 @@ fn bench_gso(c: &mut Criterion) {
     let frame = Frame::new(&parts);
     let mut g = c.benchmark_group("gso_tcp4_64k_mss1448");
     g.throughput(Throughput::Bytes(f.len() as u64));
-    for (name, dest) in [("complete", Offloads::NONE), ("partial", Offloads { csum: true, ..Offloads::NONE })] {
-        let Ok(Egress::Segment(p)) = plan(&hdr, &frame, &dest) else { panic!("not a GSO plan") };
+    for (name, dest) in [
+        ("complete", Offloads::NONE),
+        (
+            "partial",
+            Offloads {
+                csum: true,
+                ..Offloads::NONE
+            },
+        ),
+    ] {
+        let Ok(Egress::Segment(p)) = plan(&hdr, &frame, &dest) else {
+            panic!("not a GSO plan")
+        };
         g.bench_function(format!("gather_{name}"), |b| {
             let mut h = [0u8; MAX_HDR];
             b.iter(|| {
                 let mut n = 0usize;
-                let Ok(mut s) = p.segments(frame) else { return 0 };
+                let Ok(mut s) = p.segments(frame) else {
+                    return 0;
+                };
                 while let Some(seg) = s.next_into(&mut h) {
                     n += seg.len() + h[seg.hdr_len - 1] as usize;
                 }
@@ -79,7 +98,9 @@ fn bench_gso(c: &mut Criterion) {
             let mut dst = vec![0u8; 2048];
             b.iter(|| {
                 let mut n = 0usize;
-                let Ok(mut s) = p.segments(frame) else { return 0 };
+                let Ok(mut s) = p.segments(frame) else {
+                    return 0;
+                };
                 while let Ok(Some((len, _))) = s.copy_next(&mut dst) {
                     n += len + dst[len - 1] as usize;
                 }
@@ -89,8 +110,12 @@ fn bench_gso(c: &mut Criterion) {
         g.bench_function(format!("plan_and_gather_{name}"), |b| {
             let mut h = [0u8; MAX_HDR];
             b.iter(|| {
-                let Ok(Egress::Segment(p)) = plan(black_box(&hdr), &frame, &dest) else { return 0 };
-                let Ok(mut s) = p.segments(frame) else { return 0 };
+                let Ok(Egress::Segment(p)) = plan(black_box(&hdr), &frame, &dest) else {
+                    return 0;
+                };
+                let Ok(mut s) = p.segments(frame) else {
+                    return 0;
+                };
                 let mut n = 0usize;
                 while let Some(seg) = s.next_into(&mut h) {
                     n += seg.len();
