@@ -1,0 +1,287 @@
+//! End to end through the in-repo frontend: negotiation, config space, packed-ring refusal,
+//! TX in every layout, RX with and without mergeable buffers, through the real switch.
+
+mod common;
+
+use common::harness::Harness;
+use common::*;
+use switch::Mac;
+use vhost::vhost_user::message::VhostUserConfigFlags;
+use vhost::vhost_user::VhostUserFrontend;
+use vhost::VhostBackend;
+use virtio_bindings::virtio_config::{VIRTIO_F_RING_PACKED, VIRTIO_F_VERSION_1};
+use virtio_bindings::virtio_net::*;
+use virtio_bindings::virtio_ring::{VIRTIO_RING_F_EVENT_IDX, VIRTIO_RING_F_INDIRECT_DESC};
+use vring_engine::features::bit;
+use vring_engine::{DropReason, PortOptions};
+
+const MAC_A: Mac = Mac([0x52, 0x54, 0, 0, 0, 0xa]);
+const MAC_B: Mac = Mac([0x52, 0x54, 0, 0, 0, 0xb]);
+
+fn opts(tag: &str, mac: Mac) -> PortOptions {
+    PortOptions {
+        mac: Some(mac),
+        mtu: Some(1500),
+        ..PortOptions::new(sock_path(tag))
+    }
+}
+
+/// A UDP/IPv4 frame from `src` to `dst` with `payload_len` bytes of payload.
+pub fn udp_frame(src: Mac, dst: Mac, payload_len: usize) -> Vec<u8> {
+    let payload: Vec<u8> = (0..payload_len).map(|i| (i * 7 + 3) as u8).collect();
+    let b = etherparse::PacketBuilder::ethernet2(src.0, dst.0)
+        .ipv4([198, 18, 0, 1], [198, 18, 0, 2], 64)
+        .udp(1000, 2000);
+    let mut v = Vec::with_capacity(b.size(payload.len()));
+    b.write(&mut v, &payload).unwrap();
+    v
+}
+
+const ALL: u64 = u64::MAX;
+
+fn two_guests(h: &Harness, want: u64) -> (TestGuest, TestGuest) {
+    let a = TestGuest::start(TestGuest::connect(&h.dev(0).options().socket, 3), 3, want);
+    let b = TestGuest::start(TestGuest::connect(&h.dev(1).options().socket, 3), 3, want);
+    (a, b)
+}
+
+#[test]
+fn negotiation_config_space_and_packed_refusal() {
+    let mut o = opts("neg", MAC_A);
+    o.queue_pairs = 2;
+    let h = Harness::new(vec![o]);
+    let mut fe = TestGuest::connect(&h.dev(0).options().socket, 5);
+    fe.set_owner().unwrap();
+    let f = fe.get_features().unwrap();
+    for b in [
+        VIRTIO_F_VERSION_1,
+        VIRTIO_NET_F_MAC,
+        VIRTIO_NET_F_MTU,
+        VIRTIO_NET_F_STATUS,
+        VIRTIO_NET_F_CTRL_VQ,
+        VIRTIO_NET_F_CTRL_RX,
+        VIRTIO_NET_F_CTRL_RX_EXTRA,
+        VIRTIO_NET_F_CTRL_VLAN,
+        VIRTIO_NET_F_CTRL_MAC_ADDR,
+        VIRTIO_NET_F_GUEST_ANNOUNCE,
+        VIRTIO_NET_F_MQ,
+        VIRTIO_NET_F_MRG_RXBUF,
+        VIRTIO_NET_F_CSUM,
+        VIRTIO_NET_F_GUEST_CSUM,
+        VIRTIO_NET_F_HOST_TSO4,
+        VIRTIO_NET_F_HOST_TSO6,
+        VIRTIO_NET_F_HOST_ECN,
+        VIRTIO_NET_F_HOST_UFO,
+        VIRTIO_NET_F_HOST_USO,
+        VIRTIO_NET_F_GUEST_TSO4,
+        VIRTIO_NET_F_GUEST_TSO6,
+        VIRTIO_NET_F_GUEST_ECN,
+        VIRTIO_NET_F_GUEST_UFO,
+        VIRTIO_NET_F_GUEST_USO4,
+        VIRTIO_NET_F_GUEST_USO6,
+        VIRTIO_RING_F_EVENT_IDX,
+        VIRTIO_RING_F_INDIRECT_DESC,
+    ] {
+        assert_ne!(f & bit(b), 0, "feature bit {b} not offered");
+    }
+    assert_eq!(f & bit(VIRTIO_F_RING_PACKED), 0);
+    let pf = fe.get_protocol_features().unwrap();
+    use vhost::vhost_user::message::VhostUserProtocolFeatures as P;
+    for p in [
+        P::MQ,
+        P::REPLY_ACK,
+        P::CONFIG,
+        P::CONFIGURE_MEM_SLOTS,
+        P::RESET_DEVICE,
+    ] {
+        assert!(pf.contains(p), "{p:?} not offered");
+    }
+    fe.set_protocol_features(P::REPLY_ACK | P::CONFIG | P::MQ)
+        .unwrap();
+    assert_eq!(fe.get_queue_num().unwrap(), 5);
+    // A frontend insisting on the packed ring gets a NACK, not a hang.
+    fe.set_hdr_flags(vhost::vhost_user::message::VhostUserHeaderFlag::NEED_REPLY);
+    assert!(fe.set_features(f | bit(VIRTIO_F_RING_PACKED)).is_err());
+}
+
+#[test]
+fn config_space_reads() {
+    let mut o = opts("cfg", MAC_A);
+    o.queue_pairs = 3;
+    o.mtu = Some(9000);
+    let h = Harness::new(vec![o]);
+    let mut fe = TestGuest::connect(&h.dev(0).options().socket, 7);
+    fe.set_owner().unwrap();
+    let f = fe.get_features().unwrap();
+    use vhost::vhost_user::message::VhostUserProtocolFeatures as P;
+    fe.set_protocol_features(P::CONFIG | P::REPLY_ACK).unwrap();
+    fe.set_features(f).unwrap();
+    let (_, cfg) = fe
+        .get_config(0, 12, VhostUserConfigFlags::WRITABLE, &[0u8; 12])
+        .unwrap();
+    assert_eq!(&cfg[..6], &MAC_A.0);
+    assert_eq!(u16::from_le_bytes([cfg[6], cfg[7]]), 1, "LINK_UP");
+    assert_eq!(u16::from_le_bytes([cfg[8], cfg[9]]), 3);
+    assert_eq!(u16::from_le_bytes([cfg[10], cfg[11]]), 9000);
+    assert!(h.dev(0).request_announce());
+    let (_, cfg) = fe
+        .get_config(6, 2, VhostUserConfigFlags::WRITABLE, &[0u8; 2])
+        .unwrap();
+    assert_eq!(
+        u16::from_le_bytes([cfg[0], cfg[1]]),
+        3,
+        "LINK_UP | ANNOUNCE"
+    );
+}
+
+#[test]
+fn frames_cross_the_switch_both_ways_in_every_tx_layout() {
+    let h = Harness::new(vec![opts("a", MAC_A), opts("b", MAC_B)]);
+    let (mut a, mut b) = two_guests(&h, ALL);
+    let hl = a.hdr_len();
+    assert_eq!(hl, 12);
+    assert_ne!(a.features & bit(VIRTIO_NET_F_MRG_RXBUF), 0);
+    let rx_b = b.post_rx(0, 8, 2048);
+    let rx_a = a.post_rx(0, 8, 2048);
+
+    // A → B, header in its own descriptor.
+    let f1 = udp_frame(MAC_A, MAC_B, 100);
+    let hdr = [0u8; 12];
+    a.send_split(1, &hdr, &f1);
+    assert_eq!(a.queues[1].wait_used(&a.mem, 1)[0].1, 0, "TX used len is 0");
+    let got = b.queues[0].wait_used(&b.mem, 1);
+    let (head, len) = got[0];
+    assert_eq!(len as usize, hl + f1.len());
+    let addr = rx_b.iter().find(|(h, _)| *h == head).unwrap().1;
+    let data = b.read(addr, len as usize);
+    assert_eq!(u16::from_le_bytes([data[10], data[11]]), 1, "num_buffers");
+    assert_eq!(&data[hl..], &f1[..]);
+    assert!(b.queues[0].called(), "B was signalled");
+
+    // B → A, header inline with the frame (ANY_LAYOUT).
+    let f2 = udp_frame(MAC_B, MAC_A, 1000);
+    b.send_inline(1, &hdr, &f2);
+    let (head, len) = a.queues[0].wait_used(&a.mem, 1)[0];
+    let addr = rx_a.iter().find(|(h, _)| *h == head).unwrap().1;
+    assert_eq!(&a.read(addr, len as usize)[hl..], &f2[..]);
+
+    // A → B through an indirect table, frame split over three buffers.
+    let f3 = udp_frame(MAC_A, MAC_B, 500);
+    let p0 = a.alloc(hl as u64);
+    let p1 = a.alloc(40);
+    let p2 = a.alloc(f3.len() as u64 - 40);
+    a.mem
+        .write_slice(&hdr[..hl], vm_memory::GuestAddress(p0))
+        .unwrap();
+    use vm_memory::Bytes;
+    a.mem
+        .write_slice(&f3[..40], vm_memory::GuestAddress(p1))
+        .unwrap();
+    a.mem
+        .write_slice(&f3[40..], vm_memory::GuestAddress(p2))
+        .unwrap();
+    let table = a.alloc(48);
+    let bufs = [
+        (p0, hl as u32, false),
+        (p1, 40, false),
+        (p2, f3.len() as u32 - 40, false),
+    ];
+    a.queues[1].add_indirect(&a.mem, table, &bufs);
+    a.queues[1].kick();
+    let (head, len) = b.queues[0].wait_used(&b.mem, 1)[0];
+    let addr = rx_b.iter().find(|(h, _)| *h == head).unwrap().1;
+    assert_eq!(&b.read(addr, len as usize)[hl..], &f3[..]);
+
+    let tx = h.dev(0).queue_stats(1).unwrap();
+    assert_eq!((tx.frames, tx.dropped_total()), (2, 0));
+    let rx = h.dev(1).queue_stats(0).unwrap();
+    assert_eq!(rx.frames, 2);
+    assert_eq!(rx.bytes as usize, f1.len() + f3.len());
+}
+
+#[test]
+fn mergeable_rx_spreads_a_frame_over_buffers() {
+    let h = Harness::new(vec![opts("ma", MAC_A), opts("mb", MAC_B)]);
+    let (mut a, mut b) = two_guests(&h, ALL);
+    let hl = b.hdr_len();
+    let rx = b.post_rx(0, 4, 512);
+    let f = udp_frame(MAC_A, MAC_B, 1200);
+    a.send_split(1, &[0u8; 12], &f);
+    let used = b.queues[0].wait_used(&b.mem, 3);
+    let total = hl + f.len();
+    assert_eq!(used.len(), 3);
+    assert_eq!(used.iter().map(|u| u.1 as usize).sum::<usize>(), total);
+    let mut data = Vec::new();
+    for (head, len) in &used {
+        let addr = rx.iter().find(|(h, _)| h == head).unwrap().1;
+        data.extend(b.read(addr, *len as usize));
+    }
+    assert_eq!(u16::from_le_bytes([data[10], data[11]]), 3, "num_buffers");
+    assert_eq!(&data[hl..], &f[..]);
+}
+
+#[test]
+fn non_mergeable_rx_needs_a_big_enough_buffer() {
+    let h = Harness::new(vec![opts("na", MAC_A), opts("nb", MAC_B)]);
+    let want = ALL & !bit(VIRTIO_NET_F_MRG_RXBUF);
+    let (mut a, mut b) = two_guests(&h, want);
+    assert_eq!(b.features & bit(VIRTIO_NET_F_MRG_RXBUF), 0);
+    let hl = b.hdr_len();
+    assert_eq!(hl, 12, "VERSION_1 keeps the 12-byte header");
+    b.post_rx(0, 1, 256);
+    let f = udp_frame(MAC_A, MAC_B, 600);
+    a.send_split(1, &[0u8; 12], &f);
+    a.queues[1].wait_used(&a.mem, 1);
+    wait_for("TooBig drop", || {
+        (h.dev(1).queue_stats(0).unwrap().dropped(DropReason::TooBig) == 1).then_some(())
+    });
+    assert_eq!(b.queues[0].used_idx(&b.mem), 0, "small buffer stays posted");
+    // A big buffer behind it is not reachable before the small one: post to a fresh
+    // frame size that fits the small buffer and check it lands there.
+    let small = udp_frame(MAC_A, MAC_B, 10);
+    a.send_split(1, &[0u8; 12], &small);
+    let (_, len) = b.queues[0].wait_used(&b.mem, 1)[0];
+    assert_eq!(len as usize, hl + small.len());
+}
+
+#[test]
+fn rx_without_buffers_is_counted_and_recovers() {
+    let h = Harness::new(vec![opts("xa", MAC_A), opts("xb", MAC_B)]);
+    let (mut a, mut b) = two_guests(&h, ALL);
+    let f = udp_frame(MAC_A, MAC_B, 64);
+    a.send_split(1, &[0u8; 12], &f);
+    a.queues[1].wait_used(&a.mem, 1);
+    wait_for("NoBuffers drop", || {
+        (h.dev(1)
+            .queue_stats(0)
+            .unwrap()
+            .dropped(DropReason::NoBuffers)
+            == 1)
+            .then_some(())
+    });
+    b.post_rx(0, 2, 2048);
+    a.send_split(1, &[0u8; 12], &f);
+    a.queues[1].wait_used(&a.mem, 1);
+    let (_, len) = b.queues[0].wait_used(&b.mem, 1)[0];
+    assert_eq!(len as usize, b.hdr_len() + f.len());
+}
+
+#[test]
+fn event_idx_suppresses_and_requests_calls() {
+    let h = Harness::new(vec![opts("ea", MAC_A), opts("eb", MAC_B)]);
+    let (mut a, mut b) = two_guests(&h, ALL);
+    assert_ne!(b.features & bit(VIRTIO_RING_F_EVENT_IDX), 0);
+    b.post_rx(0, 8, 2048);
+    // used_event = 1: call only once the used index passes 1 (second frame).
+    b.queues[0].set_used_event(&b.mem, 1);
+    let f = udp_frame(MAC_A, MAC_B, 64);
+    a.send_split(1, &[0u8; 12], &f);
+    b.queues[0].wait_used(&b.mem, 1);
+    a.queues[1].wait_used(&a.mem, 1);
+    assert!(!b.queues[0].called(), "no call before used_event is passed");
+    a.send_split(1, &[0u8; 12], &f);
+    b.queues[0].wait_used(&b.mem, 1);
+    wait_for("call after used_event", || {
+        b.queues[0].called().then_some(())
+    });
+}
