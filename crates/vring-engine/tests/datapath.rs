@@ -3,9 +3,9 @@
 
 mod common;
 
+use common::frames::*;
 use common::harness::Harness;
 use common::*;
-use switch::Mac;
 use vhost::vhost_user::message::VhostUserConfigFlags;
 use vhost::vhost_user::VhostUserFrontend;
 use vhost::VhostBackend;
@@ -13,29 +13,7 @@ use virtio_bindings::virtio_config::{VIRTIO_F_RING_PACKED, VIRTIO_F_VERSION_1};
 use virtio_bindings::virtio_net::*;
 use virtio_bindings::virtio_ring::{VIRTIO_RING_F_EVENT_IDX, VIRTIO_RING_F_INDIRECT_DESC};
 use vring_engine::features::bit;
-use vring_engine::{DropReason, PortOptions};
-
-const MAC_A: Mac = Mac([0x52, 0x54, 0, 0, 0, 0xa]);
-const MAC_B: Mac = Mac([0x52, 0x54, 0, 0, 0, 0xb]);
-
-fn opts(tag: &str, mac: Mac) -> PortOptions {
-    PortOptions {
-        mac: Some(mac),
-        mtu: Some(1500),
-        ..PortOptions::new(sock_path(tag))
-    }
-}
-
-/// A UDP/IPv4 frame from `src` to `dst` with `payload_len` bytes of payload.
-pub fn udp_frame(src: Mac, dst: Mac, payload_len: usize) -> Vec<u8> {
-    let payload: Vec<u8> = (0..payload_len).map(|i| (i * 7 + 3) as u8).collect();
-    let b = etherparse::PacketBuilder::ethernet2(src.0, dst.0)
-        .ipv4([198, 18, 0, 1], [198, 18, 0, 2], 64)
-        .udp(1000, 2000);
-    let mut v = Vec::with_capacity(b.size(payload.len()));
-    b.write(&mut v, &payload).unwrap();
-    v
-}
+use vring_engine::DropReason;
 
 const ALL: u64 = u64::MAX;
 
@@ -223,7 +201,7 @@ fn mergeable_rx_spreads_a_frame_over_buffers() {
 #[test]
 fn non_mergeable_rx_needs_a_big_enough_buffer() {
     let h = Harness::new(vec![opts("na", MAC_A), opts("nb", MAC_B)]);
-    let want = ALL & !bit(VIRTIO_NET_F_MRG_RXBUF);
+    let want = !bit(VIRTIO_NET_F_MRG_RXBUF);
     let (mut a, mut b) = two_guests(&h, want);
     assert_eq!(b.features & bit(VIRTIO_NET_F_MRG_RXBUF), 0);
     let hl = b.hdr_len();

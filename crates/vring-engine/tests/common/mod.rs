@@ -22,6 +22,7 @@ pub const F_INDIRECT: u16 = 4;
 
 pub type Mem = GuestMemoryMmap<()>;
 
+pub mod frames;
 pub mod harness;
 
 /// A unique socket path under /tmp for this test process.
