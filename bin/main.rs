@@ -3,6 +3,10 @@
 // Wired in by the ctl server and the runtime as they land.
 #[allow(dead_code)]
 mod control;
+#[allow(dead_code)]
+mod glue;
+#[allow(dead_code)]
+mod runtime;
 
 fn main() {
     let args: Vec<String> = std::env::args().skip(1).collect();

@@ -1,0 +1,327 @@
+//! Glue between vhost-user devices and the switch: guest TX frames are decided by the
+//! switch, adapted to each destination's offloads (`switch::offload`) and copied once into
+//! the destination guest's RX buffers; device events (rx filter, offloads, link) update
+//! the switch's port state.
+
+use std::cell::RefCell;
+use std::sync::Arc;
+use std::time::Instant;
+
+use parking_lot::RwLock;
+use switch::offload::{plan, Egress as Offload, Frame, MAX_HDR};
+use switch::{
+    Decision, DropReason, Forward, Millis, Offloads, PortId, RxFilter, Switch, SwitchView, VnetHdr,
+    MAX_PORTS,
+};
+use vring_engine::{Forwarder, NetDevice, PortEvents, TxFrame};
+
+/// Most slices one outgoing frame is made of (rewritten head + guest segments + patch).
+const MAX_PARTS: usize = 72;
+
+/// A frame as a short list of borrowed slices, without allocating.
+struct Parts<'a> {
+    v: [&'a [u8]; MAX_PARTS],
+    n: usize,
+}
+
+impl<'a> Parts<'a> {
+    fn new() -> Parts<'a> {
+        Parts {
+            v: [&[]; MAX_PARTS],
+            n: 0,
+        }
+    }
+
+    /// Appends `s` (empty slices are skipped); false when full.
+    fn push(&mut self, s: &'a [u8]) -> bool {
+        if s.is_empty() {
+            return true;
+        }
+        if self.n == MAX_PARTS {
+            return false;
+        }
+        self.v[self.n] = s;
+        self.n += 1;
+        true
+    }
+
+    fn as_slice(&self) -> &[&'a [u8]] {
+        &self.v[..self.n]
+    }
+
+    /// `segments` without their first `skip` bytes.
+    fn push_skipping(&mut self, segments: &[&'a [u8]], mut skip: usize) -> bool {
+        for s in segments {
+            if skip >= s.len() {
+                skip -= s.len();
+                continue;
+            }
+            if !self.push(&s[skip..]) {
+                return false;
+            }
+            skip = 0;
+        }
+        true
+    }
+
+    /// The same bytes with the two at `at` replaced by `patch`.
+    fn patched(&self, at: usize, patch: &'a [u8; 2]) -> Option<Parts<'a>> {
+        let mut out = Parts::new();
+        let mut off = 0;
+        let mut done = 0usize; // bytes of the patch already emitted
+        for s in self.as_slice() {
+            let (start, end) = (off, off + s.len());
+            off = end;
+            // Overlap of [at, at+2) with [start, end).
+            let lo = at.max(start);
+            let hi = (at + 2).min(end);
+            if lo >= hi {
+                if !out.push(s) {
+                    return None;
+                }
+                continue;
+            }
+            if !out.push(&s[..lo - start]) {
+                return None;
+            }
+            if !out.push(&patch[done..done + (hi - lo)]) {
+                return None;
+            }
+            done += hi - lo;
+            if !out.push(&s[hi - start..]) {
+                return None;
+            }
+        }
+        (done == 2).then_some(out)
+    }
+}
+
+thread_local! {
+    /// RX queues written during the current TX batch of this thread: signalled in `flush`.
+    static TOUCHED: RefCell<Vec<(NetDevice, u16)>> = const { RefCell::new(Vec::new()) };
+}
+
+/// Flow hash for picking a destination RX queue pair: addresses and ports, never fields
+/// that change per packet (IP ID, TTL, checksums), so one flow stays on one queue.
+fn flow_hash(fwd: &Forward, head: &[u8]) -> u32 {
+    let f = &fwd.frame;
+    let mut h: u32 = 0x811c_9dc5;
+    let mut mix = |b: &[u8]| {
+        for x in b {
+            h = (h ^ u32::from(*x)).wrapping_mul(0x0100_0193);
+        }
+    };
+    let l3 = usize::from(f.l3_offset);
+    match f.l3 {
+        switch::frame::L3::Ipv4 => mix(head.get(l3 + 12..l3 + 20).unwrap_or(&[])),
+        switch::frame::L3::Ipv6 => mix(head.get(l3 + 8..l3 + 40).unwrap_or(&[])),
+        _ => mix(head.get(..12).unwrap_or(&[])),
+    }
+    if f.l4_offset != 0 && matches!(f.l4_proto, 6 | 17) {
+        let l4 = usize::from(f.l4_offset);
+        mix(head.get(l4..l4 + 4).unwrap_or(&[]));
+    }
+    h
+}
+
+/// One guest TX frame being delivered.
+#[derive(Clone, Copy)]
+struct TxCtx<'v, 'f> {
+    view: &'v SwitchView<'v>,
+    ingress: PortId,
+    fwd: &'v Forward,
+    hdr: &'v VnetHdr,
+    frame: &'v TxFrame<'f>,
+}
+
+/// Shared by every vhost-user device of the daemon.
+pub struct Glue {
+    sw: Arc<Switch>,
+    epoch: Instant,
+    devices: RwLock<Vec<Option<NetDevice>>>,
+}
+
+impl Glue {
+    pub fn new(sw: Arc<Switch>, epoch: Instant) -> Glue {
+        Glue {
+            sw,
+            epoch,
+            devices: RwLock::new(vec![None; MAX_PORTS]),
+        }
+    }
+
+    pub fn set_device(&self, port: PortId, dev: Option<NetDevice>) {
+        if let Some(slot) = self.devices.write().get_mut(port.index()) {
+            *slot = dev;
+        }
+    }
+
+    pub fn device(&self, port: PortId) -> Option<NetDevice> {
+        self.devices.read().get(port.index()).cloned().flatten()
+    }
+
+    fn now(&self) -> Millis {
+        Millis(self.epoch.elapsed().as_millis() as u64)
+    }
+
+    /// One copy of the frame into `dev`'s RX queue, adapted to `offloads`.
+    fn deliver_to_guest(
+        &self,
+        tx: &TxCtx<'_, '_>,
+        dev: &NetDevice,
+        dest: PortId,
+        offloads: &Offloads,
+    ) {
+        let TxCtx {
+            view,
+            ingress,
+            fwd,
+            hdr,
+            frame,
+        } = *tx;
+        let pairs = dev.active_queue_pairs().max(1);
+        let qp = (flow_hash(fwd, frame.head()) % u32::from(pairs)) as u16;
+        let eg = view.egress(dest, fwd, frame.head());
+        let mut parts = Parts::new();
+        if !parts.push(eg.head())
+            || !parts.push_skipping(frame.segments(), usize::from(eg.body_offset))
+        {
+            self.sw.count_drop(ingress, DropReason::BadOffload);
+            return;
+        }
+        let ohdr = eg.adjust_hdr(hdr);
+        let src = Frame::new(parts.as_slice());
+        let delivered = match plan(&ohdr, &src, offloads) {
+            Ok(Offload::PassThrough { hdr }) => dev.deliver(qp, &hdr, parts.as_slice()).is_ok(),
+            Ok(Offload::CompleteCsum(job)) => {
+                let v = job.value(&src).to_be_bytes();
+                match parts.patched(job.at, &v) {
+                    Some(p) => dev.deliver(qp, &job.hdr, p.as_slice()).is_ok(),
+                    None => false,
+                }
+            }
+            Ok(Offload::Segment(gp)) => {
+                let Ok(mut segs) = gp.segments(src) else {
+                    self.sw.count_drop(ingress, DropReason::BadOffload);
+                    return;
+                };
+                let mut all = true;
+                let mut h = [0u8; MAX_HDR];
+                while let Some(s) = segs.next_into(&mut h) {
+                    let mut p = Parts::new();
+                    let mut ok = p.push(&h[..s.hdr_len]);
+                    for sl in src.slices(s.payload.clone()) {
+                        ok &= p.push(sl);
+                    }
+                    all &= ok && dev.deliver(qp, &s.vnet, p.as_slice()).is_ok();
+                }
+                all
+            }
+            Err(_) => {
+                self.sw.count_drop(ingress, DropReason::BadOffload);
+                return;
+            }
+        };
+        if delivered {
+            TOUCHED.with(|t| {
+                let mut t = t.borrow_mut();
+                if !t.iter().any(|(d, q)| d.port() == dev.port() && *q == qp) {
+                    t.push((dev.clone(), qp));
+                }
+            });
+        } else {
+            self.sw.count_drop(ingress, DropReason::DestinationFull);
+        }
+    }
+}
+
+impl Forwarder for Glue {
+    fn forward(&self, ingress: PortId, hdr: &VnetHdr, frame: &TxFrame<'_>) {
+        let view = self.sw.view();
+        let Decision::Forward(fwd) =
+            view.decide(ingress, hdr, frame.head(), frame.len(), self.now())
+        else {
+            return;
+        };
+        let tx = TxCtx {
+            view: &view,
+            ingress,
+            fwd: &fwd,
+            hdr,
+            frame,
+        };
+        for dest in fwd.ports.iter() {
+            let Some(cfg) = view.port(dest) else { continue };
+            let offloads = cfg.offloads;
+            match self.device(dest) {
+                Some(dev) => self.deliver_to_guest(&tx, &dev, dest, &offloads),
+                None => {
+                    // Guest → tap/AF_PACKET goes through the io_uring workers, which take
+                    // guest TX queues over (see ARCHITECTURE.md); this path only sees it
+                    // while that hand-over is not wired.
+                    self.sw.count_drop(ingress, DropReason::DestinationDown);
+                }
+            }
+        }
+    }
+
+    fn flush(&self) {
+        TOUCHED.with(|t| {
+            for (dev, qp) in t.borrow_mut().drain(..) {
+                dev.flush_rx(qp);
+            }
+        });
+    }
+}
+
+impl PortEvents for Glue {
+    fn rx_filter_changed(&self, port: PortId, filter: &RxFilter) {
+        if let Err(e) = self.sw.set_rx_filter(port, filter.clone()) {
+            tracing::warn!(%port, "rx filter update failed: {e}");
+        }
+    }
+
+    fn offloads_changed(&self, port: PortId, offloads: Offloads) {
+        if let Err(e) = self.sw.set_offloads(port, offloads) {
+            tracing::warn!(%port, "offload update failed: {e}");
+        }
+    }
+
+    fn link_changed(&self, port: PortId, up: bool) {
+        tracing::info!(%port, up, "vhost-user link");
+        if let Err(e) = self.sw.set_link(port, up) {
+            tracing::warn!(%port, "link update failed: {e}");
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn parts_skip_and_patch() {
+        let a = [1u8, 2, 3];
+        let b = [4u8, 5, 6, 7];
+        let mut p = Parts::new();
+        assert!(p.push_skipping(&[&a, &b], 2));
+        assert_eq!(p.as_slice(), &[&a[2..], &b[..]]);
+        // Patch across the boundary of the two slices: bytes 0..2 = [3, 4].
+        let patch = [9u8, 8];
+        let q = p.patched(0, &patch).unwrap();
+        let flat: Vec<u8> = q
+            .as_slice()
+            .iter()
+            .flat_map(|s| s.iter().copied())
+            .collect();
+        assert_eq!(flat, vec![9, 8, 5, 6, 7]);
+        let q = p.patched(3, &patch).unwrap();
+        let flat: Vec<u8> = q
+            .as_slice()
+            .iter()
+            .flat_map(|s| s.iter().copied())
+            .collect();
+        assert_eq!(flat, vec![3, 4, 5, 9, 8]);
+        assert!(p.patched(4, &patch).is_none(), "past the end");
+    }
+}

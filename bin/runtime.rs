@@ -1,0 +1,511 @@
+//! The running daemon: one switch, the io_uring data plane with its host ports, and the
+//! vhost-user ports. Implements [`Control`] for the ctl socket and metrics.
+
+use std::collections::BTreeMap;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+use std::thread::JoinHandle;
+use std::time::{Duration, Instant};
+
+use anyhow::Context;
+use parking_lot::Mutex;
+use switch::{Mac, Millis, PortConfig, PortId, PortKind, Switch, SwitchConfig, VlanMode};
+use uring_net::{Dataplane, DataplaneConfig};
+use vring_engine::{NetDevice, PortOptions, SocketMode, VhostUserPort};
+
+use crate::control::{
+    Control, ControlError, FdbRow, MdbRow, PortChange, PortCounters, PortInfo, PortSpec,
+    QueueCounters, RunOptions, StatsReport, WorkerCounters,
+};
+use crate::glue::Glue;
+
+/// Guest offload features switched off by `offloads=off`.
+const OFFLOAD_FEATURES: &[&str] = &[
+    "CSUM",
+    "GUEST_CSUM",
+    "HOST_TSO4",
+    "HOST_TSO6",
+    "HOST_ECN",
+    "HOST_UFO",
+    "HOST_USO",
+    "GUEST_TSO4",
+    "GUEST_TSO6",
+    "GUEST_ECN",
+    "GUEST_UFO",
+    "GUEST_USO4",
+    "GUEST_USO6",
+];
+
+/// The daemon's state while running.
+pub struct Runtime {
+    epoch: Instant,
+    sw: Arc<Switch>,
+    dp: Mutex<Option<Dataplane>>,
+    glue: Arc<Glue>,
+    vhost: Mutex<BTreeMap<PortId, VhostUserPort>>,
+    /// Ports as the user specified them, by switch port id.
+    specs: Mutex<BTreeMap<PortId, PortSpec>>,
+    stop: Arc<AtomicBool>,
+    housekeeping: Mutex<Option<JoinHandle<()>>>,
+}
+
+fn vlan_mode(vlan: Option<u16>) -> VlanMode {
+    vlan.map(VlanMode::Access).unwrap_or_default()
+}
+
+fn control_err(e: impl std::fmt::Display) -> ControlError {
+    ControlError::Failed(e.to_string())
+}
+
+impl Runtime {
+    /// Starts the switch, the workers and every port in `opts`.
+    pub fn start(opts: RunOptions) -> anyhow::Result<Arc<Runtime>> {
+        let epoch = Instant::now();
+        let sw = Arc::new(Switch::new(SwitchConfig::default()));
+        let dp = Dataplane::new(
+            sw.clone(),
+            DataplaneConfig {
+                workers: opts.workers,
+                poll_us: opts.poll_us,
+                ..Default::default()
+            },
+        )
+        .context("starting the io_uring workers")?;
+        let rt = Arc::new(Runtime {
+            epoch,
+            glue: Arc::new(Glue::new(sw.clone(), epoch)),
+            sw,
+            dp: Mutex::new(Some(dp)),
+            vhost: Mutex::new(BTreeMap::new()),
+            specs: Mutex::new(BTreeMap::new()),
+            stop: Arc::new(AtomicBool::new(false)),
+            housekeeping: Mutex::new(None),
+        });
+        for spec in opts.ports {
+            let name = spec.name().to_string();
+            if let Err(e) = rt.add_port(spec) {
+                rt.shutdown();
+                anyhow::bail!("port {name}: {e}");
+            }
+        }
+        let (sw, stop, epoch) = (rt.sw.clone(), rt.stop.clone(), rt.epoch);
+        let h = std::thread::Builder::new()
+            .name("housekeeping".into())
+            .spawn(move || {
+                while !stop.load(Ordering::Relaxed) {
+                    std::thread::sleep(Duration::from_millis(250));
+                    sw.age(Millis(epoch.elapsed().as_millis() as u64));
+                }
+            })
+            .context("starting the housekeeping thread")?;
+        *rt.housekeeping.lock() = Some(h);
+        Ok(rt)
+    }
+
+    /// The switch, for the demo's summary.
+    pub fn switch(&self) -> &Arc<Switch> {
+        &self.sw
+    }
+
+    fn now(&self) -> Millis {
+        Millis(self.epoch.elapsed().as_millis() as u64)
+    }
+
+    /// Stops every port and worker. Idempotent.
+    pub fn shutdown(&self) {
+        self.stop.store(true, Ordering::Relaxed);
+        let vhost = std::mem::take(&mut *self.vhost.lock());
+        for (id, port) in vhost {
+            let _ = self.sw.set_link(id, false);
+            port.stop();
+            self.glue.set_device(id, None);
+        }
+        if let Some(dp) = self.dp.lock().take() {
+            if let Err(e) = dp.shutdown() {
+                tracing::warn!("data plane shutdown: {e}");
+            }
+        }
+        if let Some(h) = self.housekeeping.lock().take() {
+            let _ = h.join();
+        }
+    }
+
+    fn with_dp<T>(&self, f: impl FnOnce(&Dataplane) -> T) -> Result<T, ControlError> {
+        self.dp
+            .lock()
+            .as_ref()
+            .map(f)
+            .ok_or_else(|| ControlError::Failed("the daemon is shutting down".into()))
+    }
+
+    fn add_vhost(
+        &self,
+        path: &str,
+        queues: u16,
+        client: bool,
+        mac: Option<&str>,
+        vlan: Option<u16>,
+        offloads: bool,
+    ) -> Result<PortId, ControlError> {
+        let mac: Option<Mac> = mac
+            .map(|m| m.parse())
+            .transpose()
+            .map_err(|e| ControlError::InvalidPort(format!("mac: {e}")))?;
+        let mut opts = PortOptions::new(path);
+        opts.mode = if client {
+            SocketMode::Client
+        } else {
+            SocketMode::Server
+        };
+        opts.queue_pairs = queues;
+        opts.mac = mac;
+        if !offloads {
+            opts = opts
+                .features_off_by_name(OFFLOAD_FEATURES)
+                .map_err(|e| ControlError::InvalidPort(e.to_string()))?;
+        }
+        opts.validate()
+            .map_err(|e| ControlError::InvalidPort(format!("{path}: {e}")))?;
+        let mut cfg = PortConfig::new(path, PortKind::VhostUser);
+        if let Some(m) = mac {
+            cfg = cfg.with_mac(m);
+        }
+        cfg.vlan = vlan_mode(vlan);
+        let id = self
+            .with_dp(|dp| dp.add_guest_port(cfg))?
+            .map_err(control_err)?;
+        // No driver yet: the link comes up when the guest sets up its rings.
+        let _ = self.sw.set_link(id, false);
+        let undo = |e: ControlError| {
+            let _ = self.with_dp(|dp| dp.remove_port(id));
+            e
+        };
+        let dev = NetDevice::new(id, opts, self.glue.clone(), self.glue.clone())
+            .map_err(|e| undo(ControlError::InvalidPort(e.to_string())))?;
+        self.glue.set_device(id, Some(dev.clone()));
+        match VhostUserPort::start(dev) {
+            Ok(p) => {
+                self.vhost.lock().insert(id, p);
+                Ok(id)
+            }
+            Err(e) => {
+                self.glue.set_device(id, None);
+                Err(undo(control_err(e)))
+            }
+        }
+    }
+
+    fn port_info(&self, id: PortId, cfg: &PortConfig, up: bool) -> PortInfo {
+        let spec = self.specs.lock().get(&id).cloned();
+        let dev = self.glue.device(id);
+        let (features, queues, enabled, state) = match &dev {
+            Some(d) => {
+                let acked = d.acked_features();
+                let names = vring_engine::features::OFFERABLE
+                    .iter()
+                    .filter(|f| acked & (1u64 << f.bit) != 0)
+                    .map(|f| f.name.to_string())
+                    .collect();
+                let state = if acked == 0 {
+                    "waiting"
+                } else if up {
+                    "up"
+                } else {
+                    "down"
+                };
+                (
+                    names,
+                    d.options().queue_pairs,
+                    if acked == 0 {
+                        0
+                    } else {
+                        d.active_queue_pairs()
+                    },
+                    state,
+                )
+            }
+            None => {
+                let q = match spec {
+                    Some(PortSpec::Tap { queues, .. }) => queues.unwrap_or(0),
+                    _ => 0,
+                };
+                let q = if q == 0 {
+                    self.with_dp(|dp| dp.workers() as u16).unwrap_or(0)
+                } else {
+                    q
+                };
+                (vec![], q, q, if up { "up" } else { "down" })
+            }
+        };
+        PortInfo {
+            id: id.0,
+            name: cfg.name.clone(),
+            kind: match cfg.kind {
+                PortKind::VhostUser => "vhost-user",
+                PortKind::Tap => "tap",
+                PortKind::AfPacket => "afpacket",
+            }
+            .into(),
+            state: state.into(),
+            mac: cfg.mac.map(|m| m.to_string()),
+            vlan: describe_vlan(&cfg.vlan),
+            queues,
+            queues_enabled: enabled,
+            features,
+            offloads: describe_offloads(&cfg.offloads),
+            rx_filter: describe_filter(&cfg.rx_filter),
+        }
+    }
+
+    fn id_of(&self, name: &str) -> Result<PortId, ControlError> {
+        self.sw
+            .port_by_name(name)
+            .ok_or_else(|| ControlError::NoSuchPort(name.into()))
+    }
+}
+
+fn describe_vlan(v: &VlanMode) -> String {
+    match v {
+        VlanMode::Access(v) => format!("access {v}"),
+        VlanMode::Trunk { native, allowed } => {
+            let n = native.map_or("none".to_string(), |v| v.to_string());
+            let a: Vec<u16> = allowed.iter().collect();
+            let a = if a.len() == 4094 {
+                "all".to_string()
+            } else {
+                format!("{a:?}")
+            };
+            format!("trunk native {n} allowed {a}")
+        }
+    }
+}
+
+fn describe_offloads(o: &switch::Offloads) -> Vec<String> {
+    [
+        (o.csum, "csum"),
+        (o.tso4, "tso4"),
+        (o.tso6, "tso6"),
+        (o.tso_ecn, "tso_ecn"),
+        (o.ufo, "ufo"),
+        (o.uso4, "uso4"),
+        (o.uso6, "uso6"),
+    ]
+    .iter()
+    .filter(|(on, _)| *on)
+    .map(|(_, n)| n.to_string())
+    .collect()
+}
+
+fn describe_filter(f: &switch::RxFilter) -> String {
+    if f.promisc {
+        return "promisc".into();
+    }
+    let mut s = match f.mac {
+        Some(m) => format!("mac {m}"),
+        None => "no-mac".into(),
+    };
+    for (on, name) in [
+        (!f.nobcast, "+bcast"),
+        (f.allmulti, "+allmulti"),
+        (f.alluni, "+alluni"),
+        (f.nomulti, "-multi"),
+        (f.nouni, "-uni"),
+        (f.uni_overflow, "+uni-overflow"),
+        (f.multi_overflow, "+multi-overflow"),
+    ] {
+        if on {
+            s.push(' ');
+            s.push_str(name);
+        }
+    }
+    if !f.uni.is_empty() {
+        s.push_str(&format!(" uni[{}]", f.uni.len()));
+    }
+    if !f.multi.is_empty() {
+        s.push_str(&format!(" multi[{}]", f.multi.len()));
+    }
+    if let Some(v) = &f.vlans {
+        s.push_str(&format!(" vlans[{}]", v.iter().count()));
+    }
+    s
+}
+
+impl Control for Runtime {
+    fn ports(&self) -> Vec<PortInfo> {
+        self.sw
+            .ports()
+            .iter()
+            .map(|(id, cfg, up)| self.port_info(*id, cfg, *up))
+            .collect()
+    }
+
+    fn fdb(&self) -> Vec<FdbRow> {
+        let names: BTreeMap<PortId, String> = self
+            .sw
+            .ports()
+            .into_iter()
+            .map(|(id, c, _)| (id, c.name))
+            .collect();
+        self.sw
+            .fdb()
+            .entries(self.now())
+            .into_iter()
+            .map(|e| FdbRow {
+                mac: e.mac.to_string(),
+                vlan: e.vid,
+                port: names
+                    .get(&e.port)
+                    .cloned()
+                    .unwrap_or_else(|| e.port.to_string()),
+                is_static: e.is_static,
+                age_s: e.age_ms as f64 / 1000.0,
+            })
+            .collect()
+    }
+
+    fn mdb(&self) -> Vec<MdbRow> {
+        Vec::new()
+    }
+
+    fn stats(&self) -> StatsReport {
+        let Ok(st) = self.with_dp(|dp| dp.stats()) else {
+            return StatsReport::default();
+        };
+        let mut ports = Vec::new();
+        for p in &st.ports {
+            let mut drops: Vec<(String, u64)> = p
+                .switch
+                .drops
+                .iter()
+                .map(|(r, n)| (r.as_str().to_string(), *n))
+                .collect();
+            for (name, n) in [
+                ("bad_frame", p.drop_bad_frame),
+                ("destination_queue_full", p.drop_dest_full),
+                ("no_queue_on_worker", p.drop_no_queue),
+                ("tx_error", p.drop_tx_error),
+            ] {
+                if n > 0 {
+                    drops.push((name.into(), n));
+                }
+            }
+            let mut c = PortCounters {
+                name: p.name.clone(),
+                rx_packets: p.rx_packets,
+                rx_bytes: p.rx_bytes,
+                tx_packets: p.tx_packets,
+                tx_bytes: p.tx_bytes,
+                drops,
+                fixed_writes: p.tx_fixed,
+                fallback_writes: p.tx_fallback,
+                queues: vec![],
+            };
+            if let Some(dev) = self.glue.device(p.port) {
+                for qp in 0..dev.options().queue_pairs {
+                    let rx = dev.queue_stats(2 * qp as usize).unwrap_or_default();
+                    let tx = dev.queue_stats(2 * qp as usize + 1).unwrap_or_default();
+                    // Guest view: its TX is our rx.
+                    c.rx_packets += tx.frames;
+                    c.rx_bytes += tx.bytes;
+                    c.tx_packets += rx.frames;
+                    c.tx_bytes += rx.bytes;
+                    for (d, n) in rx.drops.iter().chain(tx.drops.iter()) {
+                        c.drops.push((format!("queue_{d:?}").to_lowercase(), *n));
+                    }
+                    c.queues.push(QueueCounters {
+                        queue: qp,
+                        rx_packets: tx.frames,
+                        rx_bytes: tx.bytes,
+                        tx_packets: rx.frames,
+                        tx_bytes: rx.bytes,
+                        drops: rx.dropped_total() + tx.dropped_total(),
+                    });
+                }
+            }
+            ports.push(c);
+        }
+        let workers = st
+            .workers
+            .iter()
+            .map(|w| WorkerCounters {
+                worker: w.worker as u16,
+                packets: w.packets,
+                io_uring_enters: w.enters,
+                syscalls_per_packet: if w.packets == 0 {
+                    0.0
+                } else {
+                    (w.enters + w.other_syscalls) as f64 / w.packets as f64
+                },
+            })
+            .collect();
+        StatsReport {
+            uptime_s: self.epoch.elapsed().as_secs_f64(),
+            ports,
+            workers,
+            fdb_entries: self.sw.fdb().len() as u64,
+            mdb_entries: 0,
+        }
+    }
+
+    fn add_port(&self, spec: PortSpec) -> Result<PortInfo, ControlError> {
+        if self.sw.port_by_name(spec.name()).is_some() {
+            return Err(ControlError::InvalidPort(format!(
+                "a port named {:?} already exists: choose another name or del-port it first",
+                spec.name()
+            )));
+        }
+        let id = match &spec {
+            PortSpec::VhostUser {
+                path,
+                queues,
+                client,
+                mac,
+                vlan,
+                offloads,
+            } => self.add_vhost(path, *queues, *client, mac.as_deref(), *vlan, *offloads)?,
+            PortSpec::Tap { name, vlan, .. } => {
+                let mut s = uring_net::PortSpec::tap(name);
+                if let uring_net::PortSpec::Tap { config, .. } = &mut s {
+                    config.vlan = vlan_mode(*vlan);
+                }
+                self.with_dp(|dp| dp.add_port(s))?.map_err(control_err)?
+            }
+            PortSpec::AfPacket { ifname, vlan } => {
+                let mut s = uring_net::PortSpec::afpacket(ifname);
+                if let uring_net::PortSpec::AfPacket { config } = &mut s {
+                    config.vlan = vlan_mode(*vlan);
+                }
+                self.with_dp(|dp| dp.add_port(s))?.map_err(control_err)?
+            }
+        };
+        self.specs.lock().insert(id, spec);
+        let (cfg, up) = self
+            .sw
+            .ports()
+            .into_iter()
+            .find(|(p, _, _)| *p == id)
+            .map(|(_, c, u)| (c, u))
+            .ok_or_else(|| ControlError::Failed("port vanished while being added".into()))?;
+        Ok(self.port_info(id, &cfg, up))
+    }
+
+    fn del_port(&self, name: &str) -> Result<(), ControlError> {
+        let id = self.id_of(name)?;
+        if let Some(p) = self.vhost.lock().remove(&id) {
+            p.stop();
+            self.glue.set_device(id, None);
+        }
+        self.specs.lock().remove(&id);
+        self.with_dp(|dp| dp.remove_port(id))?.map_err(control_err)
+    }
+
+    fn set_port(&self, name: &str, change: PortChange) -> Result<(), ControlError> {
+        let id = self.id_of(name)?;
+        if let Some(v) = change.vlan {
+            self.sw
+                .update_port(id, |c| c.vlan = vlan_mode(v))
+                .map_err(|e| ControlError::InvalidPort(e.to_string()))?;
+        }
+        Ok(())
+    }
+}
