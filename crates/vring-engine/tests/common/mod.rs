@@ -22,6 +22,9 @@ pub const F_INDIRECT: u16 = 4;
 
 pub type Mem = GuestMemoryMmap<()>;
 
+/// A raw split descriptor: (addr, len, flags, next).
+pub type RawDesc = (u64, u32, u16, u16);
+
 pub mod frames;
 pub mod harness;
 
@@ -121,7 +124,7 @@ impl DriverQueue {
     }
 
     /// Writes descriptor `i` of the table at `table`: (addr, len, flags, next).
-    pub fn write_desc(mem: &Mem, table: GuestAddress, i: u16, d: (u64, u32, u16, u16)) {
+    pub fn write_desc(mem: &Mem, table: GuestAddress, i: u16, d: RawDesc) {
         let (addr, len, flags, next) = d;
         let mut b = [0u8; 16];
         b[0..8].copy_from_slice(&addr.to_le_bytes());

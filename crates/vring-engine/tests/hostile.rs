@@ -1,0 +1,262 @@
+//! Hostile descriptor chains (virtio 1.2 §2.7.5, §2.7.6): each is dropped and counted with
+//! its reason, never read or written past guest memory, and the port — and every other
+//! queue and port — keeps forwarding. Protocol violations the device cannot step over
+//! (avail index jump, head index out of range) stop that ring and signal the frontend's
+//! error eventfd (the vhost-user way to ask for NEEDS_RESET).
+
+mod common;
+
+use common::frames::*;
+use common::harness::Harness;
+use common::*;
+use vm_memory::{Bytes, GuestAddress};
+use vring_engine::chain::ChainError;
+use vring_engine::DropReason;
+
+const TX: usize = 1;
+
+struct Setup {
+    h: Harness,
+    a: TestGuest,
+    b: TestGuest,
+}
+
+fn setup(tag: &str) -> Setup {
+    let h = Harness::new(vec![
+        opts(&format!("{tag}a"), MAC_A),
+        opts(&format!("{tag}b"), MAC_B),
+    ]);
+    let a = TestGuest::start(
+        TestGuest::connect(&h.dev(0).options().socket, 3),
+        3,
+        u64::MAX,
+    );
+    let mut b = TestGuest::start(
+        TestGuest::connect(&h.dev(1).options().socket, 3),
+        3,
+        u64::MAX,
+    );
+    b.post_rx(0, 16, 2048);
+    Setup { h, a, b }
+}
+
+impl Setup {
+    /// A valid frame A → B still gets through.
+    fn still_forwards(&mut self) {
+        let f = udp_frame(MAC_A, MAC_B, 77);
+        self.a.send_split(TX, &[0; 12], &f);
+        let (_, len) = self.b.queues[0].wait_used(&self.b.mem, 1)[0];
+        assert_eq!(len as usize, self.b.hdr_len() + f.len());
+    }
+
+    /// B → A (another port, other queues) still works.
+    fn other_port_forwards(&mut self) {
+        self.a.post_rx(0, 2, 2048);
+        let f = udp_frame(MAC_B, MAC_A, 33);
+        self.b.send_split(TX, &[0; 12], &f);
+        let (_, len) = self.a.queues[0].wait_used(&self.a.mem, 1)[0];
+        assert_eq!(len as usize, self.a.hdr_len() + f.len());
+    }
+
+    /// Writes raw descriptors (index, (addr, len, flags, next)) into A's TX table, publishes
+    /// `head`, kicks, and waits for the chain to come back used with length 0.
+    fn tx_raw(&mut self, descs: &[(u16, RawDesc)], head: u16) {
+        let q = &mut self.a.queues[TX];
+        for &(i, d) in descs {
+            DriverQueue::write_desc(&self.a.mem, q.desc, i, d);
+        }
+        q.publish(&self.a.mem, head);
+        q.kick();
+        let used = q.wait_used(&self.a.mem, 1);
+        assert_eq!(used, vec![(head, 0)], "bad chain returned, nothing written");
+    }
+
+    fn tx_drops(&self, why: DropReason) -> u64 {
+        self.h.dev(0).queue_stats(TX).unwrap().dropped(why)
+    }
+
+    fn assert_only_drop(&self, why: DropReason) {
+        let s = self.h.dev(0).queue_stats(TX).unwrap();
+        assert_eq!(s.dropped(why), 1, "{why:?} counted: {s:?}");
+        assert_eq!(s.dropped_total(), 1, "nothing else dropped: {s:?}");
+        assert_eq!(s.frames, 0);
+    }
+}
+
+fn chain_err(e: ChainError) -> DropReason {
+    DropReason::Chain(e)
+}
+
+/// 12-byte header + a 60-byte frame somewhere valid in A's memory.
+fn valid_buf(s: &mut Setup) -> (u64, u32) {
+    let f = udp_frame(MAC_A, MAC_B, 20);
+    let mut all = vec![0u8; 12];
+    all.extend_from_slice(&f);
+    let a = s.a.alloc(all.len() as u64);
+    s.a.mem.write_slice(&all, GuestAddress(a)).unwrap();
+    (a, all.len() as u32)
+}
+
+#[test]
+fn looping_chain() {
+    let mut s = setup("loop");
+    let (addr, len) = valid_buf(&mut s);
+    let (i, j) = (s.a.queues[TX].take_free(), s.a.queues[TX].take_free());
+    s.tx_raw(
+        &[(i, (addr, len, F_NEXT, j)), (j, (addr, len, F_NEXT, i))],
+        i,
+    );
+    s.assert_only_drop(chain_err(ChainError::Loop));
+    s.still_forwards();
+}
+
+#[test]
+fn next_index_beyond_queue_size() {
+    let mut s = setup("idx");
+    let (addr, len) = valid_buf(&mut s);
+    let i = s.a.queues[TX].take_free();
+    s.tx_raw(&[(i, (addr, len, F_NEXT, QSIZE + 7))], i);
+    s.assert_only_drop(chain_err(ChainError::BadIndex));
+    s.still_forwards();
+}
+
+#[test]
+fn buffer_outside_guest_memory() {
+    let mut s = setup("oom");
+    let end = MEM_BASE + MEM_SIZE as u64;
+    let i = s.a.queues[TX].take_free();
+    // Straddles the end of guest memory.
+    s.tx_raw(&[(i, (end - 16, 128, 0, 0))], i);
+    s.assert_only_drop(chain_err(ChainError::OutOfMemory));
+    // Entirely below it (guest physical 0 is not mapped here).
+    let j = s.a.queues[TX].take_free();
+    s.tx_raw(&[(j, (0x1000, 64, 0, 0))], j);
+    assert_eq!(s.tx_drops(chain_err(ChainError::OutOfMemory)), 2);
+    s.still_forwards();
+}
+
+#[test]
+fn length_overflow() {
+    let mut s = setup("ovf");
+    let i = s.a.queues[TX].take_free();
+    s.tx_raw(&[(i, (u64::MAX - 8, 64, 0, 0))], i);
+    s.assert_only_drop(chain_err(ChainError::Overflow));
+    // Total chain length above 4 GiB (§2.7.5.2) with every buffer inside guest memory:
+    // an indirect table of 1100 descriptors, each covering the same 4 MiB.
+    let n: u16 = 1100;
+    let table = s.a.alloc(16 * u64::from(n));
+    for k in 0..n {
+        let flags = if k + 1 < n { F_NEXT } else { 0 };
+        DriverQueue::write_desc(
+            &s.a.mem,
+            GuestAddress(table),
+            k,
+            (MEM_BASE, 4 << 20, flags, k + 1),
+        );
+    }
+    let i = s.a.queues[TX].take_free();
+    s.tx_raw(&[(i, (table, 16 * u32::from(n), F_INDIRECT, 0))], i);
+    assert_eq!(s.tx_drops(chain_err(ChainError::Overflow)), 2);
+    s.still_forwards();
+}
+
+#[test]
+fn write_only_buffer_on_tx() {
+    let mut s = setup("wtx");
+    let (addr, len) = valid_buf(&mut s);
+    let i = s.a.queues[TX].take_free();
+    s.tx_raw(&[(i, (addr, len, F_WRITE, 0))], i);
+    s.assert_only_drop(chain_err(ChainError::WrongDirection));
+    s.still_forwards();
+}
+
+#[test]
+fn read_only_buffer_on_rx() {
+    let h = Harness::new(vec![opts("rxa", MAC_A), opts("rxb", MAC_B)]);
+    let mut a = TestGuest::start(
+        TestGuest::connect(&h.dev(0).options().socket, 3),
+        3,
+        u64::MAX,
+    );
+    let mut b = TestGuest::start(
+        TestGuest::connect(&h.dev(1).options().socket, 3),
+        3,
+        u64::MAX,
+    );
+    let buf = b.alloc(2048);
+    b.mem.write_slice(&[0xabu8; 64], GuestAddress(buf)).unwrap();
+    let head = b.queues[0].add(&b.mem, &[(buf, 2048, false)]);
+    b.queues[0].kick();
+    let f = udp_frame(MAC_A, MAC_B, 40);
+    a.send_split(TX, &[0; 12], &f);
+    let used = b.queues[0].wait_used(&b.mem, 1);
+    assert_eq!(used, vec![(head, 0)]);
+    assert_eq!(
+        b.read(buf, 64),
+        vec![0xab; 64],
+        "a device-readable buffer is never written"
+    );
+    let st = h.dev(1).queue_stats(0).unwrap();
+    assert_eq!(st.dropped(DropReason::Chain(ChainError::WrongDirection)), 1);
+    b.post_rx(0, 1, 2048);
+    a.send_split(TX, &[0; 12], &f);
+    let (_, len) = b.queues[0].wait_used(&b.mem, 1)[0];
+    assert_eq!(len as usize, b.hdr_len() + f.len());
+}
+
+#[test]
+fn nested_indirect_table() {
+    let mut s = setup("nest");
+    let (addr, len) = valid_buf(&mut s);
+    let inner = s.a.alloc(16);
+    let outer = s.a.alloc(32);
+    DriverQueue::write_desc(&s.a.mem, GuestAddress(inner), 0, (addr, len, 0, 0));
+    DriverQueue::write_desc(&s.a.mem, GuestAddress(outer), 0, (addr, 12, F_NEXT, 1));
+    DriverQueue::write_desc(&s.a.mem, GuestAddress(outer), 1, (inner, 16, F_INDIRECT, 0));
+    let i = s.a.queues[TX].take_free();
+    s.tx_raw(&[(i, (outer, 32, F_INDIRECT, 0))], i);
+    s.assert_only_drop(chain_err(ChainError::NestedIndirect));
+    s.still_forwards();
+}
+
+#[test]
+fn avail_index_jump_stops_the_ring_and_signals_error() {
+    let mut s = setup("jump");
+    let q = &mut s.a.queues[TX];
+    let bogus = q.avail_idx.wrapping_add(QSIZE + 1);
+    q.set_avail_idx(&s.a.mem, bogus);
+    q.kick();
+    wait_for("AvailJump drop", || {
+        (s.tx_drops(DropReason::AvailJump) == 1).then_some(())
+    });
+    wait_for("err eventfd", || s.a.queues[TX].errored().then_some(()));
+    assert_eq!(s.a.queues[TX].used_idx(&s.a.mem), 0, "nothing consumed");
+    // Other queues and ports keep running.
+    s.other_port_forwards();
+}
+
+#[test]
+fn head_index_beyond_queue_size_stops_the_ring() {
+    let mut s = setup("head");
+    let q = &mut s.a.queues[TX];
+    q.publish(&s.a.mem, QSIZE + 3);
+    q.kick();
+    wait_for("BadIndex drop", || {
+        (s.tx_drops(DropReason::Chain(ChainError::BadIndex)) == 1).then_some(())
+    });
+    wait_for("err eventfd", || s.a.queues[TX].errored().then_some(()));
+    s.other_port_forwards();
+}
+
+#[test]
+fn short_header_and_runt_frame() {
+    let mut s = setup("runt");
+    let a = s.a.alloc(64);
+    let i = s.a.queues[TX].take_free();
+    s.tx_raw(&[(i, (a, 8, 0, 0))], i);
+    s.assert_only_drop(DropReason::BadHeader);
+    let j = s.a.queues[TX].take_free();
+    s.tx_raw(&[(j, (a, 12 + 10, 0, 0))], j);
+    assert_eq!(s.tx_drops(DropReason::BadLength), 1);
+    s.still_forwards();
+}
