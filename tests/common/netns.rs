@@ -5,8 +5,10 @@
 use super::error::{io, HarnessError, Result};
 use super::process::Process;
 use super::scope;
+use std::os::unix::fs::MetadataExt;
 use std::process::Command;
 use std::sync::Once;
+use std::time::{Duration, Instant};
 
 pub struct Netns {
     name: String,
@@ -27,6 +29,12 @@ pub fn check(cmd: &mut Command) -> Result<String> {
         });
     }
     Ok(String::from_utf8_lossy(&out.stdout).into_owned())
+}
+
+/// Identity (device, inode) of a network namespace file.
+fn ns_id(path: &str) -> std::io::Result<(u64, u64)> {
+    let m = std::fs::metadata(path)?;
+    Ok((m.dev(), m.ino()))
 }
 
 /// Kills what still runs in namespace `name` and deletes it; errors are ignored (this
@@ -107,11 +115,32 @@ impl Netns {
         check(Command::new("ip").args(["-n", &self.name]).args(args))
     }
 
-    /// Spawns a long-running child in the namespace under a `Process` guard.
+    /// Spawns a long-running child in the namespace under a `Process` guard. Returns once
+    /// the child is inside the namespace (or has exited), so that a Drop of this `Netns`
+    /// right after cannot miss it while `ip netns exec` is still switching namespaces.
     pub fn spawn(&self, name: &str, program: &str, args: &[&str]) -> Result<Process> {
         let mut c = self.command(program);
         c.args(args);
-        Process::spawn(name, c)
+        let mut p = Process::spawn(name, c)?;
+        let want = ns_id(&format!("/run/netns/{}", self.name))
+            .map_err(io(format!("stat of namespace {}", self.name)))?;
+        let deadline = Instant::now() + Duration::from_secs(10);
+        loop {
+            if ns_id(&format!("/proc/{}/ns/net", p.pid())).ok() == Some(want)
+                || p.try_status()?.is_some()
+            {
+                return Ok(p);
+            }
+            if Instant::now() >= deadline {
+                return Err(HarnessError::Timeout {
+                    what: name.into(),
+                    pattern: format!("<entered namespace {}>", self.name),
+                    timeout: Duration::from_secs(10),
+                    tail: p.output().tail(20),
+                });
+            }
+            std::thread::sleep(Duration::from_millis(5));
+        }
     }
 
     /// Creates veth `name` here and its peer `peer_name` in `peer` (interface names are
