@@ -103,6 +103,14 @@ impl DriverQueue {
         }
     }
 
+    /// A new driver's ring at the same place: memory zeroed, indices back to 0 (what a
+    /// driver does after reset or reload).
+    pub fn fresh(mem: &Mem, base: u64, size: u16) -> DriverQueue {
+        let zeros = vec![0u8; Self::footprint(size) as usize];
+        mem.write_slice(&zeros, GuestAddress(base)).unwrap();
+        DriverQueue::new(base, size)
+    }
+
     pub fn footprint(size: u16) -> u64 {
         let s = u64::from(size);
         ((16 * s + 6 + 2 * s + 3) & !3) + 6 + 8 * s + 64
