@@ -5,7 +5,8 @@
 mod common;
 
 use common::{
-    mac, Guest, GuestSpec, HarnessError, Netns, NicSpec, Process, TempDir, TestScope, Testpmd,
+    mac, Guest, GuestSpec, HarnessError, Netns, NicSpec, Process, SocketMode, TempDir, TestScope,
+    Testpmd,
 };
 use std::time::Duration;
 
@@ -234,4 +235,42 @@ fn guards_clean_up_when_a_test_panics() {
             .any(|l| l.split_whitespace().next() == Some(ns.as_str())),
         "{ns} left: {list}"
     );
+}
+
+/// Backend restart: guests on `reconnect=1` sockets reach each other again once a new
+/// testpmd listens on the same paths (QEMU re-sends memory table and vring state).
+#[test]
+fn guests_reconnect_after_backend_restart() {
+    if skip_without_qemu() {
+        return;
+    }
+    let _scope = TestScope::start("guests_reconnect", Duration::from_secs(240));
+    let dir = TempDir::new("recon").unwrap();
+    let pmd = Testpmd::vhost_backend(dir.path(), 2, 1).unwrap();
+    let sockets = [pmd.socket(0).to_path_buf(), pmd.socket(1).to_path_buf()];
+    let spec = |name: &str, n: u8| {
+        let mut g = GuestSpec::new(name);
+        let mut nic = NicSpec::new(&sockets[usize::from(n) - 1], &mac(n));
+        nic.mode = SocketMode::ClientReconnect;
+        g.nics.push(nic);
+        g.ip.push(format!("198.18.2.{n}/24"));
+        g
+    };
+    let a = Guest::start(spec("ra", 1)).unwrap();
+    let b = Guest::start(spec("rb", 2)).unwrap();
+    b.wait_ready(BOOT).unwrap();
+    let ping = "i=0; until ping -c 1 -W 1 198.18.2.2 >/dev/null; do \
+                i=$((i+1)); [ $i -ge 40 ] && exit 1; done; ping -c 3 -W 2 198.18.2.2";
+    let out = a.run(ping, STEP).unwrap();
+    assert_eq!(out.rc, 0, "before restart: {out:?}");
+    drop(pmd);
+    let pmd = Testpmd::vhost_backend_at(&sockets, 1, false).unwrap();
+    let out = a.run(ping, STEP).unwrap();
+    assert_eq!(
+        out.rc,
+        0,
+        "after restart: {out:?}\n{}",
+        pmd.process().output().tail(30)
+    );
+    assert!(out.output.contains("3 packets received"), "{out:?}");
 }

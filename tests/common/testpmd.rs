@@ -25,17 +25,28 @@ impl Testpmd {
     /// Starts testpmd with `ports` vhost-user server sockets `vhost<i>.sock` in `dir`
     /// (each with `queues` queue pairs) and waits until all sockets exist.
     pub fn vhost_backend(dir: &Path, ports: usize, queues: u16) -> Result<Testpmd> {
-        let prefix = unique("testpmd");
         let sockets: Vec<PathBuf> = (0..ports)
             .map(|i| dir.join(format!("vhost{i}.sock")))
             .collect();
+        Testpmd::vhost_backend_at(&sockets, queues, false)
+    }
+
+    /// Starts testpmd on the given socket paths. `client`: testpmd connects to sockets
+    /// QEMU listens on (`SocketMode::Server` guests); otherwise it creates them (removing
+    /// stale files first, e.g. after a killed predecessor) and returns once they exist.
+    pub fn vhost_backend_at(sockets: &[PathBuf], queues: u16, client: bool) -> Result<Testpmd> {
+        let prefix = unique("testpmd");
         let mut cmd = Command::new("dpdk-testpmd");
         cmd.args(["--no-huge", "-m", "512", "--no-pci", "--no-telemetry"])
             .args(["--file-prefix", &prefix, "-l", "0,1"]);
         for (i, s) in sockets.iter().enumerate() {
+            if !client {
+                let _ = std::fs::remove_file(s);
+            }
             cmd.arg("--vdev").arg(format!(
-                "net_vhost{i},iface={},client=0,queues={queues}",
-                s.display()
+                "net_vhost{i},iface={},client={},queues={queues}",
+                s.display(),
+                u8::from(client)
             ));
         }
         cmd.args([
@@ -52,7 +63,7 @@ impl Testpmd {
         }
         let mut process = Process::spawn("testpmd", cmd)?;
         let deadline = Instant::now() + Duration::from_secs(30);
-        while !sockets.iter().all(|s| s.exists()) {
+        while !client && !sockets.iter().all(|s| s.exists()) {
             if process.try_status()?.is_some() || Instant::now() >= deadline {
                 return Err(HarnessError::Exited {
                     what: "testpmd".into(),
@@ -63,7 +74,7 @@ impl Testpmd {
             std::thread::sleep(Duration::from_millis(50));
         }
         Ok(Testpmd {
-            sockets,
+            sockets: sockets.to_vec(),
             prefix,
             process,
         })
