@@ -2,7 +2,7 @@
 
 use std::collections::BTreeMap;
 use std::os::fd::{AsRawFd, OwnedFd};
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
@@ -14,7 +14,7 @@ use switch::{Offloads, PortConfig, PortId, PortKind, Switch};
 use crate::bufring::RX_BUF_SIZE;
 use crate::error::{Error, Result};
 use crate::fixed::{FixedTable, MemRegion};
-use crate::guest::GuestTxQueue;
+use crate::guest::{GuestRx, GuestTxQueue};
 use crate::stats::{PortStats, Stats, WorkerStats, WorkerStatsSnapshot};
 use crate::sys;
 use crate::worker::{Cmd, QueueKind, Worker, WorkerConfig, FIXED_SLOTS};
@@ -122,6 +122,7 @@ pub struct Dataplane {
     slots: Mutex<Vec<bool>>,
     fixed_fallbacks: AtomicU64,
     warned_fallback: AtomicBool,
+    next_worker: AtomicUsize,
 }
 
 impl Dataplane {
@@ -191,6 +192,7 @@ impl Dataplane {
             slots: Mutex::new(vec![false; FIXED_SLOTS as usize]),
             fixed_fallbacks: AtomicU64::new(0),
             warned_fallback: AtomicBool::new(false),
+            next_worker: AtomicUsize::new(0),
         }
     }
 
@@ -339,15 +341,17 @@ impl Dataplane {
         }
     }
 
-    /// Attaches a guest TX queue of an existing switch port to worker `worker % workers`.
-    /// Returns whether its writes use fixed buffers.
+    /// Attaches a guest TX queue of an existing switch port to worker `worker %
+    /// workers`, or to the next worker in round-robin order (queue pairs of all ports are
+    /// spread over the workers). Returns whether its writes use fixed buffers.
     pub fn attach_guest_tx(
         &self,
         port: PortId,
-        worker: usize,
+        worker: Option<usize>,
         queue: Box<dyn GuestTxQueue>,
     ) -> Result<bool> {
-        let w = &self.workers[worker % self.workers.len()];
+        let i = worker.unwrap_or_else(|| self.next_worker.fetch_add(1, Ordering::Relaxed));
+        let w = &self.workers[i % self.workers.len()];
         let (tx, rx) = bounded(1);
         w.send(Cmd::AttachGuestTx {
             port,
@@ -355,6 +359,25 @@ impl Dataplane {
             reply: tx,
         })?;
         rx.recv().unwrap_or(Err(Error::Shutdown))
+    }
+
+    /// Makes `sink` the RX side of guest port `port` on every worker: frames the switch
+    /// sends to `port` are copied once into it, by whichever worker forwards them.
+    pub fn attach_guest_rx(&self, port: PortId, sink: Arc<dyn GuestRx>) -> Result<()> {
+        let mut replies = Vec::with_capacity(self.workers.len());
+        for w in &self.workers {
+            let (tx, rx) = bounded(1);
+            w.send(Cmd::AttachGuestRx {
+                port,
+                sink: Arc::clone(&sink),
+                reply: tx,
+            })?;
+            replies.push(rx);
+        }
+        for rx in replies {
+            rx.recv().map_err(|_| Error::Shutdown)?;
+        }
+        Ok(())
     }
 
     /// Registers a port that is fed by guest queues (not a host device) with the switch.

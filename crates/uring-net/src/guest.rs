@@ -89,6 +89,10 @@ impl GuestFrame {
 }
 
 /// A guest TX queue driven by a worker.
+///
+/// Contract: the host addresses in a popped frame's segments stay mapped and readable until
+/// [`complete`](GuestTxQueue::complete) is called for its token (the descriptor is still
+/// owned by the device, virtio 1.2 §2.7.4), so the worker may write or copy from them.
 pub trait GuestTxQueue: Send {
     /// The queue's kick eventfd (the guest writes it when it adds buffers).
     fn kick_fd(&self) -> RawFd;
@@ -100,6 +104,28 @@ pub trait GuestTxQueue: Send {
     fn complete(&mut self, token: u64);
     /// The guest's memory as registered fixed buffers, when registration succeeded.
     fn memory(&self) -> Option<Arc<FixedTable>>;
+}
+
+/// Why a guest RX queue did not take a frame (counted as `drop_dest_full`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
+#[error("guest RX queue full or not ready")]
+pub struct RxFull;
+
+/// A guest's RX side, shared by all workers: any worker may deliver into it, so an
+/// implementation writes the frame under the destination queue's own lock (uncontended in
+/// the common case, since flows hash to workers). This is the one copy of a frame that
+/// goes to a guest: from the source's buffers (a tap/AF_PACKET rx buffer or the sending
+/// guest's memory) straight into the destination's RX buffers.
+///
+/// The vring engine's `NetDevice::deliver(queue_pair, hdr, parts)` / `flush_rx` have
+/// exactly this shape; the daemon adapts one to the other.
+pub trait GuestRx: Send + Sync {
+    /// Copies `parts` (the Ethernet frame, in order) with header `hdr` into one RX buffer
+    /// chain. Must not block.
+    fn deliver(&self, hdr: &switch::VnetHdr, parts: &[&[u8]]) -> Result<(), RxFull>;
+    /// End of a worker batch that delivered at least one frame: signal the guest once
+    /// (honouring EVENT_IDX, virtio 1.2 §2.7.10).
+    fn flush(&self);
 }
 
 #[cfg(test)]

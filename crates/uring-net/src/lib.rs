@@ -40,6 +40,6 @@ mod worker;
 pub use dataplane::{Dataplane, DataplaneConfig, PortSpec};
 pub use error::{Error, Result};
 pub use fixed::{FixedTable, MemRegion};
-pub use guest::{GuestFrame, GuestTxQueue, Seg};
+pub use guest::{GuestFrame, GuestRx, GuestTxQueue, RxFull, Seg};
 pub use stats::{PortStats, Stats, WorkerStatsSnapshot};
 pub use worker::QueueKind;

@@ -21,12 +21,12 @@ use std::time::{Duration, Instant};
 use crossbeam_channel::{Receiver, Sender};
 use io_uring::{cqueue, opcode, squeue, types, IoUring};
 use switch::egress::Egress;
-use switch::{Decision, DropReason, Forward, Millis, PortId, Switch, SwitchView, VnetHdr};
+use switch::{Decision, DropReason, Forward, Millis, PortId, PortSet, Switch, SwitchView, VnetHdr};
 
 use crate::bufring::BufRing;
 use crate::error::{Error, Result};
 use crate::fixed::FixedTable;
-use crate::guest::{GuestFrame, GuestTxQueue, Seg, MAX_SEGS};
+use crate::guest::{GuestFrame, GuestRx, GuestTxQueue, Seg, MAX_SEGS};
 use crate::ratelimit::RateLimit;
 use crate::stats::WorkerStats;
 
@@ -74,6 +74,11 @@ pub(crate) enum Cmd {
         port: PortId,
         queue: Box<dyn GuestTxQueue>,
         reply: Sender<Result<bool>>,
+    },
+    AttachGuestRx {
+        port: PortId,
+        sink: Arc<dyn GuestRx>,
+        reply: Sender<()>,
     },
     RemovePort {
         port: PortId,
@@ -176,6 +181,10 @@ pub(crate) struct Worker {
     queues: Vec<Option<Queue>>,
     by_port: Vec<Option<u16>>,
     guests: Vec<Option<GuestQ>>,
+    /// RX sides of guest ports, by port id (shared with the other workers).
+    guest_rx: Vec<Option<Arc<dyn GuestRx>>>,
+    /// Guest RX sides written during this batch (flushed once at its end).
+    rx_touched: PortSet,
     ops: Vec<TxOp>,
     free_ops: Vec<u32>,
     gframes: Vec<Option<GuestInFlight>>,
@@ -218,6 +227,8 @@ impl Worker {
             queues: Vec::new(),
             by_port: vec![None; switch::MAX_PORTS],
             guests: Vec::new(),
+            guest_rx: vec![None; switch::MAX_PORTS],
+            rx_touched: PortSet::EMPTY,
             ops: (0..MAX_OPS).map(|_| TxOp::empty()).collect(),
             free_ops: (0..MAX_OPS as u32).rev().collect(),
             gframes: (0..MAX_OPS).map(|_| None).collect(),
@@ -394,6 +405,16 @@ impl Worker {
         if let Decision::Forward(fwd) = view.decide(port, &hdr, frame, frame.len(), now) {
             for dest in fwd.ports.iter() {
                 let eg = view.egress(dest, &fwd, frame);
+                if self.guest_rx[dest.index()].is_some() {
+                    let body = frame.get(eg.body_offset as usize..).unwrap_or(&[]);
+                    let parts: [&[u8]; 2] = if eg.is_identity(frame) {
+                        [frame, &[]]
+                    } else {
+                        [eg.head(), body]
+                    };
+                    self.deliver_to_guest(port, dest, &eg.adjust_hdr(&hdr), &parts);
+                    continue;
+                }
                 let src = Src::Host { q: qi, bid };
                 let spec = |op: &mut TxOp| host_write_spec(op, buf, &hdr, frame, &eg);
                 if self.write_to(port, dest, src, spec) {
@@ -599,6 +620,38 @@ impl Worker {
         });
         for dest in fwd.ports.iter() {
             let eg = view.egress(dest, &fwd, fhead);
+            if self.guest_rx[dest.index()].is_some() {
+                let identity = eg.is_identity(fhead);
+                let skip = VNET_HDR + if identity { 0 } else { eg.body_offset as usize };
+                let mut parts: [&[u8]; MAX_SEGS + 1] = [&[]; MAX_SEGS + 1];
+                let mut n = 0;
+                if !identity {
+                    parts[0] = eg.head();
+                    n = 1;
+                }
+                let mut skip_left = skip;
+                for sg in f.segs() {
+                    let l = sg.len as usize;
+                    if skip_left >= l {
+                        skip_left -= l;
+                        continue;
+                    }
+                    // SAFETY: `GuestTxQueue` guarantees a popped frame's segments stay
+                    // mapped and readable until it is completed, which happens after this
+                    // loop. The guest may change the bytes (not their bounds) meanwhile;
+                    // every decision was taken on the private head copy.
+                    parts[n] = unsafe {
+                        std::slice::from_raw_parts(
+                            (sg.addr + skip_left as u64) as *const u8,
+                            l - skip_left,
+                        )
+                    };
+                    skip_left = 0;
+                    n += 1;
+                }
+                self.deliver_to_guest(port, dest, &eg.adjust_hdr(&hdr), &parts[..n]);
+                continue;
+            }
             let stats = Arc::clone(&self.stats);
             let spec = |op: &mut TxOp| {
                 let s = guest_write_spec(op, &f, &hdr, fhead, &eg, &fwd, memory.as_deref());
@@ -616,6 +669,26 @@ impl Worker {
             }
         }
         self.guest_frame_ref_done(slot);
+    }
+
+    /// The one copy of a frame into a guest: from the source buffers into the
+    /// destination's RX buffers, under that queue's lock (inside the sink).
+    fn deliver_to_guest(&mut self, ingress: PortId, dest: PortId, hdr: &VnetHdr, parts: &[&[u8]]) {
+        let Some(sink) = self.guest_rx[dest.index()].as_ref() else {
+            return;
+        };
+        let c = &self.stats.ports[dest.index()];
+        match sink.deliver(hdr, parts) {
+            Ok(()) => {
+                c.tx_packets.add(1);
+                c.tx_bytes.add(parts.iter().map(|p| p.len() as u64).sum());
+                self.rx_touched.insert(dest);
+            }
+            Err(_) => {
+                c.drop_dest_full.add(1);
+                self.sw.count_drop(ingress, DropReason::DestinationFull);
+            }
+        }
     }
 
     fn arm_wake(&mut self) {
@@ -669,6 +742,14 @@ impl Worker {
 
     /// End of a batch: give buffers back, re-arm receives and kicks, retire closed queues.
     fn after_batch(&mut self) {
+        if !self.rx_touched.is_empty() {
+            for p in self.rx_touched.iter() {
+                if let Some(sink) = &self.guest_rx[p.index()] {
+                    sink.flush();
+                }
+            }
+            self.rx_touched = PortSet::EMPTY;
+        }
         for qi in 0..self.queues.len() {
             if let Some(Some(q)) = self.queues.get_mut(qi) {
                 if q.dirty {
@@ -718,6 +799,12 @@ impl Worker {
                 }
                 Cmd::AttachGuestTx { port, queue, reply } => {
                     let _ = reply.send(Ok(self.attach_guest(port, queue)));
+                }
+                Cmd::AttachGuestRx { port, sink, reply } => {
+                    if let Some(e) = self.guest_rx.get_mut(port.index()) {
+                        *e = Some(sink);
+                    }
+                    let _ = reply.send(());
                 }
                 Cmd::RemovePort { port, reply } => {
                     self.remove_port(port);
@@ -792,6 +879,10 @@ impl Worker {
     }
 
     fn remove_port(&mut self, port: PortId) {
+        if let Some(e) = self.guest_rx.get_mut(port.index()) {
+            *e = None;
+        }
+        self.rx_touched.remove(port);
         if let Some(qi) = self.by_port.get_mut(port.index()).and_then(Option::take) {
             if let Some(Some(q)) = self.queues.get_mut(qi as usize) {
                 q.closing = true;

@@ -12,87 +12,12 @@ use std::collections::VecDeque;
 use std::os::fd::{AsRawFd, OwnedFd};
 use std::sync::Arc;
 
+use common::guest::{udp_frame, MemTxQueue};
 use common::{container, prefix, Ns};
 use parking_lot::Mutex;
 use switch::{PortConfig, PortKind, Switch, SwitchConfig};
 use uring_net::sys::mmap::Mapping;
-use uring_net::{
-    Dataplane, DataplaneConfig, FixedTable, GuestFrame, GuestTxQueue, MemRegion, PortSpec, Seg,
-};
-
-/// A guest TX queue over a mapping: frames are (token, segments) queued by the test.
-struct MemTxQueue {
-    kick: OwnedFd,
-    pending: Arc<Mutex<VecDeque<GuestFrame>>>,
-    done: Arc<Mutex<Vec<u64>>>,
-    memory: Option<Arc<FixedTable>>,
-}
-
-impl GuestTxQueue for MemTxQueue {
-    fn kick_fd(&self) -> i32 {
-        self.kick.as_raw_fd()
-    }
-    fn pop(&mut self, max: usize, out: &mut Vec<GuestFrame>) {
-        let mut p = self.pending.lock();
-        while out.len() < max {
-            match p.pop_front() {
-                Some(f) => out.push(f),
-                None => break,
-            }
-        }
-    }
-    fn complete(&mut self, token: u64) {
-        self.done.lock().push(token);
-    }
-    fn memory(&self) -> Option<Arc<FixedTable>> {
-        self.memory.clone()
-    }
-}
-
-fn csum(b: &[u8]) -> u16 {
-    let mut s: u32 = 0;
-    for c in b.chunks(2) {
-        s += u32::from(u16::from_be_bytes([c[0], *c.get(1).unwrap_or(&0)]));
-    }
-    while s >> 16 != 0 {
-        s = (s & 0xffff) + (s >> 16);
-    }
-    !(s as u16)
-}
-
-/// vnet header (12 zero bytes) + Ethernet/IPv4/UDP frame to 198.18.0.1:5000.
-fn udp_frame(dst_mac: [u8; 6], payload: &[u8]) -> Vec<u8> {
-    let mut f = vec![0u8; 12];
-    f.extend_from_slice(&dst_mac);
-    f.extend_from_slice(&[0x02, 0, 0, 0, 0, 0x99]);
-    f.extend_from_slice(&[0x08, 0x00]);
-    let total = 20 + 8 + payload.len();
-    let mut ip = vec![
-        0x45,
-        0,
-        (total >> 8) as u8,
-        total as u8,
-        0,
-        0,
-        0x40,
-        0,
-        64,
-        17,
-        0,
-        0,
-    ];
-    ip.extend_from_slice(&[198, 18, 0, 99, 198, 18, 0, 1]);
-    let c = csum(&ip);
-    ip[10..12].copy_from_slice(&c.to_be_bytes());
-    f.extend_from_slice(&ip);
-    let ul = (8 + payload.len()) as u16;
-    f.extend_from_slice(&40000u16.to_be_bytes());
-    f.extend_from_slice(&5000u16.to_be_bytes());
-    f.extend_from_slice(&ul.to_be_bytes());
-    f.extend_from_slice(&[0, 0]); // no UDP checksum (RFC 768, IPv4)
-    f.extend_from_slice(payload);
-    f
-}
+use uring_net::{Dataplane, DataplaneConfig, GuestFrame, MemRegion, PortSpec, Seg};
 
 /// Sends `n` frames from `mem` through a guest port to container 1 and returns
 /// (fixed writes, fallback writes, payloads the container's UDP socket received).
@@ -153,10 +78,16 @@ fn run_guest_tx(mem: &Mapping, register: bool, n: usize) -> (u64, u64, u64, Vec<
         done: Arc::clone(&done),
         memory: table.clone(),
     };
-    let fixed = dp.attach_guest_tx(guest, 0, Box::new(q)).unwrap();
+    let fixed = dp.attach_guest_tx(guest, Some(0), Box::new(q)).unwrap();
     assert_eq!(fixed, register);
     for i in 0..n {
-        let f = udp_frame(dst, format!("frame-{i:04}\n").as_bytes());
+        let f = udp_frame(
+            dst,
+            [0x02, 0, 0, 0, 0, 0x99],
+            [198, 18, 0, 99],
+            [198, 18, 0, 1],
+            format!("frame-{i:04}\n").as_bytes(),
+        );
         let off = i * 4096;
         // SAFETY: the test is the only writer; the data plane reads only after the kick.
         unsafe { mem.as_mut_slice()[off..off + f.len()].copy_from_slice(&f) };

@@ -3,6 +3,8 @@
 //! the root namespace even when a test fails. Addresses: 198.18.0.0/15, 2001:db8::/32.
 #![allow(dead_code)]
 
+pub mod guest;
+
 use std::os::fd::AsRawFd;
 use std::process::{Command, Output, Stdio};
 use std::sync::atomic::{AtomicU32, Ordering};
