@@ -14,6 +14,9 @@ pub enum Drop {
     BadHeader,
     /// TX: frame shorter than an Ethernet header or longer than 64 KiB + header.
     BadLength,
+    /// TX: GSO or checksum offload the driver did not negotiate (HOST_*/CSUM), a GSO frame
+    /// without `gso_size`, or a checksum position outside the frame (§5.1.6.2.1).
+    BadOffload,
     /// RX: no (or not enough) buffers posted by the driver.
     NoBuffers,
     /// RX: the frame does not fit the posted buffer (no mergeable buffers).
@@ -25,7 +28,7 @@ pub enum Drop {
 }
 
 const N_CHAIN: usize = ChainError::ALL.len();
-const N_DROPS: usize = N_CHAIN + 6;
+const N_DROPS: usize = N_CHAIN + 7;
 
 impl Drop {
     fn index(self) -> usize {
@@ -37,6 +40,7 @@ impl Drop {
             Drop::TooBig => N_CHAIN + 3,
             Drop::NotReady => N_CHAIN + 4,
             Drop::AvailJump => N_CHAIN + 5,
+            Drop::BadOffload => N_CHAIN + 6,
         }
     }
 
@@ -49,6 +53,7 @@ impl Drop {
             Drop::TooBig,
             Drop::NotReady,
             Drop::AvailJump,
+            Drop::BadOffload,
         ])
     }
 }

@@ -62,20 +62,25 @@ impl Inner {
                     let mut cmd = vec![0u8; chain.read_len as usize];
                     let n = copy_out(&chain.readable, 0, &mut cmd);
                     cmd.truncate(n);
-                    let ack = {
+                    let result = {
                         let mut st = self.st.lock();
-                        match apply(&cmd, acked, self.opts.queue_pairs, &mut st.ctrl) {
-                            Ok(effect) => {
-                                if let crate::ctrl::Effect::Mac(m) = effect {
-                                    st.mac = Some(m);
-                                }
-                                self.notify_ctrl(effect, &st);
-                                OK
+                        apply(&cmd, acked, self.opts.queue_pairs, &mut st.ctrl).map(|effect| {
+                            if let crate::ctrl::Effect::Mac(m) = effect {
+                                st.mac = Some(m);
                             }
-                            Err(e) => {
-                                tracing::debug!(port = %self.port, "ctrl command refused: {e}");
-                                ERR
+                            self.notice(effect, &st)
+                        })
+                    };
+                    let ack = match result {
+                        Ok(notice) => {
+                            self.publish(notice);
+                            OK
+                        }
+                        Err(e) => {
+                            if self.log_limit.allow() {
+                                tracing::info!(port = %self.port, "ctrl command refused: {e}");
                             }
+                            ERR
                         }
                     };
                     if let Some(s) = chain.writable.first() {

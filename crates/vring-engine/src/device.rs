@@ -12,6 +12,7 @@ use switch::{Mac, PortId, RxFilter, VnetHdr};
 use vhost::vhost_user::message::{VhostUserProtocolFeatures, VhostUserVirtioFeatures};
 use vhost_user_backend::{VhostUserBackend, VringT};
 use virtio_bindings::virtio_net::{VIRTIO_NET_F_CTRL_VLAN, VIRTIO_NET_F_CTRL_VQ, VIRTIO_NET_F_MQ};
+use virtio_queue::QueueT;
 use vmm_sys_util::epoll::EventSet;
 use vmm_sys_util::event::{
     new_event_consumer_and_notifier, EventConsumer, EventFlag, EventNotifier,
@@ -55,6 +56,8 @@ pub(crate) struct Inner {
     pub acked: AtomicU64,
     pub active_pairs: AtomicU16,
     pub st: Mutex<DevState>,
+    /// Guest-triggered log lines: at most one per second per device.
+    pub log_limit: crate::ratelimit::RateLimit,
     masks: Vec<u64>,
 }
 
@@ -98,6 +101,7 @@ impl NetDevice {
                 acked: AtomicU64::new(0),
                 active_pairs: AtomicU16::new(1),
                 st: Mutex::new(st),
+                log_limit: crate::ratelimit::RateLimit::new(std::time::Duration::from_secs(1)),
                 masks,
             }),
         })
@@ -242,25 +246,56 @@ impl Inner {
         self.events.offloads_changed(self.port, guest_offloads(0));
     }
 
-    /// Publishes the effects of a control command or negotiation to the switch.
-    pub(crate) fn notify_ctrl(&self, effect: crate::ctrl::Effect, st: &DevState) {
+    /// What the switch must hear after a control command, captured under the state lock
+    /// and published after it is released (callbacks may call back into the device).
+    pub(crate) fn notice(&self, effect: crate::ctrl::Effect, st: &DevState) -> Notice {
         use crate::ctrl::Effect;
         match effect {
-            Effect::Filter | Effect::Mac(_) => {
-                self.events.rx_filter_changed(self.port, &st.ctrl.filter)
-            }
-            Effect::Offloads => self
-                .events
-                .offloads_changed(self.port, guest_offloads(st.ctrl.guest_offloads)),
+            Effect::Filter | Effect::Mac(_) => Notice::Filter(st.ctrl.filter.clone()),
+            Effect::Offloads => Notice::Offloads(guest_offloads(st.ctrl.guest_offloads)),
             Effect::Pairs => {
                 self.active_pairs
                     .store(st.ctrl.active_pairs, Ordering::Release);
-                self.events
-                    .queue_pairs_changed(self.port, st.ctrl.active_pairs)
+                Notice::Pairs(st.ctrl.active_pairs)
             }
-            Effect::Announce => {}
+            Effect::Announce => Notice::None,
         }
     }
+
+    pub(crate) fn publish(&self, n: Notice) {
+        match n {
+            Notice::Filter(f) => self.events.rx_filter_changed(self.port, &f),
+            Notice::Offloads(o) => self.events.offloads_changed(self.port, o),
+            Notice::Pairs(p) => self.events.queue_pairs_changed(self.port, p),
+            Notice::None => {}
+        }
+    }
+
+    /// Whether the driver runs its control queue through us (a frontend like QEMU keeps
+    /// it to itself and steers queue pairs with SET_VRING_ENABLE instead).
+    pub(crate) fn ctrl_ring_live(&self) -> bool {
+        let pairs = self.opts.queue_pairs as usize;
+        let idx = if self.acked() & bit(VIRTIO_NET_F_MQ) != 0 {
+            2 * pairs
+        } else {
+            2
+        };
+        if self.role(idx) != Role::Ctrl {
+            return false;
+        }
+        self.vring(idx).is_some_and(|v| {
+            let st = v.get_ref();
+            st.get_queue().ready() && st.is_enabled()
+        })
+    }
+}
+
+/// A switch notification captured under the device lock.
+pub(crate) enum Notice {
+    Filter(RxFilter),
+    Offloads(switch::Offloads),
+    Pairs(u16),
+    None,
 }
 
 impl VhostUserBackend for NetDevice {
@@ -336,13 +371,15 @@ impl VhostUserBackend for NetDevice {
                 "only the mac field of virtio_net_config is writable",
             ));
         }
-        let mut st = self.inner.st.lock();
-        let mut m = st.mac.unwrap_or(Mac::ZERO).0;
-        m[off..end].copy_from_slice(buf);
-        st.mac = Some(Mac(m));
-        st.ctrl.filter.mac = Some(Mac(m));
-        self.inner
-            .notify_ctrl(crate::ctrl::Effect::Mac(Mac(m)), &st);
+        let notice = {
+            let mut st = self.inner.st.lock();
+            let mut m = st.mac.unwrap_or(Mac::ZERO).0;
+            m[off..end].copy_from_slice(buf);
+            st.mac = Some(Mac(m));
+            st.ctrl.filter.mac = Some(Mac(m));
+            self.inner.notice(crate::ctrl::Effect::Mac(Mac(m)), &st)
+        };
+        self.inner.publish(notice);
         Ok(())
     }
 

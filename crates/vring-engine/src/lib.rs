@@ -20,6 +20,7 @@ pub mod features;
 pub mod frame;
 pub mod options;
 pub mod port;
+mod ratelimit;
 mod rx;
 mod tx;
 pub mod vring;

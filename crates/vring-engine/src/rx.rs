@@ -43,7 +43,11 @@ impl Inner {
         let Some(ctr) = self.counters.get(q) else {
             return Err(RxDrop::NotReady);
         };
-        let r = if queue_pair >= self.active_pairs.load(std::sync::atomic::Ordering::Acquire) {
+        // Pairs beyond VQ_PAIRS_SET are off limits when the driver talks to our control
+        // queue (§5.1.6.5.5); otherwise the frontend steers pairs with SET_VRING_ENABLE.
+        let r = if queue_pair >= self.active_pairs.load(std::sync::atomic::Ordering::Acquire)
+            && self.ctrl_ring_live()
+        {
             Err(RxDrop::NotReady)
         } else {
             match self.vring(q) {
@@ -133,7 +137,8 @@ impl Inner {
             return Err(RxDrop::TooBig);
         }
         let mut h = *hdr;
-        h.num_buffers = if mergeable { chains.len() as u16 } else { 0 };
+        // §5.1.6.4: without MRG_RXBUF the (12-byte, VERSION_1) header says 1 buffer.
+        h.num_buffers = if mergeable { chains.len() as u16 } else { 1 };
         let mut hb = [0u8; switch::vnet::HDR_LEN];
         let _ = h.emit(&mut hb, hdr_len);
         let mut w = Writer::new(&chains);

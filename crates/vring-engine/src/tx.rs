@@ -9,7 +9,7 @@
 
 use std::sync::atomic::Ordering;
 
-use switch::vnet::VnetHdr;
+use switch::vnet::{Gso, VnetHdr};
 use vhost_user_backend::VringT;
 use virtio_queue::{Error as QueueError, QueueOwnedT, QueueT};
 use vm_memory::{GuestAddress, GuestAddressSpace};
@@ -64,7 +64,9 @@ impl Inner {
                     }
                     Err(QueueError::InvalidAvailRingIndex) => {
                         ctr.count_drop(Drop::AvailJump);
-                        tracing::warn!(port = %self.port, queue = q, "avail index jumped past the ring size: queue stopped");
+                        if self.log_limit.allow() {
+                            tracing::warn!(port = %self.port, queue = q, "avail index jumped past the ring size: queue stopped");
+                        }
                         vring.mark_broken();
                         return;
                     }
@@ -121,15 +123,19 @@ impl Inner {
             ctr.count_drop(Drop::BadHeader);
             return;
         };
-        if hdr.gso().is_err() {
+        let Ok(gso) = hdr.gso() else {
             ctr.count_drop(Drop::BadHeader);
             return;
-        }
+        };
         // num_buffers is an RX field; on TX it carries nothing (§5.1.6.2).
         hdr.num_buffers = 0;
         let len = total - hdr_len;
         if !(MIN_TX_FRAME..=MAX_TX_FRAME).contains(&len) {
             ctr.count_drop(Drop::BadLength);
+            return;
+        }
+        if !offload_allowed(&hdr, gso, self.acked(), len) {
+            ctr.count_drop(Drop::BadOffload);
             return;
         }
         segs.clear();
@@ -146,5 +152,87 @@ impl Inner {
         let frame = TxFrame::new(segs);
         ctr.count_frame(len);
         self.fwd.forward(self.port, &hdr, &frame);
+    }
+}
+
+/// §5.1.6.2.1: the driver MUST NOT ask for an offload it did not negotiate; a checksum it
+/// asks us (or a later NIC) to complete must lie inside the frame.
+fn offload_allowed(hdr: &VnetHdr, gso: Gso, acked: u64, len: usize) -> bool {
+    use virtio_bindings::virtio_net::*;
+    let has = |b: u32| acked & bit(b) != 0;
+    let gso_ok = match gso {
+        Gso::None => true,
+        Gso::TcpV4 => has(VIRTIO_NET_F_HOST_TSO4),
+        Gso::TcpV6 => has(VIRTIO_NET_F_HOST_TSO6),
+        Gso::Udp => has(VIRTIO_NET_F_HOST_UFO),
+        Gso::UdpL4 => has(VIRTIO_NET_F_HOST_USO),
+    };
+    if !gso_ok || (gso != Gso::None && hdr.gso_size == 0) {
+        return false;
+    }
+    if hdr.ecn() && (gso == Gso::None || !has(VIRTIO_NET_F_HOST_ECN)) {
+        return false;
+    }
+    if hdr.needs_csum() {
+        let end = usize::from(hdr.csum_start) + usize::from(hdr.csum_offset) + 2;
+        if !has(VIRTIO_NET_F_CSUM) || end > len {
+            return false;
+        }
+    }
+    true
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use switch::vnet::{F_NEEDS_CSUM, GSO_ECN, GSO_TCPV4, GSO_UDP_L4};
+    use virtio_bindings::virtio_net::*;
+
+    #[test]
+    fn offloads_must_be_negotiated_and_in_bounds() {
+        let csum = bit(VIRTIO_NET_F_CSUM);
+        let tso4 = csum | bit(VIRTIO_NET_F_HOST_TSO4);
+        let plain = VnetHdr::default();
+        assert!(offload_allowed(&plain, Gso::None, 0, 60));
+        let c = VnetHdr {
+            flags: F_NEEDS_CSUM,
+            csum_start: 34,
+            csum_offset: 16,
+            ..plain
+        };
+        assert!(
+            !offload_allowed(&c, Gso::None, 0, 100),
+            "CSUM not negotiated"
+        );
+        assert!(offload_allowed(&c, Gso::None, csum, 100));
+        assert!(
+            !offload_allowed(&c, Gso::None, csum, 51),
+            "checksum field past the end"
+        );
+        let t = VnetHdr {
+            gso_type: GSO_TCPV4,
+            gso_size: 1448,
+            ..c
+        };
+        assert!(!offload_allowed(&t, Gso::TcpV4, csum, 9000));
+        assert!(offload_allowed(&t, Gso::TcpV4, tso4, 9000));
+        let t0 = VnetHdr { gso_size: 0, ..t };
+        assert!(!offload_allowed(&t0, Gso::TcpV4, tso4, 9000));
+        let e = VnetHdr {
+            gso_type: GSO_TCPV4 | GSO_ECN,
+            ..t
+        };
+        assert!(!offload_allowed(&e, Gso::TcpV4, tso4, 9000));
+        assert!(offload_allowed(
+            &e,
+            Gso::TcpV4,
+            tso4 | bit(VIRTIO_NET_F_HOST_ECN),
+            9000
+        ));
+        let u = VnetHdr {
+            gso_type: GSO_UDP_L4,
+            ..t
+        };
+        assert!(!offload_allowed(&u, Gso::UdpL4, tso4, 9000));
     }
 }

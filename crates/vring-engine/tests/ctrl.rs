@@ -166,3 +166,31 @@ fn rx_filter_reaches_the_switch() {
     assert_eq!(len as usize, b.hdr_len() + bcast.len());
     assert_eq!(h.dev(1).queue_stats(0).unwrap().frames, 2);
 }
+
+#[test]
+fn queue_pairs_follow_vq_pairs_set() {
+    let mut o = opts("mq", MAC_A);
+    o.queue_pairs = 2;
+    let h = Harness::new(vec![o]);
+    let mut g = TestGuest::start(
+        TestGuest::connect(&h.dev(0).options().socket, 5),
+        5,
+        u64::MAX,
+    );
+    let rx1 = g.post_rx(2, 2, 2048);
+    let f = udp_frame(MAC_B, MAC_A, 30);
+    let hdr = switch::VnetHdr::default();
+    // §5.1.6.5.5: only pair 0 is used until the driver enables more.
+    assert_eq!(
+        h.dev(0).deliver(1, &hdr, &[&f]),
+        Err(vring_engine::RxDrop::NotReady)
+    );
+    assert_eq!(g.ctrl(4, 4, 0, &2u16.to_le_bytes()), OK);
+    assert_eq!(h.dev(0).deliver(1, &hdr, &[&f[..14], &f[14..]]), Ok(()));
+    // Delivery published the used entry; the call comes with the flush (used_event 0).
+    assert!(h.dev(0).flush_rx(1));
+    assert!(g.queues[2].called());
+    let (head, len) = g.queues[2].wait_used(&g.mem, 1)[0];
+    assert_eq!(head, rx1[0].0);
+    assert_eq!(&g.read(rx1[0].1, len as usize)[g.hdr_len()..], &f[..]);
+}

@@ -206,7 +206,7 @@ fn non_mergeable_rx_needs_a_big_enough_buffer() {
     assert_eq!(b.features & bit(VIRTIO_NET_F_MRG_RXBUF), 0);
     let hl = b.hdr_len();
     assert_eq!(hl, 12, "VERSION_1 keeps the 12-byte header");
-    b.post_rx(0, 1, 256);
+    let posted = b.post_rx(0, 1, 256);
     let f = udp_frame(MAC_A, MAC_B, 600);
     a.send_split(1, &[0u8; 12], &f);
     a.queues[1].wait_used(&a.mem, 1);
@@ -214,12 +214,15 @@ fn non_mergeable_rx_needs_a_big_enough_buffer() {
         (h.dev(1).queue_stats(0).unwrap().dropped(DropReason::TooBig) == 1).then_some(())
     });
     assert_eq!(b.queues[0].used_idx(&b.mem), 0, "small buffer stays posted");
-    // A big buffer behind it is not reachable before the small one: post to a fresh
-    // frame size that fits the small buffer and check it lands there.
+    // A frame that fits lands in that same buffer, num_buffers = 1 (§5.1.6.4).
     let small = udp_frame(MAC_A, MAC_B, 10);
     a.send_split(1, &[0u8; 12], &small);
-    let (_, len) = b.queues[0].wait_used(&b.mem, 1)[0];
+    let (head, len) = b.queues[0].wait_used(&b.mem, 1)[0];
+    assert_eq!(head, posted[0].0);
     assert_eq!(len as usize, hl + small.len());
+    let data = b.read(posted[0].1, len as usize);
+    assert_eq!(u16::from_le_bytes([data[10], data[11]]), 1, "num_buffers");
+    assert_eq!(&data[hl..], &small[..]);
 }
 
 #[test]

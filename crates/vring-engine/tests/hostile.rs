@@ -260,3 +260,24 @@ fn short_header_and_runt_frame() {
     assert_eq!(s.tx_drops(DropReason::BadLength), 1);
     s.still_forwards();
 }
+
+#[test]
+fn offload_not_negotiated_or_out_of_bounds() {
+    let mut s = setup("offl");
+    // A checksum request whose field lies past the end of the frame.
+    let f = udp_frame(MAC_A, MAC_B, 20);
+    let mut hdr = [0u8; 12];
+    hdr[0] = switch::vnet::F_NEEDS_CSUM;
+    hdr[6..8].copy_from_slice(&(f.len() as u16).to_le_bytes());
+    hdr[8..10].copy_from_slice(&6u16.to_le_bytes());
+    s.a.send_split(TX, &hdr, &f);
+    s.a.queues[TX].wait_used(&s.a.mem, 1);
+    s.assert_only_drop(DropReason::BadOffload);
+    // GSO without a segment size.
+    let mut gso = [0u8; 12];
+    gso[1] = switch::vnet::GSO_TCPV4;
+    s.a.send_split(TX, &gso, &f);
+    s.a.queues[TX].wait_used(&s.a.mem, 1);
+    assert_eq!(s.tx_drops(DropReason::BadOffload), 2);
+    s.still_forwards();
+}
