@@ -314,36 +314,52 @@ impl<'a> Segmenter<'a> {
     /// bytes. Returns its length and virtio-net header, `Ok(None)` at the end, or
     /// `DstTooSmall` without consuming the segment.
     pub fn copy_next(&mut self, dst: &mut [u8]) -> Result<Option<(usize, VnetHdr)>, OffloadDrop> {
+        self.copy_next_scatter(&mut [dst])
+    }
+
+    /// Like [`Segmenter::copy_next`], into a destination made of several buffers in order
+    /// (e.g. mergeable RX buffers, virtio 1.2 §5.1.6.3.2), any of which may be smaller
+    /// than the segment.
+    pub fn copy_next_scatter(
+        &mut self,
+        dst: &mut [&mut [u8]],
+    ) -> Result<Option<(usize, VnetHdr)>, OffloadDrop> {
         let Some(need) = self.next_len() else {
             return Ok(None);
         };
-        if dst.len() < need {
+        if dst.iter().map(|d| d.len()).sum::<usize>() < need {
             return Err(OffloadDrop::DstTooSmall);
         }
         let mut hdr = [0u8; MAX_HDR];
         let Some((seg, complete)) = self.build(&mut hdr) else {
             return Ok(None);
         };
-        let h = seg.hdr_len;
-        dst[..h].copy_from_slice(&hdr[..h]);
-        let total = seg.len();
-        if !self.frame.copy_to(seg.payload.start, &mut dst[h..total]) {
-            return Err(OffloadDrop::Truncated);
+        let mut w = ScatterWriter {
+            dst,
+            idx: 0,
+            pos: 0,
+        };
+        w.write(&hdr[..seg.hdr_len]);
+        for s in self.frame.slices(seg.payload.clone()) {
+            w.write(s);
         }
+        let total = seg.len();
         if complete {
             let l4 = self.plan.l4_off as usize;
             let mut c = Csum::new();
-            c.add_bytes(&dst[l4..total]);
-            self.store_l4_csum(dst, c);
+            scatter_csum(dst, l4..total, &mut c);
+            let (at, v) = self.l4_csum(c);
+            scatter_put(dst, at, &v.to_be_bytes());
         }
         Ok(Some((total, seg.vnet)))
     }
 
-    /// Stores the completed L4 checksum: TCP as computed (tcp_gso_segment), UDP with
-    /// 0 sent as 0xffff (RFC 768; __udp_gso_segment's CSUM_MANGLED_0).
-    fn store_l4_csum(&self, out: &mut [u8], c: Csum) {
+    /// Where the completed L4 checksum goes and its value: TCP as computed
+    /// (tcp_gso_segment), UDP with 0 sent as 0xffff (RFC 768; __udp_gso_segment's
+    /// CSUM_MANGLED_0).
+    fn l4_csum(&self, c: Csum) -> (usize, u16) {
         let l4 = self.plan.l4_off as usize;
-        let (at, v) = if self.plan.is_tcp() {
+        if self.plan.is_tcp() {
             (l4 + 16, c.finish())
         } else {
             (
@@ -353,7 +369,11 @@ impl<'a> Segmenter<'a> {
                     v => v,
                 },
             )
-        };
+        }
+    }
+
+    fn store_l4_csum(&self, out: &mut [u8], c: Csum) {
+        let (at, v) = self.l4_csum(c);
         out[at..at + 2].copy_from_slice(&v.to_be_bytes());
     }
 
@@ -440,6 +460,58 @@ impl<'a> Segmenter<'a> {
             },
             complete,
         ))
+    }
+}
+
+/// Sequential writer over a list of destination buffers; the caller checked the total
+/// capacity, so writes never run past the end.
+struct ScatterWriter<'d, 'b> {
+    dst: &'d mut [&'b mut [u8]],
+    idx: usize,
+    pos: usize,
+}
+
+impl ScatterWriter<'_, '_> {
+    fn write(&mut self, mut src: &[u8]) {
+        while !src.is_empty() {
+            let Some(d) = self.dst.get_mut(self.idx) else {
+                return;
+            };
+            let n = (d.len() - self.pos).min(src.len());
+            d[self.pos..self.pos + n].copy_from_slice(&src[..n]);
+            src = &src[n..];
+            self.pos += n;
+            if self.pos == d.len() {
+                self.idx += 1;
+                self.pos = 0;
+            }
+        }
+    }
+}
+
+/// Sums `range` of the concatenated buffers.
+fn scatter_csum(dst: &[&mut [u8]], range: Range<usize>, c: &mut Csum) {
+    let mut base = 0;
+    for d in dst {
+        let (lo, hi) = (range.start.max(base), range.end.min(base + d.len()));
+        if lo < hi {
+            c.add_bytes(&d[lo - base..hi - base]);
+        }
+        base += d.len();
+    }
+}
+
+/// Overwrites bytes at offset `at` of the concatenated buffers (may straddle two).
+fn scatter_put(dst: &mut [&mut [u8]], at: usize, bytes: &[u8]) {
+    let mut base = 0;
+    for d in dst.iter_mut() {
+        for (i, b) in bytes.iter().enumerate() {
+            let p = at + i;
+            if p >= base && p < base + d.len() {
+                d[p - base] = *b;
+            }
+        }
+        base += d.len();
     }
 }
 

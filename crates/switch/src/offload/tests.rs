@@ -254,6 +254,28 @@ fn segment_split(p: &GsoPlan, frame: &[u8], cuts: &[usize]) -> Vec<(VnetHdr, Vec
         copied.push((vh, buf[..n].to_vec()));
     }
     assert_eq!(gathered, copied, "gather and copy paths differ");
+    // Scatter into small destination buffers of uneven sizes (mergeable RX buffers).
+    let mut s = p.segments(f).unwrap();
+    let mut scattered = Vec::new();
+    let sizes = [7usize, 1, 60, 3, 500, 1];
+    loop {
+        let mut bufs: Vec<Vec<u8>> = sizes.iter().map(|&n| vec![0u8; n]).collect();
+        bufs.push(vec![0u8; 70000]);
+        let mut refs: Vec<&mut [u8]> = bufs.iter_mut().map(|b| &mut b[..]).collect();
+        let Some((n, vh)) = s.copy_next_scatter(&mut refs).unwrap() else {
+            break;
+        };
+        let flat: Vec<u8> = bufs.concat();
+        scattered.push((vh, flat[..n].to_vec()));
+    }
+    assert_eq!(gathered, scattered, "gather and scatter-copy paths differ");
+    let mut small: Vec<&mut [u8]> = vec![];
+    let mut tiny = [0u8; 10];
+    small.push(&mut tiny);
+    assert_eq!(
+        p.segments(f).unwrap().copy_next_scatter(&mut small),
+        Err(OffloadDrop::DstTooSmall)
+    );
     gathered
 }
 
