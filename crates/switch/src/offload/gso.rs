@@ -324,9 +324,28 @@ impl<'a> Segmenter<'a> {
         &mut self,
         dst: &mut [&mut [u8]],
     ) -> Result<Option<(usize, VnetHdr)>, OffloadDrop> {
-        let Some(need) = self.next_len() else {
+        self.copy_next_with_head(&[], 0, dst)
+    }
+
+    /// Like [`Segmenter::copy_next_scatter`], with the segment's first `body_offset`
+    /// bytes (the source L2 head) replaced by `head`: the VLAN push/pop of
+    /// `switch::egress::Egress` (`head()`, `body_offset`) applied while copying, so a
+    /// retagged segment still costs one copy. `body_offset` must not reach into the IP
+    /// header. The returned virtio-net header's `csum_start` is already moved by the
+    /// length change.
+    pub fn copy_next_with_head(
+        &mut self,
+        head: &[u8],
+        body_offset: usize,
+        dst: &mut [&mut [u8]],
+    ) -> Result<Option<(usize, VnetHdr)>, OffloadDrop> {
+        let Some(len) = self.next_len() else {
             return Ok(None);
         };
+        if body_offset > self.plan.l3_off as usize || head.len() > MAX_HDR {
+            return Err(OffloadDrop::HeadersTooLong);
+        }
+        let need = len - body_offset + head.len();
         if dst.iter().map(|d| d.len()).sum::<usize>() < need {
             return Err(OffloadDrop::DstTooSmall);
         }
@@ -339,19 +358,24 @@ impl<'a> Segmenter<'a> {
             idx: 0,
             pos: 0,
         };
-        w.write(&hdr[..seg.hdr_len]);
+        w.write(head);
+        w.write(&hdr[body_offset..seg.hdr_len]);
         for s in self.frame.slices(seg.payload.clone()) {
             w.write(s);
         }
-        let total = seg.len();
+        // Offsets in the output = offsets in the source + shift (shift may be negative).
+        let l4_out = self.plan.l4_off as usize + head.len() - body_offset;
         if complete {
-            let l4 = self.plan.l4_off as usize;
             let mut c = Csum::new();
-            scatter_csum(dst, l4..total, &mut c);
+            scatter_csum(dst, l4_out..need, &mut c);
             let (at, v) = self.l4_csum(c);
-            scatter_put(dst, at, &v.to_be_bytes());
+            scatter_put(dst, at + head.len() - body_offset, &v.to_be_bytes());
         }
-        Ok(Some((total, seg.vnet)))
+        let mut vnet = seg.vnet;
+        if vnet.flags & F_NEEDS_CSUM != 0 {
+            vnet.csum_start = l4_out as u16;
+        }
+        Ok(Some((need, vnet)))
     }
 
     /// Where the completed L4 checksum goes and its value: TCP as computed

@@ -269,6 +269,37 @@ fn segment_split(p: &GsoPlan, frame: &[u8], cuts: &[usize]) -> Vec<(VnetHdr, Vec
         scattered.push((vh, flat[..n].to_vec()));
     }
     assert_eq!(gathered, scattered, "gather and scatter-copy paths differ");
+    // Retagging while copying: push a tag on an untagged frame or pop an existing one
+    // gives the gathered segment with its L2 head swapped and csum_start moved.
+    let l3 = p.l3_off();
+    let tagged = l3 == 18;
+    let (head, body): (Vec<u8>, usize) = if tagged {
+        (frame[..12].to_vec(), 16)
+    } else {
+        ([&frame[..12], &[0x81, 0x00, 0x00, 0x09][..]].concat(), 12)
+    };
+    let mut s = p.segments(f).unwrap();
+    for (vh, want) in &gathered {
+        let mut buf = vec![0u8; 70000];
+        let (n, got_vh) = s
+            .copy_next_with_head(&head, body, &mut [&mut buf[..]])
+            .unwrap()
+            .unwrap();
+        let mut w = head.clone();
+        w.extend_from_slice(&want[body..]);
+        assert_eq!(&buf[..n], &w[..], "retagged segment differs");
+        let mut wv = *vh;
+        if vh.flags & crate::vnet::F_NEEDS_CSUM != 0 {
+            wv.csum_start = (vh.csum_start as isize + head.len() as isize - body as isize) as u16;
+        }
+        assert_eq!(got_vh, wv);
+    }
+    assert_eq!(
+        p.segments(f)
+            .unwrap()
+            .copy_next_with_head(&head, l3 + 1, &mut [&mut [0u8; 9000][..]]),
+        Err(OffloadDrop::HeadersTooLong)
+    );
     let mut small: Vec<&mut [u8]> = vec![];
     let mut tiny = [0u8; 10];
     small.push(&mut tiny);
