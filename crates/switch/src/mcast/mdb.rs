@@ -226,6 +226,10 @@ pub struct SnoopStats {
     pub limit_refused: u64,
     pub router_learned: u64,
     pub queries_sent: u64,
+    /// Snapshots published for the data path.
+    pub publishes: u64,
+    /// Publishes postponed because the publish budget was spent (join/leave storm).
+    pub publish_deferred: u64,
     pub drop_bad_ip_header: u64,
     pub drop_bad_ip_checksum: u64,
     pub drop_bad_length: u64,
@@ -301,6 +305,47 @@ pub(crate) struct Mdb {
     pub stats: SnoopStats,
     /// The member or router *sets* changed since the last snapshot.
     pub dirty: bool,
+    pub publish_budget: PublishBudget,
+}
+
+/// Publishes a packet storm may cause at once.
+pub const PUBLISH_BURST: u32 = 256;
+/// One more publish per this many milliseconds.
+pub const PUBLISH_REFILL_MS: u64 = 10;
+
+/// Token bucket limiting snapshot publishes driven by control packets.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct PublishBudget {
+    tokens: u32,
+    last: u64,
+}
+
+impl PublishBudget {
+    fn new() -> PublishBudget {
+        PublishBudget {
+            tokens: PUBLISH_BURST,
+            last: 0,
+        }
+    }
+
+    /// Takes a token at `now`, refilling first.
+    pub fn take(&mut self, now: u64) -> bool {
+        let earned = now.saturating_sub(self.last) / PUBLISH_REFILL_MS;
+        if earned > 0 {
+            self.tokens = u64::from(self.tokens)
+                .saturating_add(earned)
+                .min(u64::from(PUBLISH_BURST)) as u32;
+            self.last = self.last.saturating_add(earned * PUBLISH_REFILL_MS);
+        } else if now < self.last {
+            // The clock went backwards (a contract violation): restart from here.
+            self.last = now;
+        }
+        if self.tokens == 0 {
+            return false;
+        }
+        self.tokens -= 1;
+        true
+    }
 }
 
 /// How a report record or message affects one port's membership.
@@ -331,6 +376,7 @@ impl Mdb {
             pending: Vec::new(),
             stats: SnoopStats::default(),
             dirty: true,
+            publish_budget: PublishBudget::new(),
         }
     }
 

@@ -30,7 +30,7 @@ pub use config::{
 };
 pub use mdb::{
     ControlForward, McastEgress, MdbEntry, QuerierStatus, QueryToSend, RouterEntry, SnoopAction,
-    SnoopStats, MAX_INCLUDE_SOURCES,
+    SnoopStats, MAX_INCLUDE_SOURCES, PUBLISH_BURST, PUBLISH_REFILL_MS,
 };
 pub use snooper::{McastView, SnoopDrop, Snooper};
 pub use wire::{dst_group, is_control, WireError};

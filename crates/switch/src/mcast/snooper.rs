@@ -6,6 +6,14 @@
 //! new snapshot (see `mdb.rs`). Membership expiry is exact on the data path: a snapshot
 //! entry carries expiry times and lookups compare them with `now`, so a late `tick` only
 //! delays the clean-up and the queries, never the forwarding decision.
+//!
+//! Publishing costs O(groups) `Arc` clones. A guest alternating join and leave could make
+//! every control packet pay that, so publishes driven by packets spend tokens of a bucket
+//! (burst [`PUBLISH_BURST`](super::PUBLISH_BURST), one more per
+//! [`PUBLISH_REFILL_MS`](super::PUBLISH_REFILL_MS)); beyond it the change
+//! is published by the next call that has a token, at the latest the next `tick`. Until
+//! then a new member sees the group as unregistered (flooded by default) and a removed
+//! one keeps receiving: late by at most a tick, never lost state.
 
 use std::sync::Arc;
 
@@ -54,17 +62,28 @@ impl Snooper {
         }
     }
 
-    fn publish(&self, m: &mut Mdb) {
-        if m.dirty {
-            m.dirty = false;
-            self.snap.store(Arc::new(m.snapshot()));
+    /// Publishes a new snapshot if the sets changed. Clock-driven calls (`now`) spend a
+    /// publish token; without one the change waits for the next call with a token (at the
+    /// latest the next `tick`). Configuration calls (`None`) always publish.
+    fn publish(&self, m: &mut Mdb, now: Option<u64>) {
+        if !m.dirty {
+            return;
         }
+        if let Some(now) = now {
+            if !m.publish_budget.take(now) {
+                m.stats.publish_deferred += 1;
+                return;
+            }
+        }
+        m.dirty = false;
+        m.stats.publishes += 1;
+        self.snap.store(Arc::new(m.snapshot()));
     }
 
-    fn with<R>(&self, f: impl FnOnce(&mut Mdb) -> R) -> R {
+    fn with<R>(&self, now: Option<u64>, f: impl FnOnce(&mut Mdb) -> R) -> R {
         let mut m = self.state.lock();
         let r = f(&mut m);
-        self.publish(&mut m);
+        self.publish(&mut m, now);
         r
     }
 
@@ -79,7 +98,7 @@ impl Snooper {
         now: Millis,
     ) -> Result<SnoopAction, SnoopDrop> {
         let parsed = wire::parse(ip);
-        self.with(|m| match parsed {
+        self.with(Some(now.0), |m| match parsed {
             Err(e) => {
                 count_drop(&mut m.stats, e);
                 Err(e)
@@ -108,56 +127,56 @@ impl Snooper {
     /// plane must flood now (group-specific rounds, the querier's general queries). Call
     /// it from the housekeeping tick, at least every `last_member_interval` (1 s).
     pub fn tick(&self, now: Millis) -> Vec<QueryToSend> {
-        self.with(|m| m.tick(now.0))
+        self.with(Some(now.0), |m| m.tick(now.0))
     }
 
     /// The MDB for the control plane (`ringswitch ctl mdb`), sorted by VLAN and group.
     pub fn entries(&self, now: Millis) -> Vec<MdbEntry> {
-        self.with(|m| m.entries(now.0))
+        self.state.lock().entries(now.0)
     }
 
     /// Static and live learnt router ports.
     pub fn routers(&self, now: Millis) -> Vec<RouterEntry> {
-        self.with(|m| m.router_entries(now.0))
+        self.state.lock().router_entries(now.0)
     }
 
     /// The querier election state of every known VLAN and family.
     pub fn queriers(&self, now: Millis) -> Vec<QuerierStatus> {
-        self.with(|m| m.querier_status(now.0))
+        self.state.lock().querier_status(now.0)
     }
 
     pub fn stats(&self) -> SnoopStats {
-        self.with(|m| m.stats)
+        self.state.lock().stats
     }
 
     pub fn config(&self) -> SnoopConfig {
-        self.with(|m| m.config().clone())
+        self.state.lock().config().clone()
     }
 
     /// Per-VLAN settings (snooping, querier, unregistered policy). Configuring a VLAN also
     /// makes the querier run there before any control packet was seen in it.
     pub fn set_vlan(&self, vid: Vid, cfg: VlanSnoopConfig) {
-        self.with(|m| m.set_vlan(vid, cfg))
+        self.with(None, |m| m.set_vlan(vid, cfg))
     }
 
     /// Fast leave: a leave removes the port at once, without group-specific queries. Only
     /// right for ports with a single host behind them (a guest NIC).
     pub fn set_fast_leave(&self, port: PortId, on: bool) {
-        self.with(|m| m.set_fast_leave(port, on))
+        self.with(None, |m| m.set_fast_leave(port, on))
     }
 
     /// Overrides the configured per-port group limit (`Some(0)` = no limit).
     pub fn set_group_limit(&self, port: PortId, limit: Option<u32>) {
-        self.with(|m| m.set_group_limit(port, limit))
+        self.with(None, |m| m.set_group_limit(port, limit))
     }
 
     pub fn set_router_mode(&self, port: PortId, mode: RouterMode) {
-        self.with(|m| m.set_router_mode(port, mode))
+        self.with(None, |m| m.set_router_mode(port, mode))
     }
 
     /// Forgets a port's memberships, router state and settings (port deleted or down).
     pub fn remove_port(&self, port: PortId) {
-        self.with(|m| m.remove_port(port))
+        self.with(None, |m| m.remove_port(port))
     }
 }
 

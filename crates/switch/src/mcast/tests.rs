@@ -785,3 +785,26 @@ fn snooper_is_shareable() {
     fn assert_sync<T: Send + Sync>() {}
     assert_sync::<Snooper>();
 }
+
+#[test]
+fn join_leave_storm_is_published_within_budget() {
+    let s = Snooper::new(SnoopConfig::default());
+    s.set_fast_leave(p(1), true);
+    let g = g4("239.1.1.1");
+    let before = s.stats().publishes;
+    // 400 alternating joins and leaves at one instant: 400 set changes.
+    for _ in 0..200 {
+        join4(&s, 1, "239.1.1.1", 5);
+        leave4(&s, 1, "239.1.1.1", 5);
+    }
+    join4(&s, 1, "239.1.1.1", 5);
+    let st = s.stats();
+    assert_eq!(st.publishes - before, u64::from(PUBLISH_BURST));
+    assert!(st.publish_deferred > 0);
+    // The last join is not visible yet: unregistered (flooded), not lost.
+    assert_eq!(members(&s, g, 1, 5), None);
+    // Budget refills with time; the next packet or tick publishes.
+    s.tick(ms(5 + PUBLISH_REFILL_MS));
+    assert_eq!(members(&s, g, 1, 5 + PUBLISH_REFILL_MS), Some(set(&[1])));
+    assert_eq!(s.entries(ms(20)).len(), 1);
+}
