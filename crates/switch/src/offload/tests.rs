@@ -698,3 +698,32 @@ fn ecn_cwr_and_fin_psh() {
     assert_eq!(flags, vec![0x90, 0x10, 0x10, 0x19]);
     check_segments(&s, &segs, 1000, false).unwrap();
 }
+
+/// Toward tap/AF_PACKET the payload is referenced in place: every payload slice of every
+/// segment points into the source buffers, and only the header block is ours.
+#[test]
+fn gather_references_payload_in_place() {
+    let s = spec(true, true, 30000);
+    let (f, l4) = build(&s);
+    let p = seg_plan(&f, &gso_hdr(&s, l4, GSO_TCPV6, 1440), &Offloads::NONE);
+    let (a, b) = f.split_at(5000);
+    let parts = [a, b];
+    let frame = Frame::new(&parts);
+    let mut sg = p.segments(frame).unwrap();
+    let mut h = [0u8; MAX_HDR];
+    let src = f.as_ptr_range();
+    let (mut n, mut bytes) = (0, 0);
+    while let Some(seg) = sg.next_into(&mut h) {
+        for sl in frame.slices(seg.payload.clone()) {
+            let r = sl.as_ptr_range();
+            let in_a = a.as_ptr_range().start <= r.start && r.end <= a.as_ptr_range().end;
+            let in_b = b.as_ptr_range().start <= r.start && r.end <= b.as_ptr_range().end;
+            assert!(in_a || in_b, "payload slice not inside one source part");
+            assert!(src.start <= r.start && r.end <= src.end);
+            bytes += sl.len();
+        }
+        assert!(seg.hdr_len <= 128, "header block stays small");
+        n += 1;
+    }
+    assert_eq!((n, bytes), (p.segment_count(), 30000));
+}
