@@ -14,6 +14,7 @@ fn switch() -> &'static (Switch, Vec<PortId>) {
     SW.get_or_init(|| {
         let sw = Switch::new(SwitchConfig {
             fdb: switch::FdbConfig { max_entries: 256, aging_ms: 300_000 },
+            ..Default::default()
         });
         let mut ids = vec![];
         let mut c = PortConfig::new("access", PortKind::VhostUser).with_mac(Mac([2, 0, 0, 0, 0, 1]));

@@ -35,6 +35,7 @@ fn setup(macs: u32) -> (Switch, Vec<(u16, Vec<u8>)>) {
             max_entries: (macs as usize * 2).max(4096),
             aging_ms: 300_000,
         },
+        ..Default::default()
     });
     for p in 0..PORTS {
         sw.add_port(PortConfig::new(format!("p{p}"), PortKind::VhostUser))

@@ -54,7 +54,10 @@ pub use mac::Mac;
 pub use port::{Offloads, PortConfig, PortId, PortKind, MAX_PORTS};
 pub use portset::PortSet;
 pub use reason::DropReason;
-pub use switch::{Decision, Forward, FrameRef, PortStats, Switch, SwitchConfig, SwitchError, SwitchView};
+pub use switch::{
+    needs_whole_frame, Decision, Forward, FrameRef, PortStats, Switch, SwitchConfig, SwitchError,
+    SwitchView,
+};
 pub use time::Millis;
 pub use vlan::{Vid, VlanMode, VlanSet};
 pub use vnet::VnetHdr;

@@ -9,7 +9,12 @@ use crate::egress::Egress;
 use crate::fdb::{Fdb, FdbConfig, FdbView, Learn};
 use crate::filter::RxFilter;
 use crate::frame::FrameView;
+use crate::frame::L3;
 use crate::mac::Mac;
+use crate::mcast::{
+    self, ControlForward, McastEgress, McastView, MdbEntry, QueryToSend, SnoopConfig, Snooper,
+    UnregisteredPolicy,
+};
 use crate::port::{Offloads, PortConfig, PortId, MAX_PORTS};
 use crate::portset::PortSet;
 use crate::reason::DropReason;
@@ -25,6 +30,8 @@ use std::sync::Arc;
 #[derive(Debug, Clone, Default)]
 pub struct SwitchConfig {
     pub fdb: FdbConfig,
+    /// IGMP/MLD snooping (on by default, querier off).
+    pub mcast: SnoopConfig,
 }
 
 /// Errors of control-plane operations, each naming what to change.
@@ -145,6 +152,10 @@ pub struct Switch {
     ports: ArcSwap<PortTable>,
     ports_writer: Mutex<()>,
     fdb: Fdb,
+    snooper: Snooper,
+    /// Queries the snooper asked for while deciding (leave processing); drained by
+    /// [`Switch::mcast_tick`].
+    pending_queries: Mutex<Vec<QueryToSend>>,
     counters: Box<[PortCounters]>,
 }
 
@@ -154,6 +165,8 @@ impl Switch {
             ports: ArcSwap::from_pointee(PortTable::default()),
             ports_writer: Mutex::new(()),
             fdb: Fdb::new(cfg.fdb),
+            snooper: Snooper::new(cfg.mcast),
+            pending_queries: Mutex::new(Vec::new()),
             counters: (0..MAX_PORTS).map(|_| PortCounters::new()).collect(),
         }
     }
@@ -165,11 +178,31 @@ impl Switch {
             sw: self,
             ports: self.ports.load(),
             fdb: self.fdb.view(),
+            mcast: self.snooper.view(),
         }
     }
 
     pub fn fdb(&self) -> &Fdb {
         &self.fdb
+    }
+
+    /// The IGMP/MLD snooper (per-VLAN settings, fast leave, limits, stats).
+    pub fn snooper(&self) -> &Snooper {
+        &self.snooper
+    }
+
+    /// The MDB for the control plane.
+    pub fn mdb(&self, now: Millis) -> Vec<MdbEntry> {
+        self.snooper.entries(now)
+    }
+
+    /// Snooping timers: expires memberships and router ports and returns the queries to
+    /// flood now (the querier's, and those requested while deciding). Call at least once
+    /// a second.
+    pub fn mcast_tick(&self, now: Millis) -> Vec<QueryToSend> {
+        let mut q = std::mem::take(&mut *self.pending_queries.lock());
+        q.extend(self.snooper.tick(now));
+        q
     }
 
     /// Housekeeping tick: ages the FDB. Returns the number of entries removed.
@@ -213,6 +246,7 @@ impl Switch {
         t.up.remove(id);
         self.ports.store(Arc::new(t));
         self.fdb.flush_port(id);
+        self.snooper.remove_port(id);
         Ok(entry.cfg)
     }
 
@@ -333,6 +367,23 @@ fn validate_vlan(m: &VlanMode) -> Result<(), SwitchError> {
     }
 }
 
+/// Does deciding this frame need all of its bytes rather than a header copy? True for
+/// multicast snooping control packets (IGMP, MLD, PIM, MRD): an MLDv2 report can be far
+/// longer than a header copy, and the snooper validates its checksum over the whole
+/// message. `head` is the frame's first bytes (at least the L2/L3 headers). Rare and
+/// cheap: only frames to a multicast MAC are looked at.
+pub fn needs_whole_frame(head: &[u8], frame_len: usize, tpid: u16) -> bool {
+    if head.len() >= frame_len || head.first().is_none_or(|b| b & 1 == 0) {
+        return false;
+    }
+    match FrameView::parse(head, frame_len, tpid, false) {
+        Ok(v) if matches!(v.l3, L3::Ipv4 | L3::Ipv6) => head
+            .get(usize::from(v.l3_offset)..)
+            .is_some_and(mcast::is_control),
+        _ => false,
+    }
+}
+
 /// One frame of a batch for [`SwitchView::decide_batch`].
 #[derive(Debug, Clone, Copy)]
 pub struct FrameRef<'a> {
@@ -349,6 +400,7 @@ pub struct SwitchView<'a> {
     sw: &'a Switch,
     ports: arc_swap::Guard<Arc<PortTable>>,
     fdb: FdbView,
+    mcast: McastView,
 }
 
 impl SwitchView<'_> {
@@ -456,7 +508,13 @@ impl SwitchView<'_> {
         if frame.dst.is_8021d_reserved() {
             return Err(DropReason::ReservedGroup);
         }
-        if frame.dst.is_unicast() {
+        let mut only = None;
+        if frame.dst.is_multicast()
+            && !frame.dst.is_broadcast()
+            && matches!(frame.l3, L3::Ipv4 | L3::Ipv6)
+        {
+            only = self.snoop(ingress, vid, &frame, bytes, now)?;
+        } else if frame.dst.is_unicast() {
             if let Some(out) = self.fdb.lookup(frame.dst, vid) {
                 if out == ingress {
                     return Err(DropReason::SameSegment);
@@ -469,11 +527,78 @@ impl SwitchView<'_> {
                 });
             }
         }
-        let ports = self.flood_set(ingress, vid, &frame.dst);
+        let mut ports = self.flood_set(ingress, vid, &frame.dst);
+        if let Some(set) = only {
+            ports = ports.intersection(&set);
+        }
         if ports.is_empty() {
             return Err(DropReason::NoDestination);
         }
         Ok(Forward { vid, ports, frame })
+    }
+
+    /// Rule 6, IGMP/MLD snooping (RFC 4541): control packets feed the MDB and go where the
+    /// snooper says; data to a snooped group goes to its members and router ports only.
+    /// Returns the set the flood is restricted to (`None`: flood as usual).
+    #[inline]
+    fn snoop(
+        &self,
+        ingress: PortId,
+        vid: Vid,
+        frame: &FrameView,
+        bytes: &[u8],
+        now: Millis,
+    ) -> Result<Option<PortSet>, DropReason> {
+        let end = bytes.len().min(frame.frame_len as usize);
+        let ip = bytes
+            .get(usize::from(frame.l3_offset)..end)
+            .unwrap_or_default();
+        if mcast::is_control(ip) {
+            if end < frame.frame_len as usize {
+                // The caller had to pass the whole frame (see `needs_whole_frame`).
+                return Err(DropReason::HeadersTooLong);
+            }
+            let action = self
+                .sw
+                .snooper
+                .on_control(ingress, vid, ip, now)
+                .map_err(|_| DropReason::McastBadControl)?;
+            if !action.queries.is_empty() {
+                self.sw.pending_queries.lock().extend(action.queries);
+            }
+            return Ok(match action.forward {
+                ControlForward::Flood => None,
+                ControlForward::Routers(set) => Some(set),
+                ControlForward::Data => self.mcast_data(ip, vid, now)?,
+            });
+        }
+        self.mcast_data(ip, vid, now)
+    }
+
+    #[inline]
+    fn mcast_data(&self, ip: &[u8], vid: Vid, now: Millis) -> Result<Option<PortSet>, DropReason> {
+        let Some(group) = mcast::dst_group(ip) else {
+            return Ok(None);
+        };
+        match self.mcast.egress_ports(group, vid, now) {
+            McastEgress::LinkLocal
+            | McastEgress::NotSnooped
+            | McastEgress::Unregistered {
+                policy: UnregisteredPolicy::Flood,
+                ..
+            } => Ok(None),
+            McastEgress::Registered(set) => Ok(Some(set)),
+            McastEgress::Unregistered {
+                policy: UnregisteredPolicy::RouterPorts,
+                routers,
+            } => {
+                if routers.is_empty() {
+                    Err(DropReason::McastUnregistered)
+                } else {
+                    Ok(Some(routers))
+                }
+            }
+        }
     }
 
     #[inline]
@@ -869,13 +994,99 @@ mod tests {
             .collect();
         let (sw2, _) = sw_with(3);
         let mut got = Vec::new();
-        sw.view().decide_batch(&refs, Millis(0), |i, d| got.push((i, d)));
+        sw.view()
+            .decide_batch(&refs, Millis(0), |i, d| got.push((i, d)));
         let want: Vec<_> = refs
             .iter()
             .enumerate()
-            .map(|(i, r)| (i, sw2.view().decide(r.ingress, &r.hdr, r.bytes, r.len, Millis(0))))
+            .map(|(i, r)| {
+                (
+                    i,
+                    sw2.view()
+                        .decide(r.ingress, &r.hdr, r.bytes, r.len, Millis(0)),
+                )
+            })
             .collect();
         assert_eq!(got, want);
+    }
+
+    fn igmp_frame(src_mac: [u8; 6], src_ip: [u8; 4], ty: u8, group: [u8; 4]) -> Vec<u8> {
+        use crate::mcast::build::{ethernet, ipv4_igmp};
+        let mut msg = vec![ty, 0, 0, 0];
+        msg.extend_from_slice(&group);
+        let c = crate::offload::checksum(&msg);
+        msg[2..4].copy_from_slice(&c.to_be_bytes());
+        let dst_ip = if ty == 0x17 { [224, 0, 0, 2] } else { group };
+        let ip = ipv4_igmp(src_ip.into(), dst_ip.into(), &msg);
+        let dst_mac = [0x01, 0, 0x5e, dst_ip[1] & 0x7f, dst_ip[2], dst_ip[3]];
+        ethernet(Mac(dst_mac), Mac(src_mac), ETHERTYPE_IPV4, &ip)
+    }
+
+    fn mcast_data(src_mac: [u8; 6], group: [u8; 4]) -> Vec<u8> {
+        let mut ip = ipv4(17, 30);
+        ip[16..20].copy_from_slice(&group);
+        eth(
+            [0x01, 0, 0x5e, group[1] & 0x7f, group[2], group[3]],
+            src_mac,
+            None,
+            ETHERTYPE_IPV4,
+            &ip,
+        )
+    }
+
+    #[test]
+    fn igmp_snooping_narrows_multicast() {
+        let (sw, p) = sw_with(4);
+        let g = [239, 1, 1, 1];
+        // Before anyone joins, unregistered multicast floods.
+        assert_eq!(
+            ports(send(&sw, p[3], &mcast_data(m(4), g), 0)),
+            vec![0, 1, 2]
+        );
+        // Ports 0 and 1 join; their reports go to router ports only (none yet).
+        for i in 0..2u8 {
+            let r = igmp_frame(m(i + 1), [198, 18, 0, i + 1], 0x16, g);
+            assert_eq!(
+                send(&sw, p[i as usize], &r, 10),
+                Decision::Drop(DropReason::NoDestination)
+            );
+        }
+        assert_eq!(ports(send(&sw, p[3], &mcast_data(m(4), g), 20)), vec![0, 1]);
+        // Link-local groups are always flooded.
+        assert_eq!(
+            ports(send(&sw, p[3], &mcast_data(m(4), [224, 0, 0, 251]), 20)),
+            vec![0, 1, 2]
+        );
+        assert_eq!(sw.mdb(Millis(20)).len(), 1);
+        // A corrupt report is dropped, counted and not learnt from.
+        let mut bad = igmp_frame(m(3), [198, 18, 0, 3], 0x16, g);
+        let n = bad.len();
+        bad[n - 1] ^= 0xff;
+        assert_eq!(
+            send(&sw, p[2], &bad, 30),
+            Decision::Drop(DropReason::McastBadControl)
+        );
+        assert_eq!(ports(send(&sw, p[3], &mcast_data(m(4), g), 40)), vec![0, 1]);
+        // Removing a member port forgets its membership.
+        sw.remove_port(p[1]).unwrap();
+        assert_eq!(ports(send(&sw, p[3], &mcast_data(m(4), g), 50)), vec![0]);
+    }
+
+    #[test]
+    fn whole_frame_needed_only_for_control() {
+        let r = igmp_frame(m(1), [198, 18, 0, 1], 0x16, [239, 1, 1, 1]);
+        assert!(needs_whole_frame(&r[..40], r.len(), 0x8100));
+        assert!(!needs_whole_frame(&r, r.len(), 0x8100));
+        let d = mcast_data(m(1), [239, 1, 1, 1]);
+        assert!(!needs_whole_frame(&d[..40], d.len(), 0x8100));
+        let u = ip_frame(m(2), m(1), None);
+        assert!(!needs_whole_frame(&u[..20], u.len(), 0x8100));
+        let (sw, p) = sw_with(2);
+        assert_eq!(
+            sw.view()
+                .decide(p[0], &VnetHdr::default(), &r[..40], r.len(), Millis(0)),
+            Decision::Drop(DropReason::HeadersTooLong)
+        );
     }
 
     #[test]
