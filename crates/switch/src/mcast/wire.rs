@@ -431,21 +431,50 @@ fn is_snooped_icmpv6(t: u8) -> bool {
 
 /// Cheap pre-check for the decision path: does this IP packet (starting at the IP header)
 /// belong to the snooper — IGMP, PIM, or an MLD/MRD ICMPv6 message — rather than to the
-/// multicast data path? A malformed header is `false` (the frame parser refuses it anyway);
-/// an IGMP/PIM/MLD packet that fails [`parse`] later is `true` so that it is counted.
+/// multicast data path?
+///
+/// Works on a *truncated* head of the packet (only headers up to the ICMPv6 type byte are
+/// read), so a caller holding a header copy can tell whether it must pass the whole frame.
+/// When the head ends inside the IPv6 extension-header chain the answer is `true`
+/// ("maybe"): [`parse`] on the whole packet then decides (`Ok(None)` = data). Only the
+/// first fragment of an IPv6 packet can be ours (and [`parse`] refuses it as a fragment:
+/// MLD is never fragmented); IPv4 fragments of IGMP/PIM are ours, to be counted.
 pub fn is_control(ip: &[u8]) -> bool {
-    match locate(ip) {
-        Ok(l) => match (l.v6, l.proto) {
-            (false, PROTO_IGMP) | (_, PROTO_PIM) => true,
-            (true, PROTO_ICMPV6) => l.payload.first().is_some_and(|t| is_snooped_icmpv6(*t)),
-            _ => false,
-        },
-        // IPv4 fragments and bad checksums of IGMP/PIM are still ours to count.
-        Err(_) => {
-            matches!(ip.first().map(|b| b >> 4), Some(4))
-                && ip.len() >= 20
-                && matches!(ip[9], PROTO_IGMP | PROTO_PIM)
+    match ip.first().map(|b| b >> 4) {
+        Some(4) => ip.len() >= 20 && matches!(ip[9], PROTO_IGMP | PROTO_PIM),
+        Some(6) if ip.len() >= 40 => {
+            let mut next = ip[6];
+            let mut off = 40usize;
+            loop {
+                match next {
+                    0 | 43 | 60 | 51 => {
+                        let Some(h) = ip.get(off..off + 2) else {
+                            return true;
+                        };
+                        off += if next == 51 {
+                            (usize::from(h[1]) + 2) * 4
+                        } else {
+                            (usize::from(h[1]) + 1) * 8
+                        };
+                        next = h[0];
+                    }
+                    44 => {
+                        let Some(h) = ip.get(off..off + 4) else {
+                            return true;
+                        };
+                        if u16::from_be_bytes([h[2], h[3]]) & 0xfff8 != 0 {
+                            return false; // not the first fragment
+                        }
+                        next = h[0];
+                        off += 8;
+                    }
+                    PROTO_PIM => return true,
+                    PROTO_ICMPV6 => return ip.get(off).is_none_or(|t| is_snooped_icmpv6(*t)),
+                    _ => return false,
+                }
+            }
         }
+        _ => false,
     }
 }
 
@@ -951,6 +980,10 @@ mod tests {
         assert_eq!(r[0].kind, RecordType::ChangeToInclude);
         assert_eq!(r[1].source_addrs().count(), 2);
         assert!(is_control(&p));
+        // A header copy shorter than the packet still tells.
+        assert!(is_control(&p[..49]));
+        assert!(is_control(&p[..44])); // inside hop-by-hop: maybe
+        assert!(!is_control(&p[..39]));
         // Neighbour solicitation to a solicited-node group is not ours.
         let ns = ipv6_icmpv6(a6(LL), a6("ff02::1:ff00:1"), &[135, 0, 0, 0, 0, 0, 0, 0]);
         assert!(!is_control(&ns));
@@ -1113,10 +1146,20 @@ mod tests {
         let mut p = good.clone();
         p[5] += 1;
         assert_eq!(parse(&p), Err(WireError::BadLength));
-        // A fragment header.
+        // A fragment header (hop-by-hop turned into a first fragment of ICMPv6): ours,
+        // refused. A later fragment is data.
         let mut p = good.clone();
         p[6] = 44;
+        p[40..48].copy_from_slice(&[58, 0, 0, 0, 0, 0, 0, 1]);
+        assert!(is_control(&p));
         assert_eq!(parse(&p), Err(WireError::Fragment));
+        p[43] = 8 | 1;
+        assert!(!is_control(&p));
+        // UDP to a multicast group is data, whole or truncated.
+        let mut u = good.clone();
+        u[40] = 17;
+        assert!(!is_control(&u) && !is_control(&u[..50]));
+        assert_eq!(parse(&u), Ok(None));
     }
 
     #[test]
