@@ -5,7 +5,7 @@ use std::net::{Ipv4Addr, Ipv6Addr};
 use super::build::QueryKind;
 use crate::mac::Mac;
 
-/// What happens to multicast for a group nobody has joined (RFC 4541 §2.1.2 (3) lets the
+/// What happens to multicast for a group nobody has joined (RFC 4541 §2.1.2 lets the
 /// switch choose).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
 pub enum UnregisteredPolicy {
@@ -47,7 +47,7 @@ pub struct QuerierConfig {
     pub enabled: bool,
     /// IGMP source address. 0.0.0.0 (default, as Linux's bridge without an address) loses
     /// every election to a real router and is not learned as a router by other snoopers
-    /// (RFC 4541 §2.1.1 (1)).
+    /// (RFC 4541 §2.1.1).
     pub ip4: Ipv4Addr,
     /// MLD source address; must be link-local. `None`: the EUI-64 address of `mac`.
     pub ip6: Option<Ipv6Addr>,

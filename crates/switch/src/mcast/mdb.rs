@@ -118,11 +118,11 @@ impl Routers {
 /// membership, port state, rx filters and removes the ingress port.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum McastEgress {
-    /// 224.0.0.0/24 or ff02::/16 (and ff00::/15): always flooded (RFC 4541 §2.1.2 (2)).
+    /// 224.0.0.0/24 or ff02::/16 (and ff00::/15): always flooded (RFC 4541 §2.1.2).
     LinkLocal,
     /// Snooping is off (globally or in this VLAN): flood.
     NotSnooped,
-    /// Joined group: member ports plus router ports (RFC 4541 §2.1.2 (1)).
+    /// Joined group: member ports plus router ports (RFC 4541 §2.1.2).
     Registered(PortSet),
     /// Nobody joined: flood, or router ports only, as the VLAN's policy says.
     Unregistered {
@@ -182,7 +182,7 @@ impl Snapshot {
 pub enum ControlForward {
     /// Queries, PIM, MRD, unknown IGMP, or snooping off: flood in the VLAN.
     Flood,
-    /// Reports and leaves: only to router ports (RFC 4541 §2.1.1 (1)), so hosts do not
+    /// Reports and leaves: only to router ports (RFC 4541 §2.1.1), so hosts do not
     /// suppress their own reports. Empty when there is no router (our querier consumed it).
     Routers(PortSet),
     /// Not a snooping message (e.g. neighbour discovery): forward as multicast data.
@@ -611,7 +611,7 @@ impl Mdb {
         q: &Query,
         now: u64,
     ) {
-        // RFC 4541 §2.1.1 (1): queries from 0.0.0.0 (a snooping switch's proxy querier)
+        // RFC 4541 §2.1.1: queries from 0.0.0.0 (a snooping switch's proxy querier)
         // neither make a router port nor take part in the election.
         if is_unspecified(&src) || self.port(ingress).router == RouterMode::Never {
             return;

@@ -41,7 +41,7 @@ impl QuerierState {
     /// A general or group-specific query from `src` was heard. `ours` is our own address
     /// if we run a querier here. Returns true if `src` is (now) the elected querier,
     /// i.e. its timers should be adopted. Unspecified sources never take part (RFC 4541
-    /// §2.1.1 (1): another snooping switch's proxy queries).
+    /// §2.1.1: another snooping switch's proxy queries).
     pub fn heard_query(&mut self, src: NodeAddr, ours: Option<NodeAddr>, now: u64) -> bool {
         let wins = match ours {
             // An unspecified own address loses to everybody.

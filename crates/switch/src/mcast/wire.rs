@@ -57,7 +57,7 @@ pub enum WireError {
     BadChecksum,
     #[error("fragmented control packet")]
     Fragment,
-    #[error("router alert option missing (RFC 3376 §9.1, RFC 3810 §5)")]
+    #[error("router alert option missing (RFC 3376 §4, RFC 3810 §5)")]
     NoRouterAlert,
     #[error("MLD hop limit is not 1 (RFC 3810 §5)")]
     BadHopLimit,
@@ -238,7 +238,7 @@ pub enum Message<'a> {
     MrdTermination,
     /// MRD solicitation and any other IGMP type, PIM message or group-less message we do not
     /// interpret (DVMRP, mtrace, PIM join/prune …): forwarded like link-local traffic,
-    /// never learned from (RFC 4541 §2.1.1 (4) asks to flood unrecognised IGMP).
+    /// never learned from (RFC 4541 §2.1.1 asks to flood unrecognised IGMP).
     Other,
 }
 
