@@ -94,7 +94,14 @@ impl Runtime {
             .spawn(move || {
                 while !stop.load(Ordering::Relaxed) {
                     std::thread::sleep(Duration::from_millis(250));
-                    sw.age(Millis(epoch.elapsed().as_millis() as u64));
+                    let now = Millis(epoch.elapsed().as_millis() as u64);
+                    sw.age(now);
+                    let queries = sw.mcast_tick(now);
+                    if !queries.is_empty() {
+                        // Injecting switch-originated frames into the data plane is not
+                        // wired yet; the querier is off by default.
+                        tracing::debug!(n = queries.len(), "snooping queries not sent");
+                    }
                 }
             })
             .context("starting the housekeeping thread")?;
@@ -364,7 +371,30 @@ impl Control for Runtime {
     }
 
     fn mdb(&self) -> Vec<MdbRow> {
-        Vec::new()
+        let now = self.now();
+        let names: BTreeMap<PortId, String> = self
+            .sw
+            .ports()
+            .into_iter()
+            .map(|(id, c, _)| (id, c.name))
+            .collect();
+        self.sw
+            .mdb(now)
+            .into_iter()
+            .map(|e| {
+                let soonest = e.ports.iter().map(|(_, t)| *t).min();
+                MdbRow {
+                    group: e.group.to_string(),
+                    vlan: e.vid,
+                    ports: e
+                        .ports
+                        .iter()
+                        .map(|(p, _)| names.get(p).cloned().unwrap_or_else(|| p.to_string()))
+                        .collect(),
+                    expires_s: soonest.map(|t| t.since(now) as f64 / 1000.0),
+                }
+            })
+            .collect()
     }
 
     fn stats(&self) -> StatsReport {
@@ -443,7 +473,7 @@ impl Control for Runtime {
             ports,
             workers,
             fdb_entries: self.sw.fdb().len() as u64,
-            mdb_entries: 0,
+            mdb_entries: self.sw.mdb(self.now()).len() as u64,
         }
     }
 
