@@ -6,7 +6,7 @@ mod common;
 
 use common::{
     mac, Guest, GuestSpec, HarnessError, Netns, NicSpec, Process, SocketMode, TempDir, TestScope,
-    Testpmd,
+    Testpmd, VhostPort,
 };
 use std::time::Duration;
 
@@ -42,7 +42,8 @@ fn two_guests_ping_through_testpmd() {
     if skip_without_qemu() {
         return;
     }
-    let _scope = TestScope::start("two_guests_ping_through_testpmd", Duration::from_secs(240));
+    let _scope = TestScope::start("two_guests_ping_through_testpmd", Duration::from_secs(300));
+    let _slot = common::heavy_slot();
     let dir = TempDir::new("boot").unwrap();
     let pmd = Testpmd::vhost_backend(dir.path(), 2, 2).unwrap();
     let mut ga = guest("ga", pmd.socket(0), 1, 2);
@@ -237,34 +238,43 @@ fn guards_clean_up_when_a_test_panics() {
     );
 }
 
-/// Backend restart: guests on `reconnect=1` sockets reach each other again once a new
-/// testpmd listens on the same paths (QEMU re-sends memory table and vring state).
+/// Backend restart in both socket directions: guest A's QEMU connects with
+/// `reconnect=1` to a socket testpmd listens on, guest B's QEMU listens and testpmd
+/// connects (what ringswitch's `client` ports do). After testpmd is replaced by a new
+/// one, both sides renegotiate (memory table, vring state) and the guests ping again.
 #[test]
 fn guests_reconnect_after_backend_restart() {
     if skip_without_qemu() {
         return;
     }
-    let _scope = TestScope::start("guests_reconnect", Duration::from_secs(240));
+    let _scope = TestScope::start("guests_reconnect", Duration::from_secs(300));
+    let _slot = common::heavy_slot();
     let dir = TempDir::new("recon").unwrap();
-    let pmd = Testpmd::vhost_backend(dir.path(), 2, 1).unwrap();
-    let sockets = [pmd.socket(0).to_path_buf(), pmd.socket(1).to_path_buf()];
-    let spec = |name: &str, n: u8| {
+    let ports = [
+        VhostPort::server(dir.path().join("a.sock")),
+        VhostPort::client(dir.path().join("b.sock")),
+    ];
+    let spec = |name: &str, n: u8, mode: SocketMode| {
         let mut g = GuestSpec::new(name);
-        let mut nic = NicSpec::new(&sockets[usize::from(n) - 1], &mac(n));
-        nic.mode = SocketMode::ClientReconnect;
+        let mut nic = NicSpec::new(&ports[usize::from(n) - 1].socket, &mac(n));
+        nic.mode = mode;
         g.nics.push(nic);
         g.ip.push(format!("198.18.2.{n}/24"));
+        g.ip6.push(format!("2001:db8:2::{n}/64"));
         g
     };
-    let a = Guest::start(spec("ra", 1)).unwrap();
-    let b = Guest::start(spec("rb", 2)).unwrap();
+    let b = Guest::start(spec("rb", 2, SocketMode::Server)).unwrap();
+    common::wait_path(&ports[1].socket, BOOT).unwrap();
+    let pmd = Testpmd::vhost_backend_at(&ports, 1).unwrap();
+    let a = Guest::start(spec("ra", 1, SocketMode::ClientReconnect)).unwrap();
     b.wait_ready(BOOT).unwrap();
     let ping = "i=0; until ping -c 1 -W 1 198.18.2.2 >/dev/null; do \
-                i=$((i+1)); [ $i -ge 40 ] && exit 1; done; ping -c 3 -W 2 198.18.2.2";
+                i=$((i+1)); [ $i -ge 40 ] && exit 1; done; ping -c 3 -i 0.2 -W 2 198.18.2.2 && \
+                ping6 -c 3 -i 0.2 -W 2 2001:db8:2::2";
     let out = a.run(ping, STEP).unwrap();
     assert_eq!(out.rc, 0, "before restart: {out:?}");
     drop(pmd);
-    let pmd = Testpmd::vhost_backend_at(&sockets, 1, false).unwrap();
+    let pmd = Testpmd::vhost_backend_at(&ports, 1).unwrap();
     let out = a.run(ping, STEP).unwrap();
     assert_eq!(
         out.rc,
@@ -272,5 +282,9 @@ fn guests_reconnect_after_backend_restart() {
         "after restart: {out:?}\n{}",
         pmd.process().output().tail(30)
     );
-    assert!(out.output.contains("3 packets received"), "{out:?}");
+    assert_eq!(
+        out.output.matches("3 packets received").count(),
+        2,
+        "{out:?}"
+    );
 }

@@ -24,7 +24,7 @@ pub use netns::Netns;
 pub use process::Process;
 pub use qemu::{CmdOutput, Guest, GuestSpec, NicSpec, SocketMode, StepResult};
 pub use scope::{unique, TestScope};
-pub use testpmd::Testpmd;
+pub use testpmd::{Testpmd, VhostPort};
 
 use std::path::{Path, PathBuf};
 use std::process::Command;
@@ -74,4 +74,27 @@ pub fn mac(n: u8) -> String {
 /// wrapping so it is stopped in Drop.
 pub fn ringswitch_command() -> Command {
     Command::new(env!("CARGO_BIN_EXE_ringswitch"))
+}
+
+/// Waits until `path` exists (a socket a child creates), failing after `timeout`.
+pub fn wait_path(path: &Path, timeout: std::time::Duration) -> Result<()> {
+    let deadline = std::time::Instant::now() + timeout;
+    while !path.exists() {
+        if std::time::Instant::now() >= deadline {
+            return Err(HarnessError::Invalid {
+                what: path.display().to_string(),
+                detail: format!("did not appear within {timeout:?}"),
+            });
+        }
+        std::thread::sleep(std::time::Duration::from_millis(20));
+    }
+    Ok(())
+}
+
+/// Serialises the heavy parts of e2e tests (several TCG guests, a busy-polling testpmd)
+/// within one test binary: on 2 cores, two such tests at once oversubscribe the machine
+/// and both get slower than running one after the other. Hold the guard for the test.
+pub fn heavy_slot() -> std::sync::MutexGuard<'static, ()> {
+    static SLOT: std::sync::Mutex<()> = std::sync::Mutex::new(());
+    SLOT.lock().unwrap_or_else(|e| e.into_inner())
 }

@@ -14,6 +14,30 @@ use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::time::{Duration, Instant};
 
+/// One `net_vhost` port: its socket path and who listens on it.
+#[derive(Clone, Debug)]
+pub struct VhostPort {
+    pub socket: PathBuf,
+    /// testpmd connects (the guest uses `SocketMode::Server`); otherwise testpmd listens.
+    pub client: bool,
+}
+
+impl VhostPort {
+    pub fn server(socket: PathBuf) -> VhostPort {
+        VhostPort {
+            socket,
+            client: false,
+        }
+    }
+
+    pub fn client(socket: PathBuf) -> VhostPort {
+        VhostPort {
+            socket,
+            client: true,
+        }
+    }
+}
+
 pub struct Testpmd {
     sockets: Vec<PathBuf>,
     prefix: String,
@@ -25,28 +49,27 @@ impl Testpmd {
     /// Starts testpmd with `ports` vhost-user server sockets `vhost<i>.sock` in `dir`
     /// (each with `queues` queue pairs) and waits until all sockets exist.
     pub fn vhost_backend(dir: &Path, ports: usize, queues: u16) -> Result<Testpmd> {
-        let sockets: Vec<PathBuf> = (0..ports)
-            .map(|i| dir.join(format!("vhost{i}.sock")))
+        let ports: Vec<VhostPort> = (0..ports)
+            .map(|i| VhostPort::server(dir.join(format!("vhost{i}.sock"))))
             .collect();
-        Testpmd::vhost_backend_at(&sockets, queues, false)
+        Testpmd::vhost_backend_at(&ports, queues)
     }
 
-    /// Starts testpmd on the given socket paths. `client`: testpmd connects to sockets
-    /// QEMU listens on (`SocketMode::Server` guests); otherwise it creates them (removing
-    /// stale files first, e.g. after a killed predecessor) and returns once they exist.
-    pub fn vhost_backend_at(sockets: &[PathBuf], queues: u16, client: bool) -> Result<Testpmd> {
+    /// Starts testpmd on the given ports. Server ports: stale socket files (a killed
+    /// predecessor's) are removed first, and this returns once testpmd created them all.
+    pub fn vhost_backend_at(ports: &[VhostPort], queues: u16) -> Result<Testpmd> {
         let prefix = unique("testpmd");
         let mut cmd = Command::new("dpdk-testpmd");
         cmd.args(["--no-huge", "-m", "512", "--no-pci", "--no-telemetry"])
             .args(["--file-prefix", &prefix, "-l", "0,1"]);
-        for (i, s) in sockets.iter().enumerate() {
-            if !client {
-                let _ = std::fs::remove_file(s);
+        for (i, p) in ports.iter().enumerate() {
+            if !p.client {
+                let _ = std::fs::remove_file(&p.socket);
             }
             cmd.arg("--vdev").arg(format!(
                 "net_vhost{i},iface={},client={},queues={queues}",
-                s.display(),
-                u8::from(client)
+                p.socket.display(),
+                u8::from(p.client)
             ));
         }
         cmd.args([
@@ -63,7 +86,7 @@ impl Testpmd {
         }
         let mut process = Process::spawn("testpmd", cmd)?;
         let deadline = Instant::now() + Duration::from_secs(30);
-        while !client && !sockets.iter().all(|s| s.exists()) {
+        while !ports.iter().all(|p| p.client || p.socket.exists()) {
             if process.try_status()?.is_some() || Instant::now() >= deadline {
                 return Err(HarnessError::Exited {
                     what: "testpmd".into(),
@@ -74,7 +97,7 @@ impl Testpmd {
             std::thread::sleep(Duration::from_millis(50));
         }
         Ok(Testpmd {
-            sockets: sockets.to_vec(),
+            sockets: ports.iter().map(|p| p.socket.clone()).collect(),
             prefix,
             process,
         })
