@@ -21,6 +21,7 @@ pub mod frame;
 pub mod options;
 pub mod port;
 mod ratelimit;
+mod relay;
 mod rx;
 mod tx;
 pub mod vring;

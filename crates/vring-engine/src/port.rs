@@ -5,8 +5,10 @@
 //! So each connection gets a fresh daemon around the same [`NetDevice`]; between
 //! connections the device is detached (link down, state reset) and the socket is served
 //! again: re-listened in server mode, reconnected in client mode (QEMU `server=on`).
+//! Every connection passes through [`crate::relay`] on its way to the daemon.
 
-use std::os::unix::net::UnixStream;
+use std::io;
+use std::os::unix::net::{UnixListener, UnixStream};
 use std::path::PathBuf;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
@@ -29,10 +31,7 @@ const RECONNECT_INTERVAL: Duration = Duration::from_millis(100);
 #[derive(Debug, thiserror::Error)]
 pub enum PortError {
     #[error("cannot listen on {path}: {source}")]
-    Listen {
-        path: PathBuf,
-        source: vhost::vhost_user::Error,
-    },
+    Listen { path: PathBuf, source: io::Error },
     #[error("cannot start the port thread: {0}")]
     Thread(std::io::Error),
 }
@@ -49,22 +48,24 @@ impl VhostUserPort {
     /// Starts serving `device`'s socket. In server mode the socket exists when this returns.
     pub fn start(device: NetDevice) -> Result<VhostUserPort, PortError> {
         let opts = device.options().clone();
-        let listener =
-            match opts.mode {
-                SocketMode::Server => Some(Listener::new(&opts.socket, true).map_err(
-                    |source| PortError::Listen {
-                        path: opts.socket.clone(),
-                        source,
-                    },
-                )?),
-                SocketMode::Client => None,
-            };
+        let listen_err = |source: io::Error| PortError::Listen {
+            path: opts.socket.clone(),
+            source,
+        };
+        let public = match opts.mode {
+            SocketMode::Server => {
+                let _ = std::fs::remove_file(&opts.socket);
+                Some(UnixListener::bind(&opts.socket).map_err(listen_err)?)
+            }
+            SocketMode::Client => None,
+        };
+        let inner = InnerSocket::new(&device).map_err(PortError::Thread)?;
         let stop = Arc::new(AtomicBool::new(false));
         let shutdown = Arc::new(Mutex::new(None));
         let (d, s, sh) = (device.clone(), stop.clone(), shutdown.clone());
         let thread = thread::Builder::new()
             .name(format!("vhost-{}", device.port()))
-            .spawn(move || serve(d, listener, s, sh))
+            .spawn(move || serve(d, public, inner, s, sh))
             .map_err(PortError::Thread)?;
         Ok(VhostUserPort {
             device,
@@ -101,6 +102,42 @@ impl VhostUserPort {
     }
 }
 
+/// The socket vhost-user-backend serves, in a private (0700) directory: only our relay
+/// connects to it (see [`crate::relay`]).
+struct InnerSocket {
+    dir: PathBuf,
+    path: PathBuf,
+    listener: Listener,
+}
+
+impl InnerSocket {
+    fn new(device: &NetDevice) -> io::Result<InnerSocket> {
+        use std::os::unix::fs::DirBuilderExt;
+        static N: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
+        let n = N.fetch_add(1, Ordering::Relaxed);
+        let dir = std::env::temp_dir().join(format!(
+            "ringswitch-vu-{}-{}-{n}",
+            std::process::id(),
+            device.port().0
+        ));
+        std::fs::DirBuilder::new().mode(0o700).create(&dir)?;
+        let path = dir.join("backend.sock");
+        let listener = Listener::from(UnixListener::bind(&path)?);
+        Ok(InnerSocket {
+            dir,
+            path,
+            listener,
+        })
+    }
+}
+
+impl Drop for InnerSocket {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_file(&self.path);
+        let _ = std::fs::remove_dir(&self.dir);
+    }
+}
+
 impl Drop for VhostUserPort {
     fn drop(&mut self) {
         if self.thread.is_some() {
@@ -109,15 +146,43 @@ impl Drop for VhostUserPort {
     }
 }
 
+/// Waits for the next frontend: accepted (server) or dialled until it answers (client).
+fn next_frontend(
+    public: &Option<UnixListener>,
+    socket: &std::path::Path,
+    stop: &AtomicBool,
+) -> Option<UnixStream> {
+    loop {
+        if stop.load(Ordering::Acquire) {
+            return None;
+        }
+        let r = match public {
+            Some(l) => l.accept().map(|(s, _)| s),
+            None => UnixStream::connect(socket),
+        };
+        match r {
+            Ok(s) if !stop.load(Ordering::Acquire) => return Some(s),
+            Ok(_) => return None,
+            Err(e) => {
+                if public.is_some() {
+                    tracing::error!(socket = %socket.display(), "accept failed: {e}");
+                }
+                thread::sleep(RECONNECT_INTERVAL);
+            }
+        }
+    }
+}
+
 fn serve(
     device: NetDevice,
-    mut listener: Option<Listener>,
+    public: Option<UnixListener>,
+    mut inner: InnerSocket,
     stop: Arc<AtomicBool>,
     shutdown: Arc<Mutex<Option<ShutdownHandle>>>,
 ) {
     let opts = device.options().clone();
     let name = format!("vhost-user-net {}", device.port());
-    while !stop.load(Ordering::Acquire) {
+    while let Some(front) = next_frontend(&public, &opts.socket, &stop) {
         let mem = GuestMemoryAtomic::new(GuestMemoryMmap::new());
         let (daemon, vrings) =
             collect_during(|| VhostUserDaemon::new(name.clone(), device.clone(), mem.clone()));
@@ -129,11 +194,19 @@ fn serve(
             }
         };
         device.attach(vrings, mem);
-        let started = match (&mut listener, opts.mode) {
-            (Some(l), _) => daemon.start(l),
-            (None, _) => daemon.start_client(&opts.socket.to_string_lossy()),
+        // connect() completes against the listen backlog; start() then accepts it.
+        let back = match UnixStream::connect(&inner.path) {
+            Ok(b) => b,
+            Err(e) => {
+                tracing::error!(port = %device.port(), "cannot reach the back-end socket: {e}");
+                return;
+            }
         };
-        match started {
+        let front_ctl = front.try_clone().ok();
+        let relay = thread::Builder::new()
+            .name(format!("vhost-relay-{}", device.port()))
+            .spawn(move || crate::relay::run(front, back));
+        match daemon.start(&mut inner.listener) {
             Ok(()) => {
                 *shutdown.lock() = daemon.shutdown_handle();
                 if stop.load(Ordering::Acquire) {
@@ -145,11 +218,13 @@ fn serve(
                 }
                 shutdown.lock().take();
             }
-            Err(e) => {
-                if opts.mode == SocketMode::Server {
-                    tracing::error!(port = %device.port(), "accept failed: {e}");
-                }
-            }
+            Err(e) => tracing::error!(port = %device.port(), "back-end start failed: {e}"),
+        }
+        if let Some(f) = front_ctl {
+            let _ = f.shutdown(std::net::Shutdown::Both);
+        }
+        if let Ok(t) = relay {
+            let _ = t.join();
         }
         for h in daemon.get_epoll_handlers() {
             h.send_exit_event();

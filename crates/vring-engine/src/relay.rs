@@ -1,0 +1,245 @@
+//! A message relay between the frontend's socket and vhost-user-backend's, fixing one
+//! ordering the crate refuses.
+//!
+//! QEMU's virtio-net enables its vhost-user rings with VHOST_USER_SET_VRING_ENABLE when the
+//! device is realized — before the driver has negotiated anything, so before
+//! VHOST_USER_SET_FEATURES. The vhost crate (0.18) checks `PROTOCOL_FEATURES` against the
+//! features acked *so far* and fails the request, and vhost-user-backend then drops the
+//! connection: the NIC is dead before the guest boots. The vhost-user spec only says the
+//! message is valid once PROTOCOL_FEATURES was *offered* (it was: we offer it).
+//!
+//! So every connection goes through this relay: messages are copied unchanged in both
+//! directions (with their file descriptors, SCM_RIGHTS), except that a SET_VRING_ENABLE
+//! arriving before a SET_FEATURES that acks PROTOCOL_FEATURES is remembered (and acked
+//! ourselves when the frontend asked for a reply), then replayed right after that
+//! SET_FEATURES. Only the control channel passes here; kicks, calls and guest memory never
+//! do, so the data path pays nothing.
+
+use std::io::{self, IoSlice, IoSliceMut, Read, Write};
+use std::os::fd::{AsRawFd, FromRawFd, OwnedFd, RawFd};
+use std::os::unix::net::UnixStream;
+
+use nix::sys::socket::{recvmsg, sendmsg, ControlMessage, ControlMessageOwned, MsgFlags};
+use parking_lot::Mutex;
+
+const HDR: usize = 12;
+/// Largest payload we relay: vhost-user messages are a few hundred bytes (a memory table of
+/// 8 regions is 264); anything near this is not a frontend we can serve.
+const MAX_PAYLOAD: usize = 64 * 1024;
+/// Most descriptors one message carries (VHOST_MEMORY_MAX_NREGIONS).
+const MAX_FDS: usize = 8;
+
+const SET_FEATURES: u32 = 2;
+const SET_VRING_ENABLE: u32 = 18;
+const PROTOCOL_FEATURES_BIT: u64 = 1 << 30;
+const F_VERSION_1: u32 = 0x1;
+const F_REPLY: u32 = 0x4;
+const F_NEED_REPLY: u32 = 0x8;
+
+/// One vhost-user message with its descriptors.
+struct Msg {
+    hdr: [u8; HDR],
+    payload: Vec<u8>,
+    fds: Vec<OwnedFd>,
+}
+
+impl Msg {
+    fn request(&self) -> u32 {
+        u32::from_le_bytes([self.hdr[0], self.hdr[1], self.hdr[2], self.hdr[3]])
+    }
+    fn flags(&self) -> u32 {
+        u32::from_le_bytes([self.hdr[4], self.hdr[5], self.hdr[6], self.hdr[7]])
+    }
+    fn set_flags(&mut self, f: u32) {
+        self.hdr[4..8].copy_from_slice(&f.to_le_bytes());
+    }
+}
+
+fn read_msg(s: &UnixStream) -> io::Result<Option<Msg>> {
+    let mut hdr = [0u8; HDR];
+    let mut fds = Vec::new();
+    let n = {
+        let mut iov = [IoSliceMut::new(&mut hdr)];
+        let mut cmsg = nix::cmsg_space!([RawFd; MAX_FDS]);
+        let m = recvmsg::<()>(
+            s.as_raw_fd(),
+            &mut iov,
+            Some(&mut cmsg),
+            MsgFlags::MSG_CMSG_CLOEXEC,
+        )
+        .map_err(io::Error::from)?;
+        for c in m.cmsgs().map_err(io::Error::from)? {
+            if let ControlMessageOwned::ScmRights(raw) = c {
+                for fd in raw {
+                    // SAFETY: the kernel just installed `fd` in our table for this message
+                    // (SCM_RIGHTS); nothing else knows it, so we are its only owner.
+                    fds.push(unsafe { OwnedFd::from_raw_fd(fd) });
+                }
+            }
+        }
+        m.bytes
+    };
+    if n == 0 {
+        return Ok(None);
+    }
+    (&*s).read_exact(&mut hdr[n..])?;
+    let size = u32::from_le_bytes([hdr[8], hdr[9], hdr[10], hdr[11]]) as usize;
+    if size > MAX_PAYLOAD {
+        return Err(io::Error::new(
+            io::ErrorKind::InvalidData,
+            "vhost-user message too large",
+        ));
+    }
+    let mut payload = vec![0u8; size];
+    (&*s).read_exact(&mut payload)?;
+    Ok(Some(Msg { hdr, payload, fds }))
+}
+
+fn write_msg(s: &UnixStream, m: &Msg) -> io::Result<()> {
+    let raw: Vec<RawFd> = m.fds.iter().map(|f| f.as_raw_fd()).collect();
+    let iov = [IoSlice::new(&m.hdr), IoSlice::new(&m.payload)];
+    let cmsg = [ControlMessage::ScmRights(&raw)];
+    let cmsgs: &[ControlMessage] = if raw.is_empty() { &[] } else { &cmsg };
+    let sent = sendmsg::<()>(s.as_raw_fd(), &iov, cmsgs, MsgFlags::MSG_NOSIGNAL, None)
+        .map_err(io::Error::from)?;
+    // A stream socket may take less; the descriptors went with the first byte.
+    let mut all = Vec::with_capacity(HDR + m.payload.len());
+    all.extend_from_slice(&m.hdr);
+    all.extend_from_slice(&m.payload);
+    if sent < all.len() {
+        (&*s).write_all(&all[sent..])?;
+    }
+    Ok(())
+}
+
+/// Relays one connection until either side closes. `front` is the frontend (QEMU), `back`
+/// the connection vhost-user-backend serves.
+pub(crate) fn run(front: UnixStream, back: UnixStream) {
+    let (Ok(front2), Ok(back2)) = (front.try_clone(), back.try_clone()) else {
+        return;
+    };
+    let front_w = std::sync::Arc::new(Mutex::new(front2));
+    let fw = front_w.clone();
+    let up = std::thread::Builder::new()
+        .name("vhost-relay-up".into())
+        .spawn(move || {
+            // backend → frontend: replies, copied as they are.
+            while let Ok(Some(m)) = read_msg(&back2) {
+                if write_msg(&fw.lock(), &m).is_err() {
+                    break;
+                }
+            }
+            let _ = fw.lock().shutdown(std::net::Shutdown::Both);
+        });
+    // frontend → backend, with the SET_VRING_ENABLE fix-up.
+    let mut early: Vec<Msg> = Vec::new();
+    let mut features_acked = false;
+    while let Ok(Some(mut m)) = read_msg(&front) {
+        let req = m.request();
+        if req == SET_VRING_ENABLE && !features_acked {
+            if m.flags() & F_NEED_REPLY != 0 {
+                let ack = Msg {
+                    hdr: reply_hdr(req, 8),
+                    payload: 0u64.to_le_bytes().to_vec(),
+                    fds: Vec::new(),
+                };
+                if write_msg(&front_w.lock(), &ack).is_err() {
+                    break;
+                }
+                m.set_flags(m.flags() & !F_NEED_REPLY);
+            }
+            early.push(m);
+            continue;
+        }
+        let is_features = req == SET_FEATURES && m.payload.len() >= 8;
+        let acks_protocol = is_features && {
+            let mut v = [0u8; 8];
+            v.copy_from_slice(&m.payload[..8]);
+            u64::from_le_bytes(v) & PROTOCOL_FEATURES_BIT != 0
+        };
+        if write_msg(&back, &m).is_err() {
+            break;
+        }
+        if is_features {
+            features_acked = acks_protocol;
+            if acks_protocol {
+                for e in early.drain(..) {
+                    if write_msg(&back, &e).is_err() {
+                        break;
+                    }
+                }
+            } else {
+                // Without PROTOCOL_FEATURES the back-end enables every ring itself.
+                early.clear();
+            }
+        }
+    }
+    let _ = back.shutdown(std::net::Shutdown::Both);
+    let _ = front.shutdown(std::net::Shutdown::Both);
+    let _ = up.map(|t| t.join());
+}
+
+fn reply_hdr(req: u32, size: u32) -> [u8; HDR] {
+    let mut h = [0u8; HDR];
+    h[0..4].copy_from_slice(&req.to_le_bytes());
+    h[4..8].copy_from_slice(&(F_VERSION_1 | F_REPLY).to_le_bytes());
+    h[8..12].copy_from_slice(&size.to_le_bytes());
+    h
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn msg(req: u32, flags: u32, payload: &[u8]) -> Vec<u8> {
+        let mut v = Vec::new();
+        v.extend_from_slice(&req.to_le_bytes());
+        v.extend_from_slice(&flags.to_le_bytes());
+        v.extend_from_slice(&(payload.len() as u32).to_le_bytes());
+        v.extend_from_slice(payload);
+        v
+    }
+
+    #[test]
+    fn early_enable_is_acked_and_replayed_after_set_features() {
+        let (mut fe, front) = UnixStream::pair().unwrap();
+        let (back, be) = UnixStream::pair().unwrap();
+        let t = std::thread::spawn(move || run(front, back));
+        let enable = [0u8, 0, 0, 0, 1, 0, 0, 0];
+        fe.write_all(&msg(SET_VRING_ENABLE, F_VERSION_1 | F_NEED_REPLY, &enable))
+            .unwrap();
+        // Our own ack comes back; nothing reached the back-end yet.
+        let ack = read_msg(&fe).unwrap().unwrap();
+        assert_eq!(ack.request(), SET_VRING_ENABLE);
+        assert_eq!(ack.flags() & F_REPLY, F_REPLY);
+        assert_eq!(ack.payload, 0u64.to_le_bytes());
+        let feats = (PROTOCOL_FEATURES_BIT | 1).to_le_bytes();
+        fe.write_all(&msg(SET_FEATURES, F_VERSION_1, &feats))
+            .unwrap();
+        let first = read_msg(&be).unwrap().unwrap();
+        assert_eq!(first.request(), SET_FEATURES);
+        let replay = read_msg(&be).unwrap().unwrap();
+        assert_eq!(replay.request(), SET_VRING_ENABLE);
+        assert_eq!(replay.flags() & F_NEED_REPLY, 0);
+        assert_eq!(replay.payload, enable);
+        // Later messages pass unchanged, with their descriptors; replies flow back.
+        let (a, _b) = UnixStream::pair().unwrap();
+        let m = Msg {
+            hdr: msg(SET_VRING_ENABLE, F_VERSION_1, &[])[..HDR]
+                .try_into()
+                .unwrap(),
+            payload: Vec::new(),
+            fds: vec![OwnedFd::from(a)],
+        };
+        write_msg(&fe, &m).unwrap();
+        let got = read_msg(&be).unwrap().unwrap();
+        assert_eq!(got.fds.len(), 1);
+        (&be)
+            .write_all(&msg(1, F_VERSION_1 | F_REPLY, &[7; 8]))
+            .unwrap();
+        assert_eq!(read_msg(&fe).unwrap().unwrap().payload, vec![7; 8]);
+        drop(fe);
+        drop(be);
+        t.join().unwrap();
+    }
+}
