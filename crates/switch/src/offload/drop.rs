@@ -37,7 +37,7 @@ pub enum OffloadDrop {
     BadTcpHeader,
     #[error("headers longer than we segment")]
     HeadersTooLong,
-    #[error("UFO gso_size not a multiple of 8, or IPv6 UFO without a capable receiver")]
+    #[error("UFO gso_size not a multiple of 8, or IPv6 UFO with extension headers")]
     UfoUnsupported,
     #[error("more segments than allowed")]
     TooManySegments,

@@ -11,8 +11,9 @@
 //!   last segment; CWR only on the first (RFC 3168 §6.1.2: a NIC doing TSO_ECN must not
 //!   repeat CWR; Linux clears it on all later segments in any case).
 //! - UDP L4 (USO): one datagram per segment, UDP length per segment.
-//! - UFO: IPv4 fragmentation of one datagram (RFC 791), the UDP checksum computed once
-//!   over the whole datagram.
+//! - UFO: IPv4 fragmentation (RFC 791) or IPv6 fragmentation with a Fragment header
+//!   (RFC 8200 §4.5) of one datagram, the UDP checksum computed once over the whole
+//!   datagram.
 //!
 //! L4 checksums: the frame arrives with NEEDS_CSUM, the checksum field holding the
 //! pseudo-header seed. Like Linux we adjust that seed for each segment's length and then
@@ -43,6 +44,9 @@ pub enum GsoKind {
     UsoV6,
     /// UDP fragmentation offload: IPv4 fragments of one datagram.
     UfoV4,
+    /// UDP fragmentation offload: IPv6 fragments (RFC 8200 §4.5) of one datagram,
+    /// for frames without extension headers.
+    UfoV6,
 }
 
 /// A validated segmentation job for one frame toward one destination. Small and `Copy`;
@@ -60,6 +64,8 @@ pub struct GsoPlan {
     /// Leave L4 checksums partial (NEEDS_CSUM) instead of completing them.
     partial: bool,
     data_valid: bool,
+    /// IPv6 UFO: the Fragment header's Identification; `None` derives one.
+    frag_id: Option<u32>,
 }
 
 /// One output segment: `hdr_len` bytes of header (in the caller's header buffer) followed
@@ -100,19 +106,17 @@ impl GsoPlan {
             (Gso::UdpL4, false) => GsoKind::UsoV4,
             (Gso::UdpL4, true) => GsoKind::UsoV6,
             (Gso::Udp, false) => GsoKind::UfoV4,
-            // IPv6 UFO needs a fragment ID Linux draws from a keyed hash: nothing a
-            // receiver could check us against, and no guest in use sends it any more.
+            // With extension headers Linux copies them into every fragment and counts
+            // them into the fragment offsets: broken output we do not imitate.
+            (Gso::Udp, true) if h.l4_off == h.l3_off + 40 => GsoKind::UfoV6,
             (Gso::Udp, true) => return Err(OffloadDrop::UfoUnsupported),
             _ => return Err(OffloadDrop::GsoTypeMismatch),
         };
-        let unit_start = if kind == GsoKind::UfoV4 {
-            h.l4_off
-        } else {
-            h.hdr_end
-        };
+        let ufo = matches!(kind, GsoKind::UfoV4 | GsoKind::UfoV6);
+        let unit_start = if ufo { h.l4_off } else { h.hdr_end };
         // Fragment offsets count 8-byte units (RFC 791): every fragment but the last must
         // carry a multiple of 8 bytes, or the offsets would be wrong.
-        if kind == GsoKind::UfoV4 && mss % 8 != 0 {
+        if ufo && mss % 8 != 0 {
             return Err(OffloadDrop::UfoUnsupported);
         }
         let segs = (frame_len - unit_start).div_ceil(mss);
@@ -128,8 +132,9 @@ impl GsoPlan {
             gso_size: hdr.gso_size,
             frame_len: u32::try_from(frame_len).map_err(|_| OffloadDrop::IpLengthMismatch)?,
             segs: segs as u32,
-            partial: dest.csum && kind != GsoKind::UfoV4,
+            partial: dest.csum && !ufo,
             data_valid: dest.data_valid,
+            frag_id: None,
         })
     }
 
@@ -161,6 +166,15 @@ impl GsoPlan {
         self.gso_size as usize
     }
 
+    /// Sets the Identification of the Fragment header for IPv6 UFO (RFC 8200 §4.5; RFC
+    /// 7739 asks for values that are hard to predict and do not repeat soon for the same
+    /// source and destination, e.g. a keyed hash plus a per-port counter). Without it
+    /// the segmenter derives one from the addresses, ports, length and UDP checksum of
+    /// the datagram. Ignored for other kinds.
+    pub fn set_ipv6_frag_id(&mut self, id: u32) {
+        self.frag_id = Some(id);
+    }
+
     /// True when segments leave with a partial checksum and NEEDS_CSUM.
     #[inline]
     pub fn partial_csum(&self) -> bool {
@@ -187,6 +201,7 @@ impl GsoPlan {
             seq: 0,
             seed: be16(&tmpl, l4 + if self.is_tcp() { 16 } else { 6 }),
             old_len: 0,
+            frag_id: 0,
             idx: 0,
             tmpl,
         };
@@ -199,12 +214,16 @@ impl GsoPlan {
             }
             // __udp_gso_segment: the seed is adjusted by the UDP length *field*.
             GsoKind::UsoV4 | GsoKind::UsoV6 => s.old_len = be16(&tmpl, l4 + 4),
-            GsoKind::UfoV4 => {
-                // udp4_ufo_fragment: checksum of the whole datagram from scratch, with
-                // the pseudo header built from the IP addresses and the real length.
+            GsoKind::UfoV4 | GsoKind::UfoV6 => {
+                // udp4/udp6_ufo_fragment: checksum of the whole datagram from scratch,
+                // with the pseudo header built from the IP addresses and the real length.
                 let udp_len = self.frame_len as usize - l4;
                 let mut c = Csum::new();
-                c.add_bytes(&tmpl[l3 + 12..l3 + 20]);
+                if self.kind == GsoKind::UfoV4 {
+                    c.add_bytes(&tmpl[l3 + 12..l3 + 20]);
+                } else {
+                    c.add_bytes(&tmpl[l3 + 8..l3 + 40]);
+                }
                 c.add_u16(17);
                 c.add_u16(udp_len as u16);
                 s.tmpl[l4 + 6] = 0;
@@ -216,6 +235,12 @@ impl GsoPlan {
                     v => v,
                 };
                 s.tmpl[l4 + 6..l4 + 8].copy_from_slice(&v.to_be_bytes());
+                if self.kind == GsoKind::UfoV6 {
+                    s.frag_id = match self.frag_id {
+                        Some(id) => id,
+                        None => derive_frag_id(&s.tmpl[l3 + 8..l4 + 8]),
+                    };
+                }
             }
         }
         if matches!(self.kind, GsoKind::TcpV4 | GsoKind::UsoV4 | GsoKind::UfoV4) {
@@ -248,7 +273,20 @@ pub struct Segmenter<'a> {
     seed: u16,
     /// Length the seed was computed for (see `segments`).
     old_len: u16,
+    /// IPv6 UFO Fragment header Identification.
+    frag_id: u32,
     idx: u32,
+}
+
+/// A default IPv6 fragment Identification from the datagram's addresses, ports, length
+/// and completed checksum (`b` = IPv6 addresses followed by the UDP header): FNV-1a,
+/// never 0. Datagrams that differ in content get different IDs with high probability.
+fn derive_frag_id(b: &[u8]) -> u32 {
+    let mut h: u32 = 0x811c_9dc5;
+    for &x in b {
+        h = (h ^ x as u32).wrapping_mul(0x0100_0193);
+    }
+    h.max(1)
 }
 
 /// Folds a sum of 16-bit values with end-around carry (Linux's `csum_fold` without the
@@ -282,13 +320,15 @@ impl<'a> Segmenter<'a> {
         let p = &self.plan;
         let len = p.frame_len as usize;
         let mss = p.gso_size as usize;
-        if p.kind == GsoKind::UfoV4 {
+        if matches!(p.kind, GsoKind::UfoV4 | GsoKind::UfoV6) {
             let l4 = p.l4_off as usize;
             let start = l4 + i as usize * mss;
             let end = (start + mss).min(len);
-            // The first fragment carries the (rewritten) UDP header in our header block.
-            let hdr_len = if i == 0 { l4 + 8 } else { l4 };
-            Some((hdr_len, start + (hdr_len - l4).min(end - start)..end))
+            // IPv6 fragments carry a Fragment header; the first fragment also carries the
+            // (rewritten) UDP header in our header block.
+            let frag_hdr = if p.kind == GsoKind::UfoV6 { 8 } else { 0 };
+            let udp = if i == 0 { 8.min(end - start) } else { 0 };
+            Some((l4 + frag_hdr + udp, start + udp..end))
         } else {
             let start = p.hdr_end as usize + i as usize * mss;
             Some((p.hdr_end as usize, start..(start + mss).min(len)))
@@ -412,7 +452,21 @@ impl<'a> Segmenter<'a> {
         let l3 = p.l3_off as usize;
         let l4 = p.l4_off as usize;
         let plen = payload.len();
-        out[..hdr_len].copy_from_slice(&self.tmpl[..hdr_len]);
+        if p.kind == GsoKind::UfoV6 {
+            // L2 + IPv6 header, then the Fragment header (RFC 8200 §4.5), then for the
+            // first fragment the UDP header: the layout of ipv6_gso_segment's output.
+            out[..l4].copy_from_slice(&self.tmpl[..l4]);
+            out[l3 + 6] = 44;
+            let off = (i as usize * p.gso_size as usize) as u16; // a multiple of 8
+            out[l4] = 17;
+            out[l4 + 1] = 0;
+            out[l4 + 2..l4 + 4].copy_from_slice(&(off | u16::from(!last)).to_be_bytes());
+            out[l4 + 4..l4 + 8].copy_from_slice(&self.frag_id.to_be_bytes());
+            let udp = hdr_len - (l4 + 8);
+            out[l4 + 8..hdr_len].copy_from_slice(&self.tmpl[l4..l4 + udp]);
+        } else {
+            out[..hdr_len].copy_from_slice(&self.tmpl[..hdr_len]);
+        }
         let put16 = |out: &mut [u8; MAX_HDR], at: usize, v: u16| {
             out[at..at + 2].copy_from_slice(&v.to_be_bytes())
         };
@@ -461,7 +515,7 @@ impl<'a> Segmenter<'a> {
                 put16(out, l4 + 6, add16(sub16(self.seed, self.old_len), new_len));
                 complete = !p.partial;
             }
-            GsoKind::UfoV4 => {}
+            GsoKind::UfoV4 | GsoKind::UfoV6 => {}
         }
         let vnet = if p.partial {
             VnetHdr {
