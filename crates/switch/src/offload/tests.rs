@@ -766,3 +766,65 @@ fn ufo6_fragments_reassemble() {
     assert_eq!(&whole[62..], &s.payload[..]);
     assert!(l4_verifies(&whole));
 }
+
+/// Reassembles IPv4/IPv6 UFO fragments by offset; returns the UDP datagram.
+fn reassemble_ufo(
+    segs: &[(VnetHdr, Vec<u8>)],
+    v6: bool,
+    l3: usize,
+) -> Result<Vec<u8>, TestCaseError> {
+    let mut dgram = Vec::new();
+    for (i, (_, b)) in segs.iter().enumerate() {
+        let last = i + 1 == segs.len();
+        let (off, more, data) = if v6 {
+            prop_assert_eq!(b[l3 + 6], 44);
+            let fh = &b[l3 + 40..l3 + 48];
+            let v = u16::from_be_bytes([fh[2], fh[3]]);
+            prop_assert_eq!(
+                u16::from_be_bytes([b[l3 + 4], b[l3 + 5]]) as usize,
+                b.len() - l3 - 40
+            );
+            ((v & !7) as usize, v & 1 == 1, &b[l3 + 48..])
+        } else {
+            let h = etherparse::Ipv4Header::from_slice(&b[l3..]).unwrap().0;
+            prop_assert_eq!(h.header_checksum, h.calc_header_checksum());
+            prop_assert_eq!(h.total_len as usize, b.len() - l3);
+            (
+                h.fragment_offset.value() as usize * 8,
+                h.more_fragments,
+                &b[l3 + h.header_len()..],
+            )
+        };
+        prop_assert_eq!(off, dgram.len());
+        prop_assert_eq!(more, !last);
+        if !last {
+            prop_assert_eq!(data.len() % 8, 0);
+        }
+        dgram.extend_from_slice(data);
+    }
+    Ok(dgram)
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig { cases: 100, ..ProptestConfig::default() })]
+
+    #[test]
+    fn ufo_reassembles(v6 in any::<bool>(), vlan in any::<bool>(), n in 1usize..12000, units in 1u16..400, cuts in proptest::collection::vec(0usize..12000, 0..3)) {
+        let s = Spec { vlan, ..spec(v6, false, n) };
+        let (f, l4) = build(&s);
+        let mss = units * 8;
+        match run(&f, &gso_hdr(&s, l4, GSO_UDP, mss), &Offloads::NONE) {
+            Ok(Egress::Segment(p)) => {
+                let segs = segment_split(&p, &f, &cuts);
+                prop_assert_eq!(segs.len(), (n + 8).div_ceil(mss as usize));
+                let dgram = reassemble_ufo(&segs, v6, p.l3_off())?;
+                let mut whole = f[..l4].to_vec();
+                whole.extend_from_slice(&dgram);
+                prop_assert_eq!(&whole[l4 + 8..], &s.payload[..]);
+                prop_assert!(l4_verifies(&whole));
+            }
+            Ok(Egress::CompleteCsum(_)) => prop_assert!(n + 8 <= mss as usize),
+            other => prop_assert!(false, "unexpected {:?}", other),
+        }
+    }
+}
