@@ -239,3 +239,210 @@ proptest! {
         }
     }
 }
+
+/// Real-stack interoperability: the Linux kernel's own IGMPv3 and MLDv2 reports (captured
+/// on a veth inside a network namespace this test creates) must parse, be learnt, and
+/// their leaves must remove the membership.
+mod linux_reports {
+    use super::*;
+    use std::process::{Child, Command, Stdio};
+    use std::sync::atomic::{AtomicBool, Ordering};
+    use std::sync::mpsc;
+    use std::sync::Arc;
+    use std::time::{Duration, Instant};
+
+    /// A network namespace, deleted on drop (also on panic).
+    struct Netns(String);
+    impl Drop for Netns {
+        fn drop(&mut self) {
+            let _ = Command::new("ip").args(["netns", "del", &self.0]).status();
+        }
+    }
+
+    /// A child process killed on drop.
+    struct Kid(Child);
+    impl Drop for Kid {
+        fn drop(&mut self) {
+            let _ = self.0.kill();
+            let _ = self.0.wait();
+        }
+    }
+
+    fn ip(args: &[&str]) -> bool {
+        Command::new("ip")
+            .args(args)
+            .status()
+            .is_ok_and(|s| s.success())
+    }
+
+    /// Captures every frame on `ifname` inside namespace `ns` (AF_PACKET in a thread that
+    /// joined the namespace) until `stop` is set.
+    fn capture(ns: &str, ifname: &str, stop: Arc<AtomicBool>) -> mpsc::Receiver<Vec<u8>> {
+        let (tx, rx) = mpsc::channel();
+        let path = format!("/run/netns/{ns}\0");
+        let ifname = format!("{ifname}\0");
+        std::thread::spawn(move || {
+            // SAFETY: plain syscalls on NUL-terminated strings we own; the fd is checked and
+            // setns only changes this thread's network namespace.
+            let fd = unsafe { libc::open(path.as_ptr().cast(), libc::O_RDONLY | libc::O_CLOEXEC) };
+            assert!(fd >= 0, "open netns");
+            // SAFETY: fd is a namespace file we just opened.
+            assert_eq!(unsafe { libc::setns(fd, libc::CLONE_NEWNET) }, 0, "setns");
+            // SAFETY: socket(2) with constant arguments.
+            let s = unsafe {
+                libc::socket(
+                    libc::AF_PACKET,
+                    libc::SOCK_RAW,
+                    i32::from((libc::ETH_P_ALL as u16).to_be()),
+                )
+            };
+            assert!(s >= 0, "AF_PACKET socket");
+            // SAFETY: NUL-terminated name.
+            let idx = unsafe { libc::if_nametoindex(ifname.as_ptr().cast()) };
+            assert!(idx > 0, "ifindex");
+            // SAFETY: zeroed sockaddr_ll is valid; we set the fields bind needs.
+            let mut sll: libc::sockaddr_ll = unsafe { std::mem::zeroed() };
+            sll.sll_family = libc::AF_PACKET as u16;
+            sll.sll_protocol = (libc::ETH_P_ALL as u16).to_be();
+            sll.sll_ifindex = idx as i32;
+            // SAFETY: sll is a valid sockaddr_ll of the size given.
+            let r = unsafe {
+                libc::bind(
+                    s,
+                    (&sll as *const libc::sockaddr_ll).cast(),
+                    std::mem::size_of::<libc::sockaddr_ll>() as u32,
+                )
+            };
+            assert_eq!(r, 0, "bind");
+            let tv = libc::timeval {
+                tv_sec: 0,
+                tv_usec: 100_000,
+            };
+            // SAFETY: tv is a valid timeval of the size given.
+            unsafe {
+                libc::setsockopt(
+                    s,
+                    libc::SOL_SOCKET,
+                    libc::SO_RCVTIMEO,
+                    (&tv as *const libc::timeval).cast(),
+                    std::mem::size_of::<libc::timeval>() as u32,
+                )
+            };
+            let _ = tx.send(Vec::new()); // ready
+            let mut buf = vec![0u8; 65536];
+            while !stop.load(Ordering::Relaxed) {
+                // SAFETY: buf is valid for buf.len() bytes.
+                let n = unsafe { libc::recv(s, buf.as_mut_ptr().cast(), buf.len(), 0) };
+                if n > 0 && tx.send(buf[..n as usize].to_vec()).is_err() {
+                    break;
+                }
+            }
+            // SAFETY: closing descriptors we own.
+            unsafe {
+                libc::close(s);
+                libc::close(fd);
+            }
+        });
+        rx
+    }
+
+    /// Feeds captured frames to the snooper until `done` holds or 10 s pass.
+    fn feed_until(
+        s: &Snooper,
+        rx: &mpsc::Receiver<Vec<u8>>,
+        t0: Instant,
+        done: impl Fn(&Snooper, Millis) -> bool,
+    ) -> bool {
+        while t0.elapsed() < Duration::from_secs(10) {
+            let now = Millis(t0.elapsed().as_millis() as u64);
+            if done(s, now) {
+                return true;
+            }
+            let Ok(f) = rx.recv_timeout(Duration::from_millis(200)) else {
+                continue;
+            };
+            if f.len() > 14 && matches!(&f[12..14], [0x08, 0x00] | [0x86, 0xdd]) {
+                let ip = &f[14..];
+                if switch::mcast::is_control(ip) {
+                    s.on_control(PortId(1), 1, ip, now)
+                        .expect("the kernel's control packets are valid");
+                }
+            }
+        }
+        false
+    }
+
+    fn has(s: &Snooper, g: GroupAddr, now: Millis) -> bool {
+        s.entries(now)
+            .iter()
+            .any(|e| e.group == g && e.ports.iter().any(|p| p.0 == PortId(1)))
+    }
+
+    #[test]
+    fn kernel_igmpv3_and_mldv2_reports() {
+        let ns = format!("rsmc{}", std::process::id());
+        if !ip(&["netns", "add", &ns]) {
+            eprintln!("skipped: cannot create a network namespace (needs root)");
+            return;
+        }
+        let _guard = Netns(ns.clone());
+        assert!(ip(&[
+            "-n", &ns, "link", "add", "mca", "type", "veth", "peer", "name", "mcb"
+        ]));
+        assert!(ip(&[
+            "-n",
+            &ns,
+            "addr",
+            "add",
+            "198.18.77.1/24",
+            "dev",
+            "mca"
+        ]));
+        assert!(ip(&["-n", &ns, "link", "set", "mcb", "up"]));
+        assert!(ip(&["-n", &ns, "link", "set", "mca", "up"]));
+
+        let stop = Arc::new(AtomicBool::new(false));
+        let rx = capture(&ns, "mca", stop.clone());
+        rx.recv_timeout(Duration::from_secs(5))
+            .expect("capture ready");
+
+        let s = Snooper::new(SnoopConfig::default());
+        s.set_fast_leave(PortId(1), true);
+        let t0 = Instant::now();
+        let g4 = GroupAddr::V4(Ipv4Addr::new(239, 1, 2, 3));
+        let g6 = GroupAddr::V6("ff05::1:3".parse().unwrap());
+        let join = |spec: &str| {
+            Kid(Command::new("ip")
+                .args(["netns", "exec", &ns, "socat", "-u", spec, "-"])
+                .stdout(Stdio::null())
+                .stderr(Stdio::null())
+                .spawn()
+                .expect("socat"))
+        };
+        let r4 = join("UDP4-RECV:5000,ip-add-membership=239.1.2.3:mca");
+        let r6 = join("UDP6-RECV:5001,ipv6-join-group=[ff05::1:3]:mca");
+        assert!(
+            feed_until(&s, &rx, t0, |s, now| has(s, g4, now) && has(s, g6, now)),
+            "the kernel's reports were learnt: {:?} {:?}",
+            s.entries(Millis(t0.elapsed().as_millis() as u64)),
+            s.stats()
+        );
+        // Linux speaks IGMPv3/MLDv2 by default: reports arrived and nothing was dropped.
+        let st = s.stats();
+        assert!(st.reports >= 2);
+        assert_eq!(
+            st.drop_bad_checksum + st.drop_bad_length + st.drop_no_router_alert,
+            0
+        );
+        // Closing the sockets makes the kernel send TO_IN{} state changes: leaves.
+        drop(r4);
+        drop(r6);
+        assert!(
+            feed_until(&s, &rx, t0, |s, now| !has(s, g4, now) && !has(s, g6, now)),
+            "the kernel's leaves were seen: {:?}",
+            s.stats()
+        );
+        assert!(s.stats().leaves >= 2 && s.stats().fast_leaves >= 2);
+        stop.store(true, Ordering::Relaxed);
+    }
+}
