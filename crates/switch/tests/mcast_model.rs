@@ -445,4 +445,96 @@ mod linux_reports {
         assert!(s.stats().leaves >= 2 && s.stats().fast_leaves >= 2);
         stop.store(true, Ordering::Relaxed);
     }
+
+    /// The Linux bridge as querier (mcast_querier 1, IGMPv3, speaking from its address):
+    /// its queries are valid, make the port a router port, and win the election against
+    /// our querier configured with a higher address.
+    #[test]
+    fn kernel_bridge_querier() {
+        let ns = format!("rsmq{}", std::process::id());
+        if !ip(&["netns", "add", &ns]) {
+            eprintln!("skipped: cannot create a network namespace (needs root)");
+            return;
+        }
+        let _guard = Netns(ns.clone());
+        assert!(ip(&[
+            "-n", &ns, "link", "add", "mqa", "type", "veth", "peer", "name", "mqb"
+        ]));
+        assert!(ip(&[
+            "-n",
+            &ns,
+            "link",
+            "add",
+            "mqbr",
+            "type",
+            "bridge",
+            "mcast_snooping",
+            "1",
+            "mcast_querier",
+            "1",
+            "mcast_query_use_ifaddr",
+            "1",
+            "mcast_igmp_version",
+            "3",
+            "mcast_mld_version",
+            "2",
+        ]));
+        assert!(ip(&["-n", &ns, "link", "set", "mqb", "master", "mqbr"]));
+        assert!(ip(&[
+            "-n",
+            &ns,
+            "addr",
+            "add",
+            "198.18.77.2/24",
+            "dev",
+            "mqbr"
+        ]));
+        assert!(ip(&["-n", &ns, "link", "set", "mqb", "up"]));
+        assert!(ip(&["-n", &ns, "link", "set", "mqa", "up"]));
+
+        let stop = Arc::new(AtomicBool::new(false));
+        let rx = capture(&ns, "mqa", stop.clone());
+        rx.recv_timeout(Duration::from_secs(5))
+            .expect("capture ready");
+        // The bridge queries as soon as it comes up.
+        assert!(ip(&["-n", &ns, "link", "set", "mqbr", "up"]));
+
+        let mut cfg = SnoopConfig::default();
+        cfg.querier.enabled = true;
+        cfg.querier.ip4 = Ipv4Addr::new(198, 18, 77, 9);
+        let s = Snooper::new(cfg);
+        let t0 = Instant::now();
+        let router_v4 = |s: &Snooper, now: Millis| {
+            s.routers(now)
+                .iter()
+                .any(|r| r.port == PortId(1) && r.family == switch::mcast::Family::V4)
+        };
+        assert!(
+            feed_until(&s, &rx, t0, router_v4),
+            "the bridge's query made a router port: {:?}",
+            s.stats()
+        );
+        let now = Millis(t0.elapsed().as_millis() as u64);
+        let q = s.queriers(now);
+        let v4 = q
+            .iter()
+            .find(|q| q.vid == 1 && q.family == switch::mcast::Family::V4)
+            .expect("VLAN 1 known");
+        assert_eq!(
+            v4.other,
+            Some(switch::mcast::NodeAddr::V4(Ipv4Addr::new(198, 18, 77, 2)))
+        );
+        // Our querier stays quiet for IGMP while the bridge is the querier.
+        assert!(s
+            .tick(now)
+            .iter()
+            .all(|q| q.family != switch::mcast::Family::V4));
+        let st = s.stats();
+        assert!(st.queries >= 1);
+        assert_eq!(
+            st.drop_bad_checksum + st.drop_bad_length + st.drop_no_router_alert,
+            0
+        );
+        stop.store(true, Ordering::Relaxed);
+    }
 }
