@@ -277,8 +277,14 @@ mod linux_reports {
 
     /// Captures every frame on `ifname` inside namespace `ns` (AF_PACKET in a thread that
     /// joined the namespace) until `stop` is set.
-    fn capture(ns: &str, ifname: &str, stop: Arc<AtomicBool>) -> mpsc::Receiver<Vec<u8>> {
+    /// Frames sent to the returned sender are written to the interface.
+    fn capture(
+        ns: &str,
+        ifname: &str,
+        stop: Arc<AtomicBool>,
+    ) -> (mpsc::Receiver<Vec<u8>>, mpsc::Sender<Vec<u8>>) {
         let (tx, rx) = mpsc::channel();
+        let (inject, to_send) = mpsc::channel::<Vec<u8>>();
         let path = format!("/run/netns/{ns}\0");
         let ifname = format!("{ifname}\0");
         std::thread::spawn(move || {
@@ -331,6 +337,11 @@ mod linux_reports {
             let _ = tx.send(Vec::new()); // ready
             let mut buf = vec![0u8; 65536];
             while !stop.load(Ordering::Relaxed) {
+                while let Ok(f) = to_send.try_recv() {
+                    // SAFETY: f is valid for f.len() bytes; the socket is bound to ifname.
+                    let n = unsafe { libc::send(s, f.as_ptr().cast(), f.len(), 0) };
+                    assert_eq!(n, f.len() as isize, "inject");
+                }
                 // SAFETY: buf is valid for buf.len() bytes.
                 let n = unsafe { libc::recv(s, buf.as_mut_ptr().cast(), buf.len(), 0) };
                 if n > 0 && tx.send(buf[..n as usize].to_vec()).is_err() {
@@ -343,7 +354,7 @@ mod linux_reports {
                 libc::close(fd);
             }
         });
-        rx
+        (rx, inject)
     }
 
     /// Feeds captured frames to the snooper until `done` holds or 10 s pass.
@@ -402,7 +413,7 @@ mod linux_reports {
         assert!(ip(&["-n", &ns, "link", "set", "mca", "up"]));
 
         let stop = Arc::new(AtomicBool::new(false));
-        let rx = capture(&ns, "mca", stop.clone());
+        let (rx, _inject) = capture(&ns, "mca", stop.clone());
         rx.recv_timeout(Duration::from_secs(5))
             .expect("capture ready");
 
@@ -493,7 +504,7 @@ mod linux_reports {
         assert!(ip(&["-n", &ns, "link", "set", "mqa", "up"]));
 
         let stop = Arc::new(AtomicBool::new(false));
-        let rx = capture(&ns, "mqa", stop.clone());
+        let (rx, _inject) = capture(&ns, "mqa", stop.clone());
         rx.recv_timeout(Duration::from_secs(5))
             .expect("capture ready");
         // The bridge queries as soon as it comes up.
@@ -535,6 +546,94 @@ mod linux_reports {
             st.drop_bad_checksum + st.drop_bad_length + st.drop_no_router_alert,
             0
         );
+        stop.store(true, Ordering::Relaxed);
+    }
+
+    /// Our querier's frames, injected into a veth, are accepted by the Linux stack behind
+    /// it: it answers the general query with current-state (IS_EX) records, which only a
+    /// query triggers, for IGMPv3 and MLDv2.
+    #[test]
+    fn kernel_answers_our_queries() {
+        use switch::mcast::wire::{parse, Message, RecordType};
+        let ns = format!("rsmr{}", std::process::id());
+        if !ip(&["netns", "add", &ns]) {
+            eprintln!("skipped: cannot create a network namespace (needs root)");
+            return;
+        }
+        let _guard = Netns(ns.clone());
+        assert!(ip(&[
+            "-n", &ns, "link", "add", "mra", "type", "veth", "peer", "name", "mrb"
+        ]));
+        assert!(ip(&[
+            "-n",
+            &ns,
+            "addr",
+            "add",
+            "198.18.78.2/24",
+            "dev",
+            "mrb"
+        ]));
+        assert!(ip(&["-n", &ns, "link", "set", "mrb", "up"]));
+        assert!(ip(&["-n", &ns, "link", "set", "mra", "up"]));
+        let stop = Arc::new(AtomicBool::new(false));
+        let (rx, inject) = capture(&ns, "mra", stop.clone());
+        rx.recv_timeout(Duration::from_secs(5))
+            .expect("capture ready");
+        let join = |spec: &str| {
+            Kid(Command::new("ip")
+                .args(["netns", "exec", &ns, "socat", "-u", spec, "-"])
+                .stdout(Stdio::null())
+                .stderr(Stdio::null())
+                .spawn()
+                .expect("socat"))
+        };
+        let _r4 = join("UDP4-RECV:5002,ip-add-membership=239.3.3.3:mrb");
+        let _r6 = join("UDP6-RECV:5003,ipv6-join-group=[ff05::3:3]:mrb");
+
+        let mut cfg = SnoopConfig {
+            query_interval_ms: 2000,
+            query_response_ms: 1000,
+            ..SnoopConfig::default()
+        };
+        cfg.querier.enabled = true;
+        cfg.querier.ip4 = Ipv4Addr::new(198, 18, 78, 1);
+        let s = Snooper::new(cfg);
+        s.set_vlan(
+            1,
+            switch::mcast::VlanSnoopConfig {
+                snooping: true,
+                querier: true,
+                unregistered: UnregisteredPolicy::Flood,
+            },
+        );
+        let g4 = GroupAddr::V4(Ipv4Addr::new(239, 3, 3, 3));
+        let g6 = GroupAddr::V6("ff05::3:3".parse().unwrap());
+        let (mut seen4, mut seen6) = (false, false);
+        let t0 = Instant::now();
+        while !(seen4 && seen6) && t0.elapsed() < Duration::from_secs(15) {
+            // The querier repeats (query interval 2 s): the first query may beat the joins.
+            for q in s.tick(Millis(t0.elapsed().as_millis() as u64)) {
+                inject.send(q.frame).expect("inject");
+            }
+            let Ok(f) = rx.recv_timeout(Duration::from_millis(100)) else {
+                continue;
+            };
+            if f.len() <= 14 {
+                continue;
+            }
+            if let Ok(Some(c)) = parse(&f[14..]) {
+                if let Message::ReportV3 { records } = c.msg {
+                    for r in records.iter() {
+                        if r.kind == RecordType::ModeIsExclude {
+                            seen4 |= r.group == g4;
+                            seen6 |= r.group == g6;
+                        }
+                    }
+                }
+            }
+        }
+        assert!(seen4, "IGMPv3 answer to our general query");
+        assert!(seen6, "MLDv2 answer to our general query");
         stop.store(true, Ordering::Relaxed);
     }
 }
