@@ -1,0 +1,616 @@
+//! Port specifications: the `--port KIND:key=value,...` syntax, the TOML `[[port]]`
+//! table and specs arriving on the ctl socket all go through [`RawPort::into_spec`], so
+//! every path gives the same error for the same mistake.
+//!
+//! The syntax is a public interface (scripts outside the project use it): add keys, never
+//! rename or repurpose one.
+
+use serde::Deserialize;
+use switch::Mac;
+
+use crate::control::{PortChange, PortSpec};
+
+/// Queue pairs a vhost-user port may offer (the contract in `control.rs`).
+pub const VHOST_QUEUES_MAX: i64 = 16;
+/// Linux `MAX_TAP_QUEUES` (drivers/net/tun.c).
+pub const TAP_QUEUES_MAX: i64 = 256;
+/// `sun_path` is 108 bytes including the terminating NUL (unix(7)).
+pub const SUN_PATH_MAX: usize = 107;
+/// `IFNAMSIZ` is 16 including the terminating NUL (netdevice(7)).
+pub const IFNAME_MAX: usize = 15;
+
+const VHOST_KEYS: &[&str] = &["path", "queues", "client", "mac", "vlan", "offloads"];
+const TAP_KEYS: &[&str] = &["name", "queues", "vlan"];
+const AFPACKET_KEYS: &[&str] = &["ifname", "vlan"];
+
+/// The port kinds and the keys each accepts.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Kind {
+    VhostUser,
+    Tap,
+    AfPacket,
+}
+
+impl Kind {
+    fn parse(s: &str) -> Result<Kind, PortError> {
+        match s {
+            "vhost-user" => Ok(Kind::VhostUser),
+            "tap" => Ok(Kind::Tap),
+            "afpacket" => Ok(Kind::AfPacket),
+            other => Err(PortError::UnknownKind(other.to_string())),
+        }
+    }
+
+    fn as_str(self) -> &'static str {
+        match self {
+            Kind::VhostUser => "vhost-user",
+            Kind::Tap => "tap",
+            Kind::AfPacket => "afpacket",
+        }
+    }
+
+    fn keys(self) -> &'static [&'static str] {
+        match self {
+            Kind::VhostUser => VHOST_KEYS,
+            Kind::Tap => TAP_KEYS,
+            Kind::AfPacket => AFPACKET_KEYS,
+        }
+    }
+
+    fn example(self) -> &'static str {
+        match self {
+            Kind::VhostUser => "vhost-user:path=/run/vm1.sock",
+            Kind::Tap => "tap:name=rs0",
+            Kind::AfPacket => "afpacket:ifname=veth0",
+        }
+    }
+}
+
+/// Why a port spec was rejected. Each message names the key, the value and the fix.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum PortError {
+    #[error("unknown port kind `{0}`: use vhost-user, tap or afpacket")]
+    UnknownKind(String),
+    #[error("missing port kind: write KIND:key=value,... e.g. vhost-user:path=/run/vm1.sock")]
+    NoKind,
+    #[error("unknown key `{key}` for {kind} ports; valid keys: {}", .valid.join(", "))]
+    UnknownKey {
+        kind: &'static str,
+        key: String,
+        valid: &'static [&'static str],
+    },
+    #[error("key `{0}` given twice: give each key once")]
+    DuplicateKey(String),
+    #[error("missing `{key}=`: {kind} ports need it, e.g. {example}")]
+    Missing {
+        kind: &'static str,
+        key: &'static str,
+        example: &'static str,
+    },
+    #[error("`{key}` needs a value: write {key}={example}")]
+    NoValue {
+        key: &'static str,
+        example: &'static str,
+    },
+    #[error("{key}={value}: {key} must be {range}")]
+    Range {
+        key: &'static str,
+        value: String,
+        range: String,
+    },
+    #[error("{key}={value}: {expected}")]
+    BadValue {
+        key: &'static str,
+        value: String,
+        expected: &'static str,
+    },
+    #[error("mac={value}: {why}")]
+    Mac { value: String, why: String },
+}
+
+/// A port as written by the user, before validation. Deserialised directly from a TOML
+/// `[[port]]` table (unknown keys rejected by serde); the `--port` parser fills it too.
+/// Numbers are `i64` so that out-of-range values reach our own range message rather
+/// than a generic integer-overflow error.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawPort {
+    pub kind: String,
+    pub path: Option<String>,
+    pub name: Option<String>,
+    pub ifname: Option<String>,
+    pub queues: Option<i64>,
+    pub client: Option<bool>,
+    pub mac: Option<String>,
+    pub vlan: Option<i64>,
+    pub offloads: Option<bool>,
+}
+
+impl RawPort {
+    fn present_keys(&self) -> Vec<&'static str> {
+        let mut k = Vec::new();
+        let mut add = |present: bool, key| {
+            if present {
+                k.push(key)
+            }
+        };
+        add(self.path.is_some(), "path");
+        add(self.name.is_some(), "name");
+        add(self.ifname.is_some(), "ifname");
+        add(self.queues.is_some(), "queues");
+        add(self.client.is_some(), "client");
+        add(self.mac.is_some(), "mac");
+        add(self.vlan.is_some(), "vlan");
+        add(self.offloads.is_some(), "offloads");
+        k
+    }
+
+    /// Validates the fields for the kind and builds the contract's [`PortSpec`].
+    pub fn into_spec(self) -> Result<PortSpec, PortError> {
+        let kind = Kind::parse(&self.kind)?;
+        for key in self.present_keys() {
+            if !kind.keys().contains(&key) {
+                return Err(PortError::UnknownKey {
+                    kind: kind.as_str(),
+                    key: key.to_string(),
+                    valid: kind.keys(),
+                });
+            }
+        }
+        let missing = |key| PortError::Missing {
+            kind: kind.as_str(),
+            key,
+            example: kind.example(),
+        };
+        let vlan = self.vlan.map(check_vlan).transpose()?;
+        Ok(match kind {
+            Kind::VhostUser => {
+                let path = self.path.ok_or_else(|| missing("path"))?;
+                check_socket_path(&path)?;
+                let queues = match self.queues {
+                    Some(q) => check_range("queues", q, 1, VHOST_QUEUES_MAX)?,
+                    None => 1,
+                };
+                let mac = self.mac.map(|m| check_mac(&m)).transpose()?;
+                PortSpec::VhostUser {
+                    path,
+                    queues,
+                    client: self.client.unwrap_or(false),
+                    mac,
+                    vlan,
+                    offloads: self.offloads.unwrap_or(true),
+                }
+            }
+            Kind::Tap => {
+                let name = self.name.ok_or_else(|| missing("name"))?;
+                check_ifname("name", &name)?;
+                let queues = self
+                    .queues
+                    .map(|q| check_range("queues", q, 1, TAP_QUEUES_MAX))
+                    .transpose()?;
+                PortSpec::Tap { name, queues, vlan }
+            }
+            Kind::AfPacket => {
+                let ifname = self.ifname.ok_or_else(|| missing("ifname"))?;
+                check_ifname("ifname", &ifname)?;
+                PortSpec::AfPacket { ifname, vlan }
+            }
+        })
+    }
+}
+
+/// Re-validates a spec that did not come from our parser (the ctl socket accepts JSON
+/// from any local root process): same rules as `--port`.
+pub fn validate_spec(spec: &PortSpec) -> Result<(), PortError> {
+    to_raw(spec).into_spec().map(|_| ())
+}
+
+fn to_raw(spec: &PortSpec) -> RawPort {
+    match spec {
+        PortSpec::VhostUser {
+            path,
+            queues,
+            client,
+            mac,
+            vlan,
+            offloads,
+        } => RawPort {
+            kind: "vhost-user".into(),
+            path: Some(path.clone()),
+            queues: Some(i64::from(*queues)),
+            client: Some(*client),
+            mac: mac.clone(),
+            vlan: vlan.map(i64::from),
+            offloads: Some(*offloads),
+            ..RawPort::default()
+        },
+        PortSpec::Tap { name, queues, vlan } => RawPort {
+            kind: "tap".into(),
+            name: Some(name.clone()),
+            queues: queues.map(i64::from),
+            vlan: vlan.map(i64::from),
+            ..RawPort::default()
+        },
+        PortSpec::AfPacket { ifname, vlan } => RawPort {
+            kind: "afpacket".into(),
+            ifname: Some(ifname.clone()),
+            vlan: vlan.map(i64::from),
+            ..RawPort::default()
+        },
+    }
+}
+
+fn check_range(key: &'static str, v: i64, lo: i64, hi: i64) -> Result<u16, PortError> {
+    if (lo..=hi).contains(&v) {
+        if let Ok(v) = u16::try_from(v) {
+            return Ok(v);
+        }
+    }
+    Err(PortError::Range {
+        key,
+        value: v.to_string(),
+        range: format!("{lo}..={hi}"),
+    })
+}
+
+/// IEEE 802.1Q-2018 §9.6: VID 0 means "priority tag only" and 4095 is reserved.
+fn check_vlan(v: i64) -> Result<u16, PortError> {
+    check_range("vlan", v, 1, i64::from(switch::vlan::VID_MAX))
+}
+
+/// A guest NIC address must be a usable unicast source (IEEE 802-2014 §8.2: the I/G bit
+/// marks group addresses; all-zero is never a valid source). Normalised to lowercase.
+fn check_mac(s: &str) -> Result<String, PortError> {
+    let mac: Mac = s
+        .parse()
+        .map_err(|e: switch::mac::ParseMacError| PortError::Mac {
+            value: s.to_string(),
+            why: e.to_string(),
+        })?;
+    if mac.is_multicast() {
+        return Err(PortError::Mac {
+            value: s.to_string(),
+            why: "a NIC address must be unicast (the first octet must be even), e.g. \
+                  52:54:00:12:34:56"
+                .into(),
+        });
+    }
+    if mac == Mac::ZERO {
+        return Err(PortError::Mac {
+            value: s.to_string(),
+            why: "00:00:00:00:00:00 is not a usable address; pick e.g. 52:54:00:12:34:56".into(),
+        });
+    }
+    Ok(mac.to_string())
+}
+
+fn check_socket_path(p: &str) -> Result<(), PortError> {
+    if p.is_empty() {
+        return Err(PortError::BadValue {
+            key: "path",
+            value: String::new(),
+            expected: "the socket path must not be empty",
+        });
+    }
+    if p.contains('\0') {
+        return Err(PortError::BadValue {
+            key: "path",
+            value: p.escape_debug().to_string(),
+            expected: "the socket path must not contain NUL bytes",
+        });
+    }
+    if p.len() > SUN_PATH_MAX {
+        return Err(PortError::BadValue {
+            key: "path",
+            value: p.to_string(),
+            expected: "a unix socket path may be at most 107 bytes long; use a shorter \
+                       directory",
+        });
+    }
+    Ok(())
+}
+
+fn check_ifname(key: &'static str, n: &str) -> Result<(), PortError> {
+    let bad = |expected| PortError::BadValue {
+        key,
+        value: n.escape_debug().to_string(),
+        expected,
+    };
+    if n.is_empty() || n.len() > IFNAME_MAX {
+        return Err(bad("interface names are 1 to 15 bytes long"));
+    }
+    if n == "." || n == ".." || n.chars().any(|c| c == '/' || c == ':' || c.is_whitespace()) {
+        return Err(bad(
+            "interface names cannot be `.`/`..` or contain `/`, `:` or whitespace",
+        ));
+    }
+    Ok(())
+}
+
+fn parse_bool(key: &'static str, v: &str) -> Result<bool, PortError> {
+    match v {
+        "on" | "true" | "yes" | "1" => Ok(true),
+        "off" | "false" | "no" | "0" => Ok(false),
+        _ => Err(PortError::BadValue {
+            key,
+            value: v.to_string(),
+            expected: "use on or off",
+        }),
+    }
+}
+
+fn parse_int(key: &'static str, v: &str) -> Result<i64, PortError> {
+    v.parse().map_err(|_| PortError::BadValue {
+        key,
+        value: v.to_string(),
+        expected: "expected a number",
+    })
+}
+
+/// Parses `KIND:key=value,...` (the `--port` and `ctl add-port` syntax).
+pub fn parse_port(s: &str) -> Result<PortSpec, PortError> {
+    let (kind, rest) = match s.split_once(':') {
+        Some((k, r)) => (k, r),
+        None => (s, ""),
+    };
+    if kind.is_empty() {
+        return Err(PortError::NoKind);
+    }
+    let k = Kind::parse(kind)?;
+    let mut raw = RawPort {
+        kind: kind.to_string(),
+        ..RawPort::default()
+    };
+    let mut seen: Vec<&str> = Vec::new();
+    for item in rest.split(',').filter(|i| !i.is_empty()) {
+        let (key, value) = match item.split_once('=') {
+            Some((key, value)) => (key, Some(value)),
+            None => (item, None),
+        };
+        if seen.contains(&key) {
+            return Err(PortError::DuplicateKey(key.to_string()));
+        }
+        seen.push(key);
+        let need = |key: &'static str, example: &'static str| {
+            value.ok_or(PortError::NoValue { key, example })
+        };
+        match key {
+            "path" => raw.path = Some(need("path", "/run/vm1.sock")?.to_string()),
+            "name" => raw.name = Some(need("name", "rs0")?.to_string()),
+            "ifname" => raw.ifname = Some(need("ifname", "veth0")?.to_string()),
+            "queues" => raw.queues = Some(parse_int("queues", need("queues", "2")?)?),
+            "vlan" => raw.vlan = Some(parse_int("vlan", need("vlan", "10")?)?),
+            "mac" => raw.mac = Some(need("mac", "52:54:00:12:34:56")?.to_string()),
+            "offloads" => raw.offloads = Some(parse_bool("offloads", need("offloads", "on")?)?),
+            // A bare `client` is the documented form; client=on|off is accepted too.
+            "client" => raw.client = Some(value.map_or(Ok(true), |v| parse_bool("client", v))?),
+            other => {
+                return Err(PortError::UnknownKey {
+                    kind: k.as_str(),
+                    key: other.to_string(),
+                    valid: k.keys(),
+                })
+            }
+        }
+    }
+    raw.into_spec()
+}
+
+/// clap value parser for `--port` / `ctl add-port`.
+pub fn parse_port_arg(s: &str) -> Result<PortSpec, String> {
+    parse_port(s).map_err(|e| e.to_string())
+}
+
+/// Parses a `set-port` change: `vlan=V` or `vlan=none`.
+pub fn parse_change(s: &str) -> Result<PortChange, PortError> {
+    let mut change = PortChange { vlan: None };
+    for item in s.split(',').filter(|i| !i.is_empty()) {
+        let (key, value) = item.split_once('=').unwrap_or((item, ""));
+        match key {
+            "vlan" => {
+                if change.vlan.is_some() {
+                    return Err(PortError::DuplicateKey("vlan".into()));
+                }
+                change.vlan = Some(match value {
+                    "" => {
+                        return Err(PortError::NoValue {
+                            key: "vlan",
+                            example: "10 (or vlan=none)",
+                        })
+                    }
+                    "none" => None,
+                    v => Some(check_vlan(parse_int("vlan", v)?)?),
+                });
+            }
+            other => {
+                return Err(PortError::UnknownKey {
+                    kind: "set-port",
+                    key: other.to_string(),
+                    valid: &["vlan"],
+                })
+            }
+        }
+    }
+    if change.vlan.is_none() {
+        return Err(PortError::NoValue {
+            key: "vlan",
+            example: "10 (or vlan=none)",
+        });
+    }
+    Ok(change)
+}
+
+/// clap value parser for `ctl set-port NAME CHANGE`.
+pub fn parse_port_change(s: &str) -> Result<PortChange, String> {
+    parse_change(s).map_err(|e| e.to_string())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn err(s: &str) -> String {
+        parse_port(s).unwrap_err().to_string()
+    }
+
+    #[test]
+    fn vhost_user_full() {
+        let p = parse_port(
+            "vhost-user:path=/run/vm1.sock,queues=4,client,mac=52:54:00:AA:bb:01,vlan=10,offloads=off",
+        )
+        .unwrap();
+        assert_eq!(
+            p,
+            PortSpec::VhostUser {
+                path: "/run/vm1.sock".into(),
+                queues: 4,
+                client: true,
+                mac: Some("52:54:00:aa:bb:01".into()),
+                vlan: Some(10),
+                offloads: false,
+            }
+        );
+    }
+
+    #[test]
+    fn vhost_user_defaults() {
+        let p = parse_port("vhost-user:path=/tmp/a.sock").unwrap();
+        assert_eq!(
+            p,
+            PortSpec::VhostUser {
+                path: "/tmp/a.sock".into(),
+                queues: 1,
+                client: false,
+                mac: None,
+                vlan: None,
+                offloads: true,
+            }
+        );
+    }
+
+    #[test]
+    fn tap_and_afpacket() {
+        assert_eq!(
+            parse_port("tap:name=rs0,queues=2").unwrap(),
+            PortSpec::Tap {
+                name: "rs0".into(),
+                queues: Some(2),
+                vlan: None
+            }
+        );
+        assert_eq!(
+            parse_port("afpacket:ifname=veth0,vlan=4094").unwrap(),
+            PortSpec::AfPacket {
+                ifname: "veth0".into(),
+                vlan: Some(4094)
+            }
+        );
+    }
+
+    #[test]
+    fn queue_range_names_key_value_and_fix() {
+        assert_eq!(
+            err("vhost-user:path=/tmp/a,queues=0"),
+            "queues=0: queues must be 1..=16"
+        );
+        assert_eq!(
+            err("vhost-user:path=/tmp/a,queues=17"),
+            "queues=17: queues must be 1..=16"
+        );
+        assert_eq!(
+            err("tap:name=t,queues=257"),
+            "queues=257: queues must be 1..=256"
+        );
+        assert!(err("vhost-user:path=/tmp/a,queues=two").contains("queues=two"));
+        assert!(err("vhost-user:path=/tmp/a,queues=99999999999999999999").contains("number"));
+    }
+
+    #[test]
+    fn unknown_key_lists_valid_ones() {
+        let e = err("tap:name=rs0,path=/x");
+        assert_eq!(
+            e,
+            "unknown key `path` for tap ports; valid keys: name, queues, vlan"
+        );
+        assert!(err("afpacket:ifname=v,speed=10").contains("valid keys: ifname, vlan"));
+        assert!(err("vhost-user:path=/a,client=maybe").contains("use on or off"));
+    }
+
+    #[test]
+    fn kinds_and_missing_keys() {
+        assert!(err("vhostuser:path=/a").contains("unknown port kind `vhostuser`"));
+        assert!(err(":path=/a").contains("missing port kind"));
+        assert!(err("vhost-user").contains("missing `path=`"));
+        assert!(err("tap:queues=2").contains("missing `name=`"));
+        assert!(err("afpacket:").contains("missing `ifname=`"));
+        assert!(err("vhost-user:path").contains("`path` needs a value"));
+        assert!(err("vhost-user:path=/a,path=/b").contains("given twice"));
+    }
+
+    #[test]
+    fn bad_macs() {
+        assert!(err("vhost-user:path=/a,mac=52:54:00:12:34").contains("mac=52:54:00:12:34"));
+        assert!(err("vhost-user:path=/a,mac=zz:54:00:12:34:56").contains("six hex octets"));
+        assert!(err("vhost-user:path=/a,mac=01:00:5e:00:00:01").contains("unicast"));
+        assert!(err("vhost-user:path=/a,mac=00:00:00:00:00:00").contains("not a usable"));
+    }
+
+    #[test]
+    fn vlans_and_names() {
+        assert_eq!(err("tap:name=t,vlan=0"), "vlan=0: vlan must be 1..=4094");
+        assert_eq!(
+            err("tap:name=t,vlan=4095"),
+            "vlan=4095: vlan must be 1..=4094"
+        );
+        assert!(err("tap:name=0123456789abcdef").contains("1 to 15 bytes"));
+        assert!(err("afpacket:ifname=a/b").contains("`/`"));
+        let long = format!("vhost-user:path=/{}", "x".repeat(120));
+        assert!(err(&long).contains("107 bytes"));
+        assert!(err("vhost-user:path=").contains("must not be empty"));
+    }
+
+    #[test]
+    fn validate_spec_rechecks_json_specs() {
+        let bad = PortSpec::VhostUser {
+            path: "/a".into(),
+            queues: 0,
+            client: false,
+            mac: None,
+            vlan: None,
+            offloads: true,
+        };
+        assert!(validate_spec(&bad).is_err());
+        let good = parse_port("tap:name=rs0").unwrap();
+        assert!(validate_spec(&good).is_ok());
+    }
+
+    #[test]
+    fn round_trip_through_raw() {
+        for s in [
+            "vhost-user:path=/run/a.sock,queues=3,client,mac=02:00:00:00:00:01,vlan=7,offloads=off",
+            "tap:name=rs0,queues=4,vlan=3",
+            "tap:name=rs1",
+            "afpacket:ifname=veth9",
+        ] {
+            let spec = parse_port(s).unwrap();
+            assert_eq!(to_raw(&spec).into_spec().unwrap(), spec, "{s}");
+        }
+    }
+
+    #[test]
+    fn changes() {
+        assert_eq!(parse_change("vlan=10").unwrap().vlan, Some(Some(10)));
+        assert_eq!(parse_change("vlan=none").unwrap().vlan, Some(None));
+        assert!(parse_change("vlan=0")
+            .unwrap_err()
+            .to_string()
+            .contains("1..=4094"));
+        assert!(parse_change("vlan=").is_err());
+        assert!(parse_change("").is_err());
+        assert!(parse_change("mtu=9000")
+            .unwrap_err()
+            .to_string()
+            .contains("valid keys: vlan"));
+        assert!(parse_change("vlan=1,vlan=2").is_err());
+    }
+}

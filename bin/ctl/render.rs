@@ -1,0 +1,289 @@
+//! Human output of `ringswitch ctl`: one aligned table per listing. `--json` bypasses
+//! this and prints the daemon's response line as is (stable for scripts).
+
+use super::table::{Align, Table};
+use crate::control::{FdbRow, MdbRow, PortInfo, Response, StatsReport};
+
+use Align::{Left as L, Right as R};
+
+/// Renders a successful response; `Error` responses are handled by the caller (they go
+/// to stderr with a non-zero exit code).
+pub fn response(r: &Response) -> String {
+    match r {
+        Response::Ports { ports: p } => ports(p),
+        Response::Fdb { entries } => fdb(entries),
+        Response::Mdb { entries } => mdb(entries),
+        Response::Stats { stats: s } => stats(s),
+        Response::Port { port } => ports(std::slice::from_ref(port)),
+        Response::Ok => "ok\n".into(),
+        Response::Error { message } => format!("error: {message}\n"),
+    }
+}
+
+fn list(v: &[String]) -> String {
+    if v.is_empty() {
+        "-".into()
+    } else {
+        v.join(",")
+    }
+}
+
+pub fn ports(ports: &[PortInfo]) -> String {
+    let mut t = Table::new(&[
+        ("ID", R),
+        ("NAME", L),
+        ("KIND", L),
+        ("STATE", L),
+        ("MAC", L),
+        ("VLAN", L),
+        ("QUEUES", R),
+        ("OFFLOADS", L),
+        ("RX-FILTER", L),
+        ("FEATURES", L),
+    ]);
+    for p in ports {
+        t.row(vec![
+            p.id.to_string(),
+            p.name.clone(),
+            p.kind.clone(),
+            p.state.clone(),
+            p.mac.clone().unwrap_or_else(|| "-".into()),
+            p.vlan.clone(),
+            format!("{}/{}", p.queues_enabled, p.queues),
+            list(&p.offloads),
+            p.rx_filter.clone(),
+            list(&p.features),
+        ]);
+    }
+    t.render()
+}
+
+/// Seconds with one decimal: ages are for humans deciding whether an entry is fresh.
+fn secs(s: f64) -> String {
+    format!("{s:.1}s")
+}
+
+pub fn fdb(rows: &[FdbRow]) -> String {
+    let mut t = Table::new(&[
+        ("MAC", L),
+        ("VLAN", R),
+        ("PORT", L),
+        ("TYPE", L),
+        ("AGE", R),
+    ]);
+    for r in rows {
+        t.row(vec![
+            r.mac.clone(),
+            r.vlan.to_string(),
+            r.port.clone(),
+            if r.is_static { "static" } else { "learned" }.into(),
+            if r.is_static {
+                "-".into()
+            } else {
+                secs(r.age_s)
+            },
+        ]);
+    }
+    t.render()
+}
+
+pub fn mdb(rows: &[MdbRow]) -> String {
+    let mut t = Table::new(&[("GROUP", L), ("VLAN", R), ("PORTS", L), ("EXPIRES", R)]);
+    for r in rows {
+        t.row(vec![
+            r.group.clone(),
+            r.vlan.to_string(),
+            list(&r.ports),
+            r.expires_s.map_or_else(|| "permanent".into(), secs),
+        ]);
+    }
+    t.render()
+}
+
+pub fn stats(s: &StatsReport) -> String {
+    let mut out = format!(
+        "uptime {}  fdb entries {}  mdb entries {}\n\n",
+        secs(s.uptime_s),
+        s.fdb_entries,
+        s.mdb_entries
+    );
+
+    let mut ports = Table::new(&[
+        ("PORT", L),
+        ("RX-PKTS", R),
+        ("RX-BYTES", R),
+        ("TX-PKTS", R),
+        ("TX-BYTES", R),
+        ("DROPS", R),
+        ("FIXED-WR", R),
+        ("FALLBACK-WR", R),
+    ]);
+    let mut drops = Table::new(&[("PORT", L), ("DROP-REASON", L), ("COUNT", R)]);
+    let mut queues = Table::new(&[
+        ("PORT", L),
+        ("QUEUE", R),
+        ("RX-PKTS", R),
+        ("RX-BYTES", R),
+        ("TX-PKTS", R),
+        ("TX-BYTES", R),
+        ("DROPS", R),
+    ]);
+    for p in &s.ports {
+        let total: u64 = p.drops.iter().map(|(_, n)| *n).fold(0, u64::saturating_add);
+        ports.row(vec![
+            p.name.clone(),
+            p.rx_packets.to_string(),
+            p.rx_bytes.to_string(),
+            p.tx_packets.to_string(),
+            p.tx_bytes.to_string(),
+            total.to_string(),
+            p.fixed_writes.to_string(),
+            p.fallback_writes.to_string(),
+        ]);
+        for (reason, n) in &p.drops {
+            drops.row(vec![p.name.clone(), reason.clone(), n.to_string()]);
+        }
+        for q in &p.queues {
+            queues.row(vec![
+                p.name.clone(),
+                q.queue.to_string(),
+                q.rx_packets.to_string(),
+                q.rx_bytes.to_string(),
+                q.tx_packets.to_string(),
+                q.tx_bytes.to_string(),
+                q.drops.to_string(),
+            ]);
+        }
+    }
+    let mut workers = Table::new(&[
+        ("WORKER", R),
+        ("PACKETS", R),
+        ("IO_URING_ENTERS", R),
+        ("SYSCALLS/PKT", R),
+    ]);
+    for w in &s.workers {
+        workers.row(vec![
+            w.worker.to_string(),
+            w.packets.to_string(),
+            w.io_uring_enters.to_string(),
+            format!("{:.4}", w.syscalls_per_packet),
+        ]);
+    }
+
+    out.push_str(&ports.render());
+    for t in [&drops, &queues, &workers] {
+        if !t.is_empty() {
+            out.push('\n');
+            out.push_str(&t.render());
+        }
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::control::{PortCounters, QueueCounters, WorkerCounters};
+
+    #[test]
+    fn ports_table() {
+        let p = PortInfo {
+            id: 0,
+            name: "/run/vm1.sock".into(),
+            kind: "vhost-user".into(),
+            state: "up".into(),
+            mac: Some("52:54:00:00:00:01".into()),
+            vlan: "access 10".into(),
+            queues: 2,
+            queues_enabled: 1,
+            features: vec!["VERSION_1".into(), "MRG_RXBUF".into()],
+            offloads: vec![],
+            rx_filter: "promisc".into(),
+        };
+        let out = ports(&[p]);
+        let lines: Vec<&str> = out.lines().collect();
+        assert_eq!(lines.len(), 2);
+        assert!(lines[0].starts_with("ID  NAME"), "{out}");
+        assert!(
+            lines[1].contains("access 10") && lines[1].contains("1/2"),
+            "{out}"
+        );
+        assert!(lines[1].ends_with("VERSION_1,MRG_RXBUF"), "{out}");
+        // Columns line up: the NAME column starts at the same offset in both lines.
+        assert_eq!(lines[0].find("NAME"), lines[1].find("/run"));
+        assert_eq!(lines[0].find("KIND"), lines[1].find("vhost-user"));
+    }
+
+    #[test]
+    fn fdb_and_mdb() {
+        let out = fdb(&[
+            FdbRow {
+                mac: "02:00:00:00:00:01".into(),
+                vlan: 1,
+                port: "veth0".into(),
+                is_static: false,
+                age_s: 3.25,
+            },
+            FdbRow {
+                mac: "02:00:00:00:00:02".into(),
+                vlan: 10,
+                port: "veth1".into(),
+                is_static: true,
+                age_s: 0.0,
+            },
+        ]);
+        assert!(out.contains("learned") && out.contains("3.2s"), "{out}");
+        assert!(
+            out.lines().nth(2).unwrap().trim_end().ends_with('-'),
+            "{out}"
+        );
+        let out = mdb(&[MdbRow {
+            group: "239.1.1.1".into(),
+            vlan: 1,
+            ports: vec!["a".into(), "b".into()],
+            expires_s: None,
+        }]);
+        assert!(out.contains("a,b") && out.contains("permanent"), "{out}");
+    }
+
+    #[test]
+    fn stats_tables() {
+        let s = StatsReport {
+            uptime_s: 12.0,
+            ports: vec![PortCounters {
+                name: "veth0".into(),
+                rx_packets: 10,
+                rx_bytes: 1000,
+                tx_packets: 5,
+                tx_bytes: 500,
+                drops: vec![("vlan_not_member".into(), 3), ("rx_filter".into(), 2)],
+                fixed_writes: 4,
+                fallback_writes: 1,
+                queues: vec![QueueCounters {
+                    queue: 0,
+                    rx_packets: 10,
+                    ..QueueCounters::default()
+                }],
+            }],
+            workers: vec![WorkerCounters {
+                worker: 0,
+                packets: 15,
+                io_uring_enters: 3,
+                syscalls_per_packet: 0.2,
+            }],
+            fdb_entries: 2,
+            mdb_entries: 0,
+        };
+        let out = stats(&s);
+        assert!(
+            out.starts_with("uptime 12.0s  fdb entries 2  mdb entries 0\n"),
+            "{out}"
+        );
+        let port_line = out.lines().find(|l| l.starts_with("veth0  ")).unwrap();
+        let cols: Vec<&str> = port_line.split_whitespace().collect();
+        assert_eq!(cols, ["veth0", "10", "1000", "5", "500", "5", "4", "1"]);
+        assert!(out.contains("vlan_not_member"), "{out}");
+        assert!(out.contains("0.2000"), "{out}");
+        assert!(out.contains("IO_URING_ENTERS"), "{out}");
+    }
+}
