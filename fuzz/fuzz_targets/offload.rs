@@ -60,16 +60,38 @@ fuzz_target!(|data: &[u8]| {
     let parts = [&bytes[..cut], &bytes[cut..]];
     let frame = Frame::new(&parts);
     match plan(&hdr, &frame, &dest) {
-        Ok(Egress::Segment(p)) => {
+        Ok(Egress::Segment(mut p)) => {
+            p.set_ipv6_frag_id(u32::from(bits) << 8 | 1);
             let Ok(segs) = segment_to_vecs(&p, frame) else { return };
             assert_eq!(segs.len(), p.segment_count());
             let Ok(mut s) = p.segments(frame) else { return };
+            let Ok(mut t) = p.segments(frame) else { return };
+            let Ok(mut r) = p.segments(frame) else { return };
             let mut buf = vec![0u8; MAX_HDR + p.gso_size()];
+            // Scatter: uneven small buffers, then one big enough for the rest.
+            let mut a = [0u8; 5];
+            let mut b = [0u8; 33];
+            let mut c = vec![0u8; MAX_HDR + p.gso_size()];
+            // Retag while copying: pop whatever L2 the frame has down to dst+src MACs.
+            let head = [0xffu8; 12];
             for (vh, want) in &segs {
                 assert!(want.len() <= MAX_HDR + p.gso_size());
                 let (n, got_vh) = s.copy_next(&mut buf).expect("sized buffer").expect("segment");
                 assert_eq!(&buf[..n], &want[..]);
                 assert_eq!(got_vh, *vh);
+                let (n2, _) = t
+                    .copy_next_scatter(&mut [&mut a[..], &mut b[..], &mut c[..]])
+                    .expect("sized buffers")
+                    .expect("segment");
+                assert_eq!(n2, n);
+                let flat: Vec<u8> = a.iter().chain(b.iter()).chain(c.iter()).copied().take(n).collect();
+                assert_eq!(&flat[..], &want[..]);
+                let (n3, _) = r
+                    .copy_next_with_head(&head, 12, &mut [&mut buf[..]])
+                    .expect("sized buffer")
+                    .expect("segment");
+                assert_eq!(n3, n);
+                assert_eq!(&buf[12..n], &want[12..]);
             }
             assert_eq!(s.copy_next(&mut buf), Ok(None));
         }
