@@ -36,7 +36,9 @@ pub enum SocketMode {
     Client,
     /// As `Client`, and QEMU reconnects every second after the backend went away.
     ClientReconnect,
-    /// QEMU listens (without waiting), the backend connects (ringswitch `client` ports).
+    /// QEMU listens, the backend connects (ringswitch `client` ports). QEMU 7.2 still
+    /// blocks at start-up until the first connection (vhost-user netdevs need it,
+    /// `wait=off` notwithstanding), so start the backend after `Guest::start`.
     Server,
 }
 
