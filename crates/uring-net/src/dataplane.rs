@@ -27,6 +27,12 @@ pub struct DataplaneConfig {
     /// After a batch, keep polling the ring without sleeping for this long (µs). Trades
     /// CPU (and extra io_uring_enter calls) for latency; 0 = always sleep in the kernel.
     pub poll_us: u32,
+    /// Batching wait (µs, Linux ≥ 6.12 `min_wait`): a worker that wakes for a completion
+    /// keeps collecting completions that arrive within this long of entering the kernel,
+    /// up to 256, in the same io_uring_enter. Idle latency is unchanged (the first
+    /// completion after the window wakes at once); under load it cuts syscalls per packet.
+    /// 0 = wake for every completion.
+    pub batch_us: u32,
     /// Rx buffers per port queue (a power of two).
     pub rx_buffers: u16,
     /// Size of one rx buffer: the vnet header plus the largest (GSO) frame.
@@ -40,7 +46,8 @@ impl Default for DataplaneConfig {
         DataplaneConfig {
             workers: 0,
             poll_us: 0,
-            rx_buffers: 64,
+            batch_us: 50,
+            rx_buffers: 256,
             rx_buf_size: RX_BUF_SIZE,
             max_inflight: 256,
         }
@@ -145,6 +152,7 @@ impl Dataplane {
             let wcfg = WorkerConfig {
                 index,
                 poll: Duration::from_micros(cfg.poll_us.into()),
+                batch_wait: Duration::from_micros(cfg.batch_us.into()),
                 rx_buffers: cfg.rx_buffers,
                 rx_buf_size: cfg.rx_buf_size,
                 max_inflight: cfg.max_inflight.max(1),

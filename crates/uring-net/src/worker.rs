@@ -36,6 +36,8 @@ pub const VNET_HDR: usize = 12;
 pub const FIXED_SLOTS: u32 = 1024;
 /// Writes in flight per worker (the op slab never grows, so iovec addresses stay valid).
 const MAX_OPS: usize = 4096;
+/// Completions a batching wait asks for before its minimum wait expires.
+const BATCH_WANT: usize = 256;
 /// Guest frames popped per kick round.
 const GUEST_BATCH: usize = 64;
 
@@ -92,6 +94,7 @@ pub(crate) enum Cmd {
 pub(crate) struct WorkerConfig {
     pub index: usize,
     pub poll: Duration,
+    pub batch_wait: Duration,
     pub rx_buffers: u16,
     pub rx_buf_size: u32,
     pub max_inflight: u32,
@@ -271,6 +274,23 @@ impl Worker {
         loop {
             let pending = self.ring.submission().len() as u32;
             self.stats.worker.enters.add(1);
+            if want > 0 && !self.cfg.batch_wait.is_zero() {
+                // Linux ≥ 6.12 min_wait: sleep until the first completion as usual, but if
+                // completions keep coming within `batch_wait` of entering, collect up to
+                // BATCH_WANT of them in this one call.
+                let us = self.cfg.batch_wait.as_micros().min(u32::MAX as u128) as u32;
+                // The overall timeout is what makes the kernel keep sleeping after the
+                // minimum wait when nothing has arrived; without one it returns at once.
+                let idle = types::Timespec::new().sec(3600);
+                let args = types::SubmitArgs::new().min_wait_usec(us).timespec(&idle);
+                match self.ring.submitter().submit_with_args(BATCH_WANT, &args) {
+                    Ok(_) => return Ok(()),
+                    Err(e) if e.raw_os_error() == Some(libc::EINTR) => continue,
+                    Err(e) if e.raw_os_error() == Some(libc::EBUSY) => return Ok(()),
+                    Err(e) if e.raw_os_error() == Some(libc::ETIME) => return Ok(()),
+                    Err(e) => return Err(e),
+                }
+            }
             // SAFETY: no argument struct is passed; every SQE in the queue points at memory
             // owned by this worker (op slab, buffer rings, kick/wake buffers) or at
             // registered guest memory, all of which outlive their completions.

@@ -144,3 +144,31 @@ fn tap_port_reaches_container() {
     assert!(dp.stats().port(pt).is_none());
     dp.shutdown().unwrap();
 }
+
+/// The busy-poll window (`--poll-us`) path: one worker that keeps polling its ring after
+/// each batch still forwards both ways.
+#[test]
+fn busy_poll_worker_forwards() {
+    let pfx = prefix("p");
+    let sw = Ns::new(format!("{pfx}sw"));
+    let c1 = container(&sw, &pfx, 1);
+    let c2 = container(&sw, &pfx, 2);
+    let dp = Dataplane::new(
+        Arc::new(Switch::new(SwitchConfig::default())),
+        DataplaneConfig {
+            workers: 1,
+            poll_us: 200,
+            batch_us: 0,
+            ..Default::default()
+        },
+    )
+    .unwrap();
+    sw.run_in(|| {
+        dp.add_port(PortSpec::afpacket(&c1.host_if)).unwrap();
+        dp.add_port(PortSpec::afpacket(&c2.host_if)).unwrap();
+    });
+    let r = ping(&c1.ns, &c2.v4).and_then(|_| ping(&c2.ns, &c1.v6));
+    report(&dp);
+    r.unwrap();
+    dp.shutdown().unwrap();
+}
