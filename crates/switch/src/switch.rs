@@ -446,6 +446,12 @@ impl SwitchView<'_> {
         mut out: impl FnMut(usize, Decision),
     ) {
         const AHEAD: usize = 4;
+        if !self.fdb.worth_prefetching() {
+            for (i, f) in frames.iter().enumerate() {
+                out(i, self.decide(f.ingress, &f.hdr, f.bytes, f.len, now));
+            }
+            return;
+        }
         for f in frames.iter().take(AHEAD) {
             self.prefetch(f.ingress, f.bytes);
         }
