@@ -389,9 +389,11 @@ mod linux_reports {
             .any(|e| e.group == g && e.ports.iter().any(|p| p.0 == PortId(1)))
     }
 
-    #[test]
-    fn kernel_igmpv3_and_mldv2_reports() {
-        let ns = format!("rsmc{}", std::process::id());
+    /// Joins and leaves from the kernel forced to IGMP version `igmp` and MLD version `mld`
+    /// (0: the default, IGMPv3/MLDv2). An IGMPv1 host sends no leave: its membership must
+    /// outlive the MLD leave.
+    fn kernel_join_leave(tag: &str, igmp: u8, mld: u8) {
+        let ns = format!("rsm{tag}{}", std::process::id());
         if !ip(&["netns", "add", &ns]) {
             eprintln!("skipped: cannot create a network namespace (needs root)");
             return;
@@ -409,6 +411,17 @@ mod linux_reports {
             "dev",
             "mca"
         ]));
+        for (key, v) in [
+            ("net.ipv4.conf.mca.force_igmp_version", igmp),
+            ("net.ipv6.conf.mca.force_mld_version", mld),
+        ] {
+            let set = format!("{key}={v}");
+            let ok = Command::new("ip")
+                .args(["netns", "exec", &ns, "sysctl", "-qw", &set])
+                .status()
+                .is_ok_and(|s| s.success());
+            assert!(ok, "{set}");
+        }
         assert!(ip(&["-n", &ns, "link", "set", "mcb", "up"]));
         assert!(ip(&["-n", &ns, "link", "set", "mca", "up"]));
 
@@ -438,23 +451,46 @@ mod linux_reports {
             s.entries(Millis(t0.elapsed().as_millis() as u64)),
             s.stats()
         );
-        // Linux speaks IGMPv3/MLDv2 by default: reports arrived and nothing was dropped.
         let st = s.stats();
         assert!(st.reports >= 2);
         assert_eq!(
             st.drop_bad_checksum + st.drop_bad_length + st.drop_no_router_alert,
             0
         );
-        // Closing the sockets makes the kernel send TO_IN{} state changes: leaves.
+        // Closing the sockets makes the kernel leave: TO_IN{} records, IGMPv2 leave or
+        // MLDv1 done — none for IGMPv1.
         drop(r4);
         drop(r6);
+        let v1 = igmp == 1;
         assert!(
-            feed_until(&s, &rx, t0, |s, now| !has(s, g4, now) && !has(s, g6, now)),
+            feed_until(&s, &rx, t0, |s, now| (v1 || !has(s, g4, now))
+                && !has(s, g6, now)),
             "the kernel's leaves were seen: {:?}",
             s.stats()
         );
-        assert!(s.stats().leaves >= 2 && s.stats().fast_leaves >= 2);
+        let now = Millis(t0.elapsed().as_millis() as u64);
+        if v1 {
+            assert!(has(&s, g4, now), "an IGMPv1 membership has no leave");
+            assert!(s.stats().fast_leaves >= 1);
+        } else {
+            assert!(s.stats().leaves >= 2 && s.stats().fast_leaves >= 2);
+        }
         stop.store(true, Ordering::Relaxed);
+    }
+
+    #[test]
+    fn kernel_igmpv3_and_mldv2_reports() {
+        kernel_join_leave("c", 0, 0);
+    }
+
+    #[test]
+    fn kernel_igmpv2_and_mldv1_reports() {
+        kernel_join_leave("d", 2, 1);
+    }
+
+    #[test]
+    fn kernel_igmpv1_reports() {
+        kernel_join_leave("e", 1, 2);
     }
 
     /// The Linux bridge as querier (mcast_querier 1, IGMPv3, speaking from its address):

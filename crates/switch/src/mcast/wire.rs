@@ -697,16 +697,18 @@ fn parse_mld<'a>(l: &Located<'a>) -> Result<Message<'a>, WireError> {
             _ => Message::Other,
         });
     }
-    // RFC 3810 §5 / RFC 2710 §3: link-local source (unspecified allowed for reports,
-    // RFC 3810 §5.2.13), hop limit 1, router alert.
+    // RFC 3810 §5 / RFC 2710 §3: link-local source, hop limit 1, router alert. The
+    // unspecified source is allowed for host messages: RFC 3810 §5.2.13 for reports, and
+    // Linux also sends MLDv1 reports and dones from :: while its link-local address is
+    // tentative (seen in the kernel interop test); only queries must be link-local.
     if l.hop_limit != 1 {
         return Err(WireError::BadHopLimit);
     }
     if !l.router_alert {
         return Err(WireError::NoRouterAlert);
     }
-    let report = matches!(t, MLD_V1_REPORT | MLD_V2_REPORT);
-    if !(is_v6_link_local_unicast(&src) || (report && src.is_unspecified())) {
+    let host = matches!(t, MLD_V1_REPORT | MLD_V2_REPORT | MLD_V1_DONE);
+    if !(is_v6_link_local_unicast(&src) || (host && src.is_unspecified())) {
         return Err(WireError::BadSource);
     }
     let min = |n: usize| {
