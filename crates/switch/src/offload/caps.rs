@@ -118,6 +118,17 @@ mod tests {
     }
 
     #[test]
+    fn tun_constants_match_libc() {
+        assert_eq!(tun::TUN_F_CSUM, libc::TUN_F_CSUM);
+        assert_eq!(tun::TUN_F_TSO4, libc::TUN_F_TSO4);
+        assert_eq!(tun::TUN_F_TSO6, libc::TUN_F_TSO6);
+        assert_eq!(tun::TUN_F_TSO_ECN, libc::TUN_F_TSO_ECN);
+        assert_eq!(tun::TUN_F_UFO, libc::TUN_F_UFO);
+        assert_eq!(tun::TUN_F_USO4, libc::TUN_F_USO4);
+        assert_eq!(tun::TUN_F_USO6, libc::TUN_F_USO6);
+    }
+
+    #[test]
     fn tun_flags() {
         assert_eq!(Offloads::from_tun_flags(0x7f), Offloads::ALL);
         let o = Offloads::from_tun_flags(0);
