@@ -463,6 +463,15 @@ impl Mdb {
                 .is_some_and(|q| q.other_present(now))
     }
 
+    /// Somebody (we or an elected other querier) will ask the group.
+    fn querier_present(&self, vid: Vid, fam: Family, now: u64) -> bool {
+        self.we_query(vid, fam, now)
+            || self
+                .queriers
+                .get(&(vid, fam))
+                .is_some_and(|q| q.other_present(now))
+    }
+
     fn querier_entry(&mut self, vid: Vid, fam: Family) -> &mut QuerierState {
         let t = self.default_timers();
         self.queriers
@@ -719,9 +728,13 @@ impl Mdb {
                 }
                 if exclude && to_in {
                     // EXCLUDE → TO_IN(S): the port may no longer want every source; become
-                    // INCLUDE(S) and ask (RFC 3376 §6.4.2 "Send Q(G)").
+                    // INCLUDE(S) and ask (RFC 3376 §6.4.2 "Send Q(G)"). Not a leave: with
+                    // nobody to ask (no querier) or one host only (fast leave) the timer
+                    // stays, or the host that still wants S would lose it.
                     self.include.insert((key, port), srcs.to_vec());
-                    self.group_query(port, key, now, queries);
+                    if !self.port(port).fast_leave && self.querier_present(vid, fam, now) {
+                        self.group_query(port, key, now, queries);
+                    }
                 } else if !exclude {
                     let set = self.include.entry((key, port)).or_default();
                     for s in srcs {

@@ -540,23 +540,31 @@ fn include_mode_ports_leave_when_last_source_is_blocked() {
     );
     assert_eq!(members(&s, g, 1, 12 * S - 1), Some(set(&[5])));
     assert_eq!(members(&s, g, 1, 12 * S), None);
-    // EXCLUDE → TO_IN{S}: the port stays but must answer the group query.
-    ctl(
-        &s,
-        6,
-        1,
-        &igmp_v3_report(host4(6), &[(4, a4("239.7.7.7"), 0)]),
-        20 * S,
-    );
-    ctl(
-        &s,
-        6,
-        1,
-        &igmp_v3_report(host4(6), &[(3, a4("239.7.7.7"), 1)]),
-        20 * S,
-    );
-    assert_eq!(members(&s, g, 1, 22 * S - 1), Some(set(&[6])));
-    assert_eq!(members(&s, g, 1, 22 * S), None);
+    let v3 = |port: u16, kind: u8, nsrc: u16, t: u64| {
+        ctl(
+            &s,
+            port,
+            1,
+            &igmp_v3_report(host4(port), &[(kind, a4("239.7.7.7"), nsrc)]),
+            t,
+        )
+    };
+    // EXCLUDE → TO_IN{S} without any querier: nobody would ask, the port stays.
+    v3(6, 4, 0, 20 * S);
+    v3(6, 3, 1, 20 * S);
+    assert_eq!(members(&s, g, 1, 22 * S), Some(set(&[6])));
+    // With a querier (a router on port 9): the port must answer the group query.
+    let q = general_query4("198.18.0.1", QueryKind::IgmpV3, 2, 125, 10_000);
+    ctl(&s, 9, 1, &q, 30 * S);
+    v3(7, 4, 0, 30 * S);
+    v3(7, 3, 1, 30 * S);
+    assert_eq!(members(&s, g, 1, 32 * S - 1), Some(set(&[6, 7, 9])));
+    assert_eq!(members(&s, g, 1, 32 * S), Some(set(&[6, 9])));
+    // ... and its answer (IS_IN{S}) keeps it.
+    v3(8, 4, 0, 40 * S);
+    v3(8, 3, 1, 40 * S);
+    v3(8, 1, 1, 41 * S);
+    assert_eq!(members(&s, g, 1, 50 * S), Some(set(&[6, 8, 9])));
 }
 
 #[test]
