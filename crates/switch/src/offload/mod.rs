@@ -2,7 +2,7 @@
 //! header through, complete the checksum, or segment in software — producing the same wire
 //! bytes Linux's own GSO would (see `docs/design/offload.md`).
 //!
-//! Flow for one frame (header `hdr`, bytes `frame`) toward a port with [`Offloads`] `dest`:
+//! Flow for one frame (header `hdr`, bytes `frame`) toward a port with [`Offloads`](crate::port::Offloads) `dest`:
 //!
 //! ```
 //! use switch::offload::{plan, Egress, Frame, MAX_HDR};
@@ -26,8 +26,8 @@
 //! ```
 //!
 //! Modules: [`csum`] (RFC 1071), [`frame`] (multi-slice source), [`caps`] (capabilities
-//! from negotiation), [`plan`] (validation and decision), [`gso`] (segmenter),
-//! [`drop`] (drop reasons and counters).
+//! from negotiation), [`plan`](mod@plan) (validation and decision), [`gso`] (segmenter),
+//! [`drop`](mod@drop) (drop reasons and counters).
 
 pub mod caps;
 pub mod csum;
