@@ -124,6 +124,105 @@ fn flow_hash(fwd: &Forward, head: &[u8]) -> u32 {
     h
 }
 
+/// Why a frame did not reach a guest.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Undelivered {
+    /// Offload metadata inconsistent with the frame.
+    BadOffload,
+    /// No room in the RX queue (or the queue is not ready).
+    Full,
+}
+
+/// Delivers `parts` (an Ethernet frame as it leaves toward `dev`) with header `hdr` into
+/// RX queue pair `qp`, adapted to what the guest accepts (`switch::offload`): pass through,
+/// complete the checksum, or segment in software — always one copy into guest buffers.
+fn adapt_and_deliver(
+    dev: &NetDevice,
+    qp: u16,
+    hdr: &VnetHdr,
+    parts: &[&[u8]],
+    offloads: &Offloads,
+) -> Result<(), Undelivered> {
+    let src = Frame::new(parts);
+    let ok = match plan(hdr, &src, offloads) {
+        Ok(Offload::PassThrough { hdr }) => dev.deliver(qp, &hdr, parts).is_ok(),
+        Ok(Offload::CompleteCsum(job)) => {
+            let v = job.value(&src).to_be_bytes();
+            let mut p = Parts::new();
+            for s in parts {
+                if !p.push(s) {
+                    return Err(Undelivered::BadOffload);
+                }
+            }
+            match p.patched(job.at, &v) {
+                Some(p) => dev.deliver(qp, &job.hdr, p.as_slice()).is_ok(),
+                None => return Err(Undelivered::BadOffload),
+            }
+        }
+        Ok(Offload::Segment(gp)) => {
+            let Ok(mut segs) = gp.segments(src) else {
+                return Err(Undelivered::BadOffload);
+            };
+            let mut all = true;
+            let mut h = [0u8; MAX_HDR];
+            while let Some(s) = segs.next_into(&mut h) {
+                let mut p = Parts::new();
+                let mut ok = p.push(&h[..s.hdr_len]);
+                for sl in src.slices(s.payload.clone()) {
+                    ok &= p.push(sl);
+                }
+                all &= ok && dev.deliver(qp, &s.vnet, p.as_slice()).is_ok();
+            }
+            all
+        }
+        Err(_) => return Err(Undelivered::BadOffload),
+    };
+    if ok {
+        Ok(())
+    } else {
+        Err(Undelivered::Full)
+    }
+}
+
+/// A guest's RX side as the io_uring workers see it (frames from taps and AF_PACKET
+/// ports): offload adaptation, then one copy into the guest's buffers.
+pub struct GuestSink {
+    sw: Arc<Switch>,
+    dev: NetDevice,
+}
+
+impl GuestSink {
+    pub fn new(sw: Arc<Switch>, dev: NetDevice) -> GuestSink {
+        GuestSink { sw, dev }
+    }
+}
+
+impl uring_net::GuestRx for GuestSink {
+    fn deliver(&self, hdr: &VnetHdr, parts: &[&[u8]]) -> Result<(), uring_net::RxFull> {
+        let pairs = self.dev.active_queue_pairs().max(1);
+        // Spread by the MAC pair (the first part starts with dst+src): one host↔guest
+        // conversation stays on one queue, so it is never reordered.
+        let qp = parts.first().map_or(0, |p| {
+            let h = p.iter().take(12).fold(0x811c_9dc5u32, |h, b| {
+                (h ^ u32::from(*b)).wrapping_mul(0x0100_0193)
+            });
+            (h % u32::from(pairs)) as u16
+        });
+        let offloads = self
+            .sw
+            .view()
+            .port(self.dev.port())
+            .map_or(Offloads::NONE, |c| c.offloads);
+        adapt_and_deliver(&self.dev, qp, hdr, parts, &offloads).map_err(|_| uring_net::RxFull)
+    }
+
+    fn flush(&self) {
+        for qp in 0..self.dev.active_queue_pairs().max(1) {
+            self.dev.flush_rx(qp);
+        }
+    }
+}
+
 /// One guest TX frame being delivered.
 #[derive(Clone, Copy)]
 struct TxCtx<'v, 'f> {
@@ -190,37 +289,13 @@ impl Glue {
             return;
         }
         let ohdr = eg.adjust_hdr(hdr);
-        let src = Frame::new(parts.as_slice());
-        let delivered = match plan(&ohdr, &src, offloads) {
-            Ok(Offload::PassThrough { hdr }) => dev.deliver(qp, &hdr, parts.as_slice()).is_ok(),
-            Ok(Offload::CompleteCsum(job)) => {
-                let v = job.value(&src).to_be_bytes();
-                match parts.patched(job.at, &v) {
-                    Some(p) => dev.deliver(qp, &job.hdr, p.as_slice()).is_ok(),
-                    None => false,
-                }
-            }
-            Ok(Offload::Segment(gp)) => {
-                let Ok(mut segs) = gp.segments(src) else {
-                    self.sw.count_drop(ingress, DropReason::BadOffload);
-                    return;
-                };
-                let mut all = true;
-                let mut h = [0u8; MAX_HDR];
-                while let Some(s) = segs.next_into(&mut h) {
-                    let mut p = Parts::new();
-                    let mut ok = p.push(&h[..s.hdr_len]);
-                    for sl in src.slices(s.payload.clone()) {
-                        ok &= p.push(sl);
-                    }
-                    all &= ok && dev.deliver(qp, &s.vnet, p.as_slice()).is_ok();
-                }
-                all
-            }
-            Err(_) => {
+        let delivered = match adapt_and_deliver(dev, qp, &ohdr, parts.as_slice(), offloads) {
+            Ok(()) => true,
+            Err(Undelivered::BadOffload) => {
                 self.sw.count_drop(ingress, DropReason::BadOffload);
                 return;
             }
+            Err(Undelivered::Full) => false,
         };
         if delivered {
             TOUCHED.with(|t| {

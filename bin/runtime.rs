@@ -190,6 +190,9 @@ impl Runtime {
         let dev = NetDevice::new(id, opts, self.glue.clone(), self.glue.clone())
             .map_err(|e| undo(ControlError::InvalidPort(e.to_string())))?;
         self.glue.set_device(id, Some(dev.clone()));
+        let sink = Arc::new(crate::glue::GuestSink::new(self.sw.clone(), dev.clone()));
+        self.with_dp(|dp| dp.attach_guest_rx(id, sink))?
+            .map_err(|e| undo(control_err(e)))?;
         match VhostUserPort::start(dev) {
             Ok(p) => {
                 self.vhost.lock().insert(id, p);
