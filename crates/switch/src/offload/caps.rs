@@ -78,12 +78,24 @@ impl Offloads {
         }
     }
 
-    /// An AF_PACKET socket with PACKET_VNET_HDR: `packet_snd` hands the header to
-    /// `virtio_net_hdr_to_skb` and the kernel segments in software for a device that
-    /// cannot, so everything is accepted (USO needs Linux ≥ 6.2, which we require).
-    /// Without vnet headers use [`Offloads::NONE`].
+    /// An AF_PACKET socket with PACKET_VNET_HDR on Linux ≥ 6.2: `packet_snd` hands the
+    /// header to `virtio_net_hdr_to_skb` and the kernel segments in software for a device
+    /// that cannot, so everything is accepted (the golden test sends every GSO type this
+    /// way). Without vnet headers use [`Offloads::NONE`].
     pub fn af_packet_vnet() -> Offloads {
         Offloads::ALL
+    }
+
+    /// [`Offloads::af_packet_vnet`] for a given kernel release (`uname -r` major, minor):
+    /// `virtio_net_hdr_to_skb` learned VIRTIO_NET_HDR_GSO_UDP_L4 in 6.2, so older kernels
+    /// refuse USO frames with EINVAL and must get them segmented.
+    pub fn af_packet_vnet_for_kernel(major: u32, minor: u32) -> Offloads {
+        let uso = (major, minor) >= (6, 2);
+        Offloads {
+            uso4: uso,
+            uso6: uso,
+            ..Offloads::ALL
+        }
     }
 }
 
@@ -144,5 +156,9 @@ mod tests {
         let o = Offloads::from_tun_flags(tun::TUN_F_CSUM | tun::TUN_F_USO4);
         assert!(o.csum && o.uso4 && !o.uso6 && !o.tso4);
         assert_eq!(Offloads::af_packet_vnet(), Offloads::ALL);
+        assert_eq!(Offloads::af_packet_vnet_for_kernel(6, 18), Offloads::ALL);
+        assert_eq!(Offloads::af_packet_vnet_for_kernel(7, 0), Offloads::ALL);
+        let o = Offloads::af_packet_vnet_for_kernel(6, 1);
+        assert!(!o.uso4 && !o.uso6 && o.tso4 && o.ufo && o.csum);
     }
 }
