@@ -48,6 +48,21 @@ enum Op {
         vid: usize,
         kind: u8,
     },
+    /// IS_IN (allow false) or ALLOW (allow true) with the first `n` of three sources.
+    Include {
+        port: u16,
+        group: usize,
+        vid: usize,
+        n: u16,
+        allow: bool,
+    },
+    /// BLOCK of the first `n` sources.
+    Block {
+        port: u16,
+        group: usize,
+        vid: usize,
+        n: u16,
+    },
     RouterQuery {
         vid: usize,
     },
@@ -61,6 +76,10 @@ fn op() -> impl Strategy<Value = Op> {
             .prop_map(|(port, group, vid, kind)| Op::Join { port, group, vid, kind }),
         3 => (0..PORTS, 0..5usize, 0..2usize, 0..2u8)
             .prop_map(|(port, group, vid, kind)| Op::Leave { port, group, vid, kind }),
+        2 => (0..PORTS, 0..5usize, 0..2usize, 1..4u16, any::<bool>())
+            .prop_map(|(port, group, vid, n, allow)| Op::Include { port, group, vid, n, allow }),
+        2 => (0..PORTS, 0..5usize, 0..2usize, 1..4u16)
+            .prop_map(|(port, group, vid, n)| Op::Block { port, group, vid, n }),
         1 => (0..2usize).prop_map(|vid| Op::RouterQuery { vid }),
         3 => prop_oneof![Just(0u64), Just(500), Just(1_000), Just(2_000), Just(60_000), Just(200_000)]
             .prop_map(Op::Advance),
@@ -70,9 +89,13 @@ fn op() -> impl Strategy<Value = Op> {
 
 /// The reference: entries stay until a tick removes them (and count towards the limit
 /// until then), like the real MDB.
+/// A member port: expiry, and INCLUDE source mask (None: EXCLUDE mode).
+type Member = (u64, Option<u8>);
+
 #[derive(Default)]
 struct Model {
-    members: HashMap<(usize, u16), HashMap<u16, u64>>,
+    /// (group, vid) → port → member.
+    members: HashMap<(usize, u16), HashMap<u16, Member>>,
     routers: HashMap<(u16, bool), u64>,
 }
 
@@ -84,18 +107,26 @@ impl Model {
             .count()
     }
 
-    fn join(&mut self, port: u16, key: (usize, u16), now: u64) {
+    /// Joins with `include` sources (None: EXCLUDE mode, any source).
+    fn join(&mut self, port: u16, key: (usize, u16), now: u64, include: Option<u8>) {
         if key.0 == 2 {
             return; // link-local: never learnt
         }
-        let known = self
-            .members
-            .get(&key)
-            .is_some_and(|m| m.contains_key(&port));
-        if !known && self.count(port) >= LIMIT {
+        let known = self.members.get(&key).and_then(|m| m.get(&port)).copied();
+        if known.is_none() && self.count(port) >= LIMIT {
             return;
         }
-        self.members.entry(key).or_default().insert(port, now + GMI);
+        let mode = match (known, include) {
+            (_, None) => None,
+            (None, Some(s)) => Some(s),
+            (Some((_, Some(old))), Some(s)) => Some(old | s),
+            // EXCLUDE stays EXCLUDE on IS_IN/ALLOW.
+            (Some((_, None)), Some(_)) => None,
+        };
+        self.members
+            .entry(key)
+            .or_default()
+            .insert(port, (now + GMI, mode));
     }
 
     fn leave(&mut self, port: u16, key: (usize, u16), now: u64) {
@@ -105,19 +136,32 @@ impl Model {
         let Some(e) = m.get_mut(&port) else {
             return;
         };
+        e.1 = Some(0);
         if FAST_LEAVE.contains(&port) {
             m.remove(&port);
             if m.is_empty() {
                 self.members.remove(&key);
             }
         } else {
-            *e = (*e).min(now + LMQT);
+            e.0 = e.0.min(now + LMQT);
+        }
+    }
+
+    fn block(&mut self, port: u16, key: (usize, u16), now: u64, srcs: u8) {
+        let Some(e) = self.members.get_mut(&key).and_then(|m| m.get_mut(&port)) else {
+            return;
+        };
+        if let Some(set) = e.1 {
+            e.1 = Some(set & !srcs);
+            if set & !srcs == 0 {
+                self.leave(port, key, now);
+            }
         }
     }
 
     fn tick(&mut self, now: u64) {
         for m in self.members.values_mut() {
-            m.retain(|_, e| now < *e);
+            m.retain(|_, e| now < e.0);
         }
         self.members.retain(|_, m| !m.is_empty());
         self.routers.retain(|_, e| now < *e);
@@ -137,7 +181,7 @@ impl Model {
             .get(&(group, vid))
             .map(|m| {
                 m.iter()
-                    .filter(|(_, e)| now < **e)
+                    .filter(|(_, e)| now < e.0)
                     .map(|(p, _)| PortId(*p))
                     .collect()
             })
@@ -171,6 +215,14 @@ fn join_packet(port: u16, g: GroupAddr, kind: u8) -> Vec<u8> {
     }
 }
 
+/// A v3/MLDv2 report with one record of `kind` and the first `n` sources.
+fn record_packet(port: u16, g: GroupAddr, kind: u8, n: u16) -> Vec<u8> {
+    match g {
+        GroupAddr::V4(a) => igmp_v3_report(host4(port), &[(kind, a, n)]),
+        GroupAddr::V6(a) => mld_v2_report(host6(port), &[(kind, a, n)]),
+    }
+}
+
 fn leave_packet(port: u16, g: GroupAddr, kind: u8) -> Vec<u8> {
     match (g, kind) {
         (GroupAddr::V4(a), 0) => igmp_leave(host4(port), a),
@@ -196,12 +248,23 @@ proptest! {
                 Op::Join { port, group, vid, kind } => {
                     let pkt = join_packet(port, gs[group], kind);
                     s.on_control(PortId(port), VIDS[vid], &pkt, Millis(now)).unwrap();
-                    m.join(port, (group, VIDS[vid]), now);
+                    m.join(port, (group, VIDS[vid]), now, None);
                 }
                 Op::Leave { port, group, vid, kind } => {
                     let pkt = leave_packet(port, gs[group], kind);
                     s.on_control(PortId(port), VIDS[vid], &pkt, Millis(now)).unwrap();
                     m.leave(port, (group, VIDS[vid]), now);
+                }
+                Op::Include { port, group, vid, n, allow } => {
+                    let kind = if allow { 5 } else { 1 };
+                    let pkt = record_packet(port, gs[group], kind, n);
+                    s.on_control(PortId(port), VIDS[vid], &pkt, Millis(now)).unwrap();
+                    m.join(port, (group, VIDS[vid]), now, Some((1u8 << n) - 1));
+                }
+                Op::Block { port, group, vid, n } => {
+                    let pkt = record_packet(port, gs[group], 6, n);
+                    s.on_control(PortId(port), VIDS[vid], &pkt, Millis(now)).unwrap();
+                    m.block(port, (group, VIDS[vid]), now, (1u8 << n) - 1);
                 }
                 Op::RouterQuery { vid } => {
                     let q = QueryParams {
@@ -234,7 +297,7 @@ proptest! {
             }
             // The control plane's view agrees with the data path's.
             let live: usize = s.entries(Millis(now)).iter().map(|e| e.ports.len()).sum();
-            let expect: usize = m.members.values().map(|p| p.values().filter(|e| now < **e).count()).sum();
+            let expect: usize = m.members.values().map(|p| p.values().filter(|e| now < e.0).count()).sum();
             prop_assert_eq!(live, expect);
         }
     }
