@@ -54,7 +54,23 @@ impl PortSpec {
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct PortChange {
     /// Some(Some(v)): access VLAN v; Some(None): back to the default trunk.
+    /// On the wire: `"vlan": 10`, `"vlan": null` (back to trunk), key absent (unchanged);
+    /// serde's default would read `null` as "unchanged".
+    #[serde(
+        default,
+        skip_serializing_if = "Option::is_none",
+        deserialize_with = "present"
+    )]
     pub vlan: Option<Option<u16>>,
+}
+
+/// Deserialises a key that is present (even as `null`) into `Some(..)`.
+fn present<'de, D, T>(d: D) -> Result<Option<Option<T>>, D::Error>
+where
+    D: serde::Deserializer<'de>,
+    T: Deserialize<'de>,
+{
+    Option::<T>::deserialize(d).map(Some)
 }
 
 /// One port as `ctl ports` shows it.

@@ -1,6 +1,8 @@
 //! Logging through `tracing`: RUST_LOG filters (default `info`), human or JSON lines on
 //! stderr (stdout belongs to command output such as `--check` and `ctl`).
 
+use std::io::IsTerminal;
+
 use tracing_subscriber::filter::LevelFilter;
 use tracing_subscriber::EnvFilter;
 
@@ -32,8 +34,10 @@ pub fn filter(rust_log: Option<&str>, default: LevelFilter) -> Result<EnvFilter,
 pub fn init(format: LogFormat, default: LevelFilter) -> Result<(), LogError> {
     let rust_log = std::env::var("RUST_LOG").ok();
     let filter = filter(rust_log.as_deref().filter(|v| !v.is_empty()), default)?;
+    // Colours only on a terminal: journald and log files must not get escape codes.
     let builder = tracing_subscriber::fmt()
         .with_env_filter(filter)
+        .with_ansi(std::io::stderr().is_terminal())
         .with_writer(std::io::stderr);
     let r = match format {
         LogFormat::Human => builder.try_init(),

@@ -342,6 +342,9 @@ pub fn handle(control: &dyn Control, req: Request) -> Response {
             Err(e) => err(e.to_string()),
         },
         Request::SetPort { name, change } => {
+            if change.vlan.is_none() {
+                return err("set-port: nothing to change; give vlan=V or vlan=none".into());
+            }
             if let Some(Some(v)) = change.vlan {
                 if !(1..=switch::vlan::VID_MAX).contains(&v) {
                     return err(format!(
@@ -522,6 +525,7 @@ pub(crate) mod tests {
                 r#"{"cmd":"add-port","spec":{"kind":"tap","name":"t","queues":0,"vlan":null}}"#,
                 r#"{"cmd":"set-port","name":"veth0","change":{"vlan":4095}}"#,
                 r#"{"cmd":"set-port","name":"veth0","change":{"vlan":10}}"#,
+                r#"{"cmd":"set-port","name":"veth0","change":{}}"#,
                 r#"{"cmd":"stats"}"#,
             ],
         );
@@ -529,7 +533,7 @@ pub(crate) mod tests {
             .iter()
             .map(|l| serde_json::from_str(l).unwrap())
             .collect();
-        assert_eq!(resp.len(), 9, "{out:?}");
+        assert_eq!(resp.len(), 10, "{out:?}");
         assert!(matches!(&resp[0], Response::Ports { ports } if ports.len() == 1));
         assert!(matches!(&resp[1], Response::Error { message } if message.contains("bad request")));
         assert!(
@@ -542,7 +546,10 @@ pub(crate) mod tests {
         assert!(matches!(&resp[5], Response::Error { message } if message.contains("queues=0")));
         assert!(matches!(&resp[6], Response::Error { message } if message.contains("4094")));
         assert_eq!(resp[7], Response::Ok);
-        assert!(matches!(&resp[8], Response::Stats { stats } if stats.ports.len() == 2));
+        assert!(
+            matches!(&resp[8], Response::Error { message } if message.contains("nothing to change"))
+        );
+        assert!(matches!(&resp[9], Response::Stats { stats } if stats.ports.len() == 2));
 
         server.shutdown();
         assert!(!path.exists(), "socket removed on shutdown");
@@ -567,6 +574,25 @@ pub(crate) mod tests {
         drop(l);
         assert!(!path.exists(), "an unused listener removes its socket");
         std::fs::remove_dir_all(&dir).unwrap();
+    }
+
+    #[test]
+    fn port_change_keeps_none_apart_from_unchanged() {
+        for change in [
+            PortChange { vlan: None },
+            PortChange { vlan: Some(None) },
+            PortChange {
+                vlan: Some(Some(10)),
+            },
+        ] {
+            let req = Request::SetPort {
+                name: "p".into(),
+                change: change.clone(),
+            };
+            let json = serde_json::to_string(&req).unwrap();
+            let back: Request = serde_json::from_str(&json).unwrap();
+            assert_eq!(back, req, "{json}");
+        }
     }
 
     #[test]

@@ -1,0 +1,295 @@
+//! The control plane against a running daemon: `ringswitch run` with AF_PACKET ports on
+//! veths inside a test namespace, driven through `ringswitch ctl` (tables and JSON),
+//! ports added, changed and deleted at run time while traffic keeps flowing, the
+//! Prometheus endpoint, and graceful shutdown on SIGTERM. Also: the demo runs to the end.
+
+mod common;
+
+use common::{ringswitch_command, Netns, Process, TempDir, TestScope};
+use std::path::Path;
+use std::process::Output;
+use std::time::Duration;
+
+const START: Duration = Duration::from_secs(30);
+
+/// `ringswitch ctl --ctl SOCK ARGS…` from the root namespace: the control socket is a
+/// file, reachable from any network namespace.
+fn ctl(sock: &Path, args: &[&str]) -> Output {
+    ringswitch_command()
+        .arg("ctl")
+        .arg("--ctl")
+        .arg(sock)
+        .args(args)
+        .output()
+        .expect("running ringswitch ctl")
+}
+
+fn ctl_ok(sock: &Path, args: &[&str]) -> String {
+    let o = ctl(sock, args);
+    assert!(
+        o.status.success(),
+        "ctl {args:?} failed: {}{}",
+        String::from_utf8_lossy(&o.stdout),
+        String::from_utf8_lossy(&o.stderr)
+    );
+    String::from_utf8_lossy(&o.stdout).into_owned()
+}
+
+fn ctl_json(sock: &Path, args: &[&str]) -> serde_json::Value {
+    let mut a = args.to_vec();
+    a.push("--json");
+    serde_json::from_str(&ctl_ok(sock, &a)).expect("ctl --json prints one JSON object")
+}
+
+/// One ping, short timeout: true if the peer answered.
+fn ping(from: &Netns, to: &str) -> bool {
+    from.command("ping")
+        .args(["-c", "1", "-W", "2", to])
+        .output()
+        .map(|o| o.status.success())
+        .unwrap_or(false)
+}
+
+/// Pings until one succeeds (ARP and learning settle within a few tries).
+fn reachable(from: &Netns, to: &str) -> bool {
+    (0..5).any(|_| ping(from, to))
+}
+
+fn port_names(sock: &Path) -> Vec<String> {
+    let v = ctl_json(sock, &["ports"]);
+    v["ports"]
+        .as_array()
+        .expect("ports array")
+        .iter()
+        .map(|p| p["name"].as_str().unwrap_or_default().to_string())
+        .collect()
+}
+
+struct Lab {
+    sw: Netns,
+    c: Vec<Netns>,
+}
+
+/// A switch namespace with veths v1..v3 to containers c1..c3 (eth0, 198.18.0.n/24).
+fn lab() -> Lab {
+    let sw = Netns::new("sw").unwrap();
+    let mut c = Vec::new();
+    for n in 1..=3 {
+        let ns = Netns::new(&format!("c{n}")).unwrap();
+        sw.veth(&format!("v{n}"), &ns, "eth0").unwrap();
+        ns.addr("eth0", &format!("198.18.0.{n}/24")).unwrap();
+        c.push(ns);
+    }
+    Lab { sw, c }
+}
+
+fn start_daemon(lab: &Lab, sock: &Path, extra: &[&str]) -> Process {
+    let exe = env!("CARGO_BIN_EXE_ringswitch");
+    let sock = sock.to_str().unwrap();
+    let mut args = vec![
+        "run",
+        "--port",
+        "afpacket:ifname=v1",
+        "--port",
+        "afpacket:ifname=v2",
+        "--workers",
+        "1",
+        "--ctl",
+        sock,
+    ];
+    args.extend_from_slice(extra);
+    let p = lab.sw.spawn("ringswitch", exe, &args).unwrap();
+    p.wait_for("ringswitch running", START).unwrap();
+    p
+}
+
+#[test]
+fn ctl_round_trips_against_a_running_daemon() {
+    let _scope = TestScope::start("ctl_round_trips", Duration::from_secs(240));
+    let lab = lab();
+    let dir = TempDir::new("ctl").unwrap();
+    let sock = dir.path().join("ctl.sock");
+    let mut daemon = start_daemon(&lab, &sock, &["--metrics", "127.0.0.1:0"]);
+
+    // The socket is private to the daemon's user.
+    let mode =
+        std::os::unix::fs::PermissionsExt::mode(&std::fs::metadata(&sock).unwrap().permissions());
+    assert_eq!(mode & 0o777, 0o600);
+
+    assert!(
+        reachable(&lab.c[0], "198.18.0.2"),
+        "c1 → c2 through the switch"
+    );
+
+    // ports: a human table and the same data as JSON.
+    let table = ctl_ok(&sock, &["ports"]);
+    let lines: Vec<&str> = table.lines().collect();
+    assert!(
+        lines[0].starts_with("ID") && lines[0].contains("NAME"),
+        "{table}"
+    );
+    assert_eq!(lines.len(), 3, "{table}");
+    let name_col = lines[0].find("NAME").unwrap();
+    for l in &lines[1..] {
+        assert!(
+            l[name_col..].starts_with('v'),
+            "aligned NAME column:\n{table}"
+        );
+        assert!(l.contains("afpacket"), "{table}");
+    }
+    assert_eq!(port_names(&sock), ["v1", "v2"]);
+
+    // fdb: c1's address was learned on v1.
+    let c1_mac = lab.c[0]
+        .exec("cat", &["/sys/class/net/eth0/address"])
+        .unwrap();
+    let fdb = ctl_json(&sock, &["fdb"]);
+    let entries = fdb["entries"].as_array().unwrap();
+    assert!(
+        entries
+            .iter()
+            .any(|e| e["mac"] == c1_mac.trim() && e["port"] == "v1"),
+        "{fdb}"
+    );
+    assert!(ctl_ok(&sock, &["fdb"]).contains(c1_mac.trim()));
+    ctl_ok(&sock, &["mdb"]);
+
+    // stats: counters moved on both ports.
+    let stats = ctl_json(&sock, &["stats"]);
+    let ports = stats["stats"]["ports"].as_array().unwrap();
+    for name in ["v1", "v2"] {
+        let p = ports.iter().find(|p| p["name"] == name).unwrap();
+        assert!(p["rx_packets"].as_u64().unwrap() > 0, "{stats}");
+        assert!(p["tx_packets"].as_u64().unwrap() > 0, "{stats}");
+    }
+    let human = ctl_ok(&sock, &["stats"]);
+    assert!(
+        human.starts_with("uptime ") && human.contains("RX-PKTS"),
+        "{human}"
+    );
+
+    // add-port at run time: c3 joins, c1 ↔ c2 keep working.
+    let added = ctl_ok(&sock, &["add-port", "afpacket:ifname=v3"]);
+    assert!(added.contains("v3"), "{added}");
+    assert!(reachable(&lab.c[2], "198.18.0.1"), "c3 → c1 after add-port");
+    assert!(ping(&lab.c[0], "198.18.0.2"), "c1 → c2 undisturbed");
+    let dup = ctl(&sock, &["add-port", "afpacket:ifname=v3"]);
+    assert_eq!(dup.status.code(), Some(1));
+    assert!(String::from_utf8_lossy(&dup.stderr).contains("already exists"));
+
+    // set-port: v3 into access VLAN 10 separates c3 from the native VLAN; back again.
+    ctl_ok(&sock, &["set-port", "v3", "vlan=10"]);
+    let v3 = ctl_json(&sock, &["ports"])["ports"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|p| p["name"] == "v3")
+        .cloned()
+        .unwrap();
+    assert!(v3["vlan"].as_str().unwrap().contains("10"), "{v3}");
+    lab.c[2].exec("ip", &["neigh", "flush", "all"]).unwrap();
+    assert!(
+        !ping(&lab.c[2], "198.18.0.1"),
+        "c3 in VLAN 10 must not reach c1"
+    );
+    ctl_ok(&sock, &["set-port", "v3", "vlan=none"]);
+    assert!(
+        reachable(&lab.c[2], "198.18.0.1"),
+        "c3 back in the native VLAN"
+    );
+
+    // del-port: v3 is gone, the others still forward.
+    ctl_ok(&sock, &["del-port", "v3"]);
+    assert_eq!(port_names(&sock), ["v1", "v2"]);
+    assert!(ping(&lab.c[0], "198.18.0.2"), "c1 → c2 after del-port");
+    let gone = ctl(&sock, &["del-port", "v3"]);
+    assert_eq!(gone.status.code(), Some(1));
+    assert!(
+        String::from_utf8_lossy(&gone.stderr).contains("no port named \"v3\""),
+        "{}",
+        String::from_utf8_lossy(&gone.stderr)
+    );
+
+    // Prometheus text from inside the switch namespace (the endpoint is on its loopback).
+    let line = daemon.wait_for("ringswitch running", START).unwrap();
+    let url = line
+        .split_whitespace()
+        .find_map(|w| w.strip_prefix("metrics=").map(str::to_string))
+        .expect("the running line names the metrics URL");
+    let text = lab
+        .sw
+        .exec("busybox", &["wget", "-q", "-O", "-", &url])
+        .unwrap();
+    assert!(
+        text.contains("# TYPE ringswitch_port_rx_packets_total counter"),
+        "{text}"
+    );
+    assert!(
+        text.contains("ringswitch_port_rx_packets_total{port=\"v1\"}"),
+        "{text}"
+    );
+
+    // Graceful shutdown: exit 0, control socket removed.
+    let status = daemon.stop(Duration::from_secs(20)).unwrap();
+    assert!(
+        status.success(),
+        "exit status {status}: {}",
+        daemon.output().tail(20)
+    );
+    assert!(daemon.output().text().contains("shutting down"));
+    assert!(!sock.exists(), "control socket removed on exit");
+}
+
+#[test]
+fn second_daemon_on_the_same_ctl_socket_is_refused() {
+    let _scope = TestScope::start("second_daemon_refused", Duration::from_secs(120));
+    let lab = lab();
+    let dir = TempDir::new("ctl2").unwrap();
+    let sock = dir.path().join("ctl.sock");
+    let mut first = start_daemon(&lab, &sock, &["--log-format", "json"]);
+    let running = first.wait_for("ringswitch running", START).unwrap();
+    let event: serde_json::Value = serde_json::from_str(&running).expect("JSON log lines");
+    assert_eq!(event["fields"]["message"], "ringswitch running", "{event}");
+    assert_eq!(event["fields"]["ports"], 2, "{event}");
+    let out = lab
+        .sw
+        .command(env!("CARGO_BIN_EXE_ringswitch"))
+        .args(["run", "--port", "afpacket:ifname=v3", "--ctl"])
+        .arg(&sock)
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(1));
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        err.contains("held by a live process") && err.contains("another ringswitch"),
+        "{err}"
+    );
+    // The first daemon is unaffected.
+    assert_eq!(port_names(&sock), ["v1", "v2"]);
+    assert!(first.stop(Duration::from_secs(20)).unwrap().success());
+
+    // A daemon killed with SIGKILL leaves a stale socket: the next one replaces it.
+    let mut killed = start_daemon(&lab, &sock, &[]);
+    killed.signal(libc::SIGKILL);
+    let _ = killed.wait_exit(Duration::from_secs(10));
+    assert!(sock.exists());
+    let mut next = start_daemon(&lab, &sock, &[]);
+    assert_eq!(port_names(&sock), ["v1", "v2"]);
+    assert!(next.stop(Duration::from_secs(20)).unwrap().success());
+}
+
+#[test]
+fn demo_runs_to_completion() {
+    let _scope = TestScope::start("demo_runs_to_completion", Duration::from_secs(240));
+    let dir = TempDir::new("demo").unwrap();
+    let mut cmd = ringswitch_command();
+    cmd.args(["demo", "--seconds", "1", "--ctl"])
+        .arg(dir.path().join("ctl.sock"));
+    let mut demo = Process::spawn("demo", cmd).unwrap();
+    let status = demo.wait_exit(Duration::from_secs(200)).unwrap();
+    assert!(
+        status.success(),
+        "demo failed ({status}):\n{}",
+        demo.output().tail(60)
+    );
+}
