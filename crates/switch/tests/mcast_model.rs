@@ -649,12 +649,12 @@ mod linux_reports {
     }
 
     /// Our querier's frames, injected into a veth, are accepted by the Linux stack behind
-    /// it: it answers the general query with current-state (IS_EX) records, which only a
-    /// query triggers, for IGMPv3 and MLDv2.
-    #[test]
-    fn kernel_answers_our_queries() {
-        use switch::mcast::wire::{parse, Message, RecordType};
-        let ns = format!("rsmr{}", std::process::id());
+    /// it: it answers our general queries with what only a query triggers — current-state
+    /// (IS_EX) records to IGMPv3/MLDv2 queries, v2/MLDv1 reports (compatibility mode) to
+    /// IGMPv2/MLDv1 queries.
+    fn kernel_answers(tag: &str, igmp: QueryKind, mld: QueryKind) {
+        use switch::mcast::wire::{parse, Message, RecordType, Version};
+        let ns = format!("rsmr{tag}{}", std::process::id());
         if !ip(&["netns", "add", &ns]) {
             eprintln!("skipped: cannot create a network namespace (needs root)");
             return;
@@ -696,6 +696,8 @@ mod linux_reports {
         };
         cfg.querier.enabled = true;
         cfg.querier.ip4 = Ipv4Addr::new(198, 18, 78, 1);
+        cfg.querier.igmp = igmp;
+        cfg.querier.mld = mld;
         let s = Snooper::new(cfg);
         s.set_vlan(
             1,
@@ -720,19 +722,38 @@ mod linux_reports {
             if f.len() <= 14 {
                 continue;
             }
-            if let Ok(Some(c)) = parse(&f[14..]) {
-                if let Message::ReportV3 { records } = c.msg {
-                    for r in records.iter() {
-                        if r.kind == RecordType::ModeIsExclude {
-                            seen4 |= r.group == g4;
-                            seen6 |= r.group == g6;
-                        }
+            let Ok(Some(c)) = parse(&f[14..]) else {
+                continue;
+            };
+            match c.msg {
+                Message::ReportV3 { records } => {
+                    for r in records
+                        .iter()
+                        .filter(|r| r.kind == RecordType::ModeIsExclude)
+                    {
+                        seen4 |= igmp == QueryKind::IgmpV3 && r.group == g4;
+                        seen6 |= mld == QueryKind::MldV2 && r.group == g6;
                     }
                 }
+                Message::Report { version, group } => {
+                    seen4 |= igmp == QueryKind::IgmpV2 && version == Version::IgmpV2 && group == g4;
+                    seen6 |= mld == QueryKind::MldV1 && version == Version::MldV1 && group == g6;
+                }
+                _ => {}
             }
         }
-        assert!(seen4, "IGMPv3 answer to our general query");
-        assert!(seen6, "MLDv2 answer to our general query");
+        assert!(seen4, "answer to our {igmp:?} general query");
+        assert!(seen6, "answer to our {mld:?} general query");
         stop.store(true, Ordering::Relaxed);
+    }
+
+    #[test]
+    fn kernel_answers_igmpv3_and_mldv2_queries() {
+        kernel_answers("a", QueryKind::IgmpV3, QueryKind::MldV2);
+    }
+
+    #[test]
+    fn kernel_answers_igmpv2_and_mldv1_queries() {
+        kernel_answers("b", QueryKind::IgmpV2, QueryKind::MldV1);
     }
 }
