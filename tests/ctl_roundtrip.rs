@@ -293,3 +293,99 @@ fn demo_runs_to_completion() {
         demo.output().tail(60)
     );
 }
+
+/// A vhost-user port seen through ctl with a frontend we did not write: DPDK testpmd's
+/// `net_virtio_user` connects, negotiates and sends; `ctl ports` shows the port up with
+/// its negotiated features by name, `ctl stats` counts its frames, flooded to the veth.
+/// On SIGTERM the daemon removes its vhost-user socket.
+#[test]
+fn vhost_user_port_with_testpmd_frontend() {
+    let _scope = TestScope::start("vhost_user_testpmd", Duration::from_secs(180));
+    let _slot = common::heavy_slot();
+    let lab = lab();
+    let dir = TempDir::new("vh").unwrap();
+    let sock = dir.path().join("ctl.sock");
+    let vm = dir.path().join("vm.sock");
+    let vm_spec = format!("vhost-user:path={},mac=02:72:73:00:00:0a", vm.display());
+    let mut daemon = start_daemon(&lab, &sock, &["--port", &vm_spec]);
+    let vm_name = vm.display().to_string();
+
+    let port = |name: &str| {
+        ctl_json(&sock, &["ports"])["ports"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|p| p["name"] == name)
+            .cloned()
+            .unwrap()
+    };
+    let before = port(&vm_name);
+    assert_eq!(before["kind"], "vhost-user", "{before}");
+    assert_ne!(before["state"], "up", "no frontend yet: {before}");
+    assert_eq!(before["mac"], "02:72:73:00:00:0a", "{before}");
+
+    let mut pmd = std::process::Command::new("dpdk-testpmd");
+    pmd.args([
+        "--no-huge",
+        "-m",
+        "512",
+        "--no-pci",
+        "--no-telemetry",
+        "--file-prefix",
+        &common::unique("ctlpmd"),
+        "--vdev",
+        &format!("net_virtio_user0,path={},queues=1", vm.display()),
+        "--",
+        "--total-num-mbufs=16384",
+        "--forward-mode=txonly",
+        "--stats-period",
+        "1",
+        "--eth-peer=0,02:72:73:00:00:99",
+    ]);
+    let mut pmd = Process::spawn("testpmd", pmd).unwrap();
+
+    // Wait (bounded by the scope) until the frontend is up and frames were counted.
+    let mut up = serde_json::Value::Null;
+    for _ in 0..300 {
+        up = port(&vm_name);
+        let stats = ctl_json(&sock, &["stats"]);
+        let rx = stats["stats"]["ports"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|p| p["name"] == vm_name.as_str())
+            .and_then(|p| p["rx_packets"].as_u64())
+            .unwrap_or(0);
+        if up["state"] == "up" && rx > 0 {
+            break;
+        }
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    assert_eq!(up["state"], "up", "{up}\n{}", pmd.output().tail(20));
+    let features: Vec<&str> = up["features"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter_map(|f| f.as_str())
+        .collect();
+    assert!(
+        features.iter().any(|f| f.contains("VERSION_1")),
+        "negotiated features by name: {features:?}"
+    );
+    let stats = ctl_json(&sock, &["stats"]);
+    let ports = stats["stats"]["ports"].as_array().unwrap();
+    let v1 = ports.iter().find(|p| p["name"] == "v1").unwrap();
+    assert!(
+        v1["tx_packets"].as_u64().unwrap() > 0,
+        "flooded to v1: {stats}"
+    );
+    let table = ctl_ok(&sock, &["ports"]);
+    assert!(table.contains("VERSION_1"), "{table}");
+
+    pmd.stop(Duration::from_secs(10)).unwrap();
+    drop(_slot);
+    assert!(vm.exists());
+    assert!(daemon.stop(Duration::from_secs(20)).unwrap().success());
+    assert!(!vm.exists(), "vhost-user socket removed on exit");
+    assert!(!sock.exists(), "control socket removed on exit");
+}
