@@ -744,6 +744,64 @@ mod linux_reports {
         }
         assert!(seen4, "answer to our {igmp:?} general query");
         assert!(seen6, "answer to our {mld:?} general query");
+        if igmp == QueryKind::IgmpV3 {
+            // Group-specific queries from leave processing. Stop the general queries and
+            // let answers to them (max response 1 s) pass; then a leave on another port
+            // makes our querier ask each group, and only that query can bring new IS_EX
+            // records (the kernel's own state changes are TO_EX).
+            let t1 = Instant::now();
+            while t1.elapsed() < Duration::from_millis(1500) {
+                let _ = rx.recv_timeout(Duration::from_millis(100));
+            }
+            let now = Millis(t0.elapsed().as_millis() as u64);
+            let h4 = Ipv4Addr::new(198, 18, 78, 50);
+            let h6: Ipv6Addr = "fe80::50".parse().unwrap();
+            let mut gsq = Vec::new();
+            for (join, leave) in [
+                (
+                    igmp_v2_report(h4, Ipv4Addr::new(239, 3, 3, 3)),
+                    igmp_leave(h4, Ipv4Addr::new(239, 3, 3, 3)),
+                ),
+                (
+                    mld_v1_report(h6, "ff05::3:3".parse().unwrap()),
+                    mld_done(h6, "ff05::3:3".parse().unwrap()),
+                ),
+            ] {
+                s.on_control(PortId(2), 1, &join, now).expect("join");
+                gsq.extend(
+                    s.on_control(PortId(2), 1, &leave, now)
+                        .expect("leave")
+                        .queries,
+                );
+            }
+            assert_eq!(gsq.len(), 2, "one group-specific query per family");
+            for q in gsq {
+                assert!(q.group.is_some());
+                inject.send(q.frame).expect("inject");
+            }
+            let (mut gs4, mut gs6) = (false, false);
+            let t2 = Instant::now();
+            while !(gs4 && gs6) && t2.elapsed() < Duration::from_secs(5) {
+                let Ok(f) = rx.recv_timeout(Duration::from_millis(100)) else {
+                    continue;
+                };
+                if let Some(Ok(Some(c))) = f.get(14..).map(parse) {
+                    if let Message::ReportV3 { records } = c.msg {
+                        for r in records
+                            .iter()
+                            .filter(|r| r.kind == RecordType::ModeIsExclude)
+                        {
+                            gs4 |= r.group == g4;
+                            gs6 |= r.group == g6;
+                        }
+                    }
+                }
+            }
+            assert!(
+                gs4 && gs6,
+                "answers to our group-specific queries: {gs4} {gs6}"
+            );
+        }
         stop.store(true, Ordering::Relaxed);
     }
 
