@@ -120,6 +120,16 @@ impl BufRing {
         self.in_kernel = self.in_kernel.saturating_sub(1);
     }
 
+    /// Start of buffer `bid`, for in-place edits of a buffer the kernel has handed back.
+    pub fn buf_ptr(&self, bid: u16) -> Option<*mut u8> {
+        // SAFETY: `bid < entries`, so the offset stays inside the buffer mapping.
+        (bid < self.entries).then(|| unsafe {
+            self.bufs
+                .as_ptr()
+                .add(bid as usize * self.buf_size as usize)
+        })
+    }
+
     /// The first `len` bytes of buffer `bid`, or `None` for an id or length out of range.
     pub fn frame(&self, bid: u16, len: usize) -> Option<&[u8]> {
         if bid >= self.entries || len > self.buf_size as usize {

@@ -29,6 +29,7 @@ use crate::fixed::FixedTable;
 use crate::guest::{GuestFrame, GuestRx, GuestTxQueue, Seg, MAX_SEGS};
 use crate::ratelimit::RateLimit;
 use crate::stats::WorkerStats;
+use crate::sys::auxdata::{reinsert_vlan, vlan_from_control};
 
 /// Size of every virtio_net_hdr on our ports (virtio 1.2 §5.1.6, VERSION_1 layout).
 pub const VNET_HDR: usize = 12;
@@ -36,6 +37,8 @@ pub const VNET_HDR: usize = 12;
 pub const FIXED_SLOTS: u32 = 1024;
 /// Writes in flight per worker (the op slab never grows, so iovec addresses stay valid).
 const MAX_OPS: usize = 4096;
+/// sizeof(struct tpacket_auxdata).
+const AUXDATA_LEN: u32 = 20;
 /// Completions a batching wait asks for before its minimum wait expires.
 const BATCH_WANT: usize = 256;
 /// Guest frames popped per kick round.
@@ -105,6 +108,8 @@ struct Queue {
     port: PortId,
     kind: QueueKind,
     fd: OwnedFd,
+    /// recvmsg template for AF_PACKET (room for PACKET_AUXDATA); stable address.
+    msg: Box<libc::msghdr>,
     rx: BufRing,
     /// Outstanding writes per rx buffer id.
     refs: Box<[u16]>,
@@ -390,25 +395,18 @@ impl Worker {
             return;
         };
         q.rx.consumed();
-        let len = res.max(0) as usize;
-        let buf_size = q.rx.buf_size() as usize;
         let closing = q.closing;
-        let Some(buf) = q.rx.frame(bid, len) else {
-            self.recycle(qi, bid);
-            return;
-        };
-        let (ptr, len) = (buf.as_ptr(), buf.len());
+        let located = locate_frame(q, bid, res);
         if closing {
             self.recycle(qi, bid);
             return;
         }
         let c = &self.stats.ports[port.index()];
-        // A frame filling the whole buffer may have been cut short: never forward it.
-        if len < VNET_HDR + 14 || len >= buf_size {
+        let Some((ptr, len)) = located else {
             c.drop_bad_frame.add(1);
             self.recycle(qi, bid);
             return;
-        }
+        };
         c.rx_packets.add(1);
         c.rx_bytes.add((len - VNET_HDR) as u64);
         self.stats.worker.packets.add(1);
@@ -736,7 +734,7 @@ impl Worker {
         let fd = types::Fd(q.fd.as_raw_fd());
         let e = match q.kind {
             QueueKind::Tap => opcode::ReadMulti::new(fd, 0, q.rx.bgid()).build(),
-            QueueKind::Packet => opcode::RecvMulti::new(fd, q.rx.bgid()).build(),
+            QueueKind::Packet => opcode::RecvMsgMulti::new(fd, &*q.msg, q.rx.bgid()).build(),
         };
         q.armed = true;
         self.push(e.user_data(ud(TAG_RX, qi as u64)));
@@ -848,10 +846,15 @@ impl Worker {
         rx.register(&self.ring.submitter())
             .map_err(Error::BufRing)?;
         let refs = vec![0u16; rx.entries() as usize].into_boxed_slice();
+        // SAFETY: msghdr is plain old data; all-zero is valid.
+        let mut msg: Box<libc::msghdr> = Box::new(unsafe { std::mem::zeroed() });
+        // SAFETY: CMSG_SPACE is pure arithmetic.
+        msg.msg_controllen = unsafe { libc::CMSG_SPACE(AUXDATA_LEN) } as usize;
         self.queues[qi] = Some(Queue {
             port,
             kind,
             fd,
+            msg,
             rx,
             refs,
             armed: false,
@@ -992,6 +995,47 @@ impl Worker {
             self.finalize();
         }
     }
+}
+
+/// Where the frame (vnet header first) of a completed receive lies in buffer `bid`, after
+/// putting back an out-of-band VLAN tag on AF_PACKET. `None`: runt, possibly truncated or
+/// malformed (a counted drop).
+fn locate_frame(q: &Queue, bid: u16, res: i32) -> Option<(*const u8, usize)> {
+    let len = usize::try_from(res).ok()?;
+    let base = q.rx.buf_ptr(bid)?;
+    let buf_size = q.rx.buf_size() as usize;
+    if len > buf_size {
+        return None;
+    }
+    let (start, flen) = match q.kind {
+        QueueKind::Tap => {
+            // A read that fills the whole buffer may have been cut short.
+            if len >= buf_size {
+                return None;
+            }
+            (0, len)
+        }
+        QueueKind::Packet => {
+            // SAFETY: the kernel filled `len` bytes of our buffer and handed it back; nothing
+            // else references it until it is pushed back to the ring.
+            let b = unsafe { std::slice::from_raw_parts_mut(base, len) };
+            let out = types::RecvMsgOut::parse(b, &q.msg).ok()?;
+            if out.is_payload_truncated() || out.is_control_data_truncated() {
+                return None;
+            }
+            let start = out.payload_data().as_ptr() as usize - base as usize;
+            let plen = out.payload_data().len();
+            match vlan_from_control(out.control_data()) {
+                Some((tpid, tci)) => reinsert_vlan(b, start, plen, tpid, tci)?,
+                None => (start, plen),
+            }
+        }
+    };
+    if flen < VNET_HDR + 14 {
+        return None;
+    }
+    // SAFETY: `start + flen <= len <= buf_size`, inside buffer `bid`.
+    Some((unsafe { base.add(start) } as *const u8, flen))
 }
 
 /// Write of a host rx buffer: as is when the egress form is identical, otherwise a gather

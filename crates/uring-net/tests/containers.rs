@@ -5,8 +5,8 @@ mod common;
 
 use std::sync::Arc;
 
-use common::{container, iperf3, ping, prefix, Ns};
-use switch::{Switch, SwitchConfig};
+use common::{container, iperf3, ping, prefix, Ns, Reaped};
+use switch::{Switch, SwitchConfig, VlanMode};
 use uring_net::{Dataplane, DataplaneConfig, PortSpec};
 
 fn dataplane(workers: usize) -> Dataplane {
@@ -170,5 +170,160 @@ fn busy_poll_worker_forwards() {
     let r = ping(&c1.ns, &c2.v4).and_then(|_| ping(&c2.ns, &c1.v6));
     report(&dp);
     r.unwrap();
+    dp.shutdown().unwrap();
+}
+
+fn access(ifname: &str, vid: u16) -> PortSpec {
+    match PortSpec::afpacket(ifname) {
+        PortSpec::AfPacket { mut config } => {
+            config.vlan = VlanMode::Access(vid);
+            PortSpec::AfPacket { config }
+        }
+        other => other,
+    }
+}
+
+/// Raw sender of VLAN-10-tagged UDP frames (this kernel has no 802.1Q interfaces, so the
+/// "trunk" container speaks VLAN through a packet socket). Args: dst mac, src mac (hex).
+const PY_SEND_TAGGED: &str = r#"
+import socket, struct, sys
+dst = bytes.fromhex(sys.argv[1]); src = bytes.fromhex(sys.argv[2])
+def csum(b):
+    s = sum(struct.unpack('!%dH' % (len(b) // 2), b)); s = (s & 0xffff) + (s >> 16); s = (s & 0xffff) + (s >> 16)
+    return (~s) & 0xffff
+pl = b'tagged-hello\n'
+udp = struct.pack('!HHHH', 40000, 5000, 8 + len(pl), 0) + pl
+ip = struct.pack('!BBHHHBBH4s4s', 0x45, 0, 20 + len(udp), 0, 0x4000, 64, 17, 0,
+                 socket.inet_aton('198.18.10.2'), socket.inet_aton('198.18.10.1'))
+ip = ip[:10] + struct.pack('!H', csum(ip)) + ip[12:]
+f = dst + src + struct.pack('!HHH', 0x8100, 10, 0x0800) + ip + udp
+s = socket.socket(socket.AF_PACKET, socket.SOCK_RAW); s.bind(('eth0', 0))
+for _ in range(3): s.send(f)
+"#;
+
+/// Raw receiver: prints `vid=<VLAN>` for the first frame carrying `to-trunk`, reading the
+/// tag in band or from PACKET_AUXDATA (the veth hands tags over out of band).
+const PY_RECV_TAGGED: &str = r#"
+import socket, struct, select, time
+s = socket.socket(socket.AF_PACKET, socket.SOCK_RAW, socket.htons(3)); s.bind(('eth0', 0))
+s.setsockopt(263, 8, 1)
+print('ready', flush=True)
+end = time.time() + 8
+while time.time() < end:
+    r, _, _ = select.select([s], [], [], 0.5)
+    if not r: continue
+    data, anc, _, _ = s.recvmsg(65535, socket.CMSG_SPACE(20))
+    vid = None
+    for lvl, typ, d in anc:
+        if lvl == 263 and typ == 8 and len(d) >= 20:
+            st, = struct.unpack_from('I', d, 0); tci, = struct.unpack_from('H', d, 16)
+            if st & 16: vid = tci & 0xfff
+    if data[12:14] == b'\x81\x00': vid = struct.unpack('!H', data[14:16])[0] & 0xfff
+    if b'to-trunk' in data:
+        print('vid=%s' % vid, flush=True); break
+"#;
+
+fn hex(m: [u8; 6]) -> String {
+    m.iter().map(|b| format!("{b:02x}")).collect()
+}
+
+/// VLANs over AF_PACKET: c1 on an access port of VLAN 10, c2 on a trunk port (speaking
+/// VLAN 10 tagged through a raw socket), c3 on an access port of VLAN 20 with an address in
+/// c1's subnet. Trunk → access: the tag (which the veth hands over out of band and
+/// PACKET_AUXDATA puts back) is popped on the way to c1. Access → trunk: the tag is pushed.
+/// c3 is isolated.
+#[test]
+fn vlan_access_and_trunk_over_afpacket() {
+    use std::io::BufRead;
+    let pfx = prefix("v");
+    let sw = Ns::new(format!("{pfx}sw"));
+    let mk = |i: u8| {
+        let ns = Ns::new(format!("{pfx}c{i}"));
+        let host_if = format!("h{i}");
+        sw.ip(&[
+            "link", "add", &host_if, "type", "veth", "peer", "name", "eth0", "netns", &ns.name,
+        ]);
+        sw.ip(&["link", "set", &host_if, "up"]);
+        ns.ip(&["link", "set", "eth0", "up"]);
+        (ns, host_if)
+    };
+    let (n1, h1) = mk(1);
+    let (n2, h2) = mk(2);
+    let (n3, h3) = mk(3);
+    n1.ip(&["addr", "add", "198.18.10.1/24", "dev", "eth0"]);
+    n3.ip(&["addr", "add", "198.18.10.3/24", "dev", "eth0"]);
+    let (m1, m2) = (n1.mac("eth0"), n2.mac("eth0"));
+    n1.ip(&[
+        "neigh",
+        "add",
+        "198.18.10.2",
+        "lladdr",
+        &m2.map(|b| format!("{b:02x}")).join(":"),
+        "dev",
+        "eth0",
+    ]);
+    let dp = dataplane(2);
+    let (p1, p2) = sw.run_in(|| {
+        let p1 = dp.add_port(access(&h1, 10)).unwrap();
+        let p2 = dp.add_port(PortSpec::afpacket(&h2)).unwrap();
+        dp.add_port(access(&h3, 20)).unwrap();
+        (p1, p2)
+    });
+    let r = (|| {
+        // trunk -> access
+        let mut rcv = Reaped(n1.spawn(&[
+            "timeout",
+            "5",
+            "socat",
+            "-u",
+            "UDP4-RECV:5000,bind=198.18.10.1",
+            "STDOUT",
+        ]));
+        std::thread::sleep(std::time::Duration::from_millis(300));
+        let o = n2.exec(&["python3", "-c", PY_SEND_TAGGED, &hex(m1), &hex(m2)]);
+        if !o.status.success() {
+            return Err(format!("raw send: {o:?}"));
+        }
+        let mut got = String::new();
+        if let Some(mut out) = rcv.0.stdout.take() {
+            use std::io::Read;
+            let _ = out.read_to_string(&mut got);
+        }
+        if !got.contains("tagged-hello") {
+            return Err(format!(
+                "c1 did not get the trunk's VLAN 10 frame untagged: {got:?}"
+            ));
+        }
+        // access -> trunk
+        let mut rx = Reaped(n2.spawn(&["python3", "-c", PY_RECV_TAGGED]));
+        let mut lines = std::io::BufReader::new(rx.0.stdout.take().unwrap()).lines();
+        if lines.next().and_then(Result::ok).as_deref() != Some("ready") {
+            return Err("raw receiver did not start".into());
+        }
+        for _ in 0..3 {
+            let o = n1.exec(&[
+                "sh",
+                "-c",
+                "echo to-trunk | socat -u - UDP4-SENDTO:198.18.10.2:5001",
+            ]);
+            if !o.status.success() {
+                return Err(format!("send: {o:?}"));
+            }
+        }
+        let line = lines.next().and_then(Result::ok).unwrap_or_default();
+        drop(rx);
+        if line != "vid=10" {
+            return Err(format!("trunk side saw {line:?}, wanted a VLAN 10 tag"));
+        }
+        // isolation
+        if ping(&n3, "198.18.10.1").is_ok() {
+            return Err("VLAN 20 reached VLAN 10".to_string());
+        }
+        Ok::<_, String>(())
+    })();
+    report(&dp);
+    r.unwrap();
+    let s = dp.stats();
+    assert!(s.port(p1).unwrap().tx_packets > 0 && s.port(p2).unwrap().tx_packets > 0);
     dp.shutdown().unwrap();
 }

@@ -3,7 +3,8 @@
 //! packet(7): PACKET_VNET_HDR_SZ = 12 so frames carry the same virtio_net_hdr as taps and
 //! guests (GSO frames pass through whole), PACKET_QDISC_BYPASS because we are the only
 //! sender and queueing happens in our rings, PACKET_IGNORE_OUTGOING so we never see our own
-//! transmissions again (that would loop), PACKET_MR_PROMISC because a switch port receives
+//! transmissions again (that would loop), PACKET_AUXDATA for offloaded VLAN tags
+//! ([`super::auxdata`]), PACKET_MR_PROMISC because a switch port receives
 //! every destination, and PACKET_FANOUT (hash) so that a flow always lands on the same
 //! worker while different flows spread over all of them.
 
@@ -58,6 +59,9 @@ fn open_one(ifname: &str, ifindex: i32) -> Result<PacketSocket, Error> {
         .map_err(|e| err(ifname, "PACKET_QDISC_BYPASS", e))?;
     setsockopt_int(r, libc::SOL_PACKET, libc::PACKET_IGNORE_OUTGOING, 1)
         .map_err(|e| err(ifname, "PACKET_IGNORE_OUTGOING", e))?;
+    // Offloaded VLAN tags are only reported here (see `auxdata`).
+    setsockopt_int(r, libc::SOL_PACKET, libc::PACKET_AUXDATA, 1)
+        .map_err(|e| err(ifname, "PACKET_AUXDATA", e))?;
     // SAFETY: sockaddr_ll is plain old data.
     let mut sll: libc::sockaddr_ll = unsafe { std::mem::zeroed() };
     sll.sll_family = libc::AF_PACKET as u16;

@@ -3,6 +3,7 @@
 //! [`OwnedFd`](std::os::fd::OwnedFd) or an RAII object so nothing leaks on error paths.
 
 pub mod afpacket;
+pub mod auxdata;
 pub mod ifreq;
 pub mod mmap;
 pub mod tap;

@@ -116,6 +116,16 @@ impl Ns {
     }
 }
 
+/// A child process that is killed and reaped when dropped (no zombies on early returns).
+pub struct Reaped(pub std::process::Child);
+
+impl Drop for Reaped {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
 impl Drop for Ns {
     fn drop(&mut self) {
         let _ = run(&["ip", "netns", "del", &self.name]);
