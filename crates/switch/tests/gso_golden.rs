@@ -20,6 +20,14 @@ struct Case {
     mss: u16,
 }
 
+/// Zeroes the IP length field (large-send convention "fill in per segment").
+fn zero_ip_len(frame: &mut [u8], v6: bool, vlan: bool) {
+    let l3 = if vlan { 18 } else { 14 };
+    let at = l3 + if v6 { 4 } else { 2 };
+    frame[at] = 0;
+    frame[at + 1] = 0;
+}
+
 fn tcp(v6: bool) -> Spec {
     Spec {
         v6,
@@ -96,6 +104,22 @@ fn cases() -> Vec<Case> {
             },
             gso_type: GSO_TCPV6,
             mss: 1428,
+        },
+        Case {
+            name: "tcp4_len0",
+            spec: tcp(false),
+            gso_type: GSO_TCPV4,
+            mss: 1448,
+        },
+        Case {
+            name: "uso6_vlan_len0",
+            spec: Spec {
+                vlan: true,
+                payload_len: 5000,
+                ..udp(true)
+            },
+            gso_type: GSO_UDP_L4,
+            mss: 1300,
         },
         Case {
             name: "tcp6_destopts",
@@ -217,7 +241,10 @@ fn compare_with_linux(tag: &str, tx_csum: bool) {
         let pair = Pair::open(&a, &b);
         let mut failures = Vec::new();
         for c in &cases {
-            let (frame, l4) = build(&c.spec);
+            let (mut frame, l4) = build(&c.spec);
+            if c.name.ends_with("_len0") {
+                zero_ip_len(&mut frame, c.spec.v6, c.spec.vlan);
+            }
             let hl = if c.spec.tcp { 20 + c.spec.tcp_opts } else { 8 };
             let hdr = VnetHdr {
                 flags: F_NEEDS_CSUM,
@@ -367,7 +394,10 @@ fn random_frames(tag: &str, tx_csum: bool) {
         let mut failures = Vec::new();
         let mut compared = 0;
         for (n, c) in cases.iter().enumerate() {
-            let (frame, l4) = build(&c.spec);
+            let (mut frame, l4) = build(&c.spec);
+            if c.gso_type != GSO_NONE && n % 5 == 0 {
+                zero_ip_len(&mut frame, c.spec.v6, c.spec.vlan);
+            }
             let hl = if c.spec.tcp { 20 + c.spec.tcp_opts } else { 8 };
             let hdr = VnetHdr {
                 flags: F_NEEDS_CSUM,

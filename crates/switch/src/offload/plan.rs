@@ -142,21 +142,26 @@ pub(crate) fn parse_gso_headers(
             if frag & 0x3fff != 0 {
                 return Err(OffloadDrop::IpUnsupported);
             }
-            if tot < ihl {
+            if tot != 0 && tot < ihl {
                 return Err(OffloadDrop::BadIpHeader);
             }
             byte(l3_off + ihl - 1)?;
-            (false, l3_off + ihl, byte(l3_off + 9)?, l3_off + tot)
+            // 0: the large-send convention "length to be filled in per segment"; Linux
+            // segments such a frame exactly like one with the right length.
+            let end = if tot == 0 { frame_len } else { l3_off + tot };
+            (false, l3_off + ihl, byte(l3_off + 9)?, end)
         }
         ETH_P_IPV6 => {
             if byte(l3_off)? >> 4 != 6 {
                 return Err(OffloadDrop::BadIpHeader);
             }
             let plen = be16(l3_off + 4)? as usize;
-            if plen == 0 {
-                return Err(OffloadDrop::IpUnsupported); // jumbogram (RFC 2675)
-            }
             let mut next = byte(l3_off + 6)?;
+            // Payload length 0 behind a hop-by-hop header is a jumbogram (RFC 2675); without
+            // one it is the large-send "fill in per segment" convention, as for IPv4.
+            if plen == 0 && next == 0 {
+                return Err(OffloadDrop::IpUnsupported);
+            }
             let mut off = l3_off + 40;
             loop {
                 match next {
@@ -182,12 +187,18 @@ pub(crate) fn parse_gso_headers(
                     return Err(OffloadDrop::HeadersTooLong);
                 }
             }
-            (true, off, next, l3_off + 40 + plen)
+            let end = if plen == 0 {
+                frame_len
+            } else {
+                l3_off + 40 + plen
+            };
+            (true, off, next, end)
         }
         _ => return Err(OffloadDrop::NotIp),
     };
     // The datagram must be exactly the frame: a GSO frame has no Ethernet padding, and a
-    // length that disagrees would make our segments disagree with the receiver's view.
+    // nonzero length that disagrees is a broken sender (Linux would segment it anyway;
+    // we refuse rather than pass on or "repair" a frame whose meaning is unclear).
     if ip_end != frame_len {
         return Err(OffloadDrop::IpLengthMismatch);
     }

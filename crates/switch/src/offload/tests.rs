@@ -500,6 +500,25 @@ fn nonsense_metadata_is_a_counted_drop() {
     let mut bad = f.clone();
     bad[16] ^= 1; // IPv4 total length
     assert_eq!(run(&bad, &ok, &n), Err(OffloadDrop::IpLengthMismatch));
+    // Length 0: "fill in per segment" (large-send convention); same segments as with the
+    // right length.
+    let mut zero = f.clone();
+    zero[16] = 0;
+    zero[17] = 0;
+    let want = segment_to_vecs(&seg_plan(&f, &ok, &n), Frame::new(&[&f[..]])).unwrap();
+    let got = segment_to_vecs(&seg_plan(&zero, &ok, &n), Frame::new(&[&zero[..]])).unwrap();
+    assert_eq!(got, want);
+    let s6 = spec(true, true, 5000);
+    let (f6, l46) = build(&s6);
+    let h6 = gso_hdr(&s6, l46, GSO_TCPV6, 1448);
+    let mut zero6 = f6.clone();
+    zero6[18] = 0;
+    zero6[19] = 0;
+    let want = segment_to_vecs(&seg_plan(&f6, &h6, &n), Frame::new(&[&f6[..]])).unwrap();
+    let got = segment_to_vecs(&seg_plan(&zero6, &h6, &n), Frame::new(&[&zero6[..]])).unwrap();
+    assert_eq!(got, want);
+    zero6[20] = 0; // ... but not behind a hop-by-hop header: that is a jumbogram
+    assert_eq!(run(&zero6, &h6, &n), Err(OffloadDrop::IpUnsupported));
     let mut bad = f.clone();
     bad[14] = 0x44; // IHL 4
     assert_eq!(run(&bad, &ok, &n), Err(OffloadDrop::BadIpHeader));
