@@ -283,10 +283,7 @@ fn check_listen_socket(origin: &str, spec: &PortSpec) -> Result<(), ConfigError>
         return Ok(());
     };
     let path = Path::new(path);
-    let dir = match path.parent() {
-        Some(d) if !d.as_os_str().is_empty() => d,
-        _ => Path::new("."),
-    };
+    let dir = listen_dir(path);
     if !dir.is_dir() {
         return Err(ConfigError::NoDirectory {
             origin: origin.to_string(),
@@ -309,6 +306,14 @@ fn check_listen_socket(origin: &str, spec: &PortSpec) -> Result<(), ConfigError>
     }
 }
 
+/// The directory a socket is created in (`.` for a bare file name).
+fn listen_dir(path: &Path) -> &Path {
+    match path.parent() {
+        Some(d) if !d.as_os_str().is_empty() => d,
+        _ => Path::new("."),
+    }
+}
+
 /// The side effects of starting: removes stale sockets of server-mode vhost-user ports
 /// (a crashed run leaves them behind, and bind(2) fails on an existing path). Re-checks
 /// liveness, since time passed since [`resolve`].
@@ -327,6 +332,13 @@ pub fn prepare_port_socket(spec: &PortSpec) -> Result<(), ConfigError> {
         ..
     } = spec
     {
+        let dir = listen_dir(Path::new(path));
+        if !dir.is_dir() {
+            return Err(ConfigError::NoDirectory {
+                origin: format!("port {path}"),
+                dir: dir.to_path_buf(),
+            });
+        }
         socket::prepare_listen_path(Path::new(path), "this port").map_err(|source| {
             ConfigError::Socket {
                 origin: format!("port {path}"),

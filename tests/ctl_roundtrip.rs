@@ -389,3 +389,38 @@ fn vhost_user_port_with_testpmd_frontend() {
     assert!(!vm.exists(), "vhost-user socket removed on exit");
     assert!(!sock.exists(), "control socket removed on exit");
 }
+
+/// A port that cannot be opened fails the start with its name in the message and leaves
+/// no control socket behind; a tap added at run time appears with its kind and goes away
+/// again (inside the test namespace).
+#[test]
+fn failed_start_cleans_up_and_tap_comes_and_goes() {
+    let _scope = TestScope::start("failed_start_and_tap", Duration::from_secs(120));
+    let lab = lab();
+    let dir = TempDir::new("fail").unwrap();
+    let sock = dir.path().join("ctl.sock");
+    let out = lab
+        .sw
+        .command(env!("CARGO_BIN_EXE_ringswitch"))
+        .args(["run", "--port", "afpacket:ifname=nope0", "--ctl"])
+        .arg(&sock)
+        .output()
+        .unwrap();
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(1), "{err}");
+    assert!(err.contains("nope0"), "{err}");
+    assert!(!sock.exists(), "no control socket left behind");
+
+    let mut daemon = start_daemon(&lab, &sock, &[]);
+    let added = ctl_ok(&sock, &["add-port", "tap:name=rst0,queues=1"]);
+    assert!(added.contains("rst0") && added.contains("tap"), "{added}");
+    lab.sw.ip(&["link", "show", "rst0"]).unwrap();
+    let bad = ctl(&sock, &["add-port", "afpacket:ifname=nope1"]);
+    assert_eq!(bad.status.code(), Some(1));
+    assert!(String::from_utf8_lossy(&bad.stderr).contains("nope1"));
+    assert_eq!(port_names(&sock), ["v1", "v2", "rst0"]);
+    ctl_ok(&sock, &["del-port", "rst0"]);
+    assert_eq!(port_names(&sock), ["v1", "v2"]);
+    assert!(reachable(&lab.c[0], "198.18.0.2"));
+    assert!(daemon.stop(Duration::from_secs(20)).unwrap().success());
+}
