@@ -388,6 +388,28 @@ impl Dataplane {
         Ok(())
     }
 
+    /// The guest's memory table changed: every TX queue of `port` switches to `table`
+    /// (registered beforehand with [`register_memory`](Self::register_memory), off the
+    /// datapath), or to writev when `None`. Writes in flight keep the old pages pinned
+    /// until they complete (the kernel refcounts registered buffers); release the old table
+    /// with [`release_memory`](Self::release_memory) afterwards.
+    pub fn set_guest_memory(&self, port: PortId, table: Option<Arc<FixedTable>>) -> Result<()> {
+        let mut replies = Vec::with_capacity(self.workers.len());
+        for w in &self.workers {
+            let (tx, rx) = bounded(1);
+            w.send(Cmd::SetGuestMemory {
+                port,
+                table: table.clone(),
+                reply: tx,
+            })?;
+            replies.push(rx);
+        }
+        for rx in replies {
+            rx.recv().map_err(|_| Error::Shutdown)??;
+        }
+        Ok(())
+    }
+
     /// Registers a port that is fed by guest queues (not a host device) with the switch.
     pub fn add_guest_port(&self, config: PortConfig) -> Result<PortId> {
         let name = config.name.clone();
@@ -421,7 +443,6 @@ impl Dataplane {
                 enters: c.enters.get(),
                 packets: c.packets.get(),
                 batches: c.batches.get(),
-                other_syscalls: c.other_syscalls.get(),
             });
         }
         out

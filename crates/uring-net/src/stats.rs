@@ -58,8 +58,6 @@ pub struct WorkerCounters {
     pub packets: Counter,
     /// Completion batches processed.
     pub batches: Counter,
-    /// Other syscalls on the worker (eventfd reads for commands).
-    pub other_syscalls: Counter,
 }
 
 /// All counters of one worker (allocated once; ports index by id).
@@ -140,7 +138,6 @@ pub struct WorkerStatsSnapshot {
     pub enters: u64,
     pub packets: u64,
     pub batches: u64,
-    pub other_syscalls: u64,
 }
 
 impl WorkerStatsSnapshot {
@@ -149,7 +146,7 @@ impl WorkerStatsSnapshot {
         if self.packets == 0 {
             0.0
         } else {
-            (self.enters + self.other_syscalls) as f64 / self.packets as f64
+            self.enters as f64 / self.packets as f64
         }
     }
 }
@@ -170,9 +167,10 @@ impl Stats {
 
     /// Total syscalls per handled frame over all workers.
     pub fn syscalls_per_packet(&self) -> f64 {
-        let (s, p) = self.workers.iter().fold((0, 0), |(s, p), w| {
-            (s + w.enters + w.other_syscalls, p + w.packets)
-        });
+        let (s, p) = self
+            .workers
+            .iter()
+            .fold((0, 0), |(s, p), w| (s + w.enters, p + w.packets));
         if p == 0 {
             0.0
         } else {

@@ -80,6 +80,11 @@ pub(crate) enum Cmd {
         queue: Box<dyn GuestTxQueue>,
         reply: Sender<Result<bool>>,
     },
+    SetGuestMemory {
+        port: PortId,
+        table: Option<Arc<FixedTable>>,
+        reply: Sender<Result<()>>,
+    },
     AttachGuestRx {
         port: PortId,
         sink: Arc<dyn GuestRx>,
@@ -818,6 +823,9 @@ impl Worker {
                 Cmd::AttachGuestTx { port, queue, reply } => {
                     let _ = reply.send(Ok(self.attach_guest(port, queue)));
                 }
+                Cmd::SetGuestMemory { port, table, reply } => {
+                    let _ = reply.send(self.set_guest_memory(port, table));
+                }
                 Cmd::AttachGuestRx { port, sink, reply } => {
                     if let Some(e) = self.guest_rx.get_mut(port.index()) {
                         *e = Some(sink);
@@ -899,6 +907,27 @@ impl Worker {
         });
         self.arm_kick(gi);
         fixed
+    }
+
+    fn set_guest_memory(&mut self, port: PortId, table: Option<Arc<FixedTable>>) -> Result<()> {
+        let mine = self
+            .guests
+            .iter()
+            .flatten()
+            .any(|g| g.port == port && !g.closing);
+        if !mine {
+            return Ok(());
+        }
+        if let Some(t) = &table {
+            t.install_into(&self.ring.submitter())
+                .map_err(Error::Fixed)?;
+        }
+        for g in self.guests.iter_mut().flatten() {
+            if g.port == port && !g.closing {
+                g.memory = table.clone();
+            }
+        }
+        Ok(())
     }
 
     fn remove_port(&mut self, port: PortId) {

@@ -19,9 +19,22 @@ use switch::{PortConfig, PortKind, Switch, SwitchConfig};
 use uring_net::sys::mmap::Mapping;
 use uring_net::{Dataplane, DataplaneConfig, GuestFrame, MemRegion, PortSpec, Seg};
 
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Memory {
+    /// Registered before the queue is attached.
+    Registered,
+    /// Registration is attempted and must fail.
+    Unregistrable,
+    /// The queue starts without fixed buffers; after half the frames the memory table
+    /// "changes" (registered off the datapath) and the queue switches over.
+    Late,
+}
+
 /// Sends `n` frames from `mem` through a guest port to container 1 and returns
-/// (fixed writes, fallback writes, payloads the container's UDP socket received).
-fn run_guest_tx(mem: &Mapping, register: bool, n: usize) -> (u64, u64, u64, Vec<String>) {
+/// (fixed writes, fallback writes, registration failures, payloads the container's UDP
+/// socket received).
+fn run_guest_tx(mem: &Mapping, mode: Memory, n: usize) -> (u64, u64, u64, Vec<String>) {
+    let register = mode == Memory::Registered;
     let pfx = prefix("g");
     let sw = Ns::new(format!("{pfx}sw"));
     let c1 = container(&sw, &pfx, 1);
@@ -52,12 +65,16 @@ fn run_guest_tx(mem: &Mapping, register: bool, n: usize) -> (u64, u64, u64, Vec<
         len: mem.len() as u64,
     };
     // SAFETY: `mem` outlives the data plane (dropped at the end of this function).
-    let table = if register {
-        Some(unsafe { dp.register_memory(&[region]) }.expect("memfd registers"))
-    } else {
-        let r = unsafe { dp.register_memory(&[region]) };
-        assert!(r.is_err(), "a regular-file mapping must not register");
-        None
+    let table = match mode {
+        Memory::Registered => {
+            Some(unsafe { dp.register_memory(&[region]) }.expect("memfd registers"))
+        }
+        Memory::Unregistrable => {
+            let r = unsafe { dp.register_memory(&[region]) };
+            assert!(r.is_err(), "a regular-file mapping must not register");
+            None
+        }
+        Memory::Late => None,
     };
     let rcv = c1.ns.spawn(&[
         "timeout",
@@ -81,6 +98,17 @@ fn run_guest_tx(mem: &Mapping, register: bool, n: usize) -> (u64, u64, u64, Vec<
     let fixed = dp.attach_guest_tx(guest, Some(0), Box::new(q)).unwrap();
     assert_eq!(fixed, register);
     for i in 0..n {
+        if mode == Memory::Late && i == n / 2 {
+            for _ in 0..100 {
+                if done.lock().len() == i {
+                    break;
+                }
+                std::thread::sleep(std::time::Duration::from_millis(20));
+            }
+            // SAFETY: `mem` outlives the data plane.
+            let t = unsafe { dp.register_memory(&[region]) }.expect("memfd registers");
+            dp.set_guest_memory(guest, Some(t)).unwrap();
+        }
         let f = udp_frame(
             dst,
             [0x02, 0, 0, 0, 0, 0x99],
@@ -154,7 +182,7 @@ fn expected(n: usize) -> Vec<String> {
 #[test]
 fn memfd_guest_memory_uses_fixed_buffers() {
     let mem = Mapping::memfd("guest-mem", 1 << 20).unwrap();
-    let (fixed, fallback, fallbacks, got) = run_guest_tx(&mem, true, 32);
+    let (fixed, fallback, fallbacks, got) = run_guest_tx(&mem, Memory::Registered, 32);
     assert_eq!((fixed, fallback, fallbacks), (32, 0, 0));
     assert_eq!(got, expected(32));
 }
@@ -172,7 +200,15 @@ fn unregistrable_memory_falls_back_to_writev() {
     f.set_len(1 << 20).unwrap();
     std::fs::remove_file(&path).unwrap();
     let mem = Mapping::shared_fd(OwnedFd::from(f), 1 << 20).unwrap();
-    let (fixed, fallback, fallbacks, got) = run_guest_tx(&mem, false, 32);
+    let (fixed, fallback, fallbacks, got) = run_guest_tx(&mem, Memory::Unregistrable, 32);
     assert_eq!((fixed, fallback, fallbacks), (0, 32, 1));
+    assert_eq!(got, expected(32));
+}
+
+#[test]
+fn memory_table_change_switches_to_fixed_buffers() {
+    let mem = Mapping::memfd("guest-mem-late", 1 << 20).unwrap();
+    let (fixed, fallback, fallbacks, got) = run_guest_tx(&mem, Memory::Late, 32);
+    assert_eq!((fixed, fallback, fallbacks), (16, 16, 0));
     assert_eq!(got, expected(32));
 }
