@@ -6,7 +6,7 @@ mod common;
 use std::sync::Arc;
 
 use common::{container, iperf3, ping, prefix, Ns, Reaped};
-use switch::{Switch, SwitchConfig, VlanMode};
+use switch::{DropReason, Switch, SwitchConfig, VlanMode};
 use uring_net::{Dataplane, DataplaneConfig, PortSpec};
 
 fn dataplane(workers: usize) -> Dataplane {
@@ -325,5 +325,66 @@ fn vlan_access_and_trunk_over_afpacket() {
     r.unwrap();
     let s = dp.stats();
     assert!(s.port(p1).unwrap().tx_packets > 0 && s.port(p2).unwrap().tx_packets > 0);
+    dp.shutdown().unwrap();
+}
+
+/// Malformed frames from a container (runt, multicast source, IPv4 header longer than
+/// the frame) are counted drops; the data plane keeps forwarding.
+const PY_SEND_BAD: &str = r#"
+import socket, sys
+dst = bytes.fromhex(sys.argv[1]); src = bytes.fromhex(sys.argv[2])
+s = socket.socket(socket.AF_PACKET, socket.SOCK_RAW); s.bind(('eth0', 0))
+sent = 0
+for f in [dst + src[:2],                                          # runt: 8 bytes
+          dst + bytes.fromhex('010000000001') + b'\x88\xb5' + b'x' * 46,  # multicast source
+          dst + src + b'\x08\x00' + b'\x4f' + b'\x00' * 10]:       # IHL 15 in a 11-byte header
+    try:
+        s.send(f); sent += 1
+    except OSError:
+        pass
+print(sent)
+"#;
+
+#[test]
+fn hostile_frames_are_counted_drops() {
+    let pfx = prefix("h");
+    let sw = Ns::new(format!("{pfx}sw"));
+    let c1 = container(&sw, &pfx, 1);
+    let c2 = container(&sw, &pfx, 2);
+    let dp = dataplane(1);
+    let p1 = sw.run_in(|| {
+        let p1 = dp.add_port(PortSpec::afpacket(&c1.host_if)).unwrap();
+        dp.add_port(PortSpec::afpacket(&c2.host_if)).unwrap();
+        p1
+    });
+    let (m1, m2) = (c1.ns.mac("eth0"), c2.ns.mac("eth0"));
+    let o = c1
+        .ns
+        .exec(&["python3", "-c", PY_SEND_BAD, &hex(m2), &hex(m1)]);
+    let sent: u32 = String::from_utf8_lossy(&o.stdout)
+        .trim()
+        .parse()
+        .unwrap_or(0);
+    assert!(sent >= 2, "{o:?}");
+    let r = ping(&c1.ns, &c2.v4);
+    report(&dp);
+    r.unwrap();
+    let s = dp.stats();
+    let p = s.port(p1).unwrap();
+    let malformed = [
+        DropReason::Runt,
+        DropReason::InvalidSource,
+        DropReason::BadIpv4Header,
+    ];
+    let dropped = p.drop_bad_frame
+        + malformed
+            .iter()
+            .map(|r| p.switch.drop_count(*r))
+            .sum::<u64>();
+    assert_eq!(
+        dropped,
+        u64::from(sent),
+        "every malformed frame sent is a counted drop: {p:?}"
+    );
     dp.shutdown().unwrap();
 }
