@@ -482,3 +482,60 @@ impl Dataplane {
         drop(table);
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::sys::mmap::Mapping;
+    use switch::SwitchConfig;
+
+    fn assert_send_sync<T: Send + Sync>() {}
+
+    #[test]
+    fn dataplane_is_shareable() {
+        assert_send_sync::<Dataplane>();
+    }
+
+    /// Two memory tables get disjoint slot ranges; a released range is reused; a worker
+    /// with no ports starts, reports zero counters and shuts down.
+    #[test]
+    fn memory_tables_get_disjoint_slots() {
+        let sw = Arc::new(Switch::new(SwitchConfig::default()));
+        let dp = Dataplane::new(
+            sw,
+            DataplaneConfig {
+                workers: 1,
+                ..Default::default()
+            },
+        )
+        .unwrap();
+        let a = Mapping::memfd("slots-a", 1 << 16).unwrap();
+        let b = Mapping::memfd("slots-b", 1 << 16).unwrap();
+        let reg = |m: &Mapping| {
+            // SAFETY: the mappings outlive the data plane in this test.
+            unsafe {
+                dp.register_memory(&[MemRegion {
+                    host_addr: m.addr(),
+                    len: m.len() as u64,
+                }])
+            }
+            .unwrap()
+        };
+        let ta = reg(&a);
+        let tb = reg(&b);
+        assert_ne!(ta.base_slot(), tb.base_slot());
+        let base_a = ta.base_slot();
+        dp.release_memory(ta);
+        let tc = reg(&a);
+        assert_eq!(tc.base_slot(), base_a, "released slots are reused");
+        let s = dp.stats();
+        assert!(s.ports.is_empty());
+        assert_eq!(s.workers.len(), 1);
+        assert_eq!(s.workers[0].packets, 0);
+        assert!(matches!(
+            dp.remove_port(PortId(7)),
+            Err(Error::UnknownPort(PortId(7)))
+        ));
+        dp.shutdown().unwrap();
+    }
+}
