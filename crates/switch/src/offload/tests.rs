@@ -847,3 +847,39 @@ proptest! {
         }
     }
 }
+
+proptest! {
+    #![proptest_config(ProptestConfig { cases: 200, ..ProptestConfig::default() })]
+
+    /// A guest may rewrite its buffer between our planning and our segmenting. Offsets and
+    /// lengths come from the plan only, so arbitrary header changes in between can change
+    /// the bytes we send but never make us panic or exceed the planned sizes.
+    #[test]
+    fn headers_changed_after_planning((s, mss) in arb_spec(), kind in 0u8..3, flips in proptest::collection::vec((0usize..200, any::<u8>()), 1..20)) {
+        let (f, l4) = build(&s);
+        let gt = match (kind, s.tcp, s.v6) {
+            (_, true, false) => GSO_TCPV4,
+            (_, true, true) => GSO_TCPV6,
+            (0, false, _) => GSO_UDP,
+            _ => GSO_UDP_L4,
+        };
+        let mss = if gt == GSO_UDP { (mss & !7).max(8) } else { mss };
+        let Ok(Egress::Segment(p)) = run(&f, &gso_hdr(&s, l4, gt, mss), &Offloads::NONE) else { return Ok(()) };
+        let mut g = f.clone();
+        for (at, v) in flips {
+            if let Some(b) = g.get_mut(at) { *b = v; }
+        }
+        let parts = [&g[..]];
+        let frame = Frame::new(&parts);
+        let segs = segment_to_vecs(&p, frame).unwrap();
+        prop_assert_eq!(segs.len(), p.segment_count());
+        for (_, b) in &segs {
+            prop_assert!(b.len() <= p.l4_off() + 60 + 16 + p.gso_size());
+        }
+        let mut sg = p.segments(frame).unwrap();
+        let mut buf = vec![0u8; MAX_HDR + p.gso_size()];
+        while let Some((n, _)) = sg.copy_next(&mut buf).unwrap() {
+            prop_assert!(n <= buf.len());
+        }
+    }
+}
