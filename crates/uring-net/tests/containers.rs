@@ -388,3 +388,33 @@ fn hostile_frames_are_counted_drops() {
     );
     dp.shutdown().unwrap();
 }
+
+/// Attaching to a tap that already exists (persistent, multi-queue, vnet header — as
+/// `ip tuntap add` makes it) instead of creating one.
+#[test]
+fn attaches_to_existing_tap() {
+    let pfx = prefix("e");
+    let sw = Ns::new(format!("{pfx}sw"));
+    let tapns = Ns::new(format!("{pfx}c1"));
+    let c2 = container(&sw, &pfx, 2);
+    let tap = format!("{pfx}t");
+    tapns.ip(&[
+        "tuntap",
+        "add",
+        "dev",
+        &tap,
+        "mode",
+        "tap",
+        "multi_queue",
+        "vnet_hdr",
+    ]);
+    tapns.ip(&["addr", "add", "198.18.0.1/24", "dev", &tap]);
+    let dp = dataplane(2);
+    let pt = tapns.run_in(|| dp.add_port(PortSpec::tap(&tap)).unwrap());
+    sw.run_in(|| dp.add_port(PortSpec::afpacket(&c2.host_if)).unwrap());
+    let r = ping(&tapns, &c2.v4);
+    report(&dp);
+    r.unwrap();
+    assert!(dp.stats().port(pt).unwrap().tx_packets > 0);
+    dp.shutdown().unwrap();
+}
