@@ -47,6 +47,8 @@ pub struct PortCounters {
     pub drop_tx_error: Counter,
     /// Multishot receives that ended because all rx buffers were in use.
     pub rx_enobufs: Counter,
+    /// Receives that failed (device gone, socket error).
+    pub rx_errors: Counter,
 }
 
 /// Per-worker counters.
@@ -94,6 +96,7 @@ pub struct PortStats {
     pub drop_no_queue: u64,
     pub drop_tx_error: u64,
     pub rx_enobufs: u64,
+    pub rx_errors: u64,
 }
 
 impl PortStats {
@@ -113,6 +116,7 @@ impl PortStats {
             drop_no_queue: 0,
             drop_tx_error: 0,
             rx_enobufs: 0,
+            rx_errors: 0,
         }
     }
 
@@ -128,6 +132,7 @@ impl PortStats {
         self.drop_no_queue += c.drop_no_queue.get();
         self.drop_tx_error += c.drop_tx_error.get();
         self.rx_enobufs += c.rx_enobufs.get();
+        self.rx_errors += c.rx_errors.get();
     }
 }
 

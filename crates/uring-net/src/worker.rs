@@ -37,6 +37,8 @@ pub const VNET_HDR: usize = 12;
 pub const FIXED_SLOTS: u32 = 1024;
 /// Writes in flight per worker (the op slab never grows, so iovec addresses stay valid).
 const MAX_OPS: usize = 4096;
+/// Consecutive receive errors after which a queue stops re-arming.
+const MAX_RX_ERRORS: u32 = 16;
 /// sizeof(struct tpacket_auxdata).
 const AUXDATA_LEN: u32 = 20;
 /// Completions a batching wait asks for before its minimum wait expires.
@@ -122,6 +124,11 @@ struct Queue {
     inflight: u32,
     closing: bool,
     dirty: bool,
+    /// Receive errors in a row; past `MAX_RX_ERRORS` the queue stops receiving (an fd
+    /// whose device vanished would otherwise fail, re-arm and wake us forever).
+    rx_errors: u32,
+    /// Receiving stopped after persistent errors (writes still go out).
+    rx_stopped: bool,
 }
 
 struct GuestQ {
@@ -393,13 +400,19 @@ impl Worker {
             if res == -libc::ENOBUFS {
                 self.stats.ports[port.index()].rx_enobufs.add(1);
             } else if res < 0 && res != -libc::ECANCELED {
-                if let Some(s) = self.log_rx.check(Instant::now()) {
+                self.stats.ports[port.index()].rx_errors.add(1);
+                q.rx_errors += 1;
+                if q.rx_errors == MAX_RX_ERRORS {
+                    q.rx_stopped = true;
+                    tracing::error!(%port, "receive keeps failing (errno {}): queue stopped", -res);
+                } else if let Some(s) = self.log_rx.check(Instant::now()) {
                     tracing::warn!(%port, suppressed = s, "receive failed: errno {}", -res);
                 }
             }
             return;
         };
         q.rx.consumed();
+        q.rx_errors = 0;
         let closing = q.closing;
         let located = locate_frame(q, bid, res);
         if closing {
@@ -733,7 +746,7 @@ impl Worker {
         let Some(Some(q)) = self.queues.get_mut(qi as usize) else {
             return;
         };
-        if q.armed || q.closing || q.rx.in_kernel() == 0 {
+        if q.armed || q.closing || q.rx_stopped || q.rx.in_kernel() == 0 {
             return;
         }
         let fd = types::Fd(q.fd.as_raw_fd());
@@ -869,6 +882,8 @@ impl Worker {
             inflight: 0,
             closing: false,
             dirty: false,
+            rx_errors: 0,
+            rx_stopped: false,
         });
         self.by_port[port.index()] = Some(qi as u16);
         self.arm_rx(qi as u16);

@@ -418,3 +418,35 @@ fn attaches_to_existing_tap() {
     assert!(dp.stats().port(pt).unwrap().tx_packets > 0);
     dp.shutdown().unwrap();
 }
+
+/// A port whose interface disappears under the data plane (a veth or a tap is deleted)
+/// does not turn its worker into a busy loop of failing, re-armed receives (a tap fd whose
+/// device is gone fails every read with EBADFD); other ports keep working.
+#[test]
+fn vanished_interface_does_not_spin() {
+    let pfx = prefix("x");
+    let sw = Ns::new(format!("{pfx}sw"));
+    let c1 = container(&sw, &pfx, 1);
+    let c2 = container(&sw, &pfx, 2);
+    let c3 = container(&sw, &pfx, 3);
+    let dp = dataplane(1);
+    sw.run_in(|| {
+        for c in [&c1, &c2, &c3] {
+            dp.add_port(PortSpec::afpacket(&c.host_if)).unwrap();
+        }
+    });
+    let tap = format!("{pfx}t");
+    let tapns = Ns::new(format!("{pfx}tn"));
+    tapns.run_in(|| dp.add_port(PortSpec::tap(&tap)).unwrap());
+    ping(&c1.ns, &c3.v4).unwrap();
+    sw.ip(&["link", "del", &c2.host_if]);
+    tapns.ip(&["link", "del", &tap]);
+    std::thread::sleep(std::time::Duration::from_millis(300));
+    let e1 = dp.stats().workers[0].enters;
+    std::thread::sleep(std::time::Duration::from_millis(300));
+    let e2 = dp.stats().workers[0].enters;
+    report(&dp);
+    assert!(e2 - e1 < 50, "worker spins: {} enters while idle", e2 - e1);
+    ping(&c1.ns, &c3.v4).unwrap();
+    dp.shutdown().unwrap();
+}
