@@ -183,6 +183,11 @@ impl Runtime {
             .map_err(control_err)?;
         // No driver yet: the link comes up when the guest sets up its rings.
         let _ = self.sw.set_link(id, false);
+        // A guest is untrusted: its IGMP/MLD queries must neither make it a multicast
+        // router port nor win the querier election against a real router or ours.
+        self.sw
+            .snooper()
+            .set_router_mode(id, switch::mcast::RouterMode::Never);
         let undo = |e: ControlError| {
             let _ = self.with_dp(|dp| dp.remove_port(id));
             e

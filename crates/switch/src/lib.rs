@@ -28,6 +28,8 @@
 //! - [`fdb`]: the lock-free-read forwarding database;
 //! - [`switch`](mod@switch): port table and the forwarding decision;
 //! - [`egress`]: per-destination VLAN tag rewriting without copying the frame;
+//! - [`mcast`]: IGMP/MLD snooping (RFC 4541): MDB, router ports, optional querier;
+//! - [`offload`]: checksum completion and software GSO at egress;
 //! - [`reason`]: counted drop reasons;
 //! - [`time`]: the caller's clock as plain milliseconds.
 
