@@ -140,6 +140,9 @@ struct GuestQ {
     closing: bool,
     inflight: u32,
     kicked: bool,
+    /// Kick reads failing in a row (a closed or bogus kick fd); past MAX_RX_ERRORS the
+    /// queue stops waiting for kicks instead of spinning.
+    kick_errors: u32,
 }
 
 struct GuestInFlight {
@@ -376,6 +379,14 @@ impl Worker {
                     if let Some(Some(g)) = self.guests.get_mut(idx as usize) {
                         g.armed = false;
                         g.kicked = res >= 0;
+                        if res >= 0 {
+                            g.kick_errors = 0;
+                        } else if res != -libc::ECANCELED {
+                            g.kick_errors += 1;
+                            if g.kick_errors == MAX_RX_ERRORS {
+                                tracing::error!(port = %g.port, "kick eventfd keeps failing (errno {}): queue stopped", -res);
+                            }
+                        }
                     }
                 }
                 _ => {}
@@ -762,7 +773,7 @@ impl Worker {
         let Some(Some(g)) = self.guests.get_mut(gi) else {
             return;
         };
-        if g.armed || g.closing {
+        if g.armed || g.closing || g.kick_errors >= MAX_RX_ERRORS {
             return;
         }
         let e = opcode::Read::new(
@@ -919,6 +930,7 @@ impl Worker {
             inflight: 0,
             // Frames may already be queued: look once without waiting for a kick.
             kicked: true,
+            kick_errors: 0,
         });
         self.arm_kick(gi);
         fixed

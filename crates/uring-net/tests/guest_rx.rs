@@ -183,3 +183,40 @@ fn container_reaches_guest_rx() {
     assert!(dp.stats().port(g).unwrap().tx_packets >= 1);
     dp.shutdown().unwrap();
 }
+
+/// A guest queue whose kick fd is bad (closed under us, never valid) does not make its
+/// worker spin on failing kick reads.
+#[test]
+fn bad_kick_fd_does_not_spin() {
+    struct BadKick;
+    impl uring_net::GuestTxQueue for BadKick {
+        fn kick_fd(&self) -> i32 {
+            -1
+        }
+        fn pop(&mut self, _max: usize, _out: &mut Vec<GuestFrame>) {}
+        fn complete(&mut self, _token: u64) {}
+        fn memory(&self) -> Option<Arc<uring_net::FixedTable>> {
+            None
+        }
+    }
+    let sw = Arc::new(Switch::new(SwitchConfig::default()));
+    let dp = Dataplane::new(
+        sw,
+        DataplaneConfig {
+            workers: 1,
+            ..Default::default()
+        },
+    )
+    .unwrap();
+    let g = dp
+        .add_guest_port(PortConfig::new("bad", PortKind::VhostUser))
+        .unwrap();
+    dp.attach_guest_tx(g, None, Box::new(BadKick)).unwrap();
+    std::thread::sleep(Duration::from_millis(200));
+    let e1 = dp.stats().workers[0].enters;
+    std::thread::sleep(Duration::from_millis(300));
+    let e2 = dp.stats().workers[0].enters;
+    assert!(e2 - e1 < 50, "worker spins: {} enters while idle", e2 - e1);
+    dp.remove_port(g).unwrap();
+    dp.shutdown().unwrap();
+}
