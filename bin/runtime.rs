@@ -472,7 +472,7 @@ impl Control for Runtime {
                 syscalls_per_packet: if w.packets == 0 {
                     0.0
                 } else {
-                    (w.enters + w.other_syscalls) as f64 / w.packets as f64
+                    w.enters as f64 / w.packets as f64
                 },
             })
             .collect();
