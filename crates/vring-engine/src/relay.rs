@@ -8,13 +8,24 @@
 //! connection: the NIC is dead before the guest boots. The vhost-user spec only says the
 //! message is valid once PROTOCOL_FEATURES was *offered* (it was: we offer it).
 //!
+//! A second one: with several queue pairs QEMU runs one vhost device per pair over the same
+//! connection, each with its own copy of the memory table, so with CONFIGURE_MEM_SLOTS every
+//! pair sends VHOST_USER_ADD_MEM_REG for the same regions. vhost-user-backend refuses the
+//! second copy ("memory regions intersect") and drops the connection.
+//!
 //! So every connection goes through this relay: messages are copied unchanged in both
-//! directions (with their file descriptors, SCM_RIGHTS), except that a SET_VRING_ENABLE
-//! arriving before a SET_FEATURES that acks PROTOCOL_FEATURES is remembered (and acked
-//! ourselves when the frontend asked for a reply), then replayed right after that
-//! SET_FEATURES. Only the control channel passes here; kicks, calls and guest memory never
-//! do, so the data path pays nothing.
+//! directions (with their file descriptors, SCM_RIGHTS), except that
+//! - a SET_VRING_ENABLE arriving before a SET_FEATURES that acks PROTOCOL_FEATURES is
+//!   remembered (and acked ourselves when the frontend asked for a reply), then replayed
+//!   right after that SET_FEATURES;
+//! - an ADD_MEM_REG of a region identical to one already added only counts a reference (and
+//!   is acked by us); a REM_MEM_REG reaches the back-end when the last reference goes.
+//!   SET_MEM_TABLE replaces the table and resets the count.
+//!
+//! Only the control channel passes here; kicks, calls and guest memory never do, so the data
+//! path pays nothing.
 
+use std::collections::HashMap;
 use std::io::{self, IoSlice, IoSliceMut, Read, Write};
 use std::os::fd::{AsRawFd, FromRawFd, OwnedFd, RawFd};
 use std::os::unix::net::UnixStream;
@@ -30,7 +41,10 @@ const MAX_PAYLOAD: usize = 64 * 1024;
 const MAX_FDS: usize = 8;
 
 const SET_FEATURES: u32 = 2;
+const SET_MEM_TABLE: u32 = 5;
 const SET_VRING_ENABLE: u32 = 18;
+const ADD_MEM_REG: u32 = 37;
+const REM_MEM_REG: u32 = 38;
 const PROTOCOL_FEATURES_BIT: u64 = 1 << 30;
 const F_VERSION_1: u32 = 0x1;
 const F_REPLY: u32 = 0x4;
@@ -131,23 +145,50 @@ pub(crate) fn run(front: UnixStream, back: UnixStream) {
             }
             let _ = fw.lock().shutdown(std::net::Shutdown::Both);
         });
-    // frontend → backend, with the SET_VRING_ENABLE fix-up.
+    // frontend → backend, with the fix-ups.
     let mut early: Vec<Msg> = Vec::new();
     let mut features_acked = false;
+    let mut regions: HashMap<[u64; 3], u32> = HashMap::new();
+    let ack = |m: &Msg| -> io::Result<()> {
+        if m.flags() & F_NEED_REPLY == 0 {
+            return Ok(());
+        }
+        let reply = Msg {
+            hdr: reply_hdr(m.request(), 8),
+            payload: 0u64.to_le_bytes().to_vec(),
+            fds: Vec::new(),
+        };
+        write_msg(&front_w.lock(), &reply)
+    };
     while let Ok(Some(mut m)) = read_msg(&front) {
         let req = m.request();
-        if req == SET_VRING_ENABLE && !features_acked {
-            if m.flags() & F_NEED_REPLY != 0 {
-                let ack = Msg {
-                    hdr: reply_hdr(req, 8),
-                    payload: 0u64.to_le_bytes().to_vec(),
-                    fds: Vec::new(),
-                };
-                if write_msg(&front_w.lock(), &ack).is_err() {
+        if req == SET_MEM_TABLE {
+            regions.clear();
+        }
+        if let (ADD_MEM_REG | REM_MEM_REG, Some(key)) = (req, region_key(&m.payload)) {
+            let refs = regions.entry(key).or_insert(0);
+            let forward = if req == ADD_MEM_REG {
+                *refs += 1;
+                *refs == 1
+            } else {
+                *refs = refs.saturating_sub(1);
+                *refs == 0
+            };
+            if *refs == 0 {
+                regions.remove(&key);
+            }
+            if !forward {
+                if ack(&m).is_err() {
                     break;
                 }
-                m.set_flags(m.flags() & !F_NEED_REPLY);
+                continue;
             }
+        }
+        if req == SET_VRING_ENABLE && !features_acked {
+            if ack(&m).is_err() {
+                break;
+            }
+            m.set_flags(m.flags() & !F_NEED_REPLY);
             early.push(m);
             continue;
         }
@@ -177,6 +218,14 @@ pub(crate) fn run(front: UnixStream, back: UnixStream) {
     let _ = back.shutdown(std::net::Shutdown::Both);
     let _ = front.shutdown(std::net::Shutdown::Both);
     let _ = up.map(|t| t.join());
+}
+
+/// (guest address, size, frontend address) of an ADD/REM_MEM_REG payload
+/// (`u64 padding; VhostUserMemoryRegion`).
+fn region_key(p: &[u8]) -> Option<[u64; 3]> {
+    let f =
+        |i: usize| -> Option<u64> { Some(u64::from_le_bytes(p.get(i..i + 8)?.try_into().ok()?)) };
+    Some([f(8)?, f(16)?, f(24)?])
 }
 
 fn reply_hdr(req: u32, size: u32) -> [u8; HDR] {
@@ -238,6 +287,44 @@ mod tests {
             .write_all(&msg(1, F_VERSION_1 | F_REPLY, &[7; 8]))
             .unwrap();
         assert_eq!(read_msg(&fe).unwrap().unwrap().payload, vec![7; 8]);
+        drop(fe);
+        drop(be);
+        t.join().unwrap();
+    }
+
+    #[test]
+    fn duplicate_memory_regions_are_reference_counted() {
+        let (fe, front) = UnixStream::pair().unwrap();
+        let (back, be) = UnixStream::pair().unwrap();
+        let t = std::thread::spawn(move || run(front, back));
+        let mut region = vec![0u8; 8];
+        for v in [0x1000_0000u64, 0x4000, 0x7f00_0000_0000, 0] {
+            region.extend_from_slice(&v.to_le_bytes());
+        }
+        let send = |req: u32| {
+            let mut m = Msg {
+                hdr: [0; HDR],
+                payload: region.clone(),
+                fds: Vec::new(),
+            };
+            m.hdr[0..4].copy_from_slice(&req.to_le_bytes());
+            m.set_flags(F_VERSION_1 | F_NEED_REPLY);
+            m.hdr[8..12].copy_from_slice(&(region.len() as u32).to_le_bytes());
+            write_msg(&fe, &m).unwrap();
+        };
+        send(ADD_MEM_REG);
+        assert_eq!(read_msg(&be).unwrap().unwrap().request(), ADD_MEM_REG);
+        // The second pair's copy is acked here and never reaches the back-end.
+        send(ADD_MEM_REG);
+        let ack = read_msg(&fe).unwrap().unwrap();
+        assert_eq!(
+            (ack.request(), ack.payload.clone()),
+            (ADD_MEM_REG, vec![0; 8])
+        );
+        send(REM_MEM_REG);
+        assert_eq!(read_msg(&fe).unwrap().unwrap().request(), REM_MEM_REG);
+        send(REM_MEM_REG);
+        assert_eq!(read_msg(&be).unwrap().unwrap().request(), REM_MEM_REG);
         drop(fe);
         drop(be);
         t.join().unwrap();
