@@ -40,7 +40,9 @@ fuzz_target!(|data: &[u8]| {
     if data.len() < 12 {
         return;
     }
-    let Ok(mut hdr) = VnetHdr::parse(&data[..10], 10) else { return };
+    let Ok(mut hdr) = VnetHdr::parse(&data[..10], 10) else {
+        return;
+    };
     let bits = data[10];
     let dest = Offloads {
         csum: bits & 1 != 0,
@@ -62,7 +64,9 @@ fuzz_target!(|data: &[u8]| {
     match plan(&hdr, &frame, &dest) {
         Ok(Egress::Segment(mut p)) => {
             p.set_ipv6_frag_id(u32::from(bits) << 8 | 1);
-            let Ok(segs) = segment_to_vecs(&p, frame) else { return };
+            let Ok(segs) = segment_to_vecs(&p, frame) else {
+                return;
+            };
             assert_eq!(segs.len(), p.segment_count());
             let Ok(mut s) = p.segments(frame) else { return };
             let Ok(mut t) = p.segments(frame) else { return };
@@ -76,7 +80,10 @@ fuzz_target!(|data: &[u8]| {
             let head = [0xffu8; 12];
             for (vh, want) in &segs {
                 assert!(want.len() <= MAX_HDR + p.gso_size());
-                let (n, got_vh) = s.copy_next(&mut buf).expect("sized buffer").expect("segment");
+                let (n, got_vh) = s
+                    .copy_next(&mut buf)
+                    .expect("sized buffer")
+                    .expect("segment");
                 assert_eq!(&buf[..n], &want[..]);
                 assert_eq!(got_vh, *vh);
                 let (n2, _) = t
@@ -84,7 +91,13 @@ fuzz_target!(|data: &[u8]| {
                     .expect("sized buffers")
                     .expect("segment");
                 assert_eq!(n2, n);
-                let flat: Vec<u8> = a.iter().chain(b.iter()).chain(c.iter()).copied().take(n).collect();
+                let flat: Vec<u8> = a
+                    .iter()
+                    .chain(b.iter())
+                    .chain(c.iter())
+                    .copied()
+                    .take(n)
+                    .collect();
                 assert_eq!(&flat[..], &want[..]);
                 let (n3, _) = r
                     .copy_next_with_head(&head, 12, &mut [&mut buf[..]])
