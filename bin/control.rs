@@ -33,10 +33,9 @@ pub enum PortSpec {
         queues: Option<u16>,
         vlan: Option<u16>,
     },
-    AfPacket {
-        ifname: String,
-        vlan: Option<u16>,
-    },
+    /// `"kind": "afpacket"` as in the `--port` syntax and `PortInfo::kind`.
+    #[serde(rename = "afpacket")]
+    AfPacket { ifname: String, vlan: Option<u16> },
 }
 
 impl PortSpec {

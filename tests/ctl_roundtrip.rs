@@ -152,7 +152,32 @@ fn ctl_round_trips_against_a_running_daemon() {
         "{fdb}"
     );
     assert!(ctl_ok(&sock, &["fdb"]).contains(c1_mac.trim()));
-    ctl_ok(&sock, &["mdb"]);
+
+    // mdb: c1 joins 239.1.1.1 (the kernel sends IGMP reports), the snooper records it.
+    let mut member = lab.c[0]
+        .spawn(
+            "socat",
+            "socat",
+            &["-u", "UDP4-RECV:5000,ip-add-membership=239.1.1.1:eth0", "-"],
+        )
+        .unwrap();
+    let joined = (0..100).any(|_| {
+        let mdb = ctl_json(&sock, &["mdb"]);
+        let found = mdb["entries"].as_array().unwrap().iter().any(|e| {
+            e["group"] == "239.1.1.1" && e["ports"].as_array().unwrap().contains(&"v1".into())
+        });
+        if !found {
+            std::thread::sleep(Duration::from_millis(100));
+        }
+        found
+    });
+    assert!(joined, "{}", ctl_ok(&sock, &["mdb"]));
+    let mdb = ctl_ok(&sock, &["mdb"]);
+    assert!(
+        mdb.starts_with("GROUP") && mdb.contains("239.1.1.1"),
+        "{mdb}"
+    );
+    member.stop(Duration::from_secs(5)).unwrap();
 
     // stats: counters moved on both ports.
     let stats = ctl_json(&sock, &["stats"]);

@@ -577,6 +577,19 @@ pub(crate) mod tests {
     }
 
     #[test]
+    fn port_kinds_on_the_wire_match_the_port_syntax() {
+        for (spec, kind) in [
+            ("vhost-user:path=/a", "vhost-user"),
+            ("tap:name=t", "tap"),
+            ("afpacket:ifname=v", "afpacket"),
+        ] {
+            let spec = crate::config::port::parse_port(spec).unwrap();
+            let json = serde_json::to_value(&spec).unwrap();
+            assert_eq!(json["kind"], kind, "{json}");
+        }
+    }
+
+    #[test]
     fn port_change_keeps_none_apart_from_unchanged() {
         for change in [
             PortChange { vlan: None },
