@@ -8,10 +8,11 @@ use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
 use crossbeam_channel::{bounded, unbounded, Sender};
-use parking_lot::Mutex;
+use parking_lot::{Mutex, RwLock};
 use switch::{Offloads, PortConfig, PortId, PortKind, Switch};
 
 use crate::bufring::RX_BUF_SIZE;
+use crate::direct::{DirectError, DirectPort};
 use crate::error::{Error, Result};
 use crate::fixed::{FixedTable, MemRegion};
 use crate::guest::{GuestRx, GuestTxQueue};
@@ -130,6 +131,7 @@ pub struct Dataplane {
     fixed_fallbacks: AtomicU64,
     warned_fallback: AtomicBool,
     next_worker: AtomicUsize,
+    direct: RwLock<Vec<Option<Arc<DirectPort>>>>,
 }
 
 impl Dataplane {
@@ -201,6 +203,7 @@ impl Dataplane {
             fixed_fallbacks: AtomicU64::new(0),
             warned_fallback: AtomicBool::new(false),
             next_worker: AtomicUsize::new(0),
+            direct: RwLock::new(vec![None; switch::MAX_PORTS]),
         }
     }
 
@@ -243,6 +246,11 @@ impl Dataplane {
             }
         };
         let name = config.name.clone();
+        let dups = fds
+            .iter()
+            .map(|f| f.try_clone())
+            .collect::<std::io::Result<Vec<_>>>()
+            .map_err(|e| Error::Worker(format!("dup queue fd: {e}")))?;
         let id = self
             .sw
             .add_port(config)
@@ -269,6 +277,9 @@ impl Dataplane {
             let _ = self.detach(id);
             return Err(e);
         }
+        if let Some(e) = self.direct.write().get_mut(id.index()) {
+            *e = Some(Arc::new(DirectPort::new(dups)));
+        }
         self.ports.lock().insert(id, name.clone());
         tracing::info!(%id, name = %name, ?kind, "port added");
         Ok(id)
@@ -284,6 +295,9 @@ impl Dataplane {
 
     fn detach(&self, id: PortId) -> Result<()> {
         let _ = self.sw.remove_port(id);
+        if let Some(e) = self.direct.write().get_mut(id.index()) {
+            *e = None;
+        }
         let mut replies = Vec::new();
         for w in &self.workers {
             let (tx, rx) = bounded(1);
@@ -410,6 +424,27 @@ impl Dataplane {
         Ok(())
     }
 
+    /// Writes one frame (`hdr`, then `parts`) to host port `dest` right now, from the
+    /// calling thread, with one `writev` straight from the caller's buffers (see
+    /// [`crate::direct`] for when to use this instead of a [`GuestTxQueue`]). Never
+    /// blocks: a full destination is `Err(Full)`. Counted in the port's stats
+    /// (`tx_packets`, `tx_bytes`, `tx_fallback`, `direct_writes`, drops).
+    pub fn transmit(
+        &self,
+        dest: PortId,
+        hdr: &switch::VnetHdr,
+        parts: &[&[u8]],
+    ) -> std::result::Result<(), DirectError> {
+        let port = self
+            .direct
+            .read()
+            .get(dest.index())
+            .cloned()
+            .flatten()
+            .ok_or(DirectError::NoPort)?;
+        port.write(hdr, parts)
+    }
+
     /// Registers a port that is fed by guest queues (not a host device) with the switch.
     pub fn add_guest_port(&self, config: PortConfig) -> Result<PortId> {
         let name = config.name.clone();
@@ -434,6 +469,16 @@ impl Dataplane {
                 p.accumulate(&w.stats.ports[id.index()]);
             }
             p.switch = self.sw.stats(id);
+            if let Some(d) = self.direct.read().get(id.index()).cloned().flatten() {
+                let c = &d.counters;
+                let w = c.writes.load(Ordering::Relaxed);
+                p.direct_writes = w;
+                p.tx_packets += w;
+                p.tx_fallback += w;
+                p.tx_bytes += c.bytes.load(Ordering::Relaxed);
+                p.drop_dest_full += c.full.load(Ordering::Relaxed);
+                p.drop_tx_error += c.errors.load(Ordering::Relaxed);
+            }
             out.ports.push(p);
         }
         for (i, w) in self.workers.iter().enumerate() {

@@ -24,11 +24,13 @@
 //! - [`bufring`]: provided-buffer rings for multishot receive;
 //! - [`fixed`]: guest memory as fixed buffers (≤ 1 GiB split, registrar + clone);
 //! - [`guest`]: the seam a vhost-user TX queue plugs into;
+//! - [`direct`]: synchronous writes to host ports from non-worker threads;
 //! - [`sys`]: tap, AF_PACKET, ifreq, mmap wrappers;
 //! - [`stats`]: single-writer counters and snapshots.
 
 pub mod bufring;
 pub mod dataplane;
+pub mod direct;
 pub mod error;
 pub mod fixed;
 pub mod guest;
@@ -38,6 +40,7 @@ pub mod sys;
 mod worker;
 
 pub use dataplane::{Dataplane, DataplaneConfig, PortSpec};
+pub use direct::DirectError;
 pub use error::{Error, Result};
 pub use fixed::{FixedTable, MemRegion};
 pub use guest::{GuestFrame, GuestRx, GuestTxQueue, RxFull, Seg};

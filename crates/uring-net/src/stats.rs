@@ -97,6 +97,9 @@ pub struct PortStats {
     pub drop_tx_error: u64,
     pub rx_enobufs: u64,
     pub rx_errors: u64,
+    /// Frames written synchronously by `Dataplane::transmit` (one syscall each; also
+    /// counted in `tx_packets` and `tx_fallback`).
+    pub direct_writes: u64,
 }
 
 impl PortStats {
@@ -117,6 +120,7 @@ impl PortStats {
             drop_tx_error: 0,
             rx_enobufs: 0,
             rx_errors: 0,
+            direct_writes: 0,
         }
     }
 

@@ -212,3 +212,72 @@ fn memory_table_change_switches_to_fixed_buffers() {
     assert_eq!((fixed, fallback, fallbacks), (16, 16, 0));
     assert_eq!(got, expected(32));
 }
+
+/// `Dataplane::transmit`: a frame handed over by a non-worker thread (the vhost-user
+/// thread today) is written to the host port at once and reaches the container.
+#[test]
+fn direct_transmit_reaches_container() {
+    let pfx = prefix("d");
+    let sw = Ns::new(format!("{pfx}sw"));
+    let c1 = container(&sw, &pfx, 1);
+    c1.ns.ip(&[
+        "neigh",
+        "add",
+        "198.18.0.99",
+        "lladdr",
+        "02:00:00:00:00:99",
+        "dev",
+        "eth0",
+    ]);
+    let dp = Dataplane::new(
+        Arc::new(Switch::new(SwitchConfig::default())),
+        DataplaneConfig {
+            workers: 2,
+            ..Default::default()
+        },
+    )
+    .unwrap();
+    let p = sw.run_in(|| dp.add_port(PortSpec::afpacket(&c1.host_if)).unwrap());
+    let rcv = common::Reaped(c1.ns.spawn(&[
+        "timeout",
+        "5",
+        "socat",
+        "-u",
+        "UDP4-RECV:5000,bind=198.18.0.1",
+        "STDOUT",
+    ]));
+    std::thread::sleep(std::time::Duration::from_millis(300));
+    let dst = c1.ns.mac("eth0");
+    for i in 0..8 {
+        let f = udp_frame(
+            dst,
+            [0x02, 0, 0, 0, 0, 0x99],
+            [198, 18, 0, 99],
+            [198, 18, 0, 1],
+            format!("frame-{i:04}\n").as_bytes(),
+        );
+        // Split like a descriptor chain: L2 header, then the rest.
+        dp.transmit(p, &switch::VnetHdr::default(), &[&f[12..26], &f[26..]])
+            .unwrap();
+    }
+    assert_eq!(
+        dp.transmit(switch::PortId(200), &switch::VnetHdr::default(), &[b"x"]),
+        Err(uring_net::DirectError::NoPort)
+    );
+    std::thread::sleep(std::time::Duration::from_millis(300));
+    let mut rcv = rcv;
+    // SAFETY: signalling our own child (`timeout` passes SIGTERM on to socat).
+    unsafe { libc::kill(rcv.0.id() as i32, libc::SIGTERM) };
+    let mut got = String::new();
+    if let Some(mut out) = rcv.0.stdout.take() {
+        use std::io::Read;
+        let _ = out.read_to_string(&mut got);
+    }
+    let lines: Vec<String> = got.lines().map(str::to_string).collect();
+    assert_eq!(lines, expected(8));
+    let s = dp.stats();
+    let ps = s.port(p).unwrap();
+    assert_eq!((ps.direct_writes, ps.tx_fallback), (8, 8));
+    assert!(ps.tx_packets >= 8);
+    dp.shutdown().unwrap();
+}
