@@ -64,7 +64,10 @@ fn boot(
             "-append",
             &format!("console=ttyS0 quiet panic=-1 no_timer_check {append}"),
         ])
-        .args(["-chardev", &format!("socket,id=c0,path={}", sock.display())])
+        .args([
+            "-chardev",
+            &format!("socket,id=c0,path={},reconnect=1", sock.display()),
+        ])
         .args([
             "-netdev",
             &format!("vhost-user,id=n0,chardev=c0,queues={queues}"),
@@ -123,10 +126,17 @@ fn expect(rx: &mpsc::Receiver<String>, want: &str, secs: u64, log: &mut Vec<Stri
 }
 
 /// Boots two guests with `queues` queue pairs each and has A ping B.
+/// Two TCG guests at a time is what a 2-core machine can take.
+static SERIAL: std::sync::Mutex<()> = std::sync::Mutex::new(());
+
+macro_rules! static_serial_guard {
+    () => {
+        let _one_at_a_time = SERIAL.lock().unwrap_or_else(|e| e.into_inner());
+    };
+}
+
 fn ping_between_guests(tag: &str, queues: u16) {
-    // Two TCG guests at a time is what a 2-core machine can take.
-    static SERIAL: std::sync::Mutex<()> = std::sync::Mutex::new(());
-    let _one_at_a_time = SERIAL.lock().unwrap_or_else(|e| e.into_inner());
+    static_serial_guard!();
     let _ = tracing_subscriber::fmt().with_test_writer().try_init();
     let mut oa = opts(&format!("{tag}a"), MAC_A);
     let mut ob = opts(&format!("{tag}b"), MAC_B);
@@ -193,4 +203,43 @@ fn two_linux_guests_ping_through_the_switch() {
 #[test]
 fn multiqueue_linux_guests_ping_through_the_switch() {
     ping_between_guests("g2", 2);
+}
+
+/// Our side goes away and comes back while both guests run: QEMU (`reconnect=1`) dials
+/// again, sets the rings up from where the guest is, and traffic resumes.
+#[test]
+fn backend_restart_under_running_guests() {
+    static_serial_guard!();
+    let mut h = Harness::new(vec![opts("rca", MAC_A), opts("rcb", MAC_B)]);
+    let (_gb, rx_b) = boot(
+        &h.dev(1).options().socket,
+        MAC_B,
+        1,
+        "rs.ip=198.18.0.2/24 rs.stay=1",
+    );
+    let (_ga, rx_a) = boot(
+        &h.dev(0).options().socket,
+        MAC_A,
+        1,
+        "rs.ip=198.18.0.1/24 rs.wait=60 rs.run=ping:198.18.0.2,sleep:6,ping:198.18.0.2",
+    );
+    let mut log_b = Vec::new();
+    expect(&rx_b, "RS-DONE", 120, &mut log_b);
+    let mut log_a = Vec::new();
+    let r = expect(&rx_a, "RS-RESULT name=ping", 180, &mut log_a);
+    assert!(r.contains("ok=1"), "{r}");
+    // Restart port B's vhost-user side: same device, new socket listener.
+    let port_b = h.ports.remove(1);
+    let dev_b = port_b.device().clone();
+    port_b.stop();
+    h.ports
+        .push(vring_engine::VhostUserPort::start(dev_b).unwrap());
+    let r = expect(&rx_a, "RS-RESULT name=ping", 120, &mut log_a);
+    assert!(
+        r.contains("ok=1"),
+        "after reconnect: {r}\n{}",
+        log_a.join("\n")
+    );
+    let b = h.ports[1].device();
+    assert!(b.acked_features() != 0, "QEMU negotiated again");
 }
