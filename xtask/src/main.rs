@@ -3,7 +3,9 @@
 //! - `test`: installs the Debian packages the tests need (idempotent), then runs fmt,
 //!   clippy, every test of the workspace and bounded fuzz runs. `.ci/run` calls exactly this.
 //! - `fuzz [SECONDS]`: only the bounded fuzz runs.
+//! - `bench`: benchmarks against DPDK testpmd and the Linux bridge (not part of `test`).
 
+mod bench;
 mod deps;
 mod fuzz;
 mod guest;
@@ -17,6 +19,7 @@ fn main() -> Result<()> {
         Some("test") => test(),
         Some("deps") => deps::ensure(deps::TEST_PACKAGES),
         Some("guest-image") => guest::build(&args[1..]),
+        Some("bench") => bench::run(&args[1..]),
         Some("fuzz") => {
             let secs = args.get(1).map(|s| s.parse()).transpose()?.unwrap_or(30);
             fuzz::run_all(secs)
@@ -28,7 +31,9 @@ fn main() -> Result<()> {
                  test          install test dependencies, then fmt, clippy, all tests, fuzz\n  \
                  deps          only install the Debian packages the tests need\n  \
                  fuzz [SECS]   bounded run of every fuzz target (default 30 s each)\n  \
-                 guest-image [--force]  build (or reuse) the cached e2e test guest under target/guest"
+                 guest-image [--force]  build (or reuse) the cached e2e test guest under target/guest\n  \
+                 bench [--quick] [--only vhost,scaling,switch,micro]  ringswitch vs testpmd and the\n                \
+                 Linux bridge: writes BENCHMARKS.md and bench-results/ (see `bench --help`)"
             );
             bail!("unknown or missing command")
         }

@@ -1,0 +1,497 @@
+//! BENCHMARKS.md and the plots, generated from [`Results`] only (so `--report-only` can
+//! redo them without measuring). The intro is hand-written (bench/intro.md); the rest is
+//! tables, target verdicts, plots, what was not measured and why, and the commands.
+
+use std::fmt::Write as _;
+use std::path::Path;
+use std::process::Command;
+
+use anyhow::Result;
+
+use super::plot::{self, fmt_value, Bar};
+use super::results::{Conditions, Results};
+use super::stats::{ratio, Summary};
+
+const INTRO: &str = include_str!("intro.md");
+
+fn sh(cmd: &str, args: &[&str]) -> String {
+    Command::new(cmd)
+        .args(args)
+        .output()
+        .ok()
+        .filter(|o| o.status.success())
+        .map(|o| String::from_utf8_lossy(&o.stdout).trim().to_string())
+        .unwrap_or_default()
+}
+
+fn loadavg() -> String {
+    std::fs::read_to_string("/proc/loadavg")
+        .map(|s| s.split_whitespace().take(3).collect::<Vec<_>>().join(" "))
+        .unwrap_or_default()
+}
+
+pub fn conditions_now(
+    root: &Path,
+    phases: &[String],
+    args: &[String],
+    runs: usize,
+    secs: u64,
+) -> Conditions {
+    let root = root.to_string_lossy().into_owned();
+    Conditions {
+        started_utc: sh("date", &["-u", "+%Y-%m-%d %H:%M:%S UTC"]),
+        finished_utc: String::new(),
+        git_commit: sh("git", &["-C", &root, "describe", "--always", "--dirty"]),
+        kernel: sh("uname", &["-r"]),
+        cores: std::thread::available_parallelism().map_or(0, |n| n.get()),
+        load_before: loadavg(),
+        load_after: String::new(),
+        runs,
+        secs,
+        args: format!("{} (phases: {})", args.join(" "), phases.join(",")),
+    }
+}
+
+pub fn finish_conditions(c: &mut Conditions) {
+    c.finished_utc = sh("date", &["-u", "+%Y-%m-%d %H:%M:%S UTC"]);
+    c.load_after = loadavg();
+}
+
+fn cell(s: Option<Summary>) -> String {
+    match s {
+        Some(s) if s.n > 1 => format!(
+            "{} ({}–{})",
+            fmt_value(s.median),
+            fmt_value(s.min),
+            fmt_value(s.max)
+        ),
+        Some(s) => fmt_value(s.median),
+        None => "—".into(),
+    }
+}
+
+fn ratio_cell(r: Option<f64>) -> String {
+    r.map_or("—".into(), |r| format!("{r:.2}×"))
+}
+
+/// Verdict of `measured >= want` (or `<=` when `at_most`).
+fn verdict(measured: Option<f64>, want: f64, at_most: bool) -> &'static str {
+    match measured {
+        None => "not measured",
+        Some(m) if (at_most && m <= want) || (!at_most && m >= want) => "met",
+        Some(_) => "**missed**",
+    }
+}
+
+/// Best median among figures whose key starts with `prefix`.
+fn best(r: &Results, prefix: &str) -> Option<(String, Summary)> {
+    r.figures
+        .iter()
+        .filter(|f| f.key.starts_with(prefix))
+        .filter_map(|f| f.summary().map(|s| (f.label.clone(), s)))
+        .max_by(|a, b| a.1.median.total_cmp(&b.1.median))
+}
+
+pub fn render(r: &Results) -> String {
+    let mut md = String::new();
+    let c = &r.conditions;
+    md.push_str(INTRO);
+    let _ = writeln!(md, "\n## Conditions of the committed numbers\n");
+    let _ = writeln!(md, "| | |\n|---|---|");
+    let _ = writeln!(md, "| measured | {} → {} |", c.started_utc, c.finished_utc);
+    let _ = writeln!(md, "| commit | `{}` |", c.git_commit);
+    let _ = writeln!(md, "| kernel, cores | {}, {} |", c.kernel, c.cores);
+    let _ = writeln!(
+        md,
+        "| load average before / after | {} / {} |",
+        c.load_before, c.load_after
+    );
+    let _ = writeln!(md, "| runs × window | {} × {} s |", c.runs, c.secs);
+    let _ = writeln!(md, "| arguments | `{}` |", c.args);
+
+    // Targets.
+    let _ = writeln!(
+        md,
+        "\n## Targets\n\n| target | measured (median) | verdict |\n|---|---|---|"
+    );
+    let vr = |len: u32, p: &str| {
+        ratio(
+            r.summary(&format!("vhost/{p}/{len}/ringswitch")),
+            r.summary(&format!("vhost/{p}/{len}/testpmd")),
+        )
+    };
+    for (len, want) in [(1500u32, 1.0), (64, 0.7)] {
+        let m = vr(len, "equal");
+        let _ = writeln!(
+            md,
+            "| vhost {len} B, equal cores: ≥ {want:.1}× testpmd | {} | {} |",
+            ratio_cell(m),
+            verdict(m, want, false)
+        );
+    }
+    for len in [64u32, 1500] {
+        let m = r
+            .summary(&format!("vhost/oversub/{len}/ringswitch"))
+            .map(|s| s.median);
+        let tp = r
+            .summary(&format!("vhost/oversub/{len}/testpmd"))
+            .map(|s| s.median);
+        let _ = writeln!(
+            md,
+            "| vhost {len} B, oversubscribed: ≥ 1 Mpps (testpmd here: {}) | {} | {} |",
+            tp.map_or("—".into(), |v| format!("{} Mpps", fmt_value(v))),
+            m.map_or("—".into(), |v| format!("{} Mpps", fmt_value(v))),
+            verdict(m, 1.0, false)
+        );
+    }
+    let tcp = ratio(
+        r.summary("switch/tcp/ringswitch"),
+        r.summary("switch/tcp/linux-bridge"),
+    );
+    let _ = writeln!(
+        md,
+        "| switch-only TCP: ≥ 0.8× Linux bridge | {} | {} |",
+        ratio_cell(tcp),
+        verdict(tcp, 0.8, false)
+    );
+    for (len, want) in [(64u32, 1.0), (1500, 1.0)] {
+        let m = r
+            .summary(&format!("costs/{len}/copies_pp/ringswitch"))
+            .map(|s| s.median);
+        let _ = writeln!(
+            md,
+            "| guest→guest payload copies per packet = 1 ({len} B) | {} | {} |",
+            m.map_or("—".into(), fmt_value),
+            match m {
+                None => "not measured",
+                Some(v) if (v - want).abs() < 0.01 => "met",
+                Some(_) => "**missed**",
+            }
+        );
+    }
+    let g2v = r
+        .summary("costs/guest_to_veth/copies_pp/ringswitch")
+        .map(|s| s.median);
+    let fixed = r
+        .summary("costs/guest_to_veth/fixed_share/ringswitch")
+        .map(|s| s.median);
+    let _ = writeln!(
+        md,
+        "| guest→veth payload copies in our process = 0, from registered memory | {} copies, {} fixed-buffer writes | {} |",
+        g2v.map_or("—".into(), fmt_value),
+        fixed.map_or("—".into(), |f| format!("{:.0} %", f * 100.0)),
+        match (g2v, fixed) {
+            (Some(c), Some(f)) if c < 0.01 && f > 0.99 => "met",
+            (None, _) | (_, None) => "not measured",
+            _ => "**missed**",
+        }
+    );
+    let sys = r
+        .summary("costs/64/syscalls_pp/ringswitch")
+        .map(|s| s.median);
+    let _ = writeln!(
+        md,
+        "| system calls per packet at load < 0.05 (64 B, equal cores) | {} | {} |",
+        sys.map_or("—".into(), |v| format!("{v:.3}")),
+        verdict(sys, 0.05, true)
+    );
+    for (prefix, what, want, unit) in [
+        (
+            "micro/decide_64B/100000",
+            "forwarding decisions, 100k MACs",
+            30.0,
+            "M/s",
+        ),
+        ("micro/checksum", "checksum (best size)", 10.0, "GB/s"),
+        ("micro/gso", "software GSO (best variant)", 20.0, "Gbit/s"),
+    ] {
+        let b = best(r, prefix);
+        let _ = writeln!(
+            md,
+            "| {what}: ≥ {want} {unit} per core | {} | {} |",
+            b.as_ref().map_or("—".into(), |(l, s)| format!(
+                "{} {unit} ({l})",
+                fmt_value(s.median)
+            )),
+            verdict(b.map(|(_, s)| s.median), want, false)
+        );
+    }
+
+    // 1. vhost.
+    let _ = writeln!(
+        md,
+        "\n## 1. vhost datapath (Mpps received by the sink)\n\n\
+         testpmd `net_virtio_user` frontends ↔ switch ↔ frontends. *Equal cores*: the switch \
+         alone on core 0 (ringswitch `--workers 1` under `taskset -c 0`, or testpmd with one \
+         forwarding lcore there), both frontends in one testpmd process on core 1 (flowgen: \
+         each port sends to the other and counts what it receives, both directions summed). \
+         *Oversubscribed*: testpmd txonly → switch → testpmd rxonly as three processes, all \
+         free to run on both cores.\n\n\
+         | frames | placement | ringswitch | testpmd vhost | ratio |\n|---|---|---|---|---|"
+    );
+    let sets = plot_sets(r);
+    let has = |name: &str| sets.iter().any(|s| s.0 == name && !s.3.is_empty());
+    for (p, pl) in [("equal", "equal cores"), ("oversub", "oversubscribed")] {
+        for len in [64u32, 1500] {
+            let a = r.summary(&format!("vhost/{p}/{len}/ringswitch"));
+            let b = r.summary(&format!("vhost/{p}/{len}/testpmd"));
+            let _ = writeln!(
+                md,
+                "| {len} B | {pl} | {} | {} | {} |",
+                cell(a),
+                cell(b),
+                ratio_cell(ratio(a, b))
+            );
+        }
+    }
+    plot_ref(&mut md, "vhost.svg", has("vhost.svg"));
+
+    // 2. switch-only.
+    let _ = writeln!(
+        md,
+        "\n## 2. Switch-only mode (veth ↔ veth between two namespaces)\n\n\
+         The same veths joined by a Linux bridge or by ringswitch (`afpacket` ports, \
+         `--workers 1`). Latency: our `udp-rr` tool, one 18-byte request in flight.\n\n\
+         | test | Linux bridge | ringswitch | ratio |\n|---|---|---|---|"
+    );
+    for (k, what) in [
+        ("tcp", "iperf3 TCP, Gbit/s"),
+        ("udp64", "iperf3 UDP 64 B frames, kpps received"),
+        ("rr_p50", "UDP request/response p50, µs"),
+        ("rr_p99", "UDP request/response p99, µs"),
+    ] {
+        let a = r.summary(&format!("switch/{k}/linux-bridge"));
+        let b = r.summary(&format!("switch/{k}/ringswitch"));
+        let _ = writeln!(
+            md,
+            "| {what} | {} | {} | {} |",
+            cell(a),
+            cell(b),
+            ratio_cell(ratio(b, a))
+        );
+    }
+    let _ = writeln!(
+        md,
+        "\n(ratio = ringswitch / bridge; for latency lower is better.)"
+    );
+    for p in ["switch-tcp.svg", "switch-udp.svg", "switch-latency.svg"] {
+        plot_ref(&mut md, p, has(p));
+    }
+
+    // 3. costs.
+    let _ = writeln!(
+        md,
+        "\n## 3. Per-packet costs\n\n\
+         From ringswitch's own counters (`ringswitch ctl stats --json`: packets, \
+         io_uring_enter calls, frames copied into guest RX rings, fixed-buffer vs writev \
+         writes) read at both ends of the measurement window, the process's CPU time from \
+         /proc, and its system calls counted by `perf stat -e raw_syscalls:sys_enter`. \
+         Copies per guest→guest packet = frames written into a destination guest's RX ring \
+         (the one copy) / frames taken from source guests' TX rings.\n\n\
+         | figure | value | unit |\n|---|---|---|"
+    );
+    for f in r.figures.iter().filter(|f| f.key.starts_with("costs/")) {
+        let _ = writeln!(md, "| {} | {} | {} |", f.label, cell(f.summary()), f.unit);
+    }
+
+    // 4. scaling.
+    let _ = writeln!(
+        md,
+        "\n## 4. Scaling (64 B, Mpps, frontends in one flowgen process, all on both cores)\n\n\
+         With 2 cores the frontends compete with the workers, so this shows whether more \
+         workers/queues help or hurt here, not how far they scale on a big machine.\n\n\
+         | configuration | Mpps |\n|---|---|"
+    );
+    for f in r.figures.iter().filter(|f| f.key.starts_with("scaling/")) {
+        let _ = writeln!(md, "| {} | {} |", f.label, cell(f.summary()));
+    }
+    plot_ref(&mut md, "scaling.svg", has("scaling.svg"));
+
+    // 5. micro.
+    let _ = writeln!(
+        md,
+        "\n## 5. Micro-benchmarks (criterion, one core; median of the samples, min–max)\n\n\
+         | benchmark | value | unit |\n|---|---|---|"
+    );
+    for f in r
+        .figures
+        .iter()
+        .filter(|f| f.key.starts_with("micro/") && !f.key.ends_with("/phase"))
+    {
+        let _ = writeln!(md, "| {} | {} | {} |", f.label, cell(f.summary()), f.unit);
+    }
+
+    if let Some(p) = &r.profile {
+        let _ = writeln!(
+            md,
+            "\n## Hot-path profile (ringswitch, 64 B, equal cores; `perf report --no-children`)\n\n```\n{p}\n```"
+        );
+    }
+
+    let notes: Vec<_> = r.figures.iter().filter(|f| f.note.is_some()).collect();
+    if !notes.is_empty() {
+        let _ = writeln!(md, "\n## Not measured (or only partly), and why\n");
+        for f in notes {
+            let _ = writeln!(
+                md,
+                "- `{}` ({} of the runs succeeded): {}",
+                f.key,
+                f.runs.len(),
+                f.note.as_deref().unwrap_or("").replace('\n', " ")
+            );
+        }
+    }
+
+    let _ = writeln!(md, "\n## Exact commands (first run of each figure)\n");
+    for f in r.figures.iter().filter(|f| !f.commands.is_empty()) {
+        let _ = writeln!(md, "`{}`:\n```sh", f.key);
+        for c in &f.commands {
+            let _ = writeln!(md, "{c}");
+        }
+        let _ = writeln!(md, "```");
+    }
+    md
+}
+
+fn plot_ref(md: &mut String, name: &str, present: bool) {
+    if present {
+        let _ = writeln!(md, "\n![{name}](bench-results/{name})");
+    }
+}
+
+/// Writes BENCHMARKS.md at `root` and the SVG plots into `out_dir`.
+pub fn write_all(r: &Results, root: &Path, out_dir: &Path) -> Result<()> {
+    std::fs::create_dir_all(out_dir)?;
+    let md = render(r);
+    std::fs::write(root.join("BENCHMARKS.md"), md)?;
+    for (name, title, unit, bars) in plot_sets(r) {
+        if !bars.is_empty() {
+            plot::bars(&out_dir.join(name), title, unit, &bars)?;
+        }
+    }
+    Ok(())
+}
+
+fn plot_sets(r: &Results) -> Vec<(&'static str, &'static str, &'static str, Vec<Bar>)> {
+    let bar = |key: &str, category: String, series: &str| {
+        r.summary(key).map(|s| Bar {
+            category,
+            series: series.to_string(),
+            s,
+        })
+    };
+    let mut vhost = vec![];
+    for p in ["equal", "oversub"] {
+        for len in [64u32, 1500] {
+            for series in ["ringswitch", "testpmd"] {
+                vhost.extend(bar(
+                    &format!("vhost/{p}/{len}/{series}"),
+                    format!("{len} B {p}"),
+                    series,
+                ));
+            }
+        }
+    }
+    let sw = |ks: &[&str]| {
+        let mut v = vec![];
+        for k in ks {
+            for series in ["linux-bridge", "ringswitch"] {
+                v.extend(bar(
+                    &format!("switch/{k}/{series}"),
+                    k.replace("rr_", ""),
+                    series,
+                ));
+            }
+        }
+        v
+    };
+    let scaling = r
+        .figures
+        .iter()
+        .filter(|f| f.key.starts_with("scaling/"))
+        .filter_map(|f| {
+            bar(
+                &f.key,
+                f.key.trim_start_matches("scaling/").replace('/', " "),
+                "ringswitch",
+            )
+        })
+        .collect();
+    vec![
+        ("vhost.svg", "vhost datapath", "Mpps", vhost),
+        ("switch-tcp.svg", "iperf3 TCP", "Gbit/s", sw(&["tcp"])),
+        (
+            "switch-udp.svg",
+            "UDP 64 B received",
+            "kpps",
+            sw(&["udp64"]),
+        ),
+        (
+            "switch-latency.svg",
+            "UDP request/response",
+            "µs",
+            sw(&["rr_p50", "rr_p99"]),
+        ),
+        ("scaling.svg", "ringswitch scaling, 64 B", "Mpps", scaling),
+    ]
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn sample() -> Results {
+        let mut r = Results::default();
+        for v in [1.0, 1.2, 0.8] {
+            r.add(
+                "vhost/equal/64/ringswitch",
+                "rs",
+                "Mpps",
+                v,
+                &["rs run".into()],
+            );
+            r.add(
+                "vhost/equal/64/testpmd",
+                "tp",
+                "Mpps",
+                v * 2.0,
+                &["tp".into()],
+            );
+            r.add("switch/tcp/linux-bridge", "br", "Gbit/s", 10.0 * v, &[]);
+            r.add("switch/tcp/ringswitch", "rs", "Gbit/s", 9.0 * v, &[]);
+        }
+        r.fail(
+            "vhost/oversub/64/ringswitch",
+            "rs",
+            "Mpps",
+            "daemon crashed",
+            &[],
+        );
+        r
+    }
+
+    #[test]
+    fn report_has_ratios_verdicts_and_reasons() {
+        let md = render(&sample());
+        assert!(
+            md.contains("| 64 B | equal cores | 1.00 (0.800–1.20) | 2.00 (1.60–2.40) | 0.50× |"),
+            "{md}"
+        );
+        assert!(md.contains("| vhost 64 B, equal cores: ≥ 0.7× testpmd | 0.50× | **missed** |"));
+        assert!(md.contains("| switch-only TCP: ≥ 0.8× Linux bridge | 0.90× | met |"));
+        assert!(md.contains("not measured: daemon crashed"));
+        assert!(md.contains("rs run"));
+        assert!(md.starts_with("# Benchmarks"));
+    }
+
+    #[test]
+    fn writes_file_and_plots() {
+        let dir = std::env::temp_dir().join(format!("xtask-report-{}", std::process::id()));
+        write_all(&sample(), &dir, &dir.join("bench-results")).unwrap();
+        assert!(dir.join("BENCHMARKS.md").exists());
+        assert!(dir.join("bench-results/vhost.svg").exists());
+        assert!(dir.join("bench-results/switch-tcp.svg").exists());
+        assert!(!dir.join("bench-results/scaling.svg").exists());
+        std::fs::remove_dir_all(&dir).unwrap();
+    }
+}

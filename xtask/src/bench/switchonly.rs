@@ -1,0 +1,286 @@
+//! Switch-only mode: two namespaces on veths, joined by a Linux bridge or by ringswitch's
+//! AF_PACKET ports on the very same veths. iperf3 TCP (Gbit/s), iperf3 UDP with 64-byte
+//! frames (received packets/s), and the round-trip time of a small UDP request/response
+//! (our `udp-rr` tool: p50/p99).
+//!
+//! 64-byte frames: 14 (Ethernet) + 20 (IPv4) + 8 (UDP) + 18 bytes of payload = 60 bytes
+//! plus the 4-byte FCS a wire would add; iperf3 `-l 18`.
+
+use std::process::Command;
+use std::time::Duration;
+
+use anyhow::{bail, Context, Result};
+use serde_json::Value;
+
+use super::daemon::{Daemon, Delta};
+use super::netns::{Topology, ADDR_B, PORT_A, PORT_B};
+use super::proc::{pause, Proc};
+use super::udplat::RrResult;
+use super::Ctx;
+
+const ECHO_PORT: u16 = 7777;
+
+/// The switch joining the two veths.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Joiner {
+    Bridge,
+    Ringswitch,
+}
+
+impl Joiner {
+    pub fn name(self) -> &'static str {
+        match self {
+            Joiner::Bridge => "linux-bridge",
+            Joiner::Ringswitch => "ringswitch",
+        }
+    }
+}
+
+/// Figures of one run of one joiner.
+#[derive(Debug, Default)]
+pub struct RunFigures {
+    pub tcp_gbit: Option<Result<f64>>,
+    pub udp_pps: Option<Result<f64>>,
+    pub rr: Option<Result<RrResult>>,
+    /// ringswitch's counters over the UDP test.
+    pub udp_delta: Option<Delta>,
+    pub commands: Vec<String>,
+}
+
+/// Servers in namespace B that live as long as the topology.
+pub struct Servers {
+    _iperf: Proc,
+    _echo: Proc,
+    pub commands: Vec<String>,
+}
+
+impl Servers {
+    pub fn start(ctx: &Ctx, topo: &Topology) -> Result<Servers> {
+        let mut iperf = Proc::spawn(
+            "iperf3-server",
+            Topology::exec(&topo.b, &["iperf3", "-s", "-B", ADDR_B]),
+        )?;
+        iperf.wait_until("iperf3 server", Duration::from_secs(10), |p| {
+            p.lines()
+                .lock()
+                .map(|l| l.iter().any(|(_, s)| s.contains("Server listening")))
+                .unwrap_or(false)
+        })?;
+        let addr = format!("{ADDR_B}:{ECHO_PORT}");
+        let mut echo = Proc::spawn("udp-echo", ctx.xtask_in(&topo.b, &["udp-echo", &addr]))?;
+        echo.wait_until("udp-echo", Duration::from_secs(10), |p| {
+            p.lines()
+                .lock()
+                .map(|l| l.iter().any(|(_, s)| s.contains("listening")))
+                .unwrap_or(false)
+        })?;
+        Ok(Servers {
+            commands: vec![iperf.cmdline.clone(), echo.cmdline.clone()],
+            _iperf: iperf,
+            _echo: echo,
+        })
+    }
+}
+
+fn iperf_json(ctx: &Ctx, topo: &Topology, extra: &[&str]) -> Result<(Value, String)> {
+    let secs = ctx.secs.to_string();
+    let mut args = vec!["iperf3", "-c", ADDR_B, "-t", &secs, "-J"];
+    args.extend_from_slice(extra);
+    let mut p = Proc::spawn("iperf3", Topology::exec(&topo.a, &args))?;
+    let st = p.wait_exit(Duration::from_secs(ctx.secs + 20))?;
+    let text: String = p
+        .lines()
+        .lock()
+        .map(|l| {
+            l.iter()
+                .map(|(_, s)| s.as_str())
+                .collect::<Vec<_>>()
+                .join("\n")
+        })
+        .unwrap_or_default();
+    let v: Value = serde_json::from_str(&text)
+        .with_context(|| format!("iperf3 printed no JSON ({st}): {}", p.tail(5)))?;
+    if let Some(e) = v.get("error").and_then(Value::as_str) {
+        bail!("iperf3: {e}");
+    }
+    Ok((v, p.cmdline.clone()))
+}
+
+/// TCP throughput in Gbit/s as the receiver saw it.
+fn tcp(ctx: &Ctx, topo: &Topology) -> Result<(f64, String)> {
+    let (v, cmd) = iperf_json(ctx, topo, &[])?;
+    let bps = v["end"]["sum_received"]["bits_per_second"]
+        .as_f64()
+        .context("iperf3 JSON without end.sum_received.bits_per_second")?;
+    Ok((bps / 1e9, cmd))
+}
+
+/// Received packets per second of 64-byte UDP frames sent as fast as iperf3 can.
+fn udp64(ctx: &Ctx, topo: &Topology) -> Result<(f64, String)> {
+    let (v, cmd) = iperf_json(ctx, topo, &["-u", "-b", "0", "-l", "18"])?;
+    udp_received_pps(&v).map(|pps| (pps, cmd))
+}
+
+fn udp_received_pps(v: &Value) -> Result<f64> {
+    let s = &v["end"]["sum"];
+    let packets = s["packets"].as_f64().context("no end.sum.packets")?;
+    let lost = s["lost_packets"].as_f64().unwrap_or(0.0);
+    let secs = s["seconds"].as_f64().context("no end.sum.seconds")?;
+    if secs <= 0.0 {
+        bail!("iperf3 reported a zero-length test");
+    }
+    Ok((packets - lost).max(0.0) / secs)
+}
+
+fn rr(ctx: &Ctx, topo: &Topology) -> Result<(RrResult, String)> {
+    let addr = format!("{ADDR_B}:{ECHO_PORT}");
+    let count = ctx.rr_count.to_string();
+    let mut p = Proc::spawn(
+        "udp-rr",
+        ctx.xtask_in(&topo.a, &["udp-rr", &addr, "--count", &count]),
+    )?;
+    let st = p.wait_exit(Duration::from_secs(120))?;
+    let last = p
+        .lines()
+        .lock()
+        .ok()
+        .and_then(|l| l.iter().rev().find(|(_, s)| s.starts_with('{')).cloned());
+    let Some((_, line)) = last else {
+        bail!("udp-rr printed no result ({st}): {}", p.tail(5));
+    };
+    let r: RrResult = serde_json::from_str(&line)?;
+    if r.received == 0 {
+        bail!("no UDP answer crossed the switch");
+    }
+    Ok((r, p.cmdline.clone()))
+}
+
+/// Brings `j` up on the topology, runs the three tests, takes it down again.
+pub fn run_once(ctx: &Ctx, topo: &mut Topology, j: Joiner, want_tcp: bool) -> Result<RunFigures> {
+    let mut out = RunFigures::default();
+    let mut daemon = None;
+    match j {
+        Joiner::Bridge => {
+            topo.bridge_up()?;
+            out.commands.push(topo.bridge_commands());
+        }
+        Joiner::Ringswitch => {
+            let ports = [PORT_A, PORT_B].map(|p| format!("afpacket:ifname={p}"));
+            let d = Daemon::start(
+                &ctx.ringswitch,
+                Some(&topo.sw),
+                None,
+                &ports,
+                1,
+                ctx.tmp.join(format!("ctl-so-{}.sock", std::process::id())),
+            )?;
+            out.commands.push(d.proc.cmdline.clone());
+            daemon = Some(d);
+        }
+    }
+    pause(Duration::from_millis(300))?;
+    // Latency first: it also warms ARP caches and the FDB.
+    out.rr = Some(rr(ctx, topo).map(|(r, c)| {
+        out.commands.push(c);
+        r
+    }));
+    if want_tcp {
+        out.tcp_gbit = Some(tcp(ctx, topo).map(|(g, c)| {
+            out.commands.push(c);
+            g
+        }));
+    }
+    let snap0 = daemon.as_mut().map(|d| d.snapshot()).transpose()?;
+    out.udp_pps = Some(udp64(ctx, topo).map(|(p, c)| {
+        out.commands.push(c);
+        p
+    }));
+    if let (Some(d), Some(a)) = (daemon.as_mut(), snap0) {
+        let b = d.snapshot()?;
+        out.udp_delta = Some(Delta::between(&a, &b, |_| false));
+        out.commands.push(d.ctl_command(&ctx.ringswitch));
+    }
+    match j {
+        Joiner::Bridge => topo.bridge_down()?,
+        Joiner::Ringswitch => drop(daemon),
+    }
+    Ok(out)
+}
+
+/// Guest → veth: a virtio-user txonly frontend on a vhost-user port, ringswitch floods
+/// its frames to an AF_PACKET port on a veth. Shows the zero-copy path's counters
+/// (fixed-buffer writes vs writev fallback, copies into guest rings).
+pub fn guest_to_veth(ctx: &Ctx, topo: &Topology) -> Result<(Delta, Vec<String>)> {
+    use super::testpmd::{self, Cpus};
+    let dir = ctx.tmp.join(format!("g2v-{}", std::process::id()));
+    std::fs::create_dir_all(&dir)?;
+    let sock = dir.join("g.sock");
+    let ports = [
+        format!("vhost-user:path={}", sock.display()),
+        format!("afpacket:ifname={PORT_A}"),
+    ];
+    let mut d = Daemon::start(
+        &ctx.ringswitch,
+        Some(&topo.sw),
+        None,
+        &ports,
+        1,
+        dir.join("ctl.sock"),
+    )?;
+    let mut commands = vec![d.proc.cmdline.clone()];
+    d.proc
+        .wait_until("vhost-user socket", Duration::from_secs(20), |_| {
+            sock.exists()
+        })?;
+    let prefix = format!("rsb{}-g2v", std::process::id());
+    let mut tx = Proc::spawn(
+        "testpmd-tx",
+        testpmd::frontend(&prefix, Cpus::Shared, &sock, 1, Some(64)),
+    )?;
+    commands.push(tx.cmdline.clone());
+    tx.wait_until("traffic", Duration::from_secs(20), |p| {
+        p.lines()
+            .lock()
+            .map(|l| l.iter().any(|(_, s)| s.contains("Tx-pps")))
+            .unwrap_or(false)
+    })?;
+    pause(ctx.warmup)?;
+    let a = d.snapshot()?;
+    pause(Duration::from_secs(ctx.secs))?;
+    let b = d.snapshot()?;
+    tx.ensure_running()?;
+    drop(tx);
+    let _ = std::fs::remove_dir_all(Path::new("/var/run/dpdk").join(&prefix));
+    commands.push(d.ctl_command(&ctx.ringswitch));
+    drop(d);
+    let _ = std::fs::remove_dir_all(&dir);
+    Ok((Delta::between(&a, &b, |n| n.ends_with(".sock")), commands))
+}
+
+use std::path::Path;
+
+/// `Command` for our own tool inside a namespace.
+pub fn tool_in(xtask: &Path, ns: &str, args: &[&str]) -> Command {
+    let mut c = Command::new("ip");
+    c.args(["netns", "exec", ns])
+        .arg(xtask)
+        .arg("bench")
+        .args(args);
+    c
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn udp_pps_from_iperf3_json() {
+        let v: Value = serde_json::from_str(
+            r#"{"end":{"sum":{"seconds":2.0,"packets":1000,"lost_packets":100}}}"#,
+        )
+        .unwrap();
+        assert_eq!(udp_received_pps(&v).unwrap(), 450.0);
+        let v: Value = serde_json::from_str(r#"{"end":{"sum":{"seconds":0}}}"#).unwrap();
+        assert!(udp_received_pps(&v).is_err());
+    }
+}
