@@ -1,6 +1,6 @@
 //! Thin, checked wrappers around the Linux interfaces the ports need: tap devices, AF_PACKET
 //! sockets, interface flags, eventfds and anonymous mappings. Each wrapper returns an
-//! [`OwnedFd`](std::os::fd::OwnedFd) or an RAII object so nothing leaks on error paths.
+//! `OwnedFd` or an RAII object so nothing leaks on error paths.
 
 pub mod afpacket;
 pub mod auxdata;
