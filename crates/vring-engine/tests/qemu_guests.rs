@@ -23,24 +23,44 @@ impl Drop for Kill {
     }
 }
 
+/// The test guest: RINGSWITCH_GUEST_KERNEL + RINGSWITCH_GUEST_INITRAMFS, or what
+/// `cargo xtask guest-image` builds (cached; it prints `kernel=` and `initramfs=` lines).
+/// The xtask gets its own target directory: the `cargo test` running us holds ours.
 fn guest_image() -> (PathBuf, PathBuf) {
-    let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../target/guest");
-    let initrd = root.join("initramfs.cpio");
-    let kernel = std::fs::read_dir(root.join("kernel"))
-        .ok()
-        .and_then(|mut d| d.next())
-        .and_then(|e| e.ok())
-        .and_then(|e| std::fs::read_dir(e.path().join("boot")).ok())
-        .and_then(|d| {
-            d.filter_map(|e| e.ok()).map(|e| e.path()).find(|p| {
-                p.file_name()
-                    .is_some_and(|n| n.to_string_lossy().starts_with("vmlinuz"))
-            })
-        });
-    match kernel {
-        Some(k) if initrd.exists() => (k, initrd),
-        _ => panic!("no test guest under target/guest: run `cargo xtask guest-image` first"),
-    }
+    static IMAGE: std::sync::OnceLock<(PathBuf, PathBuf)> = std::sync::OnceLock::new();
+    IMAGE
+        .get_or_init(|| {
+            if let (Ok(k), Ok(i)) = (
+                std::env::var("RINGSWITCH_GUEST_KERNEL"),
+                std::env::var("RINGSWITCH_GUEST_INITRAMFS"),
+            ) {
+                return (k.into(), i.into());
+            }
+            let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("../..");
+            let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
+            let out = Command::new(cargo)
+                .args(["run", "-q", "-p", "xtask", "--target-dir"])
+                .arg(root.join("target/e2e-xtask"))
+                .args(["--", "guest-image"])
+                .current_dir(&root)
+                .env_remove("CARGO_TARGET_DIR")
+                .output()
+                .expect("running cargo xtask guest-image");
+            let stdout = String::from_utf8_lossy(&out.stdout);
+            assert!(
+                out.status.success(),
+                "cargo xtask guest-image failed:\n{stdout}"
+            );
+            let get = |key: &str| {
+                stdout
+                    .lines()
+                    .find_map(|l| l.strip_prefix(key))
+                    .map(|p| PathBuf::from(p.trim()))
+                    .unwrap_or_else(|| panic!("no {key} line from cargo xtask guest-image"))
+            };
+            (get("kernel="), get("initramfs="))
+        })
+        .clone()
 }
 
 /// Boots a guest on `sock`; its console lines arrive on the returned channel.
