@@ -332,18 +332,28 @@ impl Worker {
         }
     }
 
-    /// Pushes an SQE, flushing the submission queue first when it is full.
-    fn push(&mut self, e: squeue::Entry) {
+    /// Pushes an SQE, flushing the submission queue first when it is full. False when the
+    /// ring refuses submissions altogether (the caller undoes its bookkeeping).
+    #[must_use]
+    fn push(&mut self, e: squeue::Entry) -> bool {
         loop {
             // SAFETY: see `enter`: every SQE built by this worker references memory that
             // lives until its completion has been reaped.
             if unsafe { self.ring.submission().push(&e) }.is_ok() {
-                return;
+                return true;
             }
             self.stats.worker.enters.add(1);
-            if let Err(err) = self.ring.submit() {
-                tracing::error!(worker = self.cfg.index, "submit failed: {err}");
-                return;
+            match self.ring.submit() {
+                Ok(_) => {}
+                Err(err) if err.raw_os_error() == Some(libc::EBUSY) => {
+                    // The CQ is backed up: the SQ drains once completions are reaped, so
+                    // this SQE is not queued now.
+                    return false;
+                }
+                Err(err) => {
+                    tracing::error!(worker = self.cfg.index, "submit failed: {err}");
+                    return false;
+                }
             }
         }
     }
@@ -521,10 +531,14 @@ impl Worker {
                 opcode::WritevFixed::new(fd, op.iov.as_ptr(), n as u32, slot).build()
             }
         };
+        if !self.push(entry.user_data(ud(TAG_TX, oi as u64))) {
+            self.free_ops.push(oi);
+            self.stats.ports[dest.index()].drop_tx_error.add(1);
+            return false;
+        }
         if let Some(Some(d)) = self.queues.get_mut(dq as usize) {
             d.inflight += 1;
         }
-        self.push(entry.user_data(ud(TAG_TX, oi as u64)));
         true
     }
 
@@ -749,8 +763,7 @@ impl Worker {
         )
         .build()
         .user_data(ud(TAG_WAKE, 0));
-        self.push(e);
-        self.wake_armed = true;
+        self.wake_armed = self.push(e);
     }
 
     fn arm_rx(&mut self, qi: u16) {
@@ -765,8 +778,11 @@ impl Worker {
             QueueKind::Tap => opcode::ReadMulti::new(fd, 0, q.rx.bgid()).build(),
             QueueKind::Packet => opcode::RecvMsgMulti::new(fd, &*q.msg, q.rx.bgid()).build(),
         };
-        q.armed = true;
-        self.push(e.user_data(ud(TAG_RX, qi as u64)));
+        let e = e.user_data(ud(TAG_RX, qi as u64));
+        let ok = self.push(e);
+        if let Some(Some(q)) = self.queues.get_mut(qi as usize) {
+            q.armed = ok;
+        }
     }
 
     fn arm_kick(&mut self, gi: usize) {
@@ -783,8 +799,10 @@ impl Worker {
         )
         .build()
         .user_data(ud(TAG_KICK, gi as u64));
-        g.armed = true;
-        self.push(e);
+        let ok = self.push(e);
+        if let Some(Some(g)) = self.guests.get_mut(gi) {
+            g.armed = ok;
+        }
     }
 
     /// End of a batch: give buffers back, re-arm receives and kicks, retire closed queues.
@@ -969,7 +987,7 @@ impl Worker {
                     let e = opcode::AsyncCancel::new(ud(TAG_RX, qi as u64))
                         .build()
                         .user_data(ud(TAG_CANCEL, 0));
-                    self.push(e);
+                    let _ = self.push(e); // a failed cancel leaves the queue armed until the ring is closed
                 }
             }
         }
@@ -981,7 +999,7 @@ impl Worker {
                         let e = opcode::AsyncCancel::new(ud(TAG_KICK, gi as u64))
                             .build()
                             .user_data(ud(TAG_CANCEL, 0));
-                        self.push(e);
+                        let _ = self.push(e);
                     }
                 }
             }
@@ -1004,7 +1022,7 @@ impl Worker {
             let e = opcode::AsyncCancel::new(ud(TAG_WAKE, 0))
                 .build()
                 .user_data(ud(TAG_CANCEL, 0));
-            self.push(e);
+            let _ = self.push(e);
         }
         let deadline = Instant::now() + Duration::from_secs(5);
         while Instant::now() < deadline {
