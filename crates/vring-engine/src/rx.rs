@@ -146,8 +146,12 @@ impl Inner {
         for p in parts {
             w.write(p);
         }
-        for (i, c) in chains.iter().enumerate() {
-            if st.add_used(c.head, w.written[i] as u32).is_err() {
+        // Bytes go in order, so chain i holds min(its room, what was left for it).
+        let mut left = total;
+        for c in &chains {
+            let n = left.min(c.write_len as usize);
+            left -= n;
+            if st.add_used(c.head, n as u32).is_err() {
                 vring.mark_broken();
                 return Err(RxDrop::Broken);
             }
@@ -178,7 +182,6 @@ struct Writer<'c, 'm> {
     chain: usize,
     slice: usize,
     off: usize,
-    written: Vec<usize>,
 }
 
 impl<'c, 'm> Writer<'c, 'm> {
@@ -188,7 +191,6 @@ impl<'c, 'm> Writer<'c, 'm> {
             chain: 0,
             slice: 0,
             off: 0,
-            written: vec![0; chains.len()],
         }
     }
 
@@ -218,7 +220,6 @@ impl<'c, 'm> Writer<'c, 'm> {
                 dst.copy_from(&src[..n]);
             }
             self.off += n;
-            self.written[self.chain] += n;
             src = &src[n..];
         }
     }

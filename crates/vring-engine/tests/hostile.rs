@@ -281,3 +281,40 @@ fn offload_not_negotiated_or_out_of_bounds() {
     assert_eq!(s.tx_drops(DropReason::BadOffload), 2);
     s.still_forwards();
 }
+
+#[test]
+fn control_queue_chains_without_ack_or_oversized() {
+    let h = Harness::new(vec![opts("cq", MAC_A)]);
+    let mut g = TestGuest::start(
+        TestGuest::connect(&h.dev(0).options().socket, 3),
+        3,
+        u64::MAX,
+    );
+    let c = 2;
+    // A command with no device-writable ack byte.
+    let a = g.alloc(16);
+    g.mem.write_slice(&[0u8, 0, 1], GuestAddress(a)).unwrap();
+    let head = g.queues[c].add(&g.mem, &[(a, 3, false)]);
+    g.queues[c].kick();
+    assert_eq!(g.queues[c].wait_used(&g.mem, 1), vec![(head, 0)]);
+    // A "command" of 64 KiB.
+    let big = g.alloc(65536);
+    let ack = g.alloc(1);
+    let head = g.queues[c].add(&g.mem, &[(big, 65536, false), (ack, 1, true)]);
+    g.queues[c].kick();
+    assert_eq!(g.queues[c].wait_used(&g.mem, 1), vec![(head, 0)]);
+    // Ack before command (readable after writable, §2.7.4.2).
+    let head = g.queues[c].add(&g.mem, &[(ack, 1, true), (a, 3, false)]);
+    g.queues[c].kick();
+    assert_eq!(g.queues[c].wait_used(&g.mem, 1), vec![(head, 0)]);
+    let st = h.dev(0).queue_stats(c).unwrap();
+    assert_eq!(st.dropped(DropReason::BadLength), 2, "{st:?}");
+    assert_eq!(
+        st.dropped(DropReason::Chain(ChainError::BadOrder)),
+        1,
+        "{st:?}"
+    );
+    assert!(!h.dev(0).rx_filter().promisc, "nothing was applied");
+    // The queue still answers a valid command.
+    assert_eq!(g.ctrl(c, 0, 0, &[1]), vring_engine::ctrl::OK);
+}
