@@ -5,7 +5,9 @@
 
 mod common;
 
-use common::{ringswitch_command, Netns, Process, TempDir, TestScope};
+use common::{
+    mac, ringswitch_command, Guest, GuestSpec, Netns, NicSpec, Process, TempDir, TestScope,
+};
 use std::path::Path;
 use std::process::Output;
 use std::time::Duration;
@@ -448,4 +450,78 @@ fn failed_start_cleans_up_and_tap_comes_and_goes() {
     assert_eq!(port_names(&sock), ["v1", "v2"]);
     assert!(reachable(&lab.c[0], "198.18.0.2"));
     assert!(daemon.stop(Duration::from_secs(20)).unwrap().success());
+}
+
+/// A QEMU guest on a vhost-user port of the daemon reaches a container over AF_PACKET;
+/// `ctl` shows the port up with its negotiated features and the guest's MAC learned; on
+/// SIGTERM the daemon exits cleanly and the guest sees its link go down.
+#[test]
+fn guest_sees_link_down_when_the_daemon_stops() {
+    if !common::qemu_available() {
+        eprintln!("SKIPPED: qemu-system-x86_64 is not installed (cargo xtask test installs it)");
+        return;
+    }
+    let _scope = TestScope::start("guest_link_down", Duration::from_secs(300));
+    let _slot = common::heavy_slot();
+    let lab = lab();
+    let dir = TempDir::new("guest").unwrap();
+    let sock = dir.path().join("ctl.sock");
+    let vm = dir.path().join("vm.sock");
+    let vm_name = vm.display().to_string();
+    let mut daemon = start_daemon(
+        &lab,
+        &sock,
+        &["--port", &format!("vhost-user:path={vm_name}")],
+    );
+
+    let mut spec = GuestSpec::new("g1");
+    spec.nics.push(NicSpec::new(&vm, &mac(10)));
+    spec.ip.push("198.18.0.10/24".into());
+    spec.run = vec!["ping:198.18.0.1".into()];
+    spec.stay = true;
+    let guest = Guest::start(spec).unwrap();
+    guest.wait_ready(Duration::from_secs(120)).unwrap();
+    let ping = guest.result("ping", Duration::from_secs(120)).unwrap();
+    assert!(ping.ok, "guest → c1 through ringswitch: {:?}", ping.fields);
+
+    let port = ctl_json(&sock, &["ports"])["ports"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|p| p["name"] == vm_name.as_str())
+        .cloned()
+        .unwrap();
+    assert_eq!(port["state"], "up", "{port}");
+    assert_eq!(port["queues_enabled"], 1, "{port}");
+    let features = port["features"].to_string();
+    // By name, as the backend negotiated them (QEMU keeps STATUS to itself).
+    assert!(features.contains("\"VERSION_1\""), "{port}");
+    let fdb = ctl_json(&sock, &["fdb"]);
+    assert!(
+        fdb["entries"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|e| e["mac"] == mac(10).as_str() && e["port"] == vm_name.as_str()),
+        "{fdb}"
+    );
+    let carrier = guest
+        .run("cat /sys/class/net/eth0/carrier", Duration::from_secs(60))
+        .unwrap();
+    assert_eq!(carrier.output.trim(), "1", "{carrier:?}");
+
+    assert!(daemon.stop(Duration::from_secs(20)).unwrap().success());
+    assert!(!vm.exists(), "vhost-user socket removed on exit");
+    // QEMU sees the backend go away and reports link down (VIRTIO_NET_S_LINK_UP clear).
+    let down = (0..50).any(|_| {
+        let c = guest
+            .run("cat /sys/class/net/eth0/carrier", Duration::from_secs(30))
+            .unwrap();
+        if c.output.trim() == "0" {
+            return true;
+        }
+        std::thread::sleep(Duration::from_millis(200));
+        false
+    });
+    assert!(down, "the guest's carrier must drop when the daemon stops");
 }
