@@ -35,6 +35,11 @@ pub trait PortEvents: Send + Sync {
     /// The driver enabled `pairs` queue pairs (§5.1.6.5.5). Frames should be spread over
     /// RX queue pairs `0..pairs` only.
     fn queue_pairs_changed(&self, _port: PortId, _pairs: u16) {}
+
+    /// The guest memory table changed (SET_MEM_TABLE, ADD/REM_MEM_REG): a data plane that
+    /// registered guest memory (io_uring fixed buffers) re-reads
+    /// [`crate::NetDevice::guest_memory`]. Called on the vhost-user protocol thread.
+    fn memory_changed(&self, _port: PortId) {}
 }
 
 /// Why [`crate::NetDevice::deliver`] did not place a frame. Each is counted on the RX queue.

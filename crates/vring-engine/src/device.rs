@@ -125,6 +125,13 @@ impl NetDevice {
         self.inner.active_pairs.load(Ordering::Acquire)
     }
 
+    /// A snapshot of the guest memory table (regions stay mapped while it is held): what a
+    /// data plane registers as io_uring fixed buffers.
+    pub fn guest_memory(&self) -> vm_memory::GuestMemoryLoadGuard<vm_memory::GuestMemoryMmap<()>> {
+        use vm_memory::GuestAddressSpace;
+        self.inner.mem.read().memory()
+    }
+
     /// The current receive filter.
     pub fn rx_filter(&self) -> RxFilter {
         self.inner.st.lock().ctrl.filter.clone()
@@ -386,6 +393,7 @@ impl VhostUserBackend for NetDevice {
     fn update_memory(&self, mem: GuestMem) -> io::Result<()> {
         // Same atomic handle the vrings use; replacing ours keeps deliver() on the new table.
         *self.inner.mem.write() = mem;
+        self.inner.events.memory_changed(self.inner.port);
         Ok(())
     }
 

@@ -11,7 +11,7 @@ use common::harness::{Event, Harness};
 use common::*;
 use vhost::vhost_user::VhostUserFrontend;
 use vhost::VhostBackend;
-use vm_memory::{Bytes, GuestAddress};
+use vm_memory::{Bytes, GuestAddress, GuestMemoryBackend};
 use vring_engine::chain::ChainError;
 use vring_engine::{DropReason, SocketMode};
 
@@ -145,7 +145,21 @@ fn memory_regions_added_and_removed() {
     // Hot-added region (CONFIGURE_MEM_SLOTS) holds B's next RX buffer.
     let extra = memfd_memory(0x4000_0000, 1 << 20);
     let info = regions(&extra)[0];
+    let port_b = h.dev(1).port();
+    let mem_events = || {
+        h.events()
+            .iter()
+            .filter(|e| **e == Event::Memory(port_b))
+            .count()
+    };
+    let before = mem_events();
     b.fe.add_mem_region(&info).unwrap();
+    assert_eq!(
+        mem_events(),
+        before + 1,
+        "the data plane hears of the new region"
+    );
+    assert_eq!(h.dev(1).guest_memory().num_regions(), 2);
     let buf = 0x4000_0000 + 4096;
     b.queues[0].add(&b.mem, &[(buf, 2048, true)]);
     b.queues[0].kick();

@@ -16,6 +16,7 @@ pub enum Event {
     Offloads(PortId, Offloads),
     Link(PortId, bool),
     Pairs(PortId, u16),
+    Memory(PortId),
 }
 
 #[derive(Default)]
@@ -105,6 +106,9 @@ impl PortEvents for Ev {
     }
     fn queue_pairs_changed(&self, port: PortId, pairs: u16) {
         self.0.events.lock().push(Event::Pairs(port, pairs));
+    }
+    fn memory_changed(&self, port: PortId) {
+        self.0.events.lock().push(Event::Memory(port));
     }
 }
 
