@@ -1,6 +1,9 @@
-//! Proves the e2e harness against peers we did not write: two QEMU guests on DPDK
-//! testpmd's vhost-user backend ping each other over IPv4 and IPv6, and the namespace,
-//! process and time-limit guards do what they promise.
+//! Proves the e2e harness and the guest image against peers we did not write (DPDK
+//! testpmd as the vhost-user backend, Debian's virtio-net driver in the guests): ping over
+//! IPv4/IPv6 with two queue pairs, iperf3, socat multicast, the command console, per-NIC
+//! configuration, backend restart in both socket directions; and that the namespace,
+//! process and time-limit guards clean up whatever happens. The ringswitch daemon's own
+//! e2e tests use the same harness with ringswitch in testpmd's place.
 
 mod common;
 
