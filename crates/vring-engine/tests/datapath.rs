@@ -266,3 +266,38 @@ fn event_idx_suppresses_and_requests_calls() {
         b.queues[0].called().then_some(())
     });
 }
+
+#[test]
+fn features_switched_off_per_port_are_not_offered() {
+    let off = opts("off", MAC_A)
+        .features_off_by_name(&["MRG_RXBUF", "GUEST_TSO4", "RING_EVENT_IDX", "CTRL_VQ"])
+        .unwrap();
+    let h = Harness::new(vec![off, opts("on", MAC_B)]);
+    let fe = TestGuest::connect(&h.dev(0).options().socket, 3);
+    fe.set_owner().unwrap();
+    let f = fe.get_features().unwrap();
+    for b in [
+        VIRTIO_NET_F_MRG_RXBUF,
+        VIRTIO_NET_F_GUEST_TSO4,
+        VIRTIO_RING_F_EVENT_IDX,
+        VIRTIO_NET_F_CTRL_VQ,
+        // …and what depends on the control queue (§5.1.3.1).
+        VIRTIO_NET_F_CTRL_RX,
+        VIRTIO_NET_F_CTRL_VLAN,
+        VIRTIO_NET_F_GUEST_ANNOUNCE,
+    ] {
+        assert_eq!(f & bit(b), 0, "feature bit {b} should be off");
+    }
+    assert_ne!(
+        f & bit(VIRTIO_NET_F_GUEST_TSO6),
+        0,
+        "other features stay on"
+    );
+    let fe_b = TestGuest::connect(&h.dev(1).options().socket, 3);
+    fe_b.set_owner().unwrap();
+    assert_ne!(
+        fe_b.get_features().unwrap() & bit(VIRTIO_NET_F_MRG_RXBUF),
+        0,
+        "per port"
+    );
+}
