@@ -263,3 +263,61 @@ fn backend_restart_under_running_guests() {
     let b = h.ports[1].device();
     assert!(b.acked_features() != 0, "QEMU negotiated again");
 }
+
+/// The guest unloads and reloads its virtio_net driver (QEMU stops the rings with
+/// GET_VRING_BASE, then the new driver instance negotiates and sets up fresh rings), and
+/// traffic resumes.
+#[test]
+fn guest_driver_reload() {
+    static_serial_guard!();
+    let h = Harness::new(vec![opts("rla", MAC_A), opts("rlb", MAC_B)]);
+    let (_gb, rx_b) = boot(
+        &h.dev(1).options().socket,
+        MAC_B,
+        1,
+        "rs.ip=198.18.0.2/24 rs.stay=1",
+    );
+    let script = "rmmod virtio_net || exit 2\n\
+        insmod /lib/modules/virtio_net.ko || exit 3\n\
+        for i in $(seq 1 50); do [ -e /sys/class/net/eth0 ] && break; sleep 0.1; done\n\
+        ip addr add 198.18.0.1/24 dev eth0 && ip link set eth0 up || exit 4\n\
+        for i in $(seq 1 30); do ping -c 1 -W 1 198.18.0.2 >/dev/null && exit 0; done\n\
+        exit 1\n";
+    let b64 = base64_encode(script.as_bytes());
+    let (_ga, rx_a) = boot(
+        &h.dev(0).options().socket,
+        MAC_A,
+        1,
+        &format!("rs.ip=198.18.0.1/24 rs.wait=60 rs.run=ping:198.18.0.2 rs.cmd={b64}"),
+    );
+    let mut log_b = Vec::new();
+    expect(&rx_b, "RS-DONE", 120, &mut log_b);
+    let mut log_a = Vec::new();
+    let r = expect(&rx_a, "RS-RESULT name=ping", 180, &mut log_a);
+    assert!(r.contains("ok=1"), "{r}");
+    let r = expect(&rx_a, "RS-RESULT name=cmd", 120, &mut log_a);
+    assert!(
+        r.contains("ok=1"),
+        "after driver reload: {r}\n{}",
+        log_a.join("\n")
+    );
+}
+
+/// Standard base64 (RFC 4648 §4) for the kernel command line.
+fn base64_encode(data: &[u8]) -> String {
+    const T: &[u8; 64] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/";
+    let mut out = String::new();
+    for c in data.chunks(3) {
+        let n = (u32::from(c[0]) << 16)
+            | (u32::from(*c.get(1).unwrap_or(&0)) << 8)
+            | u32::from(*c.get(2).unwrap_or(&0));
+        for i in 0..4 {
+            if i <= c.len() {
+                out.push(T[(n >> (18 - 6 * i) & 63) as usize] as char);
+            } else {
+                out.push('=');
+            }
+        }
+    }
+    out
+}
