@@ -7,12 +7,14 @@ use std::cell::RefCell;
 use std::sync::Arc;
 use std::time::Instant;
 
+use arc_swap::ArcSwapOption;
 use parking_lot::RwLock;
 use switch::offload::{plan, Egress as Offload, Frame, MAX_HDR};
 use switch::{
     Decision, DropReason, Forward, Millis, Offloads, PortId, RxFilter, Switch, SwitchView, VnetHdr,
     MAX_PORTS,
 };
+use uring_net::Dataplane;
 use vring_engine::{Forwarder, NetDevice, PortEvents, TxFrame};
 
 /// Most slices one outgoing frame is made of (rewritten head + guest segments + patch).
@@ -133,19 +135,20 @@ enum Undelivered {
     Full,
 }
 
-/// Delivers `parts` (an Ethernet frame as it leaves toward `dev`) with header `hdr` into
-/// RX queue pair `qp`, adapted to what the guest accepts (`switch::offload`): pass through,
-/// complete the checksum, or segment in software — always one copy into guest buffers.
-fn adapt_and_deliver(
-    dev: &NetDevice,
-    qp: u16,
+/// Hands `parts` (an Ethernet frame as it leaves toward one destination) with header `hdr`
+/// to `sink`, adapted to what the destination accepts (`switch::offload`): pass through,
+/// complete the checksum, or segment in software. `sink` returns false when the
+/// destination had no room. No payload copy here: the sink copies once (guest RX) or
+/// writes the slices as they are (host ports).
+fn adapt(
     hdr: &VnetHdr,
     parts: &[&[u8]],
     offloads: &Offloads,
+    mut sink: impl FnMut(&VnetHdr, &[&[u8]]) -> bool,
 ) -> Result<(), Undelivered> {
     let src = Frame::new(parts);
     let ok = match plan(hdr, &src, offloads) {
-        Ok(Offload::PassThrough { hdr }) => dev.deliver(qp, &hdr, parts).is_ok(),
+        Ok(Offload::PassThrough { hdr }) => sink(&hdr, parts),
         Ok(Offload::CompleteCsum(job)) => {
             let v = job.value(&src).to_be_bytes();
             let mut p = Parts::new();
@@ -155,7 +158,7 @@ fn adapt_and_deliver(
                 }
             }
             match p.patched(job.at, &v) {
-                Some(p) => dev.deliver(qp, &job.hdr, p.as_slice()).is_ok(),
+                Some(p) => sink(&job.hdr, p.as_slice()),
                 None => return Err(Undelivered::BadOffload),
             }
         }
@@ -171,7 +174,7 @@ fn adapt_and_deliver(
                 for sl in src.slices(s.payload.clone()) {
                     ok &= p.push(sl);
                 }
-                all &= ok && dev.deliver(qp, &s.vnet, p.as_slice()).is_ok();
+                all &= ok && sink(&s.vnet, p.as_slice());
             }
             all
         }
@@ -182,6 +185,17 @@ fn adapt_and_deliver(
     } else {
         Err(Undelivered::Full)
     }
+}
+
+/// [`adapt`] into RX queue pair `qp` of a guest.
+fn adapt_and_deliver(
+    dev: &NetDevice,
+    qp: u16,
+    hdr: &VnetHdr,
+    parts: &[&[u8]],
+    offloads: &Offloads,
+) -> Result<(), Undelivered> {
+    adapt(hdr, parts, offloads, |h, p| dev.deliver(qp, h, p).is_ok())
 }
 
 /// A guest's RX side as the io_uring workers see it (frames from taps and AF_PACKET
@@ -238,6 +252,8 @@ pub struct Glue {
     sw: Arc<Switch>,
     epoch: Instant,
     devices: RwLock<Vec<Option<NetDevice>>>,
+    /// Host ports (tap, AF_PACKET) are written through the data plane.
+    dp: ArcSwapOption<Dataplane>,
 }
 
 impl Glue {
@@ -246,7 +262,13 @@ impl Glue {
             sw,
             epoch,
             devices: RwLock::new(vec![None; MAX_PORTS]),
+            dp: ArcSwapOption::empty(),
         }
+    }
+
+    /// Sets (or clears, at shutdown) the data plane host-port writes go through.
+    pub fn set_dataplane(&self, dp: Option<Arc<Dataplane>>) {
+        self.dp.store(dp);
     }
 
     pub fn set_device(&self, port: PortId, dev: Option<NetDevice>) {
@@ -310,6 +332,36 @@ impl Glue {
     }
 }
 
+impl Glue {
+    /// Guest → tap/AF_PACKET: a synchronous `writev` straight from the guest's buffers
+    /// (no copy in our process) through the data plane, done before the descriptor goes
+    /// back to the guest. See ARCHITECTURE.md for why this is not yet an io_uring
+    /// WriteFixed from the workers.
+    fn transmit_to_host(&self, tx: &TxCtx<'_, '_>, dest: PortId, offloads: &Offloads) {
+        let dp = self.dp.load();
+        let Some(dp) = dp.as_ref() else {
+            self.sw.count_drop(tx.ingress, DropReason::DestinationDown);
+            return;
+        };
+        let eg = tx.view.egress(dest, tx.fwd, tx.frame.head());
+        let mut parts = Parts::new();
+        if !parts.push(eg.head())
+            || !parts.push_skipping(tx.frame.segments(), usize::from(eg.body_offset))
+        {
+            self.sw.count_drop(tx.ingress, DropReason::BadOffload);
+            return;
+        }
+        let ohdr = eg.adjust_hdr(tx.hdr);
+        match adapt(&ohdr, parts.as_slice(), offloads, |h, p| {
+            dp.transmit(dest, h, p).is_ok()
+        }) {
+            Ok(()) => {}
+            Err(Undelivered::BadOffload) => self.sw.count_drop(tx.ingress, DropReason::BadOffload),
+            Err(Undelivered::Full) => self.sw.count_drop(tx.ingress, DropReason::DestinationFull),
+        }
+    }
+}
+
 impl Forwarder for Glue {
     fn forward(&self, ingress: PortId, hdr: &VnetHdr, frame: &TxFrame<'_>) {
         let view = self.sw.view();
@@ -330,12 +382,7 @@ impl Forwarder for Glue {
             let offloads = cfg.offloads;
             match self.device(dest) {
                 Some(dev) => self.deliver_to_guest(&tx, &dev, dest, &offloads),
-                None => {
-                    // Guest → tap/AF_PACKET goes through the io_uring workers, which take
-                    // guest TX queues over (see ARCHITECTURE.md); this path only sees it
-                    // while that hand-over is not wired.
-                    self.sw.count_drop(ingress, DropReason::DestinationDown);
-                }
+                None => self.transmit_to_host(&tx, dest, &offloads),
             }
         }
     }

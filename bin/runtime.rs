@@ -40,7 +40,7 @@ const OFFLOAD_FEATURES: &[&str] = &[
 pub struct Runtime {
     epoch: Instant,
     sw: Arc<Switch>,
-    dp: Mutex<Option<Dataplane>>,
+    dp: Mutex<Option<Arc<Dataplane>>>,
     glue: Arc<Glue>,
     vhost: Mutex<BTreeMap<PortId, VhostUserPort>>,
     /// Ports as the user specified them, by switch port id.
@@ -71,9 +71,12 @@ impl Runtime {
             },
         )
         .context("starting the io_uring workers")?;
+        let dp = Arc::new(dp);
+        let glue = Arc::new(Glue::new(sw.clone(), epoch));
+        glue.set_dataplane(Some(dp.clone()));
         let rt = Arc::new(Runtime {
             epoch,
-            glue: Arc::new(Glue::new(sw.clone(), epoch)),
+            glue,
             sw,
             dp: Mutex::new(Some(dp)),
             vhost: Mutex::new(BTreeMap::new()),
@@ -127,9 +130,17 @@ impl Runtime {
             port.stop();
             self.glue.set_device(id, None);
         }
+        self.glue.set_dataplane(None);
         if let Some(dp) = self.dp.lock().take() {
-            if let Err(e) = dp.shutdown() {
-                tracing::warn!("data plane shutdown: {e}");
+            match Arc::try_unwrap(dp) {
+                Ok(dp) => {
+                    if let Err(e) = dp.shutdown() {
+                        tracing::warn!("data plane shutdown: {e}");
+                    }
+                }
+                // A vhost-user thread still holds it for one frame: its drop stops the
+                // workers.
+                Err(_) => tracing::debug!("data plane still referenced; stops on last drop"),
             }
         }
         if let Some(h) = self.housekeeping.lock().take() {
@@ -140,7 +151,7 @@ impl Runtime {
     fn with_dp<T>(&self, f: impl FnOnce(&Dataplane) -> T) -> Result<T, ControlError> {
         self.dp
             .lock()
-            .as_ref()
+            .as_deref()
             .map(f)
             .ok_or_else(|| ControlError::Failed("the daemon is shutting down".into()))
     }
