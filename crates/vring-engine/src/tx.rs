@@ -22,6 +22,9 @@ use crate::frame::{as_bytes, TxFrame};
 
 /// Chains taken from the avail ring per batch (one used-ring notification per batch).
 pub const TX_BATCH: usize = 64;
+/// Batches per call before yielding: a guest that keeps its TX ring full must not hold the
+/// queue lock (GET_VRING_BASE waits on it) or its worker thread forever.
+pub const TX_BUDGET: usize = 4;
 
 /// Longest frame accepted on TX: a 64 KiB GSO packet plus Ethernet and two VLAN tags.
 pub const MAX_TX_FRAME: usize = 65_535 + 14 + 8;
@@ -49,9 +52,21 @@ impl Inner {
         };
         let mut chain = Chain::default();
         let mut segs: Vec<&[u8]> = Vec::with_capacity(8);
+        let mut batches = 0;
         loop {
             let _ = st.disable_notification();
             loop {
+                if batches == TX_BUDGET {
+                    // Notifications stay off; our own kick brings us back after the other
+                    // queues of this thread and the protocol thread had their turn.
+                    if let Some(k) = st.get_kick() {
+                        if self_kick(k).is_err() {
+                            let _ = st.enable_notification();
+                        }
+                    }
+                    return;
+                }
+                batches += 1;
                 let mut heads = [0u16; TX_BATCH];
                 let n = match st.get_queue_mut().iter(&*mem) {
                     Ok(it) => {
@@ -157,6 +172,17 @@ impl Inner {
 
 /// §5.1.6.2.1: the driver MUST NOT ask for an offload it did not negotiate; a checksum it
 /// asks us (or a later NIC) to complete must lie inside the frame.
+/// Writes 1 to the kick eventfd we were woken by.
+fn self_kick(k: &vmm_sys_util::event::EventConsumer) -> std::io::Result<()> {
+    use std::io::Write;
+    use std::os::fd::{FromRawFd, IntoRawFd};
+    let dup = k.try_clone()?.into_raw_fd();
+    // SAFETY: `dup` is a fresh duplicate of the kick eventfd made just above; nothing else
+    // owns it, so the File takes sole ownership and closes it.
+    let mut f = unsafe { std::fs::File::from_raw_fd(dup) };
+    f.write_all(&1u64.to_ne_bytes())
+}
+
 fn offload_allowed(hdr: &VnetHdr, gso: Gso, acked: u64, len: usize) -> bool {
     use virtio_bindings::virtio_net::*;
     let has = |b: u32| acked & bit(b) != 0;

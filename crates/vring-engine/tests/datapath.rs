@@ -333,3 +333,29 @@ fn big_non_mergeable_buffers_take_a_jumbo_frame() {
     }
     assert_eq!(&data[..f.len()], &f[..]);
 }
+
+#[test]
+fn a_full_tx_ring_is_processed_in_budgeted_turns() {
+    let h = Harness::new(vec![opts("bud", MAC_A), opts("budb", MAC_B)]);
+    let (mut a, _b) = two_guests(&h, ALL);
+    let f = udp_frame(MAC_A, MAC_B, 20);
+    let mut all = vec![0u8; 12];
+    all.extend_from_slice(&f);
+    let buf = a.alloc(all.len() as u64);
+    use vm_memory::Bytes;
+    a.mem
+        .write_slice(&all, vm_memory::GuestAddress(buf))
+        .unwrap();
+    let kicks_before = h.dev(0).queue_stats(1).unwrap().kicks;
+    for _ in 0..QSIZE {
+        a.queues[1].add(&a.mem, &[(buf, all.len() as u32, false)]);
+    }
+    a.queues[1].kick();
+    let used = a.queues[1].wait_used(&a.mem, QSIZE as usize);
+    assert_eq!(used.len(), QSIZE as usize);
+    // One guest kick, 256 chains = 4 batches of 64: the device yields once and comes back.
+    wait_for("the device's own re-kick", || {
+        (h.dev(0).queue_stats(1).unwrap().kicks - kicks_before == 2).then_some(())
+    });
+    assert_eq!(h.dev(0).queue_stats(1).unwrap().frames, u64::from(QSIZE));
+}
