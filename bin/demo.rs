@@ -81,11 +81,36 @@ fn build_topology(tag: &str) -> Result<Topology> {
             "link", "add", &host, "netns", &switch_ns, "type", "veth", "peer", "name", &inner,
             "netns", &c,
         ])?;
-        ip(&["-n", &c, "addr", "add", &format!("{}/24", v4(i)), "dev", &inner])?;
-        ip(&["-n", &c, "addr", "add", &format!("{}/64", v6(i)), "dev", &inner, "nodad"])?;
+        ip(&[
+            "-n",
+            &c,
+            "addr",
+            "add",
+            &format!("{}/24", v4(i)),
+            "dev",
+            &inner,
+        ])?;
+        ip(&[
+            "-n",
+            &c,
+            "addr",
+            "add",
+            &format!("{}/64", v6(i)),
+            "dev",
+            &inner,
+            "nodad",
+        ])?;
         ip(&["-n", &c, "link", "set", &inner, "up"])?;
         // The switch's port must not speak itself (no IPv6 link-local, no ND/RS).
-        ip(&["-n", &switch_ns, "link", "set", &host, "addrgenmode", "none"])?;
+        ip(&[
+            "-n",
+            &switch_ns,
+            "link",
+            "set",
+            &host,
+            "addrgenmode",
+            "none",
+        ])?;
         ip(&["-n", &switch_ns, "link", "set", &host, "up"])?;
         containers.push(c);
         host_ends.push(host);
@@ -99,7 +124,10 @@ fn build_topology(tag: &str) -> Result<Topology> {
 }
 
 /// UDP echo servers (v4 and v6) in every container, until `stop`.
-fn start_echo_servers(t: &Topology, stop: &Arc<AtomicBool>) -> Vec<std::thread::JoinHandle<Result<()>>> {
+fn start_echo_servers(
+    t: &Topology,
+    stop: &Arc<AtomicBool>,
+) -> Vec<std::thread::JoinHandle<Result<()>>> {
     let mut hs = Vec::new();
     for (i, c) in t.containers.iter().enumerate() {
         for addr in [v4(i + 1), v6(i + 1)] {
@@ -175,13 +203,18 @@ fn tcp_stream(t: &Topology, rt: &Runtime, secs: u64) -> Result<f64> {
         .context("TCP sink did not start")?;
     let d = done.clone();
     let client = spawn_in(&t.containers[0], move || {
-        let mut s = TcpStream::connect_timeout(&SocketAddr::new(v4(2), TCP_PORT), Duration::from_secs(5))?;
+        let mut s =
+            TcpStream::connect_timeout(&SocketAddr::new(v4(2), TCP_PORT), Duration::from_secs(5))?;
         s.set_write_timeout(Some(Duration::from_millis(200)))?;
         let buf = vec![0x5au8; 256 * 1024];
         while !d.load(Ordering::Relaxed) {
             match s.write(&buf) {
                 Ok(_) => {}
-                Err(e) if matches!(e.kind(), std::io::ErrorKind::WouldBlock | std::io::ErrorKind::TimedOut) => {}
+                Err(e)
+                    if matches!(
+                        e.kind(),
+                        std::io::ErrorKind::WouldBlock | std::io::ErrorKind::TimedOut
+                    ) => {}
                 Err(e) => return Err(e.into()),
             }
         }
@@ -196,7 +229,8 @@ fn tcp_stream(t: &Topology, rt: &Runtime, secs: u64) -> Result<f64> {
         let now = Instant::now();
         let bytes = received.load(Ordering::Relaxed);
         if tty || now.duration_since(last_print) >= Duration::from_secs(1) {
-            let rate = (bytes - last.1) as f64 * 8.0 / now.duration_since(last.0).as_secs_f64() / 1e9;
+            let rate =
+                (bytes - last.1) as f64 * 8.0 / now.duration_since(last.0).as_secs_f64() / 1e9;
             let st = rt.stats();
             let frames: u64 = st.workers.iter().map(|w| w.packets).sum();
             let enters: u64 = st.workers.iter().map(|w| w.io_uring_enters).sum();
@@ -222,8 +256,12 @@ fn tcp_stream(t: &Topology, rt: &Runtime, secs: u64) -> Result<f64> {
     done.store(true, Ordering::Relaxed);
     let elapsed = start.elapsed().as_secs_f64();
     let total = received.load(Ordering::Relaxed);
-    let c = client.join().map_err(|_| anyhow::anyhow!("client panicked"))?;
-    let s = server.join().map_err(|_| anyhow::anyhow!("server panicked"))?;
+    let c = client
+        .join()
+        .map_err(|_| anyhow::anyhow!("client panicked"))?;
+    let s = server
+        .join()
+        .map_err(|_| anyhow::anyhow!("server panicked"))?;
     c.context("TCP client")?;
     s.context("TCP server")?;
     Ok(total as f64 * 8.0 / elapsed / 1e9)
@@ -254,13 +292,24 @@ pub fn run(opts: DemoOptions) -> Result<()> {
     })
     .join()
     .map_err(|_| anyhow::anyhow!("runtime start panicked"))??;
-    let result = drive(&topo, &rt, &opts);
+    // Serve the control socket while the demo runs, so `ringswitch ctl` can look inside.
+    let ctl = crate::ctl::server::CtlListener::bind(&opts.ctl)
+        .and_then(|l| crate::ctl::server::CtlServer::start(l, rt.clone()));
+    let ctl = match ctl {
+        Ok(s) => Some(s),
+        Err(e) => {
+            eprintln!("note: no control socket for this demo ({e})");
+            None
+        }
+    };
+    let result = drive(&topo, &rt, &opts, ctl.is_some());
+    drop(ctl);
     rt.shutdown();
     drop(topo);
     result
 }
 
-fn drive(topo: &Topology, rt: &Arc<Runtime>, opts: &DemoOptions) -> Result<()> {
+fn drive(topo: &Topology, rt: &Arc<Runtime>, opts: &DemoOptions, ctl: bool) -> Result<()> {
     let stop_servers = Arc::new(AtomicBool::new(false));
     let servers = start_echo_servers(topo, &stop_servers);
     std::thread::sleep(Duration::from_millis(100));
@@ -282,7 +331,11 @@ fn drive(topo: &Topology, rt: &Arc<Runtime>, opts: &DemoOptions) -> Result<()> {
             let a = probe(&topo.containers[i - 1], v4(i), v4(j))?;
             let b = probe(&topo.containers[i - 1], v6(i), v6(j))?;
             all_ok &= a && b;
-            let cell = format!("{}/{}", if a { "ok" } else { "FAIL" }, if b { "ok" } else { "FAIL" });
+            let cell = format!(
+                "{}/{}",
+                if a { "ok" } else { "FAIL" },
+                if b { "ok" } else { "FAIL" }
+            );
             print!("{cell:>12}");
             let _ = std::io::stdout().flush();
         }
@@ -304,19 +357,33 @@ fn drive(topo: &Topology, rt: &Arc<Runtime>, opts: &DemoOptions) -> Result<()> {
     }
 
     println!("\nsummary");
-    println!("  reachability     {}", if all_ok { "full mesh, IPv4 and IPv6" } else { "INCOMPLETE" });
+    println!(
+        "  reachability     {}",
+        if all_ok {
+            "full mesh, IPv4 and IPv6"
+        } else {
+            "INCOMPLETE"
+        }
+    );
     println!("  tcp c1→c2        {gbps:.2} Gbit/s");
     let fdb = rt.fdb();
     println!("  fdb              {} learned", fdb.len());
     for e in &fdb {
-        println!("    {}  vlan {:<4} {:<12} age {:.1}s", e.mac, e.vlan, e.port, e.age_s);
+        println!(
+            "    {}  vlan {:<4} {:<12} age {:.1}s",
+            e.mac, e.vlan, e.port, e.age_s
+        );
     }
     let st = rt.stats();
     let frames: u64 = st.workers.iter().map(|w| w.packets).sum();
     let enters: u64 = st.workers.iter().map(|w| w.io_uring_enters).sum();
     println!(
         "  frames switched  {frames} ({:.3} io_uring_enter per frame)",
-        if frames > 0 { enters as f64 / frames as f64 } else { 0.0 }
+        if frames > 0 {
+            enters as f64 / frames as f64
+        } else {
+            0.0
+        }
     );
     let mut any_drop = false;
     for p in &st.ports {
@@ -332,7 +399,9 @@ fn drive(topo: &Topology, rt: &Arc<Runtime>, opts: &DemoOptions) -> Result<()> {
     if opts.keep && !stopped() {
         println!("\n--keep: running until Ctrl-C. Explore with:");
         println!("  ip netns exec {} ping 198.18.0.2", topo.containers[0]);
-        println!("  ringswitch ctl --ctl {} ports", opts.ctl.display());
+        if ctl {
+            println!("  ringswitch ctl --ctl {} ports", opts.ctl.display());
+        }
         while !stopped() {
             std::thread::sleep(Duration::from_millis(200));
         }

@@ -14,6 +14,7 @@ pub const TEST_PACKAGES: &[&str] = &[
     "cpio",            // guest initramfs
     "dpdk-dev",        // dpdk-testpmd as an independent vhost-user peer
     "socat",           // multicast join/send inside guests and namespaces
+    "python3",         // raw tagged frames in the uring-net VLAN test
 ];
 
 fn installed(pkg: &str) -> bool {
