@@ -16,6 +16,8 @@ use crate::features::bit;
 /// Longest command we read: a MAC_TABLE_SET with 2 × 64 entries is 8 + 768 bytes; anything
 /// beyond a page is not a command a driver sends.
 const MAX_CMD: usize = 4096;
+/// Commands handled per call before yielding to the other queues of the thread.
+const CTRL_BUDGET: usize = 64;
 
 impl Inner {
     pub(crate) fn process_ctrl(&self, q: usize) {
@@ -36,7 +38,16 @@ impl Inner {
             indirect_allowed: indirect,
         };
         let mut chain = Chain::default();
+        let mut done = 0;
         loop {
+            if done == CTRL_BUDGET {
+                // Come back after the other queues of this thread (see crate::tx).
+                if let Some(k) = vst.get_kick() {
+                    let _ = crate::tx::self_kick(k);
+                }
+                break;
+            }
+            done += 1;
             let head = match vst.get_queue_mut().iter(&*mem) {
                 Ok(mut it) => it.next().map(|c| c.head_index()),
                 Err(QueueError::InvalidAvailRingIndex) => {

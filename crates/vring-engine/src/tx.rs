@@ -173,7 +173,7 @@ impl Inner {
 /// §5.1.6.2.1: the driver MUST NOT ask for an offload it did not negotiate; a checksum it
 /// asks us (or a later NIC) to complete must lie inside the frame.
 /// Writes 1 to the kick eventfd we were woken by.
-fn self_kick(k: &vmm_sys_util::event::EventConsumer) -> std::io::Result<()> {
+pub(crate) fn self_kick(k: &vmm_sys_util::event::EventConsumer) -> std::io::Result<()> {
     use std::io::Write;
     use std::os::fd::{FromRawFd, IntoRawFd};
     let dup = k.try_clone()?.into_raw_fd();
