@@ -60,7 +60,8 @@ fn v6(i: usize) -> IpAddr {
 
 /// The demo's topology: namespace names, veth names.
 struct Topology {
-    ns: Namespaces,
+    /// Deletes the namespaces (and with them the veths) when the demo ends.
+    _ns: Namespaces,
     switch_ns: String,
     containers: Vec<String>,
     host_ends: Vec<String>,
@@ -116,7 +117,7 @@ fn build_topology(tag: &str) -> Result<Topology> {
         host_ends.push(host);
     }
     Ok(Topology {
-        ns,
+        _ns: ns,
         switch_ns,
         containers,
         host_ends,

@@ -8,16 +8,11 @@ mod cli;
 mod config;
 mod control;
 mod ctl;
-// The lead's modules (data plane wiring and the demo); a few helpers there are kept
-// for callers that are not written yet.
-#[allow(dead_code)]
 mod demo;
 mod glue;
 mod logging;
 mod metrics;
-#[allow(dead_code)]
 mod netns;
-#[allow(dead_code)]
 mod runtime;
 mod signals;
 

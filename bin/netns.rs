@@ -38,10 +38,6 @@ impl Namespaces {
         ip(&["-n", name, "link", "set", "lo", "up"])
     }
 
-    pub fn names(&self) -> &[String] {
-        &self.names
-    }
-
     /// Leaves the namespaces in place (`demo --keep`): the caller deletes them later.
     pub fn delete_all(&mut self) {
         for n in self.names.drain(..).rev() {

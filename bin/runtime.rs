@@ -112,11 +112,6 @@ impl Runtime {
         Ok(rt)
     }
 
-    /// The switch, for the demo's summary.
-    pub fn switch(&self) -> &Arc<Switch> {
-        &self.sw
-    }
-
     fn now(&self) -> Millis {
         Millis(self.epoch.elapsed().as_millis() as u64)
     }
