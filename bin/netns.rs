@@ -38,7 +38,7 @@ impl Namespaces {
         ip(&["-n", name, "link", "set", "lo", "up"])
     }
 
-    /// Leaves the namespaces in place (`demo --keep`): the caller deletes them later.
+    /// Deletes every namespace (and so its veths), newest first.
     pub fn delete_all(&mut self) {
         for n in self.names.drain(..).rev() {
             if let Err(e) = ip(&["netns", "del", &n]) {
