@@ -308,8 +308,8 @@ fn guest_configures_each_nic_from_cmdline() {
     spec.nics.push(NicSpec::new(pmd.socket(0), &mac(1)));
     spec.nics.push(NicSpec::new(pmd.socket(1), &mac(2)));
     spec.ip = vec!["198.18.6.1/24".into(), "198.18.6.2/24".into()];
-    spec.cmdline.push(format!("rs.mac=,{}", mac(0x99)));
-    spec.cmdline.push("rs.mtu=,1280".into());
+    spec.mac = vec![String::new(), mac(0x99)];
+    spec.mtu = vec![String::new(), "1280".into()];
     let g = Guest::start(spec).unwrap();
     g.wait_ready(BOOT).unwrap();
     let eth0 = g.wait_for("RS-IFACE name=eth0 ", STEP).unwrap();

@@ -75,6 +75,11 @@ pub struct GuestSpec {
     pub mem_mb: u32,
     pub ip: Vec<String>,
     pub ip6: Vec<String>,
+    /// MAC set inside the guest per NIC ("" keeps the one QEMU gave it), e.g. to make a
+    /// guest send from a MAC its vhost-user backend was not told about.
+    pub mac: Vec<String>,
+    /// MTU per NIC ("" for the default).
+    pub mtu: Vec<String>,
     /// /init scenario steps: `ping:ADDR`, `ping6:ADDR`, `iperf3-server`,
     /// `iperf3:ADDR[/SECS]`, `sleep:SECS`.
     pub run: Vec<String>,
@@ -99,6 +104,8 @@ impl GuestSpec {
             mem_mb: 256,
             ip: Vec::new(),
             ip6: Vec::new(),
+            mac: Vec::new(),
+            mtu: Vec::new(),
             run: Vec::new(),
             cmd: None,
             stay: true,
@@ -136,6 +143,8 @@ impl GuestSpec {
         };
         list("ip", &self.ip)?;
         list("ip6", &self.ip6)?;
+        list("mac", &self.mac)?;
+        list("mtu", &self.mtu)?;
         let queues: Vec<String> = self.nics.iter().map(|n| n.queues.to_string()).collect();
         if self.nics.iter().any(|n| n.queues > 1) {
             list("queues", &queues)?;
