@@ -58,7 +58,7 @@ impl Servers {
     pub fn start(ctx: &Ctx, topo: &Topology) -> Result<Servers> {
         let mut iperf = Proc::spawn(
             "iperf3-server",
-            Topology::exec(&topo.b, &["iperf3", "-s", "-B", ADDR_B]),
+            Topology::exec(&topo.b, &["iperf3", "-s", "-B", ADDR_B, "--forceflush"]),
         )?;
         iperf.wait_until("iperf3 server", Duration::from_secs(10), |p| {
             p.lines()

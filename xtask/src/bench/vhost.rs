@@ -81,6 +81,9 @@ pub struct Outcome {
     /// System calls the switch process made over the window (`perf stat -e
     /// raw_syscalls:sys_enter`), when perf works here.
     pub syscalls: Option<u64>,
+    /// System calls of the traffic-generating testpmd (Pair frontends only): a switch
+    /// that does not suppress notifications makes its busy-polling peers kick it.
+    pub frontend_syscalls: Option<u64>,
     /// Seconds of the window.
     pub secs: f64,
 }
@@ -241,6 +244,10 @@ pub fn run_once(ctx: &Ctx, case: Case, profile: bool) -> Result<Outcome> {
         _ => None,
     };
     let counting = start_syscall_count(switch_pid, ctx.secs).ok();
+    let counting_fe = match case.frontend {
+        Frontend::Pair => start_syscall_count(procs[0].pid(), ctx.secs).ok(),
+        Frontend::Split => None,
+    };
     let cpu0 = super::proc::cpu_seconds(switch_pid);
     let t1 = Instant::now();
     pause(Duration::from_secs(ctx.secs))?;
@@ -252,6 +259,7 @@ pub fn run_once(ctx: &Ctx, case: Case, profile: bool) -> Result<Outcome> {
         _ => f64::NAN,
     };
     let syscalls = counting.and_then(|p| finish_syscall_count(p).ok());
+    let frontend_syscalls = counting_fe.and_then(|p| finish_syscall_count(p).ok());
     // The sink's last period may still be printing: wait for enough blocks (bounded;
     // a starved statistics thread prints late when everything is oversubscribed).
     let ports_counted: u16 = match case.frontend {
@@ -318,6 +326,7 @@ pub fn run_once(ctx: &Ctx, case: Case, profile: bool) -> Result<Outcome> {
         profile,
         cpu_cores,
         syscalls,
+        frontend_syscalls,
         secs,
     })
 }
@@ -409,6 +418,7 @@ fn finish_perf(mut p: Perf, dir: &Path) -> Result<String> {
         .lines()
         .filter(|l| !l.starts_with('#') && !l.trim().is_empty())
         .take(40)
+        .map(|l| l.trim_end_matches([' ', '-']))
         .collect::<Vec<_>>()
         .join("\n"))
 }
