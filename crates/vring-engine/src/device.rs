@@ -12,7 +12,6 @@ use switch::{Mac, PortId, RxFilter, VnetHdr};
 use vhost::vhost_user::message::{VhostUserProtocolFeatures, VhostUserVirtioFeatures};
 use vhost_user_backend::{VhostUserBackend, VringT};
 use virtio_bindings::virtio_net::{VIRTIO_NET_F_CTRL_VLAN, VIRTIO_NET_F_CTRL_VQ, VIRTIO_NET_F_MQ};
-use virtio_queue::QueueT;
 use vmm_sys_util::epoll::EventSet;
 use vmm_sys_util::event::{
     new_event_consumer_and_notifier, EventConsumer, EventFlag, EventNotifier,
@@ -120,9 +119,12 @@ impl NetDevice {
         self.inner.acked.load(Ordering::Acquire)
     }
 
-    /// Queue pairs the driver uses (§5.1.6.5.5).
+    /// Queue pairs to spread RX over: what the driver set with VQ_PAIRS_SET when it uses
+    /// our control queue (§5.1.6.5.5); otherwise (QEMU keeps the control queue and steers
+    /// pairs with SET_VRING_ENABLE) the leading pairs whose RX ring is live. At least 1.
+    /// Lock-free apart from a read lock on the ring list: fine per frame.
     pub fn active_queue_pairs(&self) -> u16 {
-        self.inner.active_pairs.load(Ordering::Acquire)
+        self.inner.usable_pairs()
     }
 
     /// A snapshot of the guest memory table (regions stay mapped while it is held): what a
@@ -287,13 +289,23 @@ impl Inner {
         } else {
             2
         };
-        if self.role(idx) != Role::Ctrl {
-            return false;
+        self.role(idx) == Role::Ctrl && self.vring(idx).is_some_and(|v| v.is_live())
+    }
+
+    pub(crate) fn usable_pairs(&self) -> u16 {
+        if self.ctrl_ring_live() {
+            return self.active_pairs.load(Ordering::Acquire).max(1);
         }
-        self.vring(idx).is_some_and(|v| {
-            let st = v.get_ref();
-            st.get_queue().ready() && st.is_enabled()
-        })
+        let rings = self.vrings.read();
+        let max = if self.acked() & bit(VIRTIO_NET_F_MQ) != 0 {
+            self.opts.queue_pairs as usize
+        } else {
+            1
+        };
+        let live = (0..max)
+            .take_while(|p| rings.get(2 * p).is_some_and(|v| v.is_live()))
+            .count();
+        (live as u16).max(1)
     }
 }
 

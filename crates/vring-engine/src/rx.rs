@@ -44,7 +44,8 @@ impl Inner {
             return Err(RxDrop::NotReady);
         };
         // Pairs beyond VQ_PAIRS_SET are off limits when the driver talks to our control
-        // queue (§5.1.6.5.5); otherwise the frontend steers pairs with SET_VRING_ENABLE.
+        // queue (§5.1.6.5.5); otherwise the frontend steers pairs with SET_VRING_ENABLE,
+        // which the ring's own enabled state reflects.
         let r = if queue_pair >= self.active_pairs.load(std::sync::atomic::Ordering::Acquire)
             && self.ctrl_ring_live()
         {

@@ -32,6 +32,9 @@ pub type GuestMem = GuestMemoryAtomic<GuestMemoryMmap<()>>;
 struct Extra {
     err: Mutex<Option<File>>,
     broken: AtomicBool,
+    /// Mirrors of the ring's `ready` and `enabled` state, readable without its lock.
+    ready: AtomicBool,
+    enabled: AtomicBool,
 }
 
 /// A vring: vhost-user-backend's `VringMutex` (its mutex is the per-queue lock) plus the
@@ -71,6 +74,14 @@ impl NetVring {
                 let _ = f.write_all(&1u64.to_ne_bytes());
             }
         }
+    }
+
+    /// Set up, enabled and not broken: the ring can carry frames. Lock-free (a data plane
+    /// asks this per frame to pick queue pairs).
+    pub fn is_live(&self) -> bool {
+        self.extra.ready.load(Ordering::Acquire)
+            && self.extra.enabled.load(Ordering::Acquire)
+            && !self.is_broken()
     }
 
     fn clear_broken(&self) {
@@ -121,7 +132,8 @@ impl VringT<GuestMem> for NetVring {
         self.inner.needs_notification()
     }
     fn set_enabled(&self, enabled: bool) {
-        self.inner.set_enabled(enabled)
+        self.inner.set_enabled(enabled);
+        self.extra.enabled.store(enabled, Ordering::Release);
     }
     fn set_queue_info(&self, desc: u64, avail: u64, used: u64) -> Result<(), VirtQueError> {
         self.clear_broken();
@@ -147,7 +159,8 @@ impl VringT<GuestMem> for NetVring {
         self.inner.set_queue_event_idx(enabled)
     }
     fn set_queue_ready(&self, ready: bool) {
-        self.inner.set_queue_ready(ready)
+        self.inner.set_queue_ready(ready);
+        self.extra.ready.store(ready, Ordering::Release);
     }
     fn set_kick(&self, file: Option<File>) {
         self.inner.set_kick(file)

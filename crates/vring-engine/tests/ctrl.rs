@@ -194,3 +194,30 @@ fn queue_pairs_follow_vq_pairs_set() {
     assert_eq!(head, rx1[0].0);
     assert_eq!(&g.read(rx1[0].1, len as usize)[g.hdr_len()..], &f[..]);
 }
+
+#[test]
+fn without_our_control_queue_pairs_follow_ring_enable() {
+    // QEMU's way: the control queue stays in QEMU, pairs are steered with SET_VRING_ENABLE.
+    let mut o = opts("mqen", MAC_A);
+    o.queue_pairs = 2;
+    let h = Harness::new(vec![o]);
+    let mut g = TestGuest::start(
+        TestGuest::connect(&h.dev(0).options().socket, 5),
+        5,
+        u64::MAX,
+    );
+    g.fe.set_vring_enable(4, false).unwrap();
+    assert_eq!(h.dev(0).active_queue_pairs(), 2, "both RX rings enabled");
+    g.fe.set_vring_enable(2, false).unwrap();
+    assert_eq!(h.dev(0).active_queue_pairs(), 1);
+    let f = udp_frame(MAC_B, MAC_A, 30);
+    let hdr = switch::VnetHdr::default();
+    assert_eq!(
+        h.dev(0).deliver(1, &hdr, &[&f]),
+        Err(vring_engine::RxDrop::NotReady)
+    );
+    g.fe.set_vring_enable(2, true).unwrap();
+    assert_eq!(h.dev(0).active_queue_pairs(), 2);
+    g.post_rx(2, 1, 2048);
+    assert_eq!(h.dev(0).deliver(1, &hdr, &[&f]), Ok(()));
+}

@@ -180,6 +180,8 @@ fn ping_between_guests(tag: &str, queues: u16) {
     let iface = expect(&rx_b, "RS-IFACE", 120, &mut log_b);
     assert!(iface.contains(&format!("queues={queues}")), "{iface}");
     expect(&rx_b, "RS-DONE", 120, &mut log_b);
+    // `ethtool -L combined N` in the guest reached us as SET_VRING_ENABLE from QEMU.
+    assert_eq!(h.dev(1).active_queue_pairs(), queues);
     let mut log_a = Vec::new();
     let r = expect(&rx_a, "RS-RESULT name=ping", 180, &mut log_a);
     let stats = |d: usize| -> Vec<_> {
