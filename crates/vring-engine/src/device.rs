@@ -1,7 +1,7 @@
 //! `NetDevice`: one vhost-user virtio-net device (virtio 1.2 §5.1), the state behind it, and
 //! its `VhostUserBackend` implementation. vhost-user-backend owns the protocol thread and the
-//! worker threads that read kick eventfds; queue processing itself lives in [`crate::tx`],
-//! [`crate::rx`] and [`crate::ctrlq`] and does not care which thread calls it.
+//! worker threads that read kick eventfds; queue processing itself lives in `tx`,
+//! `rx` and `ctrlq` and does not care which thread calls it.
 
 use std::io;
 use std::sync::atomic::{AtomicU16, AtomicU64, Ordering};

@@ -5,7 +5,7 @@
 //! So each connection gets a fresh daemon around the same [`NetDevice`]; between
 //! connections the device is detached (link down, state reset) and the socket is served
 //! again: re-listened in server mode, reconnected in client mode (QEMU `server=on`).
-//! Every connection passes through [`crate::relay`] on its way to the daemon.
+//! Every connection passes through the `relay` module on its way to the daemon.
 
 use std::io;
 use std::os::unix::net::{UnixListener, UnixStream};
