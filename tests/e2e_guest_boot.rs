@@ -333,3 +333,16 @@ fn guest_configures_each_nic_from_cmdline() {
         "{out:?}"
     );
 }
+
+/// testpmd as a frontend (virtio-user, txonly) into testpmd as a backend: the helper for
+/// frontend-side tests and benchmarks works, and frames arrive.
+#[test]
+fn testpmd_frontend_reaches_testpmd_backend() {
+    let _scope = TestScope::start("testpmd_frontend", Duration::from_secs(120));
+    let _slot = common::heavy_slot();
+    let dir = TempDir::new("pmdfe").unwrap();
+    let backend = Testpmd::vhost_backend(dir.path(), 2, 1).unwrap();
+    let _frontend = Testpmd::virtio_user(backend.socket(0), 1, "txonly", &[]).unwrap();
+    let rx = backend.wait_rx(0, 0, STEP).unwrap();
+    assert!(rx > 0);
+}
