@@ -131,6 +131,17 @@ pub struct RunArgs {
     /// Log format [default: human].
     #[arg(long, value_name = "FORMAT")]
     pub log_format: Option<LogFormat>,
+    /// Turn IGMP/MLD snooping off: all multicast floods within its VLAN.
+    #[arg(long)]
+    pub no_mcast_snooping: bool,
+    /// Send IGMP/MLD general queries when no multicast router does, so snooping works on
+    /// a segment without one (like Linux's bridge `multicast_querier`).
+    #[arg(long)]
+    pub mcast_querier: bool,
+    /// IPv4 source address of our IGMP queries (default 0.0.0.0, which loses every
+    /// querier election to a real router).
+    #[arg(long, value_name = "IPV4")]
+    pub mcast_querier_ip: Option<std::net::Ipv4Addr>,
     /// Validate the configuration, print it as JSON and exit without starting.
     #[arg(long)]
     pub check: bool,

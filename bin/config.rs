@@ -15,7 +15,7 @@ use std::path::{Component, Path, PathBuf};
 use serde::Serialize;
 
 use crate::cli::{LogFormat, RunArgs, DEFAULT_CTL};
-use crate::control::{PortSpec, RunOptions};
+use crate::control::{McastOptions, PortSpec, RunOptions};
 use file::{FileConfig, FileError};
 use port::PortError;
 use socket::{SocketError, SocketState};
@@ -181,6 +181,11 @@ pub fn merge(args: &RunArgs, file: FileConfig, file_name: &str) -> Result<RunPla
             ports: ports.into_iter().map(|(_, s)| s).collect(),
             workers,
             poll_us,
+            mcast: McastOptions {
+                snooping: !args.no_mcast_snooping && file.mcast_snooping.unwrap_or(true),
+                querier: args.mcast_querier || file.mcast_querier.unwrap_or(false),
+                querier_ip4: args.mcast_querier_ip.or(file.mcast_querier_ip),
+            },
         },
         ctl,
         metrics,

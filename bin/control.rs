@@ -218,4 +218,28 @@ pub struct RunOptions {
     pub workers: usize,
     /// Busy-poll window after each batch, µs (0 = off).
     pub poll_us: u32,
+    /// IGMP/MLD snooping and the optional querier.
+    #[serde(default)]
+    pub mcast: McastOptions,
+}
+
+/// Multicast snooping settings (`--no-mcast-snooping`, `--mcast-querier[-ip]`).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct McastOptions {
+    /// Snoop IGMP/MLD (RFC 4541); off = all multicast floods.
+    pub snooping: bool,
+    /// Send general queries when no multicast router does (Linux's multicast_querier).
+    pub querier: bool,
+    /// IGMP source address of our queries (None: 0.0.0.0, which loses every election).
+    pub querier_ip4: Option<std::net::Ipv4Addr>,
+}
+
+impl Default for McastOptions {
+    fn default() -> Self {
+        McastOptions {
+            snooping: true,
+            querier: false,
+            querier_ip4: None,
+        }
+    }
 }

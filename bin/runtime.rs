@@ -61,7 +61,13 @@ impl Runtime {
     /// Starts the switch, the workers and every port in `opts`.
     pub fn start(opts: RunOptions) -> anyhow::Result<Arc<Runtime>> {
         let epoch = Instant::now();
-        let sw = Arc::new(Switch::new(SwitchConfig::default()));
+        let mut scfg = SwitchConfig::default();
+        scfg.mcast.enabled = opts.mcast.snooping;
+        scfg.mcast.querier.enabled = opts.mcast.querier;
+        if let Some(ip) = opts.mcast.querier_ip4 {
+            scfg.mcast.querier.ip4 = ip;
+        }
+        let sw = Arc::new(Switch::new(scfg));
         let dp = Dataplane::new(
             sw.clone(),
             DataplaneConfig {
@@ -91,19 +97,19 @@ impl Runtime {
                 anyhow::bail!("port {name}: {e}");
             }
         }
-        let (sw, stop, epoch) = (rt.sw.clone(), rt.stop.clone(), rt.epoch);
+        rt.sync_mcast_vlans();
+        let weak = Arc::downgrade(&rt);
+        let stop = rt.stop.clone();
         let h = std::thread::Builder::new()
             .name("housekeeping".into())
             .spawn(move || {
                 while !stop.load(Ordering::Relaxed) {
                     std::thread::sleep(Duration::from_millis(250));
-                    let now = Millis(epoch.elapsed().as_millis() as u64);
-                    sw.age(now);
-                    let queries = sw.mcast_tick(now);
-                    if !queries.is_empty() {
-                        // Injecting switch-originated frames into the data plane is not
-                        // wired yet; the querier is off by default.
-                        tracing::debug!(n = queries.len(), "snooping queries not sent");
+                    let Some(rt) = weak.upgrade() else { break };
+                    let now = rt.now();
+                    rt.sw.age(now);
+                    for q in rt.sw.mcast_tick(now) {
+                        rt.inject(&q.frame, q.vid);
                     }
                 }
             })
@@ -114,6 +120,61 @@ impl Runtime {
 
     fn now(&self) -> Millis {
         Millis(self.epoch.elapsed().as_millis() as u64)
+    }
+
+    /// Tells the snooper which VLANs are in use (access VLANs and trunks' native VLANs), so
+    /// its querier, when enabled, queries in each of them.
+    fn sync_mcast_vlans(&self) {
+        let snooper = self.sw.snooper();
+        let default = snooper.config().vlan_default();
+        let mut vids: Vec<switch::Vid> = self
+            .sw
+            .ports()
+            .iter()
+            .filter_map(|(_, c, _)| match &c.vlan {
+                VlanMode::Access(v) => Some(*v),
+                VlanMode::Trunk { native, .. } => *native,
+            })
+            .collect();
+        vids.sort_unstable();
+        vids.dedup();
+        for v in vids {
+            snooper.set_vlan(v, default);
+        }
+    }
+
+    /// Floods a frame the switch originates (an IGMP/MLD query of the querier) to every
+    /// port of `vid` that accepts it, tagged as each port's VLAN mode says.
+    fn inject(&self, frame: &[u8], vid: switch::Vid) {
+        let view = self.sw.view();
+        let Ok(fv) = switch::FrameView::parse(frame, frame.len(), switch::vlan::TPID_8021Q, false)
+        else {
+            return;
+        };
+        let fwd = switch::Forward {
+            vid,
+            ports: view.flood_ports(vid, &fv.dst),
+            frame: fv,
+        };
+        let hdr = switch::VnetHdr::default();
+        let dp = self.dp.lock().clone();
+        for p in fwd.ports.iter() {
+            let eg = view.egress(p, &fwd, frame);
+            let body = frame.get(usize::from(eg.body_offset)..).unwrap_or_default();
+            let parts = [eg.head(), body];
+            let sent = match (self.glue.device(p), dp.as_ref()) {
+                (Some(dev), _) => {
+                    let ok = dev.deliver(0, &hdr, &parts).is_ok();
+                    dev.flush_rx(0);
+                    ok
+                }
+                (None, Some(dp)) => dp.transmit(p, &hdr, &parts).is_ok(),
+                (None, None) => false,
+            };
+            if !sent {
+                tracing::debug!(port = %p, "multicast query not delivered");
+            }
+        }
     }
 
     /// Stops every port and worker. Idempotent.
@@ -523,6 +584,7 @@ impl Control for Runtime {
             }
         };
         self.specs.lock().insert(id, spec);
+        self.sync_mcast_vlans();
         let (cfg, up) = self
             .sw
             .ports()
@@ -549,6 +611,7 @@ impl Control for Runtime {
             self.sw
                 .update_port(id, |c| c.vlan = vlan_mode(v))
                 .map_err(|e| ControlError::InvalidPort(e.to_string()))?;
+            self.sync_mcast_vlans();
         }
         Ok(())
     }

@@ -18,6 +18,9 @@ pub struct FileConfig {
     pub metrics: Option<String>,
     pub metrics_allow_remote: Option<bool>,
     pub log_format: Option<LogFormat>,
+    pub mcast_snooping: Option<bool>,
+    pub mcast_querier: Option<bool>,
+    pub mcast_querier_ip: Option<std::net::Ipv4Addr>,
     #[serde(default)]
     pub port: Vec<RawPort>,
 }

@@ -647,6 +647,13 @@ impl SwitchView<'_> {
         }
     }
 
+    /// Every up port in `vid` whose rx filter accepts `dst`: where a frame the switch
+    /// originates itself (an IGMP/MLD query of the querier) is flooded.
+    #[inline]
+    pub fn flood_ports(&self, vid: Vid, dst: &Mac) -> PortSet {
+        self.flood_set(PortId(u16::MAX), vid, dst)
+    }
+
     /// Every up port except `ingress` that is in `vid` and accepts `dst`.
     #[inline]
     fn flood_set(&self, ingress: PortId, vid: Vid, dst: &Mac) -> PortSet {
