@@ -351,25 +351,9 @@ fn vhost_user_port_with_testpmd_frontend() {
     assert_ne!(before["state"], "up", "no frontend yet: {before}");
     assert_eq!(before["mac"], "02:72:73:00:00:0a", "{before}");
 
-    let mut pmd = std::process::Command::new("dpdk-testpmd");
-    pmd.args([
-        "--no-huge",
-        "-m",
-        "512",
-        "--no-pci",
-        "--no-telemetry",
-        "--file-prefix",
-        &common::unique("ctlpmd"),
-        "--vdev",
-        &format!("net_virtio_user0,path={},queues=1", vm.display()),
-        "--",
-        "--total-num-mbufs=16384",
-        "--forward-mode=txonly",
-        "--stats-period",
-        "1",
-        "--eth-peer=0,02:72:73:00:00:99",
-    ]);
-    let mut pmd = Process::spawn("testpmd", pmd).unwrap();
+    // The harness's testpmd removes its EAL runtime directory when dropped.
+    let pmd = common::Testpmd::virtio_user(&vm, 1, "txonly", &["--eth-peer=0,02:72:73:00:00:99"])
+        .unwrap();
 
     // Wait (bounded by the scope) until the frontend is up and frames were counted.
     let mut up = serde_json::Value::Null;
@@ -388,7 +372,12 @@ fn vhost_user_port_with_testpmd_frontend() {
         }
         std::thread::sleep(Duration::from_millis(100));
     }
-    assert_eq!(up["state"], "up", "{up}\n{}", pmd.output().tail(20));
+    assert_eq!(
+        up["state"],
+        "up",
+        "{up}\n{}",
+        pmd.process().output().tail(20)
+    );
     let features: Vec<&str> = up["features"]
         .as_array()
         .unwrap()
@@ -409,7 +398,7 @@ fn vhost_user_port_with_testpmd_frontend() {
     let table = ctl_ok(&sock, &["ports"]);
     assert!(table.contains("VERSION_1"), "{table}");
 
-    pmd.stop(Duration::from_secs(10)).unwrap();
+    drop(pmd);
     drop(_slot);
     assert!(vm.exists());
     assert!(daemon.stop(Duration::from_secs(20)).unwrap().success());
