@@ -10,10 +10,11 @@
 
 mod common;
 
-use common::{mac, Guest, GuestSpec, Netns, NicSpec, Process, SocketMode, TempDir, TestScope};
+use common::{
+    mac, Guest, GuestSpec, Netns, NicSpec, Process, SocketMode, TempDir, TestScope, Testpmd,
+};
 use serde_json::Value;
 use std::path::{Path, PathBuf};
-use std::process::Command;
 use std::time::{Duration, Instant};
 
 const BOOT: Duration = Duration::from_secs(120);
@@ -680,8 +681,10 @@ fn offloads_tso_passed_through_or_segmented() {
     }
 }
 
-/// Scenario 8: ringswitch is SIGKILLed and started again on the same sockets; QEMU
-/// (reconnect=1) reconnects and ping recovers without touching the guests.
+/// Scenario 8: ringswitch is SIGKILLed and started again (twice) on the same sockets;
+/// the guests' links come back without touching the guests, in both socket directions:
+/// A's QEMU connects to ringswitch and reconnects (reconnect=1), B's QEMU listens and
+/// the new ringswitch connects to it again (a `client` port).
 #[test]
 fn backend_restart_guests_reconnect() {
     if skip_without_qemu() {
@@ -692,22 +695,24 @@ fn backend_restart_guests_reconnect() {
     let dir = TempDir::new("s8").unwrap();
     let sw = Netns::new("s8").unwrap();
     let (sa, sb) = (dir.path().join("a.sock"), dir.path().join("b.sock"));
+    let spec = |name: &str, sock: &Path, n: u8, mode: SocketMode| {
+        let mut g = guest_spec(name, sock, n);
+        g.nics[0].mode = mode;
+        g
+    };
+    // QEMU in server mode waits for its first connection before the guest runs.
+    let b = Guest::start(spec("s8b", &sb, 2, SocketMode::Server)).unwrap();
+    common::wait_path(&sb, BOOT).unwrap();
     let mut d = Daemon::start(
         &sw,
         dir.path(),
         &[
             format!("vhost-user:path={},mac={}", sa.display(), mac(1)),
-            format!("vhost-user:path={},mac={}", sb.display(), mac(2)),
+            format!("vhost-user:path={},client,mac={}", sb.display(), mac(2)),
         ],
         &[],
     );
-    let spec = |name: &str, sock: &Path, n: u8| {
-        let mut g = guest_spec(name, sock, n);
-        g.nics[0].mode = SocketMode::ClientReconnect;
-        g
-    };
-    let a = Guest::start(spec("s8a", &sa, 1)).unwrap();
-    let b = Guest::start(spec("s8b", &sb, 2)).unwrap();
+    let a = Guest::start(spec("s8a", &sa, 1, SocketMode::ClientReconnect)).unwrap();
     for g in [&a, &b] {
         g.wait_ready(BOOT).unwrap();
     }
@@ -774,68 +779,11 @@ fn guest_driver_reload_keeps_working() {
     }
 }
 
-/// A dpdk-testpmd process with `net_virtio_user` ports: vhost-user frontends without a VM.
-struct VirtioUser {
-    prefix: String,
-    proc: Process,
-}
-
-impl VirtioUser {
-    fn start(ports: &[(&Path, &str)], app_args: &[String]) -> VirtioUser {
-        let prefix = common::unique("vuser");
-        let mut cmd = Command::new("dpdk-testpmd");
-        cmd.args(["--no-huge", "-m", "512", "--no-pci", "--no-telemetry"])
-            .args(["--file-prefix", &prefix, "-l", "0,1"]);
-        for (i, (sock, m)) in ports.iter().enumerate() {
-            cmd.arg("--vdev").arg(format!(
-                "net_virtio_user{i},path={},mac={m},queues=1",
-                sock.display()
-            ));
-        }
-        cmd.args([
-            "--",
-            "--total-num-mbufs=16384",
-            "--stats-period",
-            "1",
-            "--nb-cores=1",
-        ])
-        .args(app_args);
-        let proc = Process::spawn("testpmd-virtio-user", cmd).expect("spawn testpmd");
-        VirtioUser { prefix, proc }
-    }
-
-    /// The latest `RX-packets` testpmd printed for `port` (its periodic statistics).
-    fn rx_packets(&self, port: u16) -> u64 {
-        let text = self.proc.output().text();
-        let head = format!("NIC statistics for port {port} ");
-        let mut last = 0;
-        let mut in_port = false;
-        for l in text.lines() {
-            if l.contains("NIC statistics for port") {
-                in_port = l.contains(&head);
-            } else if in_port && l.trim_start().starts_with("RX-packets:") {
-                last = l
-                    .split_whitespace()
-                    .nth(1)
-                    .and_then(|v| v.parse().ok())
-                    .unwrap_or(0);
-            }
-        }
-        last
-    }
-}
-
-impl Drop for VirtioUser {
-    fn drop(&mut self) {
-        let _ = self.proc.stop(Duration::from_secs(5));
-        let _ = std::fs::remove_dir_all(Path::new("/var/run/dpdk").join(&self.prefix));
-    }
-}
-
 /// Scenario 10: two dpdk-testpmd `net_virtio_user` ports are two more "guests" on
 /// ringswitch next to a QEMU guest. With `--tx-first` each port sends one burst (32
 /// frames) and then only receives: port 0's burst to port 1's MAC arrives at port 1
-/// (testpmd counts it), port 1's burst to the guest's MAC arrives in the guest.
+/// (testpmd counts it), port 1's burst to the guest's MAC arrives in the guest, and the
+/// guest's frames to port 0's MAC arrive at port 0.
 #[test]
 fn testpmd_virtio_user_ports_talk_to_each_other_and_a_guest() {
     if skip_without_qemu() {
@@ -875,26 +823,32 @@ fn testpmd_virtio_user_ports_talk_to_each_other_and_a_guest() {
     };
     let guest_before = rx_guest();
     let (m0, m1) = (mac(0x10), mac(0x11));
-    let pmd = VirtioUser::start(
-        &[(&s0, &m0), (&s1, &m1)],
+    let eal: Vec<String> = [(&s0, &m0), (&s1, &m1)]
+        .iter()
+        .enumerate()
+        .flat_map(|(i, (sock, m))| {
+            [
+                "--vdev".to_string(),
+                format!("net_virtio_user{i},path={},mac={m},queues=1", sock.display()),
+            ]
+        })
+        .collect();
+    let pmd = Testpmd::spawn(
+        &eal,
         &[
             "--forward-mode=rxonly".into(),
             "--tx-first".into(),
             format!("--eth-peer=0,{m1}"),
             format!("--eth-peer=1,{}", mac(1)),
         ],
-    );
-    let deadline = Instant::now() + STEP;
-    while pmd.rx_packets(1) < 32 {
-        assert!(
-            Instant::now() < deadline,
-            "testpmd port 1 received {} of port 0's 32 frames\n{}\n{:#}",
-            pmd.rx_packets(1),
-            pmd.proc.output().tail(40),
-            d.ctl("stats")
-        );
-        std::thread::sleep(Duration::from_millis(500));
-    }
+    )
+    .unwrap();
+    // Port 0's burst of 32 arrives at port 1 (more would be fine: nothing else sends
+    // to port 1's MAC, so fewer means frames were lost).
+    let got = pmd.wait_rx(1, 31, STEP).unwrap_or_else(|e| {
+        panic!("testpmd port 1 did not get port 0's burst: {e}\n{:#}", d.ctl("stats"))
+    });
+    eprintln!("testpmd port 1 received {got} frames from port 0 through ringswitch");
     let deadline = Instant::now() + STEP;
     loop {
         let got = rx_guest() - guest_before;
@@ -908,6 +862,17 @@ fn testpmd_virtio_user_ports_talk_to_each_other_and_a_guest() {
         );
         std::thread::sleep(Duration::from_millis(500));
     }
+    // And the other way: the guest's pings to a neighbour that is testpmd port 0 arrive
+    // there (rxonly answers nothing, so ping itself fails; 5 requests are sent).
+    run_ok(
+        &g,
+        &format!(
+            "ip neigh replace 198.18.5.10 lladdr {m0} dev eth0; \
+             ping -c 5 -i 0.2 -W 1 198.18.5.10 >/dev/null; true"
+        ),
+    );
+    let got = pmd.wait_rx(0, 4, STEP).unwrap();
+    eprintln!("testpmd port 0 received {got} frames from the QEMU guest");
     let (p0, p1, pg) = (
         d.port_stats(&pname(&s0)),
         d.port_stats(&pname(&s1)),
