@@ -829,7 +829,10 @@ fn testpmd_virtio_user_ports_talk_to_each_other_and_a_guest() {
         .flat_map(|(i, (sock, m))| {
             [
                 "--vdev".to_string(),
-                format!("net_virtio_user{i},path={},mac={m},queues=1", sock.display()),
+                format!(
+                    "net_virtio_user{i},path={},mac={m},queues=1",
+                    sock.display()
+                ),
             ]
         })
         .collect();
@@ -846,7 +849,10 @@ fn testpmd_virtio_user_ports_talk_to_each_other_and_a_guest() {
     // Port 0's burst of 32 arrives at port 1 (more would be fine: nothing else sends
     // to port 1's MAC, so fewer means frames were lost).
     let got = pmd.wait_rx(1, 31, STEP).unwrap_or_else(|e| {
-        panic!("testpmd port 1 did not get port 0's burst: {e}\n{:#}", d.ctl("stats"))
+        panic!(
+            "testpmd port 1 did not get port 0's burst: {e}\n{:#}",
+            d.ctl("stats")
+        )
     });
     eprintln!("testpmd port 1 received {got} frames from port 0 through ringswitch");
     let deadline = Instant::now() + STEP;
