@@ -401,10 +401,8 @@ fn switch_phase(ctx: &Ctx, r: &mut Results) -> Result<()> {
     let mut topo = netns::Topology::create()?;
     let servers = switchonly::Servers::start(ctx, &topo)?;
     for run in 0..ctx.runs {
-        let mut order = [Joiner::Bridge, Joiner::Ringswitch];
-        if run % 2 == 1 {
-            order.reverse();
-        }
+        let mut order = [Joiner::Bridge, Joiner::Ringswitch, Joiner::RingswitchPoll];
+        order.rotate_left(run % 3);
         for j in order {
             let n = j.name();
             eprintln!("bench: switch-only {n} (run {}/{})", run + 1, ctx.runs);
@@ -460,7 +458,7 @@ fn switch_phase(ctx: &Ctx, r: &mut Results) -> Result<()> {
                 "µs",
                 p99,
             );
-            if let Some(d) = f.udp_delta {
+            if let (Some(d), Joiner::Ringswitch) = (f.udp_delta, j) {
                 if d.worker_packets > 0 {
                     r.add(
                         "costs/afpacket/uring_enters_pp/ringswitch",

@@ -144,6 +144,7 @@ impl Daemon {
         taskset: Option<&str>,
         ports: &[String],
         workers: usize,
+        extra: &[&str],
         ctl: PathBuf,
     ) -> Result<Daemon> {
         let _ = std::fs::remove_file(&ctl);
@@ -163,6 +164,7 @@ impl Daemon {
             cmd.arg("--port").arg(p);
         }
         cmd.arg("--workers").arg(workers.to_string());
+        cmd.args(extra);
         cmd.arg("--ctl").arg(&ctl);
         cmd.env("RUST_LOG", "warn");
         let mut proc = Proc::spawn("ringswitch", cmd)?;

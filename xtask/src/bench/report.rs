@@ -251,8 +251,10 @@ pub fn render(r: &Results) -> String {
         md,
         "\n## 2. Switch-only mode (veth ↔ veth between two namespaces)\n\n\
          The same veths joined by a Linux bridge or by ringswitch (`afpacket` ports, \
-         `--workers 1`). Latency: our `udp-rr` tool, one 18-byte request in flight.\n\n\
-         | test | Linux bridge | ringswitch | ratio |\n|---|---|---|---|"
+         `--workers 1`; and with `--poll-us 50`, a busy-poll window after each batch). \
+         Latency: our `udp-rr` tool, one 18-byte request in flight.\n\n\
+         | test | Linux bridge | ringswitch | ratio | ringswitch --poll-us 50 | ratio |\n\
+         |---|---|---|---|---|---|"
     );
     for (k, what) in [
         ("tcp", "iperf3 TCP, Gbit/s"),
@@ -262,12 +264,15 @@ pub fn render(r: &Results) -> String {
     ] {
         let a = r.summary(&format!("switch/{k}/linux-bridge"));
         let b = r.summary(&format!("switch/{k}/ringswitch"));
+        let c = r.summary(&format!("switch/{k}/ringswitch-poll50"));
         let _ = writeln!(
             md,
-            "| {what} | {} | {} | {} |",
+            "| {what} | {} | {} | {} | {} | {} |",
             cell(a),
             cell(b),
-            ratio_cell(ratio(b, a))
+            ratio_cell(ratio(b, a)),
+            cell(c),
+            ratio_cell(ratio(c, a))
         );
     }
     let _ = writeln!(
@@ -395,7 +400,7 @@ fn plot_sets(r: &Results) -> Vec<(&'static str, &'static str, &'static str, Vec<
     let sw = |ks: &[&str]| {
         let mut v = vec![];
         for k in ks {
-            for series in ["linux-bridge", "ringswitch"] {
+            for series in ["linux-bridge", "ringswitch", "ringswitch-poll50"] {
                 v.extend(bar(
                     &format!("switch/{k}/{series}"),
                     k.replace("rr_", ""),

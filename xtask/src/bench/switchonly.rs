@@ -25,13 +25,19 @@ const ECHO_PORT: u16 = 7777;
 pub enum Joiner {
     Bridge,
     Ringswitch,
+    /// ringswitch with a busy-poll window after each batch: trades CPU for latency.
+    RingswitchPoll,
 }
+
+/// `--poll-us` of [`Joiner::RingswitchPoll`].
+pub const POLL_US: &str = "50";
 
 impl Joiner {
     pub fn name(self) -> &'static str {
         match self {
             Joiner::Bridge => "linux-bridge",
             Joiner::Ringswitch => "ringswitch",
+            Joiner::RingswitchPoll => "ringswitch-poll50",
         }
     }
 }
@@ -164,14 +170,20 @@ pub fn run_once(ctx: &Ctx, topo: &mut Topology, j: Joiner, want_tcp: bool) -> Re
             topo.bridge_up()?;
             out.commands.push(topo.bridge_commands());
         }
-        Joiner::Ringswitch => {
+        Joiner::Ringswitch | Joiner::RingswitchPoll => {
             let ports = [PORT_A, PORT_B].map(|p| format!("afpacket:ifname={p}"));
+            let extra: &[&str] = if j == Joiner::RingswitchPoll {
+                &["--poll-us", POLL_US]
+            } else {
+                &[]
+            };
             let d = Daemon::start(
                 &ctx.ringswitch,
                 Some(&topo.sw),
                 None,
                 &ports,
                 1,
+                extra,
                 ctx.tmp.join(format!("ctl-so-{}.sock", std::process::id())),
             )?;
             out.commands.push(d.proc.cmdline.clone());
@@ -202,7 +214,7 @@ pub fn run_once(ctx: &Ctx, topo: &mut Topology, j: Joiner, want_tcp: bool) -> Re
     }
     match j {
         Joiner::Bridge => topo.bridge_down()?,
-        Joiner::Ringswitch => drop(daemon),
+        Joiner::Ringswitch | Joiner::RingswitchPoll => drop(daemon),
     }
     Ok(out)
 }
@@ -225,6 +237,7 @@ pub fn guest_to_veth(ctx: &Ctx, topo: &Topology) -> Result<(Delta, Vec<String>)>
         None,
         &ports,
         1,
+        &[],
         dir.join("ctl.sock"),
     )?;
     let mut commands = vec![d.proc.cmdline.clone()];

@@ -147,6 +147,7 @@ pub fn run_once(ctx: &Ctx, case: Case, profile: bool) -> Result<Outcome> {
                 Some(&taskset),
                 &ports,
                 workers,
+                &[],
                 dir.join("ctl.sock"),
             )?;
             commands.push(d.proc.cmdline.clone());
