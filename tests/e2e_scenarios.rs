@@ -748,8 +748,9 @@ fn backend_restart_guests_reconnect() {
     }
 }
 
-/// Scenario 9: the guest unloads and reloads virtio_net (twice); the new driver
-/// renegotiates and traffic resumes both ways.
+/// Scenario 9: a guest with 2 queue pairs unloads and reloads virtio_net (twice); the new
+/// driver renegotiates (features, rings, both queue pairs again) and traffic resumes both
+/// ways.
 #[test]
 fn guest_driver_reload_keeps_working() {
     if skip_without_qemu() {
@@ -764,32 +765,55 @@ fn guest_driver_reload_keeps_working() {
         &sw,
         dir.path(),
         &[
-            format!("vhost-user:path={},mac={}", sa.display(), mac(1)),
+            format!("vhost-user:path={},queues=2,mac={}", sa.display(), mac(1)),
             format!("vhost-user:path={},mac={}", sb.display(), mac(2)),
         ],
         &[],
     );
-    let a = Guest::start(guest_spec("s9a", &sa, 1)).unwrap();
+    let mut ga = guest_spec("s9a", &sa, 1);
+    ga.nics[0].queues = 2;
+    ga.vcpus = 2;
+    let a = Guest::start(ga).unwrap();
     let b = Guest::start(guest_spec("s9b", &sb, 2)).unwrap();
     for g in [&a, &b] {
         g.wait_ready(BOOT).unwrap();
     }
     ping_ok(&a, "198.18.0.2");
+    let pa = pname(&sa);
+    assert_eq!(n(&d.port_info(&pa), "queues_enabled"), 2);
     for round in 1..=2 {
         run_ok(
             &a,
             "rmmod virtio_net && ! [ -e /sys/class/net/eth0 ] && \
              insmod /lib/modules/virtio_net.ko && \
              i=0; until [ -e /sys/class/net/eth0 ] || [ $i -ge 100 ]; do sleep 0.1; i=$((i+1)); done; \
-             ip link set eth0 up && ip addr add 198.18.0.1/24 dev eth0 && \
-             ip -6 addr add 2001:db8::1/64 dev eth0 nodad",
+             ip link set eth0 up && ethtool -L eth0 combined 2 && \
+             ip addr add 198.18.0.1/24 dev eth0 && ip -6 addr add 2001:db8::1/64 dev eth0 nodad",
         );
         ping_ok(&a, "198.18.0.2");
         ping_ok(&a, "2001:db8::2");
         ping_ok(&b, "198.18.0.1");
-        let p = d.port_info(&pname(&sa));
-        assert_eq!(p["state"], "up", "{p:#}");
-        eprintln!("reload {round}: traffic resumed");
+        // Traffic from both vCPUs: XPS puts it on both TX queues of the new driver.
+        let q_rx = |q: usize| n(&d.port_stats(&pa)["queues"][q], "rx_packets");
+        let before = [q_rx(0), q_rx(1)];
+        run_ok(
+            &a,
+            "taskset -c 0 ping -c 5 -i 0.1 198.18.0.2 >/dev/null & \
+             taskset -c 1 ping -c 5 -i 0.1 198.18.0.2 >/dev/null; wait",
+        );
+        for (q, b) in before.iter().enumerate() {
+            assert!(
+                q_rx(q) > *b,
+                "reload {round}: TX queue {q} unused after the reload"
+            );
+        }
+        let p = d.port_info(&pa);
+        assert_eq!(
+            (p["state"].as_str(), n(&p, "queues_enabled")),
+            (Some("up"), 2),
+            "{p:#}"
+        );
+        eprintln!("reload {round}: traffic resumed on both queue pairs");
     }
 }
 
