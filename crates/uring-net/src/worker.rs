@@ -43,6 +43,12 @@ const MAX_RX_ERRORS: u32 = 16;
 const AUXDATA_LEN: u32 = 20;
 /// Completions a batching wait asks for before its minimum wait expires.
 const BATCH_WANT: usize = 256;
+/// Completions per millisecond from which waits use `batch_wait` (min_wait): ≥ 64 k/s
+/// is a flood worth batching. Below it the load is light (e.g. one request/response in
+/// flight) and waiting for more completions would only add `batch_wait` of latency to
+/// every hop, so an enter returns at the first completion as usual. (A per-batch count
+/// cannot decide this: without min_wait batches stay small even under a flood.)
+const BUSY_PER_MS: usize = 64;
 /// Guest frames popped per kick round.
 const GUEST_BATCH: usize = 64;
 
@@ -193,6 +199,11 @@ enum WriteSpec {
 }
 
 pub(crate) struct Worker {
+    /// Completions came at ≥ `BUSY_PER_MS` in the last measured millisecond: use the
+    /// batching wait.
+    busy: bool,
+    /// Start and completion count of the current rate window.
+    window: (Instant, usize),
     cfg: WorkerConfig,
     ring: IoUring,
     sw: Arc<Switch>,
@@ -239,6 +250,8 @@ impl Worker {
             .register_buffers_sparse(FIXED_SLOTS)
             .map_err(Error::Fixed)?;
         Ok(Worker {
+            busy: false,
+            window: (Instant::now(), 0),
             cfg,
             ring,
             sw,
@@ -275,6 +288,7 @@ impl Worker {
                 break;
             }
             let n = self.process_completions();
+            self.update_load(n);
             self.after_batch();
             if !self.cfg.poll.is_zero() {
                 let now = Instant::now();
@@ -288,13 +302,24 @@ impl Worker {
         self.teardown();
     }
 
+    /// Tracks the completion rate over ~1 ms windows to switch the batching wait on/off.
+    fn update_load(&mut self, n: usize) {
+        self.window.1 += n;
+        let elapsed = self.window.0.elapsed();
+        if elapsed >= Duration::from_millis(1) {
+            let per_ms = self.window.1 as u128 * 1000 / elapsed.as_micros().max(1);
+            self.busy = per_ms >= BUSY_PER_MS as u128;
+            self.window = (Instant::now(), 0);
+        }
+    }
+
     /// One io_uring_enter: submit what is queued, run deferred task work, and wait for
     /// `want` completions. Counted, since that is the figure we optimise.
     fn enter(&mut self, want: u32) -> std::io::Result<()> {
         loop {
             let pending = self.ring.submission().len() as u32;
             self.stats.worker.enters.add(1);
-            if want > 0 && !self.cfg.batch_wait.is_zero() {
+            if want > 0 && self.busy && !self.cfg.batch_wait.is_zero() {
                 // Linux ≥ 6.12 min_wait: sleep until the first completion as usual, but if
                 // completions keep coming within `batch_wait` of entering, collect up to
                 // BATCH_WANT of them in this one call.
