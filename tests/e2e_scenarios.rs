@@ -673,11 +673,25 @@ fn multicast_snooping_members_only_and_leave() {
     }
 }
 
-/// Average frame size of the `rx` or `tx` direction between two stats snapshots.
+/// `dir` (`rx` or `tx`) packets and bytes of a port's counters. For vhost-user ports the
+/// sum of the per-queue counters (the device's own count of frames it took from the TX
+/// rings or wrote into the RX rings): the port totals count host→guest frames twice
+/// (see `vhost_port_totals_match_its_queues`).
+fn frames(port: &Value, dir: &str) -> (u64, u64) {
+    let (pk, by) = (format!("{dir}_packets"), format!("{dir}_bytes"));
+    match port["queues"].as_array() {
+        Some(qs) if !qs.is_empty() => qs
+            .iter()
+            .fold((0, 0), |(p, b), q| (p + n(q, &pk), b + n(q, &by))),
+        _ => (n(port, &pk), n(port, &by)),
+    }
+}
+
+/// Frames and their average size in direction `dir` between two stats snapshots.
 fn avg(before: &Value, after: &Value, dir: &str) -> (u64, u64) {
-    let p = n(after, &format!("{dir}_packets")) - n(before, &format!("{dir}_packets"));
-    let b = n(after, &format!("{dir}_bytes")) - n(before, &format!("{dir}_bytes"));
-    (p, b.checked_div(p).unwrap_or(0))
+    let ((p0, b0), (p1, b1)) = (frames(before, dir), frames(after, dir));
+    let p = p1 - p0;
+    (p, (b1 - b0).checked_div(p).unwrap_or(0))
 }
 
 /// Largest frame on a 1500-byte MTU link (Ethernet header + MTU). Counters count frames
@@ -716,7 +730,7 @@ fn offloads_tso_passed_through_or_segmented() {
         &[],
     );
     sw.addr("rst0", "198.18.0.100/24").unwrap();
-    let _iperf = sw.spawn("iperf3", "iperf3", &["-s", "-1"]).unwrap();
+    let _iperf = sw.spawn("iperf3", "iperf3", &["-s"]).unwrap();
     let mut specs: Vec<GuestSpec> = socks
         .iter()
         .zip(1u8..)
@@ -773,6 +787,33 @@ fn offloads_tso_passed_through_or_segmented() {
                 avg_to_dest > MAX_FRAME,
                 "{who}: GSO not passed: {d0:#} {d1:#}"
             );
+        }
+    }
+    // Host -> guest (iperf3 -R: the host behind the tap sends), decided and adapted in
+    // the io_uring worker: the host's TSO frames reach A as they are and C segmented.
+    for (g, port, segmented) in [(a, pa.as_str(), false), (c, pc.as_str(), true)] {
+        let (t0, d0) = (d.port_stats("rst0"), d.port_stats(port));
+        let out = run_ok(g, "iperf3 -c 198.18.0.100 -R -t 2 -f m");
+        assert!(out.contains("receiver"), "{out}");
+        let (t1, d1) = (d.port_stats("rst0"), d.port_stats(port));
+        let (from_tap, avg_from_tap) = avg(&t0, &t1, "rx");
+        let (to_guest, avg_to_guest) = avg(&d0, &d1, "tx");
+        eprintln!(
+            "tap -> {}: {from_tap} frames from the tap, avg {avg_from_tap} B; {to_guest} \
+             frames to it, avg {avg_to_guest} B",
+            g.name()
+        );
+        assert!(
+            avg_from_tap > MAX_FRAME,
+            "host sent no GSO frames: {t0:#} {t1:#}"
+        );
+        if segmented {
+            assert!(
+                avg_to_guest <= MAX_FRAME && to_guest > from_tap,
+                "C must get MTU-sized segments: {d0:#} {d1:#}"
+            );
+        } else {
+            assert!(avg_to_guest > MAX_FRAME, "A: GSO not passed: {d0:#} {d1:#}");
         }
     }
 }
@@ -1036,4 +1077,41 @@ fn testpmd_virtio_user_ports_talk_to_each_other_and_a_guest() {
         n_ge(&p1, "rx_packets", 32) && n_ge(&pg, "tx_packets", 32),
         "{p1:#} {pg:#}"
     );
+}
+
+/// Port totals of a vhost-user port agree with its per-queue counters after host→guest
+/// traffic (a host behind the tap pings the guest).
+#[test]
+#[ignore = "product bug: host->guest frames are counted twice in a vhost-user port's \
+            tx_packets/tx_bytes: crates/uring-net/src/worker.rs:769 counts each delivery \
+            on the destination port, and bin/runtime.rs:454-455 adds the device's RX-queue \
+            counts (the same frames, after offload adaptation) on top; per-queue counters \
+            are right"]
+fn vhost_port_totals_match_its_queues() {
+    if skip_without_qemu() {
+        return;
+    }
+    let _scope = TestScope::start("port_totals", LIMIT);
+    let _slot = common::heavy_slot();
+    let dir = TempDir::new("cnt").unwrap();
+    let sw = Netns::new("cnt").unwrap();
+    let sa = dir.path().join("a.sock");
+    let d = Daemon::start(
+        &sw,
+        dir.path(),
+        &[
+            format!("vhost-user:path={},mac={}", sa.display(), mac(1)),
+            "tap:name=rst0".into(),
+        ],
+        &[],
+    );
+    sw.addr("rst0", "198.18.0.100/24").unwrap();
+    let a = Guest::start(guest_spec("cnta", &sa, 1)).unwrap();
+    a.wait_ready(BOOT).unwrap();
+    ping_ok(&a, "198.18.0.100");
+    sw.exec("ping", &["-c", "20", "-i", "0.05", "-W", "5", "198.18.0.1"])
+        .unwrap();
+    let s = d.port_stats(&pname(&sa));
+    let queues = frames(&s, "tx");
+    assert_eq!((n(&s, "tx_packets"), n(&s, "tx_bytes")), queues, "{s:#}");
 }
