@@ -1041,7 +1041,7 @@ fn testpmd_virtio_user_ports_talk_to_each_other_and_a_guest() {
     // there (rxonly answers nothing, so ping itself fails; 5 requests are sent). Port 0
     // also gets floods (it has no MAC configured, so it is promiscuous): compare with
     // what ringswitch put into its queue rather than with a fixed number.
-    let to_p0 = || n(&d.port_stats(&pname(&s0)), "tx_packets");
+    let to_p0 = || frames(&d.port_stats(&pname(&s0)), "tx").0;
     let before = to_p0();
     run_ok(
         &g,
