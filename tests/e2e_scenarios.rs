@@ -844,17 +844,22 @@ fn backend_restart_guests_reconnect() {
         &sw,
         dir.path(),
         &[
-            format!("vhost-user:path={},mac={}", sa.display(), mac(1)),
+            format!("vhost-user:path={},queues=2,mac={}", sa.display(), mac(1)),
             format!("vhost-user:path={},client,mac={}", sb.display(), mac(2)),
         ],
         &[],
     );
-    let a = Guest::start(spec("s8a", &sa, 1, SocketMode::ClientReconnect)).unwrap();
+    // A has 2 queue pairs: QEMU must restore both rings and the enabled pairs.
+    let mut ga = spec("s8a", &sa, 1, SocketMode::ClientReconnect);
+    ga.nics[0].queues = 2;
+    ga.vcpus = 2;
+    let a = Guest::start(ga).unwrap();
     for g in [&a, &b] {
         g.wait_ready(BOOT).unwrap();
     }
     ping_ok(&a, "198.18.0.2");
     ping_ok(&b, "2001:db8::1");
+    let pa = pname(&sa);
     for round in 1..=2 {
         d.proc.signal(libc::SIGKILL);
         d.proc.wait_exit(Duration::from_secs(10)).unwrap();
@@ -867,6 +872,19 @@ fn backend_restart_guests_reconnect() {
         });
         ping_ok(&a, "198.18.0.2");
         ping_ok(&b, "2001:db8::1");
+        // Both of A's TX queues work with the new daemon (pings pinned to each vCPU).
+        run_ok(
+            &a,
+            "taskset -c 0 ping -c 5 -i 0.1 198.18.0.2 >/dev/null & \
+             taskset -c 1 ping -c 5 -i 0.1 198.18.0.2 >/dev/null; wait",
+        );
+        let s = d.port_stats(&pa);
+        let qs = s["queues"].as_array().expect("queues");
+        assert!(
+            qs.len() == 2 && qs.iter().all(|q| n(q, "rx_packets") > 0),
+            "restart {round}: {s:#}"
+        );
+        assert_eq!(n(&d.port_info(&pa), "queues_enabled"), 2);
         eprintln!("restart {round}: guests talk again");
     }
 }
