@@ -575,8 +575,30 @@ fn multicast_snooping_members_only_and_leave() {
     }
     let _scope = TestScope::start("mcast_snooping", LIMIT);
     let _slot = common::heavy_slot();
-    let dir = TempDir::new("s6").unwrap();
-    let sw = Netns::new("s6").unwrap();
+    snooping("s6", &[], false);
+}
+
+/// Scenario 6 with ringswitch as the IGMP/MLD querier: the guests answer its general
+/// queries, B's leave is followed by group-specific queries that nobody answers for B's
+/// port, and the same delivery rules hold.
+#[test]
+fn multicast_snooping_with_querier() {
+    if skip_without_qemu() {
+        return;
+    }
+    let _scope = TestScope::start("mcast_snooping_querier", LIMIT);
+    let _slot = common::heavy_slot();
+    snooping(
+        "s6q",
+        &["--mcast-querier", "--mcast-querier-ip", "198.18.0.254"],
+        true,
+    );
+}
+
+/// Scenario 6's body; `extra` are daemon options, `querier` says they enable the querier.
+fn snooping(tag: &str, extra: &[&str], querier: bool) {
+    let dir = TempDir::new(tag).unwrap();
+    let sw = Netns::new(tag).unwrap();
     let socks: Vec<PathBuf> = ["a", "b", "c"]
         .iter()
         .map(|s| dir.path().join(format!("{s}.sock")))
@@ -587,13 +609,13 @@ fn multicast_snooping_members_only_and_leave() {
         .map(|(s, n)| format!("vhost-user:path={},mac={}", s.display(), mac(n)))
         .collect();
     ports.push("tap:name=rst0".into());
-    let d = Daemon::start(&sw, dir.path(), &ports, &[]);
+    let d = Daemon::start(&sw, dir.path(), &ports, extra);
     sw.addr("rst0", "198.18.0.100/24").unwrap();
     sw.addr("rst0", "2001:db8::100/64").unwrap();
     let guests: Vec<Guest> = socks
         .iter()
         .zip(1u8..)
-        .map(|(s, n)| Guest::start(guest_spec(&format!("s6{n}"), s, n)).unwrap())
+        .map(|(s, n)| Guest::start(guest_spec(&format!("{tag}{n}"), s, n)).unwrap())
         .collect();
     for g in &guests {
         g.wait_ready(BOOT).unwrap();
@@ -664,6 +686,17 @@ fn multicast_snooping_members_only_and_leave() {
             m.contains(&pa) && !m.contains(&pb)
         })
     });
+    if querier {
+        // Our querier answered B's MLD leave with group-specific queries for ff0e::1:1
+        // (RFC 3810 §7.6.3); A, still a member, received them (and kept the group).
+        let q = run_ok(a, "grep Icmp6InGroupMembQueries /proc/net/snmp6");
+        let got: u64 = q
+            .split_whitespace()
+            .nth(1)
+            .and_then(|v| v.parse().ok())
+            .unwrap_or(0);
+        assert!(got >= 1, "no group-specific query reached A: {q}");
+    }
     send("after");
     assert_eq!(captured(a, "/tmp/m4", "after4-"), 5);
     assert_eq!(captured(a, "/tmp/m6", "after6-"), 5);
