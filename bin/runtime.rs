@@ -506,14 +506,19 @@ impl Control for Runtime {
                 queues: vec![],
             };
             if let Some(dev) = self.glue.device(p.port) {
+                // A guest port's frames all pass its virtqueues, whichever thread moved
+                // them: the device's queue counters are the totals (worker counts of
+                // deliveries into it would count host→guest frames twice, and miss
+                // segments of software GSO).
+                let (mut rxp, mut rxb, mut txp, mut txb) = (0, 0, 0, 0);
                 for qp in 0..dev.options().queue_pairs {
                     let rx = dev.queue_stats(2 * qp as usize).unwrap_or_default();
                     let tx = dev.queue_stats(2 * qp as usize + 1).unwrap_or_default();
                     // Guest view: its TX is our rx.
-                    c.rx_packets += tx.frames;
-                    c.rx_bytes += tx.bytes;
-                    c.tx_packets += rx.frames;
-                    c.tx_bytes += rx.bytes;
+                    rxp += tx.frames;
+                    rxb += tx.bytes;
+                    txp += rx.frames;
+                    txb += rx.bytes;
                     for (d, n) in rx.drops.iter().chain(tx.drops.iter()) {
                         c.drops.push((format!("queue_{d:?}").to_lowercase(), *n));
                     }
@@ -526,6 +531,7 @@ impl Control for Runtime {
                         drops: rx.dropped_total() + tx.dropped_total(),
                     });
                 }
+                (c.rx_packets, c.rx_bytes, c.tx_packets, c.tx_bytes) = (rxp, rxb, txp, txb);
             }
             ports.push(c);
         }

@@ -387,11 +387,6 @@ fn multiqueue_both_queue_pairs_carry_frames() {
 /// kernel) should reach both RX queues of the receiver, and their ACKs both RX queues of
 /// the sender.
 #[test]
-#[ignore = "product bug: bin/glue.rs flow_hash (l. 108) is FNV-1a taken modulo the queue \
-            pairs (l. 223, 304); multiplying by the odd FNV prime keeps the low bits, so \
-            with 2 pairs the queue is the XOR of the lowest bit of every hashed byte. \
-            Linux connect() picks even ephemeral ports, so the streams of one host pair \
-            land on one RX queue ~94 % of the time; see docs/design/e2e-scenarios.md"]
 fn multiqueue_tcp_streams_spread_over_rx_queues() {
     if skip_without_qemu() {
         return;
@@ -1133,11 +1128,6 @@ fn testpmd_virtio_user_ports_talk_to_each_other_and_a_guest() {
 /// Port totals of a vhost-user port agree with its per-queue counters after host→guest
 /// traffic (a host behind the tap pings the guest).
 #[test]
-#[ignore = "product bug: host->guest frames are counted twice in a vhost-user port's \
-            tx_packets/tx_bytes: crates/uring-net/src/worker.rs:769 counts each delivery \
-            on the destination port, and bin/runtime.rs:454-455 adds the device's RX-queue \
-            counts (the same frames, after offload adaptation) on top; per-queue counters \
-            are right"]
 fn vhost_port_totals_match_its_queues() {
     if skip_without_qemu() {
         return;
