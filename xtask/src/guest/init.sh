@@ -117,6 +117,20 @@ console_loop() {
 }
 [ -e /dev/ttyS1 ] && console_loop &
 
+# Report ready only once every NIC has carrier (the backend set LINK_UP), at most 10 s:
+# a test that starts traffic at RS-READY must not race the link coming up.
+i=0
+while [ $i -lt 100 ]; do
+	down=0
+	for c in /sys/class/net/eth*/carrier; do
+		[ -e "$c" ] || continue
+		[ "$(cat "$c" 2>/dev/null)" = 1 ] || down=1
+	done
+	[ $down = 0 ] && break
+	sleep 0.1
+	i=$((i + 1))
+done
+
 echo "RS-READY nics=$n"
 
 # ping_step NAME PROG ADDR: wait until ADDR answers (up to rs.wait s), then 5 pings.
