@@ -329,7 +329,8 @@ pub fn render(r: &Results) -> String {
     if let Some(p) = &r.profile {
         let _ = writeln!(
             md,
-            "\n## Hot-path profile (ringswitch, 64 B, equal cores; `perf report --no-children`)\n\n```\n{p}\n```"
+            "\n## Hot-path profile (ringswitch, 64 B, equal cores; `perf report --no-children`)\n\n```\n{}\n```",
+            without_thread_boilerplate(p)
         );
     }
 
@@ -356,6 +357,29 @@ pub fn render(r: &Results) -> String {
         let _ = writeln!(md, "```");
     }
     md
+}
+
+/// Drops the frames every call chain shares (thread start, std's spawn wrappers,
+/// vhost-user-backend's event loop) so the chains show what differs.
+fn without_thread_boilerplate(profile: &str) -> String {
+    const SHARED: [&str; 11] = [
+        "start_thread",
+        "thread_start",
+        "alloc::boxed::Box<dyn core::ops::function::FnOnce",
+        "core::ops::function::FnOnce::call_once",
+        "spawn_unchecked",
+        "catch_unwind",
+        "AssertUnwindSafe",
+        "__rust_begin_short_backtrace",
+        "VhostUserHandler<T>::new",
+        "VringEpollHandler<T>::run",
+        "clone3",
+    ];
+    profile
+        .lines()
+        .filter(|l| !SHARED.iter().any(|s| l.contains(s)))
+        .collect::<Vec<_>>()
+        .join("\n")
 }
 
 fn plot_ref(md: &mut String, name: &str, present: bool) {
@@ -487,6 +511,15 @@ mod tests {
         assert!(md.contains("not measured: daemon crashed"));
         assert!(md.contains("rs run"));
         assert!(md.starts_with("# Benchmarks"));
+    }
+
+    #[test]
+    fn profile_chains_lose_shared_frames() {
+        let p = "  10%  [.] deliver\n    ---start_thread\n       std::panicking::catch_unwind (inlined)\n       process_tx";
+        assert_eq!(
+            without_thread_boilerplate(p),
+            "  10%  [.] deliver\n       process_tx"
+        );
     }
 
     #[test]

@@ -404,9 +404,18 @@ struct Perf {
 
 fn start_perf(pid: u32, secs: u64, dir: &Path) -> Result<Perf> {
     let mut c = std::process::Command::new("perf");
-    c.args(["record", "-q", "-g", "-F", "999", "-o"])
-        .arg(dir.join("perf.data"))
-        .args(["-p", &pid.to_string(), "--", "sleep", &secs.to_string()]);
+    // DWARF unwinding: the release build has debug info but no frame pointers.
+    c.args([
+        "record",
+        "-q",
+        "--call-graph",
+        "dwarf,16384",
+        "-F",
+        "499",
+        "-o",
+    ])
+    .arg(dir.join("perf.data"))
+    .args(["-p", &pid.to_string(), "--", "sleep", &secs.to_string()]);
     Ok(Perf {
         proc: Proc::spawn("perf", c)?,
     })
@@ -416,19 +425,38 @@ fn finish_perf(mut p: Perf, dir: &Path) -> Result<String> {
     p.proc
         .wait_exit(Duration::from_secs(60))
         .context("perf record did not finish")?;
-    let out = super::proc::output(
-        std::process::Command::new("perf")
-            .args(["report", "--stdio", "--no-children", "--percent-limit", "1"])
-            .args(["--sort", "symbol", "-g", "none", "-i"])
-            .arg(dir.join("perf.data")),
-    )?;
-    Ok(out
-        .lines()
-        .filter(|l| !l.starts_with('#') && !l.trim().is_empty())
-        .take(40)
-        .map(|l| l.trim_end_matches([' ', '-']))
-        .collect::<Vec<_>>()
-        .join("\n"))
+    let report = |extra: &[&str]| {
+        super::proc::output(
+            std::process::Command::new("perf")
+                .args(["report", "--stdio", "--no-children", "-i"])
+                .arg(dir.join("perf.data"))
+                .args(extra),
+        )
+    };
+    let keep = |out: String, n: usize| {
+        out.lines()
+            .filter(|l| !l.starts_with('#') && !l.trim().is_empty() && l.trim() != "|")
+            .take(n)
+            .map(|l| {
+                l.trim_end_matches([' ', '-'])
+                    .chars()
+                    .take(160)
+                    .collect::<String>()
+            })
+            .collect::<Vec<_>>()
+            .join("\n")
+    };
+    let flat = keep(
+        report(&["--percent-limit", "1", "--sort", "symbol", "-g", "none"])?,
+        40,
+    );
+    // Callers of the biggest symbols: what to change, not only where time goes.
+    let callers = report(&["--percent-limit", "5", "--sort", "symbol", "-G"])
+        .map(|o| keep(o, 90))
+        .unwrap_or_else(|e| format!("(no call graph: {e:#})"));
+    Ok(format!(
+        "{flat}\n\nCall chains of the symbols above 5 % (perf report -G):\n{callers}"
+    ))
 }
 
 #[cfg(test)]
