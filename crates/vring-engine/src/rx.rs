@@ -122,9 +122,9 @@ impl Inner {
                 // The bad chain is consumed (else it would come back forever); the good
                 // ones taken for this frame are returned empty too: the frame is lost.
                 for ch in &chains {
-                    let _ = st.add_used(ch.head, 0);
+                    let _ = st.get_queue_mut().add_used(&*mem, ch.head, 0);
                 }
-                let _ = st.add_used(head, 0);
+                let _ = st.get_queue_mut().add_used(&*mem, head, 0);
                 return Err(RxDrop::BadChain(e));
             }
             cap += c.write_len as usize;
@@ -152,7 +152,11 @@ impl Inner {
         for c in &chains {
             let n = left.min(c.write_len as usize);
             left -= n;
-            if st.add_used(c.head, n as u32).is_err() {
+            if st
+                .get_queue_mut()
+                .add_used(&*mem, c.head, n as u32)
+                .is_err()
+            {
                 vring.mark_broken();
                 return Err(RxDrop::Broken);
             }
@@ -163,11 +167,14 @@ impl Inner {
     pub(crate) fn flush_rx(&self, queue_pair: u16) -> bool {
         let q = 2 * queue_pair as usize;
         let Some(v) = self.vring(q) else { return false };
+        let mem = self.mem.read().memory();
         let st = &mut *v.get_mut();
         if !st.get_queue().ready() {
             return false;
         }
-        if st.needs_notification().unwrap_or(true) && st.signal_used_queue().is_ok() {
+        if st.get_queue_mut().needs_notification(&*mem).unwrap_or(true)
+            && st.signal_used_queue().is_ok()
+        {
             if let Some(c) = self.counters.get(q) {
                 c.calls.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
             }

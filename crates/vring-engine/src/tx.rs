@@ -54,14 +54,14 @@ impl Inner {
         let mut segs: Vec<&[u8]> = Vec::with_capacity(8);
         let mut batches = 0;
         loop {
-            let _ = st.disable_notification();
+            let _ = st.get_queue_mut().disable_notification(&*mem);
             loop {
                 if batches == TX_BUDGET {
                     // Notifications stay off; our own kick brings us back after the other
                     // queues of this thread and the protocol thread had their turn.
                     if let Some(k) = st.get_kick() {
                         if self_kick(k).is_err() {
-                            let _ = st.enable_notification();
+                            let _ = st.get_queue_mut().enable_notification(&*mem);
                         }
                     }
                     return;
@@ -100,17 +100,19 @@ impl Inner {
                         Err(e) => ctr.count_drop(Drop::Chain(e)),
                         Ok(()) => self.forward_chain(&chain, hdr_len, &mut segs, ctr),
                     }
-                    if st.add_used(head, 0).is_err() {
+                    if st.get_queue_mut().add_used(&*mem, head, 0).is_err() {
                         vring.mark_broken();
                         return;
                     }
                 }
                 self.fwd.flush();
-                if st.needs_notification().unwrap_or(true) && st.signal_used_queue().is_ok() {
+                if st.get_queue_mut().needs_notification(&*mem).unwrap_or(true)
+                    && st.signal_used_queue().is_ok()
+                {
                     ctr.calls.fetch_add(1, Ordering::Relaxed);
                 }
             }
-            match st.enable_notification() {
+            match st.get_queue_mut().enable_notification(&*mem) {
                 Ok(true) => continue,
                 _ => break,
             }
