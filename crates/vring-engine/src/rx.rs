@@ -172,6 +172,11 @@ impl Inner {
         if !st.get_queue().ready() {
             return false;
         }
+        // We never wait for RX kicks: delivery reads the avail ring when it has a frame.
+        // So ask the driver not to kick after refilling (VRING_USED_F_NO_NOTIFY, virtio 1.2
+        // §2.7.10; a no-op with EVENT_IDX, where we never advance avail_event on RX). Drivers
+        // without EVENT_IDX (DPDK virtio-user) otherwise kick on every refill.
+        let _ = st.get_queue_mut().disable_notification(&*mem);
         if st.get_queue_mut().needs_notification(&*mem).unwrap_or(true)
             && st.signal_used_queue().is_ok()
         {
