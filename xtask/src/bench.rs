@@ -134,6 +134,15 @@ pub fn run(args: &[String]) -> Result<()> {
         return report::write_all(&r, &root, &out_dir);
     }
     proc::install_signal_handlers();
+    // Everything the benchmarks run comes from Debian packages, installed when missing.
+    crate::deps::ensure(crate::deps::TEST_PACKAGES)?;
+    // perf (system-call counts, --profile) is optional: without it those figures are
+    // reported as not measured.
+    if let Err(e) = crate::deps::ensure(&["linux-perf"]) {
+        eprintln!(
+            "bench: linux-perf not installed ({e}); syscall counts and --profile are skipped"
+        );
+    }
     for tool in ["dpdk-testpmd", "iperf3", "ip", "stdbuf", "taskset"] {
         if Command::new("sh")
             .args(["-c", &format!("command -v {tool}")])
@@ -141,7 +150,7 @@ pub fn run(args: &[String]) -> Result<()> {
             .map(|o| !o.status.success())
             .unwrap_or(true)
         {
-            bail!("{tool} is missing: `cargo xtask deps` installs the test packages (dpdk-dev, iperf3)");
+            bail!("{tool} is missing even after installing the test packages");
         }
     }
     let ringswitch = match &o.ringswitch {
