@@ -249,46 +249,35 @@ fn parse_ipv6(
     let mut first_fragment = true;
     let mut fragment = false;
     loop {
-        match next {
+        // Length of this extension header; each kind states it differently.
+        let len = match next {
             IPV6_HOPOPTS | IPV6_ROUTING | IPV6_DSTOPTS | IPV6_MOBILITY | IPV6_HIP | IPV6_SHIM6 => {
-                count += 1;
-                if count > IPV6_MAX_EXT_HEADERS {
-                    return Err(ParseError::BadIpv6ExtHeader);
-                }
                 need(pos + 2, ParseError::BadIpv6ExtHeader)?;
-                let len = (usize::from(b[pos + 1]) + 1) * 8;
-                need(pos + len, ParseError::BadIpv6ExtHeader)?;
-                next = b[pos];
-                pos += len;
+                (usize::from(b[pos + 1]) + 1) * 8
             }
             IPV6_AH => {
                 // RFC 4302 §2.2: length in 4-octet units minus 2.
-                count += 1;
-                if count > IPV6_MAX_EXT_HEADERS {
-                    return Err(ParseError::BadIpv6ExtHeader);
-                }
                 need(pos + 2, ParseError::BadIpv6ExtHeader)?;
-                let len = (usize::from(b[pos + 1]) + 2) * 4;
-                need(pos + len, ParseError::BadIpv6ExtHeader)?;
-                next = b[pos];
-                pos += len;
+                (usize::from(b[pos + 1]) + 2) * 4
             }
             IPV6_FRAGMENT => {
                 // RFC 8200 §4.5: fixed 8 bytes; offset in the upper 13 bits of bytes 2-3.
-                count += 1;
-                if count > IPV6_MAX_EXT_HEADERS {
-                    return Err(ParseError::BadIpv6ExtHeader);
-                }
                 need(pos + 8, ParseError::BadIpv6ExtHeader)?;
                 fragment = true;
                 if be16(b, pos + 2) >> 3 != 0 {
                     first_fragment = false;
                 }
-                next = b[pos];
-                pos += 8;
+                8
             }
             _ => break,
+        };
+        count += 1;
+        if count > IPV6_MAX_EXT_HEADERS {
+            return Err(ParseError::BadIpv6ExtHeader);
         }
+        need(pos + len, ParseError::BadIpv6ExtHeader)?;
+        next = b[pos];
+        pos += len;
     }
     v.l3 = L3::Ipv6;
     v.l4_proto = next;
