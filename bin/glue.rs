@@ -10,9 +10,10 @@ use std::time::Instant;
 use arc_swap::ArcSwapOption;
 use parking_lot::RwLock;
 use switch::offload::{plan, Egress as Offload, Frame, MAX_HDR};
+use switch::vlan::TPID_8021Q;
 use switch::{
-    Decision, DropReason, Forward, Millis, Offloads, PortId, RxFilter, Switch, SwitchView, VnetHdr,
-    MAX_PORTS,
+    Decision, DropReason, Forward, FrameView, Millis, Offloads, PortId, RxFilter, Switch, Vid,
+    VnetHdr, MAX_PORTS,
 };
 use uring_net::Dataplane;
 use vring_engine::{Forwarder, NetDevice, PortEvents, TxFrame};
@@ -65,37 +66,38 @@ impl<'a> Parts<'a> {
         }
         true
     }
+}
 
-    /// The same bytes with the two at `at` replaced by `patch`.
-    fn patched(&self, at: usize, patch: &'a [u8; 2]) -> Option<Parts<'a>> {
-        let mut out = Parts::new();
-        let mut off = 0;
-        let mut done = 0usize; // bytes of the patch already emitted
-        for s in self.as_slice() {
-            let (start, end) = (off, off + s.len());
-            off = end;
-            // Overlap of [at, at+2) with [start, end).
-            let lo = at.max(start);
-            let hi = (at + 2).min(end);
-            if lo >= hi {
-                if !out.push(s) {
-                    return None;
-                }
-                continue;
-            }
-            if !out.push(&s[..lo - start]) {
+/// `parts` with the two bytes at `at` replaced by `patch` (a completed checksum), as a new
+/// slice list: the payload itself is never copied.
+fn patched<'a>(parts: &[&'a [u8]], at: usize, patch: &'a [u8; 2]) -> Option<Parts<'a>> {
+    let mut out = Parts::new();
+    let mut off = 0;
+    let mut done = 0usize; // bytes of the patch already emitted
+    for s in parts {
+        let (start, end) = (off, off + s.len());
+        off = end;
+        // Overlap of [at, at+2) with [start, end).
+        let lo = at.max(start);
+        let hi = (at + 2).min(end);
+        if lo >= hi {
+            if !out.push(s) {
                 return None;
             }
-            if !out.push(&patch[done..done + (hi - lo)]) {
-                return None;
-            }
-            done += hi - lo;
-            if !out.push(&s[hi - start..]) {
-                return None;
-            }
+            continue;
         }
-        (done == 2).then_some(out)
+        if !out.push(&s[..lo - start]) {
+            return None;
+        }
+        if !out.push(&patch[done..done + (hi - lo)]) {
+            return None;
+        }
+        done += hi - lo;
+        if !out.push(&s[hi - start..]) {
+            return None;
+        }
     }
+    (done == 2).then_some(out)
 }
 
 thread_local! {
@@ -146,6 +148,8 @@ enum Undelivered {
     BadOffload,
     /// No room in the RX queue (or the queue is not ready).
     Full,
+    /// A host port but no data plane (shutting down).
+    NoPath,
 }
 
 /// Hands `parts` (an Ethernet frame as it leaves toward one destination) with header `hdr`
@@ -164,13 +168,7 @@ fn adapt(
         Ok(Offload::PassThrough { hdr }) => sink(&hdr, parts),
         Ok(Offload::CompleteCsum(job)) => {
             let v = job.value(&src).to_be_bytes();
-            let mut p = Parts::new();
-            for s in parts {
-                if !p.push(s) {
-                    return Err(Undelivered::BadOffload);
-                }
-            }
-            match p.patched(job.at, &v) {
+            match patched(parts, job.at, &v) {
                 Some(p) => sink(&job.hdr, p.as_slice()),
                 None => return Err(Undelivered::BadOffload),
             }
@@ -200,32 +198,25 @@ fn adapt(
     }
 }
 
-/// [`adapt`] into RX queue pair `qp` of a guest.
-fn adapt_and_deliver(
-    dev: &NetDevice,
-    qp: u16,
-    hdr: &VnetHdr,
-    parts: &[&[u8]],
-    offloads: &Offloads,
-) -> Result<(), Undelivered> {
-    adapt(hdr, parts, offloads, |h, p| dev.deliver(qp, h, p).is_ok())
-}
-
 /// A guest's RX side as the io_uring workers see it (frames from taps and AF_PACKET
 /// ports): offload adaptation, then one copy into the guest's buffers.
 pub struct GuestSink {
-    sw: Arc<Switch>,
     dev: NetDevice,
 }
 
 impl GuestSink {
-    pub fn new(sw: Arc<Switch>, dev: NetDevice) -> GuestSink {
-        GuestSink { sw, dev }
+    pub fn new(dev: NetDevice) -> GuestSink {
+        GuestSink { dev }
     }
 }
 
 impl uring_net::GuestRx for GuestSink {
-    fn deliver(&self, hdr: &VnetHdr, parts: &[&[u8]]) -> Result<(), uring_net::RxFull> {
+    fn deliver(
+        &self,
+        hdr: &VnetHdr,
+        parts: &[&[u8]],
+        offloads: &Offloads,
+    ) -> Result<(), uring_net::RxFull> {
         let pairs = self.dev.active_queue_pairs().max(1);
         // Spread by the MAC pair (the first part starts with dst+src): one host↔guest
         // conversation stays on one queue, so it is never reordered.
@@ -235,12 +226,10 @@ impl uring_net::GuestRx for GuestSink {
             });
             pick_queue(h, pairs)
         });
-        let offloads = self
-            .sw
-            .view()
-            .port(self.dev.port())
-            .map_or(Offloads::NONE, |c| c.offloads);
-        adapt_and_deliver(&self.dev, qp, hdr, parts, &offloads).map_err(|_| uring_net::RxFull)
+        adapt(hdr, parts, offloads, |h, p| {
+            self.dev.deliver(qp, h, p).is_ok()
+        })
+        .map_err(|_| uring_net::RxFull)
     }
 
     fn flush(&self) {
@@ -250,14 +239,14 @@ impl uring_net::GuestRx for GuestSink {
     }
 }
 
-/// One guest TX frame being delivered.
-#[derive(Clone, Copy)]
-struct TxCtx<'v, 'f> {
-    view: &'v SwitchView<'v>,
-    ingress: PortId,
-    fwd: &'v Forward,
-    hdr: &'v VnetHdr,
-    frame: &'v TxFrame<'f>,
+impl Undelivered {
+    fn reason(self) -> DropReason {
+        match self {
+            Undelivered::BadOffload => DropReason::BadOffload,
+            Undelivered::Full => DropReason::DestinationFull,
+            Undelivered::NoPath => DropReason::DestinationDown,
+        }
+    }
 }
 
 /// Shared by every vhost-user device of the daemon.
@@ -298,114 +287,120 @@ impl Glue {
         Millis(self.epoch.elapsed().as_millis() as u64)
     }
 
-    /// One copy of the frame into `dev`'s RX queue, adapted to `offloads`.
-    fn deliver_to_guest(
+    /// The one way a frame leaves toward a port (already rewritten for it): adapted to
+    /// the port's `offloads`, then copied once into a guest's RX queue (chosen by `flow`;
+    /// signalled at the next [`Glue::flush_rx`]) or, for a tap/AF_PACKET port, written
+    /// with one `writev` straight from the source buffers (no copy in our process) before
+    /// the source descriptor goes back to its guest. Why guest → host is not yet an
+    /// io_uring WriteFixed from the workers: ARCHITECTURE.md.
+    fn send(
         &self,
-        tx: &TxCtx<'_, '_>,
-        dev: &NetDevice,
+        devices: &[Option<NetDevice>],
         dest: PortId,
+        flow: u32,
+        hdr: &VnetHdr,
+        parts: &[&[u8]],
         offloads: &Offloads,
-    ) {
-        let TxCtx {
-            view,
-            ingress,
-            fwd,
-            hdr,
-            frame,
-        } = *tx;
-        let pairs = dev.active_queue_pairs().max(1);
-        let qp = pick_queue(flow_hash(fwd, frame.head()), pairs);
-        let eg = view.egress(dest, fwd, frame.head());
-        let mut parts = Parts::new();
-        if !parts.push(eg.head())
-            || !parts.push_skipping(frame.segments(), usize::from(eg.body_offset))
-        {
-            self.sw.count_drop(ingress, DropReason::BadOffload);
-            return;
-        }
-        let ohdr = eg.adjust_hdr(hdr);
-        let delivered = match adapt_and_deliver(dev, qp, &ohdr, parts.as_slice(), offloads) {
-            Ok(()) => true,
-            Err(Undelivered::BadOffload) => {
-                self.sw.count_drop(ingress, DropReason::BadOffload);
-                return;
-            }
-            Err(Undelivered::Full) => false,
-        };
-        if delivered {
+    ) -> Result<(), Undelivered> {
+        if let Some(dev) = devices.get(dest.index()).and_then(Option::as_ref) {
+            let qp = pick_queue(flow, dev.active_queue_pairs().max(1));
+            adapt(hdr, parts, offloads, |h, p| dev.deliver(qp, h, p).is_ok())?;
             TOUCHED.with(|t| {
                 let mut t = t.borrow_mut();
-                if !t.iter().any(|(d, q)| d.port() == dev.port() && *q == qp) {
+                if !t.iter().any(|(d, q)| d.port() == dest && *q == qp) {
                     t.push((dev.clone(), qp));
                 }
             });
-        } else {
-            self.sw.count_drop(ingress, DropReason::DestinationFull);
+            return Ok(());
         }
-    }
-}
-
-impl Glue {
-    /// Guest → tap/AF_PACKET: a synchronous `writev` straight from the guest's buffers
-    /// (no copy in our process) through the data plane, done before the descriptor goes
-    /// back to the guest. See ARCHITECTURE.md for why this is not yet an io_uring
-    /// WriteFixed from the workers.
-    fn transmit_to_host(&self, tx: &TxCtx<'_, '_>, dest: PortId, offloads: &Offloads) {
         let dp = self.dp.load();
-        let Some(dp) = dp.as_ref() else {
-            self.sw.count_drop(tx.ingress, DropReason::DestinationDown);
+        let dp = dp.as_ref().ok_or(Undelivered::NoPath)?;
+        adapt(hdr, parts, offloads, |h, p| dp.transmit(dest, h, p).is_ok())
+    }
+
+    /// Signals the guest RX queues written since the last call (once per batch).
+    fn flush_rx(&self) {
+        TOUCHED.with(|t| {
+            for (dev, qp) in t.borrow_mut().drain(..) {
+                dev.flush_rx(qp);
+            }
+        });
+    }
+
+    /// Floods a frame the switch originates (an IGMP/MLD query of the querier) to every
+    /// port of `vid` that accepts it, tagged as each port's VLAN mode says.
+    pub fn inject(&self, frame: &[u8], vid: Vid) {
+        let view = self.sw.view();
+        let Ok(fv) = FrameView::parse(frame, frame.len(), TPID_8021Q, false) else {
             return;
         };
-        let eg = tx.view.egress(dest, tx.fwd, tx.frame.head());
-        let mut parts = Parts::new();
-        if !parts.push(eg.head())
-            || !parts.push_skipping(tx.frame.segments(), usize::from(eg.body_offset))
-        {
-            self.sw.count_drop(tx.ingress, DropReason::BadOffload);
-            return;
+        let fwd = Forward {
+            vid,
+            ports: view.flood_ports(vid, &fv.dst),
+            frame: fv,
+        };
+        let devices = self.devices.read();
+        let hdr = VnetHdr::default();
+        for p in fwd.ports.iter() {
+            let Some(cfg) = view.port(p) else { continue };
+            let eg = view.egress(p, &fwd, frame);
+            let body = frame.get(usize::from(eg.body_offset)..).unwrap_or_default();
+            if let Err(e) = self.send(&devices, p, 0, &hdr, &[eg.head(), body], &cfg.offloads) {
+                tracing::debug!(port = %p, ?e, "switch-originated frame not delivered");
+            }
         }
-        let ohdr = eg.adjust_hdr(tx.hdr);
-        match adapt(&ohdr, parts.as_slice(), offloads, |h, p| {
-            dp.transmit(dest, h, p).is_ok()
-        }) {
-            Ok(()) => {}
-            Err(Undelivered::BadOffload) => self.sw.count_drop(tx.ingress, DropReason::BadOffload),
-            Err(Undelivered::Full) => self.sw.count_drop(tx.ingress, DropReason::DestinationFull),
-        }
+        drop(devices);
+        self.flush_rx();
     }
 }
 
 impl Forwarder for Glue {
     fn forward(&self, ingress: PortId, hdr: &VnetHdr, frame: &TxFrame<'_>) {
         let view = self.sw.view();
-        let Decision::Forward(fwd) =
-            view.decide(ingress, hdr, frame.head(), frame.len(), self.now())
+        let tpid = view.port(ingress).map_or(TPID_8021Q, |c| c.tpid);
+        // Snooping control packets (an MLDv2 report can exceed the head copy) are decided
+        // on the whole frame: rare and small.
+        let whole;
+        let bytes = if switch::needs_whole_frame(frame.head(), frame.len(), tpid) {
+            let mut v = Vec::with_capacity(frame.len());
+            frame.copy_to(&mut v);
+            whole = v;
+            &whole[..]
+        } else {
+            frame.head()
+        };
+        let Decision::Forward(fwd) = view.decide(ingress, hdr, bytes, frame.len(), self.now())
         else {
             return;
         };
-        let tx = TxCtx {
-            view: &view,
-            ingress,
-            fwd: &fwd,
-            hdr,
-            frame,
-        };
+        let flow = flow_hash(&fwd, frame.head());
+        let devices = self.devices.read();
         for dest in fwd.ports.iter() {
             let Some(cfg) = view.port(dest) else { continue };
-            let offloads = cfg.offloads;
-            match self.device(dest) {
-                Some(dev) => self.deliver_to_guest(&tx, &dev, dest, &offloads),
-                None => self.transmit_to_host(&tx, dest, &offloads),
+            let eg = view.egress(dest, &fwd, frame.head());
+            let mut parts = Parts::new();
+            let sent = if parts.push(eg.head())
+                && parts.push_skipping(frame.segments(), usize::from(eg.body_offset))
+            {
+                self.send(
+                    &devices,
+                    dest,
+                    flow,
+                    &eg.adjust_hdr(hdr),
+                    parts.as_slice(),
+                    &cfg.offloads,
+                )
+            } else {
+                Err(Undelivered::BadOffload)
+            };
+            if let Err(e) = sent {
+                self.sw.count_drop(ingress, e.reason());
             }
         }
     }
 
     fn flush(&self) {
-        TOUCHED.with(|t| {
-            for (dev, qp) in t.borrow_mut().drain(..) {
-                dev.flush_rx(qp);
-            }
-        });
+        self.flush_rx();
     }
 }
 
@@ -458,20 +453,20 @@ mod tests {
         assert_eq!(p.as_slice(), &[&a[2..], &b[..]]);
         // Patch across the boundary of the two slices: bytes 0..2 = [3, 4].
         let patch = [9u8, 8];
-        let q = p.patched(0, &patch).unwrap();
+        let q = patched(p.as_slice(), 0, &patch).unwrap();
         let flat: Vec<u8> = q
             .as_slice()
             .iter()
             .flat_map(|s| s.iter().copied())
             .collect();
         assert_eq!(flat, vec![9, 8, 5, 6, 7]);
-        let q = p.patched(3, &patch).unwrap();
+        let q = patched(p.as_slice(), 3, &patch).unwrap();
         let flat: Vec<u8> = q
             .as_slice()
             .iter()
             .flat_map(|s| s.iter().copied())
             .collect();
         assert_eq!(flat, vec![3, 4, 5, 9, 8]);
-        assert!(p.patched(4, &patch).is_none(), "past the end");
+        assert!(patched(p.as_slice(), 4, &patch).is_none(), "past the end");
     }
 }

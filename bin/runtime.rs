@@ -109,7 +109,7 @@ impl Runtime {
                     let now = rt.now();
                     rt.sw.age(now);
                     for q in rt.sw.mcast_tick(now) {
-                        rt.inject(&q.frame, q.vid);
+                        rt.glue.inject(&q.frame, q.vid);
                     }
                 }
             })
@@ -140,40 +140,6 @@ impl Runtime {
         vids.dedup();
         for v in vids {
             snooper.set_vlan(v, default);
-        }
-    }
-
-    /// Floods a frame the switch originates (an IGMP/MLD query of the querier) to every
-    /// port of `vid` that accepts it, tagged as each port's VLAN mode says.
-    fn inject(&self, frame: &[u8], vid: switch::Vid) {
-        let view = self.sw.view();
-        let Ok(fv) = switch::FrameView::parse(frame, frame.len(), switch::vlan::TPID_8021Q, false)
-        else {
-            return;
-        };
-        let fwd = switch::Forward {
-            vid,
-            ports: view.flood_ports(vid, &fv.dst),
-            frame: fv,
-        };
-        let hdr = switch::VnetHdr::default();
-        let dp = self.dp.lock().clone();
-        for p in fwd.ports.iter() {
-            let eg = view.egress(p, &fwd, frame);
-            let body = frame.get(usize::from(eg.body_offset)..).unwrap_or_default();
-            let parts = [eg.head(), body];
-            let sent = match (self.glue.device(p), dp.as_ref()) {
-                (Some(dev), _) => {
-                    let ok = dev.deliver(0, &hdr, &parts).is_ok();
-                    dev.flush_rx(0);
-                    ok
-                }
-                (None, Some(dp)) => dp.transmit(p, &hdr, &parts).is_ok(),
-                (None, None) => false,
-            };
-            if !sent {
-                tracing::debug!(port = %p, "multicast query not delivered");
-            }
         }
     }
 
@@ -262,7 +228,7 @@ impl Runtime {
         let dev = NetDevice::new(id, opts, self.glue.clone(), self.glue.clone())
             .map_err(|e| undo(ControlError::InvalidPort(e.to_string())))?;
         self.glue.set_device(id, Some(dev.clone()));
-        let sink = Arc::new(crate::glue::GuestSink::new(self.sw.clone(), dev.clone()));
+        let sink = Arc::new(crate::glue::GuestSink::new(dev.clone()));
         self.with_dp(|dp| dp.attach_guest_rx(id, sink))?
             .map_err(|e| undo(control_err(e)))?;
         match VhostUserPort::start(dev) {

@@ -121,8 +121,14 @@ pub struct RxFull;
 /// exactly this shape; the daemon adapts one to the other.
 pub trait GuestRx: Send + Sync {
     /// Copies `parts` (the Ethernet frame, in order) with header `hdr` into one RX buffer
-    /// chain. Must not block.
-    fn deliver(&self, hdr: &switch::VnetHdr, parts: &[&[u8]]) -> Result<(), RxFull>;
+    /// chain, adapted to `offloads` — what the guest accepts, as the worker's batch view of
+    /// the switch says (so the sink needs no view of its own). Must not block.
+    fn deliver(
+        &self,
+        hdr: &switch::VnetHdr,
+        parts: &[&[u8]],
+        offloads: &switch::Offloads,
+    ) -> Result<(), RxFull>;
     /// End of a worker batch that delivered at least one frame: signal the guest once
     /// (honouring EVENT_IDX, virtio 1.2 §2.7.10).
     fn flush(&self);

@@ -21,7 +21,7 @@ use std::time::{Duration, Instant};
 use crossbeam_channel::{Receiver, Sender};
 use io_uring::{cqueue, opcode, squeue, types, IoUring};
 use switch::egress::Egress;
-use switch::{Decision, DropReason, Forward, Millis, PortId, PortSet, Switch, SwitchView, VnetHdr};
+use switch::{Decision, DropReason, Forward, Millis, Offloads, PortId, PortSet, Switch, SwitchView, VnetHdr};
 
 use crate::bufring::BufRing;
 use crate::error::{Error, Result};
@@ -494,7 +494,7 @@ impl Worker {
                     } else {
                         [eg.head(), body]
                     };
-                    self.deliver_to_guest(port, dest, &eg.adjust_hdr(&hdr), &parts);
+                    self.deliver_to_guest(view, port, dest, &eg.adjust_hdr(&hdr), &parts);
                     continue;
                 }
                 let src = Src::Host { q: qi, bid };
@@ -735,7 +735,7 @@ impl Worker {
                     skip_left = 0;
                     n += 1;
                 }
-                self.deliver_to_guest(port, dest, &eg.adjust_hdr(&hdr), &parts[..n]);
+                self.deliver_to_guest(view, port, dest, &eg.adjust_hdr(&hdr), &parts[..n]);
                 continue;
             }
             let stats = Arc::clone(&self.stats);
@@ -759,12 +759,20 @@ impl Worker {
 
     /// The one copy of a frame into a guest: from the source buffers into the
     /// destination's RX buffers, under that queue's lock (inside the sink).
-    fn deliver_to_guest(&mut self, ingress: PortId, dest: PortId, hdr: &VnetHdr, parts: &[&[u8]]) {
+    fn deliver_to_guest(
+        &mut self,
+        view: &SwitchView<'_>,
+        ingress: PortId,
+        dest: PortId,
+        hdr: &VnetHdr,
+        parts: &[&[u8]],
+    ) {
         let Some(sink) = self.guest_rx[dest.index()].as_ref() else {
             return;
         };
+        let offloads = view.port(dest).map_or(Offloads::NONE, |c| c.offloads);
         let c = &self.stats.ports[dest.index()];
-        match sink.deliver(hdr, parts) {
+        match sink.deliver(hdr, parts, &offloads) {
             Ok(()) => {
                 c.tx_packets.add(1);
                 c.tx_bytes.add(parts.iter().map(|p| p.len() as u64).sum());

@@ -114,7 +114,12 @@ impl CollectRx {
 }
 
 impl GuestRx for CollectRx {
-    fn deliver(&self, _hdr: &VnetHdr, parts: &[&[u8]]) -> Result<(), RxFull> {
+    fn deliver(
+        &self,
+        _hdr: &VnetHdr,
+        parts: &[&[u8]],
+        _offloads: &switch::Offloads,
+    ) -> Result<(), RxFull> {
         let mut f = self.frames.lock();
         if f.len() >= self.cap {
             return Err(RxFull);
