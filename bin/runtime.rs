@@ -305,6 +305,15 @@ impl Runtime {
         }
     }
 
+    /// Port names by id, for control-plane listings.
+    fn port_names(&self) -> BTreeMap<PortId, String> {
+        self.sw
+            .ports()
+            .into_iter()
+            .map(|(id, c, _)| (id, c.name))
+            .collect()
+    }
+
     fn id_of(&self, name: &str) -> Result<PortId, ControlError> {
         self.sw
             .port_by_name(name)
@@ -388,12 +397,7 @@ impl Control for Runtime {
     }
 
     fn fdb(&self) -> Vec<FdbRow> {
-        let names: BTreeMap<PortId, String> = self
-            .sw
-            .ports()
-            .into_iter()
-            .map(|(id, c, _)| (id, c.name))
-            .collect();
+        let names = self.port_names();
         self.sw
             .fdb()
             .entries(self.now())
@@ -413,12 +417,7 @@ impl Control for Runtime {
 
     fn mdb(&self) -> Vec<MdbRow> {
         let now = self.now();
-        let names: BTreeMap<PortId, String> = self
-            .sw
-            .ports()
-            .into_iter()
-            .map(|(id, c, _)| (id, c.name))
-            .collect();
+        let names = self.port_names();
         self.sw
             .mdb(now)
             .into_iter()
