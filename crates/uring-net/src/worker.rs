@@ -21,7 +21,9 @@ use std::time::{Duration, Instant};
 use crossbeam_channel::{Receiver, Sender};
 use io_uring::{cqueue, opcode, squeue, types, IoUring};
 use switch::egress::Egress;
-use switch::{Decision, DropReason, Forward, Millis, Offloads, PortId, PortSet, Switch, SwitchView, VnetHdr};
+use switch::{
+    Decision, DropReason, Forward, Millis, Offloads, PortId, PortSet, Switch, SwitchView, VnetHdr,
+};
 
 use crate::bufring::BufRing;
 use crate::error::{Error, Result};
