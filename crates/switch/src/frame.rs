@@ -117,6 +117,10 @@ impl FrameView {
     ///
     /// `gso` relaxes one rule for segmentation-offload frames: an IP length field of zero
     /// means "the whole frame" (some drivers leave it zero for large sends).
+    ///
+    /// Always inlined: the decision path then builds the view in place instead of
+    /// copying a `Result<FrameView, _>` twice (≈ 40 instructions per decision, callgrind).
+    #[inline(always)]
     pub fn parse(
         bytes: &[u8],
         frame_len: usize,
@@ -189,6 +193,7 @@ fn be16(b: &[u8], i: usize) -> u16 {
 
 /// RFC 791 §3.1. Checks version, IHL ≥ 5, header within the frame and the total length
 /// within the frame (shorter is Ethernet padding and fine).
+#[inline(always)]
 fn parse_ipv4(
     b: &[u8],
     frame_len: usize,
@@ -223,6 +228,8 @@ fn parse_ipv4(
 
 /// RFC 8200 §3–4. Walks extension headers to the upper-layer header; ESP (50) and
 /// No-Next-Header (59) end the walk with that protocol and no further offset.
+/// Out of line: the extension-header walk is the long, rarer path.
+#[inline(never)]
 fn parse_ipv6(
     b: &[u8],
     frame_len: usize,

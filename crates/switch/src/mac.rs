@@ -46,8 +46,11 @@ impl Mac {
     /// The address as a 48-bit integer (network order), for hashing and packing.
     #[inline]
     pub fn to_u64(&self) -> u64 {
+        // Two loads and two byte swaps. The one-array form (`from_be_bytes([0, 0, b0..b5])`)
+        // compiled to ~25 SSE shuffles on baseline x86_64 (seen in the decision profile).
         let b = self.0;
-        u64::from_be_bytes([0, 0, b[0], b[1], b[2], b[3], b[4], b[5]])
+        (u64::from(u32::from_be_bytes([b[0], b[1], b[2], b[3]])) << 16)
+            | u64::from(u16::from_be_bytes([b[4], b[5]]))
     }
 
     /// Inverse of [`Mac::to_u64`]; the upper 16 bits are ignored.

@@ -6,7 +6,7 @@
 //! that batch, so the per-frame path takes no lock and allocates nothing.
 
 use crate::egress::Egress;
-use crate::fdb::{Fdb, FdbConfig, FdbView, Learn};
+use crate::fdb::{packed_key, Fdb, FdbConfig, FdbView, Hashed, Learn};
 use crate::filter::RxFilter;
 use crate::frame::FrameView;
 use crate::frame::L3;
@@ -395,6 +395,23 @@ pub struct FrameRef<'a> {
     pub len: usize,
 }
 
+/// A frame's FDB keys, hashed when its slots were prefetched (see
+/// [`SwitchView::decide_batch`]).
+#[derive(Clone, Copy)]
+struct Prehashed {
+    src: Hashed,
+    /// [`Hashed::NONE`] for a group destination (never in the FDB).
+    dst: Hashed,
+}
+
+impl Prehashed {
+    /// Nothing precomputed: `decide` hashes itself.
+    const NONE: Prehashed = Prehashed {
+        src: Hashed::NONE,
+        dst: Hashed::NONE,
+    };
+}
+
 /// One batch's view of the switch.
 pub struct SwitchView<'a> {
     sw: &'a Switch,
@@ -414,25 +431,40 @@ impl SwitchView<'_> {
     /// and destination in its VLAN). Only a hint: malformed frames are ignored here.
     #[inline]
     pub fn prefetch(&self, ingress: PortId, bytes: &[u8]) {
-        let (Some(e), Some(dst), Some(src)) = (
-            self.ports.get(ingress),
-            bytes.get(..6).and_then(Mac::from_slice),
-            bytes.get(6..12).and_then(Mac::from_slice),
-        ) else {
-            return;
+        self.prehash_and_prefetch(ingress, bytes);
+    }
+
+    /// Hashes the FDB keys a later `decide` of this frame will look up (source, and a
+    /// unicast destination, in the frame's VLAN) and starts loading their slots. Reads
+    /// only the L2 header; `None` for frames `decide` will refuse anyway.
+    #[inline]
+    fn prehash_and_prefetch(&self, ingress: PortId, bytes: &[u8]) -> Prehashed {
+        self.try_prehash(ingress, bytes).unwrap_or(Prehashed::NONE)
+    }
+
+    #[inline(always)]
+    fn try_prehash(&self, ingress: PortId, bytes: &[u8]) -> Option<Prehashed> {
+        let e = self.ports.get(ingress)?;
+        let h: &[u8; 14] = bytes.get(..14)?.try_into().ok()?;
+        let dst = Mac([h[0], h[1], h[2], h[3], h[4], h[5]]);
+        let src = Mac([h[6], h[7], h[8], h[9], h[10], h[11]]);
+        let tag = if u16::from_be_bytes([h[12], h[13]]) == e.cfg.tpid {
+            let t = bytes.get(14..16)?;
+            Some(u16::from_be_bytes([t[0], t[1]]) & 0x0fff)
+        } else {
+            None
         };
-        let tag = match bytes.get(12..16) {
-            Some(t) if u16::from_be_bytes([t[0], t[1]]) == e.cfg.tpid => {
-                Some(u16::from_be_bytes([t[2], t[3]]) & 0x0fff)
-            }
-            _ => None,
+        let vid = e.cfg.vlan.classify(tag).ok()?;
+        let src = self.fdb.hashed(src, vid);
+        self.fdb.prefetch_hashed(src);
+        let dst = if dst.is_unicast() {
+            let d = self.fdb.hashed(dst, vid);
+            self.fdb.prefetch_hashed(d);
+            d
+        } else {
+            Hashed::NONE
         };
-        if let Ok(vid) = e.cfg.vlan.classify(tag) {
-            self.fdb.prefetch(src, vid);
-            if dst.is_unicast() {
-                self.fdb.prefetch(dst, vid);
-            }
-        }
+        Some(Prehashed { src, dst })
     }
 
     /// Decides a batch, prefetching a few frames ahead so FDB lookups overlap their
@@ -452,14 +484,21 @@ impl SwitchView<'_> {
             }
             return;
         }
-        for f in frames.iter().take(AHEAD) {
-            self.prefetch(f.ingress, f.bytes);
+        // ring[i % AHEAD] holds frame i's hashed keys from the time its slots were
+        // prefetched, so that each key is hashed once.
+        let mut ring = [Prehashed::NONE; AHEAD];
+        for (r, f) in ring.iter_mut().zip(frames) {
+            *r = self.prehash_and_prefetch(f.ingress, f.bytes);
         }
         for (i, f) in frames.iter().enumerate() {
+            let pre = ring[i % AHEAD];
             if let Some(n) = frames.get(i + AHEAD) {
-                self.prefetch(n.ingress, n.bytes);
+                ring[i % AHEAD] = self.prehash_and_prefetch(n.ingress, n.bytes);
             }
-            out(i, self.decide(f.ingress, &f.hdr, f.bytes, f.len, now));
+            out(
+                i,
+                self.decide_with(f.ingress, &f.hdr, f.bytes, f.len, now, pre),
+            );
         }
     }
 
@@ -475,7 +514,21 @@ impl SwitchView<'_> {
         frame_len: usize,
         now: Millis,
     ) -> Decision {
-        match self.decide_inner(ingress, hdr, bytes, frame_len, now) {
+        self.decide_with(ingress, hdr, bytes, frame_len, now, Prehashed::NONE)
+    }
+
+    /// [`SwitchView::decide`] with the frame's keys possibly hashed already.
+    #[inline(always)]
+    fn decide_with(
+        &self,
+        ingress: PortId,
+        hdr: &VnetHdr,
+        bytes: &[u8],
+        frame_len: usize,
+        now: Millis,
+        pre: Prehashed,
+    ) -> Decision {
+        match self.decide_inner(ingress, hdr, bytes, frame_len, now, pre) {
             Ok(f) => Decision::Forward(f),
             Err(r) => {
                 self.sw.count_drop(ingress, r);
@@ -484,7 +537,7 @@ impl SwitchView<'_> {
         }
     }
 
-    #[inline]
+    #[inline(always)]
     fn decide_inner(
         &self,
         ingress: PortId,
@@ -492,6 +545,7 @@ impl SwitchView<'_> {
         bytes: &[u8],
         frame_len: usize,
         now: Millis,
+        pre: Prehashed,
     ) -> Result<Forward, DropReason> {
         let inp = match self.ports.get(ingress) {
             Some(e) if e.up => e,
@@ -509,7 +563,16 @@ impl SwitchView<'_> {
         }
         let vid = inp.cfg.vlan.classify(frame.tag.map(|t| t.vid()))?;
         if inp.cfg.learning {
-            self.learn(ingress, inp, &frame, vid, now);
+            // A prehash was made from the same L2 header and port table as this parse
+            // (the tag and the VLAN classification read the same bytes), so it holds
+            // whenever the parse succeeded.
+            let src = if pre.src.is_none() {
+                self.fdb.hashed(frame.src, vid)
+            } else {
+                debug_assert_eq!(pre.src.key(), packed_key(frame.src, vid));
+                pre.src
+            };
+            self.learn(ingress, inp, src, now);
         }
         if frame.dst.is_8021d_reserved() {
             return Err(DropReason::ReservedGroup);
@@ -521,7 +584,13 @@ impl SwitchView<'_> {
         {
             only = self.snoop(ingress, vid, &frame, bytes, now)?;
         } else if frame.dst.is_unicast() {
-            if let Some(out) = self.fdb.lookup(frame.dst, vid) {
+            let dst = if pre.dst.is_none() {
+                self.fdb.hashed(frame.dst, vid)
+            } else {
+                debug_assert_eq!(pre.dst.key(), packed_key(frame.dst, vid));
+                pre.dst
+            };
+            if let Some(out) = self.fdb.lookup_hashed(dst) {
                 if out == ingress {
                     return Err(DropReason::SameSegment);
                 }
@@ -607,13 +676,13 @@ impl SwitchView<'_> {
         }
     }
 
-    #[inline]
-    fn learn(&self, ingress: PortId, inp: &PortEntry, frame: &FrameView, vid: Vid, now: Millis) {
+    #[inline(always)]
+    fn learn(&self, ingress: PortId, inp: &PortEntry, src: Hashed, now: Millis) {
         let c = &self.sw.counters[ingress.index()];
         match self
             .sw
             .fdb
-            .learn(&self.fdb, frame.src, vid, ingress, inp.cfg.mac_limit, now)
+            .learn_hashed(&self.fdb, src, ingress, inp.cfg.mac_limit, now)
         {
             Learn::Known => {}
             Learn::Learned => {
@@ -633,7 +702,7 @@ impl SwitchView<'_> {
 
     /// Can `port` receive a frame to `dst` in `vid`? (link, VLAN membership, rx filter as
     /// the frame will be delivered: tagged or not on that port.)
-    #[inline]
+    #[inline(always)]
     fn deliverable(&self, port: PortId, vid: Vid, dst: &Mac) -> Result<(), DropReason> {
         let e = match self.ports.get(port) {
             Some(e) if e.up => e,
@@ -1021,6 +1090,107 @@ mod tests {
             })
             .collect();
         assert_eq!(got, want);
+    }
+
+    /// The batch path hashes FDB keys ahead (prefetch ring); with tags, VLAN modes,
+    /// truncated and malformed frames, moves and a table big enough for prefetching it
+    /// must decide exactly as frame-by-frame `decide` on an identical switch does.
+    #[test]
+    fn prefetching_batches_equal_single_decisions() {
+        let mk = || {
+            let sw = Switch::new(SwitchConfig::default());
+            let mut allowed = VlanSet::empty();
+            allowed.insert(10);
+            allowed.insert(20);
+            let modes = [
+                VlanMode::default(),
+                VlanMode::Access(10),
+                VlanMode::Trunk {
+                    native: None,
+                    allowed: Box::new(allowed),
+                },
+                VlanMode::Access(20),
+            ];
+            let ids: Vec<PortId> = modes
+                .into_iter()
+                .enumerate()
+                .map(|(i, vlan)| {
+                    let mut c = PortConfig::new(format!("p{i}"), PortKind::Tap);
+                    c.vlan = vlan;
+                    sw.add_port(c).unwrap()
+                })
+                .collect();
+            (sw, ids)
+        };
+        let (a, ids) = mk();
+        let (b, _) = mk();
+        assert!(
+            a.view().fdb.worth_prefetching(),
+            "exercise the prefetch ring"
+        );
+        let mut x: u32 = 7;
+        let mut rnd = move || {
+            x ^= x << 13;
+            x ^= x >> 17;
+            x ^= x << 5;
+            x
+        };
+        let mut frames = Vec::new();
+        for _ in 0..600 {
+            let r = rnd();
+            let dst = match r % 7 {
+                0 => BCAST,
+                1 => [1, 0, 0x5e, 0, 0, 1],
+                _ => m((r >> 3) as u8 % 12 + 1),
+            };
+            let src = m((r >> 8) as u8 % 12 + 1);
+            let vid = match (r >> 12) % 4 {
+                0 => Some(10),
+                1 => Some(20),
+                2 => Some(0),
+                _ => None,
+            };
+            let mut f = ip_frame(dst, src, vid);
+            match (r >> 16) % 16 {
+                0 => f.truncate(13),
+                1 => f.truncate(16),
+                2 => f.truncate(20),
+                3 => f[6] |= 1, // group source
+                _ => {}
+            }
+            frames.push((ids[(r >> 20) as usize % ids.len()], f));
+        }
+        let mut t = 0;
+        for chunk in frames.chunks(37) {
+            let refs: Vec<FrameRef> = chunk
+                .iter()
+                .map(|(p, f)| FrameRef {
+                    ingress: *p,
+                    hdr: VnetHdr::default(),
+                    bytes: f,
+                    len: f.len(),
+                })
+                .collect();
+            let mut got = Vec::new();
+            a.view()
+                .decide_batch(&refs, Millis(t), |i, d| got.push((i, d)));
+            let want: Vec<_> = refs
+                .iter()
+                .enumerate()
+                .map(|(i, r)| {
+                    let d = b
+                        .view()
+                        .decide(r.ingress, &r.hdr, r.bytes, r.len, Millis(t));
+                    (i, d)
+                })
+                .collect();
+            assert_eq!(got, want);
+            t += 700;
+        }
+        for p in ids {
+            assert_eq!(a.stats(p), b.stats(p));
+        }
+        assert_eq!(a.fdb().entries(Millis(t)), b.fdb().entries(Millis(t)));
     }
 
     fn igmp_frame(src_mac: [u8; 6], src_ip: [u8; 4], ty: u8, group: [u8; 4]) -> Vec<u8> {
