@@ -421,8 +421,9 @@ impl Fdb {
         self.learn_hashed(view, view.hashed(mac, vid), port, limit, now)
     }
 
-    /// [`Fdb::learn`] of a key hashed by `view`.
-    #[inline]
+    /// [`Fdb::learn`] of a key hashed by `view`. Inlined into the decision: the common
+    /// case is a known source on its port; everything else goes to [`Fdb::learn_slow`].
+    #[inline(always)]
     pub(crate) fn learn_hashed(
         &self,
         view: &FdbView,
@@ -444,6 +445,14 @@ impl Fdb {
                 return Learn::StaticConflict;
             }
         }
+        self.learn_slow(k, port, limit, now)
+    }
+
+    /// A new or moved source: needs the writer lock, which the forwarding path only
+    /// try-locks.
+    #[cold]
+    #[inline(never)]
+    fn learn_slow(&self, k: u64, port: PortId, limit: u32, now: Millis) -> Learn {
         match self.writer.try_lock() {
             Some(mut w) => self.upsert(&mut w, k, port, false, limit, now),
             None => Learn::Deferred,

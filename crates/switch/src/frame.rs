@@ -160,30 +160,54 @@ impl FrameView {
             ethertype = be16(b, 16);
             off += VLAN_TAG_LEN;
         }
-        let mut v = FrameView {
+        // The L3 result comes back by value and the view is built once at the end, so
+        // it can live in registers (filling a `mut` view field by field through a
+        // reference kept it on the stack: ~30 more instructions per decision).
+        let l = match ethertype {
+            ETHERTYPE_ARP => {
+                // RFC 826 header for Ethernet/IPv4: 8 fixed bytes + 2×(6+4) addresses.
+                need(off + 28, ParseError::TruncatedArp)?;
+                L3Info {
+                    l3: L3::Arp,
+                    ..L3Info::NONE
+                }
+            }
+            ETHERTYPE_IPV4 => parse_ipv4(b, frame_len, off, gso, &need)?,
+            ETHERTYPE_IPV6 => parse_ipv6(b, frame_len, off, gso, &need)?,
+            _ => L3Info::NONE,
+        };
+        Ok(FrameView {
             dst,
             src,
             tag,
             ethertype,
-            l3: L3::Other,
+            l3: l.l3,
             l3_offset: off as u16,
-            l4_offset: 0,
-            l4_proto: 255,
-            fragment: false,
+            l4_offset: l.l4_offset,
+            l4_proto: l.l4_proto,
+            fragment: l.fragment,
             frame_len: frame_len as u32,
-        };
-        match ethertype {
-            ETHERTYPE_ARP => {
-                // RFC 826 header for Ethernet/IPv4: 8 fixed bytes + 2×(6+4) addresses.
-                need(off + 28, ParseError::TruncatedArp)?;
-                v.l3 = L3::Arp;
-            }
-            ETHERTYPE_IPV4 => parse_ipv4(b, frame_len, off, gso, &mut v, &need)?,
-            ETHERTYPE_IPV6 => parse_ipv6(b, frame_len, off, gso, &mut v, &need)?,
-            _ => {}
-        }
-        Ok(v)
+        })
     }
+}
+
+/// What the network-layer parsers find (the [`FrameView`] fields of the same names).
+#[derive(Clone, Copy)]
+struct L3Info {
+    l3: L3,
+    l4_offset: u16,
+    l4_proto: u8,
+    fragment: bool,
+}
+
+impl L3Info {
+    /// No network layer we parse: opaque L2 payload.
+    const NONE: L3Info = L3Info {
+        l3: L3::Other,
+        l4_offset: 0,
+        l4_proto: 255,
+        fragment: false,
+    };
 }
 
 #[inline]
@@ -199,9 +223,8 @@ fn parse_ipv4(
     frame_len: usize,
     off: usize,
     gso: bool,
-    v: &mut FrameView,
     need: &impl Fn(usize, ParseError) -> Result<(), ParseError>,
-) -> Result<(), ParseError> {
+) -> Result<L3Info, ParseError> {
     need(off + 20, ParseError::BadIpv4Header)?;
     let vihl = b[off];
     let ihl = usize::from(vihl & 0x0f) * 4;
@@ -217,13 +240,16 @@ fn parse_ipv4(
     let frag = be16(b, off + 6);
     let frag_offset = frag & 0x1fff;
     let more_fragments = frag & 0x2000 != 0;
-    v.l3 = L3::Ipv4;
-    v.l4_proto = b[off + 9];
-    v.fragment = more_fragments || frag_offset != 0;
-    if frag_offset == 0 {
-        v.l4_offset = (off + ihl) as u16;
-    }
-    Ok(())
+    Ok(L3Info {
+        l3: L3::Ipv4,
+        l4_proto: b[off + 9],
+        fragment: more_fragments || frag_offset != 0,
+        l4_offset: if frag_offset == 0 {
+            (off + ihl) as u16
+        } else {
+            0
+        },
+    })
 }
 
 /// RFC 8200 §3–4. Walks extension headers to the upper-layer header; ESP (50) and
@@ -235,9 +261,8 @@ fn parse_ipv6(
     frame_len: usize,
     off: usize,
     gso: bool,
-    v: &mut FrameView,
     need: &impl Fn(usize, ParseError) -> Result<(), ParseError>,
-) -> Result<(), ParseError> {
+) -> Result<L3Info, ParseError> {
     need(off + 40, ParseError::BadIpv6Header)?;
     if b[off] >> 4 != 6 {
         return Err(ParseError::BadIpv6Header);
@@ -286,13 +311,16 @@ fn parse_ipv6(
         next = b[pos];
         pos += len;
     }
-    v.l3 = L3::Ipv6;
-    v.l4_proto = next;
-    v.fragment = fragment;
-    if first_fragment && next != 59 && next != 50 {
-        v.l4_offset = pos as u16;
-    }
-    Ok(())
+    Ok(L3Info {
+        l3: L3::Ipv6,
+        l4_proto: next,
+        fragment,
+        l4_offset: if first_fragment && next != 59 && next != 50 {
+            pos as u16
+        } else {
+            0
+        },
+    })
 }
 
 #[cfg(test)]

@@ -551,13 +551,10 @@ impl SwitchView<'_> {
             Some(e) if e.up => e,
             _ => return Err(DropReason::IngressDown),
         };
-        let gso = hdr.gso().map_err(|_| DropReason::BadVnetHdr)?;
-        let frame = FrameView::parse(
-            bytes,
-            frame_len,
-            inp.cfg.tpid,
-            gso != crate::vnet::Gso::None,
-        )?;
+        // Plain frames (gso_type 0) skip decoding the GSO kind.
+        let gso = hdr.gso_type != 0
+            && hdr.gso().map_err(|_| DropReason::BadVnetHdr)? != crate::vnet::Gso::None;
+        let frame = FrameView::parse(bytes, frame_len, inp.cfg.tpid, gso)?;
         if frame.src.is_multicast() || frame.src == Mac::ZERO {
             return Err(DropReason::InvalidSource);
         }
