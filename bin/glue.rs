@@ -15,8 +15,9 @@ use switch::{
     Decision, DropReason, Forward, FrameView, Millis, Offloads, PortId, RxFilter, Switch, Vid,
     VnetHdr, MAX_PORTS,
 };
+use uring_net::flow::{flow_hash, pick_queue};
 use uring_net::Dataplane;
-use vring_engine::{Forwarder, NetDevice, PortEvents, TxFrame};
+use vring_engine::{Forwarder, NetDevice, PortEvents, TxFrame, TxRing};
 
 /// Most slices one outgoing frame is made of (rewritten head + guest segments + patch).
 const MAX_PARTS: usize = 72;
@@ -105,42 +106,6 @@ thread_local! {
     static TOUCHED: RefCell<Vec<(NetDevice, u16)>> = const { RefCell::new(Vec::new()) };
 }
 
-/// Maps a 32-bit hash onto `0..pairs` using its high bits (multiply-shift), after
-/// murmur3's fmix32: FNV-1a's low bits barely change between flows (Linux picks even
-/// source ports), so `h % pairs` put 8 TCP streams on one of two queues ~94 % of the time.
-#[inline]
-fn pick_queue(mut h: u32, pairs: u16) -> u16 {
-    h ^= h >> 16;
-    h = h.wrapping_mul(0x85eb_ca6b);
-    h ^= h >> 13;
-    h = h.wrapping_mul(0xc2b2_ae35);
-    h ^= h >> 16;
-    ((u64::from(h) * u64::from(pairs.max(1))) >> 32) as u16
-}
-
-/// Flow hash for picking a destination RX queue pair: addresses and ports, never fields
-/// that change per packet (IP ID, TTL, checksums), so one flow stays on one queue.
-fn flow_hash(fwd: &Forward, head: &[u8]) -> u32 {
-    let f = &fwd.frame;
-    let mut h: u32 = 0x811c_9dc5;
-    let mut mix = |b: &[u8]| {
-        for x in b {
-            h = (h ^ u32::from(*x)).wrapping_mul(0x0100_0193);
-        }
-    };
-    let l3 = usize::from(f.l3_offset);
-    match f.l3 {
-        switch::frame::L3::Ipv4 => mix(head.get(l3 + 12..l3 + 20).unwrap_or(&[])),
-        switch::frame::L3::Ipv6 => mix(head.get(l3 + 8..l3 + 40).unwrap_or(&[])),
-        _ => mix(head.get(..12).unwrap_or(&[])),
-    }
-    if f.l4_offset != 0 && matches!(f.l4_proto, 6 | 17) {
-        let l4 = usize::from(f.l4_offset);
-        mix(head.get(l4..l4 + 4).unwrap_or(&[]));
-    }
-    h
-}
-
 /// Why a frame did not reach a guest.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum Undelivered {
@@ -216,16 +181,10 @@ impl uring_net::GuestRx for GuestSink {
         hdr: &VnetHdr,
         parts: &[&[u8]],
         offloads: &Offloads,
+        flow: u32,
     ) -> Result<(), uring_net::RxFull> {
-        let pairs = self.dev.active_queue_pairs().max(1);
-        // Spread by the MAC pair (the first part starts with dst+src): one host↔guest
-        // conversation stays on one queue, so it is never reordered.
-        let qp = parts.first().map_or(0, |p| {
-            let h = p.iter().take(12).fold(0x811c_9dc5u32, |h, b| {
-                (h ^ u32::from(*b)).wrapping_mul(0x0100_0193)
-            });
-            pick_queue(h, pairs)
-        });
+        // One flow stays on one queue (never reordered); flows spread over the pairs.
+        let qp = pick_queue(flow, self.dev.active_queue_pairs().max(1));
         adapt(hdr, parts, offloads, |h, p| {
             self.dev.deliver(qp, h, p).is_ok()
         })
@@ -256,6 +215,8 @@ pub struct Glue {
     devices: RwLock<Vec<Option<NetDevice>>>,
     /// Host ports (tap, AF_PACKET) are written through the data plane.
     dp: ArcSwapOption<Dataplane>,
+    /// Guest memory registered for zero-copy TX from the workers.
+    memories: crate::guest_tx::GuestMemories,
 }
 
 impl Glue {
@@ -265,6 +226,7 @@ impl Glue {
             epoch,
             devices: RwLock::new(vec![None; MAX_PORTS]),
             dp: ArcSwapOption::empty(),
+            memories: Default::default(),
         }
     }
 
@@ -423,26 +385,52 @@ impl PortEvents for Glue {
             tracing::warn!(%port, "link update failed: {e}");
         }
     }
+
+    /// Guest TX runs on the io_uring workers (zero-copy toward host ports).
+    fn owns_guest_tx(&self) -> bool {
+        true
+    }
+
+    fn tx_ring_started(&self, port: PortId, ring: TxRing) {
+        let (Some(dp), Some(dev)) = (self.dp.load_full(), self.device(port)) else {
+            return;
+        };
+        let pair = ring.pair();
+        let memory = self.memories.ring_out(&dp, &dev);
+        let q = Box::new(crate::guest_tx::GuestTx::new(ring, memory));
+        match dp.attach_guest_tx(port, u64::from(pair), None, q) {
+            Ok(fixed) => tracing::debug!(%port, pair, fixed, "guest TX ring on the workers"),
+            Err(e) => {
+                self.memories.ring_back(&dp, port);
+                tracing::error!(%port, pair, "guest TX ring not serviced: {e}");
+            }
+        }
+    }
+
+    fn tx_ring_stopped(&self, port: PortId, pair: u16) {
+        let Some(dp) = self.dp.load_full() else {
+            return;
+        };
+        if let Err(e) = dp.detach_guest_tx(port, u64::from(pair), TX_STOP_WAIT) {
+            tracing::warn!(%port, pair, "guest TX ring taken back with frames in flight: {e}");
+        }
+        self.memories.ring_back(&dp, port);
+    }
+
+    fn memory_changed(&self, port: PortId) {
+        if let (Some(dp), Some(dev)) = (self.dp.load_full(), self.device(port)) {
+            self.memories.changed(&dp, &dev);
+        }
+    }
 }
+
+/// How long stopping a guest TX ring waits for the writes in flight (they complete in
+/// microseconds; a tap whose reader is gone still completes them with an error).
+const TX_STOP_WAIT: std::time::Duration = std::time::Duration::from_secs(5);
 
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn queue_pick_spreads_flows_that_differ_in_one_bit() {
-        // Flows whose hashes differ only in bit 1 (even source ports) must still spread.
-        let mut counts = [0u32; 2];
-        for port in (32768u32..33792).step_by(2) {
-            let h = port.wrapping_mul(0x0100_0193) & !1;
-            counts[usize::from(pick_queue(h, 2))] += 1;
-        }
-        assert!(counts[0] > 200 && counts[1] > 200, "{counts:?}");
-        for h in [0u32, 1, u32::MAX] {
-            assert!(pick_queue(h, 3) < 3);
-            assert_eq!(pick_queue(h, 1), 0);
-        }
-    }
 
     #[test]
     fn parts_skip_and_patch() {

@@ -10,6 +10,7 @@ mod control;
 mod ctl;
 mod demo;
 mod glue;
+mod guest_tx;
 mod logging;
 mod metrics;
 mod netns;

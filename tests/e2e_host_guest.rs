@@ -124,6 +124,11 @@ fn guest_and_tap_in_a_namespace_talk_both_ways() {
     let s = stats(dir.path());
     assert!(port_counter(&s, "rst0", "tx_packets") > 0, "{s:#}");
     assert!(port_counter(&s, "rst0", "rx_packets") > 0, "{s:#}");
+    // Guest memory is memfd: its TX toward the tap left from the guest's own pages as
+    // io_uring fixed-buffer writes, never through the writev fallback.
+    let g_port = sock.display().to_string();
+    assert!(port_counter(&s, &g_port, "fixed_writes") > 0, "{s:#}");
+    assert_eq!(port_counter(&s, &g_port, "fallback_writes"), 0, "{s:#}");
 }
 
 #[test]
@@ -162,4 +167,7 @@ fn guest_and_container_over_afpacket_talk_both_ways() {
     let s = stats(dir.path());
     assert!(port_counter(&s, "rsv0", "tx_packets") > 0, "{s:#}");
     assert!(port_counter(&s, "rsv0", "rx_packets") > 0, "{s:#}");
+    let g_port = sock.display().to_string();
+    assert!(port_counter(&s, &g_port, "fixed_writes") > 0, "{s:#}");
+    assert_eq!(port_counter(&s, &g_port, "fallback_writes"), 0, "{s:#}");
 }

@@ -132,6 +132,8 @@ pub struct Dataplane {
     warned_fallback: AtomicBool,
     next_worker: AtomicUsize,
     direct: RwLock<Vec<Option<Arc<DirectPort>>>>,
+    /// Which worker runs each attached guest TX queue, by (port, key).
+    guest_tx: Mutex<BTreeMap<(PortId, u64), usize>>,
 }
 
 impl Dataplane {
@@ -204,6 +206,7 @@ impl Dataplane {
             warned_fallback: AtomicBool::new(false),
             next_worker: AtomicUsize::new(0),
             direct: RwLock::new(vec![None; switch::MAX_PORTS]),
+            guest_tx: Mutex::new(BTreeMap::new()),
         }
     }
 
@@ -295,6 +298,7 @@ impl Dataplane {
 
     fn detach(&self, id: PortId) -> Result<()> {
         let _ = self.sw.remove_port(id);
+        self.guest_tx.lock().retain(|(p, _), _| *p != id);
         if let Some(e) = self.direct.write().get_mut(id.index()) {
             *e = None;
         }
@@ -363,24 +367,55 @@ impl Dataplane {
         }
     }
 
-    /// Attaches a guest TX queue of an existing switch port to worker `worker %
-    /// workers`, or to the next worker in round-robin order (queue pairs of all ports are
-    /// spread over the workers). Returns whether its writes use fixed buffers.
+    /// Attaches guest TX queue `key` (e.g. its queue pair) of an existing switch port to
+    /// worker `worker % workers`, or to the next worker in round-robin order (queue pairs
+    /// of all ports are spread over the workers). From now on that worker owns the queue's
+    /// kick fd. Returns whether its writes use fixed buffers. A queue already attached
+    /// under the same key is detached first.
     pub fn attach_guest_tx(
         &self,
         port: PortId,
+        key: u64,
         worker: Option<usize>,
         queue: Box<dyn GuestTxQueue>,
     ) -> Result<bool> {
+        self.detach_guest_tx(port, key, Duration::from_secs(5))?;
         let i = worker.unwrap_or_else(|| self.next_worker.fetch_add(1, Ordering::Relaxed));
-        let w = &self.workers[i % self.workers.len()];
+        let i = i % self.workers.len();
         let (tx, rx) = bounded(1);
-        w.send(Cmd::AttachGuestTx {
+        self.workers[i].send(Cmd::AttachGuestTx {
             port,
+            key,
             queue,
             reply: tx,
         })?;
-        rx.recv().unwrap_or(Err(Error::Shutdown))
+        let r = rx.recv().unwrap_or(Err(Error::Shutdown));
+        if r.is_ok() {
+            self.guest_tx.lock().insert((port, key), i);
+        }
+        r
+    }
+
+    /// Detaches guest TX queue `key` of `port`: its worker stops popping and, once every
+    /// frame it popped has been written and completed (returned to the guest), drops the
+    /// queue object. Returns when that happened — what a vhost-user GET_VRING_BASE needs
+    /// before it may report the ring's index — or `Err(Timeout)` after `wait`. Detaching
+    /// a queue that is not attached is not an error.
+    pub fn detach_guest_tx(&self, port: PortId, key: u64, wait: Duration) -> Result<()> {
+        let Some(i) = self.guest_tx.lock().remove(&(port, key)) else {
+            return Ok(());
+        };
+        let (tx, rx) = bounded(1);
+        self.workers[i].send(Cmd::DetachGuestTx {
+            port,
+            key,
+            reply: tx,
+        })?;
+        match rx.recv_timeout(wait) {
+            Ok(()) => Ok(()),
+            Err(crossbeam_channel::RecvTimeoutError::Timeout) => Err(Error::Timeout(wait)),
+            Err(crossbeam_channel::RecvTimeoutError::Disconnected) => Err(Error::Shutdown),
+        }
     }
 
     /// Makes `sink` the RX side of guest port `port` on every worker: frames the switch

@@ -40,6 +40,8 @@ pub enum Error {
     Worker(String),
     #[error("data plane is shut down")]
     Shutdown,
+    #[error("a guest TX queue still had frames in flight after {0:?}")]
+    Timeout(std::time::Duration),
 }
 
 pub type Result<T> = std::result::Result<T, Error>;

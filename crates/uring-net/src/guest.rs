@@ -30,14 +30,18 @@ pub struct Seg {
     pub len: u32,
 }
 
-/// A frame a guest queued for transmission: its segments (the first starts with the
-/// 12-byte virtio_net_hdr, virtio 1.2 §5.1.6) and a copy of its first bytes.
+/// A frame a guest queued for transmission: its segments in guest memory and a private
+/// copy of its first bytes, which always starts with the validated 12-byte virtio_net_hdr
+/// (virtio 1.2 §5.1.6). The segments start with the guest's own copy of that header
+/// (`seg_hdr() == 12`, the VERSION_1 layout: written to a tap as it is) or, for a driver
+/// with the legacy 10-byte header, with the Ethernet frame (`seg_hdr() == 0`).
 #[derive(Clone)]
 pub struct GuestFrame {
     /// Opaque to the worker; handed back to [`GuestTxQueue::complete`].
     pub token: u64,
     segs: [Seg; MAX_SEGS],
     nsegs: u8,
+    seg_hdr: u8,
     head: [u8; HEAD_COPY],
     head_len: u16,
     len: u32,
@@ -58,6 +62,7 @@ impl GuestFrame {
             token,
             segs: [Seg::default(); MAX_SEGS],
             nsegs: segs.len() as u8,
+            seg_hdr: 12,
             head: [0; HEAD_COPY],
             head_len: 0,
             len,
@@ -69,8 +74,26 @@ impl GuestFrame {
         Some(f)
     }
 
+    /// Like [`new`](Self::new), but the segments hold only the Ethernet frame: `head` is
+    /// the 12-byte header followed by the frame's first bytes (a legacy 10-byte header,
+    /// normalised by the caller, does not live in guest memory in the 12-byte form).
+    pub fn without_hdr_in_segs(token: u64, segs: &[Seg], head: &[u8]) -> Option<GuestFrame> {
+        let mut f = GuestFrame::new(token, segs, &[])?;
+        f.seg_hdr = 0;
+        f.len = f.len.checked_add(12)?;
+        let n = head.len().min(HEAD_COPY).min(f.len as usize);
+        f.head[..n].copy_from_slice(&head[..n]);
+        f.head_len = n as u16;
+        Some(f)
+    }
+
     pub fn segs(&self) -> &[Seg] {
         &self.segs[..self.nsegs as usize]
+    }
+
+    /// Bytes of virtio_net_hdr at the start of [`segs`](Self::segs): 12 or 0.
+    pub fn seg_hdr(&self) -> usize {
+        usize::from(self.seg_hdr)
     }
 
     /// The copied first bytes (vnet header first).
@@ -78,7 +101,7 @@ impl GuestFrame {
         &self.head[..self.head_len as usize]
     }
 
-    /// Total length including the vnet header.
+    /// Total length including the (12-byte) vnet header.
     pub fn len(&self) -> u32 {
         self.len
     }
@@ -104,6 +127,9 @@ pub trait GuestTxQueue: Send {
     fn complete(&mut self, token: u64);
     /// The guest's memory as registered fixed buffers, when registration succeeded.
     fn memory(&self) -> Option<Arc<FixedTable>>;
+    /// End of a worker batch in which frames of this queue were completed: signal the
+    /// guest once if it wants it (EVENT_IDX, virtio 1.2 §2.7.10).
+    fn flush(&mut self) {}
 }
 
 /// Why a guest RX queue did not take a frame (counted as `drop_dest_full`).
@@ -123,11 +149,15 @@ pub trait GuestRx: Send + Sync {
     /// Copies `parts` (the Ethernet frame, in order) with header `hdr` into one RX buffer
     /// chain, adapted to `offloads` — what the guest accepts, as the worker's batch view of
     /// the switch says (so the sink needs no view of its own). Must not block.
+    ///
+    /// `flow` is the frame's flow hash ([`crate::flow::flow_hash`]): a multiqueue guest
+    /// spreads flows over its RX queue pairs with it, one flow always on one queue.
     fn deliver(
         &self,
         hdr: &switch::VnetHdr,
         parts: &[&[u8]],
         offloads: &switch::Offloads,
+        flow: u32,
     ) -> Result<(), RxFull>;
     /// End of a worker batch that delivered at least one frame: signal the guest once
     /// (honouring EVENT_IDX, virtio 1.2 §2.7.10).
@@ -160,5 +190,16 @@ mod tests {
         assert_eq!(f.head().len(), 10, "never more head than frame");
         assert_eq!(f.len(), 10);
         assert_eq!(f.segs().len(), 1);
+        assert_eq!(f.seg_hdr(), 12);
+        let g = GuestFrame::without_hdr_in_segs(
+            8,
+            &[Seg {
+                addr: 4096,
+                len: 60,
+            }],
+            &[2u8; 100],
+        )
+        .unwrap();
+        assert_eq!((g.seg_hdr(), g.len(), g.head().len()), (0, 72, 72));
     }
 }

@@ -33,6 +33,7 @@ pub mod dataplane;
 pub mod direct;
 pub mod error;
 pub mod fixed;
+pub mod flow;
 pub mod guest;
 mod ratelimit;
 pub mod stats;

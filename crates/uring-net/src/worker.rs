@@ -53,6 +53,10 @@ const BATCH_WANT: usize = 256;
 const BUSY_PER_MS: usize = 64;
 /// Guest frames popped per kick round.
 const GUEST_BATCH: usize = 64;
+/// Pop rounds per guest queue before the worker turns to its other work: a guest that
+/// keeps its TX ring full must not starve the other queues (it is serviced again at once,
+/// without sleeping, after one pass over the ring's completions).
+const GUEST_BUDGET: usize = 4;
 
 /// IORING_ENTER_GETEVENTS (include/uapi/linux/io_uring.h): also runs deferred task work.
 const IORING_ENTER_GETEVENTS: u32 = 1;
@@ -87,8 +91,14 @@ pub(crate) enum Cmd {
     },
     AttachGuestTx {
         port: PortId,
+        key: u64,
         queue: Box<dyn GuestTxQueue>,
         reply: Sender<Result<bool>>,
+    },
+    DetachGuestTx {
+        port: PortId,
+        key: u64,
+        reply: Sender<()>,
     },
     SetGuestMemory {
         port: PortId,
@@ -141,7 +151,13 @@ struct Queue {
 
 struct GuestQ {
     port: PortId,
+    /// Which of the port's TX queues this is (the caller's key, e.g. the queue pair).
+    key: u64,
     q: Box<dyn GuestTxQueue>,
+    /// Told when the queue is gone (every frame completed) after a detach.
+    on_closed: Option<Sender<()>>,
+    /// Frames were completed in this batch: flush (signal the guest) at its end.
+    completed: bool,
     kick_buf: Box<u64>,
     armed: bool,
     memory: Option<Arc<FixedTable>>,
@@ -227,6 +243,10 @@ pub(crate) struct Worker {
     free_gframes: Vec<u32>,
     cqes: Vec<(u64, i32, u32)>,
     popped: Vec<GuestFrame>,
+    /// A guest queue used up its budget with frames left: do not sleep in the kernel.
+    guest_backlog: bool,
+    /// The whole of a guest frame, for the rare decision that needs more than the head.
+    whole: Vec<u8>,
     shutdown: bool,
     log_tx: RateLimit,
     log_rx: RateLimit,
@@ -273,6 +293,8 @@ impl Worker {
             free_gframes: (0..MAX_OPS as u32).rev().collect(),
             cqes: Vec::with_capacity(8192),
             popped: Vec::with_capacity(GUEST_BATCH),
+            guest_backlog: false,
+            whole: Vec::new(),
             shutdown: false,
             log_tx: RateLimit::new(Duration::from_secs(5)),
             log_rx: RateLimit::new(Duration::from_secs(5)),
@@ -284,7 +306,11 @@ impl Worker {
         self.arm_wake();
         let mut polling_until: Option<Instant> = None;
         while !self.shutdown {
-            let want = if polling_until.is_some() { 0 } else { 1 };
+            let want = if polling_until.is_some() || self.guest_backlog {
+                0
+            } else {
+                1
+            };
             if let Err(e) = self.enter(want) {
                 tracing::error!(worker = self.cfg.index, "io_uring_enter failed: {e}");
                 break;
@@ -395,7 +421,7 @@ impl Worker {
                 cqes.push((c.user_data(), c.result(), c.flags()));
             }
         }
-        if cqes.is_empty() {
+        if cqes.is_empty() && !self.guest_backlog {
             self.cqes = cqes;
             return 0;
         }
@@ -496,7 +522,8 @@ impl Worker {
                     } else {
                         [eg.head(), body]
                     };
-                    self.deliver_to_guest(view, port, dest, &eg.adjust_hdr(&hdr), &parts);
+                    let flow = crate::flow::flow_hash(&fwd, frame);
+                    self.deliver_to_guest(view, port, dest, &eg.adjust_hdr(&hdr), &parts, flow);
                     continue;
                 }
                 let src = Src::Host { q: qi, bid };
@@ -637,12 +664,15 @@ impl Worker {
     fn complete_guest(&mut self, gq: u16, token: u64) {
         if let Some(Some(g)) = self.guests.get_mut(gq as usize) {
             g.inflight = g.inflight.saturating_sub(1);
+            g.completed = true;
             g.q.complete(token);
         }
     }
 
-    /// Pops and forwards frames from every kicked guest TX queue.
+    /// Pops and forwards frames from every kicked guest TX queue, at most
+    /// `GUEST_BUDGET` rounds each; a queue with frames left stays kicked.
     fn service_guests(&mut self, view: &SwitchView<'_>, now: Millis) {
+        self.guest_backlog = false;
         for gi in 0..self.guests.len() {
             let Some(Some(g)) = self.guests.get_mut(gi) else {
                 continue;
@@ -652,11 +682,18 @@ impl Worker {
             }
             g.kicked = false;
             let mut popped = std::mem::take(&mut self.popped);
+            let mut rounds = 0;
             loop {
                 popped.clear();
                 let Some(Some(g)) = self.guests.get_mut(gi) else {
                     break;
                 };
+                if rounds == GUEST_BUDGET {
+                    g.kicked = true;
+                    self.guest_backlog = true;
+                    break;
+                }
+                rounds += 1;
                 g.q.pop(GUEST_BATCH, &mut popped);
                 if popped.is_empty() {
                     break;
@@ -691,10 +728,24 @@ impl Worker {
         c.rx_bytes.add(frame_len as u64);
         self.stats.worker.packets.add(1);
         let fhead = &head[VNET_HDR..];
-        let Decision::Forward(fwd) = view.decide(port, &hdr, fhead, frame_len, now) else {
+        let tpid = view.port(port).map_or(switch::vlan::TPID_8021Q, |p| p.tpid);
+        // Snooping control packets (an MLDv2 report can exceed the head copy) are decided
+        // on a private copy of the whole frame: rare and small.
+        let decided = if switch::needs_whole_frame(fhead, frame_len, tpid) {
+            let mut whole = std::mem::take(&mut self.whole);
+            copy_frame(&f, &mut whole);
+            let d = view.decide(port, &hdr, &whole, frame_len, now);
+            self.whole = whole;
+            d
+        } else {
+            view.decide(port, &hdr, fhead, frame_len, now)
+        };
+        let Decision::Forward(fwd) = decided else {
             self.complete_guest(gi, f.token);
             return;
         };
+        let flow = crate::flow::flow_hash(&fwd, fhead);
+        let seg_hdr = f.seg_hdr();
         let Some(slot) = self.free_gframes.pop() else {
             self.stats.ports[port.index()].drop_dest_full.add(1);
             self.sw.count_drop(port, DropReason::DestinationFull);
@@ -710,7 +761,7 @@ impl Worker {
             let eg = view.egress(dest, &fwd, fhead);
             if self.guest_rx[dest.index()].is_some() {
                 let identity = eg.is_identity(fhead);
-                let skip = VNET_HDR + if identity { 0 } else { eg.body_offset as usize };
+                let skip = seg_hdr + if identity { 0 } else { eg.body_offset as usize };
                 let mut parts: [&[u8]; MAX_SEGS + 1] = [&[]; MAX_SEGS + 1];
                 let mut n = 0;
                 if !identity {
@@ -737,7 +788,8 @@ impl Worker {
                     skip_left = 0;
                     n += 1;
                 }
-                self.deliver_to_guest(view, port, dest, &eg.adjust_hdr(&hdr), &parts[..n]);
+                let h = eg.adjust_hdr(&hdr);
+                self.deliver_to_guest(view, port, dest, &h, &parts[..n], flow);
                 continue;
             }
             let stats = Arc::clone(&self.stats);
@@ -768,13 +820,14 @@ impl Worker {
         dest: PortId,
         hdr: &VnetHdr,
         parts: &[&[u8]],
+        flow: u32,
     ) {
         let Some(sink) = self.guest_rx[dest.index()].as_ref() else {
             return;
         };
         let offloads = view.port(dest).map_or(Offloads::NONE, |c| c.offloads);
         let c = &self.stats.ports[dest.index()];
-        match sink.deliver(hdr, parts, &offloads) {
+        match sink.deliver(hdr, parts, &offloads, flow) {
             Ok(()) => {
                 c.tx_packets.add(1);
                 c.tx_bytes.add(parts.iter().map(|p| p.len() as u64).sum());
@@ -842,6 +895,12 @@ impl Worker {
 
     /// End of a batch: give buffers back, re-arm receives and kicks, retire closed queues.
     fn after_batch(&mut self) {
+        for g in self.guests.iter_mut().flatten() {
+            if g.completed {
+                g.completed = false;
+                g.q.flush();
+            }
+        }
         if !self.rx_touched.is_empty() {
             for p in self.rx_touched.iter() {
                 if let Some(sink) = &self.guest_rx[p.index()] {
@@ -880,7 +939,18 @@ impl Worker {
             let done =
                 matches!(&self.guests[gi], Some(g) if g.closing && !g.armed && g.inflight == 0);
             if done {
-                self.guests[gi] = None;
+                if let Some(mut g) = self.guests[gi].take() {
+                    if g.completed {
+                        g.q.flush();
+                    }
+                    // Drop the queue (and with it the kick fd and memory it holds) before
+                    // saying it is gone.
+                    let tell = g.on_closed.take();
+                    drop(g);
+                    if let Some(t) = tell {
+                        let _ = t.send(());
+                    }
+                }
             }
         }
     }
@@ -897,9 +967,15 @@ impl Worker {
                     let r = self.add_queue(port, kind, fd);
                     let _ = reply.send(r);
                 }
-                Cmd::AttachGuestTx { port, queue, reply } => {
-                    let _ = reply.send(Ok(self.attach_guest(port, queue)));
+                Cmd::AttachGuestTx {
+                    port,
+                    key,
+                    queue,
+                    reply,
+                } => {
+                    let _ = reply.send(Ok(self.attach_guest(port, key, queue)));
                 }
+                Cmd::DetachGuestTx { port, key, reply } => self.detach_guest(port, key, reply),
                 Cmd::SetGuestMemory { port, table, reply } => {
                     let _ = reply.send(self.set_guest_memory(port, table));
                 }
@@ -955,7 +1031,7 @@ impl Worker {
     }
 
     /// Attaches a guest TX queue; returns whether its memory is used as fixed buffers.
-    fn attach_guest(&mut self, port: PortId, q: Box<dyn GuestTxQueue>) -> bool {
+    fn attach_guest(&mut self, port: PortId, key: u64, q: Box<dyn GuestTxQueue>) -> bool {
         let memory = q
             .memory()
             .filter(|t| match t.install_into(&self.ring.submitter()) {
@@ -975,7 +1051,10 @@ impl Worker {
         };
         self.guests[gi] = Some(GuestQ {
             port,
+            key,
             q,
+            on_closed: None,
+            completed: false,
             kick_buf: Box::new(0),
             armed: false,
             memory,
@@ -1010,6 +1089,37 @@ impl Worker {
         Ok(())
     }
 
+    /// Stops one guest TX queue: no more pops; `reply` is told once every frame popped
+    /// from it has completed and the queue object is dropped (at once if it is not here).
+    fn detach_guest(&mut self, port: PortId, key: u64, reply: Sender<()>) {
+        let found = self
+            .guests
+            .iter()
+            .position(|g| matches!(g, Some(g) if g.port == port && g.key == key && !g.closing));
+        let Some(gi) = found else {
+            let _ = reply.send(());
+            return;
+        };
+        if let Some(Some(g)) = self.guests.get_mut(gi) {
+            g.on_closed = Some(reply);
+        }
+        self.close_guest(gi);
+        self.finalize();
+    }
+
+    fn close_guest(&mut self, gi: usize) {
+        let Some(Some(g)) = self.guests.get_mut(gi) else {
+            return;
+        };
+        g.closing = true;
+        if g.armed {
+            let e = opcode::AsyncCancel::new(ud(TAG_KICK, gi as u64))
+                .build()
+                .user_data(ud(TAG_CANCEL, 0));
+            let _ = self.push(e);
+        }
+    }
+
     fn remove_port(&mut self, port: PortId) {
         if let Some(e) = self.guest_rx.get_mut(port.index()) {
             *e = None;
@@ -1027,16 +1137,8 @@ impl Worker {
             }
         }
         for gi in 0..self.guests.len() {
-            if let Some(Some(g)) = self.guests.get_mut(gi) {
-                if g.port == port && !g.closing {
-                    g.closing = true;
-                    if g.armed {
-                        let e = opcode::AsyncCancel::new(ud(TAG_KICK, gi as u64))
-                            .build()
-                            .user_data(ud(TAG_CANCEL, 0));
-                        let _ = self.push(e);
-                    }
-                }
+            if matches!(&self.guests[gi], Some(g) if g.port == port && !g.closing) {
+                self.close_guest(gi);
             }
         }
     }
@@ -1201,7 +1303,10 @@ fn guest_write_spec(
     memory: Option<&FixedTable>,
 ) -> WriteSpec {
     let segs = f.segs();
-    if eg.is_identity(fhead) {
+    // Identity egress of a frame whose segments carry the guest's 12-byte header: out as
+    // it lies in guest memory. The header bytes are the guest's (we validated our copy);
+    // the kernel validates them again on the tap/AF_PACKET write (virtio_net_hdr_to_skb).
+    if eg.is_identity(fhead) && f.seg_hdr() == VNET_HDR {
         if let Some(t) = memory {
             let mut slot = None;
             let all_in_one = segs.iter().all(|s| match t.resolve(s.addr, s.len as u64) {
@@ -1227,8 +1332,27 @@ fn guest_write_spec(
         return WriteSpec::Vectored { n };
     }
     let n = fill_rewrite(op, hdr, eg);
-    let n = fill_segs(op, n, segs, VNET_HDR + eg.body_offset as usize);
+    let n = fill_segs(op, n, segs, f.seg_hdr() + eg.body_offset as usize);
     WriteSpec::Vectored { n }
+}
+
+/// Copies a guest frame (the Ethernet frame, without the vnet header) into `out`.
+fn copy_frame(f: &GuestFrame, out: &mut Vec<u8>) {
+    out.clear();
+    let mut skip = f.seg_hdr();
+    for s in f.segs() {
+        let l = s.len as usize;
+        if skip >= l {
+            skip -= l;
+            continue;
+        }
+        // SAFETY: `GuestTxQueue` guarantees a popped frame's segments stay mapped and
+        // readable until it is completed; the caller has not completed it yet.
+        let b =
+            unsafe { std::slice::from_raw_parts((s.addr + skip as u64) as *const u8, l - skip) };
+        out.extend_from_slice(b);
+        skip = 0;
+    }
 }
 
 /// Appends `segs` minus their first `skip` bytes to `op.iov[at..]`; returns the new count.

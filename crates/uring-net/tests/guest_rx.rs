@@ -69,7 +69,7 @@ fn guest_to_guest_is_one_copy_and_full_rx_drops() {
         done: done.clone(),
         memory: Some(table),
     };
-    dp.attach_guest_tx(a, None, Box::new(q)).unwrap();
+    dp.attach_guest_tx(a, 0, None, Box::new(q)).unwrap();
     let mut sent = Vec::new();
     for i in 0..16usize {
         let f = udp_frame(
@@ -211,7 +211,7 @@ fn bad_kick_fd_does_not_spin() {
     let g = dp
         .add_guest_port(PortConfig::new("bad", PortKind::VhostUser))
         .unwrap();
-    dp.attach_guest_tx(g, None, Box::new(BadKick)).unwrap();
+    dp.attach_guest_tx(g, 0, None, Box::new(BadKick)).unwrap();
     std::thread::sleep(Duration::from_millis(200));
     let e1 = dp.stats().workers[0].enters;
     std::thread::sleep(Duration::from_millis(300));

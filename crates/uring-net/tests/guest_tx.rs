@@ -95,7 +95,7 @@ fn run_guest_tx(mem: &Mapping, mode: Memory, n: usize) -> (u64, u64, u64, Vec<St
         done: Arc::clone(&done),
         memory: table.clone(),
     };
-    let fixed = dp.attach_guest_tx(guest, Some(0), Box::new(q)).unwrap();
+    let fixed = dp.attach_guest_tx(guest, 0, Some(0), Box::new(q)).unwrap();
     assert_eq!(fixed, register);
     for i in 0..n {
         if mode == Memory::Late && i == n / 2 {

@@ -40,6 +40,26 @@ pub trait PortEvents: Send + Sync {
     /// registered guest memory (io_uring fixed buffers) re-reads
     /// [`crate::NetDevice::guest_memory`]. Called on the vhost-user protocol thread.
     fn memory_changed(&self, _port: PortId) {}
+
+    /// Whether this side services guest TX rings itself (the io_uring workers wait on
+    /// their kick fds and write frames straight from guest memory). Asked once, by
+    /// [`crate::NetDevice::new`]. When true the device neither watches TX kicks nor
+    /// processes TX; it lends each live TX ring out with [`tx_ring_started`] and takes it
+    /// back with [`tx_ring_stopped`].
+    ///
+    /// [`tx_ring_started`]: PortEvents::tx_ring_started
+    /// [`tx_ring_stopped`]: PortEvents::tx_ring_stopped
+    fn owns_guest_tx(&self) -> bool {
+        false
+    }
+
+    /// TX ring `ring.pair()` is live (set up, enabled, kick fd set): service it. Called
+    /// on the vhost-user protocol thread.
+    fn tx_ring_started(&self, _port: PortId, _ring: crate::TxRing) {}
+
+    /// Stop servicing queue pair `pair`'s TX ring and drop it; return only when every
+    /// frame popped from it was completed (a vhost-user GET_VRING_BASE is waiting).
+    fn tx_ring_stopped(&self, _port: PortId, _pair: u16) {}
 }
 
 /// Why [`crate::NetDevice::deliver`] did not place a frame. Each is counted on the RX queue.

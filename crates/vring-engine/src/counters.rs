@@ -25,10 +25,13 @@ pub enum Drop {
     NotReady,
     /// The avail index moved by more than the queue size (§2.7.6): the queue is stopped.
     AvailJump,
+    /// TX: a valid chain split into more pieces of guest memory than the data plane
+    /// writes in one go (Linux sends at most MAX_SKB_FRAGS + 2).
+    TooManySegments,
 }
 
 const N_CHAIN: usize = ChainError::ALL.len();
-const N_DROPS: usize = N_CHAIN + 7;
+const N_DROPS: usize = N_CHAIN + 8;
 
 impl Drop {
     fn index(self) -> usize {
@@ -41,6 +44,7 @@ impl Drop {
             Drop::NotReady => N_CHAIN + 4,
             Drop::AvailJump => N_CHAIN + 5,
             Drop::BadOffload => N_CHAIN + 6,
+            Drop::TooManySegments => N_CHAIN + 7,
         }
     }
 
@@ -54,6 +58,7 @@ impl Drop {
             Drop::NotReady,
             Drop::AvailJump,
             Drop::BadOffload,
+            Drop::TooManySegments,
         ])
     }
 }

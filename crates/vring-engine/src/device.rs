@@ -58,6 +58,11 @@ pub(crate) struct Inner {
     /// Guest-triggered log lines: at most one per second per device.
     pub log_limit: crate::ratelimit::RateLimit,
     masks: Vec<u64>,
+    /// TX rings are serviced by the daemon's data plane ([`PortEvents::owns_guest_tx`]).
+    tx_ext: bool,
+    /// Per queue index: a [`crate::TxRing`] for it is out with the data plane. The lock
+    /// also serialises starting and stopping them.
+    tx_out: Mutex<Vec<bool>>,
 }
 
 /// One vhost-user virtio-net port. Cheap to clone (a handle); every clone is the same
@@ -77,9 +82,13 @@ impl NetDevice {
     ) -> Result<NetDevice, crate::OptionsError> {
         opts.validate()?;
         let nq = opts.num_queues();
+        let tx_ext = events.owns_guest_tx();
         // One worker thread per queue pair; the control queue shares pair 0's thread.
+        // TX kicks go to the data plane instead when it owns TX (RX kicks are only
+        // counted: delivery happens when frames arrive).
+        let pair_bits = if tx_ext { 0b01u64 } else { 0b11u64 };
         let mut masks: Vec<u64> = (0..opts.queue_pairs as usize)
-            .map(|p| 0b11u64 << (2 * p))
+            .map(|p| pair_bits << (2 * p))
             .collect();
         masks[0] |= 1u64 << (nq - 1);
         let st = DevState {
@@ -102,6 +111,8 @@ impl NetDevice {
                 st: Mutex::new(st),
                 log_limit: crate::ratelimit::RateLimit::new(std::time::Duration::from_secs(1)),
                 masks,
+                tx_ext,
+                tx_out: Mutex::new(vec![false; nq]),
             }),
         })
     }
@@ -180,12 +191,27 @@ impl NetDevice {
     /// Installs the vrings of a new connection and its memory handle.
     pub(crate) fn attach(&self, vrings: Vec<NetVring>, mem: GuestMem) {
         *self.inner.mem.write() = mem;
+        if self.inner.tx_ext {
+            for (q, v) in vrings.iter().enumerate() {
+                let weak = Arc::downgrade(&self.inner);
+                v.set_hook(Some(Arc::new(move |restart| {
+                    if let Some(inner) = weak.upgrade() {
+                        inner.sync_tx(q, restart);
+                    }
+                })));
+            }
+        }
         *self.inner.vrings.write() = vrings;
     }
 
     /// Forgets the connection: the driver is gone, its state is reset (a new driver starts
     /// from scratch, §3.1.1), and the switch sees the link go down.
     pub(crate) fn detach(&self) {
+        let vrings = self.inner.vrings.read().clone();
+        for v in &vrings {
+            v.set_hook(None);
+        }
+        self.inner.stop_all_tx();
         self.inner.vrings.write().clear();
         self.inner.reset_state();
         self.inner.events.link_changed(self.inner.port, false);
@@ -238,6 +264,70 @@ impl Inner {
             }
         } else {
             Role::Unused
+        }
+    }
+
+    /// Hands TX ring `q` to the data plane when it became live, or takes it back when it
+    /// stopped (or, with `restart`, its kick fd or layout changed). Runs on the vhost-user
+    /// protocol thread; taking a ring back waits until the data plane completed every
+    /// frame it popped, so GET_VRING_BASE then reports a final index.
+    pub(crate) fn sync_tx(self: &Arc<Self>, q: usize, restart: bool) {
+        if !self.tx_ext {
+            return;
+        }
+        let mut out = self.tx_out.lock();
+        let Some(is_out) = out.get_mut(q) else {
+            return;
+        };
+        let pair = (q / 2) as u16;
+        let vring = self.vring(q);
+        let want = matches!(self.role(q), Role::Tx(_))
+            && vring.as_ref().is_some_and(|v| v.is_live())
+            && vring
+                .as_ref()
+                .is_some_and(|v| v.get_ref().get_kick().is_some());
+        if *is_out && (!want || restart) {
+            self.events.tx_ring_stopped(self.port, pair);
+            *is_out = false;
+        }
+        if want && !*is_out {
+            let Some(vring) = vring else { return };
+            let kick = vring.get_ref().get_kick().as_ref().map(|k| k.try_clone());
+            match kick {
+                Some(Ok(k)) => {
+                    use std::os::fd::{FromRawFd, IntoRawFd, OwnedFd};
+                    // SAFETY: `into_raw_fd` gives up the fresh duplicate just made; nothing
+                    // else owns it, so the OwnedFd takes sole ownership.
+                    let kick = unsafe { OwnedFd::from_raw_fd(k.into_raw_fd()) };
+                    let ring = crate::txring::TxRing::new(Arc::clone(self), q, vring, kick);
+                    self.events.tx_ring_started(self.port, ring);
+                    *is_out = true;
+                }
+                Some(Err(e)) => {
+                    tracing::error!(port = %self.port, queue = q, "cannot duplicate the kick fd: {e}");
+                }
+                None => {}
+            }
+        }
+    }
+
+    /// Takes every TX ring back from the data plane (disconnect).
+    pub(crate) fn stop_all_tx(&self) {
+        if !self.tx_ext {
+            return;
+        }
+        let mut out = self.tx_out.lock();
+        for (q, is_out) in out.iter_mut().enumerate() {
+            if *is_out {
+                self.events.tx_ring_stopped(self.port, (q / 2) as u16);
+                *is_out = false;
+            }
+        }
+    }
+
+    fn sync_all_tx(self: &Arc<Self>) {
+        for q in 0..self.counters.len() {
+            self.sync_tx(q, false);
         }
     }
 
@@ -349,6 +439,8 @@ impl VhostUserBackend for NetDevice {
         inner.events.rx_filter_changed(inner.port, &filter);
         inner.events.offloads_changed(inner.port, off);
         inner.events.link_changed(inner.port, true);
+        // Queue roles depend on MQ / CTRL_VQ: hand out or take back TX rings accordingly.
+        inner.sync_all_tx();
     }
 
     fn protocol_features(&self) -> VhostUserProtocolFeatures {

@@ -24,6 +24,7 @@ mod ratelimit;
 mod relay;
 mod rx;
 mod tx;
+pub mod txring;
 pub mod vring;
 
 pub use api::{Forwarder, PortEvents, RxDrop};
@@ -32,3 +33,4 @@ pub use device::NetDevice;
 pub use frame::TxFrame;
 pub use options::{OptionsError, PortOptions, SocketMode};
 pub use port::{PortError, VhostUserPort};
+pub use txring::{HostSeg, TxPopped, TxRing};

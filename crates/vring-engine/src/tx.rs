@@ -119,6 +119,36 @@ impl Inner {
         }
     }
 
+    /// Checks a TX chain's virtio-net header, length and offload requests (§5.1.6.2,
+    /// §5.1.6.2.1). Returns the header (with `num_buffers` cleared: an RX field that
+    /// carries nothing on TX) and the Ethernet frame's length.
+    pub(crate) fn check_tx_chain(
+        &self,
+        chain: &Chain<'_>,
+        hdr_len: usize,
+        acked: u64,
+    ) -> Result<(VnetHdr, usize), Drop> {
+        let total = chain.read_len as usize;
+        if total < hdr_len {
+            return Err(Drop::BadHeader);
+        }
+        let mut hb = [0u8; switch::vnet::HDR_LEN];
+        if crate::chain::copy_out(&chain.readable, 0, &mut hb[..hdr_len]) != hdr_len {
+            return Err(Drop::BadHeader);
+        }
+        let mut hdr = VnetHdr::parse(&hb, hdr_len).map_err(|_| Drop::BadHeader)?;
+        let gso = hdr.gso().map_err(|_| Drop::BadHeader)?;
+        hdr.num_buffers = 0;
+        let len = total - hdr_len;
+        if !(MIN_TX_FRAME..=MAX_TX_FRAME).contains(&len) {
+            return Err(Drop::BadLength);
+        }
+        if !offload_allowed(&hdr, gso, acked, len) {
+            return Err(Drop::BadOffload);
+        }
+        Ok((hdr, len))
+    }
+
     fn forward_chain<'m>(
         &self,
         chain: &Chain<'m>,
@@ -126,35 +156,13 @@ impl Inner {
         segs: &mut Vec<&'m [u8]>,
         ctr: &crate::counters::QueueCounters,
     ) {
-        let total = chain.read_len as usize;
-        if total < hdr_len {
-            ctr.count_drop(Drop::BadHeader);
-            return;
-        }
-        let mut hb = [0u8; switch::vnet::HDR_LEN];
-        if crate::chain::copy_out(&chain.readable, 0, &mut hb[..hdr_len]) != hdr_len {
-            ctr.count_drop(Drop::BadHeader);
-            return;
-        }
-        let Ok(mut hdr) = VnetHdr::parse(&hb, hdr_len) else {
-            ctr.count_drop(Drop::BadHeader);
-            return;
+        let (hdr, len) = match self.check_tx_chain(chain, hdr_len, self.acked()) {
+            Ok(v) => v,
+            Err(d) => {
+                ctr.count_drop(d);
+                return;
+            }
         };
-        let Ok(gso) = hdr.gso() else {
-            ctr.count_drop(Drop::BadHeader);
-            return;
-        };
-        // num_buffers is an RX field; on TX it carries nothing (§5.1.6.2).
-        hdr.num_buffers = 0;
-        let len = total - hdr_len;
-        if !(MIN_TX_FRAME..=MAX_TX_FRAME).contains(&len) {
-            ctr.count_drop(Drop::BadLength);
-            return;
-        }
-        if !offload_allowed(&hdr, gso, self.acked(), len) {
-            ctr.count_drop(Drop::BadOffload);
-            return;
-        }
         segs.clear();
         let mut skip = hdr_len;
         for s in &chain.readable {

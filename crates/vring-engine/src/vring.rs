@@ -17,7 +17,7 @@
 use std::cell::RefCell;
 use std::fs::File;
 use std::io::{self, Write};
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::Arc;
 
 use parking_lot::Mutex;
@@ -28,6 +28,10 @@ use vm_memory::{GuestMemoryAtomic, GuestMemoryMmap};
 /// Guest memory handle shared by the rings and the device.
 pub type GuestMem = GuestMemoryAtomic<GuestMemoryMmap<()>>;
 
+/// Called after a change that may start or stop the ring (ready, enable; `true`: the kick
+/// fd was replaced, so whoever waits on the old one must switch).
+pub(crate) type StateHook = Arc<dyn Fn(bool) + Send + Sync>;
+
 #[derive(Default)]
 struct Extra {
     err: Mutex<Option<File>>,
@@ -35,6 +39,11 @@ struct Extra {
     /// Mirrors of the ring's `ready` and `enabled` state, readable without its lock.
     ready: AtomicBool,
     enabled: AtomicBool,
+    /// Bumped whenever the frontend (re)sets the ring's layout or position
+    /// (SET_VRING_ADDR/BASE/NUM): a used-ring write for a chain popped under an older
+    /// generation would corrupt the new ring, so it is skipped ([`crate::txring`]).
+    generation: AtomicU64,
+    hook: Mutex<Option<StateHook>>,
 }
 
 /// A vring: vhost-user-backend's `VringMutex` (its mutex is the per-queue lock) plus the
@@ -87,6 +96,29 @@ impl NetVring {
     fn clear_broken(&self) {
         self.extra.broken.store(false, Ordering::Release);
     }
+
+    /// The ring's current generation (see `Extra::generation`).
+    pub(crate) fn generation(&self) -> u64 {
+        self.extra.generation.load(Ordering::Acquire)
+    }
+
+    /// A new generation; whoever holds the ring must let go of the old one.
+    fn bump(&self) {
+        self.extra.generation.fetch_add(1, Ordering::AcqRel);
+        self.changed(true);
+    }
+
+    /// Installs the callback run after every kick/ready/enable change.
+    pub(crate) fn set_hook(&self, hook: Option<StateHook>) {
+        *self.extra.hook.lock() = hook;
+    }
+
+    fn changed(&self, kick: bool) {
+        let h = self.extra.hook.lock().clone();
+        if let Some(h) = h {
+            h(kick);
+        }
+    }
 }
 
 impl<'a> VringStateGuard<'a, GuestMem> for NetVring {
@@ -134,17 +166,21 @@ impl VringT<GuestMem> for NetVring {
     fn set_enabled(&self, enabled: bool) {
         self.inner.set_enabled(enabled);
         self.extra.enabled.store(enabled, Ordering::Release);
+        self.changed(false);
     }
     fn set_queue_info(&self, desc: u64, avail: u64, used: u64) -> Result<(), VirtQueError> {
         self.clear_broken();
-        self.inner.set_queue_info(desc, avail, used)
+        let r = self.inner.set_queue_info(desc, avail, used);
+        self.bump();
+        r
     }
     fn queue_next_avail(&self) -> u16 {
         self.inner.queue_next_avail()
     }
     fn set_queue_next_avail(&self, base: u16) {
         self.clear_broken();
-        self.inner.set_queue_next_avail(base)
+        self.inner.set_queue_next_avail(base);
+        self.bump();
     }
     fn set_queue_next_used(&self, idx: u16) {
         self.inner.set_queue_next_used(idx)
@@ -153,7 +189,8 @@ impl VringT<GuestMem> for NetVring {
         self.inner.queue_used_idx()
     }
     fn set_queue_size(&self, num: u16) {
-        self.inner.set_queue_size(num)
+        self.inner.set_queue_size(num);
+        self.bump();
     }
     fn set_queue_event_idx(&self, enabled: bool) {
         self.inner.set_queue_event_idx(enabled)
@@ -161,9 +198,11 @@ impl VringT<GuestMem> for NetVring {
     fn set_queue_ready(&self, ready: bool) {
         self.inner.set_queue_ready(ready);
         self.extra.ready.store(ready, Ordering::Release);
+        self.changed(false);
     }
     fn set_kick(&self, file: Option<File>) {
-        self.inner.set_kick(file)
+        self.inner.set_kick(file);
+        self.changed(true);
     }
     fn read_kick(&self) -> io::Result<bool> {
         self.inner.read_kick()

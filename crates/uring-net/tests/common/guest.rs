@@ -119,6 +119,7 @@ impl GuestRx for CollectRx {
         _hdr: &VnetHdr,
         parts: &[&[u8]],
         _offloads: &switch::Offloads,
+        _flow: u32,
     ) -> Result<(), RxFull> {
         let mut f = self.frames.lock();
         if f.len() >= self.cap {

@@ -1,0 +1,176 @@
+//! Guest TX on the io_uring workers: the seam between vring-engine's [`TxRing`] (a TX
+//! virtqueue lent out by a vhost-user device) and uring-net's [`GuestTxQueue`] (what a
+//! worker services), plus the guest memory registered as io_uring fixed buffers so those
+//! frames are written to taps and AF_PACKET ports from the guest's own pages.
+//!
+//! Registration is lazy and off the datapath: it happens on the vhost-user protocol thread
+//! when the first TX ring of a memory table is handed out (QEMU sends the whole table before
+//! it starts rings, so one table is pinned once), and again when the table changes while
+//! rings are out. A registration keeps the memory table it pinned alive, so a host address
+//! it resolves is always inside a live mapping (see ARCHITECTURE.md "Zero-copy guest TX").
+
+use std::os::fd::RawFd;
+use std::sync::Arc;
+
+use parking_lot::Mutex;
+use switch::{PortId, MAX_PORTS};
+use uring_net::{Dataplane, FixedTable, GuestFrame, GuestTxQueue, MemRegion, Seg};
+use vm_memory::{GuestMemoryBackend, GuestMemoryMmap, GuestMemoryRegion};
+use vring_engine::{NetDevice, TxRing};
+
+/// A device's TX ring as a worker's guest queue.
+pub struct GuestTx {
+    ring: TxRing,
+    memory: Option<Arc<FixedTable>>,
+}
+
+impl GuestTx {
+    pub fn new(ring: TxRing, memory: Option<Arc<FixedTable>>) -> GuestTx {
+        GuestTx { ring, memory }
+    }
+}
+
+impl GuestTxQueue for GuestTx {
+    fn kick_fd(&self) -> RawFd {
+        self.ring.kick_fd()
+    }
+
+    fn pop(&mut self, max: usize, out: &mut Vec<GuestFrame>) {
+        self.ring.pop(max, |p| {
+            let mut segs = [Seg::default(); uring_net::guest::MAX_SEGS];
+            let n = p.segs.len().min(segs.len());
+            for (d, s) in segs.iter_mut().zip(p.segs) {
+                *d = Seg {
+                    addr: s.addr,
+                    len: s.len,
+                };
+            }
+            let f = if p.hdr_in_segs {
+                GuestFrame::new(p.token, &segs[..n], p.head)
+            } else {
+                GuestFrame::without_hdr_in_segs(p.token, &segs[..n], p.head)
+            };
+            match f {
+                Some(f) => {
+                    out.push(f);
+                    true
+                }
+                None => false,
+            }
+        });
+    }
+
+    fn complete(&mut self, token: u64) {
+        self.ring.complete(token);
+    }
+
+    fn memory(&self) -> Option<Arc<FixedTable>> {
+        self.memory.clone()
+    }
+
+    fn flush(&mut self) {
+        self.ring.flush();
+    }
+}
+
+/// One registration: the table (None when registering failed: writev fallback) and the
+/// memory table it was made from, held so its mappings outlive the registration.
+struct Reg {
+    table: Option<Arc<FixedTable>>,
+    mem: Arc<GuestMemoryMmap<()>>,
+}
+
+#[derive(Default)]
+struct PortMem {
+    reg: Option<Reg>,
+    /// TX rings of the port currently out with the workers.
+    rings_out: u16,
+}
+
+/// Guest memory registrations, per port.
+pub struct GuestMemories {
+    ports: Mutex<Vec<PortMem>>,
+}
+
+impl Default for GuestMemories {
+    fn default() -> Self {
+        GuestMemories {
+            ports: Mutex::new((0..MAX_PORTS).map(|_| PortMem::default()).collect()),
+        }
+    }
+}
+
+impl GuestMemories {
+    /// A TX ring of `dev` goes to the workers: the registration of its current memory
+    /// table (made now if there is none yet).
+    pub fn ring_out(&self, dp: &Dataplane, dev: &NetDevice) -> Option<Arc<FixedTable>> {
+        let mut ports = self.ports.lock();
+        let pm = ports.get_mut(dev.port().index())?;
+        pm.rings_out += 1;
+        let mem = dev.guest_memory().into_inner();
+        if !pm.reg.as_ref().is_some_and(|r| Arc::ptr_eq(&r.mem, &mem)) {
+            let old = pm.reg.replace(register(dp, mem));
+            release(dp, old);
+        }
+        pm.reg.as_ref().and_then(|r| r.table.clone())
+    }
+
+    /// A TX ring came back from the workers; the last one releases the registration.
+    pub fn ring_back(&self, dp: &Dataplane, port: PortId) {
+        let mut ports = self.ports.lock();
+        let Some(pm) = ports.get_mut(port.index()) else {
+            return;
+        };
+        pm.rings_out = pm.rings_out.saturating_sub(1);
+        if pm.rings_out == 0 {
+            release(dp, pm.reg.take());
+        }
+    }
+
+    /// The memory table changed: with rings out, register the new one and switch the
+    /// workers to it before the old one is released; otherwise just let the old one go.
+    pub fn changed(&self, dp: &Dataplane, dev: &NetDevice) {
+        let mut ports = self.ports.lock();
+        let Some(pm) = ports.get_mut(dev.port().index()) else {
+            return;
+        };
+        if pm.rings_out == 0 {
+            release(dp, pm.reg.take());
+            return;
+        }
+        let new = register(dp, dev.guest_memory().into_inner());
+        if let Err(e) = dp.set_guest_memory(dev.port(), new.table.clone()) {
+            tracing::warn!(port = %dev.port(), "switching guest TX to the new memory table failed: {e}");
+        }
+        let old = pm.reg.replace(new);
+        release(dp, old);
+    }
+}
+
+fn register(dp: &Dataplane, mem: Arc<GuestMemoryMmap<()>>) -> Reg {
+    let regions: Vec<MemRegion> = mem
+        .iter()
+        .map(|r| MemRegion {
+            host_addr: r.as_ptr() as u64,
+            len: r.len(),
+        })
+        .collect();
+    let table = if regions.is_empty() {
+        None
+    } else {
+        // SAFETY: the regions are the mappings of `mem`, which the returned Reg keeps
+        // alive for as long as the table is held (release() drops the table first).
+        // A failure is counted and logged once by the data plane; TX then uses writev.
+        unsafe { dp.register_memory(&regions) }.ok()
+    };
+    Reg { table, mem }
+}
+
+fn release(dp: &Dataplane, reg: Option<Reg>) {
+    if let Some(Reg { table, mem }) = reg {
+        if let Some(t) = table {
+            dp.release_memory(t);
+        }
+        drop(mem);
+    }
+}

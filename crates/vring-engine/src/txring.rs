@@ -1,0 +1,343 @@
+//! A TX virtqueue handed to an outside data plane (the io_uring workers), so guest frames
+//! leave from the guest's own pages with no copy in our process.
+//!
+//! Why a separate path from [`crate::tx`]: there a frame is forwarded and its chain
+//! returned to the used ring before the next one is read, all on vhost-user-backend's
+//! thread. A zero-copy writer instead keeps a chain *in flight* until the kernel has read
+//! it (an io_uring WriteFixed completes later), so chains are completed out of order and
+//! possibly from another thread's batch. Split virtqueues allow that: a used-ring entry
+//! names its chain by head index (virtio 1.2 §2.7.8), and the driver must not touch a
+//! buffer until the device has used it (§2.7.4).
+//!
+//! Contract with the data plane ([`crate::PortEvents::tx_ring_started`]):
+//! - it owns the ring's kick fd (a duplicate held here) and calls [`TxRing::pop`] after
+//!   each kick until it returns nothing; pop re-enables driver notifications the way
+//!   §2.7.10 requires (re-check after enabling), so no kick is lost;
+//! - every popped frame's pieces stay mapped until [`TxRing::complete`]: the frame holds a
+//!   reference to the guest memory table it was popped from, which keeps its mappings
+//!   alive across a memory-table change;
+//! - [`TxRing::flush`] at the end of a batch publishes the completions and signals the
+//!   guest once (EVENT_IDX-aware, §2.7.7.2);
+//! - when the frontend stops the ring (GET_VRING_BASE, reset, disconnect) the device calls
+//!   `tx_ring_stopped` and waits for the data plane to finish and drop the ring, so the
+//!   index reported to the frontend covers only chains already in the used ring. If that
+//!   wait times out, later completions of this ring are discarded: the ring's generation
+//!   changed and a used entry would corrupt the new layout.
+
+use std::os::fd::{AsRawFd, OwnedFd, RawFd};
+use std::sync::atomic::Ordering;
+use std::sync::Arc;
+
+use switch::VnetHdr;
+use vhost_user_backend::VringT;
+use virtio_queue::{Error as QueueError, QueueOwnedT, QueueT};
+use vm_memory::{GuestAddress, GuestAddressSpace};
+
+use crate::chain::{copy_out, Chain, ChainError, Direction, Mem, TableInfo};
+use crate::counters::Drop;
+use crate::device::Inner;
+use crate::features::{bit, vnet_hdr_len};
+use crate::vring::NetVring;
+
+/// Most pieces a popped frame may have (a data plane sends at most this many iovecs).
+pub const MAX_TX_SEGS: usize = 32;
+/// Bytes of a frame's beginning copied for the switch's decision: header + L2–L4 headers.
+pub const TX_HEAD: usize = 256;
+/// Chains popped per pop call at most (the data plane's batch).
+const POP_CHUNK: usize = 64;
+
+/// One piece of a popped frame: a host address inside the guest's mapped memory.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct HostSeg {
+    pub addr: u64,
+    pub len: u32,
+}
+
+/// A frame popped from a TX ring, lent to the pop callback.
+pub struct TxPopped<'a> {
+    /// Give it back to [`TxRing::complete`] when every write reading the frame finished.
+    pub token: u64,
+    /// The chain's readable pieces. With `hdr_in_segs` they start with the driver's own
+    /// 12-byte virtio-net header (VERSION_1 or MRG_RXBUF layout); otherwise (legacy
+    /// 10-byte header) they start at the Ethernet frame.
+    pub segs: &'a [HostSeg],
+    pub hdr_in_segs: bool,
+    /// A private copy: the validated header in the 12-byte form, then the frame's first
+    /// bytes. Decisions are taken on it, never on guest memory the guest may still change.
+    pub head: &'a [u8],
+    /// The validated header (`num_buffers` = 0).
+    pub hdr: VnetHdr,
+    /// Length of the Ethernet frame.
+    pub frame_len: usize,
+}
+
+/// A live TX ring lent to a data plane. Dropping it (after every frame completed) is how
+/// the data plane says it is done with the ring.
+pub struct TxRing {
+    inner: Arc<Inner>,
+    q: usize,
+    pair: u16,
+    vring: NetVring,
+    kick: OwnedFd,
+    generation: u64,
+    /// Chains in flight per head index (a hostile driver may offer one head twice).
+    held: Vec<u16>,
+    in_flight: usize,
+    /// Every memory table a frame in flight was popped from (usually one): holding them
+    /// keeps their mappings alive until the frames complete.
+    tables: Vec<Arc<Mem>>,
+    done: Vec<u16>,
+    segs: Vec<HostSeg>,
+}
+
+impl std::fmt::Debug for TxRing {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("TxRing")
+            .field("port", &self.inner.port)
+            .field("pair", &self.pair)
+            .field("in_flight", &self.in_flight)
+            .finish()
+    }
+}
+
+impl TxRing {
+    pub(crate) fn new(inner: Arc<Inner>, q: usize, vring: NetVring, kick: OwnedFd) -> TxRing {
+        let size = usize::from(inner.opts.max_queue_size);
+        TxRing {
+            pair: (q / 2) as u16,
+            generation: vring.generation(),
+            inner,
+            q,
+            vring,
+            kick,
+            held: vec![0; size],
+            in_flight: 0,
+            tables: Vec::new(),
+            done: Vec::with_capacity(size),
+            segs: Vec::with_capacity(MAX_TX_SEGS),
+        }
+    }
+
+    /// The switch port of the device.
+    pub fn port(&self) -> switch::PortId {
+        self.inner.port
+    }
+
+    /// The queue pair this TX ring belongs to.
+    pub fn pair(&self) -> u16 {
+        self.pair
+    }
+
+    /// The kick eventfd to wait on (a duplicate owned by this ring).
+    pub fn kick_fd(&self) -> RawFd {
+        self.kick.as_raw_fd()
+    }
+
+    /// Frames popped and not yet completed.
+    pub fn in_flight(&self) -> usize {
+        self.in_flight
+    }
+
+    /// Pops up to `max` valid frames, handing each to `take`; a frame `take` refuses
+    /// (returns false) is dropped and completed at once. Invalid chains are counted,
+    /// dropped and completed here and never reach `take`. Returns the frames handed over.
+    pub fn pop(&mut self, max: usize, mut take: impl FnMut(TxPopped<'_>) -> bool) -> usize {
+        let inner = Arc::clone(&self.inner);
+        let Some(ctr) = inner.counters.get(self.q) else {
+            return 0;
+        };
+        let acked = inner.acked();
+        let hdr_len = vnet_hdr_len(acked);
+        let indirect = acked & bit(virtio_bindings::virtio_ring::VIRTIO_RING_F_INDIRECT_DESC) != 0;
+        let mem: Arc<Mem> = inner.mem.read().memory().into_inner();
+        let vring = self.vring.clone();
+        let mut st = vring.get_mut();
+        if !st.get_queue().ready()
+            || !st.is_enabled()
+            || vring.is_broken()
+            || vring.generation() != self.generation
+        {
+            return 0;
+        }
+        let table = TableInfo {
+            desc_table: GuestAddress(st.get_queue().desc_table()),
+            queue_size: st.get_queue().size(),
+            indirect_allowed: indirect,
+        };
+        let mut chain = Chain::default();
+        let mut handed = 0;
+        let mut head_buf = [0u8; TX_HEAD];
+        'outer: loop {
+            let _ = st.get_queue_mut().disable_notification(&*mem);
+            while handed < max {
+                let want = (max - handed).min(POP_CHUNK);
+                let mut heads = [0u16; POP_CHUNK];
+                let n = match st.get_queue_mut().iter(&*mem) {
+                    Ok(it) => {
+                        let mut n = 0;
+                        for c in it.take(want) {
+                            heads[n] = c.head_index();
+                            n += 1;
+                        }
+                        n
+                    }
+                    Err(QueueError::InvalidAvailRingIndex) => {
+                        ctr.count_drop(Drop::AvailJump);
+                        if inner.log_limit.allow() {
+                            tracing::warn!(port = %inner.port, queue = self.q, "avail index jumped past the ring size: queue stopped");
+                        }
+                        vring.mark_broken();
+                        return handed;
+                    }
+                    Err(_) => return handed,
+                };
+                if n == 0 {
+                    break;
+                }
+                for &head in &heads[..n] {
+                    if head >= table.queue_size || usize::from(head) >= self.held.len() {
+                        ctr.count_drop(Drop::Chain(ChainError::BadIndex));
+                        vring.mark_broken();
+                        return handed;
+                    }
+                    let checked = chain
+                        .walk(&mem, table, head, Direction::ReadOnly)
+                        .map_err(Drop::Chain)
+                        .and_then(|()| inner.check_tx_chain(&chain, hdr_len, acked));
+                    let (hdr, frame_len) = match checked {
+                        Ok(v) => v,
+                        Err(d) => {
+                            ctr.count_drop(d);
+                            self.done.push(head);
+                            continue;
+                        }
+                    };
+                    // The pieces, as host addresses; the legacy 10-byte header is skipped.
+                    self.segs.clear();
+                    let hdr_in_segs = hdr_len == switch::vnet::HDR_LEN;
+                    let mut skip = if hdr_in_segs { 0 } else { hdr_len };
+                    let mut too_many = false;
+                    for s in &chain.readable {
+                        let l = s.len();
+                        if skip >= l {
+                            skip -= l;
+                            continue;
+                        }
+                        if self.segs.len() == MAX_TX_SEGS {
+                            too_many = true;
+                            break;
+                        }
+                        self.segs.push(HostSeg {
+                            addr: s.ptr_guard().as_ptr() as u64 + skip as u64,
+                            len: (l - skip) as u32,
+                        });
+                        skip = 0;
+                    }
+                    if too_many {
+                        ctr.count_drop(Drop::TooManySegments);
+                        self.done.push(head);
+                        continue;
+                    }
+                    let _ = hdr.emit(&mut head_buf, switch::vnet::HDR_LEN);
+                    let copied = copy_out(
+                        &chain.readable,
+                        hdr_len,
+                        &mut head_buf[switch::vnet::HDR_LEN..],
+                    );
+                    ctr.count_frame(frame_len);
+                    let h = &mut self.held[usize::from(head)];
+                    *h = h.saturating_add(1);
+                    self.in_flight += 1;
+                    if !self.tables.last().is_some_and(|t| Arc::ptr_eq(t, &mem)) {
+                        self.tables.push(Arc::clone(&mem));
+                    }
+                    let token = u64::from(head);
+                    let ok = take(TxPopped {
+                        token,
+                        segs: &self.segs,
+                        hdr_in_segs,
+                        head: &head_buf[..switch::vnet::HDR_LEN + copied],
+                        hdr,
+                        frame_len,
+                    });
+                    if ok {
+                        handed += 1;
+                    } else {
+                        self.release(head);
+                        self.done.push(head);
+                    }
+                }
+            }
+            if handed == max {
+                // The caller comes back for more; notifications stay off meanwhile.
+                break 'outer;
+            }
+            match st.get_queue_mut().enable_notification(&*mem) {
+                Ok(true) => continue,
+                _ => break,
+            }
+        }
+        handed
+    }
+
+    fn release(&mut self, head: u16) -> bool {
+        let Some(h) = self.held.get_mut(usize::from(head)) else {
+            return false;
+        };
+        if *h == 0 {
+            return false;
+        }
+        *h -= 1;
+        self.in_flight -= 1;
+        if self.in_flight == 0 {
+            self.tables.clear();
+        }
+        true
+    }
+
+    /// Every write of frame `token` finished: its chain goes to the used ring (length 0:
+    /// the device wrote nothing, §2.7.8) at the next [`flush`](Self::flush). Unknown or
+    /// already completed tokens are ignored.
+    pub fn complete(&mut self, token: u64) {
+        let Ok(head) = u16::try_from(token) else {
+            return;
+        };
+        if self.release(head) {
+            self.done.push(head);
+        }
+    }
+
+    /// Publishes completed chains to the used ring and signals the guest if it asked for
+    /// it. Skipped (the entries discarded) when the frontend re-set the ring meanwhile.
+    pub fn flush(&mut self) {
+        if self.done.is_empty() {
+            return;
+        }
+        let mem = self.inner.mem.read().memory();
+        let mut st = self.vring.get_mut();
+        if self.vring.generation() != self.generation {
+            self.done.clear();
+            return;
+        }
+        for &head in &self.done {
+            if st.get_queue_mut().add_used(&*mem, head, 0).is_err() {
+                self.vring.mark_broken();
+                break;
+            }
+        }
+        self.done.clear();
+        if st.get_queue_mut().needs_notification(&*mem).unwrap_or(true)
+            && st.signal_used_queue().is_ok()
+        {
+            if let Some(c) = self.inner.counters.get(self.q) {
+                c.calls.fetch_add(1, Ordering::Relaxed);
+            }
+        }
+    }
+}
+
+impl std::ops::Drop for TxRing {
+    fn drop(&mut self) {
+        self.flush();
+    }
+}

@@ -1,0 +1,184 @@
+//! TX rings lent to an outside data plane (`PortEvents::owns_guest_tx`): the device hands
+//! a live ring out, frames are popped as host addresses with a private head copy,
+//! completed out of order, and the ring is taken back — after every frame in flight was
+//! completed — when the frontend stops it (GET_VRING_BASE).
+
+mod common;
+
+use std::sync::Arc;
+
+use common::frames::*;
+use common::*;
+use parking_lot::Mutex;
+use switch::{Offloads, PortId, RxFilter};
+use vhost::VhostBackend;
+use virtio_bindings::virtio_net::*;
+use virtio_bindings::virtio_ring::VIRTIO_RING_F_EVENT_IDX;
+use vring_engine::features::bit;
+use vring_engine::{DropReason, Forwarder, NetDevice, PortEvents, TxFrame, TxRing, VhostUserPort};
+
+/// The "data plane": keeps lent rings, and on stop completes what is in flight (as the
+/// io_uring workers do before they drop a ring).
+#[derive(Default)]
+struct Plane {
+    rings: Mutex<Vec<TxRing>>,
+    inflight: Mutex<Vec<u64>>,
+    started: Mutex<Vec<u16>>,
+    stopped: Mutex<Vec<(u16, usize)>>,
+}
+
+struct Ev(Arc<Plane>);
+
+impl PortEvents for Ev {
+    fn rx_filter_changed(&self, _: PortId, _: &RxFilter) {}
+    fn offloads_changed(&self, _: PortId, _: Offloads) {}
+    fn link_changed(&self, _: PortId, _: bool) {}
+    fn owns_guest_tx(&self) -> bool {
+        true
+    }
+    fn tx_ring_started(&self, _: PortId, ring: TxRing) {
+        self.0.started.lock().push(ring.pair());
+        self.0.rings.lock().push(ring);
+    }
+    fn tx_ring_stopped(&self, _: PortId, pair: u16) {
+        let mut rings = self.0.rings.lock();
+        if let Some(i) = rings.iter().position(|r| r.pair() == pair) {
+            let mut r = rings.remove(i);
+            let n = r.in_flight();
+            for t in self.0.inflight.lock().drain(..) {
+                r.complete(t);
+            }
+            drop(r); // flushes the completions
+            self.0.stopped.lock().push((pair, n));
+        }
+    }
+}
+
+/// Must never be called: TX belongs to the plane.
+struct NoFwd;
+impl Forwarder for NoFwd {
+    fn forward(&self, _: PortId, _: &switch::VnetHdr, _: &TxFrame<'_>) {
+        panic!("TX went through the device's own path although the plane owns it");
+    }
+}
+
+fn start(tag: &str) -> (Arc<Plane>, VhostUserPort) {
+    let plane = Arc::new(Plane::default());
+    let dev = NetDevice::new(
+        PortId(0),
+        opts(tag, MAC_A),
+        Arc::new(NoFwd),
+        Arc::new(Ev(plane.clone())),
+    )
+    .unwrap();
+    (plane, VhostUserPort::start(dev).unwrap())
+}
+
+/// Pops everything available; returns (token, frame bytes read through the host
+/// addresses, head copy, hdr_in_segs).
+fn pop_all(plane: &Plane) -> Vec<(u64, Vec<u8>, Vec<u8>, bool)> {
+    let mut out = Vec::new();
+    let mut rings = plane.rings.lock();
+    let r = &mut rings[0];
+    r.pop(64, |p| {
+        let mut bytes = Vec::new();
+        for s in p.segs {
+            // SAFETY: the ring guarantees popped pieces stay mapped until completed.
+            bytes.extend_from_slice(unsafe {
+                std::slice::from_raw_parts(s.addr as *const u8, s.len as usize)
+            });
+        }
+        out.push((p.token, bytes, p.head.to_vec(), p.hdr_in_segs));
+        true
+    });
+    out
+}
+
+#[test]
+fn ring_is_lent_popped_completed_out_of_order_and_taken_back() {
+    let (plane, port) = start("txring");
+    let want = bit(VIRTIO_NET_F_MRG_RXBUF) | bit(VIRTIO_RING_F_EVENT_IDX) | bit(VIRTIO_NET_F_CSUM);
+    let mut g = TestGuest::start(
+        TestGuest::connect(&port.device().options().socket, 3),
+        3,
+        want,
+    );
+    wait_for("TX ring lent out", || {
+        (plane.started.lock().as_slice() == [0]).then_some(())
+    });
+    assert_eq!(g.hdr_len(), 12);
+    let hdr = [0u8; 12];
+    let f1 = udp_frame(MAC_A, MAC_B, 100);
+    let f2 = udp_frame(MAC_A, MAC_B, 700);
+    let h1 = g.send_split(1, &hdr, &f1);
+    let h2 = g.send_inline(1, &hdr, &f2);
+    // A hostile chain: a buffer outside guest memory. Dropped, counted, returned.
+    let bad = g.queues[1].add(&g.mem, &[(0xdead_0000_0000, 64, false)]);
+    g.queues[1].kick();
+    let popped = wait_for("frames popped", || {
+        let p = pop_all(&plane);
+        (!p.is_empty()).then_some(p)
+    });
+    assert_eq!(popped.len(), 2, "the bad chain never reaches the plane");
+    for ((tok, bytes, head, in_segs), (h, f)) in popped.iter().zip([(h1, &f1), (h2, &f2)]) {
+        assert_eq!(*tok, u64::from(h));
+        assert!(
+            *in_segs,
+            "VERSION_1: the guest's 12-byte header leads the pieces"
+        );
+        assert_eq!(&bytes[..12], &hdr);
+        assert_eq!(&bytes[12..], f.as_slice());
+        assert_eq!(&head[12..], &f[..head.len() - 12]);
+    }
+    let s = port.device().queue_stats(1).unwrap();
+    assert_eq!(s.frames, 2);
+    assert_eq!(
+        s.drops
+            .iter()
+            .find(|(d, _)| matches!(d, DropReason::Chain(_)))
+            .map(|(_, n)| *n),
+        Some(1)
+    );
+    // The bad chain is already used; the good ones only once completed, in any order.
+    {
+        let mut rings = plane.rings.lock();
+        rings[0].flush();
+    }
+    assert_eq!(g.queues[1].wait_used(&g.mem, 1), vec![(bad, 0)]);
+    {
+        let mut rings = plane.rings.lock();
+        assert_eq!(rings[0].in_flight(), 2);
+        rings[0].complete(u64::from(h2));
+        rings[0].complete(u64::from(h2)); // twice: ignored
+        rings[0].complete(9999); // unknown: ignored
+        rings[0].flush();
+    }
+    assert_eq!(g.queues[1].wait_used(&g.mem, 1), vec![(h2, 0)]);
+    // One frame stays in flight while the frontend stops the ring: GET_VRING_BASE returns
+    // only after the plane completed it, and the index it reports covers all three chains.
+    plane.inflight.lock().push(u64::from(h1));
+    let base = g.fe.get_vring_base(1).unwrap();
+    assert_eq!(base, 3);
+    assert_eq!(plane.stopped.lock().as_slice(), &[(0, 1)]);
+    assert_eq!(g.queues[1].wait_used(&g.mem, 1), vec![(h1, 0)]);
+    assert!(plane.rings.lock().is_empty());
+    // Set up again (as QEMU does on resume): lent out anew.
+    g.setup_queue(1);
+    wait_for("TX ring lent again", || {
+        (plane.started.lock().len() == 2).then_some(())
+    });
+}
+
+#[test]
+fn disconnect_takes_the_ring_back() {
+    let (plane, port) = start("txring-dc");
+    let g = TestGuest::start(TestGuest::connect(&port.device().options().socket, 3), 3, 0);
+    wait_for("TX ring lent out", || {
+        (plane.started.lock().len() == 1).then_some(())
+    });
+    drop(g);
+    wait_for("TX ring taken back", || {
+        (plane.stopped.lock().len() == 1).then_some(())
+    });
+    assert!(plane.rings.lock().is_empty());
+}
