@@ -35,23 +35,31 @@ Examples:
 
 Port syntax (stable; scripts depend on it):
   vhost-user:path=P[,queues=N][,client][,mac=M][,vlan=V][,offloads=on|off]
+             [,qmp=PATH[,qmp-nic=ID]]
   tap:name=N[,queues=N][,vlan=V]
   afpacket:ifname=I[,vlan=V]";
 
 const RUN_EXAMPLES: &str = "\
 Examples:
   ringswitch run --port vhost-user:path=/run/vm1.sock --port vhost-user:path=/run/vm2.sock
+  ringswitch run --port vhost-user:path=/run/vm1.sock,qmp=/run/vm1.qmp,qmp-nic=net0
   ringswitch run --config /etc/ringswitch.toml --log-format json
   ringswitch run --config /etc/ringswitch.toml --check    # validate, print, exit
 
 Port syntax (stable; scripts depend on it):
   vhost-user:path=P[,queues=N][,client][,mac=M][,vlan=V][,offloads=on|off]
+             [,qmp=PATH[,qmp-nic=ID]]
       path      unix socket; ringswitch listens on it (QEMU connects), or with `client`
                 connects to QEMU's socket (QEMU `server=on`)
       queues    queue pairs offered to the guest, 1..=16 (default 1)
       mac       the guest NIC's MAC, a unicast address like 52:54:00:12:34:56
       vlan      access VLAN 1..=4094 (default: trunk of all VLANs, native VLAN 1)
       offloads  offer checksum/TSO/USO offloads to the guest (default on)
+      qmp       QEMU's QMP socket (QEMU -qmp unix:PATH,server=on,wait=off): the port
+                follows the guest's rx filter (promisc, MAC tables, VLANs), which QEMU
+                keeps to itself for vhost-user NICs
+      qmp-nic   which NIC of that QEMU: its -device id= or its -netdev id= (default:
+                QEMU's only NIC)
   tap:name=N[,queues=N][,vlan=V]      a tap device (created if missing), queues 1..=256
   afpacket:ifname=I[,vlan=V]          an existing interface, e.g. a veth
 
@@ -296,6 +304,35 @@ mod tests {
         assert_eq!(change.vlan, Some(None));
         assert!(parse(&["ctl", "set-port", "rs0", "vlan=5000"]).is_err());
         assert!(parse(&["ctl", "set-port", "rs0"]).is_err());
+    }
+
+    #[test]
+    fn run_port_with_qmp() {
+        let cli = parse(&[
+            "run",
+            "--port",
+            "vhost-user:path=/run/vm1.sock,qmp=/run/vm1.qmp,qmp-nic=net0",
+        ])
+        .unwrap();
+        let Command::Run(r) = cli.command else {
+            panic!("not run")
+        };
+        let PortSpec::VhostUser { qmp: Some(q), .. } = &r.ports[0] else {
+            panic!("no qmp: {:?}", r.ports)
+        };
+        assert_eq!(
+            (q.path.as_str(), q.nic.as_deref()),
+            ("/run/vm1.qmp", Some("net0"))
+        );
+        let e = parse(&["run", "--port", "vhost-user:path=/a,qmp-nic=net0"])
+            .unwrap_err()
+            .to_string();
+        assert!(
+            e.contains("qmp-nic=net0") && e.contains("add qmp=PATH"),
+            "{e}"
+        );
+        let help = Cli::command().render_long_help().to_string();
+        assert!(help.contains("[,qmp=PATH[,qmp-nic=ID]]"), "{help}");
     }
 
     #[test]

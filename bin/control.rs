@@ -9,7 +9,8 @@ use serde::{Deserialize, Serialize};
 
 /// A port as the user specifies it (`--port` syntax or TOML). Keep this stable: scripts
 /// outside the project use `--port vhost-user:path=P[,queues=N][,client][,mac=M][,vlan=V]
-/// [,offloads=on|off]`, `--port tap:name=N[,queues=N]`, `--port afpacket:ifname=I`.
+/// [,offloads=on|off][,qmp=PATH[,qmp-nic=ID]]`, `--port tap:name=N[,queues=N]`,
+/// `--port afpacket:ifname=I`.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(tag = "kind", rename_all = "kebab-case")]
 pub enum PortSpec {
@@ -26,6 +27,10 @@ pub enum PortSpec {
         vlan: Option<u16>,
         /// Offer checksum/TSO/USO offloads to the guest.
         offloads: bool,
+        /// Mirror the guest's rx filter from QEMU's QMP socket (bin/qmp.rs). Absent in
+        /// JSON from before the key existed: off.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        qmp: Option<QmpSpec>,
     },
     Tap {
         name: String,
@@ -36,6 +41,16 @@ pub enum PortSpec {
     /// `"kind": "afpacket"` as in the `--port` syntax and `PortInfo::kind`.
     #[serde(rename = "afpacket")]
     AfPacket { ifname: String, vlan: Option<u16> },
+}
+
+/// Where QEMU's QMP socket is and which of its NICs is this port's (`qmp=`, `qmp-nic=`).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct QmpSpec {
+    /// QEMU's `-qmp unix:PATH,server=on,wait=off` socket.
+    pub path: String,
+    /// The NIC's `id=` (or its netdev's id); None: QEMU's only NIC.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub nic: Option<String>,
 }
 
 impl PortSpec {
@@ -241,5 +256,50 @@ impl Default for McastOptions {
             querier: false,
             querier_ip4: None,
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn vhost_user_spec_json_without_qmp_still_parses() {
+        let old = r#"{"kind":"vhost-user","path":"/run/a.sock","queues":1,"client":false,
+                      "mac":null,"vlan":null,"offloads":true}"#;
+        let spec: PortSpec = serde_json::from_str(old).unwrap();
+        assert!(matches!(spec, PortSpec::VhostUser { qmp: None, .. }));
+        // Without qmp the JSON is what it was; with it, it round-trips.
+        assert!(!serde_json::to_string(&spec).unwrap().contains("qmp"));
+        let PortSpec::VhostUser {
+            path,
+            queues,
+            client,
+            mac,
+            vlan,
+            offloads,
+            ..
+        } = spec
+        else {
+            panic!("not vhost-user")
+        };
+        let with = PortSpec::VhostUser {
+            path,
+            queues,
+            client,
+            mac,
+            vlan,
+            offloads,
+            qmp: Some(QmpSpec {
+                path: "/run/a.qmp".into(),
+                nic: Some("net0".into()),
+            }),
+        };
+        let text = serde_json::to_string(&with).unwrap();
+        assert!(
+            text.contains(r#""qmp":{"path":"/run/a.qmp","nic":"net0"}"#),
+            "{text}"
+        );
+        assert_eq!(serde_json::from_str::<PortSpec>(&text).unwrap(), with);
     }
 }

@@ -14,6 +14,7 @@ mod guest_tx;
 mod logging;
 mod metrics;
 mod netns;
+mod qmp;
 mod runtime;
 mod signals;
 

@@ -538,7 +538,21 @@ impl Control for Runtime {
                 mac,
                 vlan,
                 offloads,
-            } => self.add_vhost(path, *queues, *client, mac.as_deref(), *vlan, *offloads)?,
+                qmp,
+            } => {
+                let id = self.add_vhost(path, *queues, *client, mac.as_deref(), *vlan, *offloads)?;
+                // Opt-in: mirror the rx filter QEMU keeps for this NIC (bin/qmp.rs). The
+                // watcher ends by itself when the port's device goes.
+                if let Some(q) = qmp {
+                    let spawned =
+                        crate::qmp::spawn(id, q.clone(), self.sw.clone(), self.glue.clone());
+                    if let Err(e) = spawned {
+                        let _ = self.del_port(path);
+                        return Err(control_err(format!("starting the QMP watcher: {e}")));
+                    }
+                }
+                id
+            }
             PortSpec::Tap { name, vlan, .. } => {
                 let mut s = uring_net::PortSpec::tap(name);
                 if let uring_net::PortSpec::Tap { config, .. } = &mut s {

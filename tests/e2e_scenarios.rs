@@ -427,23 +427,34 @@ struct RxFilterRig {
 }
 
 impl RxFilterRig {
-    fn start(tag: &str) -> RxFilterRig {
+    /// With `qmp`, B's QEMU serves QMP and B's port mirrors the rx filter from it
+    /// (`qmp=…,qmp-nic=net0`: the netdev id, which ringswitch resolves to the NIC).
+    fn start(tag: &str, qmp: bool) -> RxFilterRig {
         let dir = TempDir::new(tag).unwrap();
         let sw = Netns::new(tag).unwrap();
         let (sa, sb) = (dir.path().join("a.sock"), dir.path().join("b.sock"));
+        let qb = dir.path().join("b.qmp");
+        let mut port_b = format!("vhost-user:path={},mac={}", sb.display(), mac(2));
+        if qmp {
+            port_b.push_str(&format!(",qmp={},qmp-nic=net0", qb.display()));
+        }
         let d = Daemon::start(
             &sw,
             dir.path(),
             &[
                 format!("vhost-user:path={},mac={}", sa.display(), mac(1)),
-                format!("vhost-user:path={},mac={}", sb.display(), mac(2)),
+                port_b,
                 "tap:name=rst0".into(),
             ],
             &[],
         );
         sw.addr("rst0", "198.18.0.100/24").unwrap();
         let a = Guest::start(guest_spec(&format!("{tag}a"), &sa, 1)).unwrap();
-        let b = Guest::start(guest_spec(&format!("{tag}b"), &sb, 2)).unwrap();
+        let mut spec_b = guest_spec(&format!("{tag}b"), &sb, 2);
+        if qmp {
+            spec_b.qmp = Some(qb);
+        }
+        let b = Guest::start(spec_b).unwrap();
         for g in [&a, &b] {
             g.wait_ready(BOOT).unwrap();
         }
@@ -493,6 +504,14 @@ impl RxFilterRig {
         captured(&self.b, "/tmp/cap", &format!("{tag}-"))
     }
 
+    /// B's rx filter as `ctl ports` shows it.
+    fn b_filter(&self) -> String {
+        self.d.port_info(&pname(&self.sb))["rx_filter"]
+            .as_str()
+            .unwrap_or_default()
+            .to_string()
+    }
+
     fn b_filter_matches(&self, timeout: Duration, pred: impl Fn(&str) -> bool) {
         let name = pname(&self.sb);
         self.d.wait_ctl_until("ports", timeout, |v| {
@@ -516,7 +535,7 @@ fn rx_filter_foreign_unicast_is_not_delivered() {
     }
     let _scope = TestScope::start("rx_filter", LIMIT);
     let _slot = common::heavy_slot();
-    let r = RxFilterRig::start("s5");
+    let r = RxFilterRig::start("s5", false);
     r.b_filter_matches(STEP, |f| f == format!("mac {} +bcast +allmulti", mac(2)));
     let tap_before = n(&r.d.port_stats("rst0"), "tx_packets");
     r.send_unicast("uni");
@@ -537,32 +556,43 @@ fn rx_filter_foreign_unicast_is_not_delivered() {
 
 /// Scenario 5 (driver-controlled filters): `ip link set eth0 promisc on` in B makes it
 /// receive foreign unicast; an `ip maddr` entry (the multicast MAC table) is honoured.
-/// Both travel as virtio-net control-queue commands (virtio 1.2 §5.1.6.5.1–2).
+/// Both travel as virtio-net control-queue commands (virtio 1.2 §5.1.6.5.1–2), which QEMU
+/// keeps to itself for a vhost-user netdev (hw/net/virtio-net.c virtio_net_vhost_status:
+/// cvq = 0); B's port therefore mirrors them from QEMU's QMP socket (`qmp=`, bin/qmp.rs:
+/// NIC_RX_FILTER_CHANGED → query-rx-filter).
 #[test]
-#[ignore = "QEMU 7.2 keeps the control virtqueue of a vhost-user netdev to itself \
-            (hw/net/virtio-net.c virtio_net_vhost_status: cvq = max_ncs - max_queue_pairs \
-            = 0 for vhost-user), so rx-mode and MAC-table commands never reach the backend \
-            and ringswitch's filter stays at its starting state; see \
-            docs/design/e2e-scenarios.md"]
 fn rx_filter_follows_guest_promisc_and_mac_table() {
     if skip_without_qemu() {
         return;
     }
     let _scope = TestScope::start("rx_filter_ctrl", LIMIT);
     let _slot = common::heavy_slot();
-    let r = RxFilterRig::start("s5c");
+    let r = RxFilterRig::start("s5c", true);
     // The Linux driver sends its MAC table (RX_MODE off, MAC_TABLE_SET) once up.
     let wait = Duration::from_secs(30);
-    r.b_filter_matches(wait, |f| !f.contains("+allmulti") && f.contains("multi["));
+    r.b_filter_matches(wait, |f| {
+        f.starts_with(&format!("mac {} +bcast", mac(2)))
+            && !f.contains("+allmulti")
+            && f.contains("multi[")
+    });
     r.send_multicast("mc-filtered");
     assert_eq!(r.b_got("mc-filtered"), 0);
+    r.send_unicast("uni-filtered");
+    assert_eq!(r.b_got("uni-filtered"), 0);
+    let before = r.b_filter();
     run_ok(&r.b, "ip maddr add 01:00:5e:01:02:03 dev eth0");
+    // The table travels guest → QEMU → QMP event → query → switch: wait for it.
+    r.b_filter_matches(wait, |f| f != before);
     r.send_multicast("mc-table");
     assert_eq!(r.b_got("mc-table"), 5);
     run_ok(&r.b, "ip link set eth0 promisc on");
     r.b_filter_matches(wait, |f| f == "promisc");
     r.send_unicast("uni-promisc");
     assert_eq!(r.b_got("uni-promisc"), 5);
+    run_ok(&r.b, "ip link set eth0 promisc off");
+    r.b_filter_matches(wait, |f| f != "promisc");
+    r.send_unicast("uni-again");
+    assert_eq!(r.b_got("uni-again"), 0);
 }
 
 /// Scenario 6: IGMP/MLD snooping. A and B join 239.1.1.1 and ff0e::1:1, C does not; data

@@ -79,6 +79,8 @@ mod tests {
             path = "/run/vm1.sock"
             queues = 2
             mac = "52:54:00:00:00:01"
+            qmp = "/run/vm1.qmp"
+            qmp-nic = "net0"
 
             [[port]]
             kind = "tap"
@@ -90,6 +92,8 @@ mod tests {
         assert_eq!(c.log_format, Some(LogFormat::Json));
         assert_eq!(c.port.len(), 2);
         assert_eq!(c.port[1].name.as_deref(), Some("rs0"));
+        assert_eq!(c.port[0].qmp.as_deref(), Some("/run/vm1.qmp"));
+        assert_eq!(c.port[0].qmp_nic.as_deref(), Some("net0"));
     }
 
     #[test]

@@ -8,7 +8,7 @@
 use serde::Deserialize;
 use switch::Mac;
 
-use crate::control::{PortChange, PortSpec};
+use crate::control::{PortChange, PortSpec, QmpSpec};
 
 /// Queue pairs a vhost-user port may offer (the contract in `control.rs`).
 pub const VHOST_QUEUES_MAX: i64 = 16;
@@ -19,7 +19,12 @@ pub const SUN_PATH_MAX: usize = 107;
 /// `IFNAMSIZ` is 16 including the terminating NUL (netdevice(7)).
 pub const IFNAME_MAX: usize = 15;
 
-const VHOST_KEYS: &[&str] = &["path", "queues", "client", "mac", "vlan", "offloads"];
+const VHOST_KEYS: &[&str] = &[
+    "path", "queues", "client", "mac", "vlan", "offloads", "qmp", "qmp-nic",
+];
+/// QEMU's `id_wellformed()` (util/id.c) limits ids to this alphabet; QEMU ids have no
+/// length limit, ours keep log lines and QMP requests small.
+const QEMU_ID_MAX: usize = 128;
 const TAP_KEYS: &[&str] = &["name", "queues", "vlan"];
 const AFPACKET_KEYS: &[&str] = &["ifname", "vlan"];
 
@@ -124,6 +129,11 @@ pub struct RawPort {
     pub mac: Option<String>,
     pub vlan: Option<i64>,
     pub offloads: Option<bool>,
+    /// QEMU's QMP socket (vhost-user only).
+    pub qmp: Option<String>,
+    /// The guest NIC's id (or its netdev's id) in that QEMU.
+    #[serde(rename = "qmp-nic")]
+    pub qmp_nic: Option<String>,
 }
 
 impl RawPort {
@@ -142,6 +152,8 @@ impl RawPort {
         add(self.mac.is_some(), "mac");
         add(self.vlan.is_some(), "vlan");
         add(self.offloads.is_some(), "offloads");
+        add(self.qmp.is_some(), "qmp");
+        add(self.qmp_nic.is_some(), "qmp-nic");
         k
     }
 
@@ -172,6 +184,7 @@ impl RawPort {
                     None => 1,
                 };
                 let mac = self.mac.map(|m| check_mac(&m)).transpose()?;
+                let qmp = check_qmp(&path, self.qmp, self.qmp_nic)?;
                 PortSpec::VhostUser {
                     path,
                     queues,
@@ -179,6 +192,7 @@ impl RawPort {
                     mac,
                     vlan,
                     offloads: self.offloads.unwrap_or(true),
+                    qmp,
                 }
             }
             Kind::Tap => {
@@ -214,6 +228,7 @@ fn to_raw(spec: &PortSpec) -> RawPort {
             mac,
             vlan,
             offloads,
+            qmp,
         } => RawPort {
             kind: "vhost-user".into(),
             path: Some(path.clone()),
@@ -222,6 +237,8 @@ fn to_raw(spec: &PortSpec) -> RawPort {
             mac: mac.clone(),
             vlan: vlan.map(i64::from),
             offloads: Some(*offloads),
+            qmp: qmp.as_ref().map(|q| q.path.clone()),
+            qmp_nic: qmp.as_ref().and_then(|q| q.nic.clone()),
             ..RawPort::default()
         },
         PortSpec::Tap { name, queues, vlan } => RawPort {
@@ -310,6 +327,60 @@ fn check_socket_path(p: &str) -> Result<(), PortError> {
     Ok(())
 }
 
+/// `qmp=PATH[,qmp-nic=ID]`: a unix socket path, not the port's own vhost-user socket, and
+/// an id as QEMU writes them (`id_wellformed`: a letter, then letters, digits, `-`, `.`,
+/// `_`).
+fn check_qmp(
+    vhost_path: &str,
+    qmp: Option<String>,
+    nic: Option<String>,
+) -> Result<Option<QmpSpec>, PortError> {
+    let Some(path) = qmp else {
+        return match nic {
+            Some(n) => Err(PortError::BadValue {
+                key: "qmp-nic",
+                value: n,
+                expected: "qmp-nic names a NIC in the QEMU of qmp=PATH: add qmp=PATH (QEMU's \
+                           -qmp unix:PATH,server=on,wait=off socket)",
+            }),
+            None => Ok(None),
+        };
+    };
+    check_socket_path(&path).map_err(|e| match e {
+        PortError::BadValue {
+            value, expected, ..
+        } => PortError::BadValue {
+            key: "qmp",
+            value,
+            expected,
+        },
+        other => other,
+    })?;
+    if path == vhost_path {
+        return Err(PortError::BadValue {
+            key: "qmp",
+            value: path,
+            expected: "this is the vhost-user socket; give QEMU's QMP socket (-qmp \
+                       unix:PATH,server=on,wait=off)",
+        });
+    }
+    if let Some(n) = &nic {
+        let mut chars = n.chars();
+        let well_formed = chars.next().is_some_and(|c| c.is_ascii_alphabetic())
+            && chars.all(|c| c.is_ascii_alphanumeric() || matches!(c, '-' | '.' | '_'))
+            && n.len() <= QEMU_ID_MAX;
+        if !well_formed {
+            return Err(PortError::BadValue {
+                key: "qmp-nic",
+                value: n.escape_debug().to_string(),
+                expected: "use the id= of QEMU's -device (or -netdev): a letter, then \
+                           letters, digits, `-`, `.` or `_`, at most 128 bytes",
+            });
+        }
+    }
+    Ok(Some(QmpSpec { path, nic }))
+}
+
 fn check_ifname(key: &'static str, n: &str) -> Result<(), PortError> {
     let bad = |expected| PortError::BadValue {
         key,
@@ -382,6 +453,8 @@ pub fn parse_port(s: &str) -> Result<PortSpec, PortError> {
             "vlan" => raw.vlan = Some(parse_int("vlan", need("vlan", "10")?)?),
             "mac" => raw.mac = Some(need("mac", "52:54:00:12:34:56")?.to_string()),
             "offloads" => raw.offloads = Some(parse_bool("offloads", need("offloads", "on")?)?),
+            "qmp" => raw.qmp = Some(need("qmp", "/run/vm1.qmp")?.to_string()),
+            "qmp-nic" => raw.qmp_nic = Some(need("qmp-nic", "net0")?.to_string()),
             // A bare `client` is the documented form; client=on|off is accepted too.
             "client" => raw.client = Some(value.map_or(Ok(true), |v| parse_bool("client", v))?),
             other => {
@@ -468,8 +541,52 @@ mod tests {
                 mac: Some("52:54:00:aa:bb:01".into()),
                 vlan: Some(10),
                 offloads: false,
+                qmp: None,
             }
         );
+    }
+
+    #[test]
+    fn vhost_user_qmp() {
+        let p = parse_port("vhost-user:path=/run/vm1.sock,qmp=/run/vm1.qmp,qmp-nic=net0").unwrap();
+        let PortSpec::VhostUser { qmp, .. } = &p else {
+            panic!("not vhost-user")
+        };
+        assert_eq!(
+            qmp,
+            &Some(QmpSpec {
+                path: "/run/vm1.qmp".into(),
+                nic: Some("net0".into())
+            })
+        );
+        let p = parse_port("vhost-user:path=/run/vm1.sock,qmp=/run/vm1.qmp").unwrap();
+        assert!(matches!(
+            p,
+            PortSpec::VhostUser {
+                qmp: Some(QmpSpec { nic: None, .. }),
+                ..
+            }
+        ));
+        let e = err("vhost-user:path=/a,qmp-nic=net0");
+        assert!(
+            e.starts_with("qmp-nic=net0: ") && e.contains("add qmp=PATH"),
+            "{e}"
+        );
+        let e = err("vhost-user:path=/a,qmp=/a");
+        assert!(e.contains("vhost-user socket"), "{e}");
+        let e = err("vhost-user:path=/a,qmp=");
+        assert!(
+            e.starts_with("qmp=: ") && e.contains("must not be empty"),
+            "{e}"
+        );
+        let e = err("vhost-user:path=/a,qmp=/q,qmp-nic=0bad");
+        assert!(
+            e.starts_with("qmp-nic=0bad: ") && e.contains("a letter"),
+            "{e}"
+        );
+        assert!(err("vhost-user:path=/a,qmp=/q,qmp-nic=a/b").contains("qmp-nic"));
+        assert!(err("vhost-user:path=/a,qmp").contains("`qmp` needs a value"));
+        assert!(err("tap:name=t,qmp=/q").contains("unknown key `qmp` for tap ports"));
     }
 
     #[test]
@@ -484,6 +601,7 @@ mod tests {
                 mac: None,
                 vlan: None,
                 offloads: true,
+                qmp: None,
             }
         );
     }
@@ -578,6 +696,7 @@ mod tests {
             mac: None,
             vlan: None,
             offloads: true,
+            qmp: None,
         };
         assert!(validate_spec(&bad).is_err());
         let good = parse_port("tap:name=rs0").unwrap();
@@ -588,6 +707,8 @@ mod tests {
     fn round_trip_through_raw() {
         for s in [
             "vhost-user:path=/run/a.sock,queues=3,client,mac=02:00:00:00:00:01,vlan=7,offloads=off",
+            "vhost-user:path=/run/a.sock,qmp=/run/a.qmp,qmp-nic=nic0",
+            "vhost-user:path=/run/a.sock,qmp=/run/a.qmp",
             "tap:name=rs0,queues=4,vlan=3",
             "tap:name=rs1",
             "afpacket:ifname=veth9",
@@ -603,6 +724,7 @@ mod tests {
     fn mutated_specs_never_panic() {
         let seeds = [
             "vhost-user:path=/run/a.sock,queues=3,client,mac=02:00:00:00:00:01,vlan=7,offloads=off",
+            "vhost-user:path=/run/a.sock,qmp=/run/a.qmp,qmp-nic=nic0",
             "tap:name=rs0,queues=4,vlan=3",
             "afpacket:ifname=veth9",
         ];

@@ -93,6 +93,10 @@ pub struct GuestSpec {
     pub cmdline: Vec<String>,
     /// Extra QEMU arguments.
     pub qemu_args: Vec<String>,
+    /// Serve QMP on this unix socket (`-qmp unix:PATH,server=on,wait=off`), for a
+    /// ringswitch port with `qmp=PATH`. NIC `i` is `-device …,id=nic<i>` on
+    /// `-netdev …,id=net<i>`, so `qmp-nic=nic<i>` and `qmp-nic=net<i>` both name it.
+    pub qmp: Option<PathBuf>,
 }
 
 impl GuestSpec {
@@ -112,6 +116,7 @@ impl GuestSpec {
             wait_secs: 30,
             cmdline: Vec::new(),
             qemu_args: Vec::new(),
+            qmp: None,
         }
     }
 
@@ -231,7 +236,10 @@ impl GuestSpec {
                 &format!("socket,id=vu{i},path={}{mode}", nic.socket.display()),
             ]);
             let mut netdev = format!("vhost-user,id=net{i},chardev=vu{i}");
-            let mut dev = format!("virtio-net-pci,netdev=net{i},mac={},vectors=0", nic.mac);
+            let mut dev = format!(
+                "virtio-net-pci,netdev=net{i},id=nic{i},mac={},vectors=0",
+                nic.mac
+            );
             if nic.queues > 1 {
                 netdev.push_str(&format!(",queues={}", nic.queues));
                 dev.push_str(",mq=on");
@@ -241,6 +249,10 @@ impl GuestSpec {
                 dev.push_str(o);
             }
             push(&["-netdev", &netdev, "-device", &dev]);
+        }
+        if let Some(q) = &self.qmp {
+            a.push("-qmp".into());
+            a.push(format!("unix:{},server=on,wait=off", q.display()));
         }
         a.extend(self.qemu_args.iter().cloned());
         Ok(a)
@@ -467,6 +479,17 @@ mod tests {
         assert!(a.contains("-numa node,memdev=mem"), "{a}");
         assert!(a.contains("vhost-user,id=net0,chardev=vu0,queues=2"), "{a}");
         assert!(a.contains("mac=02:00:00:00:00:01,vectors=0,mq=on"), "{a}");
+        assert!(a.contains("netdev=net0,id=nic0,"), "{a}");
+        assert!(!a.contains("-qmp"), "{a}");
+        spec.qmp = Some("/tmp/q.sock".into());
+        let a = spec
+            .qemu_args(&image, Path::new("/tmp/c.sock"))
+            .unwrap()
+            .join(" ");
+        assert!(
+            a.contains("-qmp unix:/tmp/q.sock,server=on,wait=off"),
+            "{a}"
+        );
         assert!(a.contains("rs.queues=2"), "{a}");
         assert!(a.contains("rs.run=ping6:2001:db8::2"), "{a}");
         spec.run.push("bad step".into());
