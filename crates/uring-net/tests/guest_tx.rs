@@ -28,13 +28,17 @@ enum Memory {
     /// The queue starts without fixed buffers; after half the frames the memory table
     /// "changes" (registered off the datapath) and the queue switches over.
     Late,
+    /// Registered, but the frames come from a driver with the legacy 10-byte header: the
+    /// pieces in guest memory hold only the Ethernet frame, so our 12-byte header goes in
+    /// front with a writev.
+    LegacyHeader,
 }
 
 /// Sends `n` frames from `mem` through a guest port to container 1 and returns
 /// (fixed writes, fallback writes, registration failures, payloads the container's UDP
 /// socket received).
 fn run_guest_tx(mem: &Mapping, mode: Memory, n: usize) -> (u64, u64, u64, Vec<String>) {
-    let register = mode == Memory::Registered;
+    let register = matches!(mode, Memory::Registered | Memory::LegacyHeader);
     let pfx = prefix("g");
     let sw = Ns::new(format!("{pfx}sw"));
     let c1 = container(&sw, &pfx, 1);
@@ -66,7 +70,7 @@ fn run_guest_tx(mem: &Mapping, mode: Memory, n: usize) -> (u64, u64, u64, Vec<St
     };
     // SAFETY: `mem` outlives the data plane (dropped at the end of this function).
     let table = match mode {
-        Memory::Registered => {
+        Memory::Registered | Memory::LegacyHeader => {
             Some(unsafe { dp.register_memory(&[region]) }.expect("memfd registers"))
         }
         Memory::Unregistrable => {
@@ -138,9 +142,16 @@ fn run_guest_tx(mem: &Mapping, mode: Memory, n: usize) -> (u64, u64, u64, Vec<St
                 len: f.len() as u32,
             }]
         };
-        pending
-            .lock()
-            .push_back(GuestFrame::new(i as u64, &segs, &f).unwrap());
+        let frame = if mode == Memory::LegacyHeader {
+            let body = [Seg {
+                addr: base + 12,
+                len: (f.len() - 12) as u32,
+            }];
+            GuestFrame::without_hdr_in_segs(i as u64, &body, &f).unwrap()
+        } else {
+            GuestFrame::new(i as u64, &segs, &f).unwrap()
+        };
+        pending.lock().push_back(frame);
         let one: u64 = 1;
         // SAFETY: 8-byte write to our eventfd.
         unsafe { libc::write(kick.as_raw_fd(), (&one as *const u64).cast(), 8) };
@@ -171,6 +182,14 @@ fn run_guest_tx(mem: &Mapping, mode: Memory, n: usize) -> (u64, u64, u64, Vec<St
         "every frame completed once"
     );
     let fallbacks = s.fixed_fallbacks;
+    // Taking the queue back returns once the worker dropped it.
+    dp.detach_guest_tx(guest, 0, std::time::Duration::from_secs(5))
+        .unwrap();
+    assert_eq!(
+        Arc::strong_count(&pending),
+        1,
+        "the worker dropped the queue"
+    );
     dp.shutdown().unwrap();
     (g.tx_fixed, g.tx_fallback, fallbacks, got)
 }
@@ -203,6 +222,14 @@ fn unregistrable_memory_falls_back_to_writev() {
     let (fixed, fallback, fallbacks, got) = run_guest_tx(&mem, Memory::Unregistrable, 32);
     assert_eq!((fixed, fallback, fallbacks), (0, 32, 1));
     assert_eq!(got, expected(32));
+}
+
+#[test]
+fn legacy_header_frames_get_our_header_in_front() {
+    let mem = Mapping::memfd("guest-mem-legacy", 1 << 20).unwrap();
+    let (fixed, fallback, fallbacks, got) = run_guest_tx(&mem, Memory::LegacyHeader, 16);
+    assert_eq!((fixed, fallback, fallbacks), (0, 16, 0));
+    assert_eq!(got, expected(16));
 }
 
 #[test]
