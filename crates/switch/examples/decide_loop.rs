@@ -1,7 +1,8 @@
 //! A fixed workload of forwarding decisions for instruction-count profiling
 //! (`valgrind --tool=callgrind --toggle-collect='decide_loop::run'
 //! target/release/examples/decide_loop 100000 10`: 40 960 decisions), which is repeatable
-//! on a busy machine where wall-clock benchmarks are not.
+//! on a busy machine where wall-clock benchmarks are not. A third argument `full` makes
+//! every decision escape whole (profile `decide_loop::run_full` then).
 
 use switch::{
     Decision, FdbConfig, FrameRef, Millis, PortConfig, PortId, PortKind, Switch, SwitchConfig,
@@ -68,7 +69,14 @@ fn main() {
         .nth(2)
         .and_then(|s| s.parse().ok())
         .unwrap_or(100);
-    let n = run(&sw, &refs, iters);
+    // "full": the consumer reads the whole decision (frame view included), as a data
+    // plane does; default: only the port set, as the criterion bench does.
+    let full = std::env::args().nth(3).is_some_and(|a| a == "full");
+    let n = if full {
+        run_full(&sw, &refs, iters)
+    } else {
+        run(&sw, &refs, iters)
+    };
     println!("{n} forwarded");
 }
 
@@ -81,6 +89,23 @@ fn run(sw: &Switch, refs: &[FrameRef], iters: usize) -> u64 {
         for chunk in refs.chunks(64) {
             sw.view().decide_batch(chunk, Millis(1), |_, d| {
                 if let Decision::Forward(f) = d {
+                    n += f.ports.len() as u64;
+                }
+            });
+        }
+    }
+    n
+}
+
+/// Like [`run`], but every decision escapes whole (`black_box`), so none of it can be
+/// optimised away: `--toggle-collect='decide_loop::run_full'`.
+#[inline(never)]
+fn run_full(sw: &Switch, refs: &[FrameRef], iters: usize) -> u64 {
+    let mut n = 0u64;
+    for _ in 0..iters {
+        for chunk in refs.chunks(64) {
+            sw.view().decide_batch(chunk, Millis(1), |_, d| {
+                if let Decision::Forward(f) = std::hint::black_box(d) {
                     n += f.ports.len() as u64;
                 }
             });

@@ -480,7 +480,8 @@ impl SwitchView<'_> {
         const AHEAD: usize = 4;
         if !self.fdb.worth_prefetching() {
             for (i, f) in frames.iter().enumerate() {
-                out(i, self.decide(f.ingress, &f.hdr, f.bytes, f.len, now));
+                let d = self.decide_with(f.ingress, &f.hdr, f.bytes, f.len, now, Prehashed::NONE);
+                out(i, d);
             }
             return;
         }
@@ -579,7 +580,7 @@ impl SwitchView<'_> {
             && !frame.dst.is_broadcast()
             && matches!(frame.l3, L3::Ipv4 | L3::Ipv6)
         {
-            only = self.snoop(ingress, vid, &frame, bytes, now)?;
+            only = self.snoop(ingress, vid, frame.l3_offset, frame.frame_len, bytes, now)?;
         } else if frame.dst.is_unicast() {
             let dst = if pre.dst.is_none() {
                 self.fdb.hashed(frame.dst, vid)
@@ -591,7 +592,7 @@ impl SwitchView<'_> {
                 if out == ingress {
                     return Err(DropReason::SameSegment);
                 }
-                self.deliverable(out, vid, &frame.dst)?;
+                self.deliverable(out, vid, frame.dst)?;
                 return Ok(Forward {
                     vid,
                     ports: PortSet::single(out),
@@ -599,7 +600,7 @@ impl SwitchView<'_> {
                 });
             }
         }
-        let mut ports = self.flood_set(ingress, vid, &frame.dst);
+        let mut ports = self.flood_set(ingress, vid, frame.dst);
         if let Some(set) = only {
             ports = ports.intersection(&set);
         }
@@ -617,16 +618,15 @@ impl SwitchView<'_> {
         &self,
         ingress: PortId,
         vid: Vid,
-        frame: &FrameView,
+        l3_offset: u16,
+        frame_len: u32,
         bytes: &[u8],
         now: Millis,
     ) -> Result<Option<PortSet>, DropReason> {
-        let end = bytes.len().min(frame.frame_len as usize);
-        let ip = bytes
-            .get(usize::from(frame.l3_offset)..end)
-            .unwrap_or_default();
+        let end = bytes.len().min(frame_len as usize);
+        let ip = bytes.get(usize::from(l3_offset)..end).unwrap_or_default();
         if mcast::is_control(ip) {
-            if end < frame.frame_len as usize {
+            if end < frame_len as usize {
                 // The caller had to pass the whole frame (see `needs_whole_frame`).
                 return Err(DropReason::HeadersTooLong);
             }
@@ -698,15 +698,17 @@ impl SwitchView<'_> {
     }
 
     /// Can `port` receive a frame to `dst` in `vid`? (link, VLAN membership, rx filter as
-    /// the frame will be delivered: tagged or not on that port.)
+    /// the frame will be delivered: tagged or not on that port.) `dst` by value, like
+    /// every frame field the decision passes on: a reference would pin the whole frame
+    /// view in memory instead of registers.
     #[inline(always)]
-    fn deliverable(&self, port: PortId, vid: Vid, dst: &Mac) -> Result<(), DropReason> {
+    fn deliverable(&self, port: PortId, vid: Vid, dst: Mac) -> Result<(), DropReason> {
         let e = match self.ports.get(port) {
             Some(e) if e.up => e,
             _ => return Err(DropReason::DestinationDown),
         };
         let tag = e.cfg.vlan.egress(vid).ok_or(DropReason::DestinationDown)?;
-        if e.cfg.rx_filter.accepts(dst, tag) {
+        if e.cfg.rx_filter.accepts(&dst, tag) {
             Ok(())
         } else {
             Err(DropReason::Filtered)
@@ -717,12 +719,12 @@ impl SwitchView<'_> {
     /// originates itself (an IGMP/MLD query of the querier) is flooded.
     #[inline]
     pub fn flood_ports(&self, vid: Vid, dst: &Mac) -> PortSet {
-        self.flood_set(PortId(u16::MAX), vid, dst)
+        self.flood_set(PortId(u16::MAX), vid, *dst)
     }
 
     /// Every up port except `ingress` that is in `vid` and accepts `dst`.
     #[inline]
-    fn flood_set(&self, ingress: PortId, vid: Vid, dst: &Mac) -> PortSet {
+    fn flood_set(&self, ingress: PortId, vid: Vid, dst: Mac) -> PortSet {
         let mut out = PortSet::EMPTY;
         for p in self.ports.up.iter() {
             if p != ingress && self.deliverable(p, vid, dst).is_ok() {
