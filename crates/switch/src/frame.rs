@@ -79,25 +79,31 @@ pub enum L3 {
 }
 
 /// Offsets and addresses of one frame, computed once.
+///
+/// `repr(C)` in this order packs the fields into four 8-byte groups (dst + EtherType,
+/// src + L3 offset, tag + L4 offset, the rest), which a decision moves as whole words;
+/// Rust's own layout scattered the 6-byte addresses so that every hand-over of a
+/// decision cost ~60 narrow loads and stores (callgrind, `decide_loop … full`).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[repr(C)]
 pub struct FrameView {
     pub dst: Mac,
-    pub src: Mac,
-    pub tag: Option<Tag>,
     /// The EtherType after the tag (if any).
     pub ethertype: u16,
-    pub l3: L3,
+    pub src: Mac,
     /// Offset of the network header (14, or 18 with a tag).
     pub l3_offset: u16,
+    pub tag: Option<Tag>,
     /// Offset of the transport header; 0 when there is none (ARP, non-first fragment,
     /// unknown L3).
     pub l4_offset: u16,
+    /// Length of the whole frame (without the virtio-net header).
+    pub frame_len: u32,
     /// IPv4 protocol / final IPv6 next-header; 255 ("reserved") when there is none.
     pub l4_proto: u8,
     /// IPv4 or IPv6 fragment (first or later).
     pub fragment: bool,
-    /// Length of the whole frame (without the virtio-net header).
-    pub frame_len: u32,
+    pub l3: L3,
 }
 
 impl FrameView {
