@@ -2,7 +2,8 @@
 //! (`valgrind --tool=callgrind --toggle-collect='decide_loop::run'
 //! target/release/examples/decide_loop 100000 10`: 40 960 decisions), which is repeatable
 //! on a busy machine where wall-clock benchmarks are not. A third argument `full` makes
-//! every decision escape whole (profile `decide_loop::run_full` then).
+//! every decision escape whole (profile `decide_loop::run_full` then), `single` does that
+//! with one `decide` call per frame (`decide_loop::run_single`).
 
 use switch::{
     Decision, FdbConfig, FrameRef, Millis, PortConfig, PortId, PortKind, Switch, SwitchConfig,
@@ -70,12 +71,12 @@ fn main() {
         .and_then(|s| s.parse().ok())
         .unwrap_or(100);
     // "full": the consumer reads the whole decision (frame view included), as a data
-    // plane does; default: only the port set, as the criterion bench does.
-    let full = std::env::args().nth(3).is_some_and(|a| a == "full");
-    let n = if full {
-        run_full(&sw, &refs, iters)
-    } else {
-        run(&sw, &refs, iters)
+    // plane does; "single": that, one `decide` per frame (no batch prefetch), as the data
+    // planes call it today; default: only the port set, as the criterion bench does.
+    let n = match std::env::args().nth(3).as_deref() {
+        Some("full") => run_full(&sw, &refs, iters),
+        Some("single") => run_single(&sw, &refs, iters),
+        _ => run(&sw, &refs, iters),
     };
     println!("{n} forwarded");
 }
@@ -109,6 +110,24 @@ fn run_full(sw: &Switch, refs: &[FrameRef], iters: usize) -> u64 {
                     n += f.ports.len() as u64;
                 }
             });
+        }
+    }
+    n
+}
+
+/// Like [`run_full`], one [`switch::SwitchView::decide`] per frame.
+#[inline(never)]
+fn run_single(sw: &Switch, refs: &[FrameRef], iters: usize) -> u64 {
+    let mut n = 0u64;
+    for _ in 0..iters {
+        for chunk in refs.chunks(64) {
+            let v = sw.view();
+            for f in chunk {
+                let d = v.decide(f.ingress, &f.hdr, f.bytes, f.len, Millis(1));
+                if let Decision::Forward(f) = std::hint::black_box(d) {
+                    n += f.ports.len() as u64;
+                }
+            }
         }
     }
     n
