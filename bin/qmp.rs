@@ -41,6 +41,10 @@ const REPLY_TIMEOUT: Duration = Duration::from_secs(10);
 const POLL: Duration = Duration::from_millis(250);
 /// How often the switch's filter is compared with what we applied.
 const RESYNC_EVERY: Duration = Duration::from_secs(1);
+/// Least time between two queries of one NIC. QEMU re-arms its event with each query,
+/// so a guest toggling its filter in a loop could otherwise keep this thread parsing
+/// 25 KB replies back to back; the last state still arrives (the event stays pending).
+const MIN_QUERY_GAP: Duration = Duration::from_millis(50);
 const BACKOFF_MIN: Duration = Duration::from_millis(100);
 const BACKOFF_MAX: Duration = Duration::from_secs(5);
 /// At most one warning per this interval per port (QEMU down = an error per attempt).
@@ -477,11 +481,16 @@ fn session(
     tracing::info!(qmp = %spec.path, nic = %nic, "QMP: mirroring the guest's rx filter");
     let mut last: Option<RxFilter> = None;
     let mut next_check = Instant::now() + RESYNC_EVERY;
+    let mut last_query: Option<Instant> = None;
     loop {
         if !sink.alive() {
             return Ok(());
         }
         if conn.pending {
+            if let Some(t) = last_query {
+                std::thread::sleep(MIN_QUERY_GAP.saturating_sub(t.elapsed()));
+            }
+            last_query = Some(Instant::now());
             conn.pending = false;
             counters.queries.fetch_add(1, Ordering::Relaxed);
             let ret = conn.execute("query-rx-filter", Some(json!({ "name": nic })))?;
