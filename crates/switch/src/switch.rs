@@ -555,7 +555,7 @@ impl SwitchView<'_> {
         // Plain frames (gso_type 0) skip decoding the GSO kind.
         let gso = hdr.gso_type != 0
             && hdr.gso().map_err(|_| DropReason::BadVnetHdr)? != crate::vnet::Gso::None;
-        let frame = FrameView::parse(bytes, frame_len, inp.cfg.tpid, gso)?;
+        let frame = FrameView::parse_inlined(bytes, frame_len, inp.cfg.tpid, gso)?;
         if frame.src.is_multicast() || frame.src == Mac::ZERO {
             return Err(DropReason::InvalidSource);
         }
