@@ -606,6 +606,51 @@ fn rx_filter_follows_guest_promisc_and_mac_table() {
     assert_eq!(r.b_got("uni-again"), 0);
 }
 
+/// Scenario 5 across QEMU restarts: the port's QMP watcher reconnects to each new QEMU
+/// (same vhost-user and QMP sockets; `qmp-nic` left out, so QEMU's only NIC) and follows
+/// the new guest's promisc on and off. Without the reconnect the filter would stay at
+/// what the old guest set (or vring-engine's reset state) and never become `promisc`.
+#[test]
+fn rx_filter_follows_a_restarted_qemu() {
+    if skip_without_qemu() {
+        return;
+    }
+    let _scope = TestScope::start("rx_filter_qmp_restart", LIMIT);
+    let _slot = common::heavy_slot();
+    let dir = TempDir::new("s5r").unwrap();
+    let sw = Netns::new("s5r").unwrap();
+    let (sock, qmp) = (dir.path().join("b.sock"), dir.path().join("b.qmp"));
+    let port = format!(
+        "vhost-user:path={},mac={},qmp={}",
+        sock.display(),
+        mac(2),
+        qmp.display()
+    );
+    let d = Daemon::start(&sw, dir.path(), &[port], &[]);
+    let name = pname(&sock);
+    let filter_matches = |pred: &dyn Fn(&str) -> bool| {
+        d.wait_ctl_until("ports", STEP, |v| {
+            v["ports"].as_array().is_some_and(|ps| {
+                ps.iter()
+                    .any(|p| p["name"] == name && p["rx_filter"].as_str().is_some_and(pred))
+            })
+        })
+    };
+    for round in 0..3 {
+        let mut spec = guest_spec(&format!("s5r{round}"), &sock, 2);
+        spec.qmp = Some(qmp.clone());
+        let g = Guest::start(spec).unwrap();
+        g.wait_ready(BOOT).unwrap();
+        run_ok(&g, "ip link set eth0 promisc on");
+        filter_matches(&|f| f == "promisc");
+        run_ok(&g, "ip link set eth0 promisc off");
+        filter_matches(&|f| {
+            f.starts_with(&format!("mac {} +bcast", mac(2))) && f.contains("multi[")
+        });
+        drop(g);
+    }
+}
+
 /// Scenario 6: IGMP/MLD snooping. A and B join 239.1.1.1 and ff0e::1:1, C does not; data
 /// from a host behind the tap reaches A and B, never C; after B leaves, B stops
 /// receiving while A still does.
