@@ -88,13 +88,17 @@ pub struct TableInfo {
     pub indirect_allowed: bool,
 }
 
+/// A chain's buffers: inline up to 4 (a TX frame is header + data, an RX buffer one
+/// descriptor), so walking a chain per frame allocates nothing in the common case.
+pub type Slices<'m> = smallvec::SmallVec<[VolatileSlice<'m, ()>; 4]>;
+
 /// One validated chain: its buffers as host-mapped guest memory, split at region
 /// boundaries, readable ones first.
 #[derive(Default)]
 pub struct Chain<'m> {
     pub head: u16,
-    pub readable: Vec<VolatileSlice<'m, ()>>,
-    pub writable: Vec<VolatileSlice<'m, ()>>,
+    pub readable: Slices<'m>,
+    pub writable: Slices<'m>,
     pub read_len: u32,
     pub write_len: u32,
 }

@@ -58,6 +58,9 @@ pub(crate) struct Inner {
     /// Guest-triggered log lines: at most one per second per device.
     pub log_limit: crate::ratelimit::RateLimit,
     masks: Vec<u64>,
+    /// `usable_pairs()` as of the last ring or negotiation change: read per frame by
+    /// `active_queue_pairs`, recomputed only when something it depends on changes.
+    pairs_cache: AtomicU16,
     /// TX rings are serviced by the daemon's data plane ([`PortEvents::owns_guest_tx`]).
     tx_ext: bool,
     /// Per queue index: a [`crate::TxRing`] for it is out with the data plane. The lock
@@ -113,6 +116,7 @@ impl NetDevice {
                 masks,
                 tx_ext,
                 tx_out: Mutex::new(vec![false; nq]),
+                pairs_cache: AtomicU16::new(1),
             }),
         })
     }
@@ -135,7 +139,7 @@ impl NetDevice {
     /// pairs with SET_VRING_ENABLE) the leading pairs whose RX ring is live. At least 1.
     /// Lock-free apart from a read lock on the ring list: fine per frame.
     pub fn active_queue_pairs(&self) -> u16 {
-        self.inner.usable_pairs()
+        self.inner.pairs_cache.load(Ordering::Acquire).max(1)
     }
 
     /// A snapshot of the guest memory table (regions stay mapped while it is held): what a
@@ -191,17 +195,17 @@ impl NetDevice {
     /// Installs the vrings of a new connection and its memory handle.
     pub(crate) fn attach(&self, vrings: Vec<NetVring>, mem: GuestMem) {
         *self.inner.mem.write() = mem;
-        if self.inner.tx_ext {
-            for (q, v) in vrings.iter().enumerate() {
-                let weak = Arc::downgrade(&self.inner);
-                v.set_hook(Some(Arc::new(move |restart| {
-                    if let Some(inner) = weak.upgrade() {
-                        inner.sync_tx(q, restart);
-                    }
-                })));
-            }
+        for (q, v) in vrings.iter().enumerate() {
+            let weak = Arc::downgrade(&self.inner);
+            v.set_hook(Some(Arc::new(move |restart| {
+                if let Some(inner) = weak.upgrade() {
+                    inner.refresh_pairs();
+                    inner.sync_tx(q, restart);
+                }
+            })));
         }
         *self.inner.vrings.write() = vrings;
+        self.inner.refresh_pairs();
     }
 
     /// Forgets the connection: the driver is gone, its state is reset (a new driver starts
@@ -213,6 +217,7 @@ impl NetDevice {
         }
         self.inner.stop_all_tx();
         self.inner.vrings.write().clear();
+        self.inner.refresh_pairs();
         self.inner.reset_state();
         self.inner.events.link_changed(self.inner.port, false);
     }
@@ -341,6 +346,7 @@ impl Inner {
         self.active_pairs.store(1, Ordering::Release);
         let filter = st.ctrl.filter.clone();
         drop(st);
+        self.refresh_pairs();
         self.events.rx_filter_changed(self.port, &filter);
         self.events.offloads_changed(self.port, guest_offloads(0));
     }
@@ -355,6 +361,7 @@ impl Inner {
             Effect::Pairs => {
                 self.active_pairs
                     .store(st.ctrl.active_pairs, Ordering::Release);
+                self.refresh_pairs();
                 Notice::Pairs(st.ctrl.active_pairs)
             }
             Effect::Announce => Notice::None,
@@ -380,6 +387,11 @@ impl Inner {
             2
         };
         self.role(idx) == Role::Ctrl && self.vring(idx).is_some_and(|v| v.is_live())
+    }
+
+    pub(crate) fn refresh_pairs(&self) {
+        self.pairs_cache
+            .store(self.usable_pairs(), Ordering::Release);
     }
 
     pub(crate) fn usable_pairs(&self) -> u16 {
@@ -440,6 +452,7 @@ impl VhostUserBackend for NetDevice {
         inner.events.offloads_changed(inner.port, off);
         inner.events.link_changed(inner.port, true);
         // Queue roles depend on MQ / CTRL_VQ: hand out or take back TX rings accordingly.
+        inner.refresh_pairs();
         inner.sync_all_tx();
     }
 

@@ -98,7 +98,7 @@ impl Inner {
             indirect_allowed: indirect,
         };
         let start = st.get_queue().next_avail();
-        let mut chains: Vec<Chain<'_>> = Vec::with_capacity(1);
+        let mut chains: smallvec::SmallVec<[Chain<'_>; 2]> = smallvec::SmallVec::new();
         let mut cap = 0usize;
         while cap < total {
             let head = match st.get_queue_mut().iter(&*mem) {
