@@ -175,6 +175,10 @@ pub struct StatsReport {
     pub workers: Vec<WorkerCounters>,
     pub fdb_entries: u64,
     pub mdb_entries: u64,
+    /// Guest memory tables that could not be registered as io_uring fixed buffers (not
+    /// memfd/hugetlb, or the memlock limit): those guests' TX uses writev.
+    #[serde(default)]
+    pub guest_memory_fallbacks: u64,
 }
 
 /// Errors a control request can return; the message names what to change.

@@ -263,6 +263,16 @@ pub fn render(s: &StatsReport) -> String {
         "Multicast group memberships.",
     );
     o.sample("ringswitch_mdb_entries", &[], s.mdb_entries);
+    o.family(
+        "ringswitch_guest_memory_fallbacks_total",
+        "counter",
+        "Guest memory tables not registrable as io_uring fixed buffers (TX uses writev).",
+    );
+    o.sample(
+        "ringswitch_guest_memory_fallbacks_total",
+        &[],
+        s.guest_memory_fallbacks,
+    );
 
     type PortField = fn(&crate::control::PortCounters) -> u64;
     let port_counters: [(&str, &str, PortField); 6] = [
@@ -405,6 +415,7 @@ mod tests {
         let fake = Fake::with_port("a\"b\\c");
         let text = render(&fake.stats());
         assert!(text.contains("# TYPE ringswitch_port_rx_packets_total counter\n"));
+        assert!(text.contains("ringswitch_guest_memory_fallbacks_total 0\n"));
         assert!(
             text.contains("ringswitch_port_rx_packets_total{port=\"a\\\"b\\\\c\"} 7\n"),
             "{text}"

@@ -520,6 +520,7 @@ impl Control for Runtime {
             workers,
             fdb_entries: self.sw.fdb().len() as u64,
             mdb_entries: self.sw.mdb(self.now()).len() as u64,
+            guest_memory_fallbacks: st.fixed_fallbacks,
         }
     }
 
@@ -540,7 +541,8 @@ impl Control for Runtime {
                 offloads,
                 qmp,
             } => {
-                let id = self.add_vhost(path, *queues, *client, mac.as_deref(), *vlan, *offloads)?;
+                let id =
+                    self.add_vhost(path, *queues, *client, mac.as_deref(), *vlan, *offloads)?;
                 // Opt-in: mirror the rx filter QEMU keeps for this NIC (bin/qmp.rs). The
                 // watcher ends by itself when the port's device goes.
                 if let Some(q) = qmp {

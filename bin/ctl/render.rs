@@ -102,11 +102,19 @@ pub fn mdb(rows: &[MdbRow]) -> String {
 
 pub fn stats(s: &StatsReport) -> String {
     let mut out = format!(
-        "uptime {}  fdb entries {}  mdb entries {}\n\n",
+        "uptime {}  fdb entries {}  mdb entries {}\n",
         secs(s.uptime_s),
         s.fdb_entries,
         s.mdb_entries
     );
+    if s.guest_memory_fallbacks > 0 {
+        out.push_str(&format!(
+            "guest memory not registrable as io_uring fixed buffers: {} (TX uses writev; \
+             needs memfd/hugetlb guest memory and CAP_IPC_LOCK)\n",
+            s.guest_memory_fallbacks
+        ));
+    }
+    out.push('\n');
 
     let mut ports = Table::new(&[
         ("PORT", L),
@@ -273,6 +281,7 @@ mod tests {
             }],
             fdb_entries: 2,
             mdb_entries: 0,
+            guest_memory_fallbacks: 1,
         };
         let out = stats(&s);
         assert!(
@@ -285,5 +294,6 @@ mod tests {
         assert!(out.contains("vlan_not_member"), "{out}");
         assert!(out.contains("0.2000"), "{out}");
         assert!(out.contains("IO_URING_ENTERS"), "{out}");
+        assert!(out.contains("fixed buffers: 1 (TX uses writev"), "{out}");
     }
 }
