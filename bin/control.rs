@@ -155,6 +155,22 @@ pub struct PortCounters {
     pub fixed_writes: u64,
     pub fallback_writes: u64,
     pub queues: Vec<QueueCounters>,
+    /// The port's QMP watcher (`qmp=`), if it has one.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub qmp: Option<QmpCounters>,
+}
+
+/// What a vhost-user port's QMP watcher did (bin/qmp.rs).
+#[derive(Debug, Clone, PartialEq, Eq, Default, Serialize, Deserialize)]
+pub struct QmpCounters {
+    /// Sessions established with QEMU.
+    pub connects: u64,
+    /// query-rx-filter answers received.
+    pub queries: u64,
+    /// Filters applied to the switch port.
+    pub applied: u64,
+    /// Sessions ended by an error (connection, protocol or bad reply).
+    pub errors: u64,
 }
 
 /// Counters of one worker thread.

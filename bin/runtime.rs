@@ -43,6 +43,8 @@ pub struct Runtime {
     dp: Mutex<Option<Arc<Dataplane>>>,
     glue: Arc<Glue>,
     vhost: Mutex<BTreeMap<PortId, VhostUserPort>>,
+    /// QMP watchers' counters, by port.
+    qmp: Mutex<BTreeMap<PortId, Arc<crate::qmp::QmpCounters>>>,
     /// Ports as the user specified them, by switch port id.
     specs: Mutex<BTreeMap<PortId, PortSpec>>,
     stop: Arc<AtomicBool>,
@@ -86,6 +88,7 @@ impl Runtime {
             sw,
             dp: Mutex::new(Some(dp)),
             vhost: Mutex::new(BTreeMap::new()),
+            qmp: Mutex::new(BTreeMap::new()),
             specs: Mutex::new(BTreeMap::new()),
             stop: Arc::new(AtomicBool::new(false)),
             housekeeping: Mutex::new(None),
@@ -469,6 +472,15 @@ impl Control for Runtime {
                 fixed_writes: p.tx_fixed,
                 fallback_writes: p.tx_fallback,
                 queues: vec![],
+                qmp: self.qmp.lock().get(&p.port).map(|q| {
+                    let l = |a: &std::sync::atomic::AtomicU64| a.load(Ordering::Relaxed);
+                    crate::control::QmpCounters {
+                        connects: l(&q.connects),
+                        queries: l(&q.queries),
+                        applied: l(&q.applied),
+                        errors: l(&q.errors),
+                    }
+                }),
             };
             if let Some(dev) = self.glue.device(p.port) {
                 // A guest port's frames all pass its virtqueues, whichever thread moved
@@ -548,9 +560,14 @@ impl Control for Runtime {
                 if let Some(q) = qmp {
                     let spawned =
                         crate::qmp::spawn(id, q.clone(), self.sw.clone(), self.glue.clone());
-                    if let Err(e) = spawned {
-                        let _ = self.del_port(path);
-                        return Err(control_err(format!("starting the QMP watcher: {e}")));
+                    match spawned {
+                        Ok(c) => {
+                            self.qmp.lock().insert(id, c);
+                        }
+                        Err(e) => {
+                            let _ = self.del_port(path);
+                            return Err(control_err(format!("starting the QMP watcher: {e}")));
+                        }
                     }
                 }
                 id
@@ -589,6 +606,7 @@ impl Control for Runtime {
             self.glue.set_device(id, None);
         }
         self.specs.lock().remove(&id);
+        self.qmp.lock().remove(&id);
         self.with_dp(|dp| dp.remove_port(id))?.map_err(control_err)
     }
 

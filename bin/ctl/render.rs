@@ -136,6 +136,13 @@ pub fn stats(s: &StatsReport) -> String {
         ("TX-BYTES", R),
         ("DROPS", R),
     ]);
+    let mut qmp = Table::new(&[
+        ("PORT", L),
+        ("QMP-CONNECTS", R),
+        ("RX-FILTER-QUERIES", R),
+        ("APPLIED", R),
+        ("ERRORS", R),
+    ]);
     for p in &s.ports {
         let total: u64 = p.drops.iter().map(|(_, n)| *n).fold(0, u64::saturating_add);
         ports.row(vec![
@@ -150,6 +157,15 @@ pub fn stats(s: &StatsReport) -> String {
         ]);
         for (reason, n) in &p.drops {
             drops.row(vec![p.name.clone(), reason.clone(), n.to_string()]);
+        }
+        if let Some(q) = &p.qmp {
+            qmp.row(vec![
+                p.name.clone(),
+                q.connects.to_string(),
+                q.queries.to_string(),
+                q.applied.to_string(),
+                q.errors.to_string(),
+            ]);
         }
         for q in &p.queues {
             queues.row(vec![
@@ -179,7 +195,7 @@ pub fn stats(s: &StatsReport) -> String {
     }
 
     out.push_str(&ports.render());
-    for t in [&drops, &queues, &workers] {
+    for t in [&drops, &queues, &qmp, &workers] {
         if !t.is_empty() {
             out.push('\n');
             out.push_str(&t.render());
@@ -272,6 +288,12 @@ mod tests {
                     rx_packets: 10,
                     ..QueueCounters::default()
                 }],
+                qmp: Some(crate::control::QmpCounters {
+                    connects: 2,
+                    queries: 9,
+                    applied: 8,
+                    errors: 1,
+                }),
             }],
             workers: vec![WorkerCounters {
                 worker: 0,
@@ -295,5 +317,12 @@ mod tests {
         assert!(out.contains("0.2000"), "{out}");
         assert!(out.contains("IO_URING_ENTERS"), "{out}");
         assert!(out.contains("fixed buffers: 1 (TX uses writev"), "{out}");
+        let qmp_line = out
+            .lines()
+            .skip_while(|l| !l.contains("QMP-CONNECTS"))
+            .nth(1)
+            .unwrap();
+        let cols: Vec<&str> = qmp_line.split_whitespace().collect();
+        assert_eq!(cols, ["veth0", "2", "9", "8", "1"]);
     }
 }
