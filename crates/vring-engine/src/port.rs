@@ -113,14 +113,25 @@ struct InnerSocket {
 impl InnerSocket {
     fn new(device: &NetDevice) -> io::Result<InnerSocket> {
         use std::os::unix::fs::DirBuilderExt;
+        static SWEEP: std::sync::Once = std::sync::Once::new();
+        SWEEP.call_once(remove_stale_dirs);
         static N: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
-        let n = N.fetch_add(1, Ordering::Relaxed);
-        let dir = std::env::temp_dir().join(format!(
-            "ringswitch-vu-{}-{}-{n}",
-            std::process::id(),
-            device.port().0
-        ));
-        std::fs::DirBuilder::new().mode(0o700).create(&dir)?;
+        // A directory of a killed process whose pid we reuse may still exist (Drop never
+        // ran there): take the next name instead of failing the port.
+        let mut tries = 0;
+        let dir = loop {
+            let n = N.fetch_add(1, Ordering::Relaxed);
+            let dir = std::env::temp_dir().join(format!(
+                "ringswitch-vu-{}-{}-{n}",
+                std::process::id(),
+                device.port().0
+            ));
+            match std::fs::DirBuilder::new().mode(0o700).create(&dir) {
+                Ok(()) => break dir,
+                Err(e) if e.kind() == io::ErrorKind::AlreadyExists && tries < 64 => tries += 1,
+                Err(e) => return Err(e),
+            }
+        };
         let path = dir.join("backend.sock");
         let listener = Listener::from(UnixListener::bind(&path)?);
         Ok(InnerSocket {
@@ -128,6 +139,31 @@ impl InnerSocket {
             path,
             listener,
         })
+    }
+}
+
+/// Removes the private socket directories of ringswitch processes that no longer exist
+/// (killed before their Drop ran): `ringswitch-vu-<pid>-…` holding at most `backend.sock`.
+fn remove_stale_dirs() {
+    let tmp = std::env::temp_dir();
+    let Ok(entries) = std::fs::read_dir(&tmp) else {
+        return;
+    };
+    for e in entries.flatten() {
+        let name = e.file_name();
+        let Some(rest) = name.to_str().and_then(|n| n.strip_prefix("ringswitch-vu-")) else {
+            continue;
+        };
+        let Some(pid) = rest.split('-').next().and_then(|p| p.parse::<u32>().ok()) else {
+            continue;
+        };
+        if pid == std::process::id() || std::path::Path::new(&format!("/proc/{pid}")).exists() {
+            continue;
+        }
+        let dir = e.path();
+        let _ = std::fs::remove_file(dir.join("backend.sock"));
+        // Fails (and leaves it) if anything else is inside: not ours to delete.
+        let _ = std::fs::remove_dir(&dir);
     }
 }
 
@@ -234,5 +270,35 @@ fn serve(
         if opts.mode == SocketMode::Client && !stop.load(Ordering::Acquire) {
             thread::sleep(RECONNECT_INTERVAL);
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A killed process's private socket directory is swept; a live process's is kept,
+    /// and so is a directory holding anything but our socket.
+    #[test]
+    fn stale_socket_dirs_of_dead_processes_are_removed() {
+        let tmp = std::env::temp_dir();
+        // Above any pid_max Linux allows (4194304): never a live process.
+        let dead = tmp.join("ringswitch-vu-4999999-0-0");
+        let dead_other = tmp.join("ringswitch-vu-4999998-0-0");
+        let live = tmp.join(format!("ringswitch-vu-{}-9-999999", std::process::id()));
+        for d in [&dead, &dead_other, &live] {
+            std::fs::create_dir_all(d).unwrap();
+            std::fs::write(d.join("backend.sock"), b"").unwrap();
+        }
+        std::fs::write(dead_other.join("keep"), b"").unwrap();
+        remove_stale_dirs();
+        assert!(!dead.exists());
+        assert!(
+            dead_other.join("keep").exists(),
+            "foreign content is left alone"
+        );
+        assert!(live.exists(), "our own pid is alive");
+        std::fs::remove_dir_all(&dead_other).unwrap();
+        std::fs::remove_dir_all(&live).unwrap();
     }
 }

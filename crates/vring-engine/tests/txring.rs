@@ -14,6 +14,7 @@ use switch::{Offloads, PortId, RxFilter};
 use vhost::VhostBackend;
 use virtio_bindings::virtio_net::*;
 use virtio_bindings::virtio_ring::VIRTIO_RING_F_EVENT_IDX;
+use vm_memory::Bytes;
 use vring_engine::features::bit;
 use vring_engine::{DropReason, Forwarder, NetDevice, PortEvents, TxFrame, TxRing, VhostUserPort};
 
@@ -181,4 +182,64 @@ fn disconnect_takes_the_ring_back() {
         (plane.stopped.lock().len() == 1).then_some(())
     });
     assert!(plane.rings.lock().is_empty());
+}
+
+/// Hostile input on a lent ring: a valid chain of more pieces than the data plane writes
+/// in one go is dropped and counted (never handed over, returned to the guest); an avail
+/// index that jumps past the ring size stops the ring and signals the error eventfd, and
+/// nothing more is popped from it.
+#[test]
+fn hostile_chains_on_a_lent_ring_are_counted_drops() {
+    let (plane, port) = start("txring-hostile");
+    let mut g = TestGuest::start(TestGuest::connect(&port.device().options().socket, 3), 3, 0);
+    wait_for("TX ring lent out", || {
+        (plane.started.lock().len() == 1).then_some(())
+    });
+    let hdr = vec![0u8; g.hdr_len()];
+    let frame = udp_frame(MAC_A, MAC_B, 200);
+    // 40 one-byte-ish pieces: header, then the frame split finely.
+    let h = g.alloc(hdr.len() as u64);
+    let f = g.alloc(frame.len() as u64);
+    g.mem.write_slice(&hdr, vm_memory::GuestAddress(h)).unwrap();
+    g.mem
+        .write_slice(&frame, vm_memory::GuestAddress(f))
+        .unwrap();
+    let mut bufs = vec![(h, hdr.len() as u32, false)];
+    let piece = frame.len() / 39;
+    let mut at = 0;
+    while at < frame.len() {
+        let n = piece.min(frame.len() - at);
+        bufs.push((f + at as u64, n as u32, false));
+        at += n;
+    }
+    assert!(bufs.len() > vring_engine::txring::MAX_TX_SEGS);
+    let many = g.queues[1].add(&g.mem, &bufs);
+    g.queues[1].kick();
+    wait_for("too-many-pieces drop", || {
+        let s = port.device().queue_stats(1).unwrap();
+        s.drops
+            .iter()
+            .any(|(d, n)| *d == DropReason::TooManySegments && *n == 1)
+            .then_some(())
+            .or_else(|| {
+                assert!(pop_all(&plane).is_empty(), "never handed to the plane");
+                None
+            })
+    });
+    plane.rings.lock()[0].flush();
+    assert_eq!(g.queues[1].wait_used(&g.mem, 1), vec![(many, 0)]);
+    // The avail index jumps by more than the queue size (§2.7.6).
+    let q = &mut g.queues[1];
+    let bogus = q.avail_idx.wrapping_add(QSIZE + 1);
+    q.set_avail_idx(&g.mem, bogus);
+    q.kick();
+    wait_for("AvailJump drop", || {
+        assert!(pop_all(&plane).is_empty());
+        let s = port.device().queue_stats(1).unwrap();
+        s.drops
+            .iter()
+            .any(|(d, n)| *d == DropReason::AvailJump && *n == 1)
+            .then_some(())
+    });
+    wait_for("err eventfd", || g.queues[1].errored().then_some(()));
 }
