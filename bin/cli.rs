@@ -150,6 +150,11 @@ pub struct RunArgs {
     /// querier election to a real router).
     #[arg(long, value_name = "IPV4")]
     pub mcast_querier_ip: Option<std::net::Ipv4Addr>,
+    /// Do not register guest memory as io_uring fixed buffers. Registering pins every
+    /// page of each guest (its whole memory becomes resident); without it guest TX is
+    /// still written from the guest's pages, with writev instead of WriteFixed.
+    #[arg(long)]
+    pub no_pin_guest_memory: bool,
     /// Validate the configuration, print it as JSON and exit without starting.
     #[arg(long)]
     pub check: bool,

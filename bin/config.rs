@@ -186,6 +186,7 @@ pub fn merge(args: &RunArgs, file: FileConfig, file_name: &str) -> Result<RunPla
                 querier: args.mcast_querier || file.mcast_querier.unwrap_or(false),
                 querier_ip4: args.mcast_querier_ip.or(file.mcast_querier_ip),
             },
+            pin_guest_memory: !args.no_pin_guest_memory && file.pin_guest_memory.unwrap_or(true),
         },
         ctl,
         metrics,
@@ -395,6 +396,16 @@ mod tests {
         assert_eq!(plan.options.poll_us, 7);
         assert_eq!(plan.log_format, LogFormat::Human);
         assert_eq!(plan.metrics, None);
+        assert!(
+            plan.options.pin_guest_memory,
+            "pinned unless told otherwise"
+        );
+        let off = merge(&args(&[]), file("pin-guest-memory = false"), "f.toml").unwrap();
+        assert!(!off.options.pin_guest_memory);
+        let mut a = args(&[]);
+        a.no_pin_guest_memory = true;
+        let off = merge(&a, file("pin-guest-memory = true"), "f.toml").unwrap();
+        assert!(!off.options.pin_guest_memory, "the flag wins over the file");
     }
 
     #[test]

@@ -256,6 +256,14 @@ pub struct RunOptions {
     /// IGMP/MLD snooping and the optional querier.
     #[serde(default)]
     pub mcast: McastOptions,
+    /// Register guest memory as io_uring fixed buffers (zero-copy TX with WriteFixed);
+    /// `--no-pin-guest-memory` turns it off.
+    #[serde(default = "yes")]
+    pub pin_guest_memory: bool,
+}
+
+fn yes() -> bool {
+    true
 }
 
 /// Multicast snooping settings (`--no-mcast-snooping`, `--mcast-querier[-ip]`).

@@ -289,6 +289,7 @@ pub fn run(opts: DemoOptions) -> Result<()> {
             ports,
             workers: 0,
             poll_us: 0,
+            pin_guest_memory: true,
             mcast: Default::default(),
         })
     })

@@ -230,6 +230,11 @@ impl Glue {
         }
     }
 
+    /// Whether guest memory is registered (pinned) as io_uring fixed buffers.
+    pub fn set_pin_guest_memory(&self, pin: bool) {
+        self.memories.set_pin(pin);
+    }
+
     /// Sets (or clears, at shutdown) the data plane host-port writes go through.
     pub fn set_dataplane(&self, dp: Option<Arc<Dataplane>>) {
         self.dp.store(dp);

@@ -90,23 +90,33 @@ struct PortMem {
 /// Guest memory registrations, per port.
 pub struct GuestMemories {
     ports: Mutex<Vec<PortMem>>,
+    /// Register at all (`--no-pin-guest-memory` turns it off).
+    pin: std::sync::atomic::AtomicBool,
 }
 
 impl Default for GuestMemories {
     fn default() -> Self {
         GuestMemories {
             ports: Mutex::new((0..MAX_PORTS).map(|_| PortMem::default()).collect()),
+            pin: std::sync::atomic::AtomicBool::new(true),
         }
     }
 }
 
 impl GuestMemories {
+    pub fn set_pin(&self, pin: bool) {
+        self.pin.store(pin, std::sync::atomic::Ordering::Relaxed);
+    }
+
     /// A TX ring of `dev` goes to the workers: the registration of its current memory
     /// table (made now if there is none yet).
     pub fn ring_out(&self, dp: &Dataplane, dev: &NetDevice) -> Option<Arc<FixedTable>> {
         let mut ports = self.ports.lock();
         let pm = ports.get_mut(dev.port().index())?;
         pm.rings_out += 1;
+        if !self.pin.load(std::sync::atomic::Ordering::Relaxed) {
+            return None;
+        }
         let mem = dev.guest_memory().into_inner();
         if !pm.reg.as_ref().is_some_and(|r| Arc::ptr_eq(&r.mem, &mem)) {
             let old = pm.reg.replace(register(dp, mem));
@@ -134,7 +144,7 @@ impl GuestMemories {
         let Some(pm) = ports.get_mut(dev.port().index()) else {
             return;
         };
-        if pm.rings_out == 0 {
+        if pm.rings_out == 0 || !self.pin.load(std::sync::atomic::Ordering::Relaxed) {
             release(dp, pm.reg.take());
             return;
         }
@@ -158,10 +168,22 @@ fn register(dp: &Dataplane, mem: Arc<GuestMemoryMmap<()>>) -> Reg {
     let table = if regions.is_empty() {
         None
     } else {
+        let started = std::time::Instant::now();
         // SAFETY: the regions are the mappings of `mem`, which the returned Reg keeps
         // alive for as long as the table is held (release() drops the table first).
         // A failure is counted and logged once by the data plane; TX then uses writev.
-        unsafe { dp.register_memory(&regions) }.ok()
+        let t = unsafe { dp.register_memory(&regions) }.ok();
+        if t.is_some() {
+            // Pinning makes the whole guest memory resident and takes time per GiB:
+            // worth a line, once per memory table.
+            let mib: u64 = regions.iter().map(|r| r.len).sum::<u64>() >> 20;
+            tracing::info!(
+                mib,
+                ms = started.elapsed().as_millis() as u64,
+                "guest memory registered as io_uring fixed buffers (zero-copy TX)"
+            );
+        }
+        t
     };
     Reg { table, mem }
 }

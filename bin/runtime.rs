@@ -82,6 +82,12 @@ impl Runtime {
         let dp = Arc::new(dp);
         let glue = Arc::new(Glue::new(sw.clone(), epoch));
         glue.set_dataplane(Some(dp.clone()));
+        if !opts.pin_guest_memory {
+            glue.set_pin_guest_memory(false);
+            tracing::info!(
+                "guest memory is not pinned (--no-pin-guest-memory): guest TX uses writev"
+            );
+        }
         let rt = Arc::new(Runtime {
             epoch,
             glue,

@@ -23,7 +23,12 @@ fn skip_without_qemu() -> bool {
 
 /// Starts `ringswitch run` inside `ns` with `ports`, waiting for its vhost-user socket.
 fn start_ringswitch(ns: &Netns, dir: &Path, ports: &[String]) -> Process {
+    start_ringswitch_with(ns, dir, ports, &[])
+}
+
+fn start_ringswitch_with(ns: &Netns, dir: &Path, ports: &[String], extra: &[&str]) -> Process {
     let mut args: Vec<String> = vec!["run".into(), "--workers".into(), "1".into()];
+    args.extend(extra.iter().map(|s| s.to_string()));
     for p in ports {
         args.push("--port".into());
         args.push(p.clone());
@@ -170,4 +175,41 @@ fn guest_and_container_over_afpacket_talk_both_ways() {
     let g_port = sock.display().to_string();
     assert!(port_counter(&s, &g_port, "fixed_writes") > 0, "{s:#}");
     assert_eq!(port_counter(&s, &g_port, "fallback_writes"), 0, "{s:#}");
+}
+
+/// `--no-pin-guest-memory`: guest memory is not registered, and guest TX toward the tap
+/// still works, written with writev from the guest's pages (counted as fallback writes).
+#[test]
+fn guest_tx_without_pinned_memory_uses_writev() {
+    if skip_without_qemu() {
+        return;
+    }
+    let _scope = TestScope::start("guest_tx_unpinned", Duration::from_secs(300));
+    let _slot = common::heavy_slot();
+    let dir = TempDir::new("unpinned").unwrap();
+    let host = Netns::new("host").unwrap();
+    let sock = dir.path().join("g.sock");
+    let _rs = start_ringswitch_with(
+        &host,
+        dir.path(),
+        &[
+            format!("vhost-user:path={},mac={}", sock.display(), mac(1)),
+            "tap:name=rst0".into(),
+        ],
+        &["--no-pin-guest-memory"],
+    );
+    host.addr("rst0", "198.18.0.100/24").unwrap();
+    let mut spec = GuestSpec::new("unpinned");
+    spec.nics.push(NicSpec::new(&sock, &mac(1)));
+    spec.ip.push("198.18.0.1/24".into());
+    spec.run = vec!["ping:198.18.0.100".into()];
+    let g = Guest::start(spec).unwrap();
+    g.wait_ready(BOOT).unwrap();
+    let r = g.result("ping", STEP).unwrap();
+    assert!(r.ok, "{r:?}\n{}", g.serial().tail(30));
+    assert_eq!(r.get("loss"), Some("0"), "{r:?}");
+    let s = stats(dir.path());
+    let g_port = sock.display().to_string();
+    assert_eq!(port_counter(&s, &g_port, "fixed_writes"), 0, "{s:#}");
+    assert!(port_counter(&s, &g_port, "fallback_writes") > 0, "{s:#}");
 }

@@ -21,6 +21,7 @@ pub struct FileConfig {
     pub mcast_snooping: Option<bool>,
     pub mcast_querier: Option<bool>,
     pub mcast_querier_ip: Option<std::net::Ipv4Addr>,
+    pub pin_guest_memory: Option<bool>,
     #[serde(default)]
     pub port: Vec<RawPort>,
 }
