@@ -4,7 +4,7 @@
 use std::sync::atomic::Ordering;
 
 use vhost_user_backend::VringT;
-use virtio_queue::{Error as QueueError, QueueOwnedT, QueueT};
+use virtio_queue::QueueT;
 use vm_memory::{GuestAddress, GuestAddressSpace};
 
 use crate::chain::{copy_out, Chain, ChainError, Direction, TableInfo};
@@ -48,16 +48,14 @@ impl Inner {
                 break;
             }
             done += 1;
-            let head = match vst.get_queue_mut().iter(&*mem) {
-                Ok(mut it) => it.next().map(|c| c.head_index()),
-                Err(QueueError::InvalidAvailRingIndex) => {
-                    ctr.count_drop(Drop::AvailJump);
-                    vring.mark_broken();
-                    return;
-                }
-                Err(_) => return,
+            let mut one = [0u16; 1];
+            let Some(n) = self.take_heads(q, &vring, vst.get_queue_mut(), &mem, &mut one) else {
+                return;
             };
-            let Some(head) = head else { break };
+            if n == 0 {
+                break;
+            }
+            let head = one[0];
             if head >= table.queue_size {
                 ctr.count_drop(Drop::Chain(ChainError::BadIndex));
                 vring.mark_broken();

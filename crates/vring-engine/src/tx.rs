@@ -68,24 +68,9 @@ impl Inner {
                 }
                 batches += 1;
                 let mut heads = [0u16; TX_BATCH];
-                let n = match st.get_queue_mut().iter(&*mem) {
-                    Ok(it) => {
-                        let mut n = 0;
-                        for c in it.take(TX_BATCH) {
-                            heads[n] = c.head_index();
-                            n += 1;
-                        }
-                        n
-                    }
-                    Err(QueueError::InvalidAvailRingIndex) => {
-                        ctr.count_drop(Drop::AvailJump);
-                        if self.log_limit.allow() {
-                            tracing::warn!(port = %self.port, queue = q, "avail index jumped past the ring size: queue stopped");
-                        }
-                        vring.mark_broken();
-                        return;
-                    }
-                    Err(_) => return,
+                let Some(n) = self.take_heads(q, &vring, st.get_queue_mut(), &mem, &mut heads)
+                else {
+                    return;
                 };
                 if n == 0 {
                     break;
@@ -116,6 +101,40 @@ impl Inner {
                 Ok(true) => continue,
                 _ => break,
             }
+        }
+    }
+
+    /// Takes up to `heads.len()` chain heads from queue `q`'s avail ring (virtio 1.2
+    /// §2.7.6). `None`: stop reading the ring — its avail index jumped past the ring size
+    /// (counted, logged at most once a second, the ring marked broken) or it is unreadable.
+    pub(crate) fn take_heads(
+        &self,
+        q: usize,
+        vring: &crate::vring::NetVring,
+        queue: &mut virtio_queue::Queue,
+        mem: &crate::chain::Mem,
+        heads: &mut [u16],
+    ) -> Option<usize> {
+        match queue.iter(mem) {
+            Ok(it) => {
+                let mut n = 0;
+                for (slot, c) in heads.iter_mut().zip(it) {
+                    *slot = c.head_index();
+                    n += 1;
+                }
+                Some(n)
+            }
+            Err(QueueError::InvalidAvailRingIndex) => {
+                if let Some(c) = self.counters.get(q) {
+                    c.count_drop(Drop::AvailJump);
+                }
+                if self.log_limit.allow() {
+                    tracing::warn!(port = %self.port, queue = q, "avail index jumped past the ring size: queue stopped");
+                }
+                vring.mark_broken();
+                None
+            }
+            Err(_) => None,
         }
     }
 

@@ -30,7 +30,7 @@ use std::sync::Arc;
 
 use switch::VnetHdr;
 use vhost_user_backend::VringT;
-use virtio_queue::{Error as QueueError, QueueOwnedT, QueueT};
+use virtio_queue::QueueT;
 use vm_memory::{GuestAddress, GuestAddressSpace};
 
 use crate::chain::{copy_out, Chain, ChainError, Direction, Mem, TableInfo};
@@ -172,24 +172,10 @@ impl TxRing {
             while handed < max {
                 let want = (max - handed).min(POP_CHUNK);
                 let mut heads = [0u16; POP_CHUNK];
-                let n = match st.get_queue_mut().iter(&*mem) {
-                    Ok(it) => {
-                        let mut n = 0;
-                        for c in it.take(want) {
-                            heads[n] = c.head_index();
-                            n += 1;
-                        }
-                        n
-                    }
-                    Err(QueueError::InvalidAvailRingIndex) => {
-                        ctr.count_drop(Drop::AvailJump);
-                        if inner.log_limit.allow() {
-                            tracing::warn!(port = %inner.port, queue = self.q, "avail index jumped past the ring size: queue stopped");
-                        }
-                        vring.mark_broken();
-                        return handed;
-                    }
-                    Err(_) => return handed,
+                let Some(n) =
+                    inner.take_heads(self.q, &vring, st.get_queue_mut(), &mem, &mut heads[..want])
+                else {
+                    return handed;
                 };
                 if n == 0 {
                     break;
