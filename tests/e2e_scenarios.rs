@@ -38,10 +38,13 @@ struct Daemon {
 
 impl Daemon {
     /// Starts `ringswitch run --workers 1 --port … --ctl dir/ctl.sock EXTRA…` in `ns` and
-    /// waits until the control socket answers.
+    /// waits until the control socket answers (`--workers` in EXTRA replaces the 1).
     fn start(ns: &Netns, dir: &Path, ports: &[String], extra: &[&str]) -> Daemon {
         let ctl = dir.join("ctl.sock");
-        let mut args: Vec<String> = vec!["run".into(), "--workers".into(), "1".into()];
+        let mut args: Vec<String> = vec!["run".into()];
+        if !extra.contains(&"--workers") {
+            args.extend(["--workers".into(), "1".into()]);
+        }
         for p in ports {
             args.push("--port".into());
             args.push(p.clone());
@@ -276,7 +279,9 @@ impl MqRig {
                 format!("vhost-user:path={},queues=2,mac={}", sa.display(), mac(1)),
                 format!("vhost-user:path={},queues=2,mac={}", sb.display(), mac(2)),
             ],
-            &[],
+            // Two workers: the four TX rings spread over both, and each worker delivers
+            // into RX queues whose TX side another worker runs (under the queue's lock).
+            &["--workers", "2"],
         );
         let spec = |name: &str, sock: &Path, n: u8| {
             let mut g = guest_spec(name, sock, n);
@@ -381,6 +386,11 @@ fn multiqueue_both_queue_pairs_carry_frames() {
             g.name()
         );
     }
+    // The TX rings were spread over both workers: each forwarded guest frames.
+    let s = r.d.ctl("stats");
+    let workers = s["stats"]["workers"].as_array().expect("workers").clone();
+    assert_eq!(workers.len(), 2, "{s:#}");
+    assert!(workers.iter().all(|w| n(w, "packets") > 0), "{s:#}");
 }
 
 /// Scenario 4 with ordinary TCP: parallel iperf3 streams (ports chosen by the guest's
