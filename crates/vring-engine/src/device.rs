@@ -59,7 +59,11 @@ pub(crate) struct Inner {
     pub log_limit: crate::ratelimit::RateLimit,
     masks: Vec<u64>,
     /// `usable_pairs()` as of the last ring or negotiation change: read per frame by
-    /// `active_queue_pairs`, recomputed only when something it depends on changes.
+    /// `active_queue_pairs` (it was a lock and a ring scan per frame in the profile),
+    /// recomputed when the frontend changes a ring or the driver the pairs. A ring the
+    /// driver breaks mid-run (`mark_broken`, on the datapath under the ring's lock) is not
+    /// a recompute point: it stays in the count until the frontend sets it up again, and
+    /// frames hashed to it are counted `Broken` drops meanwhile.
     pairs_cache: AtomicU16,
     /// TX rings are serviced by the daemon's data plane ([`PortEvents::owns_guest_tx`]).
     tx_ext: bool,
