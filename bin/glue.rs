@@ -1,25 +1,23 @@
-//! Glue between vhost-user devices and the switch: guest TX frames are decided by the
-//! switch, adapted to each destination's offloads (`switch::offload`) and copied once into
-//! the destination guest's RX buffers; device events (rx filter, offloads, link) update
-//! the switch's port state.
+//! Glue between vhost-user devices, the io_uring data plane and the switch:
+//! - a guest's RX side for the workers ([`GuestSink`]): frames adapted to the guest's
+//!   offloads (`switch::offload`) and copied once into its RX buffers;
+//! - device events (rx filter, offloads, link) update the switch's port state, and live
+//!   TX rings are lent to the workers (`tx_ring_started`, see `crate::guest_tx`);
+//! - frames the switch itself originates (querier) are flooded by [`Glue::inject`].
 
-use std::cell::RefCell;
 use std::sync::Arc;
-use std::time::Instant;
 
 use arc_swap::ArcSwapOption;
 use parking_lot::RwLock;
 use switch::offload::{plan, Egress as Offload, Frame, MAX_HDR};
 use switch::vlan::TPID_8021Q;
-use switch::{
-    Decision, DropReason, Forward, FrameView, Millis, Offloads, PortId, RxFilter, Switch, Vid,
-    VnetHdr, MAX_PORTS,
-};
-use uring_net::flow::{flow_hash, pick_queue};
+use switch::{Forward, FrameView, Offloads, PortId, RxFilter, Switch, Vid, VnetHdr, MAX_PORTS};
+use uring_net::flow::pick_queue;
 use uring_net::Dataplane;
-use vring_engine::{Forwarder, NetDevice, PortEvents, TxFrame, TxRing};
+use vring_engine::{NetDevice, PortEvents, TxRing};
 
-/// Most slices one outgoing frame is made of (rewritten head + guest segments + patch).
+/// Most slices one outgoing frame is made of (rewritten head + source pieces + the two
+/// around a checksum patch).
 const MAX_PARTS: usize = 72;
 
 /// A frame as a short list of borrowed slices, without allocating.
@@ -51,21 +49,6 @@ impl<'a> Parts<'a> {
 
     fn as_slice(&self) -> &[&'a [u8]] {
         &self.v[..self.n]
-    }
-
-    /// `segments` without their first `skip` bytes.
-    fn push_skipping(&mut self, segments: &[&'a [u8]], mut skip: usize) -> bool {
-        for s in segments {
-            if skip >= s.len() {
-                skip -= s.len();
-                continue;
-            }
-            if !self.push(&s[skip..]) {
-                return false;
-            }
-            skip = 0;
-        }
-        true
     }
 }
 
@@ -99,11 +82,6 @@ fn patched<'a>(parts: &[&'a [u8]], at: usize, patch: &'a [u8; 2]) -> Option<Part
         }
     }
     (done == 2).then_some(out)
-}
-
-thread_local! {
-    /// RX queues written during the current TX batch of this thread: signalled in `flush`.
-    static TOUCHED: RefCell<Vec<(NetDevice, u16)>> = const { RefCell::new(Vec::new()) };
 }
 
 /// Why a frame did not reach a guest.
@@ -198,20 +176,9 @@ impl uring_net::GuestRx for GuestSink {
     }
 }
 
-impl Undelivered {
-    fn reason(self) -> DropReason {
-        match self {
-            Undelivered::BadOffload => DropReason::BadOffload,
-            Undelivered::Full => DropReason::DestinationFull,
-            Undelivered::NoPath => DropReason::DestinationDown,
-        }
-    }
-}
-
 /// Shared by every vhost-user device of the daemon.
 pub struct Glue {
     sw: Arc<Switch>,
-    epoch: Instant,
     devices: RwLock<Vec<Option<NetDevice>>>,
     /// Host ports (tap, AF_PACKET) are written through the data plane.
     dp: ArcSwapOption<Dataplane>,
@@ -220,10 +187,9 @@ pub struct Glue {
 }
 
 impl Glue {
-    pub fn new(sw: Arc<Switch>, epoch: Instant) -> Glue {
+    pub fn new(sw: Arc<Switch>) -> Glue {
         Glue {
             sw,
-            epoch,
             devices: RwLock::new(vec![None; MAX_PORTS]),
             dp: ArcSwapOption::empty(),
             memories: Default::default(),
@@ -250,52 +216,11 @@ impl Glue {
         self.devices.read().get(port.index()).cloned().flatten()
     }
 
-    fn now(&self) -> Millis {
-        Millis(self.epoch.elapsed().as_millis() as u64)
-    }
-
-    /// The one way a frame leaves toward a port (already rewritten for it): adapted to
-    /// the port's `offloads`, then copied once into a guest's RX queue (chosen by `flow`;
-    /// signalled at the next [`Glue::flush_rx`]) or, for a tap/AF_PACKET port, written
-    /// with one `writev` straight from the source buffers (no copy in our process) before
-    /// the source descriptor goes back to its guest. Why guest → host is not yet an
-    /// io_uring WriteFixed from the workers: ARCHITECTURE.md.
-    fn send(
-        &self,
-        devices: &[Option<NetDevice>],
-        dest: PortId,
-        flow: u32,
-        hdr: &VnetHdr,
-        parts: &[&[u8]],
-        offloads: &Offloads,
-    ) -> Result<(), Undelivered> {
-        if let Some(dev) = devices.get(dest.index()).and_then(Option::as_ref) {
-            let qp = pick_queue(flow, dev.active_queue_pairs().max(1));
-            adapt(hdr, parts, offloads, |h, p| dev.deliver(qp, h, p).is_ok())?;
-            TOUCHED.with(|t| {
-                let mut t = t.borrow_mut();
-                if !t.iter().any(|(d, q)| d.port() == dest && *q == qp) {
-                    t.push((dev.clone(), qp));
-                }
-            });
-            return Ok(());
-        }
-        let dp = self.dp.load();
-        let dp = dp.as_ref().ok_or(Undelivered::NoPath)?;
-        adapt(hdr, parts, offloads, |h, p| dp.transmit(dest, h, p).is_ok())
-    }
-
-    /// Signals the guest RX queues written since the last call (once per batch).
-    fn flush_rx(&self) {
-        TOUCHED.with(|t| {
-            for (dev, qp) in t.borrow_mut().drain(..) {
-                dev.flush_rx(qp);
-            }
-        });
-    }
-
     /// Floods a frame the switch originates (an IGMP/MLD query of the querier) to every
-    /// port of `vid` that accepts it, tagged as each port's VLAN mode says.
+    /// port of `vid` that accepts it, tagged as each port's VLAN mode says and adapted to
+    /// its offloads: into a guest's RX queue pair 0 (signalled at once: queries are rare),
+    /// or written to a tap/AF_PACKET port from the calling thread
+    /// (`Dataplane::transmit`).
     pub fn inject(&self, frame: &[u8], vid: Vid) {
         let view = self.sw.view();
         let Ok(fv) = FrameView::parse(frame, frame.len(), TPID_8021Q, false) else {
@@ -307,67 +232,30 @@ impl Glue {
             frame: fv,
         };
         let devices = self.devices.read();
+        let dp = self.dp.load();
         let hdr = VnetHdr::default();
         for p in fwd.ports.iter() {
             let Some(cfg) = view.port(p) else { continue };
             let eg = view.egress(p, &fwd, frame);
             let body = frame.get(usize::from(eg.body_offset)..).unwrap_or_default();
-            if let Err(e) = self.send(&devices, p, 0, &hdr, &[eg.head(), body], &cfg.offloads) {
+            let parts = [eg.head(), body];
+            let sent = match (devices.get(p.index()).and_then(Option::as_ref), dp.as_ref()) {
+                (Some(dev), _) => {
+                    let r = adapt(&hdr, &parts, &cfg.offloads, |h, q| {
+                        dev.deliver(0, h, q).is_ok()
+                    });
+                    dev.flush_rx(0);
+                    r
+                }
+                (None, Some(dp)) => adapt(&hdr, &parts, &cfg.offloads, |h, q| {
+                    dp.transmit(p, h, q).is_ok()
+                }),
+                (None, None) => Err(Undelivered::NoPath),
+            };
+            if let Err(e) = sent {
                 tracing::debug!(port = %p, ?e, "switch-originated frame not delivered");
             }
         }
-        drop(devices);
-        self.flush_rx();
-    }
-}
-
-impl Forwarder for Glue {
-    fn forward(&self, ingress: PortId, hdr: &VnetHdr, frame: &TxFrame<'_>) {
-        let view = self.sw.view();
-        let tpid = view.port(ingress).map_or(TPID_8021Q, |c| c.tpid);
-        // Snooping control packets (an MLDv2 report can exceed the head copy) are decided
-        // on the whole frame: rare and small.
-        let whole;
-        let bytes = if switch::needs_whole_frame(frame.head(), frame.len(), tpid) {
-            let mut v = Vec::with_capacity(frame.len());
-            frame.copy_to(&mut v);
-            whole = v;
-            &whole[..]
-        } else {
-            frame.head()
-        };
-        let Decision::Forward(fwd) = view.decide(ingress, hdr, bytes, frame.len(), self.now())
-        else {
-            return;
-        };
-        let flow = flow_hash(&fwd, frame.head());
-        let devices = self.devices.read();
-        for dest in fwd.ports.iter() {
-            let Some(cfg) = view.port(dest) else { continue };
-            let eg = view.egress(dest, &fwd, frame.head());
-            let mut parts = Parts::new();
-            let sent = if parts.push(eg.head())
-                && parts.push_skipping(frame.segments(), usize::from(eg.body_offset))
-            {
-                self.send(
-                    &devices,
-                    dest,
-                    flow,
-                    &eg.adjust_hdr(hdr),
-                    parts.as_slice(),
-                    &cfg.offloads,
-                )
-            } else {
-                Err(Undelivered::BadOffload)
-            };
-            if let Err(e) = sent {
-                self.sw.count_drop(ingress, e.reason());
-            }
-        }
-    }
-
-    fn flush(&self) {
-        self.flush_rx();
     }
 }
 
@@ -389,11 +277,6 @@ impl PortEvents for Glue {
         if let Err(e) = self.sw.set_link(port, up) {
             tracing::warn!(%port, "link update failed: {e}");
         }
-    }
-
-    /// Guest TX runs on the io_uring workers (zero-copy toward host ports).
-    fn owns_guest_tx(&self) -> bool {
-        true
     }
 
     fn tx_ring_started(&self, port: PortId, ring: TxRing) {
@@ -438,11 +321,11 @@ mod tests {
     use super::*;
 
     #[test]
-    fn parts_skip_and_patch() {
+    fn parts_patch() {
         let a = [1u8, 2, 3];
         let b = [4u8, 5, 6, 7];
         let mut p = Parts::new();
-        assert!(p.push_skipping(&[&a, &b], 2));
+        assert!(p.push(&a[2..]) && p.push(&b));
         assert_eq!(p.as_slice(), &[&a[2..], &b[..]]);
         // Patch across the boundary of the two slices: bytes 0..2 = [3, 4].
         let patch = [9u8, 8];

@@ -11,7 +11,7 @@ use anyhow::Context;
 use parking_lot::Mutex;
 use switch::{Mac, Millis, PortConfig, PortId, PortKind, Switch, SwitchConfig, VlanMode};
 use uring_net::{Dataplane, DataplaneConfig};
-use vring_engine::{NetDevice, PortOptions, SocketMode, VhostUserPort};
+use vring_engine::{NetDevice, PortOptions, SocketMode, TxPath, VhostUserPort};
 
 use crate::control::{
     Control, ControlError, FdbRow, MdbRow, PortChange, PortCounters, PortInfo, PortSpec,
@@ -80,7 +80,7 @@ impl Runtime {
         )
         .context("starting the io_uring workers")?;
         let dp = Arc::new(dp);
-        let glue = Arc::new(Glue::new(sw.clone(), epoch));
+        let glue = Arc::new(Glue::new(sw.clone()));
         glue.set_dataplane(Some(dp.clone()));
         if !opts.pin_guest_memory {
             glue.set_pin_guest_memory(false);
@@ -234,7 +234,8 @@ impl Runtime {
             let _ = self.with_dp(|dp| dp.remove_port(id));
             e
         };
-        let dev = NetDevice::new(id, opts, self.glue.clone(), self.glue.clone())
+        // Guest TX runs in the io_uring workers (zero-copy toward host ports).
+        let dev = NetDevice::new(id, opts, TxPath::Lend, self.glue.clone())
             .map_err(|e| undo(ControlError::InvalidPort(e.to_string())))?;
         self.glue.set_device(id, Some(dev.clone()));
         let sink = Arc::new(crate::glue::GuestSink::new(dev.clone()));

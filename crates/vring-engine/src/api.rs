@@ -18,6 +18,21 @@ pub trait Forwarder: Send + Sync {
     fn flush(&self) {}
 }
 
+/// Who moves a device's guest TX frames.
+#[derive(Clone)]
+pub enum TxPath {
+    /// The device: vhost-user-backend's threads read the TX kicks, and each validated
+    /// frame goes to the [`Forwarder`] (borrowed for the call only). For embedders
+    /// without a data plane of their own, and the in-repo test harness.
+    Forward(std::sync::Arc<dyn Forwarder>),
+    /// A data plane that waits on the kick fds itself (ringswitch's io_uring workers,
+    /// which write frames straight from guest memory and complete them later): the device
+    /// neither watches TX kicks nor processes TX; it lends each live TX ring out with
+    /// [`PortEvents::tx_ring_started`] and takes it back with
+    /// [`PortEvents::tx_ring_stopped`].
+    Lend,
+}
+
 /// Port state changes the switch must learn about.
 pub trait PortEvents: Send + Sync {
     /// The driver changed its receive filter through the control queue (§5.1.6.5.1–3), or the
@@ -41,20 +56,8 @@ pub trait PortEvents: Send + Sync {
     /// [`crate::NetDevice::guest_memory`]. Called on the vhost-user protocol thread.
     fn memory_changed(&self, _port: PortId) {}
 
-    /// Whether this side services guest TX rings itself (the io_uring workers wait on
-    /// their kick fds and write frames straight from guest memory). Asked once, by
-    /// [`crate::NetDevice::new`]. When true the device neither watches TX kicks nor
-    /// processes TX; it lends each live TX ring out with [`tx_ring_started`] and takes it
-    /// back with [`tx_ring_stopped`].
-    ///
-    /// [`tx_ring_started`]: PortEvents::tx_ring_started
-    /// [`tx_ring_stopped`]: PortEvents::tx_ring_stopped
-    fn owns_guest_tx(&self) -> bool {
-        false
-    }
-
-    /// TX ring `ring.pair()` is live (set up, enabled, kick fd set): service it. Called
-    /// on the vhost-user protocol thread.
+    /// With [`TxPath::Lend`]: TX ring `ring.pair()` is live (set up, enabled, kick fd
+    /// set): service it. Called on the vhost-user protocol thread.
     fn tx_ring_started(&self, _port: PortId, _ring: crate::TxRing) {}
 
     /// Stop servicing queue pair `pair`'s TX ring and drop it; return only when every

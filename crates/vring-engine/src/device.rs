@@ -17,7 +17,7 @@ use vmm_sys_util::event::{
     new_event_consumer_and_notifier, EventConsumer, EventFlag, EventNotifier,
 };
 
-use crate::api::{Forwarder, PortEvents, RxDrop};
+use crate::api::{Forwarder, PortEvents, RxDrop, TxPath};
 use crate::config_space::{ConfigSpace, OFF_MAC, S_LINK_UP};
 use crate::counters::{QueueCounters, QueueStats};
 use crate::ctrl::CtrlState;
@@ -47,7 +47,8 @@ pub(crate) struct Inner {
     pub port: PortId,
     pub opts: PortOptions,
     pub offered: u64,
-    pub fwd: Arc<dyn Forwarder>,
+    /// TX frames go here, unless TX rings are lent out (None: [`TxPath::Lend`]).
+    pub fwd: Option<Arc<dyn Forwarder>>,
     pub events: Arc<dyn PortEvents>,
     pub mem: RwLock<GuestMem>,
     pub vrings: RwLock<Vec<NetVring>>,
@@ -65,7 +66,7 @@ pub(crate) struct Inner {
     /// a recompute point: it stays in the count until the frontend sets it up again, and
     /// frames hashed to it are counted `Broken` drops meanwhile.
     pairs_cache: AtomicU16,
-    /// TX rings are serviced by the daemon's data plane ([`PortEvents::owns_guest_tx`]).
+    /// TX rings are lent to the daemon's data plane ([`TxPath::Lend`]).
     tx_ext: bool,
     /// Per queue index: a [`crate::TxRing`] for it is out with the data plane. The lock
     /// also serialises starting and stopping them.
@@ -84,12 +85,16 @@ impl NetDevice {
     pub fn new(
         port: PortId,
         opts: PortOptions,
-        fwd: Arc<dyn Forwarder>,
+        tx: TxPath,
         events: Arc<dyn PortEvents>,
     ) -> Result<NetDevice, crate::OptionsError> {
         opts.validate()?;
         let nq = opts.num_queues();
-        let tx_ext = events.owns_guest_tx();
+        let fwd = match tx {
+            TxPath::Forward(f) => Some(f),
+            TxPath::Lend => None,
+        };
+        let tx_ext = fwd.is_none();
         // One worker thread per queue pair; the control queue shares pair 0's thread.
         // TX kicks go to the data plane instead when it owns TX (RX kicks are only
         // counted: delivery happens when frames arrive).
@@ -176,12 +181,6 @@ impl NetDevice {
     /// `used_event` or the NO_INTERRUPT flag, §2.7.7). Returns whether it signalled.
     pub fn flush_rx(&self, queue_pair: u16) -> bool {
         self.inner.flush_rx(queue_pair)
-    }
-
-    /// Processes TX queue pair `queue_pair` now (what a kick triggers); usable by a data
-    /// plane that owns the kick fds.
-    pub fn process_tx(&self, queue_pair: u16) {
-        self.inner.process_tx(2 * queue_pair as usize + 1)
     }
 
     /// Sets VIRTIO_NET_S_ANNOUNCE in the config status (§5.1.6.5.4) when GUEST_ANNOUNCE is

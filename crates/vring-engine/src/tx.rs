@@ -33,6 +33,9 @@ pub const MIN_TX_FRAME: usize = 14;
 
 impl Inner {
     pub(crate) fn process_tx(&self, q: usize) {
+        let Some(fwd) = self.fwd.as_deref() else {
+            return; // TX rings are lent out (TxPath::Lend): not ours to process
+        };
         let Some(vring) = self.vring(q) else { return };
         let Some(ctr) = self.counters.get(q) else {
             return;
@@ -83,14 +86,14 @@ impl Inner {
                     }
                     match chain.walk(&mem, table, head, Direction::ReadOnly) {
                         Err(e) => ctr.count_drop(Drop::Chain(e)),
-                        Ok(()) => self.forward_chain(&chain, hdr_len, &mut segs, ctr),
+                        Ok(()) => self.forward_chain(fwd, &chain, hdr_len, &mut segs, ctr),
                     }
                     if st.get_queue_mut().add_used(&*mem, head, 0).is_err() {
                         vring.mark_broken();
                         return;
                     }
                 }
-                self.fwd.flush();
+                fwd.flush();
                 if st.get_queue_mut().needs_notification(&*mem).unwrap_or(true)
                     && st.signal_used_queue().is_ok()
                 {
@@ -170,6 +173,7 @@ impl Inner {
 
     fn forward_chain<'m>(
         &self,
+        fwd: &dyn crate::Forwarder,
         chain: &Chain<'m>,
         hdr_len: usize,
         segs: &mut Vec<&'m [u8]>,
@@ -195,7 +199,7 @@ impl Inner {
         }
         let frame = TxFrame::new(segs);
         ctr.count_frame(len);
-        self.fwd.forward(self.port, &hdr, &frame);
+        fwd.forward(self.port, &hdr, &frame);
     }
 }
 

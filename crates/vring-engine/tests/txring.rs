@@ -1,4 +1,4 @@
-//! TX rings lent to an outside data plane (`PortEvents::owns_guest_tx`): the device hands
+//! TX rings lent to an outside data plane (`TxPath::Lend`): the device hands
 //! a live ring out, frames are popped as host addresses with a private head copy,
 //! completed out of order, and the ring is taken back — after every frame in flight was
 //! completed — when the frontend stops it (GET_VRING_BASE).
@@ -16,7 +16,7 @@ use virtio_bindings::virtio_net::*;
 use virtio_bindings::virtio_ring::VIRTIO_RING_F_EVENT_IDX;
 use vm_memory::Bytes;
 use vring_engine::features::bit;
-use vring_engine::{DropReason, Forwarder, NetDevice, PortEvents, TxFrame, TxRing, VhostUserPort};
+use vring_engine::{DropReason, NetDevice, PortEvents, TxPath, TxRing, VhostUserPort};
 
 /// The "data plane": keeps lent rings, and on stop completes what is in flight (as the
 /// io_uring workers do before they drop a ring).
@@ -34,9 +34,6 @@ impl PortEvents for Ev {
     fn rx_filter_changed(&self, _: PortId, _: &RxFilter) {}
     fn offloads_changed(&self, _: PortId, _: Offloads) {}
     fn link_changed(&self, _: PortId, _: bool) {}
-    fn owns_guest_tx(&self) -> bool {
-        true
-    }
     fn tx_ring_started(&self, _: PortId, ring: TxRing) {
         self.0.started.lock().push(ring.pair());
         self.0.rings.lock().push(ring);
@@ -55,20 +52,12 @@ impl PortEvents for Ev {
     }
 }
 
-/// Must never be called: TX belongs to the plane.
-struct NoFwd;
-impl Forwarder for NoFwd {
-    fn forward(&self, _: PortId, _: &switch::VnetHdr, _: &TxFrame<'_>) {
-        panic!("TX went through the device's own path although the plane owns it");
-    }
-}
-
 fn start(tag: &str) -> (Arc<Plane>, VhostUserPort) {
     let plane = Arc::new(Plane::default());
     let dev = NetDevice::new(
         PortId(0),
         opts(tag, MAC_A),
-        Arc::new(NoFwd),
+        TxPath::Lend,
         Arc::new(Ev(plane.clone())),
     )
     .unwrap();

@@ -8,7 +8,7 @@ use switch::{
     Decision, Millis, Offloads, PortConfig, PortId, PortKind, RxFilter, Switch, SwitchConfig,
     VnetHdr,
 };
-use vring_engine::{Forwarder, NetDevice, PortEvents, PortOptions, TxFrame, VhostUserPort};
+use vring_engine::{Forwarder, NetDevice, PortEvents, PortOptions, TxFrame, TxPath, VhostUserPort};
 
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Event {
@@ -135,7 +135,7 @@ impl Harness {
             let dev = NetDevice::new(
                 id,
                 o,
-                Arc::new(Fwd(shared.clone())),
+                TxPath::Forward(Arc::new(Fwd(shared.clone()))),
                 Arc::new(Ev(shared.clone())),
             )
             .unwrap();
