@@ -22,7 +22,7 @@ use crossbeam_channel::{Receiver, Sender};
 use io_uring::{cqueue, opcode, squeue, types, IoUring};
 use switch::egress::Egress;
 use switch::{
-    Decision, DropReason, Forward, Millis, Offloads, PortId, PortSet, Switch, SwitchView, VnetHdr,
+    Decision, DropReason, Millis, Offloads, PortId, PortSet, Switch, SwitchView, VnetHdr,
 };
 
 use crate::bufring::BufRing;
@@ -573,7 +573,12 @@ impl Worker {
         let op = &mut self.ops[oi as usize];
         op.src = src;
         op.dest = dq;
-        let entry = match spec(op) {
+        let spec = spec(op);
+        let fixed = matches!(
+            spec,
+            WriteSpec::Fixed { .. } | WriteSpec::VectoredFixed { .. }
+        );
+        let entry = match spec {
             WriteSpec::Plain { addr, len } => {
                 opcode::Write::new(fd, addr as *const u8, len).build()
             }
@@ -592,6 +597,15 @@ impl Worker {
         }
         if let Some(Some(d)) = self.queues.get_mut(dq as usize) {
             d.inflight += 1;
+        }
+        if let Src::Guest { .. } = src {
+            // Guest frames: from registered memory, or the writev fallback.
+            let c = &self.stats.ports[ingress.index()];
+            if fixed {
+                c.tx_fixed.add(1);
+            } else {
+                c.tx_fallback.add(1);
+            }
         }
         true
     }
@@ -793,16 +807,7 @@ impl Worker {
                 self.deliver_to_guest(view, port, dest, &h, &parts[..n], flow);
                 continue;
             }
-            let stats = Arc::clone(&self.stats);
-            let spec = |op: &mut TxOp| {
-                let s = guest_write_spec(op, f, &hdr, fhead, &eg, &fwd, memory.as_deref());
-                let c = &stats.ports[port.index()];
-                match s {
-                    WriteSpec::Fixed { .. } | WriteSpec::VectoredFixed { .. } => c.tx_fixed.add(1),
-                    _ => c.tx_fallback.add(1),
-                }
-                s
-            };
+            let spec = |op: &mut TxOp| guest_write_spec(op, f, &hdr, fhead, &eg, memory.as_deref());
             if self.write_to(port, dest, Src::Guest { slot }, spec) {
                 if let Some(Some(e)) = self.gframes.get_mut(slot as usize) {
                     e.refs += 1;
@@ -1300,7 +1305,6 @@ fn guest_write_spec(
     hdr: &VnetHdr,
     fhead: &[u8],
     eg: &Egress,
-    _fwd: &Forward,
     memory: Option<&FixedTable>,
 ) -> WriteSpec {
     let segs = f.segs();
