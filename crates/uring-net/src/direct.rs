@@ -1,12 +1,12 @@
 //! Direct (synchronous) transmission to a host port from a thread that is not a worker.
 //!
-//! Why it exists: vring-engine currently processes a guest's TX queue on
-//! vhost-user-backend's own thread and lends each frame to a `Forwarder` callback only for
-//! the duration of the call. An asynchronous io_uring write cannot outlive that borrow, so
-//! until the engine hands us TX queues ([`crate::GuestTxQueue`]), frames to tap/AF_PACKET
-//! ports are written here with one `writev` straight from the guest's pages (no copy in
-//! our process, the descriptor is done when the call returns) — at the price of one
-//! syscall per frame and destination, which the stats show (`direct_writes`).
+//! Why it exists: a frame that no worker received — the daemon's own IGMP/MLD queries,
+//! sent from its housekeeping thread — still has to reach taps and AF_PACKET ports. It is
+//! written here with one `writev` from the caller's buffers (the descriptor-free path:
+//! nothing waits for a completion), counted as `direct_writes`. Guest TX does not come
+//! this way: the workers own guest TX rings ([`crate::GuestTxQueue`]) and write from
+//! registered guest memory. (Before they did, this was the guest → host path, at one
+//! syscall per frame and destination.)
 //!
 //! The fds are duplicates of the worker queues' fds: a tap write or packet send is one
 //! atomic frame, so sharing an fd with the worker's ring is safe.
