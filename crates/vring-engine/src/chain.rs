@@ -15,7 +15,10 @@
 //! - INDIRECT when not negotiated, not on the head, with NEXT set, nested in an indirect
 //!   table, or with a table length that is zero or not a multiple of 16 (§2.7.5.3.1).
 
-use vm_memory::{Address, Bytes, GuestAddress, GuestMemoryBackend, GuestMemoryMmap, VolatileSlice};
+use vm_memory::{
+    Address, Bytes, GuestAddress, GuestMemoryBackend, GuestMemoryMmap, GuestMemoryRegion,
+    MemoryRegionAddress, VolatileSlice,
+};
 
 /// Guest memory as mapped by vhost-user-backend (no dirty-page bitmap: we do not offer
 /// LOG_ALL / live migration logging).
@@ -205,6 +208,12 @@ impl<'m> Chain<'m> {
         } else {
             &mut self.readable
         };
+        // Fast path: the buffer lies inside one region (always, for a sane driver): one
+        // region lookup, no slice iterator.
+        if let Some(sl) = in_one_region(mem, addr, len as usize) {
+            list.push(sl);
+            return Ok(());
+        }
         let mut got = 0usize;
         for s in GuestMemoryBackend::get_slices(mem, GuestAddress(addr), len as usize) {
             let s = s.map_err(|_| ChainError::OutOfMemory)?;
@@ -216,6 +225,17 @@ impl<'m> Chain<'m> {
         }
         Ok(())
     }
+}
+
+/// `len` bytes at guest address `addr` when they lie inside one region.
+#[inline]
+fn in_one_region(mem: &Mem, addr: u64, len: usize) -> Option<VolatileSlice<'_, ()>> {
+    let r = mem.find_region(GuestAddress(addr))?;
+    let off = addr - r.start_addr().raw_value();
+    if off.checked_add(len as u64)? > r.len() {
+        return None;
+    }
+    r.get_slice(MemoryRegionAddress(off), len).ok()
 }
 
 struct RawDesc {
@@ -230,8 +250,14 @@ fn read_desc(mem: &Mem, base: GuestAddress, idx: u16) -> Result<RawDesc, ChainEr
         .checked_add(u64::from(idx) * DESC_SIZE)
         .ok_or(ChainError::Overflow)?;
     let mut b = [0u8; 16];
-    mem.read_slice(&mut b, at)
-        .map_err(|_| ChainError::OutOfMemory)?;
+    match in_one_region(mem, at.raw_value(), 16) {
+        Some(sl) => {
+            sl.copy_to(&mut b[..]);
+        }
+        None => mem
+            .read_slice(&mut b, at)
+            .map_err(|_| ChainError::OutOfMemory)?,
+    }
     let mut a = [0u8; 8];
     a.copy_from_slice(&b[0..8]);
     Ok(RawDesc {

@@ -23,6 +23,7 @@ use crate::counters::{QueueCounters, QueueStats};
 use crate::ctrl::CtrlState;
 use crate::features::{bit, guest_offloads, GUEST_OFFLOAD_BITS};
 use crate::options::PortOptions;
+use crate::rx::RxBurst;
 use crate::vring::{GuestMem, NetVring};
 
 /// What a virtqueue index means under the negotiated features (§5.1.2 "Virtqueues":
@@ -174,7 +175,16 @@ impl NetDevice {
     /// is *not* signalled — call [`flush_rx`](Self::flush_rx) at the end of a batch. Takes
     /// only this RX queue's lock; safe from any thread.
     pub fn deliver(&self, queue_pair: u16, hdr: &VnetHdr, parts: &[&[u8]]) -> Result<(), RxDrop> {
-        self.inner.deliver(queue_pair, hdr, parts)
+        self.inner.rx_burst(queue_pair, |b| b.deliver(hdr, parts))
+    }
+
+    /// Opens RX queue pair `queue_pair` for a burst of [`RxBurst::deliver`] calls inside
+    /// `f`: one lock of the ring and one used-index update for all of them (what a data
+    /// plane with a batch of frames for one queue should use). Same rules as
+    /// [`deliver`](Self::deliver) per frame; the guest is signalled by
+    /// [`flush_rx`](Self::flush_rx).
+    pub fn rx_burst<R>(&self, queue_pair: u16, f: impl FnOnce(&mut RxBurst<'_>) -> R) -> R {
+        self.inner.rx_burst(queue_pair, f)
     }
 
     /// Signals RX queue pair `queue_pair`'s call eventfd if the driver wants it (EVENT_IDX

@@ -10,15 +10,16 @@
 use switch::VnetHdr;
 use vhost_user_backend::VringT;
 use virtio_bindings::virtio_net::VIRTIO_NET_F_MRG_RXBUF;
-use virtio_queue::{Error as QueueError, QueueOwnedT, QueueT};
+use virtio_queue::QueueT;
 use vm_memory::{GuestAddress, GuestAddressSpace, VolatileSlice};
 
 use crate::api::RxDrop;
-use crate::chain::{Chain, ChainError, Direction, TableInfo};
+use crate::chain::{Chain, ChainError, Direction, Mem, TableInfo};
 use crate::counters::Drop;
 use crate::device::Inner;
 use crate::features::{bit, vnet_hdr_len};
-use crate::vring::NetVring;
+use crate::split::Rings;
+use crate::vring::{GuestMem, NetVring};
 
 impl From<RxDrop> for Drop {
     fn from(d: RxDrop) -> Drop {
@@ -32,118 +33,192 @@ impl From<RxDrop> for Drop {
     }
 }
 
-impl Inner {
-    pub(crate) fn deliver(
-        &self,
-        queue_pair: u16,
-        hdr: &VnetHdr,
-        parts: &[&[u8]],
-    ) -> Result<(), RxDrop> {
-        let q = 2 * queue_pair as usize;
-        let Some(ctr) = self.counters.get(q) else {
-            return Err(RxDrop::NotReady);
-        };
-        // Pairs beyond VQ_PAIRS_SET are off limits when the driver talks to our control
-        // queue (§5.1.6.5.5); otherwise the frontend steers pairs with SET_VRING_ENABLE,
-        // which the ring's own enabled state reflects.
-        let r = if queue_pair >= self.active_pairs.load(std::sync::atomic::Ordering::Acquire)
-            && self.ctrl_ring_live()
-        {
-            Err(RxDrop::NotReady)
-        } else {
-            match self.vring(q) {
-                Some(v) => self.deliver_to(&v, hdr, parts),
-                None => Err(RxDrop::NotReady),
-            }
+/// The guard of a ring's state (vhost-user-backend's per-queue mutex).
+type StateGuard<'a> = std::sync::MutexGuard<'a, vhost_user_backend::VringState<GuestMem>>;
+
+/// An open RX queue: frames placed with [`RxBurst::deliver`] share one memory snapshot,
+/// one lock of the ring, one read of the avail index per exhausted window and one used
+/// index store at the end (see [`crate::split`] for why). Opened by
+/// [`crate::NetDevice::rx_burst`].
+pub struct RxBurst<'a> {
+    live: Result<Live<'a>, RxDrop>,
+    ctr: Option<&'a crate::counters::QueueCounters>,
+    frames: u64,
+    bytes: u64,
+}
+
+struct Live<'a> {
+    vring: &'a NetVring,
+    st: StateGuard<'a>,
+    mem: &'a Mem,
+    rings: Rings<'a>,
+    table: TableInfo,
+    hdr_len: usize,
+    mergeable: bool,
+    /// The driver's avail index as last read: slots up to it are announced.
+    avail_end: u16,
+    next_avail: u16,
+    next_used: u16,
+    start_used: u16,
+}
+
+impl RxBurst<'_> {
+    /// Hints that about `frames` frames follow: prefetches the buffers they will land in
+    /// (see [`crate::split::prefetch_chains`]). Optional; changes nothing but timing.
+    pub fn expect(&mut self, frames: usize) {
+        if let Ok(l) = self.live.as_mut() {
+            l.prefetch(frames.min(64));
+        }
+    }
+
+    /// Places one frame (`parts` concatenated, after a header made from `hdr`). The
+    /// guest is not signalled: [`crate::NetDevice::flush_rx`] does that once per batch.
+    /// Every failure is counted on the queue.
+    pub fn deliver(&mut self, hdr: &VnetHdr, parts: &[&[u8]]) -> Result<(), RxDrop> {
+        let r = match self.live.as_mut() {
+            Ok(l) => l.place(hdr, parts),
+            Err(e) => Err(*e),
         };
         match r {
             Ok(n) => {
-                ctr.count_frame(n);
+                self.frames += 1;
+                self.bytes += n as u64;
                 Ok(())
             }
             Err(e) => {
-                ctr.count_drop(e.into());
+                if let Some(c) = self.ctr {
+                    c.count_drop(e.into());
+                }
+                if e == RxDrop::Broken {
+                    if let Ok(l) = self.live.as_ref() {
+                        l.vring.mark_broken();
+                    }
+                }
                 Err(e)
             }
         }
     }
+}
+
+impl std::ops::Drop for RxBurst<'_> {
+    fn drop(&mut self) {
+        if let Ok(l) = self.live.as_mut() {
+            if l.next_used != l.start_used {
+                l.rings.publish(l.next_used);
+            }
+            let q = l.st.get_queue_mut();
+            q.set_next_used(l.next_used);
+            q.set_next_avail(l.next_avail);
+        }
+        if let Some(c) = self.ctr {
+            if self.frames > 0 {
+                c.frames
+                    .fetch_add(self.frames, std::sync::atomic::Ordering::Relaxed);
+                c.bytes
+                    .fetch_add(self.bytes, std::sync::atomic::Ordering::Relaxed);
+            }
+        }
+    }
+}
+
+impl<'a> Live<'a> {
+    fn prefetch(&mut self, n: usize) {
+        if self.next_avail == self.avail_end {
+            self.avail_end = self.rings.avail_idx();
+        }
+        let ready = self.avail_end.wrapping_sub(self.next_avail);
+        if ready > self.table.queue_size {
+            return; // take_head reports the jump
+        }
+        let k = n.min(usize::from(ready));
+        let mut heads = [0u16; 64];
+        for (i, h) in heads.iter_mut().take(k).enumerate() {
+            *h = self
+                .rings
+                .avail_head(self.next_avail.wrapping_add(i as u16));
+        }
+        crate::split::prefetch_chains(
+            self.mem,
+            self.table.desc_table,
+            self.table.queue_size,
+            &heads[..k],
+            2,
+        );
+    }
+
+    /// The next announced head, or None when the driver has posted no more buffers.
+    fn take_head(&mut self) -> Result<Option<u16>, RxDrop> {
+        if self.next_avail == self.avail_end {
+            self.avail_end = self.rings.avail_idx();
+            // §2.7.6: the driver never announces more than the ring holds.
+            if self.avail_end.wrapping_sub(self.next_avail) > self.table.queue_size {
+                return Err(RxDrop::Broken);
+            }
+            if self.next_avail == self.avail_end {
+                return Ok(None);
+            }
+        }
+        let head = self.rings.avail_head(self.next_avail);
+        self.next_avail = self.next_avail.wrapping_add(1);
+        Ok(Some(head))
+    }
+
+    fn used(&mut self, head: u16, len: u32) {
+        self.rings.put_used(self.next_used, head, len);
+        self.next_used = self.next_used.wrapping_add(1);
+    }
 
     /// Returns the frame length placed.
-    fn deliver_to(
-        &self,
-        vring: &NetVring,
-        hdr: &VnetHdr,
-        parts: &[&[u8]],
-    ) -> Result<usize, RxDrop> {
-        let acked = self.acked();
-        let hdr_len = vnet_hdr_len(acked);
-        let mergeable = acked & bit(VIRTIO_NET_F_MRG_RXBUF) != 0;
-        let indirect = acked & bit(virtio_bindings::virtio_ring::VIRTIO_RING_F_INDIRECT_DESC) != 0;
+    fn place(&mut self, hdr: &VnetHdr, parts: &[&[u8]]) -> Result<usize, RxDrop> {
         let payload: usize = parts.iter().map(|p| p.len()).sum();
-        let total = hdr_len + payload;
+        let total = self.hdr_len + payload;
         if total > u32::MAX as usize {
             return Err(RxDrop::TooBig);
         }
-        let mem = self.mem.read().memory();
-        let mut st = vring.get_mut();
-        if !st.get_queue().ready() || !st.is_enabled() {
-            return Err(RxDrop::NotReady);
-        }
-        if vring.is_broken() {
-            return Err(RxDrop::Broken);
-        }
-        let table = TableInfo {
-            desc_table: GuestAddress(st.get_queue().desc_table()),
-            queue_size: st.get_queue().size(),
-            indirect_allowed: indirect,
-        };
-        let start = st.get_queue().next_avail();
-        let mut chains: smallvec::SmallVec<[Chain<'_>; 2]> = smallvec::SmallVec::new();
+        let start = self.next_avail;
+        let mem: &'a Mem = self.mem;
+        let mut chains: smallvec::SmallVec<[Chain<'a>; 2]> = smallvec::SmallVec::new();
         let mut cap = 0usize;
         while cap < total {
-            let head = match st.get_queue_mut().iter(&*mem) {
-                Ok(mut it) => it.next().map(|c| c.head_index()),
-                Err(QueueError::InvalidAvailRingIndex) => {
-                    vring.mark_broken();
-                    return Err(RxDrop::Broken);
-                }
-                Err(_) => return Err(RxDrop::NotReady),
-            };
-            let Some(head) = head else {
-                st.get_queue_mut().set_next_avail(start);
+            let Some(head) = self.take_head()? else {
+                self.next_avail = start;
                 return Err(RxDrop::NoBuffers);
             };
-            if head >= table.queue_size {
-                vring.mark_broken();
+            if head >= self.table.queue_size {
+                self.vring.mark_broken();
                 return Err(RxDrop::BadChain(ChainError::BadIndex));
             }
             let mut c = Chain::default();
-            if let Err(e) = c.walk(&mem, table, head, Direction::WriteOnly) {
+            if let Err(e) = c.walk(mem, self.table, head, Direction::WriteOnly) {
                 // The bad chain is consumed (else it would come back forever); the good
                 // ones taken for this frame are returned empty too: the frame is lost.
                 for ch in &chains {
-                    let _ = st.get_queue_mut().add_used(&*mem, ch.head, 0);
+                    self.used(ch.head, 0);
                 }
-                let _ = st.get_queue_mut().add_used(&*mem, head, 0);
+                self.used(head, 0);
                 return Err(RxDrop::BadChain(e));
             }
             cap += c.write_len as usize;
             chains.push(c);
-            if !mergeable {
+            if !self.mergeable {
                 break;
             }
         }
         if cap < total {
-            st.get_queue_mut().set_next_avail(start);
+            self.next_avail = start;
             return Err(RxDrop::TooBig);
         }
         let mut h = *hdr;
         // §5.1.6.4: without MRG_RXBUF the (12-byte, VERSION_1) header says 1 buffer.
-        h.num_buffers = if mergeable { chains.len() as u16 } else { 1 };
+        h.num_buffers = if self.mergeable {
+            chains.len() as u16
+        } else {
+            1
+        };
         let mut hb = [0u8; switch::vnet::HDR_LEN];
-        let _ = h.emit(&mut hb, hdr_len);
+        let _ = h.emit(&mut hb, self.hdr_len);
         let mut w = Writer::new(&chains);
-        w.write(&hb[..hdr_len]);
+        w.write(&hb[..self.hdr_len]);
         for p in parts {
             w.write(p);
         }
@@ -152,16 +227,92 @@ impl Inner {
         for c in &chains {
             let n = left.min(c.write_len as usize);
             left -= n;
-            if st
-                .get_queue_mut()
-                .add_used(&*mem, c.head, n as u32)
-                .is_err()
-            {
-                vring.mark_broken();
-                return Err(RxDrop::Broken);
-            }
+            self.used(c.head, n as u32);
         }
         Ok(payload)
+    }
+}
+
+impl Inner {
+    /// Opens RX queue pair `queue_pair` for a burst and runs `f` with it; what `f`
+    /// placed is published when it returns. When the queue cannot take frames, every
+    /// `deliver` in `f` fails (and is counted) with the reason.
+    pub(crate) fn rx_burst<R>(&self, queue_pair: u16, f: impl FnOnce(&mut RxBurst<'_>) -> R) -> R {
+        let q = 2 * queue_pair as usize;
+        let ctr = self.counters.get(q);
+        // Pairs beyond VQ_PAIRS_SET are off limits when the driver talks to our control
+        // queue (§5.1.6.5.5); otherwise the frontend steers pairs with SET_VRING_ENABLE,
+        // which the ring's own enabled state reflects.
+        let vring = if ctr.is_none()
+            || (queue_pair >= self.active_pairs.load(std::sync::atomic::Ordering::Acquire)
+                && self.ctrl_ring_live())
+        {
+            None
+        } else {
+            self.vring(q)
+        };
+        let Some(vring) = vring else {
+            return f(&mut RxBurst {
+                live: Err(RxDrop::NotReady),
+                ctr,
+                frames: 0,
+                bytes: 0,
+            });
+        };
+        let acked = self.acked();
+        let mem_guard = self.mem.read().memory();
+        let mem: &Mem = &mem_guard;
+        let st = vring.get_mut();
+        let live = self.open_rx(&vring, st, mem, acked);
+        let mut b = RxBurst {
+            live,
+            ctr,
+            frames: 0,
+            bytes: 0,
+        };
+        f(&mut b)
+    }
+
+    fn open_rx<'a>(
+        &self,
+        vring: &'a NetVring,
+        st: StateGuard<'a>,
+        mem: &'a Mem,
+        acked: u64,
+    ) -> Result<Live<'a>, RxDrop> {
+        if !st.get_queue().ready() || !st.is_enabled() {
+            return Err(RxDrop::NotReady);
+        }
+        if vring.is_broken() {
+            return Err(RxDrop::Broken);
+        }
+        let queue = st.get_queue();
+        let Some(rings) = Rings::new(mem, queue) else {
+            vring.mark_broken();
+            return Err(RxDrop::Broken);
+        };
+        let table = TableInfo {
+            desc_table: GuestAddress(queue.desc_table()),
+            queue_size: queue.size(),
+            indirect_allowed: acked
+                & bit(virtio_bindings::virtio_ring::VIRTIO_RING_F_INDIRECT_DESC)
+                != 0,
+        };
+        let (next_avail, next_used) = (queue.next_avail(), queue.next_used());
+        vring.open_notify_window(next_used);
+        Ok(Live {
+            vring,
+            rings,
+            table,
+            hdr_len: vnet_hdr_len(acked),
+            mergeable: acked & bit(VIRTIO_NET_F_MRG_RXBUF) != 0,
+            avail_end: next_avail,
+            next_avail,
+            next_used,
+            start_used: next_used,
+            mem,
+            st,
+        })
     }
 
     pub(crate) fn flush_rx(&self, queue_pair: u16) -> bool {
@@ -172,12 +323,17 @@ impl Inner {
         if !st.get_queue().ready() {
             return false;
         }
+        let Some(rings) = Rings::new(&mem, st.get_queue()) else {
+            return false;
+        };
         // We never wait for RX kicks: delivery reads the avail ring when it has a frame.
         // So ask the driver not to kick after refilling (VRING_USED_F_NO_NOTIFY, virtio 1.2
         // §2.7.10; a no-op with EVENT_IDX, where we never advance avail_event on RX). Drivers
         // without EVENT_IDX (DPDK virtio-user) otherwise kick on every refill.
-        let _ = st.get_queue_mut().disable_notification(&*mem);
-        if st.get_queue_mut().needs_notification(&*mem).unwrap_or(true)
+        rings.suppress_kicks();
+        let used = st.get_queue().next_used();
+        let old = v.notified_at(used);
+        if rings.wants_call(st.get_queue().event_idx_enabled(), old, used)
             && st.signal_used_queue().is_ok()
         {
             if let Some(c) = self.counters.get(q) {

@@ -37,6 +37,7 @@ use crate::chain::{copy_out, Chain, ChainError, Direction, Mem, TableInfo};
 use crate::counters::Drop;
 use crate::device::Inner;
 use crate::features::{bit, vnet_hdr_len};
+use crate::split::Rings;
 use crate::vring::NetVring;
 
 /// Most pieces a popped frame may have (a data plane sends at most this many iovecs).
@@ -141,11 +142,29 @@ impl TxRing {
     /// Pops up to `max` valid frames, handing each to `take`; a frame `take` refuses
     /// (returns false) is dropped and completed at once. Invalid chains are counted,
     /// dropped and completed here and never reach `take`. Returns the frames handed over.
-    pub fn pop(&mut self, max: usize, mut take: impl FnMut(TxPopped<'_>) -> bool) -> usize {
+    pub fn pop(&mut self, max: usize, take: impl FnMut(TxPopped<'_>) -> bool) -> usize {
         let inner = Arc::clone(&self.inner);
         let Some(ctr) = inner.counters.get(self.q) else {
             return 0;
         };
+        // Frames and bytes are counted once per pop, not per frame.
+        let mut count = (0u64, 0u64);
+        let n = self.pop_counted(&inner, ctr, max, take, &mut count);
+        if count.0 > 0 {
+            ctr.frames.fetch_add(count.0, Ordering::Relaxed);
+            ctr.bytes.fetch_add(count.1, Ordering::Relaxed);
+        }
+        n
+    }
+
+    fn pop_counted(
+        &mut self,
+        inner: &Inner,
+        ctr: &crate::counters::QueueCounters,
+        max: usize,
+        mut take: impl FnMut(TxPopped<'_>) -> bool,
+        count: &mut (u64, u64),
+    ) -> usize {
         let acked = inner.acked();
         let hdr_len = vnet_hdr_len(acked);
         let indirect = acked & bit(virtio_bindings::virtio_ring::VIRTIO_RING_F_INDIRECT_DESC) != 0;
@@ -166,6 +185,7 @@ impl TxRing {
         };
         let mut chain = Chain::default();
         let mut handed = 0;
+
         let mut head_buf = [0u8; TX_HEAD];
         'outer: loop {
             let _ = st.get_queue_mut().disable_notification(&*mem);
@@ -180,6 +200,14 @@ impl TxRing {
                 if n == 0 {
                     break;
                 }
+                // The header copy below reads up to TX_HEAD bytes of each frame.
+                crate::split::prefetch_chains(
+                    &mem,
+                    table.desc_table,
+                    table.queue_size,
+                    &heads[..n],
+                    TX_HEAD / 64,
+                );
                 for &head in &heads[..n] {
                     if head >= table.queue_size || usize::from(head) >= self.held.len() {
                         ctr.count_drop(Drop::Chain(ChainError::BadIndex));
@@ -230,7 +258,8 @@ impl TxRing {
                         hdr_len,
                         &mut head_buf[switch::vnet::HDR_LEN..],
                     );
-                    ctr.count_frame(frame_len);
+                    count.0 += 1;
+                    count.1 += frame_len as u64;
                     let h = &mut self.held[usize::from(head)];
                     *h = h.saturating_add(1);
                     self.in_flight += 1;
@@ -305,16 +334,24 @@ impl TxRing {
             self.done.clear();
             return;
         }
+        let q = st.get_queue_mut();
+        let Some(rings) = Rings::new(&mem, q) else {
+            self.done.clear();
+            self.vring.mark_broken();
+            return;
+        };
+        // One used-index store for the whole batch (crate::split explains why).
+        let mut used = q.next_used();
+        self.vring.open_notify_window(used);
         for &head in &self.done {
-            if st.get_queue_mut().add_used(&*mem, head, 0).is_err() {
-                self.vring.mark_broken();
-                break;
-            }
+            rings.put_used(used, head, 0);
+            used = used.wrapping_add(1);
         }
+        rings.publish(used);
+        q.set_next_used(used);
         self.done.clear();
-        if st.get_queue_mut().needs_notification(&*mem).unwrap_or(true)
-            && st.signal_used_queue().is_ok()
-        {
+        let old = self.vring.notified_at(used);
+        if rings.wants_call(q.event_idx_enabled(), old, used) && st.signal_used_queue().is_ok() {
             if let Some(c) = self.inner.counters.get(self.q) {
                 c.calls.fetch_add(1, Ordering::Relaxed);
             }

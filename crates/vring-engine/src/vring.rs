@@ -17,7 +17,7 @@
 use std::cell::RefCell;
 use std::fs::File;
 use std::io::{self, Write};
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, Ordering};
 use std::sync::Arc;
 
 use parking_lot::Mutex;
@@ -32,7 +32,6 @@ pub type GuestMem = GuestMemoryAtomic<GuestMemoryMmap<()>>;
 /// fd was replaced, so whoever waits on the old one must switch).
 pub(crate) type StateHook = Arc<dyn Fn(bool) + Send + Sync>;
 
-#[derive(Default)]
 struct Extra {
     err: Mutex<Option<File>>,
     broken: AtomicBool,
@@ -43,8 +42,14 @@ struct Extra {
     /// (SET_VRING_ADDR/BASE/NUM): a used-ring write for a chain popped under an older
     /// generation would corrupt the new ring, so it is skipped ([`crate::txring`]).
     generation: AtomicU64,
+    /// The used index at the last notification decision of a queue served through
+    /// [`crate::split`] (`NONE`: none since the ring was set up). Only touched under the
+    /// ring's lock; atomic only to live in the shared `Extra`.
+    notified_at: AtomicU32,
     hook: Mutex<Option<StateHook>>,
 }
+
+const NONE: u32 = u32::MAX;
 
 /// A vring: vhost-user-backend's `VringMutex` (its mutex is the per-queue lock) plus the
 /// error fd and the broken flag.
@@ -52,6 +57,20 @@ struct Extra {
 pub struct NetVring {
     inner: VringMutex<GuestMem>,
     extra: Arc<Extra>,
+}
+
+impl Default for Extra {
+    fn default() -> Extra {
+        Extra {
+            err: Mutex::new(None),
+            broken: AtomicBool::new(false),
+            ready: AtomicBool::new(false),
+            enabled: AtomicBool::new(false),
+            generation: AtomicU64::new(0),
+            notified_at: AtomicU32::new(NONE),
+            hook: Mutex::new(None),
+        }
+    }
 }
 
 thread_local! {
@@ -102,8 +121,30 @@ impl NetVring {
         self.extra.generation.load(Ordering::Acquire)
     }
 
+    /// Records `used` as the used index of this notification decision and returns the
+    /// previous one (`None` after set-up). Call with the ring's lock held.
+    pub(crate) fn notified_at(&self, used: u16) -> Option<u16> {
+        let old = self
+            .extra
+            .notified_at
+            .swap(u32::from(used), Ordering::Relaxed);
+        (old != NONE).then_some(old as u16)
+    }
+
+    /// Starts the notification window at `used` unless one is open: called before a
+    /// burst adds used entries, so the first decision after set-up covers just those.
+    pub(crate) fn open_notify_window(&self, used: u16) {
+        let _ = self.extra.notified_at.compare_exchange(
+            NONE,
+            u32::from(used),
+            Ordering::Relaxed,
+            Ordering::Relaxed,
+        );
+    }
+
     /// A new generation; whoever holds the ring must let go of the old one.
     fn bump(&self) {
+        self.extra.notified_at.store(NONE, Ordering::Relaxed);
         self.extra.generation.fetch_add(1, Ordering::AcqRel);
         self.changed(true);
     }
@@ -183,6 +224,7 @@ impl VringT<GuestMem> for NetVring {
         self.bump();
     }
     fn set_queue_next_used(&self, idx: u16) {
+        self.extra.notified_at.store(NONE, Ordering::Relaxed);
         self.inner.set_queue_next_used(idx)
     }
     fn queue_used_idx(&self) -> Result<u16, VirtQueError> {
