@@ -169,6 +169,32 @@ impl uring_net::GuestRx for GuestSink {
         .map_err(|_| uring_net::RxFull)
     }
 
+    fn deliver_burst(
+        &self,
+        frames: &[uring_net::RxFrame<'_>],
+        offloads: &Offloads,
+        ok: &mut [bool],
+    ) {
+        // One burst per RX queue pair the frames hash to (usually one).
+        let pairs = self.dev.active_queue_pairs().max(1);
+        let mut pending = frames.len();
+        for qp in 0..pairs {
+            if pending == 0 {
+                break;
+            }
+            self.dev.rx_burst(qp, |b| {
+                b.expect(if pairs > 1 { pending } else { frames.len() });
+                for (f, o) in frames.iter().zip(ok.iter_mut()) {
+                    if pairs > 1 && pick_queue(f.flow, pairs) != qp {
+                        continue;
+                    }
+                    pending -= 1;
+                    *o = adapt(&f.hdr, f.parts, offloads, |h, p| b.deliver(h, p).is_ok()).is_ok();
+                }
+            });
+        }
+    }
+
     fn flush(&self) {
         for qp in 0..self.dev.active_queue_pairs().max(1) {
             self.dev.flush_rx(qp);

@@ -14,7 +14,7 @@ use std::sync::Arc;
 
 use parking_lot::Mutex;
 use switch::{PortId, MAX_PORTS};
-use uring_net::{Dataplane, FixedTable, GuestFrame, GuestTxQueue, MemRegion, Seg};
+use uring_net::{Dataplane, FixedTable, FrameBatch, GuestTxQueue, MemRegion, Seg};
 use vm_memory::{GuestMemoryBackend, GuestMemoryMmap, GuestMemoryRegion};
 use vring_engine::{NetDevice, TxRing};
 
@@ -35,7 +35,7 @@ impl GuestTxQueue for GuestTx {
         self.ring.kick_fd()
     }
 
-    fn pop(&mut self, max: usize, out: &mut Vec<GuestFrame>) {
+    fn pop(&mut self, max: usize, out: &mut FrameBatch) {
         self.ring.pop(max, |p| {
             let mut segs = [Seg::default(); uring_net::guest::MAX_SEGS];
             let n = p.segs.len().min(segs.len());
@@ -45,18 +45,7 @@ impl GuestTxQueue for GuestTx {
                     len: s.len,
                 };
             }
-            let f = if p.hdr_in_segs {
-                GuestFrame::new(p.token, &segs[..n], p.head)
-            } else {
-                GuestFrame::without_hdr_in_segs(p.token, &segs[..n], p.head)
-            };
-            match f {
-                Some(f) => {
-                    out.push(f);
-                    true
-                }
-                None => false,
-            }
+            out.push(p.token, &segs[..n], p.head, p.hdr_in_segs)
         });
     }
 

@@ -28,8 +28,9 @@ use switch::{
 use crate::bufring::BufRing;
 use crate::error::{Error, Result};
 use crate::fixed::FixedTable;
-use crate::guest::{GuestFrame, GuestRx, GuestTxQueue, Seg, MAX_SEGS};
+use crate::guest::{FrameBatch, GuestFrame, GuestRx, GuestTxQueue, Seg, MAX_SEGS};
 use crate::ratelimit::RateLimit;
+use crate::stage::RxStage;
 use crate::stats::WorkerStats;
 use crate::sys::auxdata::{reinsert_vlan, vlan_from_control};
 
@@ -242,7 +243,11 @@ pub(crate) struct Worker {
     gframes: Vec<Option<GuestInFlight>>,
     free_gframes: Vec<u32>,
     cqes: Vec<(u64, i32, u32)>,
-    popped: Vec<GuestFrame>,
+    popped: FrameBatch,
+    /// Guest→guest deliveries of the current pop batch, placed at its end.
+    stage: RxStage,
+    /// Scratch list of guest frame slots a flushed stage released.
+    released: Vec<u32>,
     /// A guest queue used up its budget with frames left: do not sleep in the kernel.
     guest_backlog: bool,
     /// The whole of a guest frame, for the rare decision that needs more than the head.
@@ -292,7 +297,9 @@ impl Worker {
             gframes: (0..MAX_OPS).map(|_| None).collect(),
             free_gframes: (0..MAX_OPS as u32).rev().collect(),
             cqes: Vec::with_capacity(8192),
-            popped: Vec::with_capacity(GUEST_BATCH),
+            popped: FrameBatch::with_capacity(GUEST_BATCH),
+            stage: RxStage::default(),
+            released: Vec::with_capacity(GUEST_BATCH * 2),
             guest_backlog: false,
             whole: Vec::new(),
             shutdown: false,
@@ -713,9 +720,11 @@ impl Worker {
                     break;
                 }
                 // By reference: a GuestFrame is ~800 bytes, moving each one costs a memcpy.
-                for f in &popped {
+                for f in popped.frames() {
                     self.forward_guest_frame(view, now, gi as u16, f);
                 }
+                // Before the next pop: the staged frames' descriptors complete after it.
+                self.flush_stage(view);
             }
             self.popped = popped;
         }
@@ -727,7 +736,8 @@ impl Worker {
         };
         let port = g.port;
         g.inflight += 1;
-        let memory = g.memory.clone();
+        // Cloned (an atomic increment, measurable per frame) only for a host destination.
+        let mut memory: Option<Option<Arc<FixedTable>>> = None;
         let c = &self.stats.ports[port.index()];
         let head = f.head();
         let hdr = match VnetHdr::parse(head, VNET_HDR) {
@@ -777,37 +787,42 @@ impl Worker {
             if self.guest_rx[dest.index()].is_some() {
                 let identity = eg.is_identity(fhead);
                 let skip = seg_hdr + if identity { 0 } else { eg.body_offset as usize };
-                let mut parts: [&[u8]; MAX_SEGS + 1] = [&[]; MAX_SEGS + 1];
-                let mut n = 0;
-                if !identity {
-                    parts[0] = eg.head();
-                    n = 1;
-                }
                 let mut skip_left = skip;
-                for sg in f.segs() {
+                let segs = f.segs().iter().filter_map(|sg| {
                     let l = sg.len as usize;
                     if skip_left >= l {
                         skip_left -= l;
-                        continue;
+                        return None;
                     }
-                    // SAFETY: `GuestTxQueue` guarantees a popped frame's segments stay
-                    // mapped and readable until it is completed, which happens after this
-                    // loop. The guest may change the bytes (not their bounds) meanwhile;
-                    // every decision was taken on the private head copy.
-                    parts[n] = unsafe {
-                        std::slice::from_raw_parts(
-                            (sg.addr + skip_left as u64) as *const u8,
-                            l - skip_left,
-                        )
+                    let s = Seg {
+                        addr: sg.addr + skip_left as u64,
+                        len: (l - skip_left) as u32,
                     };
                     skip_left = 0;
-                    n += 1;
-                }
+                    Some(s)
+                });
                 let h = eg.adjust_hdr(&hdr);
-                self.deliver_to_guest(view, port, dest, &h, &parts[..n], flow);
+                // SAFETY: `GuestTxQueue` guarantees a popped frame's segments stay mapped
+                // and readable until it is completed; the reference taken here holds the
+                // completion back until the stage is flushed (end of this pop batch).
+                unsafe {
+                    self.stage
+                        .push(dest, port, slot, h, flow, (!identity).then_some(eg), segs);
+                }
+                if let Some(Some(e)) = self.gframes.get_mut(slot as usize) {
+                    e.refs += 1;
+                }
                 continue;
             }
-            let spec = |op: &mut TxOp| guest_write_spec(op, f, &hdr, fhead, &eg, memory.as_deref());
+            let mem = memory
+                .get_or_insert_with(|| {
+                    self.guests
+                        .get(gi as usize)
+                        .and_then(|g| g.as_ref())
+                        .and_then(|g| g.memory.clone())
+                })
+                .clone();
+            let spec = |op: &mut TxOp| guest_write_spec(op, f, &hdr, fhead, &eg, mem.as_deref());
             if self.write_to(port, dest, Src::Guest { slot }, spec) {
                 if let Some(Some(e)) = self.gframes.get_mut(slot as usize) {
                     e.refs += 1;
@@ -815,6 +830,40 @@ impl Worker {
             }
         }
         self.guest_frame_ref_done(slot);
+    }
+
+    /// Places the staged guest→guest frames (one burst per destination), counts them and
+    /// releases their references on the source frames.
+    fn flush_stage(&mut self, view: &SwitchView<'_>) {
+        if self.stage.is_empty() {
+            return;
+        }
+        let mut stage = std::mem::take(&mut self.stage);
+        let mut released = std::mem::take(&mut self.released);
+        stage.flush(
+            |dest| {
+                let rx = self.guest_rx[dest.index()].clone()?;
+                Some((rx, view.port(dest).map_or(Offloads::NONE, |c| c.offloads)))
+            },
+            |e, bytes, ok| {
+                let c = &self.stats.ports[e.dest.index()];
+                if ok {
+                    c.tx_packets.add(1);
+                    c.tx_bytes.add(bytes);
+                    self.rx_touched.insert(e.dest);
+                } else {
+                    c.drop_dest_full.add(1);
+                    self.sw.count_drop(e.ingress, DropReason::DestinationFull);
+                }
+                released.push(e.slot);
+            },
+        );
+        for &slot in &released {
+            self.guest_frame_ref_done(slot);
+        }
+        released.clear();
+        self.released = released;
+        self.stage = stage;
     }
 
     /// The one copy of a frame into a guest: from the source buffers into the

@@ -193,7 +193,7 @@ fn bad_kick_fd_does_not_spin() {
         fn kick_fd(&self) -> i32 {
             -1
         }
-        fn pop(&mut self, _max: usize, _out: &mut Vec<GuestFrame>) {}
+        fn pop(&mut self, _max: usize, _out: &mut uring_net::FrameBatch) {}
         fn complete(&mut self, _token: u64) {}
         fn memory(&self) -> Option<Arc<uring_net::FixedTable>> {
             None

@@ -7,7 +7,7 @@ use std::sync::Arc;
 
 use parking_lot::Mutex;
 use switch::VnetHdr;
-use uring_net::{FixedTable, GuestFrame, GuestRx, GuestTxQueue, RxFull};
+use uring_net::{FixedTable, FrameBatch, GuestFrame, GuestRx, GuestTxQueue, RxFull};
 
 /// A guest TX queue over a mapping: frames are (token, segments) queued by the test.
 pub struct MemTxQueue {
@@ -21,11 +21,11 @@ impl GuestTxQueue for MemTxQueue {
     fn kick_fd(&self) -> i32 {
         self.kick.as_raw_fd()
     }
-    fn pop(&mut self, max: usize, out: &mut Vec<GuestFrame>) {
+    fn pop(&mut self, max: usize, out: &mut FrameBatch) {
         let mut p = self.pending.lock();
         while out.len() < max {
             match p.pop_front() {
-                Some(f) => out.push(f),
+                Some(f) => out.push_frame(f),
                 None => break,
             }
         }
