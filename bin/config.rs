@@ -129,8 +129,8 @@ pub fn merge(args: &RunArgs, file: FileConfig, file_name: &str) -> Result<RunPla
         }
     };
     let poll_us = match args.poll_us.map(i64::from).or(file.poll_us) {
-        None => 0,
-        Some(p) if (0..=POLL_US_MAX).contains(&p) => p as u32,
+        None => None,
+        Some(p) if (0..=POLL_US_MAX).contains(&p) => Some(p as u32),
         Some(p) => {
             return Err(ConfigError::Field {
                 field: "poll-us",
@@ -381,6 +381,16 @@ mod tests {
     }
 
     #[test]
+    fn poll_window_defaults_to_automatic_and_zero_turns_it_off() {
+        let plan = merge(&args(&["tap:name=p0"]), file(""), "f.toml").unwrap();
+        assert_eq!(plan.options.poll_us, None, "automatic");
+        let mut a = args(&["tap:name=p0"]);
+        a.poll_us = Some(0);
+        let plan = merge(&a, file(""), "f.toml").unwrap();
+        assert_eq!(plan.options.poll_us, Some(0), "off");
+    }
+
+    #[test]
     fn file_ports_then_cli_ports_cli_settings_win() {
         let mut a = args(&["tap:name=cli0"]);
         a.workers = Some(3);
@@ -393,7 +403,7 @@ mod tests {
         let names: Vec<&str> = plan.options.ports.iter().map(|p| p.name()).collect();
         assert_eq!(names, ["veth0", "cli0"]);
         assert_eq!(plan.options.workers, 3);
-        assert_eq!(plan.options.poll_us, 7);
+        assert_eq!(plan.options.poll_us, Some(7));
         assert_eq!(plan.log_format, LogFormat::Human);
         assert_eq!(plan.metrics, None);
         assert!(

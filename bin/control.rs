@@ -251,8 +251,10 @@ pub struct RunOptions {
     pub ports: Vec<PortSpec>,
     /// Worker threads; 0 = one per core.
     pub workers: usize,
-    /// Busy-poll window after each batch, µs (0 = off).
-    pub poll_us: u32,
+    /// Busy-poll window after each batch, µs (0 = off); None (the default): automatic —
+    /// a short window only while a worker is busy (see `DataplaneConfig::auto_poll`).
+    #[serde(default)]
+    pub poll_us: Option<u32>,
     /// IGMP/MLD snooping and the optional querier.
     #[serde(default)]
     pub mcast: McastOptions,

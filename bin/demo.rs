@@ -288,7 +288,7 @@ pub fn run(opts: DemoOptions) -> Result<()> {
         Runtime::start(RunOptions {
             ports,
             workers: 0,
-            poll_us: 0,
+            poll_us: None,
             pin_guest_memory: true,
             mcast: Default::default(),
         })

@@ -74,7 +74,8 @@ impl Runtime {
             sw.clone(),
             DataplaneConfig {
                 workers: opts.workers,
-                poll_us: opts.poll_us,
+                poll_us: opts.poll_us.unwrap_or(0),
+                auto_poll: opts.poll_us.is_none(),
                 ..Default::default()
             },
         )

@@ -28,6 +28,12 @@ pub struct DataplaneConfig {
     /// After a batch, keep polling the ring without sleeping for this long (µs). Trades
     /// CPU (and extra io_uring_enter calls) for latency; 0 = always sleep in the kernel.
     pub poll_us: u32,
+    /// With `poll_us` 0: poll for a short window (`AUTO_POLL_US`) after each batch, but
+    /// only while the worker is busy (≥ 64 completions per ms, the rate at which
+    /// `batch_us` kicks in too); an idle worker always sleeps. Under load this saves the
+    /// sleep/wake-up per batch — measured, it is what kept the switch-only TCP figure
+    /// below the Linux bridge (BENCHMARKS.md) — at no cost when traffic is light.
+    pub auto_poll: bool,
     /// Batching wait (µs, Linux ≥ 6.12 `min_wait`): a worker that wakes for a completion
     /// keeps collecting completions that arrive within this long of entering the kernel,
     /// up to 256, in the same io_uring_enter. Idle latency is unchanged (the first
@@ -47,6 +53,7 @@ impl Default for DataplaneConfig {
         DataplaneConfig {
             workers: 0,
             poll_us: 0,
+            auto_poll: false,
             batch_us: 50,
             rx_buffers: 256,
             rx_buf_size: RX_BUF_SIZE,
@@ -156,6 +163,7 @@ impl Dataplane {
             let wcfg = WorkerConfig {
                 index,
                 poll: Duration::from_micros(cfg.poll_us.into()),
+                auto_poll: cfg.auto_poll,
                 batch_wait: Duration::from_micros(cfg.batch_us.into()),
                 rx_buffers: cfg.rx_buffers,
                 rx_buf_size: cfg.rx_buf_size,

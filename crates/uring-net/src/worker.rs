@@ -52,6 +52,9 @@ const BATCH_WANT: usize = 256;
 /// every hop, so an enter returns at the first completion as usual. (A per-batch count
 /// cannot decide this: without min_wait batches stay small even under a flood.)
 const BUSY_PER_MS: usize = 64;
+/// The automatic busy-poll window (`DataplaneConfig::auto_poll`): about one batch
+/// interval at the rates where the worker counts as busy.
+const AUTO_POLL: Duration = Duration::from_micros(50);
 /// Guest frames popped per kick round.
 const GUEST_BATCH: usize = 64;
 /// Pop rounds per guest queue before the worker turns to its other work: a guest that
@@ -123,6 +126,8 @@ pub(crate) enum Cmd {
 pub(crate) struct WorkerConfig {
     pub index: usize,
     pub poll: Duration,
+    /// Poll `AUTO_POLL` after a batch while busy (when `poll` is zero).
+    pub auto_poll: bool,
     pub batch_wait: Duration,
     pub rx_buffers: u16,
     pub rx_buf_size: u32,
@@ -325,13 +330,23 @@ impl Worker {
             let n = self.process_completions();
             self.update_load(n);
             self.after_batch();
-            if !self.cfg.poll.is_zero() {
-                let now = Instant::now();
-                if n > 0 {
-                    polling_until = Some(now + self.cfg.poll);
-                } else if polling_until.is_some_and(|t| now >= t) {
-                    polling_until = None;
+            let window = if !self.cfg.poll.is_zero() {
+                Some(self.cfg.poll)
+            } else if self.cfg.auto_poll && self.busy {
+                Some(AUTO_POLL)
+            } else {
+                None
+            };
+            match window {
+                Some(w) => {
+                    let now = Instant::now();
+                    if n > 0 {
+                        polling_until = Some(now + w);
+                    } else if polling_until.is_some_and(|t| now >= t) {
+                        polling_until = None;
+                    }
                 }
+                None => polling_until = None,
             }
         }
         self.teardown();
