@@ -318,3 +318,53 @@ fn control_queue_chains_without_ack_or_oversized() {
     // The queue still answers a valid command.
     assert_eq!(g.ctrl(c, 0, 0, &[1]), vring_engine::ctrl::OK);
 }
+
+#[test]
+fn bad_rx_chains_inside_a_burst_cost_only_their_own_frames() {
+    let h = Harness::new(vec![opts("bba", MAC_B)]);
+    let mut b = TestGuest::start(
+        TestGuest::connect(&h.dev(0).options().socket, 3),
+        3,
+        u64::MAX,
+    );
+    // good, read-only (wrong direction), outside guest memory, good.
+    let good1 = b.post_rx(0, 1, 2048)[0];
+    let ro = b.alloc(2048);
+    b.mem.write_slice(&[0xabu8; 64], GuestAddress(ro)).unwrap();
+    let bad_dir = b.queues[0].add(&b.mem, &[(ro, 2048, false)]);
+    let bad_mem = b.queues[0].add(&b.mem, &[(u64::MAX - 100, 2048, true)]);
+    let good2 = b.post_rx(0, 1, 2048)[0];
+    let frames: Vec<Vec<u8>> = (0..4).map(|i| udp_frame(MAC_A, MAC_B, 50 + i)).collect();
+    let hdr = switch::VnetHdr::default();
+    let r = h.dev(0).rx_burst(0, |burst| {
+        burst.expect(4);
+        frames
+            .iter()
+            .map(|f| burst.deliver(&hdr, &[f]))
+            .collect::<Vec<_>>()
+    });
+    assert_eq!(r[0], Ok(()));
+    assert_eq!(
+        r[1],
+        Err(vring_engine::RxDrop::BadChain(ChainError::WrongDirection))
+    );
+    assert!(matches!(r[2], Err(vring_engine::RxDrop::BadChain(_))));
+    assert_eq!(r[3], Ok(()));
+    let hl = b.hdr_len();
+    let used = b.queues[0].wait_used(&b.mem, 4);
+    assert_eq!(
+        used,
+        vec![
+            (good1.0, (hl + frames[0].len()) as u32),
+            (bad_dir, 0),
+            (bad_mem, 0),
+            (good2.0, (hl + frames[3].len()) as u32),
+        ],
+        "bad chains are consumed empty, in ring order"
+    );
+    assert_eq!(b.read(ro, 64), vec![0xab; 64], "never written");
+    assert_eq!(b.read(good2.1 + hl as u64, frames[3].len()), frames[3]);
+    let st = h.dev(0).queue_stats(0).unwrap();
+    assert_eq!(st.frames, 2);
+    assert_eq!(st.dropped(DropReason::Chain(ChainError::WrongDirection)), 1);
+}
