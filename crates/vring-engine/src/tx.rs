@@ -150,15 +150,26 @@ impl Inner {
         hdr_len: usize,
         acked: u64,
     ) -> Result<(VnetHdr, usize), Drop> {
-        let total = chain.read_len as usize;
-        if total < hdr_len {
-            return Err(Drop::BadHeader);
-        }
         let mut hb = [0u8; switch::vnet::HDR_LEN];
-        if crate::chain::copy_out(&chain.readable, 0, &mut hb[..hdr_len]) != hdr_len {
+        let n = crate::chain::copy_out(&chain.readable, 0, &mut hb[..hdr_len]);
+        self.check_tx_hdr(&hb[..n], chain.read_len, hdr_len, acked)
+    }
+
+    /// [`check_tx_chain`](Self::check_tx_chain) on bytes already copied from the chain's
+    /// beginning (`start`: at least the header, when the chain has that many) and the
+    /// chain's readable length.
+    pub(crate) fn check_tx_hdr(
+        &self,
+        start: &[u8],
+        read_len: u32,
+        hdr_len: usize,
+        acked: u64,
+    ) -> Result<(VnetHdr, usize), Drop> {
+        let total = read_len as usize;
+        if total < hdr_len || start.len() < hdr_len {
             return Err(Drop::BadHeader);
         }
-        let mut hdr = VnetHdr::parse(&hb, hdr_len).map_err(|_| Drop::BadHeader)?;
+        let mut hdr = VnetHdr::parse(&start[..hdr_len], hdr_len).map_err(|_| Drop::BadHeader)?;
         let gso = hdr.gso().map_err(|_| Drop::BadHeader)?;
         hdr.num_buffers = 0;
         let len = total - hdr_len;

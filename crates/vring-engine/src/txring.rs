@@ -214,10 +214,23 @@ impl TxRing {
                         vring.mark_broken();
                         return handed;
                     }
+                    // One copy of the frame's beginning, header included: the guest's
+                    // header lands just before offset 12, where the validated 12-byte
+                    // form is written over it.
+                    let at = switch::vnet::HDR_LEN - hdr_len;
+                    let mut copied = 0;
                     let checked = chain
                         .walk(&mem, table, head, Direction::ReadOnly)
                         .map_err(Drop::Chain)
-                        .and_then(|()| inner.check_tx_chain(&chain, hdr_len, acked));
+                        .and_then(|()| {
+                            copied = copy_out(&chain.readable, 0, &mut head_buf[at..]);
+                            inner.check_tx_hdr(
+                                &head_buf[at..at + copied],
+                                chain.read_len,
+                                hdr_len,
+                                acked,
+                            )
+                        });
                     let (hdr, frame_len) = match checked {
                         Ok(v) => v,
                         Err(d) => {
@@ -253,11 +266,7 @@ impl TxRing {
                         continue;
                     }
                     let _ = hdr.emit(&mut head_buf, switch::vnet::HDR_LEN);
-                    let copied = copy_out(
-                        &chain.readable,
-                        hdr_len,
-                        &mut head_buf[switch::vnet::HDR_LEN..],
-                    );
+                    let copied = copied - hdr_len;
                     count.0 += 1;
                     count.1 += frame_len as u64;
                     let h = &mut self.held[usize::from(head)];

@@ -232,3 +232,46 @@ fn hostile_chains_on_a_lent_ring_are_counted_drops() {
     });
     wait_for("err eventfd", || g.queues[1].errored().then_some(()));
 }
+
+#[test]
+fn legacy_10_byte_header_is_normalised_in_the_head_copy() {
+    let (plane, port) = start("txlegacy");
+    // Neither VERSION_1 nor MRG_RXBUF: the legacy 10-byte header (§5.1.6.1).
+    let mut g = TestGuest::start(
+        TestGuest::connect(&port.device().options().socket, 3),
+        3,
+        bit(VIRTIO_NET_F_CSUM),
+    );
+    wait_for("TX ring lent out", || {
+        (plane.started.lock().as_slice() == [0]).then_some(())
+    });
+    assert_eq!(g.hdr_len(), 10);
+    // NEEDS_CSUM over the UDP checksum field: csum_start 34, csum_offset 6.
+    let mut hdr = [0u8; 10];
+    hdr[0] = 1;
+    hdr[6..8].copy_from_slice(&34u16.to_le_bytes());
+    hdr[8..10].copy_from_slice(&6u16.to_le_bytes());
+    let f = udp_frame(MAC_A, MAC_B, 300);
+    let h = g.send_split(1, &hdr, &f);
+    let popped = wait_for("frame popped", || {
+        let p = pop_all(&plane);
+        (!p.is_empty()).then_some(p)
+    });
+    let (tok, bytes, head, in_segs) = &popped[0];
+    assert_eq!(*tok, u64::from(h));
+    assert!(!in_segs, "the pieces start at the Ethernet frame");
+    assert_eq!(bytes.as_slice(), f.as_slice());
+    let parsed = switch::VnetHdr::parse(&head[..12], 12).unwrap();
+    assert_eq!(
+        (parsed.flags, parsed.csum_start, parsed.csum_offset),
+        (1, 34, 6)
+    );
+    assert_eq!(&head[12..], &f[..head.len() - 12]);
+    assert_eq!(
+        head.len(),
+        256,
+        "12-byte header + the frame's first 244 bytes"
+    );
+    let mut rings = plane.rings.lock();
+    rings[0].complete(u64::from(h));
+}
