@@ -183,7 +183,10 @@ impl uring_net::GuestRx for GuestSink {
                 break;
             }
             self.dev.rx_burst(qp, |b| {
-                b.expect(if pairs > 1 { pending } else { frames.len() });
+                let bytes = frames
+                    .first()
+                    .map_or(0, |f| f.parts.iter().map(|p| p.len()).sum());
+                b.expect(if pairs > 1 { pending } else { frames.len() }, bytes);
                 for (f, o) in frames.iter().zip(ok.iter_mut()) {
                     if pairs > 1 && pick_queue(f.flow, pairs) != qp {
                         continue;

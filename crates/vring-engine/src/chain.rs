@@ -229,7 +229,7 @@ impl<'m> Chain<'m> {
 
 /// `len` bytes at guest address `addr` when they lie inside one region.
 #[inline]
-fn in_one_region(mem: &Mem, addr: u64, len: usize) -> Option<VolatileSlice<'_, ()>> {
+pub(crate) fn in_one_region(mem: &Mem, addr: u64, len: usize) -> Option<VolatileSlice<'_, ()>> {
     let r = mem.find_region(GuestAddress(addr))?;
     let off = addr - r.start_addr().raw_value();
     if off.checked_add(len as u64)? > r.len() {

@@ -19,6 +19,12 @@ use crate::counters::Drop;
 use crate::device::Inner;
 use crate::features::{bit, vnet_hdr_len};
 use crate::split::Rings;
+
+use std::sync::atomic::Ordering;
+use vm_memory::{Bytes, GuestMemoryBackend};
+
+/// VIRTQ_DESC_F_WRITE (§2.7.5).
+const F_WRITE: u16 = 2;
 use crate::vring::{GuestMem, NetVring};
 
 impl From<RxDrop> for Drop {
@@ -52,6 +58,9 @@ struct Live<'a> {
     st: StateGuard<'a>,
     mem: &'a Mem,
     rings: Rings<'a>,
+    /// The descriptor table translated once (None: not inside one region; every chain
+    /// then takes the general walk).
+    desc: Option<VolatileSlice<'a, ()>>,
     table: TableInfo,
     hdr_len: usize,
     mergeable: bool,
@@ -63,11 +72,13 @@ struct Live<'a> {
 }
 
 impl RxBurst<'_> {
-    /// Hints that about `frames` frames follow: prefetches the buffers they will land in
-    /// (see [`crate::split::prefetch_chains`]). Optional; changes nothing but timing.
-    pub fn expect(&mut self, frames: usize) {
+    /// Hints that about `frames` frames of about `bytes` bytes each follow: prefetches
+    /// (for writing) the buffers they will land in (see
+    /// [`crate::split::prefetch_chains`]). Optional; changes nothing but timing.
+    pub fn expect(&mut self, frames: usize, bytes: usize) {
         if let Ok(l) = self.live.as_mut() {
-            l.prefetch(frames.min(64));
+            let lines = (bytes + l.hdr_len).div_ceil(64).clamp(1, 32);
+            l.prefetch(frames.min(64), lines);
         }
     }
 
@@ -122,7 +133,7 @@ impl std::ops::Drop for RxBurst<'_> {
 }
 
 impl<'a> Live<'a> {
-    fn prefetch(&mut self, n: usize) {
+    fn prefetch(&mut self, n: usize, lines: usize) {
         if self.next_avail == self.avail_end {
             self.avail_end = self.rings.avail_idx();
         }
@@ -142,7 +153,8 @@ impl<'a> Live<'a> {
             self.table.desc_table,
             self.table.queue_size,
             &heads[..k],
-            2,
+            lines,
+            true,
         );
     }
 
@@ -168,12 +180,62 @@ impl<'a> Live<'a> {
         self.next_used = self.next_used.wrapping_add(1);
     }
 
+    /// The common case without the general walk: the next chain is a single
+    /// device-writable descriptor — no NEXT, no INDIRECT — inside one memory region and
+    /// big enough for the whole frame (what DPDK and Linux drivers post with MRG_RXBUF).
+    /// Exactly the checks the walk would make for such a chain (§2.7.5: index, direction,
+    /// overflow, inside guest memory). Anything else returns `None` with nothing consumed,
+    /// and the general path decides — and reports — it.
+    fn place_simple(&mut self, hb: &[u8], parts: &[&[u8]], total: usize) -> Option<()> {
+        if self.next_avail == self.avail_end {
+            return None;
+        }
+        let table = self.desc.as_ref()?;
+        let head = self.rings.avail_head(self.next_avail);
+        if head >= self.table.queue_size {
+            return None;
+        }
+        let at = 16 * usize::from(head);
+        let addr = u64::from_le(table.load::<u64>(at, Ordering::Relaxed).ok()?);
+        let word = u64::from_le(table.load::<u64>(at + 8, Ordering::Relaxed).ok()?);
+        let (len, flags) = (word as u32, (word >> 32) as u16);
+        if flags != F_WRITE || (len as usize) < total {
+            return None;
+        }
+        addr.checked_add(u64::from(len))?;
+        // The whole buffer must lie in guest memory, as the walk requires.
+        let buf = crate::chain::in_one_region(self.mem, addr, len as usize)?;
+        self.next_avail = self.next_avail.wrapping_add(1);
+        let mut off = 0;
+        for p in std::iter::once(&hb).chain(parts.iter()) {
+            if let Ok(dst) = buf.subslice(off, p.len()) {
+                dst.copy_from(p);
+            }
+            off += p.len();
+        }
+        self.used(head, total as u32);
+        Some(())
+    }
+
     /// Returns the frame length placed.
     fn place(&mut self, hdr: &VnetHdr, parts: &[&[u8]]) -> Result<usize, RxDrop> {
         let payload: usize = parts.iter().map(|p| p.len()).sum();
         let total = self.hdr_len + payload;
         if total > u32::MAX as usize {
             return Err(RxDrop::TooBig);
+        }
+        {
+            // §5.1.6.4: one buffer, so num_buffers = 1 with or without MRG_RXBUF.
+            let mut h = *hdr;
+            h.num_buffers = 1;
+            let mut hb = [0u8; switch::vnet::HDR_LEN];
+            let _ = h.emit(&mut hb, self.hdr_len);
+            if self
+                .place_simple(&hb[..self.hdr_len], parts, total)
+                .is_some()
+            {
+                return Ok(payload);
+            }
         }
         let start = self.next_avail;
         let mem: &'a Mem = self.mem;
@@ -300,9 +362,13 @@ impl Inner {
         };
         let (next_avail, next_used) = (queue.next_avail(), queue.next_used());
         vring.open_notify_window(next_used);
+        let desc = mem
+            .get_slice(table.desc_table, 16 * usize::from(table.queue_size))
+            .ok();
         Ok(Live {
             vring,
             rings,
+            desc,
             table,
             hdr_len: vnet_hdr_len(acked),
             mergeable: acked & bit(VIRTIO_NET_F_MRG_RXBUF) != 0,

@@ -207,6 +207,7 @@ impl TxRing {
                     table.queue_size,
                     &heads[..n],
                     TX_HEAD / 64,
+                    false,
                 );
                 for &head in &heads[..n] {
                     if head >= table.queue_size || usize::from(head) >= self.held.len() {

@@ -368,7 +368,7 @@ fn rx_burst_places_in_order_and_publishes_the_used_index_once() {
     let frames: Vec<Vec<u8>> = (0..4).map(|i| udp_frame(MAC_A, MAC_B, 60 + i)).collect();
     let hdr = switch::VnetHdr::default();
     let results = h.dev(0).rx_burst(0, |burst| {
-        burst.expect(frames.len());
+        burst.expect(frames.len(), 80);
         let mut r = Vec::new();
         for (i, f) in frames.iter().enumerate() {
             r.push(burst.deliver(&hdr, &[&f[..20], &f[20..]]));

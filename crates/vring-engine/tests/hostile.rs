@@ -337,7 +337,7 @@ fn bad_rx_chains_inside_a_burst_cost_only_their_own_frames() {
     let frames: Vec<Vec<u8>> = (0..4).map(|i| udp_frame(MAC_A, MAC_B, 50 + i)).collect();
     let hdr = switch::VnetHdr::default();
     let r = h.dev(0).rx_burst(0, |burst| {
-        burst.expect(4);
+        burst.expect(4, 80);
         frames
             .iter()
             .map(|f| burst.deliver(&hdr, &[f]))
