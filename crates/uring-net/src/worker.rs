@@ -740,6 +740,14 @@ impl Worker {
                 }
                 // Before the next pop: the staged frames' descriptors complete after it.
                 self.flush_stage(view);
+                // Give completed descriptors back now, not at the end of the whole batch:
+                // a driver whose ring we just drained can refill it while we work on.
+                if let Some(Some(g)) = self.guests.get_mut(gi) {
+                    if g.completed {
+                        g.completed = false;
+                        g.q.flush();
+                    }
+                }
             }
             self.popped = popped;
         }
