@@ -115,6 +115,33 @@ impl<'m> Chain<'m> {
         self.write_len = 0;
     }
 
+    /// The common case without the walk: `head` is one plain descriptor (no NEXT, no
+    /// INDIRECT) of the queue's only direction, non-empty, inside one memory region — the
+    /// same checks [`walk`](Self::walk) makes for such a chain. `desc` is the queue's
+    /// descriptor table, translated once by the caller. Returns false, leaving the chain
+    /// to be walked (and any fault reported) by `walk`, for anything else.
+    pub fn try_single(
+        &mut self,
+        mem: &'m Mem,
+        desc: &VolatileSlice<'_, ()>,
+        head: u16,
+        dir: Direction,
+    ) -> bool {
+        let Some(s) = single_descriptor(mem, desc, head, dir) else {
+            return false;
+        };
+        self.clear(head);
+        let len = s.len() as u32;
+        if dir == Direction::WriteOnly {
+            self.writable.push(s);
+            self.write_len = len;
+        } else {
+            self.readable.push(s);
+            self.read_len = len;
+        }
+        true
+    }
+
     /// Walks the chain starting at `head`, replacing this chain's contents.
     pub fn walk(
         &mut self,
@@ -225,6 +252,33 @@ impl<'m> Chain<'m> {
         }
         Ok(())
     }
+}
+
+/// The buffer of descriptor `head` of table `desc` when it is a whole chain by itself:
+/// no NEXT, no INDIRECT, the direction `dir` allows (ReadThenWrite never: a control
+/// command has two parts), non-empty, no overflow, inside one memory region. These are
+/// the checks [`Chain::walk`] makes for such a chain; `None` means "walk it".
+pub(crate) fn single_descriptor<'m>(
+    mem: &'m Mem,
+    desc: &VolatileSlice<'_, ()>,
+    head: u16,
+    dir: Direction,
+) -> Option<VolatileSlice<'m, ()>> {
+    use std::sync::atomic::Ordering::Relaxed;
+    let want = match dir {
+        Direction::ReadOnly => 0,
+        Direction::WriteOnly => F_WRITE,
+        Direction::ReadThenWrite => return None,
+    };
+    let at = 16 * usize::from(head);
+    let addr = u64::from_le(desc.load::<u64>(at, Relaxed).ok()?);
+    let word = u64::from_le(desc.load::<u64>(at + 8, Relaxed).ok()?);
+    let (len, flags) = (word as u32, (word >> 32) as u16);
+    if flags != want || len == 0 {
+        return None;
+    }
+    addr.checked_add(u64::from(len))?;
+    in_one_region(mem, addr, len as usize)
 }
 
 /// `len` bytes at guest address `addr` when they lie inside one region.
@@ -397,6 +451,43 @@ mod tests {
             walk(&m, 0, Direction::ReadThenWrite, false),
             Err(ChainError::BadOrder)
         );
+    }
+
+    #[test]
+    fn single_descriptor_fast_path_agrees_with_the_walk() {
+        let m = mem();
+        let table = m
+            .get_slice(GuestAddress(TABLE), 16 * usize::from(SIZE))
+            .unwrap();
+        let single = |i: u16, dir| {
+            let mut c = Chain::default();
+            c.try_single(&m, &table, i, dir)
+                .then_some((c.read_len, c.write_len))
+        };
+        put(&m, TABLE, 0, 0x4000, 100, 0, 0);
+        assert_eq!(single(0, Direction::ReadOnly), Some((100, 0)));
+        assert_eq!(walk(&m, 0, Direction::ReadOnly, false), Ok((100, 0)));
+        put(&m, TABLE, 1, 0x4000, 100, F_WRITE, 0);
+        assert_eq!(single(1, Direction::WriteOnly), Some((0, 100)));
+        // Everything else goes to the walk: wrong direction, NEXT, INDIRECT, outside
+        // memory, overflow, empty, index beyond the table.
+        assert_eq!(single(1, Direction::ReadOnly), None);
+        put(&m, TABLE, 2, 0x4000, 100, F_NEXT, 0);
+        assert_eq!(single(2, Direction::ReadOnly), None);
+        put(&m, TABLE, 3, 0x8000, 32, F_INDIRECT, 0);
+        assert_eq!(single(3, Direction::ReadOnly), None);
+        put(&m, TABLE, 4, 0xfff0, 0x100, 0, 0);
+        assert_eq!(single(4, Direction::ReadOnly), None);
+        assert_eq!(
+            walk(&m, 4, Direction::ReadOnly, false),
+            Err(ChainError::OutOfMemory)
+        );
+        put(&m, TABLE, 5, u64::MAX - 4, 16, 0, 0);
+        assert_eq!(single(5, Direction::ReadOnly), None);
+        put(&m, TABLE, 6, 0x4000, 0, 0, 0);
+        assert_eq!(single(6, Direction::ReadOnly), None);
+        assert_eq!(single(SIZE, Direction::ReadOnly), None);
+        assert_eq!(single(0, Direction::ReadThenWrite), None);
     }
 
     #[test]

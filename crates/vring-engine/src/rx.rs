@@ -20,12 +20,8 @@ use crate::device::Inner;
 use crate::features::{bit, vnet_hdr_len};
 use crate::split::Rings;
 
-use std::sync::atomic::Ordering;
-use vm_memory::{Bytes, GuestMemoryBackend};
-
-/// VIRTQ_DESC_F_WRITE (§2.7.5).
-const F_WRITE: u16 = 2;
 use crate::vring::{GuestMem, NetVring};
+use vm_memory::GuestMemoryBackend;
 
 impl From<RxDrop> for Drop {
     fn from(d: RxDrop) -> Drop {
@@ -188,23 +184,22 @@ impl<'a> Live<'a> {
     /// and the general path decides — and reports — it.
     fn place_simple(&mut self, hb: &[u8], parts: &[&[u8]], total: usize) -> Option<()> {
         if self.next_avail == self.avail_end {
-            return None;
+            self.avail_end = self.rings.avail_idx();
+            // An empty ring or an avail-index jump: the general path reports it.
+            let ready = self.avail_end.wrapping_sub(self.next_avail);
+            if ready == 0 || ready > self.table.queue_size {
+                return None;
+            }
         }
         let table = self.desc.as_ref()?;
         let head = self.rings.avail_head(self.next_avail);
         if head >= self.table.queue_size {
             return None;
         }
-        let at = 16 * usize::from(head);
-        let addr = u64::from_le(table.load::<u64>(at, Ordering::Relaxed).ok()?);
-        let word = u64::from_le(table.load::<u64>(at + 8, Ordering::Relaxed).ok()?);
-        let (len, flags) = (word as u32, (word >> 32) as u16);
-        if flags != F_WRITE || (len as usize) < total {
+        let buf = crate::chain::single_descriptor(self.mem, table, head, Direction::WriteOnly)?;
+        if buf.len() < total {
             return None;
         }
-        addr.checked_add(u64::from(len))?;
-        // The whole buffer must lie in guest memory, as the walk requires.
-        let buf = crate::chain::in_one_region(self.mem, addr, len as usize)?;
         self.next_avail = self.next_avail.wrapping_add(1);
         let mut off = 0;
         for p in std::iter::once(&hb).chain(parts.iter()) {

@@ -31,7 +31,7 @@ use std::sync::Arc;
 use switch::VnetHdr;
 use vhost_user_backend::VringT;
 use virtio_queue::QueueT;
-use vm_memory::{GuestAddress, GuestAddressSpace};
+use vm_memory::{GuestAddress, GuestAddressSpace, GuestMemoryBackend};
 
 use crate::chain::{copy_out, Chain, ChainError, Direction, Mem, TableInfo};
 use crate::counters::Drop;
@@ -185,6 +185,9 @@ impl TxRing {
         };
         let mut chain = Chain::default();
         let mut handed = 0;
+        let desc = mem
+            .get_slice(table.desc_table, 16 * usize::from(table.queue_size))
+            .ok();
 
         let mut head_buf = [0u8; TX_HEAD];
         'outer: loop {
@@ -220,18 +223,23 @@ impl TxRing {
                     // form is written over it.
                     let at = switch::vnet::HDR_LEN - hdr_len;
                     let mut copied = 0;
-                    let checked = chain
-                        .walk(&mem, table, head, Direction::ReadOnly)
-                        .map_err(Drop::Chain)
-                        .and_then(|()| {
-                            copied = copy_out(&chain.readable, 0, &mut head_buf[at..]);
-                            inner.check_tx_hdr(
-                                &head_buf[at..at + copied],
-                                chain.read_len,
-                                hdr_len,
-                                acked,
-                            )
-                        });
+                    let single = desc
+                        .as_ref()
+                        .is_some_and(|d| chain.try_single(&mem, d, head, Direction::ReadOnly));
+                    let walked = if single {
+                        Ok(())
+                    } else {
+                        chain.walk(&mem, table, head, Direction::ReadOnly)
+                    };
+                    let checked = walked.map_err(Drop::Chain).and_then(|()| {
+                        copied = copy_out(&chain.readable, 0, &mut head_buf[at..]);
+                        inner.check_tx_hdr(
+                            &head_buf[at..at + copied],
+                            chain.read_len,
+                            hdr_len,
+                            acked,
+                        )
+                    });
                     let (hdr, frame_len) = match checked {
                         Ok(v) => v,
                         Err(d) => {
