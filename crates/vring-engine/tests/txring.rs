@@ -275,3 +275,38 @@ fn legacy_10_byte_header_is_normalised_in_the_head_copy() {
     let mut rings = plane.rings.lock();
     rings[0].complete(u64::from(h));
 }
+
+#[test]
+fn publish_returns_descriptors_without_a_call_and_flush_signals_once() {
+    let (plane, port) = start("txpublish");
+    let mut g = TestGuest::start(
+        TestGuest::connect(&port.device().options().socket, 3),
+        3,
+        bit(VIRTIO_NET_F_MRG_RXBUF),
+    );
+    wait_for("TX ring lent out", || {
+        (plane.started.lock().as_slice() == [0]).then_some(())
+    });
+    let f = udp_frame(MAC_A, MAC_B, 100);
+    let h1 = g.send_split(1, &[0u8; 12], &f);
+    let h2 = g.send_split(1, &[0u8; 12], &f);
+    let popped = wait_for("frames popped", || {
+        let p = pop_all(&plane);
+        (p.len() == 2).then_some(p)
+    });
+    let _ = g.queues[1].called(); // clear
+    let mut rings = plane.rings.lock();
+    rings[0].complete(popped[0].0);
+    rings[0].publish();
+    assert_eq!(g.queues[1].used_idx(&g.mem), 1, "visible at once");
+    assert!(!g.queues[1].called(), "publish never signals");
+    rings[0].complete(popped[1].0);
+    rings[0].publish();
+    rings[0].flush();
+    assert_eq!(g.queues[1].used_idx(&g.mem), 2);
+    assert!(g.queues[1].called(), "flush signals what was published");
+    rings[0].flush();
+    assert!(!g.queues[1].called(), "nothing new: no second call");
+    drop(rings);
+    assert_eq!(g.queues[1].wait_used(&g.mem, 2), vec![(h1, 0), (h2, 0)]);
+}
