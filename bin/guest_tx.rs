@@ -60,6 +60,10 @@ impl GuestTxQueue for GuestTx {
     fn flush(&mut self) {
         self.ring.flush();
     }
+
+    fn publish(&mut self) {
+        self.ring.publish();
+    }
 }
 
 /// One registration: the table (None when registering failed: writev fallback) and the

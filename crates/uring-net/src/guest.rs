@@ -205,6 +205,9 @@ pub trait GuestTxQueue: Send {
     /// End of a worker batch in which frames of this queue were completed: signal the
     /// guest once if it wants it (EVENT_IDX, virtio 1.2 §2.7.10).
     fn flush(&mut self) {}
+    /// Mid-batch: make completed descriptors visible to the guest without signalling it
+    /// (that is [`flush`](GuestTxQueue::flush)'s, once per batch). Default: nothing.
+    fn publish(&mut self) {}
 }
 
 /// Why a guest RX queue did not take a frame (counted as `drop_dest_full`).

@@ -46,6 +46,9 @@ const MAX_RX_ERRORS: u32 = 16;
 const AUXDATA_LEN: u32 = 20;
 /// Completions a batching wait asks for before its minimum wait expires.
 const BATCH_WANT: usize = 256;
+/// How long a guest TX queue whose frames found a full destination gets its descriptors
+/// back only at batch ends (backpressure; see `service_guests`).
+const HOLD_MS: u64 = 2;
 /// Completions per millisecond from which waits use `batch_wait` (min_wait): ≥ 64 k/s
 /// is a flood worth batching. Below it the load is light (e.g. one request/response in
 /// flight) and waiting for more completions would only add `batch_wait` of latency to
@@ -170,6 +173,9 @@ struct GuestQ {
     closing: bool,
     inflight: u32,
     kicked: bool,
+    /// Until this time (ms) completed descriptors go back only at batch ends: one of the
+    /// queue's frames recently found its destination full (see `service_guests`).
+    hold_until: u64,
     /// Kick reads failing in a row (a closed or bogus kick fd); past MAX_RX_ERRORS the
     /// queue stops waiting for kicks instead of spinning.
     kick_errors: u32,
@@ -739,13 +745,20 @@ impl Worker {
                     self.forward_guest_frame(view, now, gi as u16, f);
                 }
                 // Before the next pop: the staged frames' descriptors complete after it.
-                self.flush_stage(view);
-                // Give completed descriptors back now, not at the end of the whole batch:
-                // a driver whose ring we just drained can refill it while we work on.
+                let all_placed = self.flush_stage(view);
+                // Give completed descriptors back now, not at the end of the whole batch,
+                // so a sender whose ring we just drained can refill it while we work on —
+                // but only while its frames find room: for HOLD_MS after a destination was
+                // full, returning descriptors later is the backpressure that slows the
+                // sender instead of feeding more drops (measured: with three busy-polling
+                // processes on two cores, publishing regardless cut the sink's rate from
+                // ≈ 1.1 to ≈ 0.6 Mpps; with a keeping-up sink it lifts throughput by up
+                // to 1.9×). The guest is signalled (if it wants) once, at the batch end.
                 if let Some(Some(g)) = self.guests.get_mut(gi) {
-                    if g.completed {
-                        g.completed = false;
-                        g.q.flush();
+                    if !all_placed {
+                        g.hold_until = now.0 + HOLD_MS;
+                    } else if g.completed && now.0 >= g.hold_until {
+                        g.q.publish();
                     }
                 }
             }
@@ -857,10 +870,12 @@ impl Worker {
 
     /// Places the staged guest→guest frames (one burst per destination), counts them and
     /// releases their references on the source frames.
-    fn flush_stage(&mut self, view: &SwitchView<'_>) {
+    /// Returns whether every staged frame found room.
+    fn flush_stage(&mut self, view: &SwitchView<'_>) -> bool {
         if self.stage.is_empty() {
-            return;
+            return true;
         }
+        let mut all_placed = true;
         let mut stage = std::mem::take(&mut self.stage);
         let mut released = std::mem::take(&mut self.released);
         stage.flush(
@@ -875,6 +890,7 @@ impl Worker {
                     c.tx_bytes.add(bytes);
                     self.rx_touched.insert(e.dest);
                 } else {
+                    all_placed = false;
                     c.drop_dest_full.add(1);
                     self.sw.count_drop(e.ingress, DropReason::DestinationFull);
                 }
@@ -887,6 +903,7 @@ impl Worker {
         released.clear();
         self.released = released;
         self.stage = stage;
+        all_placed
     }
 
     /// The one copy of a frame into a guest: from the source buffers into the
@@ -1141,6 +1158,7 @@ impl Worker {
             // Frames may already be queued: look once without waiting for a kick.
             kicked: true,
             kick_errors: 0,
+            hold_until: 0,
         });
         self.arm_kick(gi);
         fixed
