@@ -251,7 +251,7 @@ pub fn render(r: &Results) -> String {
         md,
         "\n## 2. Switch-only mode (veth ↔ veth between two namespaces)\n\n\
          The same veths joined by a Linux bridge or by ringswitch (`afpacket` ports, \
-         `--workers 1`; and with `--poll-us 50`, a busy-poll window after each batch). \
+         `--workers 1`, default settings — which poll 50 µs after a batch only while the worker is busy; and with `--poll-us 50`, a busy-poll window after every batch). \
          Latency: our `udp-rr` tool, one 18-byte request in flight.\n\n\
          | test | Linux bridge | ringswitch | ratio | ringswitch --poll-us 50 | ratio |\n\
          |---|---|---|---|---|---|"
