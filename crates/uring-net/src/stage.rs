@@ -36,6 +36,10 @@ pub(crate) struct RxStage {
     entries: Vec<Staged>,
     segs: Vec<Seg>,
     order: Vec<usize>,
+    /// Per-burst scratch kept across flushes (the borrowed part lists cannot be).
+    ok: Vec<bool>,
+    bytes: Vec<u64>,
+    ranges: Vec<Range<usize>>,
 }
 
 impl RxStage {
@@ -86,7 +90,7 @@ impl RxStage {
         // Stable: per destination, staging order.
         let entries = &self.entries;
         self.order.sort_by_key(|&i| entries[i].dest.index());
-        let mut ok = Vec::new();
+        let (ok, bytes, ranges) = (&mut self.ok, &mut self.bytes, &mut self.ranges);
         let mut run_start = 0;
         while run_start < self.order.len() {
             let dest = entries[self.order[run_start]].dest;
@@ -97,10 +101,10 @@ impl RxStage {
             let run = &self.order[run_start..run_end];
             ok.clear();
             ok.resize(run.len(), false);
-            let mut bytes = Vec::with_capacity(run.len());
+            bytes.clear();
+            ranges.clear();
             if let Some((rx, offloads)) = sink(dest) {
                 let mut parts: Vec<&[u8]> = Vec::with_capacity(run.len() * 3);
-                let mut ranges = Vec::with_capacity(run.len());
                 for &i in run {
                     let e = &entries[i];
                     let start = parts.len();
@@ -120,14 +124,14 @@ impl RxStage {
                 }
                 let frames: Vec<RxFrame<'_>> = run
                     .iter()
-                    .zip(ranges)
+                    .zip(ranges.iter())
                     .map(|(&i, r)| RxFrame {
                         hdr: entries[i].hdr,
-                        parts: &parts[r],
+                        parts: &parts[r.clone()],
                         flow: entries[i].flow,
                     })
                     .collect();
-                rx.deliver_burst(&frames, &offloads, &mut ok);
+                rx.deliver_burst(&frames, &offloads, ok);
             } else {
                 bytes.resize(run.len(), 0);
             }
