@@ -103,8 +103,19 @@ impl QueueStats {
 
 impl QueueCounters {
     pub fn count_frame(&self, bytes: usize) {
-        self.frames.fetch_add(1, Relaxed);
-        self.bytes.fetch_add(bytes as u64, Relaxed);
+        self.count_frames(1, bytes as u64);
+    }
+
+    /// A batch's frames at once (one atomic add each, not one per frame).
+    pub fn count_frames(&self, frames: u64, bytes: u64) {
+        if frames > 0 {
+            self.frames.fetch_add(frames, Relaxed);
+            self.bytes.fetch_add(bytes, Relaxed);
+        }
+    }
+
+    pub fn count_call(&self) {
+        self.calls.fetch_add(1, Relaxed);
     }
 
     pub fn count_drop(&self, why: Drop) {

@@ -1,8 +1,6 @@
 //! Control virtqueue processing (virtio 1.2 §5.1.6.5): read the command out of the chain,
 //! [`crate::ctrl::apply`] it, write the one-byte ack, tell the switch.
 
-use std::sync::atomic::Ordering;
-
 use vhost_user_backend::VringT;
 use virtio_queue::QueueT;
 use vm_memory::{GuestAddress, GuestAddressSpace};
@@ -107,7 +105,7 @@ impl Inner {
             }
         }
         if vst.needs_notification().unwrap_or(true) && vst.signal_used_queue().is_ok() {
-            ctr.calls.fetch_add(1, Ordering::Relaxed);
+            ctr.count_call();
         }
     }
 }

@@ -11,7 +11,7 @@ use switch::VnetHdr;
 use vhost_user_backend::VringT;
 use virtio_bindings::virtio_net::VIRTIO_NET_F_MRG_RXBUF;
 use virtio_queue::QueueT;
-use vm_memory::{GuestAddress, GuestAddressSpace, VolatileSlice};
+use vm_memory::{GuestAddress, GuestAddressSpace, GuestMemoryBackend, VolatileSlice};
 
 use crate::api::RxDrop;
 use crate::chain::{Chain, ChainError, Direction, Mem, TableInfo};
@@ -19,9 +19,7 @@ use crate::counters::Drop;
 use crate::device::Inner;
 use crate::features::{bit, vnet_hdr_len};
 use crate::split::Rings;
-
 use crate::vring::{GuestMem, NetVring};
-use vm_memory::GuestMemoryBackend;
 
 impl From<RxDrop> for Drop {
     fn from(d: RxDrop) -> Drop {
@@ -118,25 +116,30 @@ impl std::ops::Drop for RxBurst<'_> {
             q.set_next_avail(l.next_avail);
         }
         if let Some(c) = self.ctr {
-            if self.frames > 0 {
-                c.frames
-                    .fetch_add(self.frames, std::sync::atomic::Ordering::Relaxed);
-                c.bytes
-                    .fetch_add(self.bytes, std::sync::atomic::Ordering::Relaxed);
-            }
+            c.count_frames(self.frames, self.bytes);
         }
     }
 }
 
 impl<'a> Live<'a> {
-    fn prefetch(&mut self, n: usize, lines: usize) {
+    /// Chains the driver has announced and we have not taken; the avail index is re-read
+    /// only when the last read ones are used up. `Broken` when it jumped past the ring
+    /// size (§2.7.6: the driver never announces more than the ring holds).
+    fn announced(&mut self) -> Result<u16, RxDrop> {
         if self.next_avail == self.avail_end {
             self.avail_end = self.rings.avail_idx();
         }
         let ready = self.avail_end.wrapping_sub(self.next_avail);
         if ready > self.table.queue_size {
-            return; // take_head reports the jump
+            return Err(RxDrop::Broken);
         }
+        Ok(ready)
+    }
+
+    fn prefetch(&mut self, n: usize, lines: usize) {
+        // A jump is reported by the delivery that follows.
+        let Ok(ready) = self.announced() else { return };
+        let Some(table) = &self.desc else { return };
         let k = n.min(usize::from(ready));
         let mut heads = [0u16; 64];
         for (i, h) in heads.iter_mut().take(k).enumerate() {
@@ -144,27 +147,13 @@ impl<'a> Live<'a> {
                 .rings
                 .avail_head(self.next_avail.wrapping_add(i as u16));
         }
-        crate::split::prefetch_chains(
-            self.mem,
-            self.table.desc_table,
-            self.table.queue_size,
-            &heads[..k],
-            lines,
-            true,
-        );
+        crate::split::prefetch_chains(self.mem, table, &heads[..k], lines, true);
     }
 
     /// The next announced head, or None when the driver has posted no more buffers.
     fn take_head(&mut self) -> Result<Option<u16>, RxDrop> {
-        if self.next_avail == self.avail_end {
-            self.avail_end = self.rings.avail_idx();
-            // §2.7.6: the driver never announces more than the ring holds.
-            if self.avail_end.wrapping_sub(self.next_avail) > self.table.queue_size {
-                return Err(RxDrop::Broken);
-            }
-            if self.next_avail == self.avail_end {
-                return Ok(None);
-            }
+        if self.announced()? == 0 {
+            return Ok(None);
         }
         let head = self.rings.avail_head(self.next_avail);
         self.next_avail = self.next_avail.wrapping_add(1);
@@ -183,13 +172,9 @@ impl<'a> Live<'a> {
     /// overflow, inside guest memory). Anything else returns `None` with nothing consumed,
     /// and the general path decides — and reports — it.
     fn place_simple(&mut self, hb: &[u8], parts: &[&[u8]], total: usize) -> Option<()> {
-        if self.next_avail == self.avail_end {
-            self.avail_end = self.rings.avail_idx();
-            // An empty ring or an avail-index jump: the general path reports it.
-            let ready = self.avail_end.wrapping_sub(self.next_avail);
-            if ready == 0 || ready > self.table.queue_size {
-                return None;
-            }
+        // An empty ring or an avail-index jump: the general path reports it.
+        if !matches!(self.announced(), Ok(n) if n > 0) {
+            return None;
         }
         let table = self.desc.as_ref()?;
         let head = self.rings.avail_head(self.next_avail);
@@ -392,17 +377,7 @@ impl Inner {
         // §2.7.10; a no-op with EVENT_IDX, where we never advance avail_event on RX). Drivers
         // without EVENT_IDX (DPDK virtio-user) otherwise kick on every refill.
         rings.suppress_kicks();
-        let used = st.get_queue().next_used();
-        let old = v.notified_at(used);
-        if rings.wants_call(st.get_queue().event_idx_enabled(), old, used)
-            && st.signal_used_queue().is_ok()
-        {
-            if let Some(c) = self.counters.get(q) {
-                c.calls.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-            }
-            return true;
-        }
-        false
+        crate::split::call_if_wanted(&v, st, &rings, self.counters.get(q))
     }
 }
 

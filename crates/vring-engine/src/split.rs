@@ -20,7 +20,11 @@ use std::sync::atomic::Ordering;
 use virtio_queue::{Queue, QueueT};
 use vm_memory::{Bytes, GuestAddress, GuestMemoryBackend, VolatileSlice};
 
+use vhost_user_backend::VringState;
+
 use crate::chain::Mem;
+use crate::counters::QueueCounters;
+use crate::vring::{GuestMem, NetVring};
 
 /// VRING_AVAIL_F_NO_INTERRUPT (§2.7.7.1).
 const AVAIL_F_NO_INTERRUPT: u16 = 1;
@@ -118,23 +122,20 @@ impl<'m> Rings<'m> {
 /// every descriptor — and a prefetch of any address never faults.
 pub(crate) fn prefetch_chains(
     mem: &Mem,
-    desc_table: GuestAddress,
-    size: u16,
+    table: &VolatileSlice<'_, ()>,
     heads: &[u16],
     lines: usize,
     write: bool,
 ) {
-    let Ok(table) = mem.get_slice(desc_table, 16 * usize::from(size)) else {
-        return;
-    };
+    let size = table.len() / 16;
     let base = table.ptr_guard().as_ptr();
     for &h in heads {
-        if h < size {
+        if usize::from(h) < size {
             prefetch(base.wrapping_add(16 * usize::from(h)));
         }
     }
     for &h in heads {
-        if h >= size {
+        if usize::from(h) >= size {
             continue;
         }
         let at = 16 * usize::from(h);
@@ -183,6 +184,27 @@ fn prefetch(p: *const u8) {
     }
     #[cfg(not(target_arch = "x86_64"))]
     let _ = p;
+}
+
+/// Signals the guest through `vring`'s call eventfd if it wants a notification for what
+/// was published since the last decision ([`Rings::wants_call`]); counts the call on
+/// `ctr`. Call with the ring's lock held (`st`).
+pub(crate) fn call_if_wanted(
+    vring: &NetVring,
+    st: &VringState<GuestMem>,
+    rings: &Rings<'_>,
+    ctr: Option<&QueueCounters>,
+) -> bool {
+    let q = st.get_queue();
+    let used = q.next_used();
+    let old = vring.notified_at(used);
+    if rings.wants_call(q.event_idx_enabled(), old, used) && st.signal_used_queue().is_ok() {
+        if let Some(c) = ctr {
+            c.count_call();
+        }
+        return true;
+    }
+    false
 }
 
 /// virtio 1.2 §2.7.7.2 (Linux `vring_need_event`): the driver asked to be notified once

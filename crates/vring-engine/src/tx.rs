@@ -7,8 +7,6 @@
 //! wrote nothing, §2.7.8), valid or not, so a bad chain costs the guest one buffer, not the
 //! queue. The guest is signalled once per batch, EVENT_IDX-aware (§2.7.7.2).
 
-use std::sync::atomic::Ordering;
-
 use switch::vnet::{Gso, VnetHdr};
 use vhost_user_backend::VringT;
 use virtio_queue::{Error as QueueError, QueueOwnedT, QueueT};
@@ -97,7 +95,7 @@ impl Inner {
                 if st.get_queue_mut().needs_notification(&*mem).unwrap_or(true)
                     && st.signal_used_queue().is_ok()
                 {
-                    ctr.calls.fetch_add(1, Ordering::Relaxed);
+                    ctr.count_call();
                 }
             }
             match st.get_queue_mut().enable_notification(&*mem) {

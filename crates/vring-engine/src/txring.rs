@@ -25,7 +25,6 @@
 //!   changed and a used entry would corrupt the new layout.
 
 use std::os::fd::{AsRawFd, OwnedFd, RawFd};
-use std::sync::atomic::Ordering;
 use std::sync::Arc;
 
 use switch::VnetHdr;
@@ -153,10 +152,7 @@ impl TxRing {
         // Frames and bytes are counted once per pop, not per frame.
         let mut count = (0u64, 0u64);
         let n = self.pop_counted(&inner, ctr, max, take, &mut count);
-        if count.0 > 0 {
-            ctr.frames.fetch_add(count.0, Ordering::Relaxed);
-            ctr.bytes.fetch_add(count.1, Ordering::Relaxed);
-        }
+        ctr.count_frames(count.0, count.1);
         n
     }
 
@@ -207,14 +203,9 @@ impl TxRing {
                     break;
                 }
                 // The header copy below reads up to TX_HEAD bytes of each frame.
-                crate::split::prefetch_chains(
-                    &mem,
-                    table.desc_table,
-                    table.queue_size,
-                    &heads[..n],
-                    TX_HEAD / 64,
-                    false,
-                );
+                if let Some(d) = &desc {
+                    crate::split::prefetch_chains(&mem, d, &heads[..n], TX_HEAD / 64, false);
+                }
                 for &head in &heads[..n] {
                     if head >= table.queue_size || usize::from(head) >= self.held.len() {
                         ctr.count_drop(Drop::Chain(ChainError::BadIndex));
@@ -390,12 +381,7 @@ impl TxRing {
             return;
         }
         self.unsignalled = false;
-        let old = self.vring.notified_at(used);
-        if rings.wants_call(q.event_idx_enabled(), old, used) && st.signal_used_queue().is_ok() {
-            if let Some(c) = self.inner.counters.get(self.q) {
-                c.calls.fetch_add(1, Ordering::Relaxed);
-            }
-        }
+        crate::split::call_if_wanted(&self.vring, &st, &rings, self.inner.counters.get(self.q));
     }
 }
 
