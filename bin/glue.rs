@@ -161,12 +161,18 @@ impl uring_net::GuestRx for GuestSink {
         offloads: &Offloads,
         flow: u32,
     ) -> Result<(), uring_net::RxFull> {
-        // One flow stays on one queue (never reordered); flows spread over the pairs.
-        let qp = pick_queue(flow, self.dev.active_queue_pairs().max(1));
-        adapt(hdr, parts, offloads, |h, p| {
-            self.dev.deliver(qp, h, p).is_ok()
-        })
-        .map_err(|_| uring_net::RxFull)
+        let mut ok = [false];
+        let frame = uring_net::RxFrame {
+            hdr: *hdr,
+            parts,
+            flow,
+        };
+        self.deliver_burst(&[frame], offloads, &mut ok);
+        if ok[0] {
+            Ok(())
+        } else {
+            Err(uring_net::RxFull)
+        }
     }
 
     fn deliver_burst(
@@ -175,24 +181,34 @@ impl uring_net::GuestRx for GuestSink {
         offloads: &Offloads,
         ok: &mut [bool],
     ) {
+        // One flow stays on one queue (never reordered); flows spread over the pairs.
         // One burst per RX queue pair the frames hash to (usually one).
         let pairs = self.dev.active_queue_pairs().max(1);
-        let mut pending = frames.len();
+        let queue = |f: &uring_net::RxFrame<'_>| {
+            if pairs > 1 {
+                pick_queue(f.flow, pairs)
+            } else {
+                0
+            }
+        };
+        let bytes = frames
+            .first()
+            .map_or(0, |f| f.parts.iter().map(|p| p.len()).sum());
         for qp in 0..pairs {
-            if pending == 0 {
-                break;
+            let n = frames.iter().filter(|f| queue(f) == qp).count();
+            if n == 0 {
+                continue;
             }
             self.dev.rx_burst(qp, |b| {
-                let bytes = frames
-                    .first()
-                    .map_or(0, |f| f.parts.iter().map(|p| p.len()).sum());
-                b.expect(if pairs > 1 { pending } else { frames.len() }, bytes);
+                if n > 1 {
+                    // Prefetching pays only when later frames' buffers load meanwhile.
+                    b.expect(n, bytes);
+                }
                 for (f, o) in frames.iter().zip(ok.iter_mut()) {
-                    if pairs > 1 && pick_queue(f.flow, pairs) != qp {
-                        continue;
+                    if queue(f) == qp {
+                        *o = adapt(&f.hdr, f.parts, offloads, |h, p| b.deliver(h, p).is_ok())
+                            .is_ok();
                     }
-                    pending -= 1;
-                    *o = adapt(&f.hdr, f.parts, offloads, |h, p| b.deliver(h, p).is_ok()).is_ok();
                 }
             });
         }
