@@ -10,7 +10,6 @@
 //! guest TX descriptor is completed only after its burst, since the burst reads its pages.
 
 use std::ops::Range;
-use std::sync::Arc;
 
 use switch::egress::Egress;
 use switch::{Offloads, PortId, VnetHdr};
@@ -80,9 +79,9 @@ impl RxStage {
     /// in staging order. `sink` gives a destination's RX side and offloads (None: the port
     /// went away; its frames fail). `done(entry, bytes, delivered)` runs once per entry,
     /// after its burst. Leaves the stage empty.
-    pub fn flush(
+    pub fn flush<'s>(
         &mut self,
-        mut sink: impl FnMut(PortId) -> Option<(Arc<dyn GuestRx>, Offloads)>,
+        mut sink: impl FnMut(PortId) -> Option<(&'s dyn GuestRx, Offloads)>,
         mut done: impl FnMut(&Staged, u64, bool),
     ) {
         self.order.clear();
@@ -149,6 +148,7 @@ impl RxStage {
 mod tests {
     use super::*;
     use parking_lot::Mutex;
+    use std::sync::Arc;
 
     #[derive(Default)]
     struct Sink {
@@ -206,8 +206,8 @@ mod tests {
         let (a2, b2) = (a.clone(), b.clone());
         st.flush(
             |p| match p.0 {
-                1 => Some((a2.clone() as Arc<dyn GuestRx>, Offloads::NONE)),
-                2 => Some((b2.clone() as Arc<dyn GuestRx>, Offloads::NONE)),
+                1 => Some((&*a2 as &dyn GuestRx, Offloads::NONE)),
+                2 => Some((&*b2 as &dyn GuestRx, Offloads::NONE)),
                 _ => None,
             },
             |e, bytes, ok| results.push((e.slot, bytes, ok)),

@@ -857,8 +857,8 @@ impl Worker {
                         .and_then(|g| g.as_ref())
                         .and_then(|g| g.memory.clone())
                 })
-                .clone();
-            let spec = |op: &mut TxOp| guest_write_spec(op, f, &hdr, fhead, &eg, mem.as_deref());
+                .as_deref();
+            let spec = |op: &mut TxOp| guest_write_spec(op, f, &hdr, fhead, &eg, mem);
             if self.write_to(port, dest, Src::Guest { slot }, spec) {
                 if let Some(Some(e)) = self.gframes.get_mut(slot as usize) {
                     e.refs += 1;
@@ -880,7 +880,7 @@ impl Worker {
         let mut released = std::mem::take(&mut self.released);
         stage.flush(
             |dest| {
-                let rx = self.guest_rx[dest.index()].clone()?;
+                let rx = self.guest_rx[dest.index()].as_deref()?;
                 Some((rx, view.port(dest).map_or(Offloads::NONE, |c| c.offloads)))
             },
             |e, bytes, ok| {
