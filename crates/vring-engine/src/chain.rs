@@ -91,6 +91,18 @@ pub struct TableInfo {
     pub indirect_allowed: bool,
 }
 
+impl TableInfo {
+    /// The whole descriptor table translated once (for [`single_descriptor`] and
+    /// prefetching); `None` when it is not inside one memory region.
+    pub(crate) fn translate<'m>(&self, mem: &'m Mem) -> Option<VolatileSlice<'m, ()>> {
+        mem.get_slice(
+            self.desc_table,
+            DESC_SIZE as usize * usize::from(self.queue_size),
+        )
+        .ok()
+    }
+}
+
 /// A chain's buffers: inline up to 4 (a TX frame is header + data, an RX buffer one
 /// descriptor), so walking a chain per frame allocates nothing in the common case.
 pub type Slices<'m> = smallvec::SmallVec<[VolatileSlice<'m, ()>; 4]>;
@@ -264,21 +276,17 @@ pub(crate) fn single_descriptor<'m>(
     head: u16,
     dir: Direction,
 ) -> Option<VolatileSlice<'m, ()>> {
-    use std::sync::atomic::Ordering::Relaxed;
     let want = match dir {
         Direction::ReadOnly => 0,
         Direction::WriteOnly => F_WRITE,
         Direction::ReadThenWrite => return None,
     };
-    let at = 16 * usize::from(head);
-    let addr = u64::from_le(desc.load::<u64>(at, Relaxed).ok()?);
-    let word = u64::from_le(desc.load::<u64>(at + 8, Relaxed).ok()?);
-    let (len, flags) = (word as u32, (word >> 32) as u16);
-    if flags != want || len == 0 {
+    let d = load_desc(desc, usize::from(head) * DESC_SIZE as usize)?;
+    if d.flags != want || d.len == 0 {
         return None;
     }
-    addr.checked_add(u64::from(len))?;
-    in_one_region(mem, addr, len as usize)
+    d.addr.checked_add(u64::from(d.len))?;
+    in_one_region(mem, d.addr, d.len as usize)
 }
 
 /// `len` bytes at guest address `addr` when they lie inside one region.
@@ -292,30 +300,37 @@ pub(crate) fn in_one_region(mem: &Mem, addr: u64, len: usize) -> Option<Volatile
     r.get_slice(MemoryRegionAddress(off), len).ok()
 }
 
-struct RawDesc {
-    addr: u64,
-    len: u32,
-    flags: u16,
-    next: u16,
+/// One split-ring descriptor (§2.7.5), as read from guest memory.
+pub(crate) struct RawDesc {
+    pub addr: u64,
+    pub len: u32,
+    pub flags: u16,
+    pub next: u16,
+}
+
+/// The descriptor at byte `off` of a translated table: two aligned 8-byte loads
+/// (descriptor tables are 16-byte aligned, §2.7.5). `None` past the table's end or at an
+/// unaligned offset.
+#[inline]
+pub(crate) fn load_desc(table: &VolatileSlice<'_, ()>, off: usize) -> Option<RawDesc> {
+    use std::sync::atomic::Ordering::Relaxed;
+    let lo = u64::from_le(table.load::<u64>(off, Relaxed).ok()?);
+    let hi = u64::from_le(table.load::<u64>(off + 8, Relaxed).ok()?);
+    Some(RawDesc {
+        addr: lo,
+        len: hi as u32,
+        flags: (hi >> 32) as u16,
+        next: (hi >> 48) as u16,
+    })
 }
 
 fn read_desc(mem: &Mem, base: GuestAddress, idx: u16) -> Result<RawDesc, ChainError> {
     let at = base
         .checked_add(u64::from(idx) * DESC_SIZE)
         .ok_or(ChainError::Overflow)?;
-    // Fast path: two aligned 8-byte loads (descriptor tables are 16-byte aligned,
-    // §2.7.5; an unaligned indirect table takes the byte copy below).
-    if let Some(sl) = in_one_region(mem, at.raw_value(), 16) {
-        use std::sync::atomic::Ordering::Relaxed;
-        if let (Ok(lo), Ok(hi)) = (sl.load::<u64>(0, Relaxed), sl.load::<u64>(8, Relaxed)) {
-            let hi = u64::from_le(hi);
-            return Ok(RawDesc {
-                addr: u64::from_le(lo),
-                len: hi as u32,
-                flags: (hi >> 32) as u16,
-                next: (hi >> 48) as u16,
-            });
-        }
+    // Fast path: aligned loads; an unaligned indirect table takes the byte copy below.
+    if let Some(d) = in_one_region(mem, at.raw_value(), 16).and_then(|sl| load_desc(&sl, 0)) {
+        return Ok(d);
     }
     let mut b = [0u8; 16];
     mem.read_slice(&mut b, at)

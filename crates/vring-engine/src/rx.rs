@@ -11,7 +11,7 @@ use switch::VnetHdr;
 use vhost_user_backend::VringT;
 use virtio_bindings::virtio_net::VIRTIO_NET_F_MRG_RXBUF;
 use virtio_queue::QueueT;
-use vm_memory::{GuestAddress, GuestAddressSpace, GuestMemoryBackend, VolatileSlice};
+use vm_memory::{GuestAddress, GuestAddressSpace, VolatileSlice};
 
 use crate::api::RxDrop;
 use crate::chain::{Chain, ChainError, Direction, Mem, TableInfo};
@@ -342,9 +342,7 @@ impl Inner {
         };
         let (next_avail, next_used) = (queue.next_avail(), queue.next_used());
         vring.open_notify_window(next_used);
-        let desc = mem
-            .get_slice(table.desc_table, 16 * usize::from(table.queue_size))
-            .ok();
+        let desc = table.translate(mem);
         Ok(Live {
             vring,
             rings,

@@ -138,15 +138,11 @@ pub(crate) fn prefetch_chains(
         if usize::from(h) >= size {
             continue;
         }
-        let at = 16 * usize::from(h);
-        let (Ok(addr), Ok(len)) = (
-            table.load::<u64>(at, Ordering::Relaxed),
-            table.load::<u32>(at + 8, Ordering::Relaxed),
-        ) else {
+        let Some(d) = crate::chain::load_desc(table, 16 * usize::from(h)) else {
             continue;
         };
-        let (addr, len) = (u64::from_le(addr), u32::from_le(len) as usize);
-        if let Ok(p) = mem.get_host_address(GuestAddress(addr)) {
+        let len = d.len as usize;
+        if let Ok(p) = mem.get_host_address(GuestAddress(d.addr)) {
             for l in 0..lines.min(len.div_ceil(64)) {
                 if write {
                     prefetch_w(p.wrapping_add(64 * l));

@@ -30,7 +30,7 @@ use std::sync::Arc;
 use switch::VnetHdr;
 use vhost_user_backend::VringT;
 use virtio_queue::QueueT;
-use vm_memory::{GuestAddress, GuestAddressSpace, GuestMemoryBackend};
+use vm_memory::{GuestAddress, GuestAddressSpace};
 
 use crate::chain::{copy_out, Chain, ChainError, Direction, Mem, TableInfo};
 use crate::counters::Drop;
@@ -184,9 +184,7 @@ impl TxRing {
         };
         let mut chain = Chain::default();
         let mut handed = 0;
-        let desc = mem
-            .get_slice(table.desc_table, 16 * usize::from(table.queue_size))
-            .ok();
+        let desc = table.translate(&mem);
 
         let mut head_buf = [0u8; TX_HEAD];
         'outer: loop {
