@@ -37,15 +37,11 @@ impl GuestTxQueue for GuestTx {
 
     fn pop(&mut self, max: usize, out: &mut FrameBatch) {
         self.ring.pop(max, |p| {
-            let mut segs = [Seg::default(); uring_net::guest::MAX_SEGS];
-            let n = p.segs.len().min(segs.len());
-            for (d, s) in segs.iter_mut().zip(p.segs) {
-                *d = Seg {
-                    addr: s.addr,
-                    len: s.len,
-                };
-            }
-            out.push(p.token, &segs[..n], p.head, p.hdr_in_segs)
+            let segs = p.segs.iter().map(|s| Seg {
+                addr: s.addr,
+                len: s.len,
+            });
+            out.push(p.token, segs, p.head, p.hdr_in_segs)
         });
     }
 

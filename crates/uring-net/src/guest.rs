@@ -53,7 +53,7 @@ impl GuestFrame {
     /// total length that overflows: the caller counts and drops it.
     pub fn new(token: u64, segs: &[Seg], head: &[u8]) -> Option<GuestFrame> {
         let mut f = GuestFrame::empty();
-        f.fill(token, segs, head, true).then_some(f)
+        f.fill(token, segs.iter().copied(), head, true).then_some(f)
     }
 
     /// Like [`new`](Self::new), but the segments hold only the Ethernet frame: `head` is
@@ -61,7 +61,8 @@ impl GuestFrame {
     /// normalised by the caller, does not live in guest memory in the 12-byte form).
     pub fn without_hdr_in_segs(token: u64, segs: &[Seg], head: &[u8]) -> Option<GuestFrame> {
         let mut f = GuestFrame::empty();
-        f.fill(token, segs, head, false).then_some(f)
+        f.fill(token, segs.iter().copied(), head, false)
+            .then_some(f)
     }
 
     fn empty() -> GuestFrame {
@@ -80,13 +81,26 @@ impl GuestFrame {
     /// bytes, and building one per frame and moving it into a batch cost a measurable
     /// share of a 64-byte frame's time). False, leaving the frame unusable, for a chain
     /// with no or too many segments or a length that overflows.
-    fn fill(&mut self, token: u64, segs: &[Seg], head: &[u8], hdr_in_segs: bool) -> bool {
-        if segs.is_empty() || segs.len() > MAX_SEGS {
+    fn fill(
+        &mut self,
+        token: u64,
+        segs: impl ExactSizeIterator<Item = Seg>,
+        head: &[u8],
+        hdr_in_segs: bool,
+    ) -> bool {
+        let nsegs = segs.len();
+        if nsegs == 0 || nsegs > MAX_SEGS {
             return false;
         }
-        let Some(len) = segs.iter().try_fold(0u32, |acc, s| acc.checked_add(s.len)) else {
-            return false;
-        };
+        // Written in place as they are summed (no staging array per frame).
+        let mut len = 0u32;
+        for (d, s) in self.segs.iter_mut().zip(segs) {
+            *d = s;
+            match len.checked_add(s.len) {
+                Some(l) => len = l,
+                None => return false,
+            }
+        }
         let len = if hdr_in_segs {
             len
         } else {
@@ -96,8 +110,7 @@ impl GuestFrame {
             }
         };
         self.token = token;
-        self.segs[..segs.len()].copy_from_slice(segs);
-        self.nsegs = segs.len() as u8;
+        self.nsegs = nsegs as u8;
         self.seg_hdr = if hdr_in_segs { 12 } else { 0 };
         self.len = len;
         let n = head.len().min(HEAD_COPY).min(len as usize);
@@ -174,7 +187,13 @@ impl FrameBatch {
     /// Appends a frame (see [`GuestFrame::new`] and
     /// [`GuestFrame::without_hdr_in_segs`] for `hdr_in_segs` true and false). False when
     /// the chain is unusable: the caller drops and completes it.
-    pub fn push(&mut self, token: u64, segs: &[Seg], head: &[u8], hdr_in_segs: bool) -> bool {
+    pub fn push(
+        &mut self,
+        token: u64,
+        segs: impl ExactSizeIterator<Item = Seg>,
+        head: &[u8],
+        hdr_in_segs: bool,
+    ) -> bool {
         if self.len == self.frames.len() {
             self.frames.push(GuestFrame::empty());
         }
