@@ -47,7 +47,8 @@ impl Inner {
             }
             done += 1;
             let mut one = [0u16; 1];
-            let Some(n) = self.take_heads(q, &vring, vst.get_queue_mut(), &mem, &mut one) else {
+            let Some(n) = self.take_heads(q, &vring, vst.get_queue_mut(), &mem, None, &mut one)
+            else {
                 return;
             };
             if n == 0 {

@@ -51,6 +51,7 @@ impl Inner {
             queue_size: st.get_queue().size(),
             indirect_allowed: indirect,
         };
+        let rings = crate::split::Rings::new(&mem, st.get_queue());
         let mut chain = Chain::default();
         let mut segs: Vec<&[u8]> = Vec::with_capacity(8);
         let mut batches = 0;
@@ -69,8 +70,14 @@ impl Inner {
                 }
                 batches += 1;
                 let mut heads = [0u16; TX_BATCH];
-                let Some(n) = self.take_heads(q, &vring, st.get_queue_mut(), &mem, &mut heads)
-                else {
+                let Some(n) = self.take_heads(
+                    q,
+                    &vring,
+                    st.get_queue_mut(),
+                    &mem,
+                    rings.as_ref(),
+                    &mut heads,
+                ) else {
                     return;
                 };
                 if n == 0 {
@@ -108,35 +115,58 @@ impl Inner {
     /// Takes up to `heads.len()` chain heads from queue `q`'s avail ring (virtio 1.2
     /// §2.7.6). `None`: stop reading the ring — its avail index jumped past the ring size
     /// (counted, logged at most once a second, the ring marked broken) or it is unreadable.
+    ///
+    /// With `rings` (translated once by the caller for its whole burst) the entries are
+    /// read directly: one avail-index load per call instead of virtio-queue's iterator,
+    /// which translates the ring's guest address and re-checks the index per entry.
     pub(crate) fn take_heads(
         &self,
         q: usize,
         vring: &crate::vring::NetVring,
         queue: &mut virtio_queue::Queue,
         mem: &crate::chain::Mem,
+        rings: Option<&crate::split::Rings<'_>>,
         heads: &mut [u16],
     ) -> Option<usize> {
-        match queue.iter(mem) {
-            Ok(it) => {
-                let mut n = 0;
-                for (slot, c) in heads.iter_mut().zip(it) {
-                    *slot = c.head_index();
-                    n += 1;
+        let Some(rings) = rings else {
+            return match queue.iter(mem) {
+                Ok(it) => {
+                    let mut n = 0;
+                    for (slot, c) in heads.iter_mut().zip(it) {
+                        *slot = c.head_index();
+                        n += 1;
+                    }
+                    Some(n)
                 }
-                Some(n)
-            }
-            Err(QueueError::InvalidAvailRingIndex) => {
-                if let Some(c) = self.counters.get(q) {
-                    c.count_drop(Drop::AvailJump);
+                Err(QueueError::InvalidAvailRingIndex) => {
+                    self.avail_jumped(q, vring);
+                    None
                 }
-                if self.log_limit.allow() {
-                    tracing::warn!(port = %self.port, queue = q, "avail index jumped past the ring size: queue stopped");
-                }
-                vring.mark_broken();
-                None
-            }
-            Err(_) => None,
+                Err(_) => None,
+            };
+        };
+        let next = queue.next_avail();
+        let ready = rings.avail_idx().wrapping_sub(next);
+        if ready > queue.size() {
+            self.avail_jumped(q, vring);
+            return None;
         }
+        let n = heads.len().min(usize::from(ready));
+        for (i, slot) in heads[..n].iter_mut().enumerate() {
+            *slot = rings.avail_head(next.wrapping_add(i as u16));
+        }
+        queue.set_next_avail(next.wrapping_add(n as u16));
+        Some(n)
+    }
+
+    fn avail_jumped(&self, q: usize, vring: &crate::vring::NetVring) {
+        if let Some(c) = self.counters.get(q) {
+            c.count_drop(Drop::AvailJump);
+        }
+        if self.log_limit.allow() {
+            tracing::warn!(port = %self.port, queue = q, "avail index jumped past the ring size: queue stopped");
+        }
+        vring.mark_broken();
     }
 
     /// Checks a TX chain's virtio-net header, length and offload requests (§5.1.6.2,

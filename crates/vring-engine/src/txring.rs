@@ -185,6 +185,7 @@ impl TxRing {
         let mut chain = Chain::default();
         let mut handed = 0;
         let desc = table.translate(&mem);
+        let rings = crate::split::Rings::new(&mem, st.get_queue());
 
         let mut head_buf = [0u8; TX_HEAD];
         'outer: loop {
@@ -192,9 +193,14 @@ impl TxRing {
             while handed < max {
                 let want = (max - handed).min(POP_CHUNK);
                 let mut heads = [0u16; POP_CHUNK];
-                let Some(n) =
-                    inner.take_heads(self.q, &vring, st.get_queue_mut(), &mem, &mut heads[..want])
-                else {
+                let Some(n) = inner.take_heads(
+                    self.q,
+                    &vring,
+                    st.get_queue_mut(),
+                    &mem,
+                    rings.as_ref(),
+                    &mut heads[..want],
+                ) else {
                     return handed;
                 };
                 if n == 0 {
