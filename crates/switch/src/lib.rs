@@ -57,8 +57,8 @@ pub use port::{Offloads, PortConfig, PortId, PortKind, MAX_PORTS};
 pub use portset::PortSet;
 pub use reason::DropReason;
 pub use switch::{
-    needs_whole_frame, Decision, Forward, FrameRef, PortStats, Switch, SwitchConfig, SwitchError,
-    SwitchView,
+    needs_whole_frame, Decision, DecisionCache, Forward, FrameRef, PortStats, Switch, SwitchConfig,
+    SwitchError, SwitchView,
 };
 pub use time::Millis;
 pub use vlan::{Vid, VlanMode, VlanSet};

@@ -255,6 +255,8 @@ pub(crate) struct Worker {
     free_gframes: Vec<u32>,
     cqes: Vec<(u64, i32, u32)>,
     popped: FrameBatch,
+    /// The last reusable decision of the current pop round.
+    decisions: switch::DecisionCache,
     /// Guest→guest deliveries of the current pop batch, placed at its end.
     stage: RxStage,
     /// Scratch list of guest frame slots a flushed stage released.
@@ -309,6 +311,7 @@ impl Worker {
             free_gframes: (0..MAX_OPS as u32).rev().collect(),
             cqes: Vec::with_capacity(8192),
             popped: FrameBatch::with_capacity(GUEST_BATCH),
+            decisions: switch::DecisionCache::default(),
             stage: RxStage::default(),
             released: Vec::with_capacity(GUEST_BATCH * 2),
             guest_backlog: false,
@@ -740,6 +743,9 @@ impl Worker {
                 if popped.is_empty() {
                     break;
                 }
+                // A round's frames are mostly one conversation (SwitchView::decide_cached);
+                // nothing is reused across rounds.
+                self.decisions.clear();
                 // By reference: a GuestFrame is ~800 bytes, moving each one costs a memcpy.
                 for f in popped.frames() {
                     self.forward_guest_frame(view, now, gi as u16, f);
@@ -799,7 +805,7 @@ impl Worker {
             self.whole = whole;
             d
         } else {
-            view.decide(port, &hdr, fhead, frame_len, now)
+            view.decide_cached(&mut self.decisions, port, &hdr, fhead, frame_len, now)
         };
         let Decision::Forward(fwd) = decided else {
             self.complete_guest(gi, f.token);
