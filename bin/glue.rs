@@ -9,7 +9,7 @@ use std::sync::Arc;
 
 use arc_swap::ArcSwapOption;
 use parking_lot::RwLock;
-use switch::offload::{plan, Egress as Offload, Frame, MAX_HDR};
+use switch::offload::{passes_unchanged, plan, Egress as Offload, Frame, MAX_HDR};
 use switch::vlan::TPID_8021Q;
 use switch::{Forward, FrameView, Offloads, PortId, RxFilter, Switch, Vid, VnetHdr, MAX_PORTS};
 use uring_net::flow::pick_queue;
@@ -106,6 +106,13 @@ fn adapt(
     offloads: &Offloads,
     mut sink: impl FnMut(&VnetHdr, &[&[u8]]) -> bool,
 ) -> Result<(), Undelivered> {
+    if passes_unchanged(hdr, offloads) {
+        return if sink(hdr, parts) {
+            Ok(())
+        } else {
+            Err(Undelivered::Full)
+        };
+    }
     let src = Frame::new(parts);
     let ok = match plan(hdr, &src, offloads) {
         Ok(Offload::PassThrough { hdr }) => sink(&hdr, parts),

@@ -40,7 +40,7 @@ pub use csum::{checksum, Csum};
 pub use drop::{DropCounters, OffloadDrop};
 pub use frame::Frame;
 pub use gso::{segment_to_vecs, GsoKind, GsoPlan, Segment, Segmenter};
-pub use plan::{plan, CsumJob, Egress, MAX_HDR, USO_MAX_SEGMENTS};
+pub use plan::{passes_unchanged, plan, CsumJob, Egress, MAX_HDR, USO_MAX_SEGMENTS};
 
 #[cfg(test)]
 mod tests;

@@ -255,6 +255,24 @@ fn complete_flags(dest: &Offloads) -> u8 {
     }
 }
 
+/// Whether [`plan`] would pass the frame through with `hdr` exactly as it is (apart
+/// from `num_buffers`, which the receiving ring sets): nothing requested, no stray
+/// fields, and no DATA_VALID hint for a receiver that does not take it.
+///
+/// Why callers ask first: then they hand on the header they already hold. `plan`'s
+/// pass-through builds a fresh header on the stack, and the receive path reading it back
+/// straight away missed store-to-load forwarding (mixed-width stores, one wider load):
+/// ≈ 8 % of a 64-byte guest→guest frame's cost in the profile.
+#[inline]
+pub fn passes_unchanged(hdr: &VnetHdr, dest: &Offloads) -> bool {
+    (hdr.flags == 0 || (hdr.flags == F_DATA_VALID && dest.data_valid))
+        && hdr.gso_type == GSO_NONE
+        && hdr.hdr_len == 0
+        && hdr.gso_size == 0
+        && hdr.csum_start == 0
+        && hdr.csum_offset == 0
+}
+
 /// Decides what happens to `frame` (with header `hdr`) on its way to a port that can
 /// receive `dest`.
 ///

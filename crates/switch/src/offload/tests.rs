@@ -883,3 +883,26 @@ proptest! {
         }
     }
 }
+
+proptest! {
+    /// `passes_unchanged` promises exactly `plan`'s pass-through with the same header.
+    #[test]
+    fn passes_unchanged_agrees_with_plan(
+        flags in prop_oneof![Just(0u8), Just(F_DATA_VALID), Just(1u8), any::<u8>()],
+        gso_type in prop_oneof![Just(0u8), any::<u8>()],
+        hdr_len in prop_oneof![Just(0u16), any::<u16>()],
+        gso_size in prop_oneof![Just(0u16), any::<u16>()],
+        csum_start in prop_oneof![Just(0u16), any::<u16>()],
+        csum_offset in prop_oneof![Just(0u16), any::<u16>()],
+        data_valid in any::<bool>(),
+    ) {
+        let hdr = VnetHdr { flags, gso_type, hdr_len, gso_size, csum_start, csum_offset, num_buffers: 0 };
+        let dest = Offloads { data_valid, ..Offloads::NONE };
+        let frame = vec![0u8; 60];
+        if passes_unchanged(&hdr, &dest) {
+            prop_assert_eq!(run(&frame, &hdr, &dest), Ok(Egress::PassThrough { hdr }));
+        } else if let Ok(Egress::PassThrough { hdr: h }) = run(&frame, &hdr, &dest) {
+            prop_assert_ne!(h, hdr);
+        }
+    }
+}
