@@ -313,9 +313,26 @@ pub(crate) struct RawDesc {
 /// unaligned offset.
 #[inline]
 pub(crate) fn load_desc(table: &VolatileSlice<'_, ()>, off: usize) -> Option<RawDesc> {
-    use std::sync::atomic::Ordering::Relaxed;
-    let lo = u64::from_le(table.load::<u64>(off, Relaxed).ok()?);
-    let hi = u64::from_le(table.load::<u64>(off + 8, Relaxed).ok()?);
+    use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
+    if off.checked_add(16)? > table.len() {
+        return None;
+    }
+    // Plain atomic loads, not `VolatileSlice::load`: that one is a non-inlined trait
+    // call with its own checks per load (see crate::split::Rings).
+    let p = table.ptr_guard().as_ptr().cast_mut().wrapping_add(off);
+    if p as usize % 8 != 0 {
+        return None;
+    }
+    // SAFETY: `p..p+16` lies inside `table` (checked above), which is guest memory
+    // mapped (read-write, as all guest RAM) for the slice's lifetime, and is 8-aligned
+    // (checked). The guest may write it concurrently, hence atomic loads, as
+    // vm-memory's own `load` does.
+    let (lo, hi) = unsafe {
+        (
+            u64::from_le(AtomicU64::from_ptr(p.cast()).load(Relaxed)),
+            u64::from_le(AtomicU64::from_ptr(p.add(8).cast()).load(Relaxed)),
+        )
+    };
     Some(RawDesc {
         addr: lo,
         len: hi as u32,
