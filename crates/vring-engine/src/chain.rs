@@ -132,14 +132,14 @@ impl<'m> Chain<'m> {
     /// same checks [`walk`](Self::walk) makes for such a chain. `desc` is the queue's
     /// descriptor table, translated once by the caller. Returns false, leaving the chain
     /// to be walked (and any fault reported) by `walk`, for anything else.
-    pub fn try_single(
+    pub(crate) fn try_single(
         &mut self,
-        mem: &'m Mem,
+        regions: &Regions<'m>,
         desc: &VolatileSlice<'_, ()>,
         head: u16,
         dir: Direction,
     ) -> bool {
-        let Some(s) = single_descriptor(mem, desc, head, dir) else {
+        let Some(s) = single_descriptor(regions, desc, head, dir) else {
             return false;
         };
         self.clear(head);
@@ -271,7 +271,7 @@ impl<'m> Chain<'m> {
 /// command has two parts), non-empty, no overflow, inside one memory region. These are
 /// the checks [`Chain::walk`] makes for such a chain; `None` means "walk it".
 pub(crate) fn single_descriptor<'m>(
-    mem: &'m Mem,
+    regions: &Regions<'m>,
     desc: &VolatileSlice<'_, ()>,
     head: u16,
     dir: Direction,
@@ -286,7 +286,7 @@ pub(crate) fn single_descriptor<'m>(
         return None;
     }
     d.addr.checked_add(u64::from(d.len))?;
-    in_one_region(mem, d.addr, d.len as usize)
+    regions.slice(d.addr, d.len as usize)
 }
 
 /// `len` bytes at guest address `addr` when they lie inside one region.
@@ -298,6 +298,68 @@ pub(crate) fn in_one_region(mem: &Mem, addr: u64, len: usize) -> Option<Volatile
         return None;
     }
     r.get_slice(MemoryRegionAddress(off), len).ok()
+}
+
+/// Guest memory's regions as a flat array (start, length, host address), read once per
+/// burst, for the per-frame lookups of the fast paths ([`single_descriptor`],
+/// [`crate::split::prefetch_chains`]).
+///
+/// Why: `find_region` is a binary search through an `Arc` per region, and a burst
+/// looks up two or more buffers per frame; a scan of one or two inline entries is a few
+/// compares. Memory with more regions than fit here falls back to `find_region`.
+pub(crate) struct Regions<'m> {
+    mem: &'m Mem,
+    r: [(u64, u64, *mut u8); REGIONS_INLINE],
+    n: usize,
+}
+
+const REGIONS_INLINE: usize = 4;
+
+impl<'m> Regions<'m> {
+    pub(crate) fn new(mem: &'m Mem) -> Regions<'m> {
+        let mut r = [(0, 0, std::ptr::null_mut()); REGIONS_INLINE];
+        let mut n = 0;
+        for reg in mem.iter() {
+            let Ok(host) = reg.get_host_address(MemoryRegionAddress(0)) else {
+                n = 0;
+                break;
+            };
+            if n == REGIONS_INLINE {
+                n = 0;
+                break;
+            }
+            r[n] = (reg.start_addr().raw_value(), reg.len(), host);
+            n += 1;
+        }
+        Regions { mem, r, n }
+    }
+
+    /// `len` bytes at guest address `addr` when they lie inside one region (as
+    /// [`in_one_region`]).
+    #[inline]
+    pub(crate) fn slice(&self, addr: u64, len: usize) -> Option<VolatileSlice<'m, ()>> {
+        if self.n == 0 {
+            return in_one_region(self.mem, addr, len);
+        }
+        for &(start, size, host) in &self.r[..self.n] {
+            let off = addr.wrapping_sub(start);
+            if addr >= start && off < size {
+                if size - off < len as u64 {
+                    return None;
+                }
+                // SAFETY: `host..host+size` is the region's mapping, alive as long as the
+                // memory snapshot `'m`; `off + len <= size` was checked above.
+                return Some(unsafe { VolatileSlice::new(host.add(off as usize), len) });
+            }
+        }
+        None
+    }
+
+    /// The host address of guest address `addr`, if any region holds it (for hints).
+    #[inline]
+    pub(crate) fn host(&self, addr: u64) -> Option<*const u8> {
+        self.slice(addr, 1).map(|s| s.ptr_guard().as_ptr())
+    }
 }
 
 /// One split-ring descriptor (§2.7.5), as read from guest memory.
@@ -485,15 +547,52 @@ mod tests {
         );
     }
 
+    /// The flat region table answers exactly as `find_region` does: inside, at the
+    /// edges, across two regions, in a hole, past the end — inline (2 regions) and
+    /// through the fallback (more regions than fit inline).
+    #[test]
+    fn regions_agree_with_find_region() {
+        let two = GuestMemoryMmap::<()>::from_ranges(&[
+            (GuestAddress(0), 0x4000),
+            (GuestAddress(0x4000), 0x2000),
+        ])
+        .unwrap();
+        let many = GuestMemoryMmap::<()>::from_ranges(
+            &(0..6u64)
+                .map(|i| (GuestAddress(i * 0x3000), 0x2000))
+                .collect::<Vec<_>>(),
+        )
+        .unwrap();
+        for m in [&two, &many] {
+            let r = Regions::new(m);
+            for addr in (0..0x13000u64)
+                .step_by(0x7f0)
+                .chain([0x1fff, 0x3fff, 0x4000, u64::MAX])
+            {
+                for len in [1usize, 16, 0x800, 0x2000, 0x4001] {
+                    let want =
+                        in_one_region(m, addr, len).map(|s| (s.ptr_guard().as_ptr(), s.len()));
+                    let got = r
+                        .slice(addr, len)
+                        .map(|s| (s.ptr_guard().as_ptr(), s.len()));
+                    assert_eq!(got, want, "addr {addr:#x} len {len:#x}");
+                }
+            }
+        }
+        assert_eq!(Regions::new(&two).n, 2);
+        assert_eq!(Regions::new(&many).n, 0, "six regions take the fallback");
+    }
+
     #[test]
     fn single_descriptor_fast_path_agrees_with_the_walk() {
         let m = mem();
         let table = m
             .get_slice(GuestAddress(TABLE), 16 * usize::from(SIZE))
             .unwrap();
+        let regions = Regions::new(&m);
         let single = |i: u16, dir| {
             let mut c = Chain::default();
-            c.try_single(&m, &table, i, dir)
+            c.try_single(&regions, &table, i, dir)
                 .then_some((c.read_len, c.write_len))
         };
         put(&m, TABLE, 0, 0x4000, 100, 0, 0);

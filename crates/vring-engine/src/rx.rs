@@ -51,6 +51,7 @@ struct Live<'a> {
     vring: &'a NetVring,
     st: StateGuard<'a>,
     mem: &'a Mem,
+    regions: crate::chain::Regions<'a>,
     rings: Rings<'a>,
     /// The descriptor table translated once (None: not inside one region; every chain
     /// then takes the general walk).
@@ -147,7 +148,7 @@ impl<'a> Live<'a> {
                 .rings
                 .avail_head(self.next_avail.wrapping_add(i as u16));
         }
-        crate::split::prefetch_chains(self.mem, table, &heads[..k], lines, true);
+        crate::split::prefetch_chains(&self.regions, table, &heads[..k], lines, true);
     }
 
     /// The next announced head, or None when the driver has posted no more buffers.
@@ -181,7 +182,8 @@ impl<'a> Live<'a> {
         if head >= self.table.queue_size {
             return None;
         }
-        let buf = crate::chain::single_descriptor(self.mem, table, head, Direction::WriteOnly)?;
+        let buf =
+            crate::chain::single_descriptor(&self.regions, table, head, Direction::WriteOnly)?;
         if buf.len() < total {
             return None;
         }
@@ -355,6 +357,7 @@ impl Inner {
             next_used,
             start_used: next_used,
             mem,
+            regions: crate::chain::Regions::new(mem),
             st,
         })
     }

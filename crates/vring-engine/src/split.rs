@@ -174,7 +174,7 @@ impl<'m> Rings<'m> {
 /// Only hints: nothing is validated or trusted here — the chain walk that follows checks
 /// every descriptor — and a prefetch of any address never faults.
 pub(crate) fn prefetch_chains(
-    mem: &Mem,
+    regions: &crate::chain::Regions<'_>,
     table: &VolatileSlice<'_, ()>,
     heads: &[u16],
     lines: usize,
@@ -195,7 +195,7 @@ pub(crate) fn prefetch_chains(
             continue;
         };
         let len = d.len as usize;
-        if let Ok(p) = mem.get_host_address(GuestAddress(d.addr)) {
+        if let Some(p) = regions.host(d.addr) {
             for l in 0..lines.min(len.div_ceil(64)) {
                 if write {
                     prefetch_w(p.wrapping_add(64 * l));

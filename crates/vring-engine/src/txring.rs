@@ -186,6 +186,7 @@ impl TxRing {
         let mut handed = 0;
         let desc = table.translate(&mem);
         let rings = crate::split::Rings::new(&mem, st.get_queue());
+        let regions = crate::chain::Regions::new(&mem);
 
         let mut head_buf = [0u8; TX_HEAD];
         'outer: loop {
@@ -208,7 +209,7 @@ impl TxRing {
                 }
                 // The header copy below reads up to TX_HEAD bytes of each frame.
                 if let Some(d) = &desc {
-                    crate::split::prefetch_chains(&mem, d, &heads[..n], TX_HEAD / 64, false);
+                    crate::split::prefetch_chains(&regions, d, &heads[..n], TX_HEAD / 64, false);
                 }
                 for &head in &heads[..n] {
                     if head >= table.queue_size || usize::from(head) >= self.held.len() {
@@ -223,7 +224,7 @@ impl TxRing {
                     let mut copied = 0;
                     let single = desc
                         .as_ref()
-                        .is_some_and(|d| chain.try_single(&mem, d, head, Direction::ReadOnly));
+                        .is_some_and(|d| chain.try_single(&regions, d, head, Direction::ReadOnly));
                     let walked = if single {
                         Ok(())
                     } else {
