@@ -99,6 +99,22 @@ impl VnetHdr {
         Some(len)
     }
 
+    /// The 12-byte form as two little-endian words: bytes 0..8 and 8..12. For writers that
+    /// store the header straight into its destination: building it byte by byte in a
+    /// buffer and copying that out makes the copy's wide loads wait for the narrow stores
+    /// to reach the cache (no store forwarding), behind every store still queued — on the
+    /// RX path those are the previous frame's writes into lines the driver's core owns.
+    #[inline]
+    pub fn le_words(&self) -> (u64, u32) {
+        let lo = u64::from(self.flags)
+            | u64::from(self.gso_type) << 8
+            | u64::from(self.hdr_len) << 16
+            | u64::from(self.gso_size) << 32
+            | u64::from(self.csum_start) << 48;
+        let hi = u32::from(self.csum_offset) | u32::from(self.num_buffers) << 16;
+        (lo, hi)
+    }
+
     /// The segmentation kind, or an error for an unknown `gso_type`.
     #[inline]
     pub fn gso(&self) -> Result<Gso, VnetHdrError> {
@@ -153,6 +169,24 @@ mod tests {
         assert_eq!(p.num_buffers, 0);
         assert_eq!(p.gso(), Ok(Gso::TcpV4));
         assert!(p.ecn() && p.needs_csum());
+    }
+
+    #[test]
+    fn le_words_are_the_emitted_bytes() {
+        let h = VnetHdr {
+            flags: 0x81,
+            gso_type: 0x93,
+            hdr_len: 0xa1b2,
+            gso_size: 0xc3d4,
+            csum_start: 0xe5f6,
+            csum_offset: 0x0718,
+            num_buffers: 0x293a,
+        };
+        let mut b = [0u8; 12];
+        h.emit(&mut b, 12).unwrap();
+        let (lo, hi) = h.le_words();
+        assert_eq!(lo.to_le_bytes(), b[..8]);
+        assert_eq!(hi.to_le_bytes(), b[8..]);
     }
 
     #[test]

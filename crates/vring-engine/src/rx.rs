@@ -178,7 +178,7 @@ impl<'a> Live<'a> {
     /// Exactly the checks the walk would make for such a chain (§2.7.5: index, direction,
     /// overflow, inside guest memory). Anything else returns `None` with nothing consumed,
     /// and the general path decides — and reports — it.
-    fn place_simple(&mut self, hb: &[u8], parts: &[&[u8]], total: usize) -> Option<()> {
+    fn place_simple(&mut self, hdr: &VnetHdr, parts: &[&[u8]], total: usize) -> Option<()> {
         // An empty ring or an avail-index jump: the general path reports it.
         if !matches!(self.announced(), Ok(n) if n > 0) {
             return None;
@@ -194,8 +194,23 @@ impl<'a> Live<'a> {
             return None;
         }
         self.next_avail = self.next_avail.wrapping_add(1);
-        let mut off = 0;
-        for p in std::iter::once(&hb).chain(parts.iter()) {
+        // The header is stored straight from registers (see `VnetHdr::le_words`).
+        let (lo, hi) = hdr.le_words();
+        let p = buf.ptr_guard_mut().as_ptr();
+        // SAFETY: `buf` is guest memory mapped for this burst's snapshot ('a) and at least
+        // `total` ≥ `hdr_len` (10 or 12) bytes long (checked above); the stores are plain
+        // unaligned integer writes into it, which the driver may not read before the used
+        // entry below is published (§2.7.4), exactly like the copies that follow.
+        unsafe {
+            std::ptr::write_unaligned(p.cast::<u64>(), lo.to_le());
+            if self.hdr_len == switch::vnet::HDR_LEN {
+                std::ptr::write_unaligned(p.add(8).cast::<u32>(), hi.to_le());
+            } else {
+                std::ptr::write_unaligned(p.add(8).cast::<u16>(), (hi as u16).to_le());
+            }
+        }
+        let mut off = self.hdr_len;
+        for p in parts {
             if let Ok(dst) = buf.subslice(off, p.len()) {
                 dst.copy_from(p);
             }
@@ -216,12 +231,7 @@ impl<'a> Live<'a> {
             // §5.1.6.4: one buffer, so num_buffers = 1 with or without MRG_RXBUF.
             let mut h = *hdr;
             h.num_buffers = 1;
-            let mut hb = [0u8; switch::vnet::HDR_LEN];
-            let _ = h.emit(&mut hb, self.hdr_len);
-            if self
-                .place_simple(&hb[..self.hdr_len], parts, total)
-                .is_some()
-            {
+            if self.place_simple(&h, parts, total).is_some() {
                 return Ok(payload);
             }
         }
