@@ -41,7 +41,9 @@ impl GuestTxQueue for GuestTx {
                 addr: s.addr,
                 len: s.len,
             });
-            out.push(p.token, segs, p.head, p.hdr_in_segs)
+            out.push_with(p.token, segs, &p.hdr, p.hdr_in_segs, |head| {
+                p.copy_frame_head(head)
+            })
         });
     }
 

@@ -119,6 +119,30 @@ impl GuestFrame {
         true
     }
 
+    /// Like [`fill`](Self::fill), but the head is written here: the validated header
+    /// stored as two words (never byte stores that a wide copy would have to wait for),
+    /// then `copy_frame(out)` copies the frame's first bytes straight into the head and
+    /// returns how many it copied.
+    fn fill_with(
+        &mut self,
+        token: u64,
+        segs: impl ExactSizeIterator<Item = Seg>,
+        hdr: &switch::VnetHdr,
+        hdr_in_segs: bool,
+        copy_frame: impl FnOnce(&mut [u8]) -> usize,
+    ) -> bool {
+        if !self.fill(token, segs, &[], hdr_in_segs) {
+            return false;
+        }
+        let (lo, hi) = hdr.le_words();
+        self.head[..8].copy_from_slice(&lo.to_le_bytes());
+        self.head[8..12].copy_from_slice(&hi.to_le_bytes());
+        let room = (self.len as usize).min(HEAD_COPY).saturating_sub(12);
+        let n = copy_frame(&mut self.head[12..12 + room]).min(room);
+        self.head_len = (12 + n) as u16;
+        true
+    }
+
     pub fn segs(&self) -> &[Seg] {
         &self.segs[..self.nsegs as usize]
     }
@@ -194,10 +218,29 @@ impl FrameBatch {
         head: &[u8],
         hdr_in_segs: bool,
     ) -> bool {
+        self.append(|f| f.fill(token, segs, head, hdr_in_segs))
+    }
+
+    /// Appends a frame whose head is written in place: `hdr` (the validated header, in
+    /// the 12-byte form) and then what `copy_frame` copies of the frame's first bytes into
+    /// the slice it is given (returning the count). Otherwise as [`push`](Self::push).
+    pub fn push_with(
+        &mut self,
+        token: u64,
+        segs: impl ExactSizeIterator<Item = Seg>,
+        hdr: &switch::VnetHdr,
+        hdr_in_segs: bool,
+        copy_frame: impl FnOnce(&mut [u8]) -> usize,
+    ) -> bool {
+        self.append(|f| f.fill_with(token, segs, hdr, hdr_in_segs, copy_frame))
+    }
+
+    /// Builds the next frame in place with `fill`; it counts only if `fill` succeeds.
+    fn append(&mut self, fill: impl FnOnce(&mut GuestFrame) -> bool) -> bool {
         if self.len == self.frames.len() {
             self.frames.push(GuestFrame::empty());
         }
-        let ok = self.frames[self.len].fill(token, segs, head, hdr_in_segs);
+        let ok = fill(&mut self.frames[self.len]);
         if ok {
             self.len += 1;
         }
@@ -316,5 +359,47 @@ mod tests {
         )
         .unwrap();
         assert_eq!((g.seg_hdr(), g.len(), g.head().len()), (0, 72, 72));
+    }
+
+    #[test]
+    fn push_with_writes_the_header_then_the_copied_head() {
+        let hdr = switch::VnetHdr {
+            flags: 1,
+            gso_type: 0,
+            hdr_len: 0,
+            gso_size: 0,
+            csum_start: 34,
+            csum_offset: 6,
+            num_buffers: 0,
+        };
+        let seg = |len| Seg { addr: 4096, len };
+        let mut b = FrameBatch::with_capacity(1);
+        // 12-byte header + 1500-byte frame in the segments: HEAD_COPY bytes of head, the
+        // copier offered exactly the room after the header.
+        assert!(b.push_with(1, [seg(1512)].into_iter(), &hdr, true, |out| {
+            assert_eq!(out.len(), HEAD_COPY - 12);
+            out.fill(0xab);
+            out.len()
+        }));
+        // A short frame without the header in its segments: head = 12 + frame, and a
+        // copier that claims more than it was given is clamped.
+        assert!(b.push_with(2, [seg(50)].into_iter(), &hdr, false, |out| {
+            assert_eq!(out.len(), 50);
+            out.fill(0xcd);
+            usize::MAX
+        }));
+        // Unusable chains are refused as by `push`.
+        assert!(!b.push_with(3, std::iter::empty(), &hdr, true, |_| 0));
+        assert_eq!(b.len(), 2);
+        let mut want = [0u8; 12];
+        hdr.emit(&mut want, 12).unwrap();
+        let f = &b.frames()[0];
+        assert_eq!((f.token, f.len(), f.head().len()), (1, 1512, HEAD_COPY));
+        assert_eq!(&f.head()[..12], &want);
+        assert!(f.head()[12..].iter().all(|&x| x == 0xab));
+        let g = &b.frames()[1];
+        assert_eq!((g.seg_hdr(), g.len(), g.head().len()), (0, 62, 62));
+        assert_eq!(switch::VnetHdr::parse(g.head(), 12), Ok(hdr));
+        assert!(g.head()[12..].iter().all(|&x| x == 0xcd));
     }
 }

@@ -62,13 +62,27 @@ pub struct TxPopped<'a> {
     /// 10-byte header) they start at the Ethernet frame.
     pub segs: &'a [HostSeg],
     pub hdr_in_segs: bool,
-    /// A private copy: the validated header in the 12-byte form, then the frame's first
-    /// bytes. Decisions are taken on it, never on guest memory the guest may still change.
-    pub head: &'a [u8],
-    /// The validated header (`num_buffers` = 0).
+    /// The validated header (`num_buffers` = 0), read from a private copy.
     pub hdr: VnetHdr,
     /// Length of the Ethernet frame.
     pub frame_len: usize,
+    /// The chain's readable slices and the guest header's length in them, for
+    /// [`copy_frame_head`](Self::copy_frame_head).
+    readable: &'a [vm_memory::VolatileSlice<'a, ()>],
+    hdr_len: usize,
+}
+
+impl TxPopped<'_> {
+    /// Copies the Ethernet frame's first bytes (after the guest's header) into `out`, as
+    /// many as fit; returns how many. Decisions are taken on such a private copy, never
+    /// on guest memory the guest may still change. The caller copies straight into its
+    /// own storage: a copy through a staging buffer here cost a second copy per frame,
+    /// and its wide loads of freshly written narrow header stores could not be
+    /// store-forwarded.
+    pub fn copy_frame_head(&self, out: &mut [u8]) -> usize {
+        let n = out.len().min(self.frame_len);
+        copy_out(self.readable, self.hdr_len, &mut out[..n])
+    }
 }
 
 /// A live TX ring lent to a data plane. Dropping it (after every frame completed) is how
@@ -188,7 +202,7 @@ impl TxRing {
         let rings = crate::split::Rings::new(&mem, st.get_queue());
         let regions = crate::chain::Regions::new(&mem);
 
-        let mut head_buf = [0u8; TX_HEAD];
+        let mut hdr_buf = [0u8; switch::vnet::HDR_LEN];
         'outer: loop {
             let _ = st.get_queue_mut().disable_notification(&*mem);
             while handed < max {
@@ -207,7 +221,7 @@ impl TxRing {
                 if n == 0 {
                     break;
                 }
-                // The header copy below reads up to TX_HEAD bytes of each frame.
+                // The taker copies up to TX_HEAD bytes of each frame (copy_frame_head).
                 if let Some(d) = &desc {
                     crate::split::prefetch_chains(&regions, d, &heads[..n], TX_HEAD / 64, false);
                 }
@@ -217,11 +231,6 @@ impl TxRing {
                         vring.mark_broken();
                         return handed;
                     }
-                    // One copy of the frame's beginning, header included: the guest's
-                    // header lands just before offset 12, where the validated 12-byte
-                    // form is written over it.
-                    let at = switch::vnet::HDR_LEN - hdr_len;
-                    let mut copied = 0;
                     let single = desc
                         .as_ref()
                         .is_some_and(|d| chain.try_single(&regions, d, head, Direction::ReadOnly));
@@ -230,14 +239,11 @@ impl TxRing {
                     } else {
                         chain.walk(&mem, table, head, Direction::ReadOnly)
                     };
+                    // The header is validated on a private copy of it alone; the frame's
+                    // first bytes are copied by the taker (TxPopped::copy_frame_head).
                     let checked = walked.map_err(Drop::Chain).and_then(|()| {
-                        copied = copy_out(&chain.readable, 0, &mut head_buf[at..]);
-                        inner.check_tx_hdr(
-                            &head_buf[at..at + copied],
-                            chain.read_len,
-                            hdr_len,
-                            acked,
-                        )
+                        let copied = copy_out(&chain.readable, 0, &mut hdr_buf[..hdr_len]);
+                        inner.check_tx_hdr(&hdr_buf[..copied], chain.read_len, hdr_len, acked)
                     });
                     let (hdr, frame_len) = match checked {
                         Ok(v) => v,
@@ -273,8 +279,6 @@ impl TxRing {
                         self.done.push(head);
                         continue;
                     }
-                    let _ = hdr.emit(&mut head_buf, switch::vnet::HDR_LEN);
-                    let copied = copied - hdr_len;
                     count.0 += 1;
                     count.1 += frame_len as u64;
                     let h = &mut self.held[usize::from(head)];
@@ -288,9 +292,10 @@ impl TxRing {
                         token,
                         segs: &self.segs,
                         hdr_in_segs,
-                        head: &head_buf[..switch::vnet::HDR_LEN + copied],
                         hdr,
                         frame_len,
+                        readable: &chain.readable,
+                        hdr_len,
                     });
                     if ok {
                         handed += 1;

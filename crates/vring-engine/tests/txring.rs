@@ -78,7 +78,14 @@ fn pop_all(plane: &Plane) -> Vec<(u64, Vec<u8>, Vec<u8>, bool)> {
                 std::slice::from_raw_parts(s.addr as *const u8, s.len as usize)
             });
         }
-        out.push((p.token, bytes, p.head.to_vec(), p.hdr_in_segs));
+        // The head as a data plane builds it: the validated 12-byte header, then the
+        // frame's first bytes.
+        let mut head = vec![0u8; 12];
+        p.hdr.emit(&mut head, 12).unwrap();
+        let mut frame = vec![0u8; 244];
+        let n = p.copy_frame_head(&mut frame);
+        head.extend_from_slice(&frame[..n]);
+        out.push((p.token, bytes, head, p.hdr_in_segs));
         true
     });
     out
