@@ -30,6 +30,41 @@ fn loadavg() -> String {
         .unwrap_or_default()
 }
 
+/// "model name @ MHz" of the first CPU in /proc/cpuinfo.
+fn cpu_model() -> String {
+    let info = std::fs::read_to_string("/proc/cpuinfo").unwrap_or_default();
+    let field = |name: &str| {
+        info.lines()
+            .find(|l| l.starts_with(name))
+            .and_then(|l| l.split_once(':'))
+            .map(|(_, v)| v.trim().to_string())
+    };
+    match (field("model name"), field("cpu MHz")) {
+        (Some(m), Some(mhz)) => format!("{m} @ {mhz} MHz"),
+        (Some(m), None) => m,
+        _ => String::new(),
+    }
+}
+
+/// (steal, total) jiffies of all CPUs from /proc/stat's first line.
+fn cpu_stat() -> Option<[u64; 2]> {
+    let stat = std::fs::read_to_string("/proc/stat").ok()?;
+    let line = stat.lines().next()?.strip_prefix("cpu ")?;
+    let v: Vec<u64> = line
+        .split_whitespace()
+        .take(8)
+        .filter_map(|x| x.parse().ok())
+        .collect();
+    (v.len() == 8).then(|| [v[7], v.iter().sum()])
+}
+
+/// Steal share between two /proc/stat readings.
+fn steal_share(before: [u64; 2], after: [u64; 2]) -> Option<f64> {
+    let total = after[1].checked_sub(before[1])?;
+    let steal = after[0].checked_sub(before[0])?;
+    (total > 0).then(|| steal as f64 / total as f64)
+}
+
 pub fn conditions_now(
     root: &Path,
     phases: &[String],
@@ -46,6 +81,9 @@ pub fn conditions_now(
         cores: std::thread::available_parallelism().map_or(0, |n| n.get()),
         load_before: loadavg(),
         load_after: String::new(),
+        cpu: cpu_model(),
+        stat_before: cpu_stat(),
+        steal_share: None,
         runs,
         secs,
         args: format!("{} (phases: {})", args.join(" "), phases.join(",")),
@@ -55,6 +93,10 @@ pub fn conditions_now(
 pub fn finish_conditions(c: &mut Conditions) {
     c.finished_utc = sh("date", &["-u", "+%Y-%m-%d %H:%M:%S UTC"]);
     c.load_after = loadavg();
+    c.steal_share = c
+        .stat_before
+        .zip(cpu_stat())
+        .and_then(|(a, b)| steal_share(a, b));
 }
 
 fn cell(s: Option<Summary>) -> String {
@@ -106,6 +148,16 @@ pub fn render(r: &Results) -> String {
         "| load average before / after | {} / {} |",
         c.load_before, c.load_after
     );
+    if !c.cpu.is_empty() {
+        let _ = writeln!(md, "| CPU | {} |", c.cpu);
+    }
+    if let Some(st) = c.steal_share {
+        let _ = writeln!(
+            md,
+            "| CPU time taken by the hypervisor (steal) | {:.1} % |",
+            st * 100.0
+        );
+    }
     let _ = writeln!(md, "| runs × window | {} × {} s |", c.runs, c.secs);
     let _ = writeln!(md, "| arguments | `{}` |", c.args);
 
@@ -468,6 +520,32 @@ fn plot_sets(r: &Results) -> Vec<(&'static str, &'static str, &'static str, Vec<
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn steal_share_and_host_lines() {
+        assert_eq!(steal_share([10, 1000], [60, 2000]), Some(0.05));
+        assert_eq!(steal_share([10, 1000], [10, 1000]), None, "no time passed");
+        assert_eq!(
+            steal_share([10, 1000], [5, 2000]),
+            None,
+            "counter went back"
+        );
+        assert!(cpu_stat().is_some_and(|[steal, total]| steal <= total));
+        let mut r = Results::default();
+        r.conditions.cpu = "Some CPU @ 2300.000 MHz".into();
+        r.conditions.steal_share = Some(0.125);
+        let md = render(&r);
+        assert!(md.contains("| CPU | Some CPU @ 2300.000 MHz |"));
+        assert!(md.contains("(steal) | 12.5 % |"));
+        // Results written before these fields existed still load.
+        let old = serde_json::to_value(Results::default()).unwrap();
+        let mut c = old["conditions"].as_object().unwrap().clone();
+        c.remove("cpu");
+        c.remove("stat_before");
+        c.remove("steal_share");
+        let back: Conditions = serde_json::from_value(serde_json::Value::Object(c)).unwrap();
+        assert!(back.cpu.is_empty() && back.steal_share.is_none());
+    }
 
     fn sample() -> Results {
         let mut r = Results::default();

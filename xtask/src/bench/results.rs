@@ -38,6 +38,16 @@ pub struct Conditions {
     pub cores: usize,
     pub load_before: String,
     pub load_after: String,
+    /// The CPU's model name and clock as /proc/cpuinfo gives them: runs on different
+    /// hosts differ in absolute level (not recorded before 2026-12).
+    #[serde(default)]
+    pub cpu: String,
+    /// /proc/stat's aggregate (steal, total) jiffies when the run started.
+    #[serde(default)]
+    pub stat_before: Option<[u64; 2]>,
+    /// Share of the CPU time the hypervisor gave to others during the run (steal).
+    #[serde(default)]
+    pub steal_share: Option<f64>,
     pub runs: usize,
     pub secs: u64,
     pub args: String,
