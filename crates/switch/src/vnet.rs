@@ -80,28 +80,29 @@ impl VnetHdr {
         })
     }
 
-    /// Writes the header in its `len`-byte form (10 or 12) to the start of `out`.
-    /// Returns the number of bytes written, or `None` if `out` is too short.
+    /// Writes the header in its `len`-byte form (10 or 12) to the start of `out`, as
+    /// two stores ([`le_words`](Self::le_words)), never field by field: a wide copy of
+    /// the result could not be store-forwarded from byte stores. Returns the number of
+    /// bytes written, or `None` if `out` is too short.
     #[inline]
     pub fn emit(&self, out: &mut [u8], len: usize) -> Option<usize> {
         if out.len() < len || len < HDR_LEN_LEGACY {
             return None;
         }
-        out[0] = self.flags;
-        out[1] = self.gso_type;
-        out[2..4].copy_from_slice(&self.hdr_len.to_le_bytes());
-        out[4..6].copy_from_slice(&self.gso_size.to_le_bytes());
-        out[6..8].copy_from_slice(&self.csum_start.to_le_bytes());
-        out[8..10].copy_from_slice(&self.csum_offset.to_le_bytes());
+        let (lo, hi) = self.le_words();
+        out[..8].copy_from_slice(&lo.to_le_bytes());
         if len >= HDR_LEN {
-            out[10..12].copy_from_slice(&self.num_buffers.to_le_bytes());
+            out[8..12].copy_from_slice(&hi.to_le_bytes());
+        } else {
+            out[8..10].copy_from_slice(&(hi as u16).to_le_bytes());
         }
         Some(len)
     }
 
-    /// The 12-byte form as two little-endian words: bytes 0..8 and 8..12. For writers that
-    /// store the header straight into its destination: building it byte by byte in a
-    /// buffer and copying that out makes the copy's wide loads wait for the narrow stores
+    /// The 12-byte form as two little-endian words: bytes 0..8 and 8..12 (the 10-byte
+    /// form is the first word and the low half of the second). For [`emit`](Self::emit)
+    /// and for writers that store the header straight into guest memory: a header built
+    /// byte by byte and then copied makes the copy's wide loads wait for the narrow stores
     /// to reach the cache (no store forwarding), behind every store still queued — on the
     /// RX path those are the previous frame's writes into lines the driver's core owns.
     #[inline]

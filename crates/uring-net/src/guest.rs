@@ -119,28 +119,14 @@ impl GuestFrame {
         true
     }
 
-    /// Like [`fill`](Self::fill), but the head is written here: the validated header
-    /// stored as two words (never byte stores that a wide copy would have to wait for),
-    /// then `copy_frame(out)` copies the frame's first bytes straight into the head and
-    /// returns how many it copied.
-    fn fill_with(
-        &mut self,
-        token: u64,
-        segs: impl ExactSizeIterator<Item = Seg>,
-        hdr: &switch::VnetHdr,
-        hdr_in_segs: bool,
-        copy_frame: impl FnOnce(&mut [u8]) -> usize,
-    ) -> bool {
-        if !self.fill(token, segs, &[], hdr_in_segs) {
-            return false;
-        }
-        let (lo, hi) = hdr.le_words();
-        self.head[..8].copy_from_slice(&lo.to_le_bytes());
-        self.head[8..12].copy_from_slice(&hi.to_le_bytes());
+    /// Writes the head of a frame [`fill`](Self::fill)ed without one: `hdr` in the
+    /// 12-byte form, then what `copy_frame(out)` copies of the frame's first bytes
+    /// straight into the rest (it returns how many).
+    fn set_head(&mut self, hdr: &switch::VnetHdr, copy_frame: impl FnOnce(&mut [u8]) -> usize) {
+        let _ = hdr.emit(&mut self.head, 12);
         let room = (self.len as usize).min(HEAD_COPY).saturating_sub(12);
         let n = copy_frame(&mut self.head[12..12 + room]).min(room);
         self.head_len = (12 + n) as u16;
-        true
     }
 
     pub fn segs(&self) -> &[Seg] {
@@ -232,7 +218,13 @@ impl FrameBatch {
         hdr_in_segs: bool,
         copy_frame: impl FnOnce(&mut [u8]) -> usize,
     ) -> bool {
-        self.append(|f| f.fill_with(token, segs, hdr, hdr_in_segs, copy_frame))
+        self.append(|f| {
+            let ok = f.fill(token, segs, &[], hdr_in_segs);
+            if ok {
+                f.set_head(hdr, copy_frame);
+            }
+            ok
+        })
     }
 
     /// Builds the next frame in place with `fill`; it counts only if `fill` succeeds.
