@@ -42,8 +42,9 @@ pub struct Conditions {
     /// hosts differ in absolute level (not recorded before 2026-12).
     #[serde(default)]
     pub cpu: String,
-    /// /proc/stat's aggregate (steal, total) jiffies when the run started.
-    #[serde(default)]
+    /// /proc/stat's aggregate (steal, total) jiffies when the run started: only to
+    /// compute `steal_share` at the end, not part of the results.
+    #[serde(skip)]
     pub stat_before: Option<[u64; 2]>,
     /// Share of the CPU time the hypervisor gave to others during the run (steal).
     #[serde(default)]
