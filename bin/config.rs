@@ -163,7 +163,7 @@ pub fn merge(args: &RunArgs, file: FileConfig, file_name: &str) -> Result<RunPla
             origin: "ctl".into(),
             source: SocketError::InUse {
                 path: ctl.clone(),
-                what: "the control socket (is another ringswitch running? use --ctl)".into(),
+                what: "the control socket (another ringswitch may hold it: use --ctl PATH for a second daemon)".into(),
             },
         });
     }

@@ -65,7 +65,7 @@ impl CtlListener {
         }
         socket::prepare_listen_path(
             path,
-            "the control socket (is another ringswitch running? use --ctl)",
+            "the control socket (another ringswitch may hold it: use --ctl PATH for a second daemon)",
         )?;
         let file_name = path.file_name().map(|n| n.to_string_lossy().into_owned());
         let tmp = path.with_file_name(format!(
