@@ -20,6 +20,11 @@ use file::{FileConfig, FileError};
 use port::PortError;
 use socket::{SocketError, SocketState};
 
+/// What the control socket is called in socket errors and logs (the refusal at `--check`
+/// time and at bind time say the same). It must not contain "ringswitch running": that is
+/// the daemon's ready line, which tests and scripts wait for.
+pub const CTL_SOCKET: &str =
+    "the control socket (another ringswitch may hold it: use --ctl PATH for a second daemon)";
 /// Worker threads accepted by `--workers` (0 in [`RunOptions`] means one per core).
 pub const WORKERS_MAX: i64 = 256;
 /// A busy-poll window longer than a second is a misconfiguration, not a latency knob.
@@ -163,7 +168,7 @@ pub fn merge(args: &RunArgs, file: FileConfig, file_name: &str) -> Result<RunPla
             origin: "ctl".into(),
             source: SocketError::InUse {
                 path: ctl.clone(),
-                what: "the control socket (another ringswitch may hold it: use --ctl PATH for a second daemon)".into(),
+                what: CTL_SOCKET.into(),
             },
         });
     }

@@ -102,9 +102,8 @@ fn start_daemon(lab: &Lab, sock: &Path, extra: &[&str]) -> Process {
     args.extend_from_slice(extra);
     let p = lab.sw.spawn("ringswitch", exe, &args).unwrap();
     p.wait_for("ringswitch running", START).unwrap();
-    // The wait above must only match the daemon's "running" line, which it logs after
-    // the ctl socket is in place; it once matched an earlier log line too and ctl then
-    // found no socket. This check would catch that again.
+    // The daemon logs "running" only once the ctl socket is in place; another log line
+    // containing the same words would end the wait early (config::CTL_SOCKET).
     assert!(
         Path::new(sock).exists(),
         "ctl socket missing after `running`"

@@ -63,10 +63,7 @@ impl CtlListener {
                 .create(dir)
                 .map_err(io_err)?;
         }
-        socket::prepare_listen_path(
-            path,
-            "the control socket (another ringswitch may hold it: use --ctl PATH for a second daemon)",
-        )?;
+        socket::prepare_listen_path(path, config::CTL_SOCKET)?;
         let file_name = path.file_name().map(|n| n.to_string_lossy().into_owned());
         let tmp = path.with_file_name(format!(
             ".{}.{}.tmp",
