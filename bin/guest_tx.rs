@@ -36,15 +36,15 @@ impl GuestTxQueue for GuestTx {
     }
 
     fn pop(&mut self, max: usize, out: &mut FrameBatch) {
-        self.ring.pop(max, |p| {
-            let segs = p.segs.iter().map(|s| Seg {
-                addr: s.addr,
-                len: s.len,
-            });
-            out.push_with(p.token, segs, &p.hdr, p.hdr_in_segs, |head| {
-                p.copy_frame_head(head)
-            })
-        });
+        self.ring.pop(max, |p| take(out, p));
+    }
+
+    fn poll(&mut self, max: usize, out: &mut FrameBatch) {
+        self.ring.poll(max, |p| take(out, p));
+    }
+
+    fn arm(&mut self) -> bool {
+        self.ring.arm()
     }
 
     fn complete(&mut self, token: u64) {
@@ -62,6 +62,17 @@ impl GuestTxQueue for GuestTx {
     fn publish(&mut self) {
         self.ring.publish();
     }
+}
+
+/// A popped frame into the worker's batch: its pieces and a copy of its head.
+fn take(out: &mut FrameBatch, p: vring_engine::TxPopped<'_>) -> bool {
+    let segs = p.segs.iter().map(|s| Seg {
+        addr: s.addr,
+        len: s.len,
+    });
+    out.push_with(p.token, segs, &p.hdr, p.hdr_in_segs, |head| {
+        p.copy_frame_head(head)
+    })
 }
 
 /// One registration: the table (None when registering failed: writev fallback) and the

@@ -251,6 +251,18 @@ pub trait GuestTxQueue: Send {
     /// Pops at most `max` frames into `out`. Chains that are malformed are the
     /// implementation's to drop and complete; they never reach `out`.
     fn pop(&mut self, max: usize, out: &mut FrameBatch);
+    /// [`pop`](GuestTxQueue::pop) while the worker busy-polls: a queue found empty need
+    /// not ask the guest for a kick (the worker comes back, and calls
+    /// [`arm`](GuestTxQueue::arm) before it stops polling). Default: `pop`.
+    fn poll(&mut self, max: usize, out: &mut FrameBatch) {
+        self.pop(max, out)
+    }
+    /// The worker stops polling this queue: ask the guest to kick again. True when frames
+    /// arrived meanwhile (pop them now; no kick will come for them). Default: false, for
+    /// a queue whose `poll` is `pop`.
+    fn arm(&mut self) -> bool {
+        false
+    }
     /// Every write of the frame `token` finished (or it was dropped): return its
     /// descriptor chain to the guest.
     fn complete(&mut self, token: u64);

@@ -173,6 +173,9 @@ struct GuestQ {
     closing: bool,
     inflight: u32,
     kicked: bool,
+    /// Popped with [`GuestTxQueue::poll`] during a poll window, so the guest may not kick
+    /// for new frames: serviced on every pass, and armed before the worker sleeps.
+    polled: bool,
     /// Until this time (ms) completed descriptors go back only at batch ends: one of the
     /// queue's frames recently found its destination full (see `service_guests`).
     hold_until: u64,
@@ -185,6 +188,14 @@ struct GuestInFlight {
     gq: u16,
     token: u64,
     refs: u16,
+}
+
+/// What becomes of a source frame with staged deliveries once the stage is flushed.
+enum AfterFlush {
+    /// Guest destinations only: complete its descriptor.
+    Complete { gq: u16, token: u64 },
+    /// Host writes hold it too: drop the slot's queuing reference.
+    Release(u32),
 }
 
 #[derive(Clone, Copy)]
@@ -259,10 +270,13 @@ pub(crate) struct Worker {
     decisions: switch::DecisionCache,
     /// Guest→guest deliveries of the current pop batch, placed at its end.
     stage: RxStage,
-    /// Scratch list of guest frame slots a flushed stage released.
-    released: Vec<u32>,
+    /// Source frames of the current pop round with staged deliveries: completed (or
+    /// their slot released) once the stage is flushed, since the bursts read their pages.
+    after_flush: Vec<AfterFlush>,
     /// A guest queue used up its budget with frames left: do not sleep in the kernel.
     guest_backlog: bool,
+    /// This pass runs inside a poll window: guest queues are polled, not re-armed.
+    polling: bool,
     /// The whole of a guest frame, for the rare decision that needs more than the head.
     whole: Vec<u8>,
     shutdown: bool,
@@ -313,8 +327,9 @@ impl Worker {
             popped: FrameBatch::with_capacity(GUEST_BATCH),
             decisions: switch::DecisionCache::default(),
             stage: RxStage::default(),
-            released: Vec::with_capacity(GUEST_BATCH * 2),
+            after_flush: Vec::with_capacity(GUEST_BATCH),
             guest_backlog: false,
+            polling: false,
             whole: Vec::new(),
             shutdown: false,
             log_tx: RateLimit::new(Duration::from_secs(5)),
@@ -327,11 +342,16 @@ impl Worker {
         self.arm_wake();
         let mut polling_until: Option<Instant> = None;
         while !self.shutdown {
-            let want = if polling_until.is_some() || self.guest_backlog {
+            let mut want = if polling_until.is_some() || self.guest_backlog {
                 0
             } else {
                 1
             };
+            // About to sleep: polled queues must kick again first (or have frames now).
+            if want == 1 && self.arm_polled() {
+                want = 0;
+            }
+            self.polling = polling_until.is_some();
             if let Err(e) = self.enter(want) {
                 tracing::error!(worker = self.cfg.index, "io_uring_enter failed: {e}");
                 break;
@@ -359,6 +379,25 @@ impl Worker {
             }
         }
         self.teardown();
+    }
+
+    /// Re-enables notifications of the queues polled in the last window. True when one
+    /// of them has frames already (it is marked kicked: no kick will come for them).
+    fn arm_polled(&mut self) -> bool {
+        let mut ready = false;
+        for g in self.guests.iter_mut().flatten() {
+            if g.polled {
+                g.polled = false;
+                if !g.closing && g.q.arm() {
+                    g.kicked = true;
+                    ready = true;
+                }
+            }
+        }
+        if ready {
+            self.guest_backlog = true;
+        }
+        ready
     }
 
     /// Tracks the completion rate over ~1 ms windows to switch the batching wait on/off.
@@ -452,7 +491,8 @@ impl Worker {
                 cqes.push((c.user_data(), c.result(), c.flags()));
             }
         }
-        if cqes.is_empty() && !self.guest_backlog {
+        let polled = self.polling && self.guests.iter().flatten().any(|g| g.polled);
+        if cqes.is_empty() && !self.guest_backlog && !polled {
             self.cqes = cqes;
             return 0;
         }
@@ -489,8 +529,8 @@ impl Worker {
         let n = cqes.len();
         self.cqes = cqes;
         // Guest TX after host completions: their writes may have freed op slots.
-        self.service_guests(&view, now);
-        n
+        // Popped frames count as work too: they keep a poll window open without kicks.
+        n + self.service_guests(&view, now)
     }
 
     fn on_rx(&mut self, view: &SwitchView<'_>, now: Millis, qi: u16, res: i32, flags: u32) {
@@ -714,18 +754,24 @@ impl Worker {
         }
     }
 
-    /// Pops and forwards frames from every kicked guest TX queue, at most
-    /// `GUEST_BUDGET` rounds each; a queue with frames left stays kicked.
-    fn service_guests(&mut self, view: &SwitchView<'_>, now: Millis) {
+    /// Pops and forwards frames from every kicked (or, in a poll window, polled) guest TX
+    /// queue, at most `GUEST_BUDGET` rounds each; a queue with frames left stays kicked.
+    /// Returns the frames popped.
+    fn service_guests(&mut self, view: &SwitchView<'_>, now: Millis) -> usize {
         self.guest_backlog = false;
+        let mut total = 0;
+        let polling = self.polling;
         for gi in 0..self.guests.len() {
             let Some(Some(g)) = self.guests.get_mut(gi) else {
                 continue;
             };
-            if !g.kicked || g.closing {
+            if !(g.kicked || g.polled) || g.closing {
                 continue;
             }
             g.kicked = false;
+            // Inside a poll window the queue stays without notifications (see
+            // `TxRing::poll`); outside, a pop that drains it re-arms them itself.
+            g.polled = polling;
             let mut popped = std::mem::take(&mut self.popped);
             let mut rounds = 0;
             loop {
@@ -739,10 +785,15 @@ impl Worker {
                     break;
                 }
                 rounds += 1;
-                g.q.pop(GUEST_BATCH, &mut popped);
+                if polling {
+                    g.q.poll(GUEST_BATCH, &mut popped);
+                } else {
+                    g.q.pop(GUEST_BATCH, &mut popped);
+                }
                 if popped.is_empty() {
                     break;
                 }
+                total += popped.len();
                 // A round's frames are mostly one conversation (SwitchView::decide_cached);
                 // nothing is reused across rounds.
                 self.decisions.clear();
@@ -770,6 +821,7 @@ impl Worker {
             }
             self.popped = popped;
         }
+        total
     }
 
     fn forward_guest_frame(&mut self, view: &SwitchView<'_>, now: Millis, gi: u16, f: &GuestFrame) {
@@ -813,17 +865,11 @@ impl Worker {
         };
         let flow = crate::flow::flow_hash(&fwd, fhead);
         let seg_hdr = f.seg_hdr();
-        let Some(slot) = self.free_gframes.pop() else {
-            self.stats.ports[port.index()].drop_dest_full.add(1);
-            self.sw.count_drop(port, DropReason::DestinationFull);
-            self.complete_guest(gi, f.token);
-            return;
-        };
-        self.gframes[slot as usize] = Some(GuestInFlight {
-            gq: gi,
-            token: f.token,
-            refs: 1, // held while queuing, released below
-        });
+        // The in-flight slot (a reference count across completions) is taken only for a
+        // host destination; deliveries into guests are staged and complete with the flush
+        // (`after_flush`), so the common guest→guest frame skips the slot altogether.
+        let mut slot: Option<u32> = None;
+        let mut staged = false;
         for dest in fwd.ports.iter() {
             let eg = view.egress(dest, &fwd, fhead);
             if self.guest_rx[dest.index()].is_some() {
@@ -845,17 +891,32 @@ impl Worker {
                 });
                 let h = eg.adjust_hdr(&hdr);
                 // SAFETY: `GuestTxQueue` guarantees a popped frame's segments stay mapped
-                // and readable until it is completed; the reference taken here holds the
-                // completion back until the stage is flushed (end of this pop batch).
+                // and readable until it is completed; a frame with a staged delivery is
+                // completed only after the stage is flushed (`after_flush`).
                 unsafe {
                     self.stage
-                        .push(dest, port, slot, h, flow, (!identity).then_some(eg), segs);
+                        .push(dest, port, h, flow, (!identity).then_some(eg), segs);
                 }
-                if let Some(Some(e)) = self.gframes.get_mut(slot as usize) {
-                    e.refs += 1;
-                }
+                staged = true;
                 continue;
             }
+            let s = match slot {
+                Some(s) => s,
+                None => {
+                    let Some(s) = self.free_gframes.pop() else {
+                        self.stats.ports[dest.index()].drop_dest_full.add(1);
+                        self.sw.count_drop(port, DropReason::DestinationFull);
+                        continue;
+                    };
+                    self.gframes[s as usize] = Some(GuestInFlight {
+                        gq: gi,
+                        token: f.token,
+                        refs: 1, // held while queuing (and staged), released below
+                    });
+                    slot = Some(s);
+                    s
+                }
+            };
             let mem = memory
                 .get_or_insert_with(|| {
                     self.guests
@@ -865,50 +926,83 @@ impl Worker {
                 })
                 .as_deref();
             let spec = |op: &mut TxOp| guest_write_spec(op, f, &hdr, fhead, &eg, mem);
-            if self.write_to(port, dest, Src::Guest { slot }, spec) {
-                if let Some(Some(e)) = self.gframes.get_mut(slot as usize) {
+            if self.write_to(port, dest, Src::Guest { slot: s }, spec) {
+                if let Some(Some(e)) = self.gframes.get_mut(s as usize) {
                     e.refs += 1;
                 }
             }
         }
-        self.guest_frame_ref_done(slot);
+        match (staged, slot) {
+            (true, None) => self.after_flush.push(AfterFlush::Complete {
+                gq: gi,
+                token: f.token,
+            }),
+            (true, Some(s)) => self.after_flush.push(AfterFlush::Release(s)),
+            (false, Some(s)) => self.guest_frame_ref_done(s),
+            (false, None) => self.complete_guest(gi, f.token),
+        }
     }
 
-    /// Places the staged guest→guest frames (one burst per destination), counts them and
-    /// releases their references on the source frames.
+    /// Places the staged guest→guest frames (one burst per destination), counts them
+    /// (once per destination run) and then completes or releases the source frames.
     /// Returns whether every staged frame found room.
     fn flush_stage(&mut self, view: &SwitchView<'_>) -> bool {
-        if self.stage.is_empty() {
-            return true;
-        }
         let mut all_placed = true;
-        let mut stage = std::mem::take(&mut self.stage);
-        let mut released = std::mem::take(&mut self.released);
-        stage.flush(
-            |dest| {
-                let rx = self.guest_rx[dest.index()].as_deref()?;
-                Some((rx, view.port(dest).map_or(Offloads::NONE, |c| c.offloads)))
-            },
-            |e, bytes, ok| {
-                let c = &self.stats.ports[e.dest.index()];
-                if ok {
-                    c.tx_packets.add(1);
-                    c.tx_bytes.add(bytes);
-                    self.rx_touched.insert(e.dest);
-                } else {
-                    all_placed = false;
-                    c.drop_dest_full.add(1);
-                    self.sw.count_drop(e.ingress, DropReason::DestinationFull);
-                }
-                released.push(e.slot);
-            },
-        );
-        for &slot in &released {
-            self.guest_frame_ref_done(slot);
+        if !self.stage.is_empty() {
+            let mut stage = std::mem::take(&mut self.stage);
+            // Counted per run of one destination: two counter stores per frame were a
+            // measurable part of a 64-byte frame's cost.
+            let mut run: Option<(PortId, u64, u64)> = None;
+            let stats = &self.stats;
+            let mut touched = PortSet::EMPTY;
+            let count = |(dest, n, bytes): (PortId, u64, u64)| {
+                let c = &stats.ports[dest.index()];
+                c.tx_packets.add(n);
+                c.tx_bytes.add(bytes);
+            };
+            stage.flush(
+                |dest| {
+                    let rx = self.guest_rx[dest.index()].as_deref()?;
+                    Some((rx, view.port(dest).map_or(Offloads::NONE, |c| c.offloads)))
+                },
+                |e, bytes, ok| {
+                    if ok {
+                        match &mut run {
+                            Some((d, n, b)) if *d == e.dest => {
+                                *n += 1;
+                                *b += bytes;
+                            }
+                            r => {
+                                if let Some(prev) = r.take() {
+                                    count(prev);
+                                }
+                                *r = Some((e.dest, 1, bytes));
+                                touched.insert(e.dest);
+                            }
+                        }
+                    } else {
+                        all_placed = false;
+                        stats.ports[e.dest.index()].drop_dest_full.add(1);
+                        self.sw.count_drop(e.ingress, DropReason::DestinationFull);
+                    }
+                },
+            );
+            if let Some(prev) = run {
+                count(prev);
+            }
+            for p in touched.iter() {
+                self.rx_touched.insert(p);
+            }
+            self.stage = stage;
         }
-        released.clear();
-        self.released = released;
-        self.stage = stage;
+        let mut after = std::mem::take(&mut self.after_flush);
+        for a in after.drain(..) {
+            match a {
+                AfterFlush::Complete { gq, token } => self.complete_guest(gq, token),
+                AfterFlush::Release(slot) => self.guest_frame_ref_done(slot),
+            }
+        }
+        self.after_flush = after;
         all_placed
     }
 
@@ -1163,6 +1257,7 @@ impl Worker {
             inflight: 0,
             // Frames may already be queued: look once without waiting for a kick.
             kicked: true,
+            polled: false,
             kick_errors: 0,
             hold_until: 0,
         });

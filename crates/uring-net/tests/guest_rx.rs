@@ -220,3 +220,163 @@ fn bad_kick_fd_does_not_spin() {
     dp.remove_port(g).unwrap();
     dp.shutdown().unwrap();
 }
+
+/// A guest TX queue with a driver's notification rule (virtio 1.2 §2.7.10): the driver
+/// kicks when it adds a frame to a queue whose device asked for kicks, once.
+struct NotifyQueue {
+    kick: std::os::fd::OwnedFd,
+    st: Arc<Mutex<NotifyState>>,
+}
+
+#[derive(Default)]
+struct NotifyState {
+    pending: std::collections::VecDeque<GuestFrame>,
+    done: Vec<u64>,
+    wants_kick: bool,
+    kicks: usize,
+    arms: usize,
+}
+
+impl NotifyQueue {
+    fn take(&mut self, max: usize, out: &mut uring_net::FrameBatch, rearm: bool) {
+        let mut st = self.st.lock();
+        while out.len() < max {
+            match st.pending.pop_front() {
+                Some(f) => out.push_frame(f),
+                None => break,
+            }
+        }
+        if rearm && st.pending.is_empty() {
+            st.wants_kick = true;
+        }
+    }
+}
+
+impl uring_net::GuestTxQueue for NotifyQueue {
+    fn kick_fd(&self) -> i32 {
+        std::os::fd::AsRawFd::as_raw_fd(&self.kick)
+    }
+    fn pop(&mut self, max: usize, out: &mut uring_net::FrameBatch) {
+        self.take(max, out, true);
+    }
+    fn poll(&mut self, max: usize, out: &mut uring_net::FrameBatch) {
+        self.take(max, out, false);
+    }
+    fn arm(&mut self) -> bool {
+        let mut st = self.st.lock();
+        st.arms += 1;
+        st.wants_kick = true;
+        !st.pending.is_empty()
+    }
+    fn complete(&mut self, token: u64) {
+        self.st.lock().done.push(token);
+    }
+    fn memory(&self) -> Option<Arc<uring_net::FixedTable>> {
+        None
+    }
+}
+
+/// While a worker polls (a poll window), a guest queue is popped without asking the
+/// driver for kicks: a sender adding frames one at a time does not kick for each (the
+/// eventfd write is a system call on its side). When the window closes the queue is armed
+/// again, so the next frame kicks and is delivered.
+#[test]
+fn polled_guest_queue_needs_no_kick_per_frame() {
+    let sw = Arc::new(Switch::new(SwitchConfig::default()));
+    let dp = Dataplane::new(
+        sw,
+        DataplaneConfig {
+            workers: 1,
+            // Long enough that a loaded test machine does not close the window between
+            // two sends.
+            poll_us: 20_000,
+            ..Default::default()
+        },
+    )
+    .unwrap();
+    let a = dp
+        .add_guest_port(PortConfig::new("ga", PortKind::VhostUser).with_mac(Mac(MAC_A)))
+        .unwrap();
+    let b = dp
+        .add_guest_port(PortConfig::new("gb", PortKind::VhostUser).with_mac(Mac(MAC_B)))
+        .unwrap();
+    let mem = Mapping::memfd("guest-poll", 1 << 20).unwrap();
+    let sink = Arc::new(CollectRx::new(
+        1000,
+        (mem.addr(), mem.addr() + mem.len() as u64),
+    ));
+    dp.attach_guest_rx(b, sink.clone()).unwrap();
+    let kick = uring_net::sys::eventfd().unwrap();
+    let st = Arc::new(Mutex::new(NotifyState {
+        wants_kick: true,
+        ..Default::default()
+    }));
+    let q = NotifyQueue {
+        kick: kick.try_clone().unwrap(),
+        st: st.clone(),
+    };
+    dp.attach_guest_tx(a, 0, None, Box::new(q)).unwrap();
+    let send = |i: usize| {
+        let f = udp_frame(
+            MAC_B,
+            MAC_A,
+            [198, 18, 1, 1],
+            [198, 18, 1, 2],
+            format!("poll-{i:03}").as_bytes(),
+        );
+        let off = i * 2048;
+        // SAFETY: only the test writes guest memory, before the frame is queued.
+        unsafe { mem.as_mut_slice()[off..off + f.len()].copy_from_slice(&f) };
+        let segs = [Seg {
+            addr: mem.addr() + off as u64,
+            len: f.len() as u32,
+        }];
+        let frame = GuestFrame::new(i as u64, &segs, &f).unwrap();
+        let mut s = st.lock();
+        s.pending.push_back(frame);
+        if s.wants_kick {
+            s.wants_kick = false;
+            s.kicks += 1;
+            let one: u64 = 1;
+            // SAFETY: 8-byte write to our eventfd.
+            unsafe {
+                libc::write(
+                    std::os::fd::AsRawFd::as_raw_fd(&kick),
+                    (&one as *const u64).cast(),
+                    8,
+                )
+            };
+        }
+    };
+    const N: usize = 100;
+    for i in 0..N {
+        send(i);
+        // The worker drains the queue between two sends.
+        std::thread::sleep(Duration::from_micros(200));
+    }
+    wait_for(|| st.lock().done.len() == N);
+    assert_eq!(st.lock().done.len(), N, "every frame completed");
+    let kicks = st.lock().kicks;
+    assert!(
+        kicks < N / 2,
+        "{kicks} kicks for {N} frames: a polled queue must not ask for one per frame"
+    );
+    // The window closes (20 ms without frames): the queue is armed again ...
+    wait_for(|| st.lock().arms > 0 && st.lock().wants_kick);
+    assert!(
+        st.lock().wants_kick,
+        "armed once the worker stopped polling"
+    );
+    // ... so the next frame kicks and is delivered.
+    send(N);
+    wait_for(|| st.lock().done.len() == N + 1);
+    assert_eq!(st.lock().done.len(), N + 1);
+    assert_eq!(st.lock().kicks, kicks + 1);
+    assert_eq!(
+        sink.frames.lock().len(),
+        N + 1,
+        "every frame reached the other guest"
+    );
+    assert_eq!(dp.stats().port(b).unwrap().tx_packets, (N + 1) as u64);
+    dp.shutdown().unwrap();
+}

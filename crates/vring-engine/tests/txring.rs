@@ -317,3 +317,104 @@ fn publish_returns_descriptors_without_a_call_and_flush_signals_once() {
     drop(rings);
     assert_eq!(g.queues[1].wait_used(&g.mem, 2), vec![(h1, 0), (h2, 0)]);
 }
+
+/// Takes (and completes) every frame `poll` (or `pop` when `rearm`) hands over.
+fn take_n(plane: &Plane, rearm: bool) -> usize {
+    let mut rings = plane.rings.lock();
+    let r = &mut rings[0];
+    let mut tokens = Vec::new();
+    let n = if rearm {
+        r.pop(64, |p| {
+            tokens.push(p.token);
+            true
+        })
+    } else {
+        r.poll(64, |p| {
+            tokens.push(p.token);
+            true
+        })
+    };
+    for t in tokens {
+        r.complete(t);
+    }
+    r.flush();
+    n
+}
+
+/// §2.7.10 with EVENT_IDX: `poll` leaves avail_event where it was (no kick per burst
+/// while the worker polls), `arm` moves it to the next frame and reports frames that
+/// arrived meanwhile, `pop` re-arms by itself when it drains the ring.
+#[test]
+fn poll_keeps_kicks_off_and_arm_turns_them_back_on_with_event_idx() {
+    let (plane, port) = start("txpoll");
+    let want = bit(VIRTIO_NET_F_MRG_RXBUF) | bit(VIRTIO_RING_F_EVENT_IDX);
+    let mut g = TestGuest::start(
+        TestGuest::connect(&port.device().options().socket, 3),
+        3,
+        want,
+    );
+    wait_for("TX ring lent out", || {
+        (plane.started.lock().as_slice() == [0]).then_some(())
+    });
+    let f = udp_frame(MAC_A, MAC_B, 100);
+    let q = 1;
+    let before = g.queues[q].avail_event(&g.mem);
+    g.send_split(q, &[0u8; 12], &f);
+    g.send_split(q, &[0u8; 12], &f);
+    assert_eq!(take_n(&plane, false), 2);
+    assert_eq!(
+        g.queues[q].avail_event(&g.mem),
+        before,
+        "a drained poll asks for no kick"
+    );
+    g.send_split(q, &[0u8; 12], &f);
+    assert!(
+        plane.rings.lock()[0].arm(),
+        "a frame added while polling is reported by arm (no kick will come for it)"
+    );
+    assert_eq!(g.queues[q].avail_event(&g.mem), 2);
+    assert_eq!(take_n(&plane, false), 1);
+    assert!(!plane.rings.lock()[0].arm(), "nothing new");
+    assert_eq!(g.queues[q].avail_event(&g.mem), 3, "kick at the next frame");
+    g.send_split(q, &[0u8; 12], &f);
+    assert_eq!(take_n(&plane, true), 1);
+    assert_eq!(
+        g.queues[q].avail_event(&g.mem),
+        4,
+        "a drained pop re-arms by itself"
+    );
+    assert_eq!(g.queues[q].wait_used(&g.mem, 4).len(), 4);
+}
+
+/// The same without EVENT_IDX: the used ring's NO_NOTIFY flag stays set while polling.
+#[test]
+fn poll_keeps_no_notify_set_without_event_idx() {
+    let (plane, port) = start("txpollflag");
+    let mut g = TestGuest::start(
+        TestGuest::connect(&port.device().options().socket, 3),
+        3,
+        bit(VIRTIO_NET_F_MRG_RXBUF),
+    );
+    wait_for("TX ring lent out", || {
+        (plane.started.lock().as_slice() == [0]).then_some(())
+    });
+    let f = udp_frame(MAC_A, MAC_B, 100);
+    let q = 1;
+    g.send_split(q, &[0u8; 12], &f);
+    assert_eq!(take_n(&plane, false), 1);
+    assert_eq!(
+        g.queues[q].used_flags(&g.mem) & 1,
+        1,
+        "NO_NOTIFY while polling"
+    );
+    assert!(!plane.rings.lock()[0].arm());
+    assert_eq!(g.queues[q].used_flags(&g.mem) & 1, 0, "kicks wanted again");
+    g.send_split(q, &[0u8; 12], &f);
+    assert_eq!(take_n(&plane, true), 1);
+    assert_eq!(
+        g.queues[q].used_flags(&g.mem) & 1,
+        0,
+        "pop re-arms when drained"
+    );
+    assert_eq!(g.queues[q].wait_used(&g.mem, 2).len(), 2);
+}

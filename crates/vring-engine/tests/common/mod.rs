@@ -207,6 +207,18 @@ impl DriverQueue {
         mem.store(v.to_le(), at, Ordering::Release).unwrap();
     }
 
+    /// avail_event (EVENT_IDX, §2.7.10): the device wants a kick once the avail index
+    /// passes it.
+    pub fn avail_event(&self, mem: &Mem) -> u16 {
+        let at = self.used.unchecked_add(4 + 8 * u64::from(self.size));
+        u16::from_le(mem.load(at, Ordering::Acquire).unwrap())
+    }
+
+    /// The used ring's flags (VRING_USED_F_NO_NOTIFY = 1, §2.7.10 without EVENT_IDX).
+    pub fn used_flags(&self, mem: &Mem) -> u16 {
+        u16::from_le(mem.load(self.used, Ordering::Acquire).unwrap())
+    }
+
     pub fn used_idx(&self, mem: &Mem) -> u16 {
         u16::from_le(
             mem.load(self.used.unchecked_add(2), Ordering::Acquire)
