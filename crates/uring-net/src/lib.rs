@@ -36,6 +36,7 @@ pub mod fixed;
 pub mod flow;
 pub mod guest;
 mod ratelimit;
+mod share;
 mod stage;
 pub mod stats;
 pub mod sys;

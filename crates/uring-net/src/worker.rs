@@ -277,6 +277,9 @@ pub(crate) struct Worker {
     guest_backlog: bool,
     /// This pass runs inside a poll window: guest queues are polled, not re-armed.
     polling: bool,
+    /// Whether the worker shares its core: then popped frames do not extend a poll
+    /// window (crate::share).
+    share: crate::share::CpuShare,
     /// The whole of a guest frame, for the rare decision that needs more than the head.
     whole: Vec<u8>,
     shutdown: bool,
@@ -330,6 +333,7 @@ impl Worker {
             after_flush: Vec::with_capacity(GUEST_BATCH),
             guest_backlog: false,
             polling: false,
+            share: crate::share::CpuShare::new(),
             whole: Vec::new(),
             shutdown: false,
             log_tx: RateLimit::new(Duration::from_secs(5)),
@@ -356,6 +360,7 @@ impl Worker {
                 tracing::error!(worker = self.cfg.index, "io_uring_enter failed: {e}");
                 break;
             }
+            self.share.tick();
             let n = self.process_completions();
             self.update_load(n);
             self.after_batch();
@@ -793,7 +798,7 @@ impl Worker {
                 if popped.is_empty() {
                     break;
                 }
-                total += popped.len();
+                let round = popped.len();
                 // A round's frames are mostly one conversation (SwitchView::decide_cached);
                 // nothing is reused across rounds.
                 self.decisions.clear();
@@ -814,8 +819,15 @@ impl Worker {
                 if let Some(Some(g)) = self.guests.get_mut(gi) {
                     if !all_placed {
                         g.hold_until = now.0 + HOLD_MS;
-                    } else if g.completed && now.0 >= g.hold_until {
-                        g.q.publish();
+                    } else if now.0 >= g.hold_until {
+                        // Frames that found room keep a poll window open, unless the worker
+                        // shares its core with the processes it serves (crate::share).
+                        if !self.share.contended() {
+                            total += round;
+                        }
+                        if g.completed {
+                            g.q.publish();
+                        }
                     }
                 }
             }
