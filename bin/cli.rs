@@ -123,8 +123,10 @@ pub struct RunArgs {
     /// Worker threads, 1..=256 (default: one per core).
     #[arg(long, value_name = "N")]
     pub workers: Option<usize>,
-    /// Busy-poll window after each batch in microseconds, 0..=1000000; 0 = off. Default:
-    /// automatic, a 50 µs window only while a worker is busy (≥ 64 k completions/s).
+    /// Busy-poll window after each batch in microseconds, 0..=1000000; 0 = off. Inside a
+    /// window guest TX rings are polled without asking the guest for kicks. Default:
+    /// automatic, a 50 µs window only while a worker is busy (≥ 64 k completions or guest
+    /// frames/s); guest frames keep it open only while the worker has its core to itself.
     #[arg(long, value_name = "USEC")]
     pub poll_us: Option<u32>,
     /// Control socket [default: /run/ringswitch/ctl.sock].
