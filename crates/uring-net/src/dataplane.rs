@@ -1,7 +1,7 @@
 //! The public face of the data plane: workers, ports, guest memory, stats, shutdown.
 
 use std::collections::BTreeMap;
-use std::os::fd::{AsRawFd, OwnedFd};
+use std::os::fd::OwnedFd;
 use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::thread::JoinHandle;
@@ -116,16 +116,8 @@ struct WorkerHandle {
 impl WorkerHandle {
     fn send(&self, cmd: Cmd) -> Result<()> {
         self.cmds.send(cmd).map_err(|_| Error::Shutdown)?;
-        let one: u64 = 1;
-        // SAFETY: writes 8 bytes from a local to our own eventfd.
-        let r = unsafe { libc::write(self.wake.as_raw_fd(), (&one as *const u64).cast(), 8) };
-        if r != 8 {
-            return Err(Error::Worker(format!(
-                "waking worker failed: {}",
-                std::io::Error::last_os_error()
-            )));
-        }
-        Ok(())
+        crate::sys::eventfd_signal(&self.wake)
+            .map_err(|e| Error::Worker(format!("waking worker failed: {e}")))
     }
 }
 

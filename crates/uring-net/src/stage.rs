@@ -44,24 +44,15 @@ pub(crate) struct RxStage {
     frames: Vec<RxFrame<'static>>,
 }
 
-/// An empty vector's allocation under another lifetime of the same element type. The
-/// in-place `collect` of an empty `vec::IntoIter` keeps the buffer (same size and
-/// alignment), so scratch lists of borrowed slices can be reused across calls whose
-/// borrows differ, without `unsafe`.
-fn recycle<'b, T: ?Sized>(mut v: Vec<&T>) -> Vec<&'b T> {
+/// An empty vector's allocation under another element type of the same size and
+/// alignment (here: the same borrowed type under another lifetime). The in-place `collect`
+/// of an empty `vec::IntoIter` keeps the buffer, so scratch lists of borrowed slices can be
+/// reused across calls whose borrows differ, without `unsafe`.
+fn recycle<T, U>(mut v: Vec<T>) -> Vec<U> {
     v.clear();
-    v.into_iter().map(|_| unreachable_elem()).collect()
-}
-
-fn recycle_frames<'b>(mut v: Vec<RxFrame<'_>>) -> Vec<RxFrame<'b>> {
-    v.clear();
-    v.into_iter().map(|_| unreachable_elem()).collect()
-}
-
-/// Never called: the vectors [`recycle`] maps are empty.
-#[cold]
-fn unreachable_elem<T>() -> T {
-    unreachable!("recycled vectors are empty")
+    v.into_iter()
+        .map(|_| unreachable!("the vector is empty"))
+        .collect()
 }
 
 impl RxStage {
@@ -147,14 +138,14 @@ impl RxStage {
                     ranges.push(start..parts.len());
                 }
                 // Borrows `parts`, so it lives only for this burst.
-                let mut frames = recycle_frames(spare_frames);
+                let mut frames = recycle(spare_frames);
                 frames.extend(run.iter().zip(ranges.iter()).map(|(&i, r)| RxFrame {
                     hdr: entries[i].hdr,
                     parts: &parts[r.clone()],
                     flow: entries[i].flow,
                 }));
                 rx.deliver_burst(&frames, &offloads, ok);
-                spare_frames = recycle_frames(frames);
+                spare_frames = recycle(frames);
             } else {
                 bytes.resize(run.len(), 0);
             }
@@ -224,7 +215,7 @@ mod tests {
         assert!(w.capacity() >= 64);
         let f: Vec<RxFrame<'_>> = Vec::with_capacity(32);
         let p = f.as_ptr() as usize;
-        let g = recycle_frames(f);
+        let g: Vec<RxFrame<'static>> = recycle(f);
         assert_eq!((g.as_ptr() as usize, g.capacity() >= 32), (p, true));
     }
 

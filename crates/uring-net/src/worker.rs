@@ -360,7 +360,6 @@ impl Worker {
                 tracing::error!(worker = self.cfg.index, "io_uring_enter failed: {e}");
                 break;
             }
-            self.share.tick();
             let n = self.process_completions();
             self.update_load(n);
             self.after_batch();
@@ -413,6 +412,8 @@ impl Worker {
             let per_ms = self.window.1 as u128 * 1000 / elapsed.as_micros().max(1);
             self.busy = per_ms >= BUSY_PER_MS as u128;
             self.window = (Instant::now(), 0);
+            // Here, not per pass: this branch already read the clock.
+            self.share.tick();
         }
     }
 
@@ -955,56 +956,31 @@ impl Worker {
         }
     }
 
-    /// Places the staged guest→guest frames (one burst per destination), counts them
-    /// (once per destination run) and then completes or releases the source frames.
+    /// Places the staged guest→guest frames (one burst per destination), counts them and
+    /// then completes or releases the source frames.
     /// Returns whether every staged frame found room.
     fn flush_stage(&mut self, view: &SwitchView<'_>) -> bool {
         let mut all_placed = true;
         if !self.stage.is_empty() {
             let mut stage = std::mem::take(&mut self.stage);
-            // Counted per run of one destination: two counter stores per frame were a
-            // measurable part of a 64-byte frame's cost.
-            let mut run: Option<(PortId, u64, u64)> = None;
-            let stats = &self.stats;
-            let mut touched = PortSet::EMPTY;
-            let count = |(dest, n, bytes): (PortId, u64, u64)| {
-                let c = &stats.ports[dest.index()];
-                c.tx_packets.add(n);
-                c.tx_bytes.add(bytes);
-            };
             stage.flush(
                 |dest| {
                     let rx = self.guest_rx[dest.index()].as_deref()?;
                     Some((rx, view.port(dest).map_or(Offloads::NONE, |c| c.offloads)))
                 },
                 |e, bytes, ok| {
+                    let c = &self.stats.ports[e.dest.index()];
                     if ok {
-                        match &mut run {
-                            Some((d, n, b)) if *d == e.dest => {
-                                *n += 1;
-                                *b += bytes;
-                            }
-                            r => {
-                                if let Some(prev) = r.take() {
-                                    count(prev);
-                                }
-                                *r = Some((e.dest, 1, bytes));
-                                touched.insert(e.dest);
-                            }
-                        }
+                        c.tx_packets.add(1);
+                        c.tx_bytes.add(bytes);
+                        self.rx_touched.insert(e.dest);
                     } else {
                         all_placed = false;
-                        stats.ports[e.dest.index()].drop_dest_full.add(1);
+                        c.drop_dest_full.add(1);
                         self.sw.count_drop(e.ingress, DropReason::DestinationFull);
                     }
                 },
             );
-            if let Some(prev) = run {
-                count(prev);
-            }
-            for p in touched.iter() {
-                self.rx_touched.insert(p);
-            }
             self.stage = stage;
         }
         let mut after = std::mem::take(&mut self.after_flush);

@@ -11,7 +11,7 @@ use std::time::Duration;
 use common::guest::{udp_frame, CollectRx, MemTxQueue};
 use common::{container, prefix, Ns};
 use parking_lot::Mutex;
-use switch::{DropReason, Mac, PortConfig, PortKind, Switch, SwitchConfig};
+use switch::{DropReason, Mac, PortConfig, PortId, PortKind, Switch, SwitchConfig};
 use uring_net::sys::mmap::Mapping;
 use uring_net::{Dataplane, DataplaneConfig, GuestFrame, MemRegion, PortSpec, Seg};
 
@@ -19,15 +19,41 @@ const MAC_A: [u8; 6] = [0x02, 0, 0, 0, 0, 0xaa];
 const MAC_B: [u8; 6] = [0x02, 0, 0, 0, 0, 0xbb];
 
 fn dataplane() -> Dataplane {
+    dataplane_with(DataplaneConfig {
+        workers: 2,
+        ..Default::default()
+    })
+}
+
+fn dataplane_with(cfg: DataplaneConfig) -> Dataplane {
     let sw = Arc::new(Switch::new(SwitchConfig::default()));
-    Dataplane::new(
-        sw,
-        DataplaneConfig {
-            workers: 2,
-            ..Default::default()
-        },
-    )
-    .unwrap()
+    Dataplane::new(sw, cfg).unwrap()
+}
+
+/// Two guest ports: A (MAC_A) sends, B (MAC_B) receives.
+fn two_guests(dp: &Dataplane) -> (PortId, PortId) {
+    let a = dp
+        .add_guest_port(PortConfig::new("ga", PortKind::VhostUser).with_mac(Mac(MAC_A)))
+        .unwrap();
+    let b = dp
+        .add_guest_port(PortConfig::new("gb", PortKind::VhostUser).with_mac(Mac(MAC_B)))
+        .unwrap();
+    (a, b)
+}
+
+/// Writes a vnet header and a UDP frame from A to B carrying `payload` into "guest
+/// memory" at `off`; returns the bytes written and their address.
+fn frame_at(mem: &Mapping, off: usize, payload: &str) -> (Vec<u8>, u64) {
+    let f = udp_frame(
+        MAC_B,
+        MAC_A,
+        [198, 18, 1, 1],
+        [198, 18, 1, 2],
+        payload.as_bytes(),
+    );
+    // SAFETY: only the test writes guest memory, before the frame is queued.
+    unsafe { mem.as_mut_slice()[off..off + f.len()].copy_from_slice(&f) };
+    (f, mem.addr() + off as u64)
 }
 
 fn wait_for(mut f: impl FnMut() -> bool) {
@@ -42,12 +68,7 @@ fn wait_for(mut f: impl FnMut() -> bool) {
 #[test]
 fn guest_to_guest_is_one_copy_and_full_rx_drops() {
     let dp = dataplane();
-    let a = dp
-        .add_guest_port(PortConfig::new("ga", PortKind::VhostUser).with_mac(Mac(MAC_A)))
-        .unwrap();
-    let b = dp
-        .add_guest_port(PortConfig::new("gb", PortKind::VhostUser).with_mac(Mac(MAC_B)))
-        .unwrap();
+    let (a, b) = two_guests(&dp);
     let mem = Mapping::memfd("guest-a", 1 << 20).unwrap();
     let src = (mem.addr(), mem.addr() + mem.len() as u64);
     let sink = Arc::new(CollectRx::new(10, src));
@@ -72,17 +93,7 @@ fn guest_to_guest_is_one_copy_and_full_rx_drops() {
     dp.attach_guest_tx(a, 0, None, Box::new(q)).unwrap();
     let mut sent = Vec::new();
     for i in 0..16usize {
-        let f = udp_frame(
-            MAC_B,
-            MAC_A,
-            [198, 18, 1, 1],
-            [198, 18, 1, 2],
-            format!("g2g-{i:03}").as_bytes(),
-        );
-        let off = i * 4096;
-        // SAFETY: only the test writes guest memory, before the frame is queued.
-        unsafe { mem.as_mut_slice()[off..off + f.len()].copy_from_slice(&f) };
-        let base = mem.addr() + off as u64;
+        let (f, base) = frame_at(&mem, i * 4096, &format!("g2g-{i:03}"));
         let segs = [
             Seg {
                 addr: base,
@@ -98,15 +109,7 @@ fn guest_to_guest_is_one_copy_and_full_rx_drops() {
             .push_back(GuestFrame::new(i as u64, &segs, &f).unwrap());
         sent.push(f[12..].to_vec());
     }
-    let one: u64 = 1;
-    // SAFETY: 8-byte write to our eventfd.
-    unsafe {
-        libc::write(
-            std::os::fd::AsRawFd::as_raw_fd(&kick),
-            (&one as *const u64).cast(),
-            8,
-        )
-    };
+    uring_net::sys::eventfd_signal(&kick).unwrap();
     wait_for(|| done.lock().len() == 16);
     assert_eq!(done.lock().len(), 16, "every TX frame completed");
     let got = sink.frames.lock().clone();
@@ -282,24 +285,14 @@ impl uring_net::GuestTxQueue for NotifyQueue {
 /// again, so the next frame kicks and is delivered.
 #[test]
 fn polled_guest_queue_needs_no_kick_per_frame() {
-    let sw = Arc::new(Switch::new(SwitchConfig::default()));
-    let dp = Dataplane::new(
-        sw,
-        DataplaneConfig {
-            workers: 1,
-            // Long enough that a loaded test machine does not close the window between
-            // two sends.
-            poll_us: 20_000,
-            ..Default::default()
-        },
-    )
-    .unwrap();
-    let a = dp
-        .add_guest_port(PortConfig::new("ga", PortKind::VhostUser).with_mac(Mac(MAC_A)))
-        .unwrap();
-    let b = dp
-        .add_guest_port(PortConfig::new("gb", PortKind::VhostUser).with_mac(Mac(MAC_B)))
-        .unwrap();
+    let dp = dataplane_with(DataplaneConfig {
+        workers: 1,
+        // Long enough that a loaded test machine does not close the window between two
+        // sends.
+        poll_us: 20_000,
+        ..Default::default()
+    });
+    let (a, b) = two_guests(&dp);
     let mem = Mapping::memfd("guest-poll", 1 << 20).unwrap();
     let sink = Arc::new(CollectRx::new(
         1000,
@@ -317,18 +310,9 @@ fn polled_guest_queue_needs_no_kick_per_frame() {
     };
     dp.attach_guest_tx(a, 0, None, Box::new(q)).unwrap();
     let send = |i: usize| {
-        let f = udp_frame(
-            MAC_B,
-            MAC_A,
-            [198, 18, 1, 1],
-            [198, 18, 1, 2],
-            format!("poll-{i:03}").as_bytes(),
-        );
-        let off = i * 2048;
-        // SAFETY: only the test writes guest memory, before the frame is queued.
-        unsafe { mem.as_mut_slice()[off..off + f.len()].copy_from_slice(&f) };
+        let (f, addr) = frame_at(&mem, i * 2048, &format!("poll-{i:03}"));
         let segs = [Seg {
-            addr: mem.addr() + off as u64,
+            addr,
             len: f.len() as u32,
         }];
         let frame = GuestFrame::new(i as u64, &segs, &f).unwrap();
@@ -337,15 +321,7 @@ fn polled_guest_queue_needs_no_kick_per_frame() {
         if s.wants_kick {
             s.wants_kick = false;
             s.kicks += 1;
-            let one: u64 = 1;
-            // SAFETY: 8-byte write to our eventfd.
-            unsafe {
-                libc::write(
-                    std::os::fd::AsRawFd::as_raw_fd(&kick),
-                    (&one as *const u64).cast(),
-                    8,
-                )
-            };
+            uring_net::sys::eventfd_signal(&kick).unwrap();
         }
     };
     const N: usize = 100;

@@ -9,7 +9,7 @@
 mod common;
 
 use std::collections::VecDeque;
-use std::os::fd::{AsRawFd, OwnedFd};
+use std::os::fd::OwnedFd;
 use std::sync::Arc;
 
 use common::guest::{udp_frame, MemTxQueue};
@@ -152,9 +152,7 @@ fn run_guest_tx(mem: &Mapping, mode: Memory, n: usize) -> (u64, u64, u64, Vec<St
             GuestFrame::new(i as u64, &segs, &f).unwrap()
         };
         pending.lock().push_back(frame);
-        let one: u64 = 1;
-        // SAFETY: 8-byte write to our eventfd.
-        unsafe { libc::write(kick.as_raw_fd(), (&one as *const u64).cast(), 8) };
+        uring_net::sys::eventfd_signal(&kick).unwrap();
     }
     for _ in 0..100 {
         if done.lock().len() == n {

@@ -37,7 +37,7 @@ use crate::counters::Drop;
 use crate::device::Inner;
 use crate::features::{bit, vnet_hdr_len};
 use crate::split::Rings;
-use crate::vring::NetVring;
+use crate::vring::{GuestMem, NetVring};
 
 /// Most pieces a popped frame may have (a data plane sends at most this many iovecs).
 pub const MAX_TX_SEGS: usize = 32;
@@ -182,17 +182,21 @@ impl TxRing {
     /// Re-enables driver notifications after [`poll`](Self::poll) (§2.7.10). Returns true
     /// when the driver added frames meanwhile: pop them, no kick will come for them.
     pub fn arm(&mut self) -> bool {
-        let mem: Arc<Mem> = self.inner.mem.read().memory().into_inner();
-        let vring = self.vring.clone();
-        let mut st = vring.get_mut();
-        if !st.get_queue().ready()
-            || !st.is_enabled()
-            || vring.is_broken()
-            || vring.generation() != self.generation
-        {
+        let mem = self.inner.mem.read().memory();
+        let mut st = self.vring.get_mut();
+        if !self.still_lent(&st) {
             return false;
         }
         matches!(st.get_queue_mut().enable_notification(&*mem), Ok(true))
+    }
+
+    /// Whether the ring is still the one lent out and can carry frames: set up, enabled,
+    /// not broken, same generation. `st` is the queue's state, locked by the caller.
+    fn still_lent(&self, st: &vhost_user_backend::VringState<GuestMem>) -> bool {
+        st.get_queue().ready()
+            && st.is_enabled()
+            && !self.vring.is_broken()
+            && self.vring.generation() == self.generation
     }
 
     fn pop_inner(
@@ -227,11 +231,7 @@ impl TxRing {
         let mem: Arc<Mem> = inner.mem.read().memory().into_inner();
         let vring = self.vring.clone();
         let mut st = vring.get_mut();
-        if !st.get_queue().ready()
-            || !st.is_enabled()
-            || vring.is_broken()
-            || vring.generation() != self.generation
-        {
+        if !self.still_lent(&st) {
             return 0;
         }
         let table = TableInfo {

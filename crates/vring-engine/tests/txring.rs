@@ -64,6 +64,21 @@ fn start(tag: &str) -> (Arc<Plane>, VhostUserPort) {
     (plane, VhostUserPort::start(dev).unwrap())
 }
 
+/// A device lending its TX ring and a guest driving it with features `want`; returns once
+/// the ring of queue pair 0 is lent out (keep the port alive for the test's length).
+fn lent(tag: &str, want: u64) -> (Arc<Plane>, VhostUserPort, TestGuest) {
+    let (plane, port) = start(tag);
+    let g = TestGuest::start(
+        TestGuest::connect(&port.device().options().socket, 3),
+        3,
+        want,
+    );
+    wait_for("TX ring lent out", || {
+        (plane.started.lock().as_slice() == [0]).then_some(())
+    });
+    (plane, port, g)
+}
+
 /// Pops everything available; returns (token, frame bytes read through the host
 /// addresses, head copy, hdr_in_segs).
 fn pop_all(plane: &Plane) -> Vec<(u64, Vec<u8>, Vec<u8>, bool)> {
@@ -93,16 +108,8 @@ fn pop_all(plane: &Plane) -> Vec<(u64, Vec<u8>, Vec<u8>, bool)> {
 
 #[test]
 fn ring_is_lent_popped_completed_out_of_order_and_taken_back() {
-    let (plane, port) = start("txring");
     let want = bit(VIRTIO_NET_F_MRG_RXBUF) | bit(VIRTIO_RING_F_EVENT_IDX) | bit(VIRTIO_NET_F_CSUM);
-    let mut g = TestGuest::start(
-        TestGuest::connect(&port.device().options().socket, 3),
-        3,
-        want,
-    );
-    wait_for("TX ring lent out", || {
-        (plane.started.lock().as_slice() == [0]).then_some(())
-    });
+    let (plane, port, mut g) = lent("txring", want);
     assert_eq!(g.hdr_len(), 12);
     let hdr = [0u8; 12];
     let f1 = udp_frame(MAC_A, MAC_B, 100);
@@ -242,16 +249,8 @@ fn hostile_chains_on_a_lent_ring_are_counted_drops() {
 
 #[test]
 fn legacy_10_byte_header_is_normalised_in_the_head_copy() {
-    let (plane, port) = start("txlegacy");
     // Neither VERSION_1 nor MRG_RXBUF: the legacy 10-byte header (§5.1.6.1).
-    let mut g = TestGuest::start(
-        TestGuest::connect(&port.device().options().socket, 3),
-        3,
-        bit(VIRTIO_NET_F_CSUM),
-    );
-    wait_for("TX ring lent out", || {
-        (plane.started.lock().as_slice() == [0]).then_some(())
-    });
+    let (plane, _port, mut g) = lent("txlegacy", bit(VIRTIO_NET_F_CSUM));
     assert_eq!(g.hdr_len(), 10);
     // NEEDS_CSUM over the UDP checksum field: csum_start 34, csum_offset 6.
     let mut hdr = [0u8; 10];
@@ -285,15 +284,7 @@ fn legacy_10_byte_header_is_normalised_in_the_head_copy() {
 
 #[test]
 fn publish_returns_descriptors_without_a_call_and_flush_signals_once() {
-    let (plane, port) = start("txpublish");
-    let mut g = TestGuest::start(
-        TestGuest::connect(&port.device().options().socket, 3),
-        3,
-        bit(VIRTIO_NET_F_MRG_RXBUF),
-    );
-    wait_for("TX ring lent out", || {
-        (plane.started.lock().as_slice() == [0]).then_some(())
-    });
+    let (plane, _port, mut g) = lent("txpublish", bit(VIRTIO_NET_F_MRG_RXBUF));
     let f = udp_frame(MAC_A, MAC_B, 100);
     let h1 = g.send_split(1, &[0u8; 12], &f);
     let h2 = g.send_split(1, &[0u8; 12], &f);
@@ -346,16 +337,8 @@ fn take_n(plane: &Plane, rearm: bool) -> usize {
 /// arrived meanwhile, `pop` re-arms by itself when it drains the ring.
 #[test]
 fn poll_keeps_kicks_off_and_arm_turns_them_back_on_with_event_idx() {
-    let (plane, port) = start("txpoll");
     let want = bit(VIRTIO_NET_F_MRG_RXBUF) | bit(VIRTIO_RING_F_EVENT_IDX);
-    let mut g = TestGuest::start(
-        TestGuest::connect(&port.device().options().socket, 3),
-        3,
-        want,
-    );
-    wait_for("TX ring lent out", || {
-        (plane.started.lock().as_slice() == [0]).then_some(())
-    });
+    let (plane, _port, mut g) = lent("txpoll", want);
     let f = udp_frame(MAC_A, MAC_B, 100);
     let q = 1;
     let before = g.queues[q].avail_event(&g.mem);
@@ -389,15 +372,7 @@ fn poll_keeps_kicks_off_and_arm_turns_them_back_on_with_event_idx() {
 /// The same without EVENT_IDX: the used ring's NO_NOTIFY flag stays set while polling.
 #[test]
 fn poll_keeps_no_notify_set_without_event_idx() {
-    let (plane, port) = start("txpollflag");
-    let mut g = TestGuest::start(
-        TestGuest::connect(&port.device().options().socket, 3),
-        3,
-        bit(VIRTIO_NET_F_MRG_RXBUF),
-    );
-    wait_for("TX ring lent out", || {
-        (plane.started.lock().as_slice() == [0]).then_some(())
-    });
+    let (plane, _port, mut g) = lent("txpollflag", bit(VIRTIO_NET_F_MRG_RXBUF));
     let f = udp_frame(MAC_A, MAC_B, 100);
     let q = 1;
     g.send_split(q, &[0u8; 12], &f);

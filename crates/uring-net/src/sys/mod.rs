@@ -9,7 +9,7 @@ pub mod mmap;
 pub mod tap;
 
 use std::io;
-use std::os::fd::{FromRawFd, OwnedFd};
+use std::os::fd::{AsFd, AsRawFd, FromRawFd, OwnedFd};
 
 /// Converts a `-1`-on-error libc return value into `io::Result`.
 pub(crate) fn cvt(r: libc::c_int) -> io::Result<libc::c_int> {
@@ -26,6 +26,19 @@ pub fn eventfd() -> io::Result<OwnedFd> {
     let fd = cvt(unsafe { libc::eventfd(0, libc::EFD_NONBLOCK | libc::EFD_CLOEXEC) })?;
     // SAFETY: `fd` is a fresh descriptor that nothing else owns.
     Ok(unsafe { OwnedFd::from_raw_fd(fd) })
+}
+
+/// Adds 1 to an eventfd's counter: wakes whoever waits on it (a worker's ring, or a
+/// queue's kick reader).
+pub fn eventfd_signal(fd: impl AsFd) -> io::Result<()> {
+    let one: u64 = 1;
+    // SAFETY: writes 8 bytes from a local to a descriptor the caller keeps open.
+    let r = unsafe { libc::write(fd.as_fd().as_raw_fd(), (&one as *const u64).cast(), 8) };
+    if r < 0 {
+        Err(io::Error::last_os_error())
+    } else {
+        Ok(())
+    }
 }
 
 /// Sets an integer socket option.
