@@ -465,6 +465,7 @@ impl Control for Runtime {
                 ("destination_queue_full", p.drop_dest_full),
                 ("no_queue_on_worker", p.drop_no_queue),
                 ("tx_error", p.drop_tx_error),
+                ("rx_socket_queue_full", p.drop_rx_queue),
             ] {
                 if n > 0 {
                     drops.push((name.into(), n));

@@ -281,7 +281,7 @@ impl Dataplane {
             return Err(e);
         }
         if let Some(e) = self.direct.write().get_mut(id.index()) {
-            *e = Some(Arc::new(DirectPort::new(dups)));
+            *e = Some(Arc::new(DirectPort::new(dups, kind == QueueKind::Packet)));
         }
         self.ports.lock().insert(id, name.clone());
         tracing::info!(%id, name = %name, ?kind, "port added");
@@ -513,6 +513,7 @@ impl Dataplane {
                 p.tx_bytes += c.bytes.load(Ordering::Relaxed);
                 p.drop_dest_full += c.full.load(Ordering::Relaxed);
                 p.drop_tx_error += c.errors.load(Ordering::Relaxed);
+                p.drop_rx_queue = d.queue_drops();
             }
             out.ports.push(p);
         }

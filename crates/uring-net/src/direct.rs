@@ -9,7 +9,9 @@
 //! syscall per frame and destination.)
 //!
 //! The fds are duplicates of the worker queues' fds: a tap write or packet send is one
-//! atomic frame, so sharing an fd with the worker's ring is safe.
+//! atomic frame, so sharing an fd with the worker's ring is safe. The same duplicates let
+//! the stats reader collect an AF_PACKET port's kernel-side queue drops
+//! ([`DirectPort::queue_drops`]) without a round trip through the workers.
 
 use std::os::fd::{AsRawFd, OwnedFd};
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
@@ -39,22 +41,48 @@ pub struct DirectCounters {
     pub bytes: AtomicU64,
     pub full: AtomicU64,
     pub errors: AtomicU64,
+    /// Frames the kernel dropped at the port's full socket queues (AF_PACKET only),
+    /// summed over every PACKET_STATISTICS read so far (each read clears the kernel's).
+    pub queue_drops: AtomicU64,
 }
 
 /// A host port's fds for direct writes.
 pub struct DirectPort {
     fds: Vec<OwnedFd>,
+    /// The fds are AF_PACKET sockets (they keep PACKET_STATISTICS).
+    packet: bool,
     next: AtomicUsize,
     pub counters: DirectCounters,
 }
 
 impl DirectPort {
-    pub fn new(fds: Vec<OwnedFd>) -> DirectPort {
+    /// `packet`: the fds are AF_PACKET sockets (not tap queues).
+    pub fn new(fds: Vec<OwnedFd>, packet: bool) -> DirectPort {
         DirectPort {
             fds,
+            packet,
             next: AtomicUsize::new(0),
             counters: DirectCounters::default(),
         }
+    }
+
+    /// Frames the kernel dropped at this port's full receive queues since the port was
+    /// added (0 for a tap). Reads and clears each socket's PACKET_STATISTICS and adds
+    /// what it found to [`DirectCounters::queue_drops`], so concurrent readers never count
+    /// a drop twice.
+    pub fn queue_drops(&self) -> u64 {
+        if self.packet {
+            let new: u64 = self
+                .fds
+                .iter()
+                .filter_map(|fd| crate::sys::afpacket::queue_drops(fd).ok())
+                .map(u64::from)
+                .sum();
+            if new > 0 {
+                self.counters.queue_drops.fetch_add(new, Ordering::Relaxed);
+            }
+        }
+        self.counters.queue_drops.load(Ordering::Relaxed)
     }
 
     /// Writes one frame: the 12-byte vnet header, then `parts` in order.
@@ -121,7 +149,7 @@ mod tests {
         assert_eq!(r, 0);
         // SAFETY: fresh fds, owned once each.
         let (a, b) = unsafe { (OwnedFd::from_raw_fd(fds[0]), OwnedFd::from_raw_fd(fds[1])) };
-        let p = DirectPort::new(vec![a]);
+        let p = DirectPort::new(vec![a], false);
         let hdr = VnetHdr {
             flags: 1,
             csum_start: 34,
@@ -138,5 +166,6 @@ mod tests {
         assert_eq!(p.counters.writes.load(Ordering::Relaxed), 1);
         let many = vec![&b"x"[..]; MAX_PARTS + 1];
         assert_eq!(p.write(&hdr, &many), Err(DirectError::TooManyParts));
+        assert_eq!(p.queue_drops(), 0, "not a packet socket: nothing to read");
     }
 }

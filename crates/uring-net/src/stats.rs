@@ -97,6 +97,9 @@ pub struct PortStats {
     pub drop_tx_error: u64,
     pub rx_enobufs: u64,
     pub rx_errors: u64,
+    /// Frames the kernel dropped before we saw them because the port's socket queue was
+    /// full (AF_PACKET's PACKET_STATISTICS; the workers did not keep up). Taps: 0.
+    pub drop_rx_queue: u64,
     /// Frames written synchronously by `Dataplane::transmit` (one syscall each; also
     /// counted in `tx_packets` and `tx_fallback`).
     pub direct_writes: u64,
@@ -120,6 +123,7 @@ impl PortStats {
             drop_tx_error: 0,
             rx_enobufs: 0,
             rx_errors: 0,
+            drop_rx_queue: 0,
             direct_writes: 0,
         }
     }

@@ -25,9 +25,9 @@ fn report(dp: &Dataplane) {
     let s = dp.stats();
     for p in &s.ports {
         eprintln!(
-            "{} {}: rx {} pkts {} B, tx {} pkts {} B, drops: full {} no_queue {} tx_err {} bad {}, enobufs {}, switch {:?}",
+            "{} {}: rx {} pkts {} B, tx {} pkts {} B, drops: full {} no_queue {} tx_err {} bad {} rx_queue {}, enobufs {}, switch {:?}",
             p.port, p.name, p.rx_packets, p.rx_bytes, p.tx_packets, p.tx_bytes,
-            p.drop_dest_full, p.drop_no_queue, p.drop_tx_error, p.drop_bad_frame, p.rx_enobufs,
+            p.drop_dest_full, p.drop_no_queue, p.drop_tx_error, p.drop_bad_frame, p.drop_rx_queue, p.rx_enobufs,
             p.switch.drops
         );
     }
@@ -449,4 +449,75 @@ fn vanished_interface_does_not_spin() {
     assert!(e2 - e1 < 50, "worker spins: {} enters while idle", e2 - e1);
     ping(&c1.ns, &c3.v4).unwrap();
     dp.shutdown().unwrap();
+}
+
+/// An AF_PACKET port's socket queue is sized for GSO frames, and what the kernel still
+/// drops at a full queue (the worker fell behind) is counted, not silent: a socket nobody
+/// reads is flooded from the container, and its drops appear through
+/// [`DirectPort::queue_drops`] — the reader behind `PortStats::drop_rx_queue` — and keep
+/// adding up across reads although each PACKET_STATISTICS read clears the kernel's count.
+#[test]
+fn afpacket_queue_is_sized_and_its_drops_counted() {
+    use std::os::fd::AsRawFd;
+    use uring_net::direct::DirectPort;
+    use uring_net::sys::afpacket::{open_group, RCVBUF_BYTES};
+
+    let pfx = prefix("q");
+    let sw = Ns::new(format!("{pfx}sw"));
+    let c1 = container(&sw, &pfx, 1);
+    let sock = sw.run_in(|| open_group(&c1.host_if, 1).unwrap().remove(0));
+    let mut rcvbuf: libc::c_int = 0;
+    let mut len = std::mem::size_of::<libc::c_int>() as libc::socklen_t;
+    // SAFETY: `rcvbuf`/`len` live for the call; the kernel writes at most `len` bytes.
+    let r = unsafe {
+        libc::getsockopt(
+            sock.fd.as_raw_fd(),
+            libc::SOL_SOCKET,
+            libc::SO_RCVBUF,
+            (&mut rcvbuf as *mut libc::c_int).cast(),
+            &mut len,
+        )
+    };
+    assert_eq!(r, 0);
+    assert!(rcvbuf >= RCVBUF_BYTES, "SO_RCVBUF is {rcvbuf}");
+    let port = DirectPort::new(vec![sock.fd.try_clone().unwrap()], true);
+    assert_eq!(port.queue_drops(), 0);
+
+    // 12-byte vnet header (no offload), then a broadcast frame of a local experimental
+    // EtherType (IEEE 802 0x88b5) with 1400 bytes of payload.
+    let mut frame = vec![0u8; 12 + 14 + 1400];
+    frame[12..18].fill(0xff);
+    frame[18..24].copy_from_slice(&[0x02, 0, 0, 0, 0, 1]);
+    frame[24..26].copy_from_slice(&0x88b5u16.to_be_bytes());
+    let flood = |n: usize| {
+        c1.ns.run_in(|| {
+            let tx = open_group("eth0", 1).unwrap().remove(0);
+            let mut sent = 0;
+            for _ in 0..n {
+                // SAFETY: `frame` lives for the call; the kernel only reads it.
+                let r =
+                    unsafe { libc::write(tx.fd.as_raw_fd(), frame.as_ptr().cast(), frame.len()) };
+                sent += usize::from(r == frame.len() as isize);
+            }
+            sent
+        })
+    };
+    // ~2.3 KiB of truesize per frame: 20 000 frames overflow even a doubled 4 MiB queue.
+    let sent = flood(20_000);
+    assert!(sent > 10_000, "only {sent} frames sent");
+    let first = port.queue_drops();
+    assert!(
+        first > 0,
+        "no drops counted after {sent} frames into an unread queue"
+    );
+    assert!(
+        first < sent as u64,
+        "{first} drops of {sent}: the queue took none"
+    );
+    assert_eq!(port.queue_drops(), first, "a second read adds nothing new");
+    flood(20_000);
+    assert!(
+        port.queue_drops() > first,
+        "drops of the second flood not added"
+    );
 }

@@ -7,11 +7,23 @@
 //! ([`super::auxdata`]), PACKET_MR_PROMISC because a switch port receives
 //! every destination, and PACKET_FANOUT (hash) so that a flow always lands on the same
 //! worker while different flows spread over all of them.
+//!
+//! The receive queue is sized for GSO frames ([`RCVBUF_BYTES`]), and the frames the kernel
+//! still had to drop at a full queue are read back with PACKET_STATISTICS ([`queue_drops`])
+//! so they show up as a counted drop instead of as silent TCP retransmissions.
 
 use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
 
 use super::{cvt, ifreq, setsockopt_int};
 use crate::error::Error;
+
+/// Receive queue per socket. The kernel's default (`net.core.rmem_default`, 208 KiB)
+/// holds about three 64 KiB GSO frames (the queue is charged each skb's truesize), so
+/// a TCP flow between two containers overflowed it whenever the worker was off the CPU
+/// for a moment: measured, ~35 000 retransmissions/s at ~10 Gbit/s. With 4 MiB (~60 GSO
+/// frames, or thousands of small ones) the same flow saw ~200/s and ran ~8 % faster
+/// (docs/design/bench.md, session 7).
+pub const RCVBUF_BYTES: libc::c_int = 4 << 20;
 
 /// One AF_PACKET socket per worker for a port; all of them join one fanout group.
 pub struct PacketSocket {
@@ -59,6 +71,7 @@ fn open_one(ifname: &str, ifindex: i32) -> Result<PacketSocket, Error> {
         .map_err(|e| err(ifname, "PACKET_QDISC_BYPASS", e))?;
     setsockopt_int(r, libc::SOL_PACKET, libc::PACKET_IGNORE_OUTGOING, 1)
         .map_err(|e| err(ifname, "PACKET_IGNORE_OUTGOING", e))?;
+    set_rcvbuf(r).map_err(|e| err(ifname, "SO_RCVBUF", e))?;
     // Offloaded VLAN tags are only reported here (see `auxdata`).
     setsockopt_int(r, libc::SOL_PACKET, libc::PACKET_AUXDATA, 1)
         .map_err(|e| err(ifname, "PACKET_AUXDATA", e))?;
@@ -92,6 +105,37 @@ fn open_one(ifname: &str, ifindex: i32) -> Result<PacketSocket, Error> {
     })
     .map_err(|e| err(ifname, "PACKET_ADD_MEMBERSHIP", e))?;
     Ok(PacketSocket { fd })
+}
+
+/// Sets the receive queue to [`RCVBUF_BYTES`]: SO_RCVBUFFORCE (CAP_NET_ADMIN, which an
+/// AF_PACKET socket needs anyway) may exceed `net.core.rmem_max`; without the capability
+/// SO_RCVBUF gets as much as `rmem_max` allows.
+fn set_rcvbuf(fd: libc::c_int) -> std::io::Result<()> {
+    match setsockopt_int(fd, libc::SOL_SOCKET, libc::SO_RCVBUFFORCE, RCVBUF_BYTES) {
+        Err(e) if e.raw_os_error() == Some(libc::EPERM) => {
+            setsockopt_int(fd, libc::SOL_SOCKET, libc::SO_RCVBUF, RCVBUF_BYTES)
+        }
+        r => r,
+    }
+}
+
+/// Frames the kernel dropped at this socket's full receive queue since the last call
+/// (PACKET_STATISTICS reads and clears the socket's counters, packet(7)).
+pub fn queue_drops(fd: &impl AsRawFd) -> std::io::Result<u32> {
+    // SAFETY: tpacket_stats is plain old data.
+    let mut st: libc::tpacket_stats = unsafe { std::mem::zeroed() };
+    let mut len = std::mem::size_of::<libc::tpacket_stats>() as libc::socklen_t;
+    // SAFETY: `st`/`len` live for the call; the kernel writes at most `len` bytes.
+    cvt(unsafe {
+        libc::getsockopt(
+            fd.as_raw_fd(),
+            libc::SOL_PACKET,
+            libc::PACKET_STATISTICS,
+            (&mut st as *mut libc::tpacket_stats).cast(),
+            &mut len,
+        )
+    })?;
+    Ok(st.tp_drops)
 }
 
 /// Joins the socket to the port's fanout group; the first socket asks the kernel for a
