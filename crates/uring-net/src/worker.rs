@@ -300,6 +300,8 @@ impl Worker {
         let ring: IoUring = IoUring::builder()
             .setup_single_issuer()
             .setup_defer_taskrun()
+            // IORING_SQ_TASKRUN tells a poll pass whether entering would find anything.
+            .setup_taskrun_flag()
             .setup_cqsize(8192)
             .build(1024)
             .map_err(Error::Ring)?;
@@ -420,6 +422,16 @@ impl Worker {
     /// One io_uring_enter: submit what is queued, run deferred task work, and wait for
     /// `want` completions. Counted, since that is the figure we optimise.
     fn enter(&mut self, want: u32) -> std::io::Result<()> {
+        if want == 0 {
+            // A poll pass with nothing to submit: with DEFER_TASKRUN every completion is
+            // deferred task work, and the kernel sets IORING_SQ_TASKRUN (TASKRUN_FLAG) when
+            // it queues some. Without that flag (or a CQ overflow to flush) entering would
+            // run nothing, so the pass skips the system call.
+            let sq = self.ring.submission();
+            if sq.is_empty() && !sq.taskrun() && !sq.cq_overflow() {
+                return Ok(());
+            }
+        }
         loop {
             let pending = self.ring.submission().len() as u32;
             self.stats.worker.enters.add(1);
