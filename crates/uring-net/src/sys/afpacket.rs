@@ -21,7 +21,7 @@ use crate::error::Error;
 /// holds about three 64 KiB GSO frames (the queue is charged each skb's truesize), so
 /// a TCP flow between two containers overflowed it whenever the worker was off the CPU
 /// for a moment: measured, ~35 000 retransmissions/s at ~10 Gbit/s. With 4 MiB (~60 GSO
-/// frames, or thousands of small ones) the same flow saw ~200/s and ran ~8 % faster
+/// frames, or thousands of small ones) the same flow saw ~200/s and ran a median 7 % faster
 /// (docs/design/bench.md, session 7).
 pub const RCVBUF_BYTES: libc::c_int = 4 << 20;
 
