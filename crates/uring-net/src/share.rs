@@ -49,9 +49,9 @@ impl CpuShare {
         self.contended
     }
 
-    /// Re-evaluates once per period; one clock read otherwise.
-    pub fn tick(&mut self) {
-        let wall = self.since.elapsed();
+    /// Re-evaluates once per period (`now`: the caller's clock reading).
+    pub fn tick(&mut self, now: Instant) {
+        let wall = now.saturating_duration_since(self.since);
         if wall < PERIOD {
             return;
         }
@@ -62,7 +62,7 @@ impl CpuShare {
             wall,
             Duration::from_nanos(delay.saturating_sub(self.delay_at)),
         );
-        self.since = Instant::now();
+        self.since = now;
         self.delay_at = delay;
     }
 }
