@@ -46,6 +46,8 @@ pub use dataplane::{Dataplane, DataplaneConfig, PortSpec};
 pub use direct::DirectError;
 pub use error::{Error, Result};
 pub use fixed::{FixedTable, MemRegion};
-pub use guest::{FrameBatch, GuestFrame, GuestRx, GuestTxQueue, RxFrame, RxFull, Seg};
+pub use guest::{
+    FrameBatch, GuestFrame, GuestRx, GuestTxQueue, RxFrame, RxFull, Seg, HEAD_COPY, MAX_SEGS,
+};
 pub use stats::{PortStats, Stats, WorkerStatsSnapshot};
 pub use worker::QueueKind;

@@ -12,7 +12,6 @@
 
 use std::ops::Range;
 
-use switch::egress::Egress;
 use switch::{Offloads, PortId, VnetHdr};
 
 use crate::guest::{GuestRx, RxFrame, Seg};
@@ -23,8 +22,10 @@ pub(crate) struct Staged {
     pub ingress: PortId,
     hdr: VnetHdr,
     flow: u32,
-    /// The rewritten L2 head when the frame leaves with a different VLAN tag.
-    head: Option<Egress>,
+    /// The frame's first bytes, from private memory (in [`RxStage::private`]): the egress
+    /// L2 head and the rest of the head copy the switch decided on.
+    prefix: Range<usize>,
+    /// The rest of the frame, in guest memory.
     segs: Range<usize>,
 }
 
@@ -32,6 +33,9 @@ pub(crate) struct Staged {
 #[derive(Default)]
 pub(crate) struct RxStage {
     entries: Vec<Staged>,
+    /// The staged frames' private bytes: what the decision rested on is delivered from
+    /// here, never read again from the sender's memory (which its vCPUs may rewrite).
+    private: Vec<u8>,
     segs: Vec<Seg>,
     order: Vec<usize>,
     /// Per-burst scratch kept across flushes: a 64-frame round allocated and freed two
@@ -60,7 +64,8 @@ impl RxStage {
         self.entries.is_empty()
     }
 
-    /// Stages `segs` (guest memory, host addresses), preceded by `head`'s bytes if given.
+    /// Stages a frame made of `prefix` (private bytes, copied into the stage) followed by
+    /// `segs` (guest memory, host addresses).
     ///
     /// # Safety
     /// Every segment must stay mapped and readable until the next [`flush`](Self::flush)
@@ -72,9 +77,13 @@ impl RxStage {
         ingress: PortId,
         hdr: VnetHdr,
         flow: u32,
-        head: Option<Egress>,
+        prefix: [&[u8]; 2],
         segs: impl IntoIterator<Item = Seg>,
     ) {
+        let pstart = self.private.len();
+        for p in prefix {
+            self.private.extend_from_slice(p);
+        }
         let start = self.segs.len();
         self.segs.extend(segs);
         self.entries.push(Staged {
@@ -82,7 +91,7 @@ impl RxStage {
             ingress,
             hdr,
             flow,
-            head,
+            prefix: pstart..self.private.len(),
             segs: start..self.segs.len(),
         });
     }
@@ -123,8 +132,8 @@ impl RxStage {
                 for &i in run {
                     let e = &entries[i];
                     let start = parts.len();
-                    if let Some(h) = &e.head {
-                        parts.push(h.head());
+                    if !e.prefix.is_empty() {
+                        parts.push(&self.private[e.prefix.clone()]);
                     }
                     for s in &self.segs[e.segs.clone()] {
                         // SAFETY: `push`'s contract: the segment stays mapped and readable
@@ -157,6 +166,7 @@ impl RxStage {
         self.frames = spare_frames;
         self.parts = recycle(parts);
         self.entries.clear();
+        self.private.clear();
         self.segs.clear();
     }
 }
@@ -235,7 +245,7 @@ mod tests {
                         addr: d.as_ptr() as u64,
                         len: d.len() as u32,
                     };
-                    st.push(PortId(1), PortId(0), id(i as u16), 0, None, [s]);
+                    st.push(PortId(1), PortId(0), id(i as u16), 0, [&[], &[]], [s]);
                 }
             }
             let mut done = Vec::new();
@@ -272,10 +282,17 @@ mod tests {
         let mut st = RxStage::default();
         // SAFETY: `data` outlives the flush below.
         unsafe {
-            st.push(PortId(2), PortId(0), id(10), 0, None, [seg(0)]);
-            st.push(PortId(1), PortId(0), id(11), 0, None, [seg(1)]);
-            st.push(PortId(2), PortId(0), id(12), 0, None, [seg(2), seg(3)]);
-            st.push(PortId(3), PortId(0), id(13), 0, None, [seg(3)]);
+            st.push(PortId(2), PortId(0), id(10), 0, [&[], &[]], [seg(0)]);
+            st.push(PortId(1), PortId(0), id(11), 0, [&[], &[]], [seg(1)]);
+            st.push(
+                PortId(2),
+                PortId(0),
+                id(12),
+                0,
+                [&[], &[]],
+                [seg(2), seg(3)],
+            );
+            st.push(PortId(3), PortId(0), id(13), 0, [&[], &[]], [seg(3)]);
         }
         let mut results = Vec::new();
         let (a2, b2) = (a.clone(), b.clone());

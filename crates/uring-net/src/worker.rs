@@ -208,7 +208,10 @@ struct TxOp {
     src: Src,
     dest: u16,
     hdr: [u8; VNET_HDR],
-    head: [u8; switch::egress::MAX_HEAD],
+    /// Bytes of the frame written from our memory: a rewritten L2 head, and for a guest
+    /// frame the rest of the private head copy the switch decided on. Its buffer is
+    /// reused (capacity for MAX_HEAD + HEAD_COPY; more only for a whole-frame decision).
+    head: Vec<u8>,
     iov: [libc::iovec; MAX_SEGS + 2],
 }
 
@@ -218,7 +221,7 @@ impl TxOp {
             src: Src::Host { q: 0, bid: 0 },
             dest: 0,
             hdr: [0; VNET_HDR],
-            head: [0; switch::egress::MAX_HEAD],
+            head: Vec::with_capacity(switch::egress::MAX_HEAD + crate::guest::HEAD_COPY),
             iov: [libc::iovec {
                 iov_base: std::ptr::null_mut(),
                 iov_len: 0,
@@ -233,10 +236,6 @@ enum WriteSpec {
     Plain { addr: u64, len: u32 },
     /// Gather write; the op's `iov[..n]` is filled.
     Vectored { n: usize },
-    /// One segment of registered guest memory.
-    Fixed { addr: u64, len: u32, slot: u16 },
-    /// Several segments all inside one registered buffer.
-    VectoredFixed { n: usize, slot: u16 },
 }
 
 pub(crate) struct Worker {
@@ -664,22 +663,11 @@ impl Worker {
         let op = &mut self.ops[oi as usize];
         op.src = src;
         op.dest = dq;
-        let spec = spec(op);
-        let fixed = matches!(
-            spec,
-            WriteSpec::Fixed { .. } | WriteSpec::VectoredFixed { .. }
-        );
-        let entry = match spec {
+        let entry = match spec(op) {
             WriteSpec::Plain { addr, len } => {
                 opcode::Write::new(fd, addr as *const u8, len).build()
             }
             WriteSpec::Vectored { n } => opcode::Writev::new(fd, op.iov.as_ptr(), n as u32).build(),
-            WriteSpec::Fixed { addr, len, slot } => {
-                opcode::WriteFixed::new(fd, addr as *const u8, len, slot).build()
-            }
-            WriteSpec::VectoredFixed { n, slot } => {
-                opcode::WritevFixed::new(fd, op.iov.as_ptr(), n as u32, slot).build()
-            }
         };
         if !self.push(entry.user_data(ud(TAG_TX, oi as u64))) {
             self.free_ops.push(oi);
@@ -690,13 +678,8 @@ impl Worker {
             d.inflight += 1;
         }
         if let Src::Guest { .. } = src {
-            // Guest frames: from registered memory, or the writev fallback.
-            let c = &self.stats.ports[ingress.index()];
-            if fixed {
-                c.tx_fixed.add(1);
-            } else {
-                c.tx_fallback.add(1);
-            }
+            // Guest frames go out with writev: our header and head, then guest pages.
+            self.stats.ports[ingress.index()].tx_fallback.add(1);
         }
         true
     }
@@ -851,14 +834,20 @@ impl Worker {
         total
     }
 
+    /// Decides one popped guest frame and hands it to every destination.
+    ///
+    /// What the decision rests on — the virtio-net header, the addresses, the VLAN tag,
+    /// the EtherType and the L3/L4 headers — is the private head copy made at pop time,
+    /// and every destination gets exactly those bytes from that copy: only the bytes
+    /// past it are read from guest memory again. A second vCPU rewriting the frame after
+    /// the decision can therefore change only payload bytes the switch never looked at;
+    /// it cannot retag the frame (a VLAN hop) or smuggle an offload past the check.
     fn forward_guest_frame(&mut self, view: &SwitchView<'_>, now: Millis, gi: u16, f: &GuestFrame) {
         let Some(Some(g)) = self.guests.get_mut(gi as usize) else {
             return;
         };
         let port = g.port;
         g.inflight += 1;
-        // Cloned (an atomic increment, measurable per frame) only for a host destination.
-        let mut memory: Option<Option<Arc<FixedTable>>> = None;
         let c = &self.stats.ports[port.index()];
         let head = f.head();
         let hdr = match VnetHdr::parse(head, VNET_HDR) {
@@ -876,53 +865,64 @@ impl Worker {
         let fhead = &head[VNET_HDR..];
         let tpid = view.port(port).map_or(switch::vlan::TPID_8021Q, |p| p.tpid);
         // Snooping control packets (an MLDv2 report can exceed the head copy) are decided
-        // on a private copy of the whole frame: rare and small.
+        // on a private copy of the whole frame, and sent from it: rare and small.
+        let mut whole = std::mem::take(&mut self.whole);
+        whole.clear();
         let decided = if switch::needs_whole_frame(fhead, frame_len, tpid) {
-            let mut whole = std::mem::take(&mut self.whole);
             copy_frame(f, &mut whole);
-            let d = view.decide(port, &hdr, &whole, frame_len, now);
-            self.whole = whole;
-            d
+            view.decide(port, &hdr, &whole, frame_len, now)
         } else {
             view.decide_cached(&mut self.decisions, port, &hdr, fhead, frame_len, now)
         };
-        let Decision::Forward(fwd) = decided else {
-            self.complete_guest(gi, f.token);
+        // The frame's private bytes: the whole frame, or its head copy.
+        let private: &[u8] = if whole.is_empty() { fhead } else { &whole };
+        match decided {
+            Decision::Forward(fwd) => self.deliver_guest_frame(view, gi, f, &hdr, private, &fwd),
+            Decision::Drop(_) => self.complete_guest(gi, f.token),
+        }
+        self.whole = whole;
+    }
+
+    /// [`forward_guest_frame`](Self::forward_guest_frame)'s delivery: `private` is the
+    /// frame's first bytes as decided on (the rest follows in guest memory).
+    fn deliver_guest_frame(
+        &mut self,
+        view: &SwitchView<'_>,
+        gi: u16,
+        f: &GuestFrame,
+        hdr: &VnetHdr,
+        private: &[u8],
+        fwd: &switch::Forward,
+    ) {
+        let Some(Some(g)) = self.guests.get(gi as usize) else {
             return;
         };
-        let flow = crate::flow::flow_hash(&fwd, fhead);
-        let seg_hdr = f.seg_hdr();
+        let port = g.port;
+        let flow = crate::flow::flow_hash(fwd, private);
+        // Guest memory past the private bytes (and past the guest's own header copy).
+        let guest_skip = f.seg_hdr() + private.len();
         // The in-flight slot (a reference count across completions) is taken only for a
         // host destination; deliveries into guests are staged and complete with the flush
         // (`after_flush`), so the common guest→guest frame skips the slot altogether.
         let mut slot: Option<u32> = None;
         let mut staged = false;
         for dest in fwd.ports.iter() {
-            let eg = view.egress(dest, &fwd, fhead);
+            let eg = view.egress(dest, fwd, private);
             if self.guest_rx[dest.index()].is_some() {
-                let identity = eg.is_identity(fhead);
-                let skip = seg_hdr + if identity { 0 } else { eg.body_offset as usize };
-                let mut skip_left = skip;
-                let segs = f.segs().iter().filter_map(|sg| {
-                    let l = sg.len as usize;
-                    if skip_left >= l {
-                        skip_left -= l;
-                        return None;
-                    }
-                    let s = Seg {
-                        addr: sg.addr + skip_left as u64,
-                        len: (l - skip_left) as u32,
-                    };
-                    skip_left = 0;
-                    Some(s)
-                });
-                let h = eg.adjust_hdr(&hdr);
+                let h = eg.adjust_hdr(hdr);
+                let body = private.get(usize::from(eg.body_offset)..).unwrap_or(&[]);
                 // SAFETY: `GuestTxQueue` guarantees a popped frame's segments stay mapped
                 // and readable until it is completed; a frame with a staged delivery is
                 // completed only after the stage is flushed (`after_flush`).
                 unsafe {
-                    self.stage
-                        .push(dest, port, h, flow, (!identity).then_some(eg), segs);
+                    self.stage.push(
+                        dest,
+                        port,
+                        h,
+                        flow,
+                        [eg.head(), body],
+                        skip_segs(f.segs(), guest_skip),
+                    );
                 }
                 staged = true;
                 continue;
@@ -944,15 +944,7 @@ impl Worker {
                     s
                 }
             };
-            let mem = memory
-                .get_or_insert_with(|| {
-                    self.guests
-                        .get(gi as usize)
-                        .and_then(|g| g.as_ref())
-                        .and_then(|g| g.memory.clone())
-                })
-                .as_deref();
-            let spec = |op: &mut TxOp| guest_write_spec(op, f, &hdr, fhead, &eg, mem);
+            let spec = |op: &mut TxOp| guest_write_spec(op, f, hdr, private, &eg);
             if self.write_to(port, dest, Src::Guest { slot: s }, spec) {
                 if let Some(Some(e)) = self.gframes.get_mut(s as usize) {
                     e.refs += 1;
@@ -1464,7 +1456,7 @@ fn host_write_spec(
         };
     }
     let body = frame.get(eg.body_offset as usize..).unwrap_or(&[]);
-    let n = fill_rewrite(op, hdr, eg);
+    let n = fill_rewrite(op, hdr, eg, &[]);
     op.iov[n] = libc::iovec {
         iov_base: body.as_ptr() as *mut libc::c_void,
         iov_len: body.len(),
@@ -1472,84 +1464,74 @@ fn host_write_spec(
     WriteSpec::Vectored { n: n + 1 }
 }
 
-/// Puts the adjusted vnet header and the rewritten head into the op and its first two
-/// iovecs; returns the number of iovecs used.
-fn fill_rewrite(op: &mut TxOp, hdr: &VnetHdr, eg: &Egress) -> usize {
+/// Puts the adjusted vnet header and the rewritten head (then `rest`, more private bytes
+/// of the frame) into the op and its first two iovecs; returns the number of iovecs used.
+fn fill_rewrite(op: &mut TxOp, hdr: &VnetHdr, eg: &Egress, rest: &[u8]) -> usize {
     let _ = eg.adjust_hdr(hdr).emit(&mut op.hdr, VNET_HDR);
-    let head = eg.head();
-    op.head[..head.len()].copy_from_slice(head);
+    op.head.clear();
+    op.head.extend_from_slice(eg.head());
+    op.head.extend_from_slice(rest);
     op.iov[0] = libc::iovec {
         iov_base: op.hdr.as_mut_ptr().cast(),
         iov_len: VNET_HDR,
     };
     op.iov[1] = libc::iovec {
         iov_base: op.head.as_mut_ptr().cast(),
-        iov_len: head.len(),
+        iov_len: op.head.len(),
     };
     2
 }
 
-/// Write of a guest frame from guest memory. Identity egress goes out from the guest's own
-/// bytes (fixed buffers when every segment lies in one registered buffer); a tag rewrite
-/// needs our head in front, which a fixed write cannot mix in, so it is a plain writev.
+/// Write of a guest frame: our validated virtio-net header and the frame's private bytes
+/// (`private`, what the switch decided on, with the egress head in front), then the
+/// frame's remaining bytes straight from guest memory. Nothing the decision rests on is
+/// read from guest memory again: neither the header the kernel acts on
+/// (`virtio_net_hdr_to_skb`) nor the addresses, tag or EtherType. A fixed-buffer write
+/// cannot mix our memory with the registered guest buffer, so this is a writev.
 fn guest_write_spec(
     op: &mut TxOp,
     f: &GuestFrame,
     hdr: &VnetHdr,
-    fhead: &[u8],
+    private: &[u8],
     eg: &Egress,
-    memory: Option<&FixedTable>,
 ) -> WriteSpec {
-    let segs = f.segs();
-    // Identity egress of a frame whose segments carry the guest's 12-byte header: out as
-    // it lies in guest memory. The header bytes are the guest's (we validated our copy);
-    // the kernel validates them again on the tap/AF_PACKET write (virtio_net_hdr_to_skb).
-    if eg.is_identity(fhead) && f.seg_hdr() == VNET_HDR {
-        if let Some(t) = memory {
-            let mut slot = None;
-            let all_in_one = segs.iter().all(|s| match t.resolve(s.addr, s.len as u64) {
-                Some(r) => *slot.get_or_insert(r.slot) == r.slot,
-                None => false,
-            });
-            if let (true, Some(slot)) = (all_in_one, slot) {
-                if let [s] = segs {
-                    return WriteSpec::Fixed {
-                        addr: s.addr,
-                        len: s.len,
-                        slot,
-                    };
-                }
-                fill_segs(op, 0, segs, 0);
-                return WriteSpec::VectoredFixed {
-                    n: segs.len(),
-                    slot,
-                };
-            }
-        }
-        let n = fill_segs(op, 0, segs, 0);
-        return WriteSpec::Vectored { n };
-    }
-    let n = fill_rewrite(op, hdr, eg);
-    let n = fill_segs(op, n, segs, f.seg_hdr() + eg.body_offset as usize);
+    let body = private.get(usize::from(eg.body_offset)..).unwrap_or(&[]);
+    let n = fill_rewrite(op, hdr, eg, body);
+    let n = fill_segs(op, n, f.segs(), f.seg_hdr() + private.len());
     WriteSpec::Vectored { n }
+}
+
+/// `segs` without their first `skip` bytes.
+fn skip_segs(segs: &[Seg], mut skip: usize) -> impl Iterator<Item = Seg> + '_ {
+    segs.iter().filter_map(move |sg| {
+        let l = sg.len as usize;
+        if skip >= l {
+            skip -= l;
+            return None;
+        }
+        let s = Seg {
+            addr: sg.addr + skip as u64,
+            len: (l - skip) as u32,
+        };
+        skip = 0;
+        Some(s)
+    })
 }
 
 /// Copies a guest frame (the Ethernet frame, without the vnet header) into `out`.
 fn copy_frame(f: &GuestFrame, out: &mut Vec<u8>) {
     out.clear();
-    let mut skip = f.seg_hdr();
-    for s in f.segs() {
+    for s in skip_segs(f.segs(), f.seg_hdr()) {
         let l = s.len as usize;
-        if skip >= l {
-            skip -= l;
-            continue;
-        }
+        out.reserve(l);
         // SAFETY: `GuestTxQueue` guarantees a popped frame's segments stay mapped and
-        // readable until it is completed; the caller has not completed it yet.
-        let b =
-            unsafe { std::slice::from_raw_parts((s.addr + skip as u64) as *const u8, l - skip) };
-        out.extend_from_slice(b);
-        skip = 0;
+        // readable until it is completed; the caller has not completed it yet. The copy
+        // goes through raw pointers (no reference over guest memory) into the spare
+        // capacity reserved above, and only then is the length extended.
+        unsafe {
+            std::ptr::copy_nonoverlapping(s.addr as *const u8, out.as_mut_ptr().add(out.len()), l);
+            out.set_len(out.len() + l);
+        }
     }
 }
 

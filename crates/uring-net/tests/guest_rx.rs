@@ -120,7 +120,7 @@ fn guest_to_guest_is_one_copy_and_full_rx_drops() {
     );
     assert!(
         sink.from_source.lock().iter().all(|x| *x),
-        "parts came straight from the sender's memory: the sink's copy is the only one"
+        "parts after the private head came straight from the sender's memory"
     );
     assert!(sink.flushes.load(Ordering::Relaxed) >= 1);
     let s = dp.stats();
@@ -132,6 +132,79 @@ fn guest_to_guest_is_one_copy_and_full_rx_drops() {
     );
     assert_eq!(sa.switch.drop_count(DropReason::DestinationFull), 6);
     assert_eq!(sa.rx_packets, 16);
+    dp.shutdown().unwrap();
+}
+
+/// The double fetch, guest → guest: after the pop (the private head copy), the sender
+/// rewrites its frame in place — a VLAN-20 tag over the EtherType, another IP destination,
+/// and a payload byte past the head copy. The receiver gets every byte the switch decided
+/// on as it was decided (untagged, same addresses); only bytes past the head copy, which
+/// no decision rests on, are read from the sender's memory again, once.
+#[test]
+fn guest_to_guest_rewrite_after_pop_is_not_delivered() {
+    let dp = dataplane();
+    let (a, b) = two_guests(&dp);
+    let mem = Mapping::memfd("guest-a-hostile", 1 << 20).unwrap();
+    let src = (mem.addr(), mem.addr() + mem.len() as u64);
+    let sink = Arc::new(CollectRx::new(64, src));
+    dp.attach_guest_rx(b, sink.clone()).unwrap();
+    let pending = Arc::new(Mutex::new(std::collections::VecDeque::new()));
+    let done = Arc::new(Mutex::new(Vec::new()));
+    let kick = uring_net::sys::eventfd().unwrap();
+    let q = MemTxQueue {
+        kick: kick.try_clone().unwrap(),
+        pending: pending.clone(),
+        done: done.clone(),
+        memory: None,
+    };
+    dp.attach_guest_tx(a, 0, None, Box::new(q)).unwrap();
+    let mut sent = Vec::new();
+    let long = "x".repeat(600);
+    for i in 0..8usize {
+        let payload = if i % 2 == 0 {
+            format!("short-{i}")
+        } else {
+            format!("long-{i}-{long}")
+        };
+        let (f, base) = frame_at(&mem, i * 4096, &payload);
+        let segs = [Seg {
+            addr: base,
+            len: f.len() as u32,
+        }];
+        pending
+            .lock()
+            .push_back(GuestFrame::new(i as u64, &segs, &f).unwrap());
+        // After the private copy: the hostile rewrite (offsets into the segment, which
+        // starts with the 12-byte virtio-net header).
+        let off = i * 4096;
+        let mut rewrite = vec![(12 + 12, 0x81), (12 + 13, 0), (12 + 14, 0), (12 + 15, 20)];
+        rewrite.push((12 + 33, 0x63)); // last byte of the IPv4 destination
+        if f.len() > 400 {
+            rewrite.push((400, b'!'));
+        }
+        for (at, v) in rewrite {
+            // SAFETY: the test is the only writer; this is the write a second vCPU makes.
+            unsafe { mem.as_mut_slice()[off + at] = v };
+        }
+        sent.push(f[12..].to_vec());
+    }
+    uring_net::sys::eventfd_signal(&kick).unwrap();
+    wait_for(|| done.lock().len() == 8);
+    let got = sink.frames.lock().clone();
+    assert_eq!(got.len(), 8, "every frame delivered");
+    let head_copy = uring_net::HEAD_COPY - 12;
+    for (i, (g, s)) in got.iter().zip(&sent).enumerate() {
+        assert_eq!(g.len(), s.len(), "frame {i}: untagged, same length");
+        let n = head_copy.min(s.len());
+        assert_eq!(g[..n], s[..n], "frame {i}: the decided bytes as decided");
+        assert_eq!(&g[12..14], &[0x08, 0x00], "frame {i}: no VLAN tag");
+    }
+    // The long frames' rest was read from the sender's memory (so the byte past the head
+    // copy is the rewritten one): one copy, straight from the source.
+    assert_eq!(got[1][400 - 12], b'!');
+    let parts = sink.parts.lock().clone();
+    assert_eq!(parts.iter().filter(|&&p| p == 2).count(), 4, "{parts:?}");
+    assert!(sink.from_source.lock().iter().all(|x| *x));
     dp.shutdown().unwrap();
 }
 

@@ -32,13 +32,21 @@ enum Memory {
     /// pieces in guest memory hold only the Ethernet frame, so our 12-byte header goes in
     /// front with a writev.
     LegacyHeader,
+    /// Registered, and a second "vCPU" rewrites every frame after it was popped (after
+    /// the private head copy, before the worker sends it): the EtherType becomes a VLAN-20
+    /// tag and the virtio-net header in guest memory asks for a checksum at an offset
+    /// past the frame. The frames must leave as they were when the switch decided.
+    RewrittenAfterPop,
 }
 
 /// Sends `n` frames from `mem` through a guest port to container 1 and returns
 /// (fixed writes, fallback writes, registration failures, payloads the container's UDP
 /// socket received).
 fn run_guest_tx(mem: &Mapping, mode: Memory, n: usize) -> (u64, u64, u64, Vec<String>) {
-    let register = matches!(mode, Memory::Registered | Memory::LegacyHeader);
+    let register = matches!(
+        mode,
+        Memory::Registered | Memory::LegacyHeader | Memory::RewrittenAfterPop
+    );
     let pfx = prefix("g");
     let sw = Ns::new(format!("{pfx}sw"));
     let c1 = container(&sw, &pfx, 1);
@@ -70,7 +78,7 @@ fn run_guest_tx(mem: &Mapping, mode: Memory, n: usize) -> (u64, u64, u64, Vec<St
     };
     // SAFETY: `mem` outlives the data plane (dropped at the end of this function).
     let table = match mode {
-        Memory::Registered | Memory::LegacyHeader => {
+        Memory::Registered | Memory::LegacyHeader | Memory::RewrittenAfterPop => {
             Some(unsafe { dp.register_memory(&[region]) }.expect("memfd registers"))
         }
         Memory::Unregistrable => {
@@ -151,6 +159,27 @@ fn run_guest_tx(mem: &Mapping, mode: Memory, n: usize) -> (u64, u64, u64, Vec<St
         } else {
             GuestFrame::new(i as u64, &segs, &f).unwrap()
         };
+        if mode == Memory::RewrittenAfterPop {
+            // The private head copy is taken (GuestFrame::new); now the guest rewrites
+            // its frame in place: header flags NEEDS_CSUM with csum_start 0xfff0, and
+            // bytes 12..16 of the Ethernet frame a VLAN-20 tag.
+            let hostile: [(usize, u8); 8] = [
+                (0, 1),
+                (6, 0xf0),
+                (7, 0xff),
+                (12 + 12, 0x81),
+                (12 + 13, 0x00),
+                (12 + 14, 0x00),
+                (12 + 15, 20),
+                (12 + 16, 0x08),
+            ];
+            for (at, v) in hostile {
+                // SAFETY: the test is the only writer of `mem`; the data plane reads it
+                // only after the kick below (this is the hostile write a vCPU could make
+                // at any time).
+                unsafe { mem.as_mut_slice()[off + at] = v };
+            }
+        }
         pending.lock().push_back(frame);
         uring_net::sys::eventfd_signal(&kick).unwrap();
     }
@@ -200,8 +229,20 @@ fn expected(n: usize) -> Vec<String> {
 fn memfd_guest_memory_uses_fixed_buffers() {
     let mem = Mapping::memfd("guest-mem", 1 << 20).unwrap();
     let (fixed, fallback, fallbacks, got) = run_guest_tx(&mem, Memory::Registered, 32);
-    assert_eq!((fixed, fallback, fallbacks), (32, 0, 0));
+    assert_eq!((fixed, fallback, fallbacks), (0, 32, 0));
     assert_eq!(got, expected(32));
+}
+
+/// The VLAN hop and the header bypass: the guest rewrites its frames after the switch
+/// decided. Every frame still leaves untagged with the header that was validated, so
+/// the container's UDP socket receives all of them (a tagged frame, or a write the
+/// kernel refuses for its header, would not arrive).
+#[test]
+fn frames_rewritten_after_pop_leave_as_decided() {
+    let mem = Mapping::memfd("guest-mem-hostile", 1 << 20).unwrap();
+    let (_, fallback, _, got) = run_guest_tx(&mem, Memory::RewrittenAfterPop, 16);
+    assert_eq!(got, expected(16), "the frames as decided, not as rewritten");
+    assert_eq!(fallback, 16, "every frame written once");
 }
 
 #[test]
@@ -234,7 +275,7 @@ fn legacy_header_frames_get_our_header_in_front() {
 fn memory_table_change_switches_to_fixed_buffers() {
     let mem = Mapping::memfd("guest-mem-late", 1 << 20).unwrap();
     let (fixed, fallback, fallbacks, got) = run_guest_tx(&mem, Memory::Late, 32);
-    assert_eq!((fixed, fallback, fallbacks), (16, 16, 0));
+    assert_eq!((fixed, fallback, fallbacks), (0, 32, 0));
     assert_eq!(got, expected(32));
 }
 

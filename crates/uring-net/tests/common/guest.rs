@@ -95,8 +95,12 @@ pub fn udp_frame(
 pub struct CollectRx {
     pub cap: usize,
     pub frames: Mutex<Vec<Vec<u8>>>,
-    /// For each delivered frame: did every part lie inside `src_range` (no copy before us)?
+    /// For each delivered frame: did every part after the first (the private head copy
+    /// the switch decided on) lie inside `src_range`, i.e. was the rest of the frame read
+    /// straight from the sender's memory, with no copy before ours?
     pub from_source: Mutex<Vec<bool>>,
+    /// For each delivered frame: how many parts it came in.
+    pub parts: Mutex<Vec<usize>>,
     pub src_range: (u64, u64),
     pub flushes: std::sync::atomic::AtomicU64,
 }
@@ -107,6 +111,7 @@ impl CollectRx {
             cap,
             frames: Mutex::new(Vec::new()),
             from_source: Mutex::new(Vec::new()),
+            parts: Mutex::new(Vec::new()),
             src_range,
             flushes: Default::default(),
         }
@@ -125,7 +130,8 @@ impl GuestRx for CollectRx {
         if f.len() >= self.cap {
             return Err(RxFull);
         }
-        let inside = parts.iter().filter(|p| !p.is_empty()).all(|p| {
+        self.parts.lock().push(parts.len());
+        let inside = parts.iter().skip(1).filter(|p| !p.is_empty()).all(|p| {
             let a = p.as_ptr() as u64;
             a >= self.src_range.0 && a + p.len() as u64 <= self.src_range.1
         });
