@@ -8,7 +8,7 @@
 //!   and `RS-OUT-END <id> rc=<rc>`, so no output can be mistaken for the framing and no
 //!   tty echo or prompt gets in the way (the guest puts ttyS1 in raw mode).
 //!
-//! Required QEMU options (measured, see shared/notes/machine.md): memfd guest memory with
+//! Required QEMU options (measured, see docs/environment.md): memfd guest memory with
 //! share=on (the backend maps it), and `vectors=0` on virtio-net-pci because QEMU 7.2
 //! under TCG crashes once a vhost-user NIC starts with MSI-X; with INTx the backend's call
 //! eventfds are still read by QEMU, so the backend's notification path is exercised.

@@ -8,7 +8,7 @@
 //!   VM) that sends (txonly), counts (rxonly) or echoes (io/macswap).
 //! - `spawn`: any other combination, with the same common options and cleanup.
 //!
-//! Options measured on this machine (shared/notes/machine.md): no hugepages,
+//! Options measured on this machine (docs/environment.md): no hugepages,
 //! `-m 512 --total-num-mbufs=16384`, a unique `--file-prefix` (its EAL runtime directory
 //! is removed in Drop), no PCI, no telemetry, `--stats-period 1` to run without a
 //! terminal. Each testpmd busy-polls one core: more than two at once on 2 cores collapse.

@@ -3,7 +3,7 @@
 //! Why: a write from a registered buffer (WriteFixed/WritevFixed) lets the kernel read the
 //! guest's pages directly, without pinning them per request, so guest → tap/AF_PACKET TX
 //! makes no copy in our process. Facts this module is built on (measured here, see
-//! shared/notes/machine.md): one registered iovec may be at most 1 GiB; only memfd/shmem
+//! docs/environment.md): one registered iovec may be at most 1 GiB; only memfd/shmem
 //! and hugetlb mappings register (a MAP_SHARED file on ext4 gives EFAULT); registration pins
 //! every page and takes seconds per GiB, and without CAP_IPC_LOCK the memlock limit makes
 //! it fail with ENOMEM.

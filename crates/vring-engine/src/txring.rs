@@ -173,8 +173,8 @@ impl TxRing {
     /// Why: measured with a DPDK virtio-user sender, re-enabling notifications on every
     /// drained pop made the sender kick per burst; its kicks and our eventfd reads then
     /// contended on the eventfd lock (a quarter of the worker's time) and throughput
-    /// collapsed to a tenth in some runs (docs/design/bench.md). Linux vhost-net's busy
-    /// poll keeps notifications disabled while it polls for the same reason.
+    /// collapsed to a tenth in some runs (docs/notebook.md, session 6). Linux vhost-net's
+    /// busy poll keeps notifications disabled while it polls for the same reason.
     pub fn poll(&mut self, max: usize, take: impl FnMut(TxPopped<'_>) -> bool) -> usize {
         self.pop_inner(max, take, false)
     }

@@ -1,6 +1,7 @@
 //! BENCHMARKS.md and the plots, generated from [`Results`] only (so `--report-only` can
 //! redo them without measuring). The intro is hand-written (bench/intro.md); the rest is
-//! tables, target verdicts, plots, what was not measured and why, and the commands.
+//! tables, target verdicts, plots and what was not measured and why. The exact commands
+//! stay in results.json (BENCHMARKS.md says where), so the report shows results only.
 
 use std::fmt::Write as _;
 use std::path::Path;
@@ -400,13 +401,15 @@ pub fn render(r: &Results) -> String {
         }
     }
 
-    let _ = writeln!(md, "\n## Exact commands (first run of each figure)\n");
-    for f in r.figures.iter().filter(|f| !f.commands.is_empty()) {
-        let _ = writeln!(md, "`{}`:\n```sh", f.key);
-        for c in &f.commands {
-            let _ = writeln!(md, "{c}");
-        }
-        let _ = writeln!(md, "```");
+    // The commands stay in the JSON: with their machine-local paths and per-run prefixes
+    // they were most of this file and are no result.
+    if r.figures.iter().any(|f| !f.commands.is_empty()) {
+        let _ = writeln!(
+            md,
+            "\n## Exact commands\n\nThe exact commands of the first run of every figure are \
+             in the `commands` field of each figure in \
+             [bench-results/results.json](bench-results/results.json)."
+        );
     }
     md
 }
@@ -587,7 +590,9 @@ mod tests {
         assert!(md.contains("| vhost 64 B, equal cores: ≥ 0.7× testpmd | 0.50× | **missed** |"));
         assert!(md.contains("| switch-only TCP: ≥ 0.8× Linux bridge | 0.90× | met |"));
         assert!(md.contains("not measured: daemon crashed"));
-        assert!(md.contains("rs run"));
+        assert!(!md.contains("rs run"), "commands stay in results.json");
+        assert!(md.contains("`commands` field of each figure in"));
+        assert!(!render(&Results::default()).contains("## Exact commands"));
         assert!(md.starts_with("# Benchmarks"));
     }
 

@@ -1,7 +1,7 @@
 //! dpdk-testpmd command lines (virtio-user traffic generator/sink, vhost "switch") and the
 //! parser of its periodic port statistics.
 //!
-//! Options measured on this machine (../shared/notes/machine.md): no hugepages with
+//! Options measured on this machine (docs/environment.md): no hugepages with
 //! `-m 512 --total-num-mbufs=16384`, a unique `--file-prefix` per process, no PCI, no
 //! telemetry, `--stats-period 1` instead of the interactive prompt. Placement uses EAL's
 //! `--lcores` map so that testpmd's main lcore (which only prints statistics) and its one

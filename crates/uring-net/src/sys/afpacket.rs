@@ -22,7 +22,7 @@ use crate::error::Error;
 /// a TCP flow between two containers overflowed it whenever the worker was off the CPU
 /// for a moment: measured, ~35 000 retransmissions/s at ~10 Gbit/s. With 4 MiB (~60 GSO
 /// frames, or thousands of small ones) the same flow saw ~200/s and ran a median 7 % faster
-/// (docs/design/bench.md, session 7).
+/// (docs/notebook.md, session 7).
 pub const RCVBUF_BYTES: libc::c_int = 4 << 20;
 
 /// One AF_PACKET socket per worker for a port; all of them join one fanout group.
