@@ -16,6 +16,7 @@ use crate::direct::{DirectError, DirectPort};
 use crate::error::{Error, Result};
 use crate::fixed::{FixedTable, MemRegion};
 use crate::guest::{GuestRx, GuestTxQueue};
+use crate::probe::{Features, ProbeError};
 use crate::stats::{PortStats, Stats, WorkerStats, WorkerStatsSnapshot};
 use crate::sys;
 use crate::worker::{Cmd, QueueKind, Worker, WorkerConfig, FIXED_SLOTS};
@@ -133,11 +134,22 @@ pub struct Dataplane {
     direct: RwLock<Vec<Option<Arc<DirectPort>>>>,
     /// Which worker runs each attached guest TX queue, by (port, key).
     guest_tx: Mutex<BTreeMap<(PortId, u64), usize>>,
+    /// What the kernel's io_uring offers (probed in `new`).
+    features: Features,
 }
 
 impl Dataplane {
-    /// Starts the workers.
+    /// Starts the workers, after checking that the kernel has every io_uring feature they
+    /// need ([`crate::probe`]: `Error::Kernel` names the first one missing). Optional
+    /// features that are missing are logged and fallen back from (see [`Self::features`]).
     pub fn new(sw: Arc<Switch>, cfg: DataplaneConfig) -> Result<Dataplane> {
+        let features = crate::probe::probe()?;
+        for f in features.missing() {
+            tracing::warn!(
+                "this kernel lacks {f} (Linux ≥ {}): the data plane works without it",
+                f.since()
+            );
+        }
         let n = if cfg.workers == 0 {
             std::thread::available_parallelism().map_or(1, |n| n.get())
         } else {
@@ -156,7 +168,12 @@ impl Dataplane {
                 index,
                 poll: Duration::from_micros(cfg.poll_us.into()),
                 auto_poll: cfg.auto_poll,
-                batch_wait: Duration::from_micros(cfg.batch_us.into()),
+                // Without min_wait (Linux < 6.12) a worker wakes for every completion.
+                batch_wait: Duration::from_micros(if features.min_wait {
+                    cfg.batch_us.into()
+                } else {
+                    0
+                }),
                 rx_buffers: cfg.rx_buffers,
                 rx_buf_size: cfg.rx_buf_size,
                 max_inflight: cfg.max_inflight.max(1),
@@ -187,16 +204,16 @@ impl Dataplane {
                 .unwrap_or_else(|_| Err(Error::Worker("worker died during setup".into())));
             workers.push(h);
             if let Err(e) = ready {
-                let dp = Dataplane::assemble(sw, workers);
+                let dp = Dataplane::assemble(sw, workers, features);
                 drop(dp);
                 return Err(e);
             }
         }
         tracing::info!(workers = n, poll_us = cfg.poll_us, "data plane started");
-        Ok(Dataplane::assemble(sw, workers))
+        Ok(Dataplane::assemble(sw, workers, features))
     }
 
-    fn assemble(sw: Arc<Switch>, workers: Vec<WorkerHandle>) -> Dataplane {
+    fn assemble(sw: Arc<Switch>, workers: Vec<WorkerHandle>, features: Features) -> Dataplane {
         Dataplane {
             sw,
             workers,
@@ -207,7 +224,16 @@ impl Dataplane {
             next_worker: AtomicUsize::new(0),
             direct: RwLock::new(vec![None; switch::MAX_PORTS]),
             guest_tx: Mutex::new(BTreeMap::new()),
+            features,
         }
+    }
+
+    /// The optional io_uring features this kernel has, probed at start-up. Missing ones
+    /// are fallen back from here: `min_wait` → no batching wait; clone buffers or
+    /// WRITEV_FIXED → [`register_memory`](Self::register_memory) refuses, so TX uses
+    /// writev.
+    pub fn features(&self) -> Features {
+        self.features
     }
 
     pub fn switch(&self) -> &Arc<Switch> {
@@ -320,7 +346,8 @@ impl Dataplane {
     /// Registers guest memory as fixed buffers, off the datapath (this pins every page:
     /// seconds per GiB). On failure (not memfd/hugetlb, memlock limit) the error is
     /// returned, counted in `Stats::fixed_fallbacks` and logged once: TX from that memory
-    /// then uses writev.
+    /// then uses writev. The same happens when the kernel lacks clone buffers or
+    /// WRITEV_FIXED ([`Self::features`]).
     ///
     /// # Safety
     /// The regions must stay mapped until every queue using the returned table is removed
@@ -328,8 +355,16 @@ impl Dataplane {
     pub unsafe fn register_memory(&self, regions: &[MemRegion]) -> Result<Arc<FixedTable>> {
         let plan_len = crate::fixed::FixedPlan::new(regions, crate::fixed::MAX_FIXED_BUF)?.len();
         let base = self.alloc_slots(plan_len)?;
-        // SAFETY: forwarded from the caller's guarantee.
-        match unsafe { FixedTable::register(regions, base as u16) } {
+        let registered = match self.features.fixed_buffers_missing() {
+            Some(feature) => Err(ProbeError::Missing {
+                feature,
+                source: None,
+            }
+            .into()),
+            // SAFETY: forwarded from the caller's guarantee.
+            None => unsafe { FixedTable::register(regions, base as u16) },
+        };
+        match registered {
             Ok(t) => Ok(Arc::new(t)),
             Err(e) => {
                 self.free_slots(base, plan_len);

@@ -8,6 +8,9 @@ use std::io;
 pub enum Error {
     #[error("io_uring setup failed: {0}")]
     Ring(#[source] io::Error),
+    /// The kernel lacks an io_uring feature the data plane needs (see [`crate::probe`]).
+    #[error(transparent)]
+    Kernel(#[from] crate::probe::ProbeError),
     #[error("tap {name}: {op} failed: {source}")]
     Tap {
         name: String,

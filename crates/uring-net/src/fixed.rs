@@ -10,9 +10,10 @@
 //!
 //! Shape: [`FixedTable::register`] pins the memory once, in the calling (control) thread,
 //! into a private *registrar* ring. Workers then clone that table into their own rings
-//! (IORING_REGISTER_CLONE_BUFFERS, Linux ≥ 6.12), which shares the pinned pages and costs
-//! microseconds, so the datapath never stalls on a memory-table change. When registration
-//! fails the caller keeps the error, counts it and transmits with plain writev.
+//! (IORING_REGISTER_CLONE_BUFFERS at an offset, Linux ≥ 6.13), which shares the pinned
+//! pages and costs microseconds, so the datapath never stalls on a memory-table change.
+//! When registration fails the caller keeps the error, counts it and transmits with plain
+//! writev.
 
 use std::os::fd::{AsRawFd, RawFd};
 

@@ -24,6 +24,7 @@
 //! - [`bufring`]: provided-buffer rings for multishot receive;
 //! - [`fixed`]: guest memory as fixed buffers (≤ 1 GiB split, registrar + clone);
 //! - [`guest`]: the seam a vhost-user TX queue plugs into;
+//! - [`probe`]: the kernel's io_uring features, checked at start-up (minimum Linux 6.7);
 //! - [`direct`]: synchronous writes to host ports from non-worker threads;
 //! - [`sys`]: tap, AF_PACKET, ifreq, mmap wrappers;
 //! - [`stats`]: single-writer counters and snapshots.
@@ -35,6 +36,7 @@ pub mod error;
 pub mod fixed;
 pub mod flow;
 pub mod guest;
+pub mod probe;
 mod ratelimit;
 mod share;
 mod stage;
@@ -49,5 +51,6 @@ pub use fixed::{FixedTable, MemRegion};
 pub use guest::{
     FrameBatch, GuestFrame, GuestRx, GuestTxQueue, RxFrame, RxFull, Seg, HEAD_COPY, MAX_SEGS,
 };
+pub use probe::{Features, ProbeError};
 pub use stats::{PortStats, Stats, WorkerStatsSnapshot};
 pub use worker::QueueKind;
