@@ -20,7 +20,6 @@ use std::time::{Duration, Instant};
 
 use crossbeam_channel::{Receiver, Sender};
 use io_uring::{cqueue, opcode, squeue, types, IoUring};
-use switch::egress::Egress;
 use switch::{
     Decision, DropReason, Millis, Offloads, PortId, PortSet, Switch, SwitchView, VnetHdr,
 };
@@ -28,11 +27,15 @@ use switch::{
 use crate::bufring::BufRing;
 use crate::error::{Error, Result};
 use crate::fixed::FixedTable;
-use crate::guest::{FrameBatch, GuestFrame, GuestRx, GuestTxQueue, Seg, MAX_SEGS};
+use crate::guest::{FrameBatch, GuestFrame, GuestRx, GuestTxQueue};
 use crate::ratelimit::RateLimit;
 use crate::stage::RxStage;
 use crate::stats::WorkerStats;
 use crate::sys::auxdata::{reinsert_vlan, vlan_from_control};
+
+mod write;
+
+use write::{copy_frame, guest_write_spec, host_write_spec, skip_segs, Src, TxOp};
 
 /// Size of every virtio_net_hdr on our ports (virtio 1.2 §5.1.6, VERSION_1 layout).
 pub const VNET_HDR: usize = 12;
@@ -196,46 +199,6 @@ enum AfterFlush {
     Complete { gq: u16, token: u64 },
     /// Host writes hold it too: drop the slot's queuing reference.
     Release(u32),
-}
-
-#[derive(Clone, Copy)]
-enum Src {
-    Host { q: u16, bid: u16 },
-    Guest { slot: u32 },
-}
-
-struct TxOp {
-    src: Src,
-    dest: u16,
-    hdr: [u8; VNET_HDR],
-    /// Bytes of the frame written from our memory: a rewritten L2 head, and for a guest
-    /// frame the rest of the private head copy the switch decided on. Its buffer is
-    /// reused (capacity for MAX_HEAD + HEAD_COPY; more only for a whole-frame decision).
-    head: Vec<u8>,
-    iov: [libc::iovec; MAX_SEGS + 2],
-}
-
-impl TxOp {
-    fn empty() -> TxOp {
-        TxOp {
-            src: Src::Host { q: 0, bid: 0 },
-            dest: 0,
-            hdr: [0; VNET_HDR],
-            head: Vec::with_capacity(switch::egress::MAX_HEAD + crate::guest::HEAD_COPY),
-            iov: [libc::iovec {
-                iov_base: std::ptr::null_mut(),
-                iov_len: 0,
-            }; MAX_SEGS + 2],
-        }
-    }
-}
-
-/// How one frame is written to one destination.
-enum WriteSpec {
-    /// Contiguous bytes in our process (a host rx buffer).
-    Plain { addr: u64, len: u32 },
-    /// Gather write; the op's `iov[..n]` is filled.
-    Vectored { n: usize },
 }
 
 pub(crate) struct Worker {
@@ -629,97 +592,6 @@ impl Worker {
             matches!(self.queues.get(qi as usize), Some(Some(q)) if q.refs[bid as usize] > 0);
         if !held {
             self.recycle(qi, bid);
-        }
-    }
-
-    /// Queues one write of a frame to `dest`; false (and counted) when it cannot be.
-    fn write_to(
-        &mut self,
-        ingress: PortId,
-        dest: PortId,
-        src: Src,
-        spec: impl FnOnce(&mut TxOp) -> WriteSpec,
-    ) -> bool {
-        let Some(dq) = self.by_port.get(dest.index()).copied().flatten() else {
-            // A destination without a queue on this worker (a vhost-user RX queue: see
-            // docs/design/uring-net.md).
-            self.stats.ports[dest.index()].drop_no_queue.add(1);
-            return false;
-        };
-        let Some(Some(d)) = self.queues.get(dq as usize) else {
-            return false;
-        };
-        if d.inflight >= self.cfg.max_inflight {
-            self.stats.ports[dest.index()].drop_dest_full.add(1);
-            self.sw.count_drop(ingress, DropReason::DestinationFull);
-            return false;
-        }
-        let Some(oi) = self.free_ops.pop() else {
-            self.stats.ports[dest.index()].drop_dest_full.add(1);
-            self.sw.count_drop(ingress, DropReason::DestinationFull);
-            return false;
-        };
-        let fd = types::Fd(d.fd.as_raw_fd());
-        let op = &mut self.ops[oi as usize];
-        op.src = src;
-        op.dest = dq;
-        let entry = match spec(op) {
-            WriteSpec::Plain { addr, len } => {
-                opcode::Write::new(fd, addr as *const u8, len).build()
-            }
-            WriteSpec::Vectored { n } => opcode::Writev::new(fd, op.iov.as_ptr(), n as u32).build(),
-        };
-        if !self.push(entry.user_data(ud(TAG_TX, oi as u64))) {
-            self.free_ops.push(oi);
-            self.stats.ports[dest.index()].drop_tx_error.add(1);
-            return false;
-        }
-        if let Some(Some(d)) = self.queues.get_mut(dq as usize) {
-            d.inflight += 1;
-        }
-        if let Src::Guest { .. } = src {
-            // Guest frames go out with writev: our header and head, then guest pages.
-            self.stats.ports[ingress.index()].tx_fallback.add(1);
-        }
-        true
-    }
-
-    fn on_tx_done(&mut self, oi: u32, res: i32) {
-        let Some(op) = self.ops.get(oi as usize) else {
-            return;
-        };
-        let (src, dq) = (op.src, op.dest);
-        self.free_ops.push(oi);
-        if let Some(Some(d)) = self.queues.get_mut(dq as usize) {
-            d.inflight = d.inflight.saturating_sub(1);
-            let c = &self.stats.ports[d.port.index()];
-            if res >= VNET_HDR as i32 {
-                c.tx_packets.add(1);
-                c.tx_bytes.add(res as u64 - VNET_HDR as u64);
-            } else {
-                c.drop_tx_error.add(1);
-                if res != -libc::EAGAIN {
-                    if let Some(s) = self.log_tx.check(Instant::now()) {
-                        tracing::warn!(port = %d.port, suppressed = s, "write failed: {res}");
-                    }
-                }
-            }
-        }
-        match src {
-            Src::Host { q, bid } => {
-                let done = match self.queues.get_mut(q as usize) {
-                    Some(Some(q)) => {
-                        let r = &mut q.refs[bid as usize];
-                        *r = r.saturating_sub(1);
-                        *r == 0
-                    }
-                    _ => false,
-                };
-                if done {
-                    self.recycle(q, bid);
-                }
-            }
-            Src::Guest { slot } => self.guest_frame_ref_done(slot),
         }
     }
 
@@ -1440,122 +1312,6 @@ fn locate_frame(q: &Queue, bid: u16, res: i32) -> Option<(*const u8, usize)> {
     Some((unsafe { base.add(start) } as *const u8, flen))
 }
 
-/// Write of a host rx buffer: as is when the egress form is identical, otherwise a gather
-/// of (adjusted vnet header, rewritten L2 head, rest of the frame).
-fn host_write_spec(
-    op: &mut TxOp,
-    buf: &[u8],
-    hdr: &VnetHdr,
-    frame: &[u8],
-    eg: &Egress,
-) -> WriteSpec {
-    if eg.is_identity(frame) {
-        return WriteSpec::Plain {
-            addr: buf.as_ptr() as u64,
-            len: buf.len() as u32,
-        };
-    }
-    let body = frame.get(eg.body_offset as usize..).unwrap_or(&[]);
-    let n = fill_rewrite(op, hdr, eg, &[]);
-    op.iov[n] = libc::iovec {
-        iov_base: body.as_ptr() as *mut libc::c_void,
-        iov_len: body.len(),
-    };
-    WriteSpec::Vectored { n: n + 1 }
-}
-
-/// Puts the adjusted vnet header and the rewritten head (then `rest`, more private bytes
-/// of the frame) into the op and its first two iovecs; returns the number of iovecs used.
-fn fill_rewrite(op: &mut TxOp, hdr: &VnetHdr, eg: &Egress, rest: &[u8]) -> usize {
-    let _ = eg.adjust_hdr(hdr).emit(&mut op.hdr, VNET_HDR);
-    op.head.clear();
-    op.head.extend_from_slice(eg.head());
-    op.head.extend_from_slice(rest);
-    op.iov[0] = libc::iovec {
-        iov_base: op.hdr.as_mut_ptr().cast(),
-        iov_len: VNET_HDR,
-    };
-    op.iov[1] = libc::iovec {
-        iov_base: op.head.as_mut_ptr().cast(),
-        iov_len: op.head.len(),
-    };
-    2
-}
-
-/// Write of a guest frame: our validated virtio-net header and the frame's private bytes
-/// (`private`, what the switch decided on, with the egress head in front), then the
-/// frame's remaining bytes straight from guest memory. Nothing the decision rests on is
-/// read from guest memory again: neither the header the kernel acts on
-/// (`virtio_net_hdr_to_skb`) nor the addresses, tag or EtherType. A fixed-buffer write
-/// cannot mix our memory with the registered guest buffer, so this is a writev.
-fn guest_write_spec(
-    op: &mut TxOp,
-    f: &GuestFrame,
-    hdr: &VnetHdr,
-    private: &[u8],
-    eg: &Egress,
-) -> WriteSpec {
-    let body = private.get(usize::from(eg.body_offset)..).unwrap_or(&[]);
-    let n = fill_rewrite(op, hdr, eg, body);
-    let n = fill_segs(op, n, f.segs(), f.seg_hdr() + private.len());
-    WriteSpec::Vectored { n }
-}
-
-/// `segs` without their first `skip` bytes.
-fn skip_segs(segs: &[Seg], mut skip: usize) -> impl Iterator<Item = Seg> + '_ {
-    segs.iter().filter_map(move |sg| {
-        let l = sg.len as usize;
-        if skip >= l {
-            skip -= l;
-            return None;
-        }
-        let s = Seg {
-            addr: sg.addr + skip as u64,
-            len: (l - skip) as u32,
-        };
-        skip = 0;
-        Some(s)
-    })
-}
-
-/// Copies a guest frame (the Ethernet frame, without the vnet header) into `out`.
-fn copy_frame(f: &GuestFrame, out: &mut Vec<u8>) {
-    out.clear();
-    for s in skip_segs(f.segs(), f.seg_hdr()) {
-        let l = s.len as usize;
-        out.reserve(l);
-        // SAFETY: `GuestTxQueue` guarantees a popped frame's segments stay mapped and
-        // readable until it is completed; the caller has not completed it yet. The copy
-        // goes through raw pointers (no reference over guest memory) into the spare
-        // capacity reserved above, and only then is the length extended.
-        unsafe {
-            std::ptr::copy_nonoverlapping(s.addr as *const u8, out.as_mut_ptr().add(out.len()), l);
-            out.set_len(out.len() + l);
-        }
-    }
-}
-
-/// Appends `segs` minus their first `skip` bytes to `op.iov[at..]`; returns the new count.
-fn fill_segs(op: &mut TxOp, mut at: usize, segs: &[Seg], mut skip: usize) -> usize {
-    for s in segs {
-        let l = s.len as usize;
-        if skip >= l {
-            skip -= l;
-            continue;
-        }
-        if at >= op.iov.len() {
-            break;
-        }
-        op.iov[at] = libc::iovec {
-            iov_base: (s.addr + skip as u64) as *mut libc::c_void,
-            iov_len: l - skip,
-        };
-        skip = 0;
-        at += 1;
-    }
-    at
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -1565,31 +1321,5 @@ mod tests {
         let d = ud(TAG_TX, 4095);
         assert_eq!(d >> TAG_SHIFT, TAG_TX);
         assert_eq!(d & ((1 << TAG_SHIFT) - 1), 4095);
-    }
-
-    #[test]
-    fn fill_segs_skips_across_segments() {
-        let mut op = TxOp::empty();
-        let segs = [
-            Seg {
-                addr: 1000,
-                len: 12,
-            },
-            Seg {
-                addr: 2000,
-                len: 10,
-            },
-            Seg {
-                addr: 3000,
-                len: 50,
-            },
-        ];
-        let n = fill_segs(&mut op, 2, &segs, 12 + 14);
-        assert_eq!(n, 3);
-        assert_eq!(op.iov[2].iov_base as u64, 3004);
-        assert_eq!(op.iov[2].iov_len, 46);
-        let n = fill_segs(&mut op, 0, &segs, 0);
-        assert_eq!(n, 3);
-        assert_eq!(op.iov[1].iov_len, 10);
     }
 }
