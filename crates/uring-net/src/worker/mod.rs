@@ -24,18 +24,18 @@ use switch::{
     Decision, DropReason, Millis, Offloads, PortId, PortSet, Switch, SwitchView, VnetHdr,
 };
 
-use crate::bufring::BufRing;
 use crate::error::{Error, Result};
 use crate::fixed::FixedTable;
 use crate::guest::{FrameBatch, GuestFrame, GuestRx, GuestTxQueue};
 use crate::ratelimit::RateLimit;
 use crate::stage::RxStage;
 use crate::stats::WorkerStats;
-use crate::sys::auxdata::{reinsert_vlan, vlan_from_control};
 
+mod host;
 mod write;
 
-use write::{copy_frame, guest_write_spec, host_write_spec, skip_segs, Src, TxOp};
+use host::Queue;
+use write::{copy_frame, guest_write_spec, skip_segs, Src, TxOp};
 
 /// Size of every virtio_net_hdr on our ports (virtio 1.2 §5.1.6, VERSION_1 layout).
 pub const VNET_HDR: usize = 12;
@@ -45,8 +45,6 @@ pub const FIXED_SLOTS: u32 = 1024;
 const MAX_OPS: usize = 4096;
 /// Consecutive receive errors after which a queue stops re-arming.
 const MAX_RX_ERRORS: u32 = 16;
-/// sizeof(struct tpacket_auxdata).
-const AUXDATA_LEN: u32 = 20;
 /// Completions a batching wait asks for before its minimum wait expires.
 const BATCH_WANT: usize = 256;
 /// How long a guest TX queue whose frames found a full destination gets its descriptors
@@ -139,26 +137,6 @@ pub(crate) struct WorkerConfig {
     pub rx_buf_size: u32,
     pub max_inflight: u32,
     pub epoch: Instant,
-}
-
-struct Queue {
-    port: PortId,
-    kind: QueueKind,
-    fd: OwnedFd,
-    /// recvmsg template for AF_PACKET (room for PACKET_AUXDATA); stable address.
-    msg: Box<libc::msghdr>,
-    rx: BufRing,
-    /// Outstanding writes per rx buffer id.
-    refs: Box<[u16]>,
-    armed: bool,
-    inflight: u32,
-    closing: bool,
-    dirty: bool,
-    /// Receive errors in a row; past `MAX_RX_ERRORS` the queue stops receiving (an fd
-    /// whose device vanished would otherwise fail, re-arm and wake us forever).
-    rx_errors: u32,
-    /// Receiving stopped after persistent errors (writes still go out).
-    rx_stopped: bool,
 }
 
 struct GuestQ {
@@ -515,93 +493,6 @@ impl Worker {
         n + self.service_guests(&view, now)
     }
 
-    fn on_rx(&mut self, view: &SwitchView<'_>, now: Millis, qi: u16, res: i32, flags: u32) {
-        let Some(Some(q)) = self.queues.get_mut(qi as usize) else {
-            return;
-        };
-        if !cqueue::more(flags) {
-            q.armed = false;
-        }
-        let port = q.port;
-        let Some(bid) = cqueue::buffer_select(flags) else {
-            if res == -libc::ENOBUFS {
-                self.stats.ports[port.index()].rx_enobufs.add(1);
-            } else if res < 0 && res != -libc::ECANCELED {
-                self.stats.ports[port.index()].rx_errors.add(1);
-                q.rx_errors += 1;
-                if q.rx_errors == MAX_RX_ERRORS {
-                    q.rx_stopped = true;
-                    tracing::error!(%port, "receive keeps failing (errno {}): queue stopped", -res);
-                } else if let Some(s) = self.log_rx.check(Instant::now()) {
-                    tracing::warn!(%port, suppressed = s, "receive failed: errno {}", -res);
-                }
-            }
-            return;
-        };
-        q.rx.consumed();
-        q.rx_errors = 0;
-        let closing = q.closing;
-        let located = locate_frame(q, bid, res);
-        if closing {
-            self.recycle(qi, bid);
-            return;
-        }
-        let c = &self.stats.ports[port.index()];
-        let Some((ptr, len)) = located else {
-            c.drop_bad_frame.add(1);
-            self.recycle(qi, bid);
-            return;
-        };
-        c.rx_packets.add(1);
-        c.rx_bytes.add((len - VNET_HDR) as u64);
-        self.stats.worker.packets.add(1);
-        // SAFETY: the buffer belongs to this queue's ring, which is only dropped in
-        // `finalize` after every reference (refs[bid]) is gone; the kernel will not write it
-        // again before we push `bid` back. The slice does not outlive this function.
-        let buf: &[u8] = unsafe { std::slice::from_raw_parts(ptr, len) };
-        let Ok(hdr) = VnetHdr::parse(buf, VNET_HDR) else {
-            c.drop_bad_frame.add(1);
-            self.recycle(qi, bid);
-            return;
-        };
-        let frame = &buf[VNET_HDR..];
-        if let Decision::Forward(fwd) = view.decide(port, &hdr, frame, frame.len(), now) {
-            for dest in fwd.ports.iter() {
-                let eg = view.egress(dest, &fwd, frame);
-                if self.guest_rx[dest.index()].is_some() {
-                    let body = frame.get(eg.body_offset as usize..).unwrap_or(&[]);
-                    let parts: [&[u8]; 2] = if eg.is_identity(frame) {
-                        [frame, &[]]
-                    } else {
-                        [eg.head(), body]
-                    };
-                    let flow = crate::flow::flow_hash(&fwd, frame);
-                    self.deliver_to_guest(view, port, dest, &eg.adjust_hdr(&hdr), &parts, flow);
-                    continue;
-                }
-                let src = Src::Host { q: qi, bid };
-                let spec = |op: &mut TxOp| host_write_spec(op, buf, &hdr, frame, &eg);
-                if self.write_to(port, dest, src, spec) {
-                    if let Some(Some(q)) = self.queues.get_mut(qi as usize) {
-                        q.refs[bid as usize] = q.refs[bid as usize].saturating_add(1);
-                    }
-                }
-            }
-        }
-        let held =
-            matches!(self.queues.get(qi as usize), Some(Some(q)) if q.refs[bid as usize] > 0);
-        if !held {
-            self.recycle(qi, bid);
-        }
-    }
-
-    fn recycle(&mut self, qi: u16, bid: u16) {
-        if let Some(Some(q)) = self.queues.get_mut(qi as usize) {
-            q.rx.push(bid);
-            q.dirty = true;
-        }
-    }
-
     fn guest_frame_ref_done(&mut self, slot: u32) {
         let Some(e) = self.gframes.get_mut(slot as usize) else {
             return;
@@ -915,25 +806,6 @@ impl Worker {
         self.wake_armed = self.push(e);
     }
 
-    fn arm_rx(&mut self, qi: u16) {
-        let Some(Some(q)) = self.queues.get_mut(qi as usize) else {
-            return;
-        };
-        if q.armed || q.closing || q.rx_stopped || q.rx.in_kernel() == 0 {
-            return;
-        }
-        let fd = types::Fd(q.fd.as_raw_fd());
-        let e = match q.kind {
-            QueueKind::Tap => opcode::ReadMulti::new(fd, 0, q.rx.bgid()).build(),
-            QueueKind::Packet => opcode::RecvMsgMulti::new(fd, &*q.msg, q.rx.bgid()).build(),
-        };
-        let e = e.user_data(ud(TAG_RX, qi as u64));
-        let ok = self.push(e);
-        if let Some(Some(q)) = self.queues.get_mut(qi as usize) {
-            q.armed = ok;
-        }
-    }
-
     fn arm_kick(&mut self, gi: usize) {
         let Some(Some(g)) = self.guests.get_mut(gi) else {
             return;
@@ -1055,42 +927,6 @@ impl Worker {
         }
     }
 
-    fn add_queue(&mut self, port: PortId, kind: QueueKind, fd: OwnedFd) -> Result<()> {
-        let qi = match self.queues.iter().position(Option::is_none) {
-            Some(i) => i,
-            None => {
-                self.queues.push(None);
-                self.queues.len() - 1
-            }
-        };
-        let mut rx = BufRing::new(self.cfg.rx_buffers, self.cfg.rx_buf_size, qi as u16)
-            .map_err(Error::BufRing)?;
-        rx.register(&self.ring.submitter())
-            .map_err(Error::BufRing)?;
-        let refs = vec![0u16; rx.entries() as usize].into_boxed_slice();
-        // SAFETY: msghdr is plain old data; all-zero is valid.
-        let mut msg: Box<libc::msghdr> = Box::new(unsafe { std::mem::zeroed() });
-        // SAFETY: CMSG_SPACE is pure arithmetic.
-        msg.msg_controllen = unsafe { libc::CMSG_SPACE(AUXDATA_LEN) } as usize;
-        self.queues[qi] = Some(Queue {
-            port,
-            kind,
-            fd,
-            msg,
-            rx,
-            refs,
-            armed: false,
-            inflight: 0,
-            closing: false,
-            dirty: false,
-            rx_errors: 0,
-            rx_stopped: false,
-        });
-        self.by_port[port.index()] = Some(qi as u16);
-        self.arm_rx(qi as u16);
-        Ok(())
-    }
-
     /// Attaches a guest TX queue; returns whether its memory is used as fixed buffers.
     fn attach_guest(&mut self, port: PortId, key: u64, q: Box<dyn GuestTxQueue>) -> bool {
         let memory = q
@@ -1183,29 +1019,6 @@ impl Worker {
         }
     }
 
-    fn remove_port(&mut self, port: PortId) {
-        if let Some(e) = self.guest_rx.get_mut(port.index()) {
-            *e = None;
-        }
-        self.rx_touched.remove(port);
-        if let Some(qi) = self.by_port.get_mut(port.index()).and_then(Option::take) {
-            if let Some(Some(q)) = self.queues.get_mut(qi as usize) {
-                q.closing = true;
-                if q.armed {
-                    let e = opcode::AsyncCancel::new(ud(TAG_RX, qi as u64))
-                        .build()
-                        .user_data(ud(TAG_CANCEL, 0));
-                    let _ = self.push(e); // a failed cancel leaves the queue armed until the ring is closed
-                }
-            }
-        }
-        for gi in 0..self.guests.len() {
-            if matches!(&self.guests[gi], Some(g) if g.port == port && !g.closing) {
-                self.close_guest(gi);
-            }
-        }
-    }
-
     /// Cancels everything and waits until the kernel holds no reference to our memory.
     fn teardown(&mut self) {
         let ports: Vec<PortId> = self
@@ -1269,47 +1082,6 @@ impl Worker {
             self.finalize();
         }
     }
-}
-
-/// Where the frame (vnet header first) of a completed receive lies in buffer `bid`, after
-/// putting back an out-of-band VLAN tag on AF_PACKET. `None`: runt, possibly truncated or
-/// malformed (a counted drop).
-fn locate_frame(q: &Queue, bid: u16, res: i32) -> Option<(*const u8, usize)> {
-    let len = usize::try_from(res).ok()?;
-    let base = q.rx.buf_ptr(bid)?;
-    let buf_size = q.rx.buf_size() as usize;
-    if len > buf_size {
-        return None;
-    }
-    let (start, flen) = match q.kind {
-        QueueKind::Tap => {
-            // A read that fills the whole buffer may have been cut short.
-            if len >= buf_size {
-                return None;
-            }
-            (0, len)
-        }
-        QueueKind::Packet => {
-            // SAFETY: the kernel filled `len` bytes of our buffer and handed it back; nothing
-            // else references it until it is pushed back to the ring.
-            let b = unsafe { std::slice::from_raw_parts_mut(base, len) };
-            let out = types::RecvMsgOut::parse(b, &q.msg).ok()?;
-            if out.is_payload_truncated() || out.is_control_data_truncated() {
-                return None;
-            }
-            let start = out.payload_data().as_ptr() as usize - base as usize;
-            let plen = out.payload_data().len();
-            match vlan_from_control(out.control_data()) {
-                Some((tpid, tci)) => reinsert_vlan(b, start, plen, tpid, tci)?,
-                None => (start, plen),
-            }
-        }
-    };
-    if flen < VNET_HDR + 14 {
-        return None;
-    }
-    // SAFETY: `start + flen <= len <= buf_size`, inside buffer `bid`.
-    Some((unsafe { base.add(start) } as *const u8, flen))
 }
 
 #[cfg(test)]
