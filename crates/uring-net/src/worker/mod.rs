@@ -19,7 +19,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use crossbeam_channel::{Receiver, Sender};
-use io_uring::{cqueue, opcode, squeue, types, IoUring};
+use io_uring::{cqueue, opcode, types, IoUring};
 use switch::{Millis, PortId, PortSet, Switch};
 
 use crate::error::{Error, Result};
@@ -31,10 +31,12 @@ use crate::stats::WorkerStats;
 
 mod guest;
 mod host;
+mod poll;
 mod write;
 
 use guest::{AfterFlush, GuestInFlight, GuestQ, GUEST_BATCH};
 use host::Queue;
+use poll::AUTO_POLL;
 use write::TxOp;
 
 /// Size of every virtio_net_hdr on our ports (virtio 1.2 §5.1.6, VERSION_1 layout).
@@ -45,20 +47,6 @@ pub const FIXED_SLOTS: u32 = 1024;
 const MAX_OPS: usize = 4096;
 /// Consecutive receive errors after which a queue stops re-arming.
 const MAX_RX_ERRORS: u32 = 16;
-/// Completions a batching wait asks for before its minimum wait expires.
-const BATCH_WANT: usize = 256;
-/// Completions per millisecond from which waits use `batch_wait` (min_wait): ≥ 64 k/s
-/// is a flood worth batching. Below it the load is light (e.g. one request/response in
-/// flight) and waiting for more completions would only add `batch_wait` of latency to
-/// every hop, so an enter returns at the first completion as usual. (A per-batch count
-/// cannot decide this: without min_wait batches stay small even under a flood.)
-const BUSY_PER_MS: usize = 64;
-/// The automatic busy-poll window (`DataplaneConfig::auto_poll`): about one batch
-/// interval at the rates where the worker counts as busy.
-const AUTO_POLL: Duration = Duration::from_micros(50);
-/// IORING_ENTER_GETEVENTS (include/uapi/linux/io_uring.h): also runs deferred task work.
-const IORING_ENTER_GETEVENTS: u32 = 1;
-
 const TAG_SHIFT: u32 = 56;
 const TAG_RX: u64 = 1;
 const TAG_TX: u64 = 2;
@@ -277,118 +265,6 @@ impl Worker {
             }
         }
         self.teardown();
-    }
-
-    /// Re-enables notifications of the queues polled in the last window. True when one
-    /// of them has frames already (it is marked kicked: no kick will come for them).
-    fn arm_polled(&mut self) -> bool {
-        let mut ready = false;
-        for g in self.guests.iter_mut().flatten() {
-            if g.polled {
-                g.polled = false;
-                if !g.closing && g.q.arm() {
-                    g.kicked = true;
-                    ready = true;
-                }
-            }
-        }
-        if ready {
-            self.guest_backlog = true;
-        }
-        ready
-    }
-
-    /// Tracks the completion rate over ~1 ms windows to switch the batching wait on/off.
-    fn update_load(&mut self, n: usize, now: Instant) {
-        self.window.1 += n;
-        let elapsed = now.saturating_duration_since(self.window.0);
-        if elapsed >= Duration::from_millis(1) {
-            let per_ms = self.window.1 as u128 * 1000 / elapsed.as_micros().max(1);
-            self.busy = per_ms >= BUSY_PER_MS as u128;
-            self.window = (now, 0);
-            // Here, not per pass: once per load window is often enough.
-            self.share.tick(now);
-        }
-    }
-
-    /// One io_uring_enter: submit what is queued, run deferred task work, and wait for
-    /// `want` completions. Counted, since that is the figure we optimise.
-    fn enter(&mut self, want: u32) -> std::io::Result<()> {
-        if want == 0 {
-            // A poll pass with nothing to submit: with DEFER_TASKRUN every completion is
-            // deferred task work, and the kernel sets IORING_SQ_TASKRUN (TASKRUN_FLAG) when
-            // it queues some. Without that flag (or a CQ overflow to flush) entering would
-            // run nothing, so the pass skips the system call.
-            let sq = self.ring.submission();
-            if sq.is_empty() && !sq.taskrun() && !sq.cq_overflow() {
-                return Ok(());
-            }
-        }
-        loop {
-            let pending = self.ring.submission().len() as u32;
-            self.stats.worker.enters.add(1);
-            if want > 0 && self.busy && !self.cfg.batch_wait.is_zero() {
-                // Linux ≥ 6.12 min_wait: sleep until the first completion as usual, but if
-                // completions keep coming within `batch_wait` of entering, collect up to
-                // BATCH_WANT of them in this one call.
-                let us = self.cfg.batch_wait.as_micros().min(u32::MAX as u128) as u32;
-                // The overall timeout is what makes the kernel keep sleeping after the
-                // minimum wait when nothing has arrived; without one it returns at once.
-                let idle = types::Timespec::new().sec(3600);
-                let args = types::SubmitArgs::new().min_wait_usec(us).timespec(&idle);
-                match self.ring.submitter().submit_with_args(BATCH_WANT, &args) {
-                    Ok(_) => return Ok(()),
-                    Err(e) if e.raw_os_error() == Some(libc::EINTR) => continue,
-                    Err(e) if e.raw_os_error() == Some(libc::EBUSY) => return Ok(()),
-                    Err(e) if e.raw_os_error() == Some(libc::ETIME) => return Ok(()),
-                    Err(e) => return Err(e),
-                }
-            }
-            // SAFETY: no argument struct is passed; every SQE in the queue points at memory
-            // owned by this worker (op slab, buffer rings, kick/wake buffers) or at
-            // registered guest memory, all of which outlive their completions.
-            let r = unsafe {
-                self.ring.submitter().enter::<libc::sigset_t>(
-                    pending,
-                    want,
-                    IORING_ENTER_GETEVENTS,
-                    None,
-                )
-            };
-            match r {
-                Ok(_) => return Ok(()),
-                Err(e) if e.raw_os_error() == Some(libc::EINTR) => continue,
-                // CQ overflow backlog: reap what is there and come back.
-                Err(e) if e.raw_os_error() == Some(libc::EBUSY) => return Ok(()),
-                Err(e) => return Err(e),
-            }
-        }
-    }
-
-    /// Pushes an SQE, flushing the submission queue first when it is full. False when the
-    /// ring refuses submissions altogether (the caller undoes its bookkeeping).
-    #[must_use]
-    fn push(&mut self, e: squeue::Entry) -> bool {
-        loop {
-            // SAFETY: see `enter`: every SQE built by this worker references memory that
-            // lives until its completion has been reaped.
-            if unsafe { self.ring.submission().push(&e) }.is_ok() {
-                return true;
-            }
-            self.stats.worker.enters.add(1);
-            match self.ring.submit() {
-                Ok(_) => {}
-                Err(err) if err.raw_os_error() == Some(libc::EBUSY) => {
-                    // The CQ is backed up: the SQ drains once completions are reaped, so
-                    // this SQE is not queued now.
-                    return false;
-                }
-                Err(err) => {
-                    tracing::error!(worker = self.cfg.index, "submit failed: {err}");
-                    return false;
-                }
-            }
-        }
     }
 
     fn process_completions(&mut self) -> usize {
