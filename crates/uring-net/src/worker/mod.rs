@@ -13,6 +13,24 @@
 //! A destination with too many writes in flight drops the frame (counted), so a slow port
 //! never blocks the worker; sockets and taps are non-blocking, so a full one fails the
 //! write with EAGAIN (counted) instead of parking it.
+//!
+//! The worker is one struct, [`Worker`], with one `impl Worker` block per concern, one
+//! concern per file:
+//! - `mod.rs` (here): the struct and its configuration, the control messages ([`Cmd`]),
+//!   the loop (`run`, `process_completions`, `after_batch`, `finalize`) and the SQE
+//!   user-data encoding (`ud`) that routes every completion to its concern;
+//! - `poll`: the ring and the poll policy: `enter` (the min_wait batching wait), `push`,
+//!   the load measurement and the busy-poll window;
+//! - `host`: tap and AF_PACKET queues: multishot receive into buffer rings, forwarding
+//!   from the rx buffer, adding and removing ports;
+//! - `guest`: vhost-user guest TX queues: kicks, pops, decisions on the private head copy,
+//!   staged guest→guest delivery and descriptor completion;
+//! - `write`: writes to host ports: the op slab, write specs and iovecs, completions;
+//! - `cmd`: the control path: the wake eventfd, command handling and teardown.
+//!
+//! The split follows what each piece of state is for, so a file's invariants (how long a
+//! buffer lives, what may be read from guest memory) sit next to all the code that relies
+//! on them; the loop here only dispatches.
 
 use std::os::fd::OwnedFd;
 use std::sync::Arc;
