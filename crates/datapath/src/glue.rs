@@ -47,6 +47,12 @@ impl Glue {
         self.memories.set_pin(pin);
     }
 
+    /// The guest memory of `port` as registered io_uring fixed buffers, if it is (see
+    /// [`GuestMemories::registered`]).
+    pub fn registered_memory(&self, port: PortId) -> Option<Arc<uring_net::FixedTable>> {
+        self.memories.registered(port)
+    }
+
     /// Sets (or clears, at shutdown) the data plane host-port writes go through.
     pub fn set_dataplane(&self, dp: Option<Arc<Dataplane>>) {
         self.dp.store(dp);

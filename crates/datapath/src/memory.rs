@@ -67,6 +67,14 @@ impl GuestMemories {
         pm.reg.as_ref().and_then(|r| r.table.clone())
     }
 
+    /// The fixed-buffer registration TX from `port`'s guest is written with: None while
+    /// no TX ring is out, with `--no-pin-guest-memory`, or when registering failed (TX
+    /// then uses writev from the same pages).
+    pub fn registered(&self, port: PortId) -> Option<Arc<FixedTable>> {
+        let ports = self.ports.lock();
+        ports.get(port.index())?.reg.as_ref()?.table.clone()
+    }
+
     /// A TX ring came back from the workers; the last one releases the registration.
     pub fn ring_back(&self, dp: &Dataplane, port: PortId) {
         let mut ports = self.ports.lock();

@@ -35,8 +35,8 @@ impl Glue {
     /// The port's link stays down until a driver sets up its rings, and the port is never
     /// a multicast router port (a guest is untrusted: its IGMP/MLD queries must neither
     /// attract all multicast nor win the querier election against a real router or ours).
-    /// Guest TX runs in the io_uring workers (`TxPath::Lend`, zero-copy toward host
-    /// ports); guest RX is the workers' [`GuestSink`].
+    /// Guest TX runs in the io_uring workers (the device lends them its TX rings:
+    /// zero-copy toward host ports); guest RX is the workers' [`GuestSink`].
     pub fn add_vhost_user_port(
         self: &Arc<Self>,
         dp: &Dataplane,
@@ -59,8 +59,7 @@ impl Glue {
             }
             e
         };
-        let dev = NetDevice::new(id, opts, vring_engine::TxPath::Lend, self.clone())
-            .map_err(|e| undo(e.into()))?;
+        let dev = NetDevice::new(id, opts, self.clone()).map_err(|e| undo(e.into()))?;
         self.set_device(id, Some(dev.clone()));
         let sink = Arc::new(GuestSink::new(dev.clone()));
         dp.attach_guest_rx(id, sink).map_err(|e| undo(e.into()))?;

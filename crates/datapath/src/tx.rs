@@ -22,17 +22,33 @@ impl GuestTx {
     }
 }
 
+impl GuestTx {
+    /// A pop that handed the worker nothing may still have dropped chains (invalid, or
+    /// refused by the batch): they go back to the guest now. The worker publishes and
+    /// flushes only queues whose frames it completed, so without this a guest that sent
+    /// only bad chains would not get those buffers back until its next valid frame.
+    fn return_dropped(&mut self, before: usize, out: &FrameBatch) {
+        if out.len() == before && self.ring.has_completions() {
+            self.ring.flush();
+        }
+    }
+}
+
 impl GuestTxQueue for GuestTx {
     fn kick_fd(&self) -> RawFd {
         self.ring.kick_fd()
     }
 
     fn pop(&mut self, max: usize, out: &mut FrameBatch) {
+        let before = out.len();
         self.ring.pop(max, |p| take(out, p));
+        self.return_dropped(before, out);
     }
 
     fn poll(&mut self, max: usize, out: &mut FrameBatch) {
+        let before = out.len();
         self.ring.poll(max, |p| take(out, p));
+        self.return_dropped(before, out);
     }
 
     fn arm(&mut self) -> bool {
