@@ -51,13 +51,7 @@ impl uring_net::GuestRx for GuestSink {
         // One flow stays on one queue (never reordered); flows spread over the pairs.
         // One burst per RX queue pair the frames hash to (usually one).
         let pairs = self.dev.active_queue_pairs().max(1);
-        let queue = |f: &uring_net::RxFrame<'_>| {
-            if pairs > 1 {
-                pick_queue(f.flow, pairs)
-            } else {
-                0
-            }
-        };
+        let queue = |f: &uring_net::RxFrame<'_>| queue_of(f.flow, pairs);
         let bytes = frames
             .first()
             .map_or(0, |f| f.parts.iter().map(|p| p.len()).sum());
@@ -85,5 +79,43 @@ impl uring_net::GuestRx for GuestSink {
         for qp in 0..self.dev.active_queue_pairs().max(1) {
             self.dev.flush_rx(qp);
         }
+    }
+}
+
+/// The RX queue pair a frame of flow hash `flow` goes to when the guest has `pairs`
+/// active: one flow always on one queue (never reordered), flows spread over the pairs.
+fn queue_of(flow: u32, pairs: u16) -> u16 {
+    if pairs > 1 {
+        pick_queue(flow, pairs)
+    } else {
+        0
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn flows_spread_over_the_active_pairs_and_stay_on_theirs() {
+        for pairs in [1u16, 2, 3, 4, 8] {
+            let mut per = vec![0u32; usize::from(pairs)];
+            for i in 0..4096u32 {
+                let flow = i.wrapping_mul(0x9e37_79b9);
+                let q = queue_of(flow, pairs);
+                assert!(q < pairs, "{q} of {pairs}");
+                assert_eq!(q, queue_of(flow, pairs), "one flow, one queue");
+                per[usize::from(q)] += 1;
+            }
+            // Every pair gets a fair share (±25 %).
+            let fair = 4096 / u32::from(pairs);
+            for (q, n) in per.iter().enumerate() {
+                assert!(
+                    n * 4 >= fair * 3 && n * 4 <= fair * 5,
+                    "pair {q} of {pairs}: {n}"
+                );
+            }
+        }
+        assert_eq!(queue_of(0xdead_beef, 1), 0, "one pair: always pair 0");
     }
 }
