@@ -9,8 +9,6 @@ mod config;
 mod control;
 mod ctl;
 mod demo;
-mod glue;
-mod guest_tx;
 mod logging;
 mod metrics;
 mod netns;

@@ -30,7 +30,7 @@ use switch::{Mac, PortId, RxFilter, Switch, VlanSet};
 use vring_engine::PortEvents;
 
 use crate::control::QmpSpec;
-use crate::glue::Glue;
+use datapath::Glue;
 
 /// Longest QMP message we accept. A reply for one NIC is ~25 KB (a `vlan-table` of all
 /// 4096 ids when VLAN filtering is off); an unnamed query returns one such entry per NIC.

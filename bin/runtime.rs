@@ -8,16 +8,16 @@ use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
 use anyhow::Context;
+use datapath::Glue;
 use parking_lot::Mutex;
 use switch::{Mac, Millis, PortConfig, PortId, PortKind, Switch, SwitchConfig, VlanMode};
 use uring_net::{Dataplane, DataplaneConfig};
-use vring_engine::{NetDevice, PortOptions, SocketMode, TxPath, VhostUserPort};
+use vring_engine::{PortOptions, SocketMode, VhostUserPort};
 
 use crate::control::{
     Control, ControlError, FdbRow, MdbRow, PortChange, PortCounters, PortInfo, PortSpec,
     QueueCounters, RunOptions, StatsReport, WorkerCounters,
 };
-use crate::glue::Glue;
 
 /// Guest offload features switched off by `offloads=off`.
 const OFFLOAD_FEATURES: &[&str] = &[
@@ -221,37 +221,20 @@ impl Runtime {
             cfg = cfg.with_mac(m);
         }
         cfg.vlan = vlan_mode(vlan);
-        let id = self
-            .with_dp(|dp| dp.add_guest_port(cfg))?
-            .map_err(control_err)?;
-        // No driver yet: the link comes up when the guest sets up its rings.
-        let _ = self.sw.set_link(id, false);
-        // A guest is untrusted: its IGMP/MLD queries must neither make it a multicast
-        // router port nor win the querier election against a real router or ours.
-        self.sw
-            .snooper()
-            .set_router_mode(id, switch::mcast::RouterMode::Never);
-        let undo = |e: ControlError| {
-            let _ = self.with_dp(|dp| dp.remove_port(id));
-            e
-        };
-        // Guest TX runs in the io_uring workers (zero-copy toward host ports).
-        let dev = NetDevice::new(id, opts, TxPath::Lend, self.glue.clone())
-            .map_err(|e| undo(ControlError::InvalidPort(e.to_string())))?;
-        self.glue.set_device(id, Some(dev.clone()));
-        let sink = Arc::new(crate::glue::GuestSink::new(dev.clone()));
-        self.with_dp(|dp| dp.attach_guest_rx(id, sink))?
-            .map_err(|e| undo(control_err(e)))?;
-        match VhostUserPort::start(dev) {
-            Ok(p) => {
-                self.vhost.lock().insert(id, p);
-                Ok(id)
-            }
-            Err(e) => {
-                self.glue.set_device(id, None);
-                Err(undo(control_err(e)))
-            }
-        }
+        let dp = self
+            .dp
+            .lock()
+            .clone()
+            .ok_or_else(|| ControlError::Failed("the daemon is shutting down".into()))?;
+        let (id, port) = self
+            .glue
+            .add_vhost_user_port(&dp, cfg, opts)
+            .map_err(|e| match e {
+                datapath::Error::Options(e) => ControlError::InvalidPort(e.to_string()),
+                e => control_err(e),
+            })?;
+        self.vhost.lock().insert(id, port);
+        Ok(id)
     }
 
     fn port_info(&self, id: PortId, cfg: &PortConfig, up: bool) -> PortInfo {

@@ -1,37 +1,9 @@
 //! The boundary between the device and the daemon: the device validates and moves frames,
 //! the daemon (through the switch) decides where they go.
 
-use switch::{Offloads, PortId, RxFilter, VnetHdr};
+use switch::{Offloads, PortId, RxFilter};
 
 use crate::chain::ChainError;
-use crate::frame::TxFrame;
-
-/// Receives every validated TX frame of a port. Called on the thread that processes the
-/// TX queue, with that queue's lock held: implementations must not block for long and must
-/// not call back into the *same* port's TX processing (delivering to RX queues is fine).
-pub trait Forwarder: Send + Sync {
-    /// One frame from `ingress`, with its virtio-net header (`num_buffers` is 0).
-    fn forward(&self, ingress: PortId, hdr: &VnetHdr, frame: &TxFrame<'_>);
-
-    /// The end of a TX batch: the moment to signal RX queues written during it
-    /// ([`crate::NetDevice::flush_rx`]), so guests get one interrupt per batch.
-    fn flush(&self) {}
-}
-
-/// Who moves a device's guest TX frames.
-#[derive(Clone)]
-pub enum TxPath {
-    /// The device: vhost-user-backend's threads read the TX kicks, and each validated
-    /// frame goes to the [`Forwarder`] (borrowed for the call only). For embedders
-    /// without a data plane of their own, and the in-repo test harness.
-    Forward(std::sync::Arc<dyn Forwarder>),
-    /// A data plane that waits on the kick fds itself (ringswitch's io_uring workers,
-    /// which write frames straight from guest memory and complete them later): the device
-    /// neither watches TX kicks nor processes TX; it lends each live TX ring out with
-    /// [`PortEvents::tx_ring_started`] and takes it back with
-    /// [`PortEvents::tx_ring_stopped`].
-    Lend,
-}
 
 /// Port state changes the switch must learn about.
 pub trait PortEvents: Send + Sync {
@@ -47,16 +19,12 @@ pub trait PortEvents: Send + Sync {
     /// its rings, or the frontend disconnected / reset the device.
     fn link_changed(&self, port: PortId, up: bool);
 
-    /// The driver enabled `pairs` queue pairs (§5.1.6.5.5). Frames should be spread over
-    /// RX queue pairs `0..pairs` only.
-    fn queue_pairs_changed(&self, _port: PortId, _pairs: u16) {}
-
     /// The guest memory table changed (SET_MEM_TABLE, ADD/REM_MEM_REG): a data plane that
     /// registered guest memory (io_uring fixed buffers) re-reads
     /// [`crate::NetDevice::guest_memory`]. Called on the vhost-user protocol thread.
     fn memory_changed(&self, _port: PortId) {}
 
-    /// With [`TxPath::Lend`]: TX ring `ring.pair()` is live (set up, enabled, kick fd
+    /// TX ring `ring.pair()` is live (set up, enabled, kick fd
     /// set): service it. Called on the vhost-user protocol thread.
     fn tx_ring_started(&self, _port: PortId, _ring: crate::TxRing) {}
 

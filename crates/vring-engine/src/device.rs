@@ -17,7 +17,7 @@ use vmm_sys_util::event::{
     new_event_consumer_and_notifier, EventConsumer, EventFlag, EventNotifier,
 };
 
-use crate::api::{Forwarder, PortEvents, RxDrop, TxPath};
+use crate::api::{PortEvents, RxDrop};
 use crate::config_space::{ConfigSpace, OFF_MAC, S_LINK_UP};
 use crate::counters::{QueueCounters, QueueStats};
 use crate::ctrl::CtrlState;
@@ -48,8 +48,6 @@ pub(crate) struct Inner {
     pub port: PortId,
     pub opts: PortOptions,
     pub offered: u64,
-    /// TX frames go here, unless TX rings are lent out (None: [`TxPath::Lend`]).
-    pub fwd: Option<Arc<dyn Forwarder>>,
     pub events: Arc<dyn PortEvents>,
     pub mem: RwLock<GuestMem>,
     pub vrings: RwLock<Vec<NetVring>>,
@@ -67,8 +65,6 @@ pub(crate) struct Inner {
     /// a recompute point: it stays in the count until the frontend sets it up again, and
     /// frames hashed to it are counted `Broken` drops meanwhile.
     pairs_cache: AtomicU16,
-    /// TX rings are lent to the daemon's data plane ([`TxPath::Lend`]).
-    tx_ext: bool,
     /// Per queue index: a [`crate::TxRing`] for it is out with the data plane. The lock
     /// also serialises starting and stopping them.
     tx_out: Mutex<Vec<bool>>,
@@ -83,25 +79,23 @@ pub struct NetDevice {
 
 impl NetDevice {
     /// A device for switch port `port`. `opts` must have passed [`PortOptions::validate`].
+    ///
+    /// The device never processes guest TX itself: each live TX ring is lent to the data
+    /// plane through `events` ([`PortEvents::tx_ring_started`]), which waits on its kick
+    /// fd, pops it and completes its chains (see [`crate::TxRing`]).
     pub fn new(
         port: PortId,
         opts: PortOptions,
-        tx: TxPath,
         events: Arc<dyn PortEvents>,
     ) -> Result<NetDevice, crate::OptionsError> {
         opts.validate()?;
         let nq = opts.num_queues();
-        let fwd = match tx {
-            TxPath::Forward(f) => Some(f),
-            TxPath::Lend => None,
-        };
-        let tx_ext = fwd.is_none();
-        // One worker thread per queue pair; the control queue shares pair 0's thread.
-        // TX kicks go to the data plane instead when it owns TX (RX kicks are only
-        // counted: delivery happens when frames arrive).
-        let pair_bits = if tx_ext { 0b01u64 } else { 0b11u64 };
+        // One worker thread per queue pair, for its RX queue only (RX kicks are counted:
+        // delivery happens when frames arrive); the control queue shares pair 0's thread.
+        // TX queues are left out: their kicks belong to the data plane the rings are
+        // lent to, so vhost-user-backend's threads never read them.
         let mut masks: Vec<u64> = (0..opts.queue_pairs as usize)
-            .map(|p| pair_bits << (2 * p))
+            .map(|p| 0b01u64 << (2 * p))
             .collect();
         masks[0] |= 1u64 << (nq - 1);
         let st = DevState {
@@ -115,7 +109,6 @@ impl NetDevice {
                 offered: opts.offered_features(),
                 counters: (0..nq).map(|_| QueueCounters::default()).collect(),
                 opts,
-                fwd,
                 events,
                 mem: RwLock::new(GuestMem::new(vm_memory::GuestMemoryMmap::new())),
                 vrings: RwLock::new(Vec::new()),
@@ -124,7 +117,6 @@ impl NetDevice {
                 st: Mutex::new(st),
                 log_limit: crate::ratelimit::RateLimit::new(std::time::Duration::from_secs(1)),
                 masks,
-                tx_ext,
                 tx_out: Mutex::new(vec![false; nq]),
                 pairs_cache: AtomicU16::new(1),
             }),
@@ -290,9 +282,6 @@ impl Inner {
     /// protocol thread; taking a ring back waits until the data plane completed every
     /// frame it popped, so GET_VRING_BASE then reports a final index.
     pub(crate) fn sync_tx(self: &Arc<Self>, q: usize, restart: bool) {
-        if !self.tx_ext {
-            return;
-        }
         let mut out = self.tx_out.lock();
         let Some(is_out) = out.get_mut(q) else {
             return;
@@ -331,9 +320,6 @@ impl Inner {
 
     /// Takes every TX ring back from the data plane (disconnect).
     pub(crate) fn stop_all_tx(&self) {
-        if !self.tx_ext {
-            return;
-        }
         let mut out = self.tx_out.lock();
         for (q, is_out) in out.iter_mut().enumerate() {
             if *is_out {
@@ -375,7 +361,8 @@ impl Inner {
                 self.active_pairs
                     .store(st.ctrl.active_pairs, Ordering::Release);
                 self.refresh_pairs();
-                Notice::Pairs(st.ctrl.active_pairs)
+                // Sinks read `active_queue_pairs` per burst: nothing to tell.
+                Notice::None
             }
             Effect::Announce => Notice::None,
         }
@@ -385,7 +372,6 @@ impl Inner {
         match n {
             Notice::Filter(f) => self.events.rx_filter_changed(self.port, &f),
             Notice::Offloads(o) => self.events.offloads_changed(self.port, o),
-            Notice::Pairs(p) => self.events.queue_pairs_changed(self.port, p),
             Notice::None => {}
         }
     }
@@ -428,7 +414,6 @@ impl Inner {
 pub(crate) enum Notice {
     Filter(RxFilter),
     Offloads(switch::Offloads),
-    Pairs(u16),
     None,
 }
 
@@ -568,10 +553,10 @@ impl VhostUserBackend for NetDevice {
             c.kicks.fetch_add(1, Ordering::Relaxed);
         }
         match self.inner.role(q) {
-            Role::Tx(_) => self.inner.process_tx(q),
             Role::Ctrl => self.inner.process_ctrl(q),
-            // RX kicks mean new buffers; delivery happens when frames arrive.
-            Role::Rx(_) | Role::Unused => {}
+            // RX kicks mean new buffers; delivery happens when frames arrive. TX kicks
+            // never come here: TX queues are not in any thread's mask (see `new`).
+            Role::Tx(_) | Role::Rx(_) | Role::Unused => {}
         }
         Ok(())
     }

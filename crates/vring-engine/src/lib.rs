@@ -3,11 +3,11 @@
 //! One [`NetDevice`] per vhost-user port (virtio 1.2 §5.1 "Network Device"), built on
 //! rust-vmm: vhost-user-backend runs the protocol and the kick-reading worker threads,
 //! virtio-queue the split rings, vm-memory the guest memory. The device validates every
-//! descriptor chain itself ([`chain`]), lends its live TX rings to the daemon's data plane
-//! ([`TxRing`], [`TxPath::Lend`]) or hands each TX frame to a [`Forwarder`] without
-//! copying ([`TxPath::Forward`]), writes frames other ports [`NetDevice::deliver`] into its RX queues with
-//! one copy, and applies control-queue commands to the port's [`switch::RxFilter`] and
-//! offloads through [`PortEvents`]. [`VhostUserPort`] serves the socket (server or client
+//! descriptor chain itself ([`chain`]), lends its live TX rings to the data plane
+//! ([`TxRing`]: popped, written from guest memory and completed there), writes frames
+//! other ports [`NetDevice::deliver`] into its RX queues with one copy, and applies
+//! control-queue commands to the port's [`switch::RxFilter`] and offloads through
+//! [`PortEvents`]. [`VhostUserPort`] serves the socket (server or client
 //! mode) and survives frontend reconnects. See docs/design/vring-engine.md.
 
 pub mod api;
@@ -18,7 +18,6 @@ pub mod ctrl;
 mod ctrlq;
 pub mod device;
 pub mod features;
-pub mod frame;
 pub mod options;
 pub mod port;
 mod ratelimit;
@@ -29,10 +28,9 @@ mod tx;
 pub mod txring;
 pub mod vring;
 
-pub use api::{Forwarder, PortEvents, RxDrop, TxPath};
+pub use api::{PortEvents, RxDrop};
 pub use counters::{Drop as DropReason, QueueStats};
 pub use device::NetDevice;
-pub use frame::TxFrame;
 pub use options::{OptionsError, PortOptions, SocketMode};
 pub use port::{PortError, VhostUserPort};
 pub use rx::RxBurst;

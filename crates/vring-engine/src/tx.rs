@@ -1,28 +1,16 @@
-//! TX queue processing (virtio 1.2 §5.1.6.2 "Packet Transmission").
-//!
-//! Pop every available chain, validate it ([`crate::chain`]), strip the virtio-net header —
-//! wherever it sits: its own descriptor, or inline with the frame (VERSION_1 implies
-//! ANY_LAYOUT, §2.7.4.3) — and hand the frame, as guest-memory slices, to the
-//! [`crate::Forwarder`]. Every chain goes back to the used ring with length 0 (the device
-//! wrote nothing, §2.7.8), valid or not, so a bad chain costs the guest one buffer, not the
-//! queue. The guest is signalled once per batch, EVENT_IDX-aware (§2.7.7.2).
+//! TX chain checks (virtio 1.2 §5.1.6.2 "Packet Transmission") shared by the lent TX
+//! rings ([`crate::TxRing`], popped by the data plane): reading chain heads from the avail
+//! ring, and validating a chain's virtio-net header, length and offload requests
+//! (§5.1.6.2.1) on a private copy of the header. A chain that fails is counted with its
+//! reason and returned to the used ring with length 0 (the device wrote nothing, §2.7.8),
+//! so a bad chain costs the guest one buffer, not the queue.
 
 use switch::vnet::{Gso, VnetHdr};
-use vhost_user_backend::VringT;
 use virtio_queue::{Error as QueueError, QueueOwnedT, QueueT};
-use vm_memory::{GuestAddress, GuestAddressSpace};
 
-use crate::chain::{Chain, ChainError, Direction, TableInfo};
 use crate::counters::Drop;
 use crate::device::Inner;
-use crate::features::{bit, vnet_hdr_len};
-use crate::frame::{as_bytes, TxFrame};
-
-/// Chains taken from the avail ring per batch (one used-ring notification per batch).
-pub const TX_BATCH: usize = 64;
-/// Batches per call before yielding: a guest that keeps its TX ring full must not hold the
-/// queue lock (GET_VRING_BASE waits on it) or its worker thread forever.
-pub const TX_BUDGET: usize = 4;
+use crate::features::bit;
 
 /// Longest frame accepted on TX: a 64 KiB GSO packet plus Ethernet and two VLAN tags.
 pub const MAX_TX_FRAME: usize = 65_535 + 14 + 8;
@@ -30,88 +18,6 @@ pub const MAX_TX_FRAME: usize = 65_535 + 14 + 8;
 pub const MIN_TX_FRAME: usize = 14;
 
 impl Inner {
-    pub(crate) fn process_tx(&self, q: usize) {
-        let Some(fwd) = self.fwd.as_deref() else {
-            return; // TX rings are lent out (TxPath::Lend): not ours to process
-        };
-        let Some(vring) = self.vring(q) else { return };
-        let Some(ctr) = self.counters.get(q) else {
-            return;
-        };
-        let acked = self.acked();
-        let hdr_len = vnet_hdr_len(acked);
-        let indirect = acked & bit(virtio_bindings::virtio_ring::VIRTIO_RING_F_INDIRECT_DESC) != 0;
-        let mem = self.mem.read().memory();
-        let mut st = vring.get_mut();
-        if !st.get_queue().ready() || !st.is_enabled() || vring.is_broken() {
-            return;
-        }
-        let table = TableInfo {
-            desc_table: GuestAddress(st.get_queue().desc_table()),
-            queue_size: st.get_queue().size(),
-            indirect_allowed: indirect,
-        };
-        let rings = crate::split::Rings::new(&mem, st.get_queue());
-        let mut chain = Chain::default();
-        let mut segs: Vec<&[u8]> = Vec::with_capacity(8);
-        let mut batches = 0;
-        loop {
-            let _ = st.get_queue_mut().disable_notification(&*mem);
-            loop {
-                if batches == TX_BUDGET {
-                    // Notifications stay off; our own kick brings us back after the other
-                    // queues of this thread and the protocol thread had their turn.
-                    if let Some(k) = st.get_kick() {
-                        if self_kick(k).is_err() {
-                            let _ = st.get_queue_mut().enable_notification(&*mem);
-                        }
-                    }
-                    return;
-                }
-                batches += 1;
-                let mut heads = [0u16; TX_BATCH];
-                let Some(n) = self.take_heads(
-                    q,
-                    &vring,
-                    st.get_queue_mut(),
-                    &mem,
-                    rings.as_ref(),
-                    &mut heads,
-                ) else {
-                    return;
-                };
-                if n == 0 {
-                    break;
-                }
-                for &head in &heads[..n] {
-                    if head >= table.queue_size {
-                        ctr.count_drop(Drop::Chain(ChainError::BadIndex));
-                        vring.mark_broken();
-                        return;
-                    }
-                    match chain.walk(&mem, table, head, Direction::ReadOnly) {
-                        Err(e) => ctr.count_drop(Drop::Chain(e)),
-                        Ok(()) => self.forward_chain(fwd, &chain, hdr_len, &mut segs, ctr),
-                    }
-                    if st.get_queue_mut().add_used(&*mem, head, 0).is_err() {
-                        vring.mark_broken();
-                        return;
-                    }
-                }
-                fwd.flush();
-                if st.get_queue_mut().needs_notification(&*mem).unwrap_or(true)
-                    && st.signal_used_queue().is_ok()
-                {
-                    ctr.count_call();
-                }
-            }
-            match st.get_queue_mut().enable_notification(&*mem) {
-                Ok(true) => continue,
-                _ => break,
-            }
-        }
-    }
-
     /// Takes up to `heads.len()` chain heads from queue `q`'s avail ring (virtio 1.2
     /// §2.7.6). `None`: stop reading the ring — its avail index jumped past the ring size
     /// (counted, logged at most once a second, the ring marked broken) or it is unreadable.
@@ -170,22 +76,10 @@ impl Inner {
     }
 
     /// Checks a TX chain's virtio-net header, length and offload requests (§5.1.6.2,
-    /// §5.1.6.2.1). Returns the header (with `num_buffers` cleared: an RX field that
-    /// carries nothing on TX) and the Ethernet frame's length.
-    pub(crate) fn check_tx_chain(
-        &self,
-        chain: &Chain<'_>,
-        hdr_len: usize,
-        acked: u64,
-    ) -> Result<(VnetHdr, usize), Drop> {
-        let mut hb = [0u8; switch::vnet::HDR_LEN];
-        let n = crate::chain::copy_out(&chain.readable, 0, &mut hb[..hdr_len]);
-        self.check_tx_hdr(&hb[..n], chain.read_len, hdr_len, acked)
-    }
-
-    /// [`check_tx_chain`](Self::check_tx_chain) on bytes already copied from the chain's
-    /// beginning (`start`: at least the header, when the chain has that many) and the
-    /// chain's readable length.
+    /// §5.1.6.2.1) on bytes already copied from the chain's beginning (`start`: at least
+    /// the header, when the chain has that many) and the chain's readable length. Returns
+    /// the header (with `num_buffers` cleared: an RX field that carries nothing on TX)
+    /// and the Ethernet frame's length.
     pub(crate) fn check_tx_hdr(
         &self,
         start: &[u8],
@@ -209,41 +103,8 @@ impl Inner {
         }
         Ok((hdr, len))
     }
-
-    fn forward_chain<'m>(
-        &self,
-        fwd: &dyn crate::Forwarder,
-        chain: &Chain<'m>,
-        hdr_len: usize,
-        segs: &mut Vec<&'m [u8]>,
-        ctr: &crate::counters::QueueCounters,
-    ) {
-        let (hdr, len) = match self.check_tx_chain(chain, hdr_len, self.acked()) {
-            Ok(v) => v,
-            Err(d) => {
-                ctr.count_drop(d);
-                return;
-            }
-        };
-        segs.clear();
-        let mut skip = hdr_len;
-        for s in &chain.readable {
-            let b = as_bytes(s);
-            if skip >= b.len() {
-                skip -= b.len();
-                continue;
-            }
-            segs.push(&b[skip..]);
-            skip = 0;
-        }
-        let frame = TxFrame::new(segs);
-        ctr.count_frame(len);
-        fwd.forward(self.port, &hdr, &frame);
-    }
 }
 
-/// §5.1.6.2.1: the driver MUST NOT ask for an offload it did not negotiate; a checksum it
-/// asks us (or a later NIC) to complete must lie inside the frame.
 /// Writes 1 to the kick eventfd we were woken by.
 pub(crate) fn self_kick(k: &vmm_sys_util::event::EventConsumer) -> std::io::Result<()> {
     use std::io::Write;
@@ -255,6 +116,8 @@ pub(crate) fn self_kick(k: &vmm_sys_util::event::EventConsumer) -> std::io::Resu
     f.write_all(&1u64.to_ne_bytes())
 }
 
+/// §5.1.6.2.1: the driver MUST NOT ask for an offload it did not negotiate; a checksum it
+/// asks us (or a later NIC) to complete must lie inside the frame.
 fn offload_allowed(hdr: &VnetHdr, gso: Gso, acked: u64, len: usize) -> bool {
     use virtio_bindings::virtio_net::*;
     let has = |b: u32| acked & bit(b) != 0;

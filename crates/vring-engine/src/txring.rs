@@ -1,11 +1,11 @@
 //! A TX virtqueue handed to an outside data plane (the io_uring workers), so guest frames
 //! leave from the guest's own pages with no copy in our process.
 //!
-//! Why a separate path from [`crate::tx`]: there a frame is forwarded and its chain
-//! returned to the used ring before the next one is read, all on vhost-user-backend's
-//! thread. A zero-copy writer instead keeps a chain *in flight* until the kernel has read
-//! it (an io_uring WriteFixed completes later), so chains are completed out of order and
-//! possibly from another thread's batch. Split virtqueues allow that: a used-ring entry
+//! This is the device's only TX path: the device never processes TX on
+//! vhost-user-backend's threads. Why lend the ring rather than forward each frame and
+//! return its chain before reading the next: a zero-copy writer keeps a chain *in flight*
+//! until the kernel has read it (an io_uring write completes later), so chains are
+//! completed out of order and possibly from another thread's batch. Split virtqueues allow that: a used-ring entry
 //! names its chain by head index (virtio 1.2 §2.7.8), and the driver must not touch a
 //! buffer until the device has used it (§2.7.4).
 //!
@@ -153,6 +153,13 @@ impl TxRing {
     /// Frames popped and not yet completed.
     pub fn in_flight(&self) -> usize {
         self.in_flight
+    }
+
+    /// Chains completed but not yet in the used ring (published by the next
+    /// [`publish`](Self::publish) or [`flush`](Self::flush)): frames completed since, and
+    /// chains a pop dropped as invalid or the taker refused.
+    pub fn has_completions(&self) -> bool {
+        !self.done.is_empty()
     }
 
     /// Pops up to `max` valid frames, handing each to `take`; a frame `take` refuses

@@ -1,4 +1,4 @@
-//! TX rings lent to an outside data plane (`TxPath::Lend`): the device hands
+//! TX rings lent to an outside data plane (the device's only TX path): the device hands
 //! a live ring out, frames are popped as host addresses with a private head copy,
 //! completed out of order, and the ring is taken back — after every frame in flight was
 //! completed — when the frontend stops it (GET_VRING_BASE).
@@ -16,7 +16,7 @@ use virtio_bindings::virtio_net::*;
 use virtio_bindings::virtio_ring::VIRTIO_RING_F_EVENT_IDX;
 use vm_memory::Bytes;
 use vring_engine::features::bit;
-use vring_engine::{DropReason, NetDevice, PortEvents, TxPath, TxRing, VhostUserPort};
+use vring_engine::{DropReason, NetDevice, PortEvents, TxRing, VhostUserPort};
 
 /// The "data plane": keeps lent rings, and on stop completes what is in flight (as the
 /// io_uring workers do before they drop a ring).
@@ -54,13 +54,7 @@ impl PortEvents for Ev {
 
 fn start(tag: &str) -> (Arc<Plane>, VhostUserPort) {
     let plane = Arc::new(Plane::default());
-    let dev = NetDevice::new(
-        PortId(0),
-        opts(tag, MAC_A),
-        TxPath::Lend,
-        Arc::new(Ev(plane.clone())),
-    )
-    .unwrap();
+    let dev = NetDevice::new(PortId(0), opts(tag, MAC_A), Arc::new(Ev(plane.clone()))).unwrap();
     (plane, VhostUserPort::start(dev).unwrap())
 }
 

@@ -191,11 +191,12 @@ fn ping_between_guests(tag: &str, queues: u16) {
     };
     assert!(
         r.contains("ok=1"),
-        "{r}\n{}\nA: {:?}\nB: {:?}\nevents: {:?}",
+        "{r}\n{}\nA: {:?}\nB: {:?}\nlinks up: {} {}",
         log_a.join("\n"),
         stats(0),
         stats(1),
-        h.events()
+        h.link_up(h.dev(0).port()),
+        h.link_up(h.dev(1).port())
     );
     // The frames crossed our queues: TX on A, RX on B and the reverse. A real driver's
     // chains are all valid; the only acceptable drops are frames that arrived while the

@@ -1,6 +1,4 @@
-//! Guest TX on the io_uring workers: the seam between vring-engine's [`TxRing`] (a TX
-//! virtqueue lent out by a vhost-user device) and uring-net's [`GuestTxQueue`] (what a
-//! worker services), plus the guest memory registered as io_uring fixed buffers so those
+//! Guest memory registered as io_uring fixed buffers ([`GuestMemories`]), so guest TX
 //! frames are written to taps and AF_PACKET ports from the guest's own pages.
 //!
 //! Registration is lazy and off the datapath: it happens on the vhost-user protocol thread
@@ -9,71 +7,13 @@
 //! rings are out. A registration keeps the memory table it pinned alive, so a host address
 //! it resolves is always inside a live mapping (see ARCHITECTURE.md "Zero-copy guest TX").
 
-use std::os::fd::RawFd;
 use std::sync::Arc;
 
 use parking_lot::Mutex;
 use switch::{PortId, MAX_PORTS};
-use uring_net::{Dataplane, FixedTable, FrameBatch, GuestTxQueue, MemRegion, Seg};
+use uring_net::{Dataplane, FixedTable, MemRegion};
 use vm_memory::{GuestMemoryBackend, GuestMemoryMmap, GuestMemoryRegion};
-use vring_engine::{NetDevice, TxRing};
-
-/// A device's TX ring as a worker's guest queue.
-pub struct GuestTx {
-    ring: TxRing,
-    memory: Option<Arc<FixedTable>>,
-}
-
-impl GuestTx {
-    pub fn new(ring: TxRing, memory: Option<Arc<FixedTable>>) -> GuestTx {
-        GuestTx { ring, memory }
-    }
-}
-
-impl GuestTxQueue for GuestTx {
-    fn kick_fd(&self) -> RawFd {
-        self.ring.kick_fd()
-    }
-
-    fn pop(&mut self, max: usize, out: &mut FrameBatch) {
-        self.ring.pop(max, |p| take(out, p));
-    }
-
-    fn poll(&mut self, max: usize, out: &mut FrameBatch) {
-        self.ring.poll(max, |p| take(out, p));
-    }
-
-    fn arm(&mut self) -> bool {
-        self.ring.arm()
-    }
-
-    fn complete(&mut self, token: u64) {
-        self.ring.complete(token);
-    }
-
-    fn memory(&self) -> Option<Arc<FixedTable>> {
-        self.memory.clone()
-    }
-
-    fn flush(&mut self) {
-        self.ring.flush();
-    }
-
-    fn publish(&mut self) {
-        self.ring.publish();
-    }
-}
-
-/// A popped frame into the worker's batch: its pieces and a copy of its head.
-fn take(out: &mut FrameBatch, p: vring_engine::TxPopped<'_>) -> bool {
-    let segs = p.segs.iter().map(|s| Seg {
-        addr: s.addr,
-        len: s.len,
-    });
-    out.push_with(p.token, segs, &p.hdr, p.hdr_in_segs, |head| {
-        p.copy_frame_head(head)
-    })
-}
+use vring_engine::NetDevice;
 
 /// One registration: the table (None when registering failed: writev fallback) and the
 /// memory table it was made from, held so its mappings outlive the registration.
@@ -125,6 +65,14 @@ impl GuestMemories {
             release(dp, old);
         }
         pm.reg.as_ref().and_then(|r| r.table.clone())
+    }
+
+    /// The fixed-buffer registration TX from `port`'s guest is written with: None while
+    /// no TX ring is out, with `--no-pin-guest-memory`, or when registering failed (TX
+    /// then uses writev from the same pages).
+    pub fn registered(&self, port: PortId) -> Option<Arc<FixedTable>> {
+        let ports = self.ports.lock();
+        ports.get(port.index())?.reg.as_ref()?.table.clone()
     }
 
     /// A TX ring came back from the workers; the last one releases the registration.

@@ -334,8 +334,11 @@ fn big_non_mergeable_buffers_take_a_jumbo_frame() {
     assert_eq!(&data[..f.len()], &f[..]);
 }
 
+/// A guest that fills its TX ring and kicks once gets every chain processed: the worker
+/// pops at most 4 rounds of 64 per pass and comes back for the rest without a new kick
+/// (the device's own re-kick of its former Forward path is gone with that path).
 #[test]
-fn a_full_tx_ring_is_processed_in_budgeted_turns() {
+fn a_full_tx_ring_is_drained_from_one_kick() {
     let h = Harness::new(vec![opts("bud", MAC_A), opts("budb", MAC_B)]);
     let (mut a, _b) = two_guests(&h, ALL);
     let f = udp_frame(MAC_A, MAC_B, 20);
@@ -346,17 +349,12 @@ fn a_full_tx_ring_is_processed_in_budgeted_turns() {
     a.mem
         .write_slice(&all, vm_memory::GuestAddress(buf))
         .unwrap();
-    let kicks_before = h.dev(0).queue_stats(1).unwrap().kicks;
     for _ in 0..QSIZE {
         a.queues[1].add(&a.mem, &[(buf, all.len() as u32, false)]);
     }
     a.queues[1].kick();
     let used = a.queues[1].wait_used(&a.mem, QSIZE as usize);
     assert_eq!(used.len(), QSIZE as usize);
-    // One guest kick, 256 chains = 4 batches of 64: the device yields once and comes back.
-    wait_for("the device's own re-kick", || {
-        (h.dev(0).queue_stats(1).unwrap().kicks - kicks_before == 2).then_some(())
-    });
     assert_eq!(h.dev(0).queue_stats(1).unwrap().frames, u64::from(QSIZE));
 }
 

@@ -1,0 +1,169 @@
+//! [`Glue`]: what every vhost-user device of the daemon shares with the switch and the
+//! io_uring data plane.
+//! - device events (rx filter, offloads, link) update the switch's port state, and live
+//!   TX rings are lent to the workers (`tx_ring_started`, see [`crate::tx`]);
+//! - frames the switch itself originates (querier) are flooded by [`Glue::inject`].
+
+use std::sync::Arc;
+
+use arc_swap::ArcSwapOption;
+use parking_lot::RwLock;
+use switch::vlan::TPID_8021Q;
+use switch::{Forward, FrameView, Offloads, PortId, RxFilter, Switch, Vid, VnetHdr, MAX_PORTS};
+use uring_net::Dataplane;
+use vring_engine::{NetDevice, PortEvents, TxRing};
+
+use crate::adapt::{adapt, Undelivered};
+use crate::memory::GuestMemories;
+use crate::tx::GuestTx;
+
+/// Shared by every vhost-user device of the daemon.
+pub struct Glue {
+    sw: Arc<Switch>,
+    devices: RwLock<Vec<Option<NetDevice>>>,
+    /// Host ports (tap, AF_PACKET) are written through the data plane.
+    dp: ArcSwapOption<Dataplane>,
+    /// Guest memory registered for zero-copy TX from the workers.
+    memories: GuestMemories,
+}
+
+impl Glue {
+    pub fn new(sw: Arc<Switch>) -> Glue {
+        Glue {
+            sw,
+            devices: RwLock::new(vec![None; MAX_PORTS]),
+            dp: ArcSwapOption::empty(),
+            memories: Default::default(),
+        }
+    }
+
+    /// The switch the ports are on.
+    pub fn switch(&self) -> &Arc<Switch> {
+        &self.sw
+    }
+
+    /// Whether guest memory is registered (pinned) as io_uring fixed buffers.
+    pub fn set_pin_guest_memory(&self, pin: bool) {
+        self.memories.set_pin(pin);
+    }
+
+    /// The guest memory of `port` as registered io_uring fixed buffers, if it is (see
+    /// [`GuestMemories::registered`]).
+    pub fn registered_memory(&self, port: PortId) -> Option<Arc<uring_net::FixedTable>> {
+        self.memories.registered(port)
+    }
+
+    /// Sets (or clears, at shutdown) the data plane host-port writes go through.
+    pub fn set_dataplane(&self, dp: Option<Arc<Dataplane>>) {
+        self.dp.store(dp);
+    }
+
+    pub fn set_device(&self, port: PortId, dev: Option<NetDevice>) {
+        if let Some(slot) = self.devices.write().get_mut(port.index()) {
+            *slot = dev;
+        }
+    }
+
+    pub fn device(&self, port: PortId) -> Option<NetDevice> {
+        self.devices.read().get(port.index()).cloned().flatten()
+    }
+
+    /// Floods a frame the switch originates (an IGMP/MLD query of the querier) to every
+    /// port of `vid` that accepts it, tagged as each port's VLAN mode says and adapted to
+    /// its offloads: into a guest's RX queue pair 0 (signalled at once: queries are rare),
+    /// or written to a tap/AF_PACKET port from the calling thread
+    /// (`Dataplane::transmit`).
+    pub fn inject(&self, frame: &[u8], vid: Vid) {
+        let view = self.sw.view();
+        let Ok(fv) = FrameView::parse(frame, frame.len(), TPID_8021Q, false) else {
+            return;
+        };
+        let fwd = Forward {
+            vid,
+            ports: view.flood_ports(vid, &fv.dst),
+            frame: fv,
+        };
+        let devices = self.devices.read();
+        let dp = self.dp.load();
+        let hdr = VnetHdr::default();
+        for p in fwd.ports.iter() {
+            let Some(cfg) = view.port(p) else { continue };
+            let eg = view.egress(p, &fwd, frame);
+            let body = frame.get(usize::from(eg.body_offset)..).unwrap_or_default();
+            let parts = [eg.head(), body];
+            let sent = match (devices.get(p.index()).and_then(Option::as_ref), dp.as_ref()) {
+                (Some(dev), _) => {
+                    let r = adapt(&hdr, &parts, &cfg.offloads, |h, q| {
+                        dev.deliver(0, h, q).is_ok()
+                    });
+                    dev.flush_rx(0);
+                    r
+                }
+                (None, Some(dp)) => adapt(&hdr, &parts, &cfg.offloads, |h, q| {
+                    dp.transmit(p, h, q).is_ok()
+                }),
+                (None, None) => Err(Undelivered::NoPath),
+            };
+            if let Err(e) = sent {
+                tracing::debug!(port = %p, ?e, "switch-originated frame not delivered");
+            }
+        }
+    }
+}
+
+impl PortEvents for Glue {
+    fn rx_filter_changed(&self, port: PortId, filter: &RxFilter) {
+        if let Err(e) = self.sw.set_rx_filter(port, filter.clone()) {
+            tracing::warn!(%port, "rx filter update failed: {e}");
+        }
+    }
+
+    fn offloads_changed(&self, port: PortId, offloads: Offloads) {
+        if let Err(e) = self.sw.set_offloads(port, offloads) {
+            tracing::warn!(%port, "offload update failed: {e}");
+        }
+    }
+
+    fn link_changed(&self, port: PortId, up: bool) {
+        tracing::info!(%port, up, "vhost-user link");
+        if let Err(e) = self.sw.set_link(port, up) {
+            tracing::warn!(%port, "link update failed: {e}");
+        }
+    }
+
+    fn tx_ring_started(&self, port: PortId, ring: TxRing) {
+        let (Some(dp), Some(dev)) = (self.dp.load_full(), self.device(port)) else {
+            return;
+        };
+        let pair = ring.pair();
+        let memory = self.memories.ring_out(&dp, &dev);
+        let q = Box::new(GuestTx::new(ring, memory));
+        match dp.attach_guest_tx(port, u64::from(pair), None, q) {
+            Ok(fixed) => tracing::debug!(%port, pair, fixed, "guest TX ring on the workers"),
+            Err(e) => {
+                self.memories.ring_back(&dp, port);
+                tracing::error!(%port, pair, "guest TX ring not serviced: {e}");
+            }
+        }
+    }
+
+    fn tx_ring_stopped(&self, port: PortId, pair: u16) {
+        let Some(dp) = self.dp.load_full() else {
+            return;
+        };
+        if let Err(e) = dp.detach_guest_tx(port, u64::from(pair), TX_STOP_WAIT) {
+            tracing::warn!(%port, pair, "guest TX ring taken back with frames in flight: {e}");
+        }
+        self.memories.ring_back(&dp, port);
+    }
+
+    fn memory_changed(&self, port: PortId) {
+        if let (Some(dp), Some(dev)) = (self.dp.load_full(), self.device(port)) {
+            self.memories.changed(&dp, &dev);
+        }
+    }
+}
+
+/// How long stopping a guest TX ring waits for the writes in flight (they complete in
+/// microseconds; a tap whose reader is gone still completes them with an error).
+const TX_STOP_WAIT: std::time::Duration = std::time::Duration::from_secs(5);
