@@ -6,12 +6,14 @@
 //! 7 bits: split point, the frame arrives in two descriptors; high bit: "fix-up" mode),
 //! then the frame. In fix-up mode the IP length field and csum_start/offset are made
 //! consistent with the frame first, so mutations reach the segmenter instead of stopping
-//! at the first length check.
+//! at the first length check. The same input then goes through `adapt`, the entry point
+//! of every delivery path.
 #![no_main]
 
 use libfuzzer_sys::fuzz_target;
-use switch::offload::{plan, segment_to_vecs, Egress, Frame, MAX_HDR};
-use switch::{Offloads, VnetHdr};
+use switch::bytes::total_len;
+use switch::offload::{adapt, plan, segment_to_vecs, Egress, Frame, Undelivered, MAX_HDR};
+use switch::{Chunk, Offloads, VnetHdr};
 
 /// Makes the IP length and the checksum offsets agree with an untagged IPv4/IPv6 frame.
 fn fix_up(f: &mut [u8], hdr: &mut VnetHdr) {
@@ -59,7 +61,7 @@ fuzz_target!(|data: &[u8]| {
         fix_up(&mut bytes, &mut hdr);
     }
     let cut = ((data[11] & 0x7f) as usize).min(bytes.len());
-    let parts = [&bytes[..cut], &bytes[cut..]];
+    let parts = [&bytes[..cut], &bytes[cut..]].map(Chunk::from);
     let frame = Frame::new(&parts);
     match plan(&hdr, &frame, &dest) {
         Ok(Egress::Segment(mut p)) => {
@@ -115,5 +117,21 @@ fuzz_target!(|data: &[u8]| {
             assert_eq!(u16::from_be_bytes([c[job.at], c[job.at + 1]]), v);
         }
         Ok(Egress::PassThrough { .. }) | Err(_) => {}
+    }
+    // The delivery paths' entry point: whatever it hands a destination is bounded, and a
+    // destination that refuses stops a segmented frame at once.
+    let mut handed = 0usize;
+    let r = adapt(&hdr, &parts, &dest, |h, p| {
+        handed += 1;
+        assert!(total_len(p) <= MAX_HDR + usize::from(h.gso_size.max(1)) + bytes.len());
+        if handed > 3 {
+            return Err(());
+        }
+        Ok(())
+    });
+    if r.is_ok() {
+        assert!(handed <= 3);
+    } else if let Err(Undelivered::Refused(())) = r {
+        assert_eq!(handed, 4);
     }
 });

@@ -8,12 +8,10 @@ use std::sync::Arc;
 
 use arc_swap::ArcSwapOption;
 use parking_lot::RwLock;
-use switch::vlan::TPID_8021Q;
-use switch::{Forward, FrameView, Offloads, PortId, RxFilter, Switch, Vid, VnetHdr, MAX_PORTS};
+use switch::{Offloads, PortId, RxFilter, Switch, Vid, MAX_PORTS};
 use uring_net::Dataplane;
 use vring_engine::{NetDevice, PortEvents, TxRing};
 
-use crate::adapt::{adapt, Undelivered};
 use crate::memory::GuestMemories;
 use crate::tx::GuestTx;
 
@@ -69,44 +67,16 @@ impl Glue {
     }
 
     /// Floods a frame the switch originates (an IGMP/MLD query of the querier) to every
-    /// port of `vid` that accepts it, tagged as each port's VLAN mode says and adapted to
-    /// its offloads: into a guest's RX queue pair 0 (signalled at once: queries are rare),
-    /// or written to a tap/AF_PACKET port from the calling thread
-    /// (`Dataplane::transmit`).
+    /// port of `vid` that accepts it: handed to the data plane, whose worker sends it the
+    /// way it sends received frames (`uring_net::Dataplane::inject`: staged into guests
+    /// and adapted to their offloads, written to taps and AF_PACKET ports, each tagged as
+    /// the port's VLAN mode says).
     pub fn inject(&self, frame: &[u8], vid: Vid) {
-        let view = self.sw.view();
-        let Ok(fv) = FrameView::parse(frame, frame.len(), TPID_8021Q, false) else {
+        let Some(dp) = self.dp.load_full() else {
             return;
         };
-        let fwd = Forward {
-            vid,
-            ports: view.flood_ports(vid, &fv.dst),
-            frame: fv,
-        };
-        let devices = self.devices.read();
-        let dp = self.dp.load();
-        let hdr = VnetHdr::default();
-        for p in fwd.ports.iter() {
-            let Some(cfg) = view.port(p) else { continue };
-            let eg = view.egress(p, &fwd, frame);
-            let body = frame.get(usize::from(eg.body_offset)..).unwrap_or_default();
-            let parts = [eg.head(), body];
-            let sent = match (devices.get(p.index()).and_then(Option::as_ref), dp.as_ref()) {
-                (Some(dev), _) => {
-                    let r = adapt(&hdr, &parts, &cfg.offloads, |h, q| {
-                        dev.deliver(0, h, q).is_ok()
-                    });
-                    dev.flush_rx(0);
-                    r
-                }
-                (None, Some(dp)) => adapt(&hdr, &parts, &cfg.offloads, |h, q| {
-                    dp.transmit(p, h, q).is_ok()
-                }),
-                (None, None) => Err(Undelivered::NoPath),
-            };
-            if let Err(e) = sent {
-                tracing::debug!(port = %p, ?e, "switch-originated frame not delivered");
-            }
+        if let Err(e) = dp.inject(frame.to_vec(), vid) {
+            tracing::debug!("switch-originated frame not sent: {e}");
         }
     }
 }

@@ -12,10 +12,10 @@
 //! - [`GuestSink`] (sink.rs): a guest's RX side for the workers (`uring_net::GuestRx`);
 //! - [`GuestTx`] (tx.rs): a lent TX ring as a worker's queue (`uring_net::GuestTxQueue`);
 //! - [`GuestMemories`] (memory.rs): guest memory registered as io_uring fixed buffers;
-//! - port.rs: creating a vhost-user port, with undo on error;
-//! - adapt.rs: offload adaptation of one outgoing frame.
+//! - port.rs: creating a vhost-user port, with undo on error.
+//!
+//! Offload adaptation of an outgoing frame is pure and lives in `switch::offload::adapt`.
 
-mod adapt;
 mod glue;
 mod memory;
 mod port;

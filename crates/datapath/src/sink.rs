@@ -2,11 +2,14 @@
 //! AF_PACKET ports and other guests, adapted to the guest's offloads and copied once into
 //! its RX buffers, spread over its active queue pairs by flow hash.
 
-use switch::{Offloads, VnetHdr};
+use switch::Offloads;
 use uring_net::flow::pick_queue;
 use vring_engine::NetDevice;
 
-use crate::adapt::adapt;
+use switch::offload::{adapt, Undelivered};
+use switch::DropReason;
+use uring_net::Delivery;
+use vring_engine::RxDrop;
 
 /// A guest's RX side as the io_uring workers see it (frames from taps and AF_PACKET
 /// ports): offload adaptation, then one copy into the guest's buffers.
@@ -21,32 +24,11 @@ impl GuestSink {
 }
 
 impl uring_net::GuestRx for GuestSink {
-    fn deliver(
-        &self,
-        hdr: &VnetHdr,
-        parts: &[&[u8]],
-        offloads: &Offloads,
-        flow: u32,
-    ) -> Result<(), uring_net::RxFull> {
-        let mut ok = [false];
-        let frame = uring_net::RxFrame {
-            hdr: *hdr,
-            parts,
-            flow,
-        };
-        self.deliver_burst(&[frame], offloads, &mut ok);
-        if ok[0] {
-            Ok(())
-        } else {
-            Err(uring_net::RxFull)
-        }
-    }
-
     fn deliver_burst(
         &self,
         frames: &[uring_net::RxFrame<'_>],
         offloads: &Offloads,
-        ok: &mut [bool],
+        out: &mut [Delivery],
     ) {
         // One flow stays on one queue (never reordered); flows spread over the pairs.
         // One burst per RX queue pair the frames hash to (usually one).
@@ -54,7 +36,7 @@ impl uring_net::GuestRx for GuestSink {
         let queue = |f: &uring_net::RxFrame<'_>| queue_of(f.flow, pairs);
         let bytes = frames
             .first()
-            .map_or(0, |f| f.parts.iter().map(|p| p.len()).sum());
+            .map_or(0, |f| switch::bytes::total_len(f.parts));
         for qp in 0..pairs {
             let n = frames.iter().filter(|f| queue(f) == qp).count();
             if n == 0 {
@@ -65,10 +47,9 @@ impl uring_net::GuestRx for GuestSink {
                     // Prefetching pays only when later frames' buffers load meanwhile.
                     b.expect(n, bytes);
                 }
-                for (f, o) in frames.iter().zip(ok.iter_mut()) {
+                for (f, o) in frames.iter().zip(out.iter_mut()) {
                     if queue(f) == qp {
-                        *o = adapt(&f.hdr, f.parts, offloads, |h, p| b.deliver(h, p).is_ok())
-                            .is_ok();
+                        *o = outcome(adapt(&f.hdr, f.parts, offloads, |h, p| b.deliver(h, p)));
                     }
                 }
             });
@@ -79,6 +60,18 @@ impl uring_net::GuestRx for GuestSink {
         for qp in 0..self.dev.active_queue_pairs().max(1) {
             self.dev.flush_rx(qp);
         }
+    }
+}
+
+/// The switch's drop reason for what became of one frame: bad offload metadata under its
+/// own reason, anything the RX queue refused (no buffers, too big for them, a bad chain,
+/// a stopped or absent queue; each also counted on the queue with its own reason) as
+/// `destination_full`.
+fn outcome(r: Result<(), Undelivered<RxDrop>>) -> Delivery {
+    match r {
+        Ok(()) => Ok(()),
+        Err(Undelivered::BadOffload(_)) => Err(DropReason::BadOffload),
+        Err(Undelivered::Refused(_)) => Err(DropReason::DestinationFull),
     }
 }
 
@@ -95,6 +88,20 @@ fn queue_of(flow: u32, pairs: u16) -> u16 {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn outcomes_keep_their_reason() {
+        use switch::offload::OffloadDrop;
+        assert_eq!(outcome(Ok(())), Ok(()));
+        assert_eq!(
+            outcome(Err(Undelivered::BadOffload(OffloadDrop::GsoSizeZero))),
+            Err(DropReason::BadOffload)
+        );
+        assert_eq!(
+            outcome(Err(Undelivered::Refused(RxDrop::NoBuffers))),
+            Err(DropReason::DestinationFull)
+        );
+    }
 
     #[test]
     fn flows_spread_over_the_active_pairs_and_stay_on_theirs() {

@@ -174,11 +174,18 @@ fn queue_pairs_follow_vq_pairs_set() {
     let hdr = switch::VnetHdr::default();
     // §5.1.6.5.5: only pair 0 is used until the driver enables more.
     assert_eq!(
-        h.dev(0).deliver(1, &hdr, &[&f]),
+        h.dev(0).deliver(1, &hdr, &[switch::Chunk::from(&f[..])]),
         Err(vring_engine::RxDrop::NotReady)
     );
     assert_eq!(g.ctrl(4, 4, 0, &2u16.to_le_bytes()), OK);
-    assert_eq!(h.dev(0).deliver(1, &hdr, &[&f[..14], &f[14..]]), Ok(()));
+    assert_eq!(
+        h.dev(0).deliver(
+            1,
+            &hdr,
+            &[switch::Chunk::from(&f[..14]), switch::Chunk::from(&f[14..])]
+        ),
+        Ok(())
+    );
     // Delivery published the used entry; the call comes with the flush (used_event 0).
     assert!(h.dev(0).flush_rx(1));
     assert!(g.queues[2].called());
@@ -205,11 +212,14 @@ fn without_our_control_queue_pairs_follow_ring_enable() {
     let f = udp_frame(MAC_B, MAC_A, 30);
     let hdr = switch::VnetHdr::default();
     assert_eq!(
-        h.dev(0).deliver(1, &hdr, &[&f]),
+        h.dev(0).deliver(1, &hdr, &[switch::Chunk::from(&f[..])]),
         Err(vring_engine::RxDrop::NotReady)
     );
     g.fe.set_vring_enable(2, true).unwrap();
     assert_eq!(h.dev(0).active_queue_pairs(), 2);
     g.post_rx(2, 1, 2048);
-    assert_eq!(h.dev(0).deliver(1, &hdr, &[&f]), Ok(()));
+    assert_eq!(
+        h.dev(0).deliver(1, &hdr, &[switch::Chunk::from(&f[..])]),
+        Ok(())
+    );
 }

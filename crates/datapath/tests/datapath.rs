@@ -317,7 +317,17 @@ fn big_non_mergeable_buffers_take_a_jumbo_frame() {
     b.queues[0].kick();
     let f = udp_frame(MAC_A, MAC_B, 9000);
     let hdr = switch::VnetHdr::default();
-    assert_eq!(h.dev(0).deliver(0, &hdr, &[&f[..100], &f[100..]]), Ok(()));
+    assert_eq!(
+        h.dev(0).deliver(
+            0,
+            &hdr,
+            &[
+                switch::Chunk::from(&f[..100]),
+                switch::Chunk::from(&f[100..])
+            ]
+        ),
+        Ok(())
+    );
     h.dev(0).flush_rx(0);
     let (got_head, len) = b.queues[0].wait_used(&b.mem, 1)[0];
     assert_eq!((got_head, len as usize), (head, hl + f.len()));
@@ -369,7 +379,10 @@ fn rx_burst_places_in_order_and_publishes_the_used_index_once() {
         burst.expect(frames.len(), 80);
         let mut r = Vec::new();
         for (i, f) in frames.iter().enumerate() {
-            r.push(burst.deliver(&hdr, &[&f[..20], &f[20..]]));
+            r.push(burst.deliver(
+                &hdr,
+                &[switch::Chunk::from(&f[..20]), switch::Chunk::from(&f[20..])],
+            ));
             if i == 1 {
                 // Nothing is visible to the driver until the burst ends.
                 assert_eq!(b.queues[0].used_idx(&b.mem), 0);
@@ -395,6 +408,69 @@ fn rx_burst_places_in_order_and_publishes_the_used_index_once() {
     assert_eq!(st.dropped(DropReason::NoBuffers), 1);
     // The queue keeps working after the burst: its positions were written back.
     b.post_rx(0, 1, 2048);
-    assert_eq!(h.dev(0).deliver(0, &hdr, &[&frames[3]]), Ok(()));
+    assert_eq!(
+        h.dev(0)
+            .deliver(0, &hdr, &[switch::Chunk::from(&frames[3][..])]),
+        Ok(())
+    );
     assert_eq!(b.queues[0].used_idx(&b.mem), 4);
+}
+
+/// Offload metadata that does not fit the frame (a UDP frame sent as TCPv4 GSO) toward a
+/// guest that cannot take GSO: the frame is dropped and counted under its own reason,
+/// `bad_offload_metadata`, not as `destination_full`; the sender's buffer comes back and
+/// the next good frame gets through.
+#[test]
+fn bad_offload_metadata_is_counted_under_its_own_reason() {
+    let h = Harness::new(vec![opts("boa", MAC_A), opts("bob", MAC_B)]);
+    let a = TestGuest::start(TestGuest::connect(&h.dev(0).options().socket, 3), 3, ALL);
+    let no_gso = ALL
+        & !(bit(VIRTIO_NET_F_GUEST_TSO4)
+            | bit(VIRTIO_NET_F_GUEST_TSO6)
+            | bit(VIRTIO_NET_F_GUEST_UFO)
+            | bit(VIRTIO_NET_F_GUEST_USO4)
+            | bit(VIRTIO_NET_F_GUEST_USO6));
+    let b = TestGuest::start(TestGuest::connect(&h.dev(1).options().socket, 3), 3, no_gso);
+    let (mut a, mut b) = (a, b);
+    assert_ne!(a.features & bit(VIRTIO_NET_F_HOST_TSO4), 0);
+    assert_eq!(b.features & bit(VIRTIO_NET_F_GUEST_TSO4), 0);
+    b.post_rx(0, 8, 2048);
+    let f = udp_frame(MAC_A, MAC_B, 1400);
+    let hdr = switch::VnetHdr {
+        flags: switch::vnet::F_NEEDS_CSUM,
+        gso_type: switch::vnet::GSO_TCPV4,
+        hdr_len: 54,
+        gso_size: 500,
+        csum_start: 34,
+        csum_offset: 16,
+        num_buffers: 0,
+    };
+    let mut hb = [0u8; 12];
+    hdr.emit(&mut hb, 12).unwrap();
+    a.send_split(1, &hb, &f);
+    assert_eq!(
+        a.queues[1].wait_used(&a.mem, 1)[0].1,
+        0,
+        "TX buffer returned"
+    );
+    let ingress = h.dev(0).port();
+    wait_for("the drop counted", || {
+        (h.sw
+            .stats(ingress)
+            .drop_count(switch::DropReason::BadOffload)
+            == 1)
+            .then_some(())
+    });
+    let st = h.sw.stats(ingress);
+    assert_eq!(
+        st.drop_count(switch::DropReason::DestinationFull),
+        0,
+        "{st:?}"
+    );
+    assert_eq!(b.queues[0].used_idx(&b.mem), 0, "nothing placed in B");
+    // A good frame still gets through.
+    let g = udp_frame(MAC_A, MAC_B, 100);
+    a.send_split(1, &[0; 12], &g);
+    let (_, len) = b.queues[0].wait_used(&b.mem, 1)[0];
+    assert_eq!(len as usize, b.hdr_len() + g.len());
 }

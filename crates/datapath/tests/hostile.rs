@@ -340,7 +340,7 @@ fn bad_rx_chains_inside_a_burst_cost_only_their_own_frames() {
         burst.expect(4, 80);
         frames
             .iter()
-            .map(|f| burst.deliver(&hdr, &[f]))
+            .map(|f| burst.deliver(&hdr, &[switch::Chunk::from(&f[..])]))
             .collect::<Vec<_>>()
     });
     assert_eq!(r[0], Ok(()));

@@ -6,7 +6,7 @@
 use criterion::{black_box, criterion_group, criterion_main, Criterion, Throughput};
 use switch::offload::{checksum, plan, Csum, Egress, Frame, MAX_HDR};
 use switch::vnet::{F_NEEDS_CSUM, GSO_TCPV4};
-use switch::{Offloads, VnetHdr};
+use switch::{Chunk, Offloads, VnetHdr};
 
 /// Ethernet + IPv4 + TCP (12 bytes of options) + payload, checksum field = pseudo seed.
 fn tcp4_frame(payload: usize) -> (Vec<u8>, VnetHdr) {
@@ -64,7 +64,7 @@ fn bench_csum(c: &mut Criterion) {
 
 fn bench_gso(c: &mut Criterion) {
     let (f, hdr) = tcp4_frame(65536 - 66);
-    let parts = [&f[..]];
+    let parts = [&f[..]].map(Chunk::from);
     let frame = Frame::new(&parts);
     let mut g = c.benchmark_group("gso_tcp4_64k_mss1448");
     g.throughput(Throughput::Bytes(f.len() as u64));

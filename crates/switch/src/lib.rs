@@ -20,6 +20,8 @@
 //! ```
 //!
 //! Modules, one concern each:
+//! - [`bytes`]: frame pieces that may be guest memory ([`Chunk`]: copied out, never
+//!   borrowed);
 //! - [`mac`], [`vnet`], [`vlan`]: addresses, the virtio-net header, VLAN sets and modes;
 //! - [`frame`]: the one-pass frame view (L2/L3/L4 offsets);
 //! - [`filter`]: per-port receive filter as set through the virtio-net ctrl vq;
@@ -30,9 +32,10 @@
 //! - [`egress`]: per-destination VLAN tag rewriting without copying the frame;
 //! - [`mcast`]: IGMP/MLD snooping (RFC 4541): MDB, router ports, optional querier;
 //! - [`offload`]: checksum completion and software GSO at egress;
-//! - [`reason`]: counted drop reasons;
+//! - [`reason`]: counted drop reasons; [`ratelimit`]: log lines a peer can trigger;
 //! - [`time`]: the caller's clock as plain milliseconds.
 
+pub mod bytes;
 pub mod egress;
 pub mod fdb;
 pub mod filter;
@@ -42,12 +45,14 @@ pub mod mcast;
 pub mod offload;
 pub mod port;
 pub mod portset;
+pub mod ratelimit;
 pub mod reason;
 pub mod switch;
 pub mod time;
 pub mod vlan;
 pub mod vnet;
 
+pub use bytes::Chunk;
 pub use egress::Egress;
 pub use fdb::{Fdb, FdbConfig, FdbEntry};
 pub use filter::RxFilter;

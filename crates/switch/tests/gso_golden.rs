@@ -11,6 +11,7 @@ mod golden;
 use golden::{build, first_diff, veth_lab, Pair, Spec, SRC_MAC};
 use switch::offload::{plan, segment_to_vecs, Egress, Frame};
 use switch::vnet::{F_NEEDS_CSUM, GSO_ECN, GSO_NONE, GSO_TCPV4, GSO_TCPV6, GSO_UDP, GSO_UDP_L4};
+use switch::Chunk;
 use switch::{Offloads, VnetHdr};
 
 struct Case {
@@ -190,7 +191,7 @@ fn cases() -> Vec<Case> {
 /// Our output toward a destination that takes `dest`.
 /// `frag_id`: the IPv6 fragment Identification to use (Linux draws its own at random).
 fn ours(hdr: &VnetHdr, frame: &[u8], dest: &Offloads, frag_id: Option<u32>) -> Vec<Vec<u8>> {
-    let parts = [frame];
+    let parts = [frame].map(Chunk::from);
     let f = Frame::new(&parts);
     match plan(hdr, &f, dest).expect("planned") {
         Egress::Segment(mut p) => {

@@ -12,11 +12,11 @@ use parking_lot::{Mutex, RwLock};
 use switch::{Offloads, PortConfig, PortId, PortKind, Switch};
 
 use crate::bufring::RX_BUF_SIZE;
-use crate::direct::{DirectError, DirectPort};
 use crate::error::{Error, Result};
 use crate::fixed::{FixedTable, MemRegion};
 use crate::guest::{GuestRx, GuestTxQueue};
 use crate::probe::{Features, ProbeError};
+use crate::sockstats::SocketStats;
 use crate::stats::{PortStats, Stats, WorkerStats, WorkerStatsSnapshot};
 use crate::sys;
 use crate::worker::{Cmd, QueueKind, Worker, WorkerConfig, FIXED_SLOTS};
@@ -131,7 +131,7 @@ pub struct Dataplane {
     fixed_fallbacks: AtomicU64,
     warned_fallback: AtomicBool,
     next_worker: AtomicUsize,
-    direct: RwLock<Vec<Option<Arc<DirectPort>>>>,
+    sockstats: RwLock<Vec<Option<Arc<SocketStats>>>>,
     /// Which worker runs each attached guest TX queue, by (port, key).
     guest_tx: Mutex<BTreeMap<(PortId, u64), usize>>,
     /// What the kernel's io_uring offers (probed in `new`).
@@ -222,7 +222,7 @@ impl Dataplane {
             fixed_fallbacks: AtomicU64::new(0),
             warned_fallback: AtomicBool::new(false),
             next_worker: AtomicUsize::new(0),
-            direct: RwLock::new(vec![None; switch::MAX_PORTS]),
+            sockstats: RwLock::new(vec![None; switch::MAX_PORTS]),
             guest_tx: Mutex::new(BTreeMap::new()),
             features,
         }
@@ -306,8 +306,8 @@ impl Dataplane {
             let _ = self.detach(id);
             return Err(e);
         }
-        if let Some(e) = self.direct.write().get_mut(id.index()) {
-            *e = Some(Arc::new(DirectPort::new(dups, kind == QueueKind::Packet)));
+        if let Some(e) = self.sockstats.write().get_mut(id.index()) {
+            *e = Some(Arc::new(SocketStats::new(dups, kind == QueueKind::Packet)));
         }
         self.ports.lock().insert(id, name.clone());
         tracing::info!(%id, name = %name, ?kind, "port added");
@@ -325,7 +325,7 @@ impl Dataplane {
     fn detach(&self, id: PortId) -> Result<()> {
         let _ = self.sw.remove_port(id);
         self.guest_tx.lock().retain(|(p, _), _| *p != id);
-        if let Some(e) = self.direct.write().get_mut(id.index()) {
+        if let Some(e) = self.sockstats.write().get_mut(id.index()) {
             *e = None;
         }
         let mut replies = Vec::new();
@@ -494,25 +494,14 @@ impl Dataplane {
         Ok(())
     }
 
-    /// Writes one frame (`hdr`, then `parts`) to host port `dest` right now, from the
-    /// calling thread, with one `writev` straight from the caller's buffers (see
-    /// [`crate::direct`] for when to use this instead of a [`GuestTxQueue`]). Never
-    /// blocks: a full destination is `Err(Full)`. Counted in the port's stats
-    /// (`tx_packets`, `tx_bytes`, `tx_fallback`, `direct_writes`, drops).
-    pub fn transmit(
-        &self,
-        dest: PortId,
-        hdr: &switch::VnetHdr,
-        parts: &[&[u8]],
-    ) -> std::result::Result<(), DirectError> {
-        let port = self
-            .direct
-            .read()
-            .get(dest.index())
-            .cloned()
-            .flatten()
-            .ok_or(DirectError::NoPort)?;
-        port.write(hdr, parts)
+    /// Floods `frame`, which the switch itself originates (an IGMP/MLD query of the
+    /// querier), to every port of `vid` that accepts it. It takes the path every
+    /// received frame takes, on the first worker: staged into guests (adapted to each
+    /// guest's offloads) and written to taps and AF_PACKET ports, each tagged as the
+    /// port's VLAN mode says. Returns once the worker has it; the sends follow at once.
+    pub fn inject(&self, frame: Vec<u8>, vid: switch::Vid) -> Result<()> {
+        let w = self.workers.first().ok_or(Error::Shutdown)?;
+        w.send(Cmd::Inject { frame, vid })
     }
 
     /// Registers a port that is fed by guest queues (not a host device) with the switch.
@@ -539,15 +528,7 @@ impl Dataplane {
                 p.accumulate(&w.stats.ports[id.index()]);
             }
             p.switch = self.sw.stats(id);
-            if let Some(d) = self.direct.read().get(id.index()).cloned().flatten() {
-                let c = &d.counters;
-                let w = c.writes.load(Ordering::Relaxed);
-                p.direct_writes = w;
-                p.tx_packets += w;
-                p.tx_fallback += w;
-                p.tx_bytes += c.bytes.load(Ordering::Relaxed);
-                p.drop_dest_full += c.full.load(Ordering::Relaxed);
-                p.drop_tx_error += c.errors.load(Ordering::Relaxed);
+            if let Some(d) = self.sockstats.read().get(id.index()).cloned().flatten() {
                 p.drop_rx_queue = d.queue_drops();
             }
             out.ports.push(p);

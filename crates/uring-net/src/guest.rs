@@ -276,17 +276,17 @@ pub trait GuestTxQueue: Send {
     fn publish(&mut self) {}
 }
 
-/// Why a guest RX queue did not take a frame (counted as `drop_dest_full`).
-#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
-#[error("guest RX queue full or not ready")]
-pub struct RxFull;
+/// What became of one frame handed to a guest's RX side: placed, or the reason it was
+/// not, counted under that reason (`ctl stats`), never collapsed into "full".
+pub type Delivery = Result<(), switch::DropReason>;
 
 /// One frame of a [`GuestRx::deliver_burst`].
 #[derive(Clone, Copy)]
 pub struct RxFrame<'a> {
     pub hdr: switch::VnetHdr,
-    /// The Ethernet frame, in order.
-    pub parts: &'a [&'a [u8]],
+    /// The Ethernet frame, in order: private bytes and pieces of the sending guest's
+    /// memory, copied out of, never borrowed ([`switch::Chunk`]).
+    pub parts: &'a [switch::Chunk<'a>],
     /// Its flow hash ([`crate::flow::flow_hash`]).
     pub flow: u32,
 }
@@ -297,30 +297,22 @@ pub struct RxFrame<'a> {
 /// goes to a guest: from the source's buffers (a tap/AF_PACKET rx buffer or the sending
 /// guest's memory) straight into the destination's RX buffers.
 ///
-/// The vring engine's `NetDevice::deliver(queue_pair, hdr, parts)` / `flush_rx` have
-/// exactly this shape; the daemon adapts one to the other.
+/// Every source reaches a guest through [`deliver_burst`](Self::deliver_burst): frames
+/// from other guests, taps and AF_PACKET ports and the frames the switch originates.
 pub trait GuestRx: Send + Sync {
-    /// Copies `parts` (the Ethernet frame, in order) with header `hdr` into one RX buffer
-    /// chain, adapted to `offloads` — what the guest accepts, as the worker's batch view of
-    /// the switch says (so the sink needs no view of its own). Must not block.
-    ///
-    /// `flow` is the frame's flow hash ([`crate::flow::flow_hash`]): a multiqueue guest
-    /// spreads flows over its RX queue pairs with it, one flow always on one queue.
-    fn deliver(
+    /// Copies each frame (its `parts` in order, after a header made from `hdr`) into one
+    /// RX buffer chain, adapted to `offloads` — what the guest accepts, as the worker's
+    /// batch view of the switch says (so the sink needs no view of its own) — and sets
+    /// `out[i]` to what became of frame `i`. An implementation visits each destination
+    /// queue once for the lot (one lock, one used-index update; see `stage.rs` for why
+    /// that matters). `flow` spreads a multiqueue guest's flows over its RX queue pairs,
+    /// one flow always on one queue. Must not block.
+    fn deliver_burst(
         &self,
-        hdr: &switch::VnetHdr,
-        parts: &[&[u8]],
+        frames: &[RxFrame<'_>],
         offloads: &switch::Offloads,
-        flow: u32,
-    ) -> Result<(), RxFull>;
-    /// Delivers several frames, setting `ok[i]` for each: what [`deliver`](Self::deliver)
-    /// does per frame, but an implementation should visit each destination queue once for
-    /// the lot (one lock, one used-index update; see `stage.rs` for why that matters).
-    fn deliver_burst(&self, frames: &[RxFrame<'_>], offloads: &switch::Offloads, ok: &mut [bool]) {
-        for (f, o) in frames.iter().zip(ok.iter_mut()) {
-            *o = self.deliver(&f.hdr, f.parts, offloads, f.flow).is_ok();
-        }
-    }
+        out: &mut [Delivery],
+    );
     /// End of a worker batch that delivered at least one frame: signal the guest once
     /// (honouring EVENT_IDX, virtio 1.2 §2.7.10).
     fn flush(&self);

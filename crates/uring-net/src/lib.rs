@@ -25,31 +25,29 @@
 //! - [`fixed`]: guest memory as fixed buffers (≤ 1 GiB split, registrar + clone);
 //! - [`guest`]: the seam a vhost-user TX queue plugs into;
 //! - [`probe`]: the kernel's io_uring features, checked at start-up (minimum Linux 6.7);
-//! - [`direct`]: synchronous writes to host ports from non-worker threads;
+//! - [`sockstats`]: kernel-side drop counters of host ports, read by the stats reader;
 //! - [`sys`]: tap, AF_PACKET, ifreq, mmap wrappers;
 //! - [`stats`]: single-writer counters and snapshots.
 
 pub mod bufring;
 pub mod dataplane;
-pub mod direct;
 pub mod error;
 pub mod fixed;
 pub mod flow;
 pub mod guest;
 pub mod probe;
-mod ratelimit;
 mod share;
+pub mod sockstats;
 mod stage;
 pub mod stats;
 pub mod sys;
 mod worker;
 
 pub use dataplane::{Dataplane, DataplaneConfig, PortSpec};
-pub use direct::DirectError;
 pub use error::{Error, Result};
 pub use fixed::{FixedTable, MemRegion};
 pub use guest::{
-    FrameBatch, GuestFrame, GuestRx, GuestTxQueue, RxFrame, RxFull, Seg, HEAD_COPY, MAX_SEGS,
+    Delivery, FrameBatch, GuestFrame, GuestRx, GuestTxQueue, RxFrame, Seg, HEAD_COPY, MAX_SEGS,
 };
 pub use probe::{Features, ProbeError};
 pub use stats::{PortStats, Stats, WorkerStatsSnapshot};

@@ -5,16 +5,16 @@
 //! destination queue's lock, a guest-memory snapshot, a read of the driver's avail index
 //! and a store of the used index, both on cache lines the driver's core polls. Visiting
 //! once per frame made that the largest part of a 64-byte frame's cost
-//! (docs/design/bench.md); a burst pays it once per batch and destination, as DPDK's
+//! (docs/notebook.md); a burst pays it once per batch and destination, as DPDK's
 //! `rte_vhost_enqueue_burst` does. Frames keep their order per destination; a frame's
 //! guest TX descriptor is completed only after its burst, since the burst reads its pages
 //! (the worker completes every frame it staged once [`RxStage::flush`] has returned).
 
 use std::ops::Range;
 
-use switch::{Offloads, PortId, VnetHdr};
+use switch::{Chunk, DropReason, Offloads, PortId, VnetHdr};
 
-use crate::guest::{GuestRx, RxFrame, Seg};
+use crate::guest::{Delivery, GuestRx, RxFrame, Seg};
 
 /// One staged delivery.
 pub(crate) struct Staged {
@@ -41,15 +41,15 @@ pub(crate) struct RxStage {
     /// Per-burst scratch kept across flushes: a 64-frame round allocated and freed two
     /// lists per destination before (malloc and free ≈ 1 % of the 64-byte profile). The
     /// borrowed lists are kept empty, with a `'static` element type (see [`recycle`]).
-    ok: Vec<bool>,
+    ok: Vec<Delivery>,
     bytes: Vec<u64>,
     ranges: Vec<Range<usize>>,
-    parts: Vec<&'static [u8]>,
+    parts: Vec<Chunk<'static>>,
     frames: Vec<RxFrame<'static>>,
 }
 
 /// An empty vector's allocation under another element type of the same size and
-/// alignment (here: the same borrowed type under another lifetime). The in-place `collect`
+/// alignment (here: the same type under another lifetime). The in-place `collect`
 /// of an empty `vec::IntoIter` keeps the buffer, so scratch lists of borrowed slices can be
 /// reused across calls whose borrows differ, without `unsafe`.
 fn recycle<T, U>(mut v: Vec<T>) -> Vec<U> {
@@ -98,12 +98,12 @@ impl RxStage {
 
     /// Places every staged frame: one [`GuestRx::deliver_burst`] per destination, frames
     /// in staging order. `sink` gives a destination's RX side and offloads (None: the port
-    /// went away; its frames fail). `done(entry, bytes, delivered)` runs once per entry,
-    /// after its burst. Leaves the stage empty.
+    /// went away; its frames fail as [`DropReason::DestinationDown`]). `done(entry,
+    /// bytes, delivery)` runs once per entry, after its burst. Leaves the stage empty.
     pub fn flush<'s>(
         &mut self,
         mut sink: impl FnMut(PortId) -> Option<(&'s dyn GuestRx, Offloads)>,
-        mut done: impl FnMut(&Staged, u64, bool),
+        mut done: impl FnMut(&Staged, u64, Delivery),
     ) {
         self.order.clear();
         self.order.extend(0..self.entries.len());
@@ -113,7 +113,7 @@ impl RxStage {
             self.order.sort_by_key(|&i| entries[i].dest.index());
         }
         let (ok, bytes, ranges) = (&mut self.ok, &mut self.bytes, &mut self.ranges);
-        let mut parts: Vec<&[u8]> = recycle(std::mem::take(&mut self.parts));
+        let mut parts: Vec<Chunk<'_>> = recycle(std::mem::take(&mut self.parts));
         let mut spare_frames = std::mem::take(&mut self.frames);
         let mut run_start = 0;
         while run_start < self.order.len() {
@@ -124,7 +124,7 @@ impl RxStage {
             }
             let run = &self.order[run_start..run_end];
             ok.clear();
-            ok.resize(run.len(), false);
+            ok.resize(run.len(), Err(DropReason::DestinationDown));
             bytes.clear();
             ranges.clear();
             if let Some((rx, offloads)) = sink(dest) {
@@ -133,17 +133,16 @@ impl RxStage {
                     let e = &entries[i];
                     let start = parts.len();
                     if !e.prefix.is_empty() {
-                        parts.push(&self.private[e.prefix.clone()]);
+                        parts.push(Chunk::private(&self.private[e.prefix.clone()]));
                     }
                     for s in &self.segs[e.segs.clone()] {
                         // SAFETY: `push`'s contract: the segment stays mapped and readable
                         // until this flush returns. The guest may change the bytes (not
-                        // their bounds); every decision was taken on a private copy.
-                        parts.push(unsafe {
-                            std::slice::from_raw_parts(s.addr as *const u8, s.len as usize)
-                        });
+                        // their bounds), so they are only ever copied out of (Chunk);
+                        // every decision was taken on a private copy.
+                        parts.push(unsafe { Chunk::shared(s.addr as *const u8, s.len as usize) });
                     }
-                    bytes.push(parts[start..].iter().map(|p| p.len() as u64).sum::<u64>());
+                    bytes.push(switch::bytes::total_len(&parts[start..]) as u64);
                     ranges.push(start..parts.len());
                 }
                 // Borrows `parts`, so it lives only for this burst.
@@ -184,21 +183,16 @@ mod tests {
     }
 
     impl GuestRx for Sink {
-        fn deliver(
-            &self,
-            _: &VnetHdr,
-            _: &[&[u8]],
-            _: &Offloads,
-            _: u32,
-        ) -> Result<(), crate::RxFull> {
-            unreachable!("the stage delivers in bursts")
-        }
-        fn deliver_burst(&self, frames: &[RxFrame<'_>], _: &Offloads, ok: &mut [bool]) {
+        fn deliver_burst(&self, frames: &[RxFrame<'_>], _: &Offloads, ok: &mut [Delivery]) {
             let mut b = self.bursts.lock();
             let mut burst = Vec::new();
             for (k, f) in frames.iter().enumerate() {
-                burst.push(f.parts.concat());
-                ok[k] = k < self.refuse_after;
+                burst.push(switch::bytes::concat(f.parts));
+                ok[k] = if k < self.refuse_after {
+                    Ok(())
+                } else {
+                    Err(DropReason::DestinationFull)
+                };
             }
             b.push(burst);
         }
@@ -254,7 +248,7 @@ mod tests {
                 |e, bytes, ok| done.push((e.hdr.gso_size, bytes, ok)),
             );
             let want: Vec<_> = (round..3)
-                .map(|i| (i as u16, data[i].len() as u64, true))
+                .map(|i| (i as u16, data[i].len() as u64, Ok(())))
                 .collect();
             assert_eq!(done, want, "round {round}");
             let bursts = sink.bursts.lock();
@@ -310,14 +304,14 @@ mod tests {
         assert_eq!(bb.len(), 1, "port 2's two frames share one burst");
         assert_eq!(bb[0][0], data[0]);
         assert_eq!(bb[0][1], [data[2].clone(), data[3].clone()].concat());
-        results.sort();
+        results.sort_by_key(|r| r.0);
         assert_eq!(
             results,
             vec![
-                (10, 20, true),
-                (11, 20, true),
-                (12, 40, true),
-                (13, 0, false)
+                (10, 20, Ok(())),
+                (11, 20, Ok(())),
+                (12, 40, Ok(())),
+                (13, 0, Err(DropReason::DestinationDown))
             ]
         );
     }

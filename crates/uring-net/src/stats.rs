@@ -100,9 +100,6 @@ pub struct PortStats {
     /// Frames the kernel dropped before we saw them because the port's socket queue was
     /// full (AF_PACKET's PACKET_STATISTICS; the workers did not keep up). Taps: 0.
     pub drop_rx_queue: u64,
-    /// Frames written synchronously by `Dataplane::transmit` (one syscall each; also
-    /// counted in `tx_packets` and `tx_fallback`).
-    pub direct_writes: u64,
 }
 
 impl PortStats {
@@ -124,7 +121,6 @@ impl PortStats {
             rx_enobufs: 0,
             rx_errors: 0,
             drop_rx_queue: 0,
-            direct_writes: 0,
         }
     }
 

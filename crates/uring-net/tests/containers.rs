@@ -463,12 +463,12 @@ fn vanished_interface_does_not_spin() {
 /// An AF_PACKET port's socket queue is sized for GSO frames, and what the kernel still
 /// drops at a full queue (the worker fell behind) is counted, not silent: a socket nobody
 /// reads is flooded from the container, and its drops appear through
-/// [`DirectPort::queue_drops`] — the reader behind `PortStats::drop_rx_queue` — and keep
+/// [`SocketStats::queue_drops`] — the reader behind `PortStats::drop_rx_queue` — and keep
 /// adding up across reads although each PACKET_STATISTICS read clears the kernel's count.
 #[test]
 fn afpacket_queue_is_sized_and_its_drops_counted() {
     use std::os::fd::AsRawFd;
-    use uring_net::direct::DirectPort;
+    use uring_net::sockstats::SocketStats;
     use uring_net::sys::afpacket::{open_group, RCVBUF_BYTES};
 
     let pfx = prefix("q");
@@ -489,7 +489,7 @@ fn afpacket_queue_is_sized_and_its_drops_counted() {
     };
     assert_eq!(r, 0);
     assert!(rcvbuf >= RCVBUF_BYTES, "SO_RCVBUF is {rcvbuf}");
-    let port = DirectPort::new(vec![sock.fd.try_clone().unwrap()], true);
+    let port = SocketStats::new(vec![sock.fd.try_clone().unwrap()], true);
     assert_eq!(port.queue_drops(), 0);
 
     // 12-byte vnet header (no offload), then a broadcast frame of a local experimental

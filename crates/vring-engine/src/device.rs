@@ -166,7 +166,12 @@ impl NetDevice {
     /// MRG_RXBUF is negotiated, §5.1.6.4). Used-ring entries are published at once; the guest
     /// is *not* signalled — call [`flush_rx`](Self::flush_rx) at the end of a batch. Takes
     /// only this RX queue's lock; safe from any thread.
-    pub fn deliver(&self, queue_pair: u16, hdr: &VnetHdr, parts: &[&[u8]]) -> Result<(), RxDrop> {
+    pub fn deliver(
+        &self,
+        queue_pair: u16,
+        hdr: &VnetHdr,
+        parts: &[switch::Chunk<'_>],
+    ) -> Result<(), RxDrop> {
         self.inner.rx_burst(queue_pair, |b| b.deliver(hdr, parts))
     }
 

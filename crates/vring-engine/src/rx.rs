@@ -7,7 +7,7 @@
 //! If the ring runs dry mid-frame, the chains taken so far are put back (the avail index is
 //! rewound; nothing was published) and the frame is dropped as [`RxDrop::NoBuffers`].
 
-use switch::VnetHdr;
+use switch::{Chunk, VnetHdr};
 use vhost_user_backend::VringT;
 use virtio_bindings::virtio_net::VIRTIO_NET_F_MRG_RXBUF;
 use virtio_queue::QueueT;
@@ -86,7 +86,7 @@ impl RxBurst<'_> {
     /// Places one frame (`parts` concatenated, after a header made from `hdr`). The
     /// guest is not signalled: [`crate::NetDevice::flush_rx`] does that once per batch.
     /// Every failure is counted on the queue.
-    pub fn deliver(&mut self, hdr: &VnetHdr, parts: &[&[u8]]) -> Result<(), RxDrop> {
+    pub fn deliver(&mut self, hdr: &VnetHdr, parts: &[Chunk<'_>]) -> Result<(), RxDrop> {
         let r = match self.live.as_mut() {
             Ok(l) => l.place(hdr, parts),
             Err(e) => Err(*e),
@@ -178,7 +178,7 @@ impl<'a> Live<'a> {
     /// Exactly the checks the walk would make for such a chain (§2.7.5: index, direction,
     /// overflow, inside guest memory). Anything else returns `None` with nothing consumed,
     /// and the general path decides — and reports — it.
-    fn place_simple(&mut self, hdr: &VnetHdr, parts: &[&[u8]], total: usize) -> Option<()> {
+    fn place_simple(&mut self, hdr: &VnetHdr, parts: &[Chunk<'_>], total: usize) -> Option<()> {
         // An empty ring or an avail-index jump: the general path reports it.
         if !matches!(self.announced(), Ok(n) if n > 0) {
             return None;
@@ -212,7 +212,10 @@ impl<'a> Live<'a> {
         let mut off = self.hdr_len;
         for p in parts {
             if let Ok(dst) = buf.subslice(off, p.len()) {
-                dst.copy_from(p);
+                // SAFETY: `dst` is `p.len()` bytes of the writable buffer just checked
+                // (subslice bounds), which no Rust reference covers; `p` is readable for
+                // its length (Chunk's contract).
+                unsafe { p.copy_to_raw(dst.ptr_guard_mut().as_ptr()) };
             }
             off += p.len();
         }
@@ -221,8 +224,8 @@ impl<'a> Live<'a> {
     }
 
     /// Returns the frame length placed.
-    fn place(&mut self, hdr: &VnetHdr, parts: &[&[u8]]) -> Result<usize, RxDrop> {
-        let payload: usize = parts.iter().map(|p| p.len()).sum();
+    fn place(&mut self, hdr: &VnetHdr, parts: &[Chunk<'_>]) -> Result<usize, RxDrop> {
+        let payload: usize = switch::bytes::total_len(parts);
         let total = self.hdr_len + payload;
         if total > u32::MAX as usize {
             return Err(RxDrop::TooBig);
@@ -278,9 +281,9 @@ impl<'a> Live<'a> {
         let mut hb = [0u8; switch::vnet::HDR_LEN];
         let _ = h.emit(&mut hb, self.hdr_len);
         let mut w = Writer::new(&chains);
-        w.write(&hb[..self.hdr_len]);
+        w.write(Chunk::private(&hb[..self.hdr_len]));
         for p in parts {
-            w.write(p);
+            w.write(*p);
         }
         // Bytes go in order, so chain i holds min(its room, what was left for it).
         let mut left = total;
@@ -420,7 +423,7 @@ impl<'c, 'm> Writer<'c, 'm> {
         self.chains.get(self.chain)?.writable.get(self.slice)
     }
 
-    fn write(&mut self, mut src: &[u8]) {
+    fn write(&mut self, mut src: Chunk<'_>) {
         while !src.is_empty() {
             let Some(s) = self.cur() else {
                 if self.chain >= self.chains.len() {
@@ -439,10 +442,12 @@ impl<'c, 'm> Writer<'c, 'm> {
             }
             let n = room.min(src.len());
             if let Ok(dst) = s.subslice(self.off, n) {
-                dst.copy_from(&src[..n]);
+                // SAFETY: `dst` is `n` bytes of a writable RX buffer (subslice bounds)
+                // that no Rust reference covers; `src` holds at least `n` readable bytes.
+                unsafe { src.take(n).copy_to_raw(dst.ptr_guard_mut().as_ptr()) };
             }
             self.off += n;
-            src = &src[n..];
+            src = src.skip(n);
         }
     }
 }

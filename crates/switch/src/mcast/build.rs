@@ -96,10 +96,7 @@ pub fn ipv6_packet(src: Ipv6Addr, dst: Ipv6Addr, next: u8, msg: &[u8]) -> Vec<u8
     if msg.len() >= 4 {
         let m = &mut p[48..];
         m[2..4].copy_from_slice(&[0, 0]);
-        let c = csum::finish(csum::add(
-            csum::v6_pseudo(&src, &dst, msg.len() as u32, next),
-            m,
-        ));
+        let c = csum::checksum_v6(&src, &dst, next, m);
         m[2..4].copy_from_slice(&c.to_be_bytes());
     }
     p

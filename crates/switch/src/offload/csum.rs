@@ -9,6 +9,8 @@
 //! loop read plain little-endian `u64` words (safe `chunks_exact`, no alignment needs) and
 //! add them with end-around carry (§2(C), "parallel summation").
 
+use crate::bytes::Chunk;
+
 /// A running one's-complement sum over a byte stream fed in pieces of any length.
 ///
 /// Pieces are concatenated: feeding `[a, b, c]` then `[d]` is the same as `[a, b, c, d]`.
@@ -99,6 +101,24 @@ impl Csum {
         }
         self.sum = add_eac(self.sum, sum_le(b));
         self.odd = b.len() % 2 == 1;
+    }
+
+    /// Appends the bytes of a [`Chunk`] (possibly guest memory): copied out in blocks
+    /// into private memory first, so the sum never reads through a reference the guest
+    /// could invalidate; the block stays in L1, so the copy costs little next to the sum.
+    pub fn add_chunk(&mut self, c: Chunk<'_>) {
+        const BLOCK: usize = 512;
+        let mut buf = [0u8; BLOCK];
+        let mut at = 0;
+        while at < c.len() {
+            let n = (c.len() - at).min(BLOCK);
+            let part = c.get(at..at + n).unwrap_or(Chunk::EMPTY);
+            if !part.copy_to(&mut buf[..n]) {
+                return;
+            }
+            self.add_bytes(&buf[..n]);
+            at += n;
+        }
     }
 
     /// Adds a 16-bit value given in network (host integer) form, as if it were two

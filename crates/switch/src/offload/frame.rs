@@ -1,32 +1,39 @@
-//! A read-only frame that may be split over several slices (guest descriptors, a tap
-//! read buffer plus its continuation). Offsets are into the logical concatenation.
+//! A read-only frame that may be split over several pieces (guest descriptors, a tap
+//! read buffer plus its continuation). Offsets are into the logical concatenation. The
+//! pieces are [`Chunk`]s: guest memory is copied out of, never borrowed.
 //!
 //! Why: guest→guest must stay one copy and guest→tap zero copies, so the segmenter never
 //! linearises the source; it works with ranges of this view, and callers turn ranges
 //! into iovecs ([`Frame::slices`]) or copy them straight into the destination.
 
 use super::csum::Csum;
+use crate::bytes::Chunk;
 use core::ops::Range;
 
 /// The source frame: Ethernet header onward (no virtio-net header), in one or more parts.
 #[derive(Debug, Clone, Copy)]
 pub struct Frame<'a> {
-    parts: &'a [&'a [u8]],
+    parts: &'a [Chunk<'a>],
     len: usize,
 }
 
 impl<'a> Frame<'a> {
     /// A frame made of `parts` in order. Empty parts are allowed.
-    pub fn new(parts: &'a [&'a [u8]]) -> Frame<'a> {
+    pub fn new(parts: &'a [Chunk<'a>]) -> Frame<'a> {
         Frame {
             parts,
             len: parts.iter().map(|p| p.len()).sum(),
         }
     }
 
-    /// A frame in one slice: `Frame::single(core::slice::from_ref(&bytes))`.
-    pub fn single(part: &'a [&'a [u8]; 1]) -> Frame<'a> {
+    /// A frame in one piece: `Frame::single(core::slice::from_ref(&chunk))`.
+    pub fn single(part: &'a [Chunk<'a>; 1]) -> Frame<'a> {
         Frame::new(part)
+    }
+
+    /// The pieces, in order.
+    pub fn parts(&self) -> &'a [Chunk<'a>] {
+        self.parts
     }
 
     /// Total length in bytes.
@@ -63,7 +70,9 @@ impl<'a> Frame<'a> {
         }
         let mut at = 0;
         for s in self.slices(off..end) {
-            dst[at..at + s.len()].copy_from_slice(s);
+            if !s.copy_to(&mut dst[at..at + s.len()]) {
+                return false;
+            }
             at += s.len();
         }
         at == dst.len()
@@ -72,7 +81,7 @@ impl<'a> Frame<'a> {
     /// Adds the bytes of `range` to a running checksum, reading in place.
     pub fn csum(&self, range: Range<usize>, acc: &mut Csum) {
         for s in self.slices(range) {
-            acc.add_bytes(s);
+            acc.add_chunk(s);
         }
     }
 }
@@ -80,7 +89,7 @@ impl<'a> Frame<'a> {
 /// Iterator over the pieces of a frame range, see [`Frame::slices`].
 #[derive(Debug, Clone)]
 pub struct Slices<'a> {
-    parts: &'a [&'a [u8]],
+    parts: &'a [Chunk<'a>],
     idx: usize,
     /// Frame offset of `parts[idx]`.
     base: usize,
@@ -89,9 +98,9 @@ pub struct Slices<'a> {
 }
 
 impl<'a> Iterator for Slices<'a> {
-    type Item = &'a [u8];
+    type Item = Chunk<'a>;
 
-    fn next(&mut self) -> Option<&'a [u8]> {
+    fn next(&mut self) -> Option<Chunk<'a>> {
         while self.start < self.end {
             let p = *self.parts.get(self.idx)?;
             let p_end = self.base + p.len();
@@ -103,7 +112,7 @@ impl<'a> Iterator for Slices<'a> {
             let lo = self.start - self.base;
             let hi = self.end.min(p_end) - self.base;
             self.start = self.base + hi;
-            return Some(&p[lo..hi]);
+            return p.get(lo..hi);
         }
         None
     }
@@ -118,18 +127,20 @@ mod tests {
         let a: &[u8] = &[0, 1, 2];
         let b: &[u8] = &[];
         let c: &[u8] = &[3, 4, 5, 6];
-        let parts = [a, b, c];
+        let parts = [a, b, c].map(Chunk::from);
         let f = Frame::new(&parts);
         assert_eq!(f.len(), 7);
-        let got: Vec<&[u8]> = f.slices(1..5).collect();
-        assert_eq!(got, vec![&[1u8, 2][..], &[3, 4][..]]);
+        let got: Vec<Vec<u8>> = f.slices(1..5).map(|c| c.to_vec()).collect();
+        assert_eq!(got, vec![vec![1u8, 2], vec![3, 4]]);
         let mut d = [0u8; 4];
         assert!(f.copy_to(2, &mut d));
         assert_eq!(d, [2, 3, 4, 5]);
         assert!(!f.copy_to(4, &mut d));
         assert!(!f.copy_to(usize::MAX, &mut d));
         assert_eq!(
-            f.slices(5..100).flatten().copied().collect::<Vec<_>>(),
+            f.slices(5..100)
+                .flat_map(|c| c.to_vec())
+                .collect::<Vec<_>>(),
             vec![5, 6]
         );
         assert_eq!(f.slices(9..12).count(), 0);

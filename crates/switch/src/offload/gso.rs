@@ -29,6 +29,7 @@ use super::csum::{add16, sub16, Csum};
 use super::drop::OffloadDrop;
 use super::frame::Frame;
 use super::plan::{Hdrs, MAX_HDR, USO_MAX_SEGMENTS};
+use crate::bytes::Chunk;
 use crate::port::Offloads;
 use crate::vnet::{Gso, VnetHdr, F_DATA_VALID, F_NEEDS_CSUM};
 use core::ops::Range;
@@ -398,8 +399,8 @@ impl<'a> Segmenter<'a> {
             idx: 0,
             pos: 0,
         };
-        w.write(head);
-        w.write(&hdr[body_offset..seg.hdr_len]);
+        w.write(Chunk::private(head));
+        w.write(Chunk::private(&hdr[body_offset..seg.hdr_len]));
         for s in self.frame.slices(seg.payload.clone()) {
             w.write(s);
         }
@@ -550,14 +551,16 @@ struct ScatterWriter<'d, 'b> {
 }
 
 impl ScatterWriter<'_, '_> {
-    fn write(&mut self, mut src: &[u8]) {
+    fn write(&mut self, mut src: Chunk<'_>) {
         while !src.is_empty() {
             let Some(d) = self.dst.get_mut(self.idx) else {
                 return;
             };
             let n = (d.len() - self.pos).min(src.len());
-            d[self.pos..self.pos + n].copy_from_slice(&src[..n]);
-            src = &src[n..];
+            if !src.copy_to(&mut d[self.pos..self.pos + n]) {
+                return;
+            }
+            src = src.skip(n);
             self.pos += n;
             if self.pos == d.len() {
                 self.idx += 1;
@@ -606,7 +609,7 @@ pub fn segment_to_vecs(
         let mut v = Vec::with_capacity(seg.len());
         v.extend_from_slice(&hdr[..seg.hdr_len]);
         for part in frame.slices(seg.payload.clone()) {
-            v.extend_from_slice(part);
+            part.extend_vec(&mut v);
         }
         out.push((seg.vnet, v));
     }

@@ -6,9 +6,9 @@
 //!
 //! ```
 //! use switch::offload::{plan, Egress, Frame, MAX_HDR};
-//! use switch::{Offloads, VnetHdr};
+//! use switch::{Chunk, Offloads, VnetHdr};
 //! # let bytes = vec![0u8; 60];
-//! let parts = [&bytes[..]];
+//! let parts = [Chunk::from(&bytes[..])];
 //! let frame = Frame::new(&parts);
 //! match plan(&VnetHdr::default(), &frame, &Offloads::NONE) {
 //!     Ok(Egress::PassThrough { hdr }) => { /* write hdr + frame as is */ let _ = hdr; }
@@ -25,10 +25,12 @@
 //! }
 //! ```
 //!
-//! Modules: [`csum`] (RFC 1071), [`frame`] (multi-slice source), [`caps`] (capabilities
+//! Modules: [`adapt`] (one frame toward one destination, the entry point of every
+//! delivery path), [`csum`] (RFC 1071), [`frame`] (multi-slice source), [`caps`] (capabilities
 //! from negotiation), [`plan`](mod@plan) (validation and decision), [`gso`] (segmenter),
 //! [`drop`](mod@drop) (drop reasons and counters).
 
+pub mod adapt;
 pub mod caps;
 pub mod csum;
 pub mod drop;
@@ -36,6 +38,7 @@ pub mod frame;
 pub mod gso;
 pub mod plan;
 
+pub use adapt::{adapt, patched, Parts, Undelivered, MAX_PARTS};
 pub use csum::{checksum, Csum};
 pub use drop::{DropCounters, OffloadDrop};
 pub use frame::Frame;

@@ -3,6 +3,7 @@
 //! etherparse as the independent parser.
 
 use super::*;
+use crate::bytes::Chunk;
 use crate::port::Offloads;
 use crate::vnet::{
     VnetHdr, F_DATA_VALID, F_NEEDS_CSUM, GSO_ECN, GSO_NONE, GSO_TCPV4, GSO_TCPV6, GSO_UDP,
@@ -158,7 +159,7 @@ fn l4_verifies(seg: &[u8]) -> bool {
 }
 
 fn run(frame: &[u8], hdr: &VnetHdr, dest: &Offloads) -> Result<Egress, OffloadDrop> {
-    let parts = [frame];
+    let parts = [frame].map(Chunk::from);
     plan(hdr, &Frame::new(&parts), dest)
 }
 
@@ -238,13 +239,13 @@ fn check_segments(
 fn segment_split(p: &GsoPlan, frame: &[u8], cuts: &[usize]) -> Vec<(VnetHdr, Vec<u8>)> {
     let mut cuts: Vec<usize> = cuts.iter().map(|&c| c.min(frame.len())).collect();
     cuts.sort_unstable();
-    let mut parts: Vec<&[u8]> = Vec::new();
+    let mut parts: Vec<Chunk<'_>> = Vec::new();
     let mut at = 0;
     for c in cuts {
-        parts.push(&frame[at..c]);
+        parts.push(Chunk::from(&frame[at..c]));
         at = c;
     }
-    parts.push(&frame[at..]);
+    parts.push(Chunk::from(&frame[at..]));
     let f = Frame::new(&parts);
     let gathered = segment_to_vecs(p, f).unwrap();
     let mut s = p.segments(f).unwrap();
@@ -333,7 +334,8 @@ fn data_valid_only_where_understood() {
         data_valid: true,
         ..Offloads::NONE
     };
-    let segs = segment_to_vecs(&seg_plan(&f, &hdr, &dv), Frame::new(&[&f[..]])).unwrap();
+    let segs =
+        segment_to_vecs(&seg_plan(&f, &hdr, &dv), Frame::new(&[Chunk::from(&f[..])])).unwrap();
     assert!(segs.iter().all(|(vh, _)| vh.flags == F_DATA_VALID));
     // Partial checksums for a csum-capable receiver without TSO6.
     let csum = Offloads {
@@ -346,7 +348,7 @@ fn data_valid_only_where_understood() {
     assert!(p.partial_csum());
     check_segments(
         &s,
-        &segment_to_vecs(&p, Frame::new(&[&f[..]])).unwrap(),
+        &segment_to_vecs(&p, Frame::new(&[Chunk::from(&f[..])])).unwrap(),
         1000,
         true,
     )
@@ -389,7 +391,7 @@ fn passthrough_and_csum_decisions() {
     };
     assert_eq!(job.hdr.gso_type, GSO_NONE);
     let mut g = f.clone();
-    let v = job.value(&Frame::new(&[&f[..]]));
+    let v = job.value(&Frame::new(&[Chunk::from(&f[..])]));
     assert!(job.apply(&mut g));
     assert_eq!(u16::from_be_bytes([g[job.at], g[job.at + 1]]), v);
     assert!(l4_verifies(&g));
@@ -505,8 +507,12 @@ fn nonsense_metadata_is_a_counted_drop() {
     let mut zero = f.clone();
     zero[16] = 0;
     zero[17] = 0;
-    let want = segment_to_vecs(&seg_plan(&f, &ok, &n), Frame::new(&[&f[..]])).unwrap();
-    let got = segment_to_vecs(&seg_plan(&zero, &ok, &n), Frame::new(&[&zero[..]])).unwrap();
+    let want = segment_to_vecs(&seg_plan(&f, &ok, &n), Frame::new(&[Chunk::from(&f[..])])).unwrap();
+    let got = segment_to_vecs(
+        &seg_plan(&zero, &ok, &n),
+        Frame::new(&[Chunk::from(&zero[..])]),
+    )
+    .unwrap();
     assert_eq!(got, want);
     let s6 = spec(true, true, 5000);
     let (f6, l46) = build(&s6);
@@ -514,8 +520,13 @@ fn nonsense_metadata_is_a_counted_drop() {
     let mut zero6 = f6.clone();
     zero6[18] = 0;
     zero6[19] = 0;
-    let want = segment_to_vecs(&seg_plan(&f6, &h6, &n), Frame::new(&[&f6[..]])).unwrap();
-    let got = segment_to_vecs(&seg_plan(&zero6, &h6, &n), Frame::new(&[&zero6[..]])).unwrap();
+    let want =
+        segment_to_vecs(&seg_plan(&f6, &h6, &n), Frame::new(&[Chunk::from(&f6[..])])).unwrap();
+    let got = segment_to_vecs(
+        &seg_plan(&zero6, &h6, &n),
+        Frame::new(&[Chunk::from(&zero6[..])]),
+    )
+    .unwrap();
     assert_eq!(got, want);
     zero6[20] = 0; // ... but not behind a hop-by-hop header: that is a jumbogram
     assert_eq!(run(&zero6, &h6, &n), Err(OffloadDrop::IpUnsupported));
@@ -566,12 +577,12 @@ fn nonsense_metadata_is_a_counted_drop() {
     );
     // Destination too small: error, the segment is not consumed.
     let p = seg_plan(&f, &ok, &n);
-    let parts = [&f[..]];
+    let parts = [&f[..]].map(Chunk::from);
     let mut sg = p.segments(Frame::new(&parts)).unwrap();
     assert_eq!(sg.copy_next(&mut [0u8; 100]), Err(OffloadDrop::DstTooSmall));
     assert_eq!(sg.remaining(), p.segment_count());
     // A plan used on another frame is refused.
-    assert!(p.segments(Frame::new(&[&f[..100]])).is_err());
+    assert!(p.segments(Frame::new(&[Chunk::from(&f[..100])])).is_err());
 }
 
 #[test]
@@ -690,7 +701,7 @@ proptest! {
     fn garbage_never_panics(bytes in proptest::collection::vec(any::<u8>(), 0..400), flags in 0u8..4, gt in prop_oneof![Just(0u8), Just(1), Just(3), Just(4), Just(5), Just(0x81), any::<u8>()],
                             hl in any::<u16>(), gs in any::<u16>(), cs in 0u16..420, co in 0u16..40) {
         let hdr = VnetHdr { flags, gso_type: gt, hdr_len: hl, gso_size: gs, csum_start: cs, csum_offset: co, num_buffers: 0 };
-        let parts = [&bytes[..]];
+        let parts = [&bytes[..]].map(Chunk::from);
         let f = Frame::new(&parts);
         for dest in [Offloads::NONE, Offloads::ALL, Offloads { csum: true, ..Offloads::NONE }] {
             match plan(&hdr, &f, &dest) {
@@ -716,7 +727,7 @@ fn ecn_cwr_and_fin_psh() {
         &gso_hdr(&s, l4, GSO_TCPV4 | GSO_ECN, 1000),
         &Offloads::NONE,
     );
-    let segs = segment_to_vecs(&p, Frame::new(&[&f[..]])).unwrap();
+    let segs = segment_to_vecs(&p, Frame::new(&[Chunk::from(&f[..])])).unwrap();
     let flags: Vec<u8> = segs.iter().map(|(_, b)| b[l4 + 13]).collect();
     assert_eq!(flags, vec![0x90, 0x10, 0x10, 0x19]);
     check_segments(&s, &segs, 1000, false).unwrap();
@@ -730,7 +741,7 @@ fn gather_references_payload_in_place() {
     let (f, l4) = build(&s);
     let p = seg_plan(&f, &gso_hdr(&s, l4, GSO_TCPV6, 1440), &Offloads::NONE);
     let (a, b) = f.split_at(5000);
-    let parts = [a, b];
+    let parts = [a, b].map(Chunk::from);
     let frame = Frame::new(&parts);
     let mut sg = p.segments(frame).unwrap();
     let mut h = [0u8; MAX_HDR];
@@ -738,7 +749,7 @@ fn gather_references_payload_in_place() {
     let (mut n, mut bytes) = (0, 0);
     while let Some(seg) = sg.next_into(&mut h) {
         for sl in frame.slices(seg.payload.clone()) {
-            let r = sl.as_ptr_range();
+            let r = sl.as_ptr()..sl.as_ptr().wrapping_add(sl.len());
             let in_a = a.as_ptr_range().start <= r.start && r.end <= a.as_ptr_range().end;
             let in_b = b.as_ptr_range().start <= r.start && r.end <= b.as_ptr_range().end;
             assert!(in_a || in_b, "payload slice not inside one source part");
@@ -758,7 +769,7 @@ fn ufo6_fragments_reassemble() {
     assert_eq!(l4, 54);
     let mut p = seg_plan(&f, &gso_hdr(&s, l4, GSO_UDP, 1232), &Offloads::NONE);
     assert_eq!(p.kind(), GsoKind::UfoV6);
-    let derived = segment_to_vecs(&p, Frame::new(&[&f[..]])).unwrap();
+    let derived = segment_to_vecs(&p, Frame::new(&[Chunk::from(&f[..])])).unwrap();
     let id0 = u32::from_be_bytes(derived[0].1[58..62].try_into().unwrap());
     assert_ne!(id0, 0);
     p.set_ipv6_frag_id(0xdead_beef);
@@ -869,7 +880,7 @@ proptest! {
         for (at, v) in flips {
             if let Some(b) = g.get_mut(at) { *b = v; }
         }
-        let parts = [&g[..]];
+        let parts = [&g[..]].map(Chunk::from);
         let frame = Frame::new(&parts);
         let segs = segment_to_vecs(&p, frame).unwrap();
         prop_assert_eq!(segs.len(), p.segment_count());
@@ -905,4 +916,66 @@ proptest! {
             prop_assert_ne!(h, hdr);
         }
     }
+}
+
+/// `adapt`, the entry point of every delivery path: bad metadata never reaches the sink,
+/// a checksum is completed in a patched piece list, and a refused segment stops the rest.
+#[test]
+fn adapt_drops_completes_and_stops_at_a_full_destination() {
+    let s = spec(false, true, 64000);
+    let (f, l4) = build(&s);
+    let (a, b) = f.split_at(1000);
+    let parts = [Chunk::from(a), Chunk::from(b)];
+    // gso_size 0 with a GSO type: refused before the sink sees anything.
+    let mut bad = gso_hdr(&s, l4, GSO_TCPV4, 1448);
+    bad.gso_size = 0;
+    let mut calls = 0;
+    let r = adapt(&bad, &parts, &Offloads::NONE, |_, _| -> Result<(), ()> {
+        calls += 1;
+        Ok(())
+    });
+    assert_eq!(r, Err(Undelivered::BadOffload(OffloadDrop::GsoSizeZero)));
+    assert_eq!(calls, 0);
+    // Segmented toward a port without TSO; the destination takes three segments only.
+    let hdr = gso_hdr(&s, l4, GSO_TCPV4, 1448);
+    let mut got: Vec<Vec<u8>> = Vec::new();
+    let r = adapt(&hdr, &parts, &Offloads::NONE, |_, p| {
+        if got.len() == 3 {
+            return Err("full");
+        }
+        got.push(crate::bytes::concat(p));
+        Ok(())
+    });
+    assert_eq!(r, Err(Undelivered::Refused("full")));
+    assert_eq!(got.len(), 3, "no segment offered after the refusal");
+    let want = segment_to_vecs(&seg_plan(&f, &hdr, &Offloads::NONE), Frame::new(&parts)).unwrap();
+    for (g, (_, w)) in got.iter().zip(&want) {
+        assert_eq!(g, w);
+    }
+    // A small NEEDS_CSUM frame toward a port without checksum offload: completed.
+    let s = spec(false, false, 100);
+    let (f, l4) = build(&s);
+    let hdr = VnetHdr {
+        flags: F_NEEDS_CSUM,
+        csum_start: l4 as u16,
+        csum_offset: 6,
+        ..VnetHdr::default()
+    };
+    let (a, b) = f.split_at(l4 + 7); // the checksum field straddles the two pieces
+    let parts = [Chunk::from(a), Chunk::from(b)];
+    let mut out = Vec::new();
+    let r = adapt(&hdr, &parts, &Offloads::NONE, |h, p| -> Result<(), ()> {
+        assert_eq!(h.flags & F_NEEDS_CSUM, 0);
+        out = crate::bytes::concat(p);
+        Ok(())
+    });
+    assert_eq!(r, Ok(()));
+    assert_eq!(out.len(), f.len());
+    assert!(l4_verifies(&out), "checksum completed");
+    assert_eq!(
+        &out[..l4 + 6],
+        &f[..l4 + 6],
+        "only the checksum field changed"
+    );
+    assert_eq!(&out[l4 + 8..], &f[l4 + 8..]);
 }

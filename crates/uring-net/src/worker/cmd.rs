@@ -11,8 +11,12 @@ use std::os::fd::AsRawFd;
 use std::time::{Duration, Instant};
 
 use io_uring::{cqueue, opcode, types};
-use switch::PortId;
+use std::sync::Arc;
 
+use switch::vlan::TPID_8021Q;
+use switch::{Forward, FrameView, PortId, VnetHdr};
+
+use super::write::{owned_write_spec, Src};
 use super::{ud, Cmd, Worker, TAG_CANCEL, TAG_KICK, TAG_RX, TAG_SHIFT, TAG_TX, TAG_WAKE};
 
 impl Worker {
@@ -28,6 +32,50 @@ impl Worker {
         .build()
         .user_data(ud(TAG_WAKE, 0));
         self.wake_armed = self.push(e);
+    }
+
+    /// Floods a frame the switch originates to every port of `vid` that accepts it,
+    /// tagged as each port's VLAN mode says, through the paths received frames take:
+    /// staged into guests (and adapted to their offloads by their RX side), written to
+    /// taps and AF_PACKET ports from a private copy in the op (`Src::Owned`).
+    fn inject(&mut self, frame: &[u8], vid: switch::Vid) {
+        let sw = Arc::clone(&self.sw);
+        let view = sw.view();
+        let Ok(fv) = FrameView::parse(frame, frame.len(), TPID_8021Q, false) else {
+            return;
+        };
+        let fwd = Forward {
+            vid,
+            ports: view.flood_ports(vid, &fv.dst),
+            frame: fv,
+        };
+        // No ingress port: drops are counted on the destination only.
+        let ingress = PortId(u16::MAX);
+        let hdr = VnetHdr::default();
+        for dest in fwd.ports.iter() {
+            let eg = view.egress(dest, &fwd, frame);
+            let body = frame.get(usize::from(eg.body_offset)..).unwrap_or(&[]);
+            if self.guest_rx[dest.index()].is_some() {
+                // SAFETY: no guest memory: the frame is copied into the stage's arena.
+                unsafe {
+                    self.stage.push(
+                        dest,
+                        ingress,
+                        eg.adjust_hdr(&hdr),
+                        0,
+                        [eg.head(), body],
+                        std::iter::empty(),
+                    );
+                }
+                continue;
+            }
+            let _ = self.write_to(ingress, dest, Src::Owned, |op| {
+                owned_write_spec(op, &hdr, &eg, body)
+            });
+        }
+        if !self.stage.is_empty() {
+            self.flush_stage(&view);
+        }
     }
 
     pub(super) fn on_commands(&mut self) {
@@ -64,6 +112,7 @@ impl Worker {
                     self.remove_port(port);
                     let _ = reply.send(());
                 }
+                Cmd::Inject { frame, vid } => self.inject(&frame, vid),
                 Cmd::Shutdown => self.shutdown = true,
             }
         }

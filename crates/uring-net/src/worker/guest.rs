@@ -72,6 +72,9 @@ pub(super) enum AfterFlush {
     Complete { gq: u16, token: u64 },
     /// Host writes hold it too: drop the slot's queuing reference.
     Release(u32),
+    /// A tap/AF_PACKET receive buffer with staged deliveries: drop their reference
+    /// (the buffer goes back to its ring once no write holds it either).
+    Recycle { q: u16, bid: u16 },
 }
 impl Worker {
     pub(super) fn guest_frame_ref_done(&mut self, slot: u32) {
@@ -306,10 +309,10 @@ impl Worker {
         }
     }
 
-    /// Places the staged guest→guest frames (one burst per destination), counts them and
-    /// then completes or releases the source frames.
+    /// Places the staged frames (one burst per destination), counts each under what
+    /// became of it, and then completes or releases the source frames and buffers.
     /// Returns whether every staged frame found room.
-    fn flush_stage(&mut self, view: &SwitchView<'_>) -> bool {
+    pub(super) fn flush_stage(&mut self, view: &SwitchView<'_>) -> bool {
         let mut all_placed = true;
         if !self.stage.is_empty() {
             let mut stage = std::mem::take(&mut self.stage);
@@ -318,16 +321,21 @@ impl Worker {
                     let rx = self.guest_rx[dest.index()].as_deref()?;
                     Some((rx, view.port(dest).map_or(Offloads::NONE, |c| c.offloads)))
                 },
-                |e, bytes, ok| {
+                |e, bytes, delivery| {
                     let c = &self.stats.ports[e.dest.index()];
-                    if ok {
-                        c.tx_packets.add(1);
-                        c.tx_bytes.add(bytes);
-                        self.rx_touched.insert(e.dest);
-                    } else {
-                        all_placed = false;
-                        c.drop_dest_full.add(1);
-                        self.sw.count_drop(e.ingress, DropReason::DestinationFull);
+                    match delivery {
+                        Ok(()) => {
+                            c.tx_packets.add(1);
+                            c.tx_bytes.add(bytes);
+                            self.rx_touched.insert(e.dest);
+                        }
+                        Err(why) => {
+                            if why == DropReason::DestinationFull {
+                                all_placed = false;
+                                c.drop_dest_full.add(1);
+                            }
+                            self.sw.count_drop(e.ingress, why);
+                        }
                     }
                 },
             );
@@ -338,39 +346,11 @@ impl Worker {
             match a {
                 AfterFlush::Complete { gq, token } => self.complete_guest(gq, token),
                 AfterFlush::Release(slot) => self.guest_frame_ref_done(slot),
+                AfterFlush::Recycle { q, bid } => self.host_buffer_ref_done(q, bid),
             }
         }
         self.after_flush = after;
         all_placed
-    }
-
-    /// The one copy of a frame into a guest: from the source buffers into the
-    /// destination's RX buffers, under that queue's lock (inside the sink).
-    pub(super) fn deliver_to_guest(
-        &mut self,
-        view: &SwitchView<'_>,
-        ingress: PortId,
-        dest: PortId,
-        hdr: &VnetHdr,
-        parts: &[&[u8]],
-        flow: u32,
-    ) {
-        let Some(sink) = self.guest_rx[dest.index()].as_ref() else {
-            return;
-        };
-        let offloads = view.port(dest).map_or(Offloads::NONE, |c| c.offloads);
-        let c = &self.stats.ports[dest.index()];
-        match sink.deliver(hdr, parts, &offloads, flow) {
-            Ok(()) => {
-                c.tx_packets.add(1);
-                c.tx_bytes.add(parts.iter().map(|p| p.len() as u64).sum());
-                self.rx_touched.insert(dest);
-            }
-            Err(_) => {
-                c.drop_dest_full.add(1);
-                self.sw.count_drop(ingress, DropReason::DestinationFull);
-            }
-        }
     }
 
     pub(super) fn arm_kick(&mut self, gi: usize) {

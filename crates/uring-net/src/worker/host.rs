@@ -9,15 +9,16 @@
 //! it is here.
 
 use std::os::fd::{AsRawFd, OwnedFd};
-use std::time::Instant;
 
 use io_uring::{cqueue, opcode, types};
 use switch::{Decision, Millis, PortId, SwitchView, VnetHdr};
 
+use super::guest::AfterFlush;
 use super::write::{host_write_spec, Src, TxOp};
 use super::{ud, QueueKind, Worker, MAX_RX_ERRORS, TAG_CANCEL, TAG_RX, VNET_HDR};
 use crate::bufring::BufRing;
 use crate::error::{Error, Result};
+use crate::guest::Seg;
 use crate::sys::auxdata::{reinsert_vlan, vlan_from_control};
 
 /// sizeof(struct tpacket_auxdata).
@@ -67,7 +68,7 @@ impl Worker {
                 if q.rx_errors == MAX_RX_ERRORS {
                     q.rx_stopped = true;
                     tracing::error!(%port, "receive keeps failing (errno {}): queue stopped", -res);
-                } else if let Some(s) = self.log_rx.check(Instant::now()) {
+                } else if let Some(s) = self.log_rx.check(self.now()) {
                     tracing::warn!(%port, suppressed = s, "receive failed: errno {}", -res);
                 }
             }
@@ -100,18 +101,36 @@ impl Worker {
             return;
         };
         let frame = &buf[VNET_HDR..];
+        let mut staged = false;
         if let Decision::Forward(fwd) = view.decide(port, &hdr, frame, frame.len(), now) {
             for dest in fwd.ports.iter() {
                 let eg = view.egress(dest, &fwd, frame);
                 if self.guest_rx[dest.index()].is_some() {
-                    let body = frame.get(eg.body_offset as usize..).unwrap_or(&[]);
-                    let parts: [&[u8]; 2] = if eg.is_identity(frame) {
-                        [frame, &[]]
+                    // Staged like a guest's frame and placed at the end of this batch of
+                    // completions, one burst per destination: the one RX path. The egress
+                    // head is copied into the stage; the body stays in our buffer, which
+                    // is held (refs[bid]) until the stage is flushed.
+                    let (head, body) = if eg.is_identity(frame) {
+                        (&[][..], frame)
                     } else {
-                        [eg.head(), body]
+                        (
+                            eg.head(),
+                            frame.get(usize::from(eg.body_offset)..).unwrap_or(&[]),
+                        )
                     };
                     let flow = crate::flow::flow_hash(&fwd, frame);
-                    self.deliver_to_guest(view, port, dest, &eg.adjust_hdr(&hdr), &parts, flow);
+                    let seg = Seg {
+                        addr: body.as_ptr() as u64,
+                        len: body.len() as u32,
+                    };
+                    // SAFETY: the buffer stays mapped and is not rewritten by the kernel
+                    // until it is recycled, which happens only after its staged
+                    // deliveries are flushed (`AfterFlush::Recycle`, refs[bid] below).
+                    unsafe {
+                        self.stage
+                            .push(dest, port, eg.adjust_hdr(&hdr), flow, [head, &[]], [seg]);
+                    }
+                    staged = true;
                     continue;
                 }
                 let src = Src::Host { q: qi, bid };
@@ -123,10 +142,32 @@ impl Worker {
                 }
             }
         }
+        if staged {
+            if let Some(Some(q)) = self.queues.get_mut(qi as usize) {
+                q.refs[bid as usize] = q.refs[bid as usize].saturating_add(1);
+                self.after_flush.push(AfterFlush::Recycle { q: qi, bid });
+            }
+        }
         let held =
             matches!(self.queues.get(qi as usize), Some(Some(q)) if q.refs[bid as usize] > 0);
         if !held {
             self.recycle(qi, bid);
+        }
+    }
+
+    /// One holder of receive buffer `bid` of queue `q` (a write or the stage) is done
+    /// with it; the last one gives it back to the ring.
+    pub(super) fn host_buffer_ref_done(&mut self, q: u16, bid: u16) {
+        let done = match self.queues.get_mut(q as usize) {
+            Some(Some(qq)) => {
+                let r = &mut qq.refs[bid as usize];
+                *r = r.saturating_sub(1);
+                *r == 0
+            }
+            _ => false,
+        };
+        if done {
+            self.recycle(q, bid);
         }
     }
 

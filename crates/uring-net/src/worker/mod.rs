@@ -43,9 +43,9 @@ use switch::{Millis, PortId, PortSet, Switch};
 use crate::error::{Error, Result};
 use crate::fixed::FixedTable;
 use crate::guest::{FrameBatch, GuestRx, GuestTxQueue};
-use crate::ratelimit::RateLimit;
 use crate::stage::RxStage;
 use crate::stats::WorkerStats;
+use switch::ratelimit::RateLimit;
 
 mod cmd;
 mod guest;
@@ -119,6 +119,12 @@ pub(crate) enum Cmd {
     RemovePort {
         port: PortId,
         reply: Sender<()>,
+    },
+    /// A frame the switch itself originates (an IGMP/MLD query of the querier), flooded
+    /// in `vid` like a received frame.
+    Inject {
+        frame: Vec<u8>,
+        vid: switch::Vid,
     },
     Shutdown,
 }
@@ -236,8 +242,8 @@ impl Worker {
             share: crate::share::CpuShare::new(),
             whole: Vec::new(),
             shutdown: false,
-            log_tx: RateLimit::new(Duration::from_secs(5)),
-            log_rx: RateLimit::new(Duration::from_secs(5)),
+            log_tx: RateLimit::new(5_000),
+            log_rx: RateLimit::new(5_000),
         })
     }
 
@@ -287,6 +293,11 @@ impl Worker {
         self.teardown();
     }
 
+    /// Milliseconds since the data plane's epoch (the switch's clock).
+    pub(super) fn now(&self) -> Millis {
+        Millis(u64::try_from(self.cfg.epoch.elapsed().as_millis()).unwrap_or(u64::MAX))
+    }
+
     fn process_completions(&mut self) -> usize {
         let mut cqes = std::mem::take(&mut self.cqes);
         cqes.clear();
@@ -305,7 +316,7 @@ impl Worker {
         self.stats.worker.batches.add(1);
         let sw = Arc::clone(&self.sw);
         let view = sw.view();
-        let now = Millis(self.cfg.epoch.elapsed().as_millis() as u64);
+        let now = self.now();
         for &(data, res, flags) in &cqes {
             let idx = data & ((1 << TAG_SHIFT) - 1);
             match data >> TAG_SHIFT {
@@ -334,6 +345,11 @@ impl Worker {
         }
         let n = cqes.len();
         self.cqes = cqes;
+        // Host frames staged for guests are placed before guest TX is serviced, so a pop
+        // round's flush (and its backpressure signal) covers its own frames only.
+        if !self.stage.is_empty() || !self.after_flush.is_empty() {
+            self.flush_stage(&view);
+        }
         // Guest TX after host completions: their writes may have freed op slots.
         // Popped frames count as work too: they keep a poll window open without kicks.
         n + self.service_guests(&view, now)

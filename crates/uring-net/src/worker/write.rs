@@ -9,7 +9,6 @@
 //! long the source must stay put, live next to the code that depends on them.
 
 use std::os::fd::AsRawFd;
-use std::time::Instant;
 
 use io_uring::{opcode, types};
 use switch::egress::Egress;
@@ -20,8 +19,15 @@ use crate::guest::{GuestFrame, Seg, MAX_SEGS};
 
 #[derive(Clone, Copy)]
 pub(super) enum Src {
-    Host { q: u16, bid: u16 },
-    Guest { slot: u32 },
+    Host {
+        q: u16,
+        bid: u16,
+    },
+    Guest {
+        slot: u32,
+    },
+    /// The whole frame is in the op (`TxOp::head`): nothing to give back.
+    Owned,
 }
 
 pub(super) struct TxOp {
@@ -116,6 +122,7 @@ impl Worker {
         };
         let (src, dq) = (op.src, op.dest);
         self.free_ops.push(oi);
+        let now = self.now();
         if let Some(Some(d)) = self.queues.get_mut(dq as usize) {
             d.inflight = d.inflight.saturating_sub(1);
             let c = &self.stats.ports[d.port.index()];
@@ -125,27 +132,16 @@ impl Worker {
             } else {
                 c.drop_tx_error.add(1);
                 if res != -libc::EAGAIN {
-                    if let Some(s) = self.log_tx.check(Instant::now()) {
+                    if let Some(s) = self.log_tx.check(now) {
                         tracing::warn!(port = %d.port, suppressed = s, "write failed: {res}");
                     }
                 }
             }
         }
         match src {
-            Src::Host { q, bid } => {
-                let done = match self.queues.get_mut(q as usize) {
-                    Some(Some(q)) => {
-                        let r = &mut q.refs[bid as usize];
-                        *r = r.saturating_sub(1);
-                        *r == 0
-                    }
-                    _ => false,
-                };
-                if done {
-                    self.recycle(q, bid);
-                }
-            }
+            Src::Host { q, bid } => self.host_buffer_ref_done(q, bid),
             Src::Guest { slot } => self.guest_frame_ref_done(slot),
+            Src::Owned => {}
         }
     }
 }
@@ -208,6 +204,19 @@ pub(super) fn guest_write_spec(
     let n = fill_rewrite(op, hdr, eg, body);
     let n = fill_segs(op, n, f.segs(), f.seg_hdr() + private.len());
     WriteSpec::Vectored { n }
+}
+
+/// Write of a frame held only by the caller (a frame the switch originates): header,
+/// egress head and body all copied into the op, which lives until the write completes.
+pub(super) fn owned_write_spec(
+    op: &mut TxOp,
+    hdr: &VnetHdr,
+    eg: &Egress,
+    body: &[u8],
+) -> WriteSpec {
+    WriteSpec::Vectored {
+        n: fill_rewrite(op, hdr, eg, body),
+    }
 }
 
 /// `segs` without their first `skip` bytes.

@@ -6,8 +6,7 @@ use std::os::fd::{AsRawFd, OwnedFd};
 use std::sync::Arc;
 
 use parking_lot::Mutex;
-use switch::VnetHdr;
-use uring_net::{FixedTable, FrameBatch, GuestFrame, GuestRx, GuestTxQueue, RxFull};
+use uring_net::{Delivery, FixedTable, FrameBatch, GuestFrame, GuestRx, GuestTxQueue, RxFrame};
 
 /// A guest TX queue over a mapping: frames are (token, segments) queued by the test.
 pub struct MemTxQueue {
@@ -119,25 +118,28 @@ impl CollectRx {
 }
 
 impl GuestRx for CollectRx {
-    fn deliver(
+    fn deliver_burst(
         &self,
-        _hdr: &VnetHdr,
-        parts: &[&[u8]],
+        frames: &[RxFrame<'_>],
         _offloads: &switch::Offloads,
-        _flow: u32,
-    ) -> Result<(), RxFull> {
+        out: &mut [Delivery],
+    ) {
         let mut f = self.frames.lock();
-        if f.len() >= self.cap {
-            return Err(RxFull);
+        for (fr, o) in frames.iter().zip(out.iter_mut()) {
+            if f.len() >= self.cap {
+                *o = Err(switch::DropReason::DestinationFull);
+                continue;
+            }
+            let parts = fr.parts;
+            self.parts.lock().push(parts.len());
+            let inside = parts.iter().skip(1).filter(|p| !p.is_empty()).all(|p| {
+                let a = p.as_ptr() as u64;
+                a >= self.src_range.0 && a + p.len() as u64 <= self.src_range.1
+            });
+            self.from_source.lock().push(inside);
+            f.push(switch::bytes::concat(parts));
+            *o = Ok(());
         }
-        self.parts.lock().push(parts.len());
-        let inside = parts.iter().skip(1).filter(|p| !p.is_empty()).all(|p| {
-            let a = p.as_ptr() as u64;
-            a >= self.src_range.0 && a + p.len() as u64 <= self.src_range.1
-        });
-        self.from_source.lock().push(inside);
-        f.push(parts.concat());
-        Ok(())
     }
     fn flush(&self) {
         self.flushes
