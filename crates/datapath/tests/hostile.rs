@@ -368,3 +368,125 @@ fn bad_rx_chains_inside_a_burst_cost_only_their_own_frames() {
     assert_eq!(st.frames, 2);
     assert_eq!(st.dropped(DropReason::Chain(ChainError::WrongDirection)), 1);
 }
+
+/// No double fetch: a second "vCPU" keeps rewriting A's TX buffers — the EtherType into
+/// an 802.1Q tag for VLAN 20 and the virtio-net header into a TCPv4 GSO request — while
+/// the frames are in flight. A is an access port of VLAN 10, B a trunk. Whatever B
+/// receives must carry exactly what was decided: the VLAN 10 tag the switch pushed, then
+/// the frame's own untagged IPv4 EtherType, and no offload request (a VLAN hop or an
+/// offload smuggled past the check would show here).
+#[test]
+fn frames_rewritten_while_in_flight_leave_as_decided() {
+    use std::sync::atomic::{AtomicBool, Ordering};
+    use std::sync::Arc;
+    let h = Harness::new(vec![opts("mut-a", MAC_A), opts("mut-b", MAC_B)]);
+    h.sw.update_port(h.dev(0).port(), |c| c.vlan = switch::VlanMode::Access(10))
+        .unwrap();
+    h.sw.update_port(h.dev(1).port(), |c| c.vlan = switch::VlanMode::default())
+        .unwrap();
+    let mut a = TestGuest::start(
+        TestGuest::connect(&h.dev(0).options().socket, 3),
+        3,
+        u64::MAX,
+    );
+    // Without CTRL_VLAN, B's filter takes every VLAN (§5.1.6.5.3).
+    let no_vlan_filter = !(1u64 << virtio_bindings::virtio_net::VIRTIO_NET_F_CTRL_VLAN);
+    let mut b = TestGuest::start(
+        TestGuest::connect(&h.dev(1).options().socket, 3),
+        3,
+        no_vlan_filter,
+    );
+    let f = udp_frame(MAC_A, MAC_B, 200);
+    // Eight buffers (header, frame) reused round after round, rewritten all the while.
+    let bufs: Vec<(u64, u64)> = (0..8)
+        .map(|_| {
+            let hb = s_alloc(&mut a, 12, &[0; 12]);
+            let fb = s_alloc(&mut a, f.len() as u64, &f);
+            (hb, fb)
+        })
+        .collect();
+    let stop = Arc::new(AtomicBool::new(false));
+    let mutator = {
+        let (mem, stop, bufs) = (a.mem.clone(), stop.clone(), bufs.clone());
+        std::thread::spawn(move || {
+            let mut gso = [0u8; 12];
+            gso[0] = 1; // NEEDS_CSUM
+            gso[1] = 1; // GSO_TCPV4
+            gso[4..6].copy_from_slice(&100u16.to_le_bytes()); // gso_size
+            let mut flip = false;
+            while !stop.load(Ordering::Relaxed) {
+                for &(hb, fb) in &bufs {
+                    let (tag, hdr): (&[u8], &[u8]) = if flip {
+                        (&[0x81, 0x00, 0x00, 0x14], &gso)
+                    } else {
+                        (&[0x08, 0x00, 0x45, 0x00], &[0; 12])
+                    };
+                    let _ = mem.write_slice(tag, GuestAddress(fb + 12));
+                    let _ = mem.write_slice(hdr, GuestAddress(hb));
+                }
+                flip = !flip;
+            }
+        })
+    };
+    let (mut received, mut rounds) = (0usize, 0);
+    let mut rx = b.post_rx(0, 16, 2048);
+    while rounds < 60 {
+        rounds += 1;
+        for &(hb, fb) in &bufs {
+            a.queues[TX].add(&a.mem, &[(hb, 12, false), (fb, f.len() as u32, false)]);
+        }
+        a.queues[TX].kick();
+        let done = a.queues[TX].wait_used(&a.mem, bufs.len());
+        assert!(done.iter().all(|&(_, len)| len == 0));
+        // Whatever reached B by now (the stage is flushed before A's chains complete).
+        for (head, len) in b.queues[0].take_used(&b.mem) {
+            let Some(&(_, addr)) = rx.iter().find(|(hd, _)| *hd == head) else {
+                panic!("unknown RX head {head}");
+            };
+            let d = b.read(addr, len as usize);
+            let hl = b.hdr_len();
+            let hdr = switch::VnetHdr::parse(&d[..hl], hl).unwrap();
+            assert_eq!(
+                (hdr.flags, hdr.gso_type),
+                (0, 0),
+                "no offload request: {hdr:?}"
+            );
+            let frame = &d[hl..];
+            assert_eq!(
+                &frame[12..16],
+                &[0x81, 0x00, 0x00, 0x0a],
+                "pushed VLAN 10 tag"
+            );
+            assert_eq!(
+                &frame[16..20],
+                &[0x08, 0x00, 0x45, 0x00],
+                "untagged inside: no hop"
+            );
+            assert_eq!(frame.len(), f.len() + 4);
+            received += 1;
+            rx.retain(|(hd, _)| *hd != head);
+        }
+        if rx.len() < 8 {
+            rx.extend(b.post_rx(0, 8, 2048));
+        }
+    }
+    stop.store(true, Ordering::Relaxed);
+    mutator.join().unwrap();
+    let st0 = h.sw.stats(h.dev(0).port());
+    assert!(
+        received > 0,
+        "some frames decided untagged and delivered: {st0:?}"
+    );
+    // The mutator raced the pops: some frames were decided tagged (and refused).
+    assert!(
+        st0.drop_count(switch::DropReason::TaggedOnAccess) > 0,
+        "{st0:?}"
+    );
+}
+
+/// Writes `data` into a fresh buffer of `len` bytes in `g`'s memory.
+fn s_alloc(g: &mut TestGuest, len: u64, data: &[u8]) -> u64 {
+    let a = g.alloc(len);
+    g.mem.write_slice(data, GuestAddress(a)).unwrap();
+    a
+}
