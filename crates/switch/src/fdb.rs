@@ -166,25 +166,46 @@ pub(crate) struct Table {
     slots: Box<[Slot]>,
     mask: usize,
     shift: u32,
+    /// Secret mixed into every key before hashing (see [`random_seed`]).
+    seed: u64,
+}
+
+/// A per-table secret for the slot hash. Why: with linear probing, keys whose home slots
+/// an attacker can predict build long probe clusters (every lookup of the victim's MACs
+/// then walks them). Guests choose their source MACs freely, so the slot of a MAC must
+/// not be computable from the MAC alone: the key is XORed with this secret, drawn from
+/// the OS-seeded `RandomState`, before the murmur3 finalizer mixes it.
+fn random_seed() -> u64 {
+    use std::hash::{BuildHasher, Hasher};
+    let mut h = std::collections::hash_map::RandomState::new().build_hasher();
+    h.write_u64(0x9e37_79b9_7f4a_7c15);
+    h.finish()
 }
 
 impl Table {
-    fn with_slots(n: usize) -> Table {
+    fn with_slots(n: usize, seed: u64) -> Table {
         let n = n.next_power_of_two().max(64);
         Table {
             slots: (0..n).map(|_| Slot::new()).collect(),
             mask: n - 1,
             shift: 64 - n.trailing_zeros(),
+            seed,
         }
+    }
+
+    /// The home slot of key `k`.
+    #[inline(always)]
+    fn home(&self, k: u64) -> usize {
+        hash(k ^ self.seed, self.shift)
     }
 
     /// Index of the live slot holding `k`, with its meta word.
     #[inline]
     fn find(&self, k: u64) -> Option<(usize, Meta)> {
-        self.find_from(k, hash(k, self.shift))
+        self.find_from(k, self.home(k))
     }
 
-    /// [`Table::find`] with the home slot already computed (`home` = `hash(k, shift)`).
+    /// [`Table::find`] with the home slot already computed (`home` = [`Table::home`]).
     #[inline(always)]
     fn find_from(&self, k: u64, home: usize) -> Option<(usize, Meta)> {
         let mut i = home & self.mask;
@@ -208,7 +229,7 @@ impl Table {
     /// Hints the CPU to load the home slot of `k` (batch lookups hide memory latency).
     #[inline]
     fn prefetch(&self, k: u64) {
-        self.prefetch_slot(hash(k, self.shift));
+        self.prefetch_slot(self.home(k));
     }
 
     #[inline]
@@ -290,7 +311,7 @@ impl FdbView {
         let key = key(mac, vid);
         Hashed {
             key,
-            home: hash(key, self.table.shift),
+            home: self.table.home(key),
         }
     }
 
@@ -388,7 +409,10 @@ pub struct Fdb {
 impl Fdb {
     pub fn new(cfg: FdbConfig) -> Fdb {
         Fdb {
-            table: ArcSwap::from_pointee(Table::with_slots(cfg.max_entries.saturating_mul(2))),
+            table: ArcSwap::from_pointee(Table::with_slots(
+                cfg.max_entries.saturating_mul(2),
+                random_seed(),
+            )),
             writer: Mutex::new(Writer {
                 len: 0,
                 tombstones: 0,
@@ -505,7 +529,7 @@ impl Fdb {
         } else {
             t
         };
-        let mut i = hash(k, t.shift);
+        let mut i = t.home(k);
         loop {
             let sk = t.slots[i].key.load(Ordering::Relaxed);
             if sk == EMPTY || sk == TOMBSTONE {
@@ -525,11 +549,11 @@ impl Fdb {
     /// Copies live entries into a fresh table (dropping tombstones) and publishes it.
     fn rebuild(&self, w: &mut Writer) {
         let old = self.table.load();
-        let new = Table::with_slots(old.slots.len());
+        let new = Table::with_slots(old.slots.len(), old.seed);
         for s in old.slots.iter() {
             let k = s.key.load(Ordering::Relaxed);
             if k & 1 == 1 {
-                let mut i = hash(k, new.shift);
+                let mut i = new.home(k);
                 while new.slots[i].key.load(Ordering::Relaxed) != EMPTY {
                     i = (i + 1) & new.mask;
                 }
@@ -703,6 +727,22 @@ mod tests {
             fdb.learn(&fdb.view(), mac(3), 1, PortId(2), 0, Millis(1)),
             Learn::StaticConflict
         );
+    }
+
+    #[test]
+    fn slot_hash_is_keyed_per_table() {
+        let a = Fdb::new(FdbConfig::default());
+        let b = Fdb::new(FdbConfig::default());
+        let (ta, tb) = (a.table.load(), b.table.load());
+        assert_ne!(ta.seed, tb.seed, "each table draws its own secret");
+        // Sequential MACs an attacker might pick land on unrelated slots in the two.
+        let differ = (0..64u64)
+            .filter(|&i| {
+                ta.home(key(Mac::from_u64(0x0200_0000_0000 + i), 1))
+                    != tb.home(key(Mac::from_u64(0x0200_0000_0000 + i), 1))
+            })
+            .count();
+        assert!(differ > 48, "{differ} of 64 differ");
     }
 
     #[test]

@@ -33,6 +33,7 @@
 //! - [`mcast`]: IGMP/MLD snooping (RFC 4541): MDB, router ports, optional querier;
 //! - [`offload`]: checksum completion and software GSO at egress;
 //! - [`reason`]: counted drop reasons; [`ratelimit`]: log lines a peer can trigger;
+//! - [`security`]: source binding (MAC and ARP sender) and flood limits per port;
 //! - [`time`]: the caller's clock as plain milliseconds.
 
 pub mod bytes;
@@ -47,6 +48,7 @@ pub mod port;
 pub mod portset;
 pub mod ratelimit;
 pub mod reason;
+pub mod security;
 pub mod switch;
 pub mod time;
 pub mod vlan;

@@ -98,6 +98,10 @@ pub struct PortConfig {
     pub mac_limit: u32,
     /// Learn source addresses seen on this port.
     pub learning: bool,
+    /// Only `mac` may be claimed as Ethernet source and ARP sender (crate::security).
+    pub port_security: bool,
+    /// Most frames per second this port may have flooded (0 = no limit).
+    pub flood_limit_pps: u32,
     /// What the port accepts (set by the guest through the ctrl vq).
     pub rx_filter: RxFilter,
 }
@@ -115,6 +119,8 @@ impl PortConfig {
             offloads: Offloads::NONE,
             mac_limit: 0,
             learning: true,
+            port_security: false,
+            flood_limit_pps: 0,
             rx_filter: RxFilter::promiscuous(),
         }
     }

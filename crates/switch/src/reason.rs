@@ -65,6 +65,10 @@ reasons! {
     BadOffload => "bad_offload_metadata",
     /// The destination queue or socket had no room.
     DestinationFull => "destination_full",
+    /// Port security: the Ethernet source or ARP sender is not the port's MAC.
+    SpoofedSource => "spoofed_source_mac",
+    /// The port's flood limit (frames per second flooded) is spent.
+    FloodLimited => "flood_limited",
 }
 
 impl From<ParseError> for DropReason {

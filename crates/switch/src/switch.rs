@@ -69,6 +69,13 @@ pub struct Forward {
 struct PortEntry {
     cfg: PortConfig,
     up: bool,
+    /// The flood limit's bucket (shared by the table's clones, so by every worker).
+    flood: Option<Arc<crate::security::FloodBucket>>,
+}
+
+fn flood_bucket(cfg: &PortConfig) -> Option<Arc<crate::security::FloodBucket>> {
+    (cfg.flood_limit_pps > 0)
+        .then(|| Arc::new(crate::security::FloodBucket::new(cfg.flood_limit_pps)))
 }
 
 #[derive(Clone, Default)]
@@ -228,7 +235,12 @@ impl Switch {
         };
         let id = PortId(idx as u16);
         self.counters[idx].reset();
-        t.ports[idx] = Some(PortEntry { cfg, up: true });
+        let flood = flood_bucket(&cfg);
+        t.ports[idx] = Some(PortEntry {
+            cfg,
+            up: true,
+            flood,
+        });
         t.up.insert(id);
         self.ports.store(Arc::new(t));
         Ok(id)
@@ -268,6 +280,9 @@ impl Switch {
         f(&mut cfg);
         validate_vlan(&cfg.vlan)?;
         let vlan_changed = cfg.vlan != e.cfg.vlan;
+        if cfg.flood_limit_pps != e.cfg.flood_limit_pps {
+            e.flood = flood_bucket(&cfg);
+        }
         e.cfg = cfg;
         self.ports.store(Arc::new(t));
         if vlan_changed {
@@ -592,13 +607,18 @@ impl SwitchView<'_> {
             &mut settled,
         );
         cache.last = match (&r, key, self.ports.get(ingress)) {
-            (Ok(f), Some(l2), Some(e)) if settled && f.frame.dst.is_unicast() => Some(Cached {
-                ingress,
-                l2,
-                tpid: e.cfg.tpid,
-                vid: f.vid,
-                ports: f.ports,
-            }),
+            // Not ARP: its sender address past the first 16 bytes is checked per frame.
+            (Ok(f), Some(l2), Some(e))
+                if settled && f.frame.dst.is_unicast() && f.frame.l3 != L3::Arp =>
+            {
+                Some(Cached {
+                    ingress,
+                    l2,
+                    tpid: e.cfg.tpid,
+                    vid: f.vid,
+                    ports: f.ports,
+                })
+            }
             _ => None,
         };
         match r {
@@ -654,6 +674,9 @@ impl SwitchView<'_> {
         if frame.src.is_multicast() || frame.src == Mac::ZERO {
             return Err(DropReason::InvalidSource);
         }
+        if !crate::security::source_allowed(&inp.cfg, &frame, bytes) {
+            return Err(DropReason::SpoofedSource);
+        }
         let vid = inp.cfg.vlan.classify(frame.tag.map(|t| t.vid()))?;
         if inp.cfg.learning {
             // A prehash was made from the same L2 header and port table as this parse
@@ -701,6 +724,11 @@ impl SwitchView<'_> {
         }
         if ports.is_empty() {
             return Err(DropReason::NoDestination);
+        }
+        if let Some(b) = &inp.flood {
+            if !b.take(now) {
+                return Err(DropReason::FloodLimited);
+            }
         }
         Ok(Forward { vid, ports, frame })
     }
@@ -906,6 +934,70 @@ mod tests {
             vec![1]
         );
         assert_eq!(sw.stats(p[0]).learned, 1);
+    }
+
+    #[test]
+    fn port_security_drops_spoofed_sources_and_never_learns_them() {
+        let (sw, p) = sw_with(3);
+        sw.update_port(p[0], |c| {
+            c.mac = Some(Mac(m(1)));
+            c.port_security = true;
+        })
+        .unwrap();
+        // Claiming the gateway's MAC (m(9)) from port 0: dropped, counted, not learned.
+        assert_eq!(
+            send(&sw, p[0], &ip_frame(m(2), m(9), None), 0),
+            Decision::Drop(DropReason::SpoofedSource)
+        );
+        assert_eq!(sw.stats(p[0]).drop_count(DropReason::SpoofedSource), 1);
+        assert_eq!(sw.stats(p[0]).learned, 0);
+        // Its own MAC goes through, and other ports are unaffected.
+        assert_eq!(
+            ports(send(&sw, p[0], &ip_frame(m(2), m(1), None), 1)),
+            vec![1, 2]
+        );
+        assert_eq!(
+            ports(send(&sw, p[1], &ip_frame(m(3), m(9), None), 2)),
+            vec![0, 2]
+        );
+        // The cache does not skip the check for a repeated spoofed header either.
+        let mut cache = DecisionCache::default();
+        let v = sw.view();
+        let f = ip_frame(m(2), m(9), None);
+        for t in 3..6 {
+            let d = v.decide_cached(
+                &mut cache,
+                p[0],
+                &VnetHdr::default(),
+                &f,
+                f.len(),
+                Millis(t),
+            );
+            assert_eq!(d, Decision::Drop(DropReason::SpoofedSource));
+        }
+    }
+
+    #[test]
+    fn flood_limit_caps_a_ports_floods_only() {
+        let (sw, p) = sw_with(3);
+        sw.update_port(p[0], |c| c.flood_limit_pps = 5).unwrap();
+        let bc = ip_frame(BCAST, m(1), None);
+        let ok = (0..20)
+            .filter(|_| matches!(send(&sw, p[0], &bc, 1000), Decision::Forward(_)))
+            .count();
+        assert_eq!(ok, 5, "one second's burst");
+        assert_eq!(sw.stats(p[0]).drop_count(DropReason::FloodLimited), 15);
+        // Known unicast is not a flood; another port floods freely.
+        send(&sw, p[1], &ip_frame(m(1), m(2), None), 1000);
+        assert_eq!(
+            ports(send(&sw, p[0], &ip_frame(m(2), m(1), None), 1000)),
+            vec![1]
+        );
+        for _ in 0..20 {
+            assert!(matches!(send(&sw, p[2], &bc, 1000), Decision::Forward(_)));
+        }
+        // Refilled over time.
+        assert!(matches!(send(&sw, p[0], &bc, 1300), Decision::Forward(_)));
     }
 
     #[test]
