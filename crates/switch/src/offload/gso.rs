@@ -28,7 +28,7 @@
 use super::csum::{add16, sub16, Csum};
 use super::drop::OffloadDrop;
 use super::frame::Frame;
-use super::plan::{Hdrs, MAX_HDR, USO_MAX_SEGMENTS};
+use super::plan::{Hdrs, GSO_MAX_SEGMENTS, MAX_HDR, USO_MAX_SEGMENTS};
 use crate::bytes::Chunk;
 use crate::port::Offloads;
 use crate::vnet::{Gso, VnetHdr, F_DATA_VALID, F_NEEDS_CSUM};
@@ -121,7 +121,12 @@ impl GsoPlan {
             return Err(OffloadDrop::UfoUnsupported);
         }
         let segs = (frame_len - unit_start).div_ceil(mss);
-        if matches!(kind, GsoKind::UsoV4 | GsoKind::UsoV6) && segs > USO_MAX_SEGMENTS {
+        let max = if matches!(kind, GsoKind::UsoV4 | GsoKind::UsoV6) {
+            USO_MAX_SEGMENTS
+        } else {
+            GSO_MAX_SEGMENTS
+        };
+        if segs > max {
             return Err(OffloadDrop::TooManySegments);
         }
         let to_u16 = |v: usize| u16::try_from(v).map_err(|_| OffloadDrop::HeadersTooLong);

@@ -43,7 +43,9 @@ pub use csum::{checksum, Csum};
 pub use drop::{DropCounters, OffloadDrop};
 pub use frame::Frame;
 pub use gso::{segment_to_vecs, GsoKind, GsoPlan, Segment, Segmenter};
-pub use plan::{passes_unchanged, plan, CsumJob, Egress, MAX_HDR, USO_MAX_SEGMENTS};
+pub use plan::{
+    passes_unchanged, plan, CsumJob, Egress, GSO_MAX_SEGMENTS, MAX_HDR, USO_MAX_SEGMENTS,
+};
 
 #[cfg(test)]
 mod tests;

@@ -22,6 +22,13 @@ pub const MAX_HDR: usize = 256;
 /// datagrams than a Linux host would send.
 pub const USO_MAX_SEGMENTS: usize = 128;
 
+/// Most segments any other GSO frame may produce: a 64 KiB frame cut at Linux's smallest
+/// TCP send MSS (`TCP_MIN_SND_MSS`, 48 bytes; the floor Linux set against
+/// CVE-2019-11479's tiny-MSS amplification). Beyond it the frame is a counted drop
+/// (`too_many_segments`): a 64 KiB frame with `gso_size = 1` would otherwise cost ~65 K
+/// segments per destination without TSO.
+pub const GSO_MAX_SEGMENTS: usize = 65_535 / 48 + 1;
+
 /// What to do with one frame toward one destination.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Egress {

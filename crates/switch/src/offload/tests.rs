@@ -979,3 +979,26 @@ fn adapt_drops_completes_and_stops_at_a_full_destination() {
     );
     assert_eq!(&out[l4 + 8..], &f[l4 + 8..]);
 }
+
+/// Amplification bound: a 64 KiB TCP frame with `gso_size = 1` (65 K segments) or 47 is
+/// refused before anything is segmented; Linux's smallest MSS (48) still segments.
+#[test]
+fn tiny_gso_size_is_refused_not_amplified() {
+    let s = spec(false, true, 65_000);
+    let (f, l4) = build(&s);
+    for mss in [1u16, 47] {
+        let hdr = gso_hdr(&s, l4, GSO_TCPV4, mss);
+        assert_eq!(
+            run(&f, &hdr, &Offloads::NONE),
+            Err(OffloadDrop::TooManySegments),
+            "mss {mss}"
+        );
+        // Toward a TSO-capable port it passes through: the receiver segments (or not).
+        assert!(matches!(
+            run(&f, &hdr, &Offloads::ALL),
+            Ok(Egress::PassThrough { .. })
+        ));
+    }
+    let p = seg_plan(&f, &gso_hdr(&s, l4, GSO_TCPV4, 48), &Offloads::NONE);
+    assert!(p.segment_count() <= GSO_MAX_SEGMENTS);
+}
