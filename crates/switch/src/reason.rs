@@ -66,9 +66,11 @@ reasons! {
     /// The destination queue or socket had no room.
     DestinationFull => "destination_full",
     /// Port security: the Ethernet source or ARP sender is not the port's MAC.
-    SpoofedSource => "spoofed_source_mac",
-    /// The port's flood limit (frames per second flooded) is spent.
-    FloodLimited => "flood_limited",
+    SpoofedSource => "spoofed_source",
+    /// The port's flood limit (frames per second flooded) is spent (storm control).
+    StormLimited => "storm_limited",
+    /// A new source address beyond the port's MAC limit.
+    MacLimit => "mac_limit",
 }
 
 impl From<ParseError> for DropReason {

@@ -4,12 +4,12 @@
 //! as OVS (port security, storm control) and DPDK-based vswitches offer them:
 //! - **Source binding** (`PortConfig::port_security` with `PortConfig::mac`): frames
 //!   whose Ethernet source, or whose ARP sender hardware address (RFC 826), is not the
-//!   port's own MAC are dropped as `spoofed_source_mac` — a guest cannot claim the
+//!   port's own MAC are dropped as `spoofed_source` — a guest cannot claim the
 //!   gateway's MAC or poison other hosts' ARP caches, and cannot fill the FDB with made-up
 //!   addresses (it never learns them).
 //! - **Flood limit** (`PortConfig::flood_limit_pps`): frames the switch would flood
 //!   (broadcast, multicast, unknown unicast) beyond the port's rate are dropped as
-//!   `flood_limited`, so one port's storm costs the others nothing.
+//!   `storm_limited`, so one port's storm costs the others nothing.
 //!
 //! The per-port MAC limit (`PortConfig::mac_limit`) lives with the FDB.
 

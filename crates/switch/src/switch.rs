@@ -688,7 +688,7 @@ impl SwitchView<'_> {
                 debug_assert_eq!(pre.src.key(), packed_key(frame.src, vid));
                 pre.src
             };
-            *settled = self.learn(ingress, inp, src, now);
+            *settled = self.learn(ingress, inp, src, now)?;
         }
         if frame.dst.is_8021d_reserved() {
             return Err(DropReason::ReservedGroup);
@@ -727,7 +727,7 @@ impl SwitchView<'_> {
         }
         if let Some(b) = &inp.flood {
             if !b.take(now) {
-                return Err(DropReason::FloodLimited);
+                return Err(DropReason::StormLimited);
             }
         }
         Ok(Forward { vid, ports, frame })
@@ -799,29 +799,41 @@ impl SwitchView<'_> {
     #[inline(always)]
     /// Learns `src` on `ingress`. Returns whether the FDB now holds it there (false when
     /// learning was deferred or refused: the next frame from it tries again).
-    fn learn(&self, ingress: PortId, inp: &PortEntry, src: Hashed, now: Millis) -> bool {
+    /// Err(MacLimit): a new source beyond the port's MAC limit (the frame is dropped, as
+    /// port security's "restrict" mode does; a known source still passes).
+    fn learn(
+        &self,
+        ingress: PortId,
+        inp: &PortEntry,
+        src: Hashed,
+        now: Millis,
+    ) -> Result<bool, DropReason> {
         let c = &self.sw.counters[ingress.index()];
         match self
             .sw
             .fdb
             .learn_hashed(&self.fdb, src, ingress, inp.cfg.mac_limit, now)
         {
-            Learn::Known => true,
+            Learn::Known => Ok(true),
             Learn::Learned => {
                 c.learned.fetch_add(1, Ordering::Relaxed);
-                true
+                Ok(true)
             }
             Learn::Moved { .. } => {
                 c.moved.fetch_add(1, Ordering::Relaxed);
-                true
+                Ok(true)
             }
             Learn::Deferred => {
                 c.learn_deferred.fetch_add(1, Ordering::Relaxed);
-                false
+                Ok(false)
             }
-            Learn::PortLimit | Learn::Full | Learn::StaticConflict => {
+            Learn::PortLimit => {
                 c.learn_refused.fetch_add(1, Ordering::Relaxed);
-                false
+                Err(DropReason::MacLimit)
+            }
+            Learn::Full | Learn::StaticConflict => {
+                c.learn_refused.fetch_add(1, Ordering::Relaxed);
+                Ok(false)
             }
         }
     }
@@ -986,7 +998,7 @@ mod tests {
             .filter(|_| matches!(send(&sw, p[0], &bc, 1000), Decision::Forward(_)))
             .count();
         assert_eq!(ok, 5, "one second's burst");
-        assert_eq!(sw.stats(p[0]).drop_count(DropReason::FloodLimited), 15);
+        assert_eq!(sw.stats(p[0]).drop_count(DropReason::StormLimited), 15);
         // Known unicast is not a flood; another port floods freely.
         send(&sw, p[1], &ip_frame(m(1), m(2), None), 1000);
         assert_eq!(
@@ -1230,9 +1242,14 @@ mod tests {
         }
         assert_eq!(sw.fdb().port_count(lim), 2);
         assert_eq!(sw.stats(lim).learn_refused, 3);
-        // Unlearned sources are still forwarded.
+        // Sources beyond the limit are dropped and counted; the learned ones still pass.
         assert_eq!(
-            ports(send(&sw, lim, &ip_frame(BCAST, m(5), None), 0)),
+            send(&sw, lim, &ip_frame(BCAST, m(5), None), 0),
+            Decision::Drop(DropReason::MacLimit)
+        );
+        assert_eq!(sw.stats(lim).drop_count(DropReason::MacLimit), 4);
+        assert_eq!(
+            ports(send(&sw, lim, &ip_frame(BCAST, m(1), None), 0)),
             vec![other.0]
         );
         // Move m(1) to the other port.
