@@ -474,3 +474,90 @@ fn bad_offload_metadata_is_counted_under_its_own_reason() {
     let (_, len) = b.queues[0].wait_used(&b.mem, 1)[0];
     assert_eq!(len as usize, b.hdr_len() + g.len());
 }
+
+/// Production ring sizes: QEMU's `rx_queue_size=1024,tx_queue_size=1024` and the largest
+/// split ring (32768, virtio 1.2 §2.7), with the default `max_queue_size`. The driver
+/// uses descriptor indices far above 256 (it reserves the low ones) and has `n` frames in
+/// flight at once, more than a 256-entry ring could hold.
+fn large_rings_forward(tag: &str, size: u16, skip: u16, n: usize) {
+    let h = Harness::new(vec![
+        opts(&format!("{tag}a"), MAC_A),
+        opts(&format!("{tag}b"), MAC_B),
+    ]);
+    let connect = |i: usize| TestGuest::connect(&h.dev(i).options().socket, 3);
+    let mut a = TestGuest::start_sized(connect(0), 3, ALL, size);
+    let mut b = TestGuest::start_sized(connect(1), 3, ALL, size);
+    for g in [&mut a, &mut b] {
+        for q in &mut g.queues {
+            for _ in 0..skip {
+                q.take_free();
+            }
+        }
+    }
+    let posted = b.post_rx(0, n, 2048);
+    assert!(posted.iter().all(|(head, _)| *head >= skip));
+    let frames: Vec<Vec<u8>> = (0..n)
+        .map(|i| udp_frame(MAC_A, MAC_B, 20 + i % 200))
+        .collect();
+    let mut sent = Vec::new();
+    for f in &frames {
+        sent.push(a.send_inline(1, &[0; 12], f));
+    }
+    assert!(sent.iter().all(|head| *head >= skip));
+    let used = b.queues[0].wait_used(&b.mem, n);
+    assert_eq!(used.len(), n);
+    let hl = b.hdr_len();
+    for (k, ((head, len), (want_head, addr))) in used.iter().zip(&posted).enumerate() {
+        assert_eq!(head, want_head, "frame {k} in ring order");
+        assert_eq!(*len as usize, hl + frames[k].len(), "frame {k}");
+        assert_eq!(
+            b.read(addr + hl as u64, frames[k].len()),
+            frames[k],
+            "frame {k}"
+        );
+    }
+    let done = a.queues[1].wait_used(&a.mem, n);
+    assert_eq!(done.len(), n, "every TX chain completed");
+    let tx = h.dev(0).queue_stats(1).unwrap();
+    let rx = h.dev(1).queue_stats(0).unwrap();
+    assert_eq!((tx.frames, tx.dropped_total()), (n as u64, 0), "{tx:?}");
+    assert_eq!((rx.frames, rx.dropped_total()), (n as u64, 0), "{rx:?}");
+    // And back, B → A, on the same large rings.
+    a.post_rx(0, 1, 2048);
+    let f = udp_frame(MAC_B, MAC_A, 33);
+    b.send_split(1, &[0; 12], &f);
+    let (_, len) = a.queues[0].wait_used(&a.mem, 1)[0];
+    assert_eq!(len as usize, a.hdr_len() + f.len());
+}
+
+#[test]
+fn rings_of_1024_entries_forward() {
+    large_rings_forward("q1k", 1024, 700, 300);
+}
+
+#[test]
+fn rings_of_32768_entries_forward() {
+    large_rings_forward("q32k", 32768, 32000, 600);
+}
+
+/// `max_queue_size` bounds what SET_VRING_NUM may ask for.
+#[test]
+fn a_ring_above_the_ports_maximum_is_refused() {
+    let mut o = opts("qmax", MAC_A);
+    o.max_queue_size = 256;
+    let h = Harness::new(vec![o]);
+    let mut fe = TestGuest::connect(&h.dev(0).options().socket, 3);
+    fe.set_owner().unwrap();
+    let f = fe.get_features().unwrap();
+    use vhost::vhost_user::message::{VhostUserHeaderFlag, VhostUserProtocolFeatures as P};
+    fe.get_protocol_features().unwrap();
+    fe.set_protocol_features(P::REPLY_ACK).unwrap();
+    fe.set_hdr_flags(VhostUserHeaderFlag::NEED_REPLY);
+    fe.set_features(f & (bit(VIRTIO_F_VERSION_1) | bit(30)))
+        .unwrap();
+    assert!(fe.set_vring_num(0, 256).is_ok());
+    assert!(
+        fe.set_vring_num(0, 1024).is_err(),
+        "1024 > max_queue_size 256"
+    );
+}

@@ -22,19 +22,26 @@ struct Setup {
 }
 
 fn setup(tag: &str) -> Setup {
+    setup_sized(tag, QSIZE)
+}
+
+/// [`setup`] with `size`-entry rings on both guests.
+fn setup_sized(tag: &str, size: u16) -> Setup {
     let h = Harness::new(vec![
         opts(&format!("{tag}a"), MAC_A),
         opts(&format!("{tag}b"), MAC_B),
     ]);
-    let a = TestGuest::start(
+    let a = TestGuest::start_sized(
         TestGuest::connect(&h.dev(0).options().socket, 3),
         3,
         u64::MAX,
+        size,
     );
-    let mut b = TestGuest::start(
+    let mut b = TestGuest::start_sized(
         TestGuest::connect(&h.dev(1).options().socket, 3),
         3,
         u64::MAX,
+        size,
     );
     b.post_rx(0, 16, 2048);
     Setup { h, a, b }
@@ -137,13 +144,15 @@ fn buffer_outside_guest_memory() {
 
 #[test]
 fn length_overflow() {
-    let mut s = setup("ovf");
+    // 1024-entry rings: a chain may then be long enough to pass 4 GiB in 8 MiB of memory.
+    let mut s = setup_sized("ovf", 1024);
     let i = s.a.queues[TX].take_free();
     s.tx_raw(&[(i, (u64::MAX - 8, 64, 0, 0))], i);
     s.assert_only_drop(chain_err(ChainError::Overflow));
     // Total chain length above 4 GiB (§2.7.5.2) with every buffer inside guest memory:
-    // an indirect table of 1100 descriptors, each covering the same 4 MiB.
-    let n: u16 = 1100;
+    // an indirect table of 600 descriptors (within the queue size), each covering all
+    // 8 MiB of guest memory: the 512th passes 4 GiB.
+    let n: u16 = 600;
     let table = s.a.alloc(16 * u64::from(n));
     for k in 0..n {
         let flags = if k + 1 < n { F_NEXT } else { 0 };
@@ -151,13 +160,79 @@ fn length_overflow() {
             &s.a.mem,
             GuestAddress(table),
             k,
-            (MEM_BASE, 4 << 20, flags, k + 1),
+            (MEM_BASE, MEM_SIZE as u32, flags, k + 1),
         );
     }
     let i = s.a.queues[TX].take_free();
     s.tx_raw(&[(i, (table, 16 * u32::from(n), F_INDIRECT, 0))], i);
     assert_eq!(s.tx_drops(chain_err(ChainError::Overflow)), 2);
     s.still_forwards();
+}
+
+/// An indirect table may hold up to 65 535 descriptors whatever the queue size; a chain
+/// longer than the queue size (§2.7.5.3.1) is dropped after queue size + 1 descriptors.
+#[test]
+fn chain_longer_than_the_queue_size() {
+    let mut s = setup("long");
+    let (addr, len) = valid_buf(&mut s);
+    let n = QSIZE + 1;
+    let table = s.a.alloc(16 * u64::from(n));
+    // Header + frame, then one more byte of the frame per descriptor: a valid frame
+    // except for its length in descriptors.
+    DriverQueue::write_desc(&s.a.mem, GuestAddress(table), 0, (addr, len, F_NEXT, 1));
+    for k in 1..n {
+        let flags = if k + 1 < n { F_NEXT } else { 0 };
+        DriverQueue::write_desc(
+            &s.a.mem,
+            GuestAddress(table),
+            k,
+            (addr + 12, 1, flags, k + 1),
+        );
+    }
+    let i = s.a.queues[TX].take_free();
+    s.tx_raw(&[(i, (table, 16 * u32::from(n), F_INDIRECT, 0))], i);
+    s.assert_only_drop(chain_err(ChainError::TooLong));
+    s.still_forwards();
+    s.other_port_forwards();
+    let st = s.h.dev(1).queue_stats(TX).unwrap();
+    assert_eq!(
+        st.dropped_total(),
+        0,
+        "the other port dropped nothing: {st:?}"
+    );
+}
+
+/// A zero-length buffer in a TX chain carries nothing: refused, counted.
+#[test]
+fn zero_length_descriptor_on_tx() {
+    let mut s = setup("zero");
+    let (addr, len) = valid_buf(&mut s);
+    let (i, j, k) = (
+        s.a.queues[TX].take_free(),
+        s.a.queues[TX].take_free(),
+        s.a.queues[TX].take_free(),
+    );
+    s.tx_raw(
+        &[
+            (i, (addr, 12, F_NEXT, j)),
+            (j, (addr + 12, 0, F_NEXT, k)),
+            (k, (addr + 12, len - 12, 0, 0)),
+        ],
+        i,
+    );
+    s.assert_only_drop(chain_err(ChainError::ZeroLength));
+    // One empty descriptor alone.
+    let z = s.a.queues[TX].take_free();
+    s.tx_raw(&[(z, (addr, 0, 0, 0))], z);
+    assert_eq!(s.tx_drops(chain_err(ChainError::ZeroLength)), 2);
+    s.still_forwards();
+    s.other_port_forwards();
+    let st = s.h.dev(1).queue_stats(TX).unwrap();
+    assert_eq!(
+        st.dropped_total(),
+        0,
+        "the other port dropped nothing: {st:?}"
+    );
 }
 
 #[test]

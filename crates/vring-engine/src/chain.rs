@@ -7,6 +7,13 @@
 //! reason and never read or written past guest memory:
 //! - head or `next` index ≥ queue size (or ≥ indirect table length);
 //! - more descriptors than the table holds (a loop);
+//! - more descriptors than the queue size in the whole chain, direct and indirect ones
+//!   together (§2.7.5.3.1: "A driver MUST NOT create a descriptor chain longer than the
+//!   Queue Size of the device"): an indirect table may hold up to 65 535 descriptors
+//!   whatever the ring's size, so without this bound one chain would cost a walk of 65 535
+//!   descriptors on a 256-entry ring;
+//! - a zero-length buffer in a TX (device-readable only) chain: it carries nothing, and a
+//!   chain of them is pure work for the device;
 //! - `addr + len` overflowing, or the total chain length overflowing u32 (§2.7.5.2: a chain
 //!   is at most 2^32 bytes);
 //! - a buffer not entirely inside guest memory;
@@ -50,11 +57,15 @@ pub enum ChainError {
     NestedIndirect,
     #[error("indirect table length zero, not a multiple of 16, or too long")]
     BadIndirectTable,
+    #[error("chain has more descriptors than the queue size")]
+    TooLong,
+    #[error("zero-length buffer in a TX chain")]
+    ZeroLength,
 }
 
 impl ChainError {
     /// Every variant, for counters and reports.
-    pub const ALL: [ChainError; 9] = [
+    pub const ALL: [ChainError; 11] = [
         ChainError::BadIndex,
         ChainError::Loop,
         ChainError::Overflow,
@@ -64,6 +75,8 @@ impl ChainError {
         ChainError::BadIndirect,
         ChainError::NestedIndirect,
         ChainError::BadIndirectTable,
+        ChainError::TooLong,
+        ChainError::ZeroLength,
     ];
 
     /// Dense index for counter arrays.
@@ -172,10 +185,19 @@ impl<'m> Chain<'m> {
         let mut in_indirect = false;
         let mut seen: u32 = 0;
         let mut first = true;
+        // Buffer descriptors of the whole chain (the indirect descriptor that points to a
+        // table is not a buffer): at most the queue size, §2.7.5.3.1.
+        let mut buffers: u32 = 0;
         loop {
             seen += 1;
             if seen > u32::from(limit) {
                 return Err(ChainError::Loop);
+            }
+            if in_indirect {
+                buffers += 1;
+                if buffers > u32::from(table.queue_size) {
+                    return Err(ChainError::TooLong);
+                }
             }
             let d = read_desc(mem, base, idx)?;
             if d.flags & F_INDIRECT != 0 {
@@ -215,7 +237,7 @@ impl<'m> Chain<'m> {
             if !write && !self.writable.is_empty() {
                 return Err(ChainError::BadOrder);
             }
-            self.push(mem, d.addr, d.len, write)?;
+            self.push(mem, d.addr, d.len, write, dir)?;
             if d.flags & F_NEXT == 0 {
                 return Ok(());
             }
@@ -226,7 +248,14 @@ impl<'m> Chain<'m> {
         }
     }
 
-    fn push(&mut self, mem: &'m Mem, addr: u64, len: u32, write: bool) -> Result<(), ChainError> {
+    fn push(
+        &mut self,
+        mem: &'m Mem,
+        addr: u64,
+        len: u32,
+        write: bool,
+        dir: Direction,
+    ) -> Result<(), ChainError> {
         if addr.checked_add(u64::from(len)).is_none() {
             return Err(ChainError::Overflow);
         }
@@ -240,6 +269,12 @@ impl<'m> Chain<'m> {
             return Err(ChainError::Overflow);
         }
         if len == 0 {
+            // A TX chain's buffers all carry frame bytes; an empty one is refused. (RX and
+            // control-queue chains may hold empty buffers: the device writes nothing
+            // there, which costs nothing.)
+            if !write && dir == Direction::ReadOnly {
+                return Err(ChainError::ZeroLength);
+            }
             return Ok(());
         }
         let list = if write {
@@ -677,6 +712,74 @@ mod tests {
             walk(&m, 0, Direction::ReadOnly, true),
             Err(ChainError::OutOfMemory)
         );
+    }
+
+    /// An indirect table may hold up to 65 535 descriptors whatever the queue size; the
+    /// chain (direct and indirect descriptors) may not be longer than the queue size.
+    #[test]
+    fn chain_longer_than_the_queue_size_is_refused() {
+        let m = mem();
+        let it = 0x8000u64;
+        let n = SIZE + 1;
+        for k in 0..n {
+            let flags = if k + 1 < n { F_NEXT } else { 0 };
+            put(&m, it, k, 0x4000, 4, flags, k + 1);
+        }
+        put(&m, TABLE, 0, it, 16 * u32::from(n), F_INDIRECT, 0);
+        assert_eq!(
+            walk(&m, 0, Direction::ReadOnly, true),
+            Err(ChainError::TooLong)
+        );
+        // Exactly the queue size is fine (the indirect descriptor itself is no buffer).
+        put(&m, it, SIZE - 1, 0x4000, 4, 0, 0);
+        assert_eq!(
+            walk(&m, 0, Direction::ReadOnly, true),
+            Ok((4 * u32::from(SIZE), 0))
+        );
+        // A long table with a short chain in it is fine: only the chain is walked.
+        put(&m, it, 1, 0x4000, 4, 0, 0);
+        assert_eq!(walk(&m, 0, Direction::ReadOnly, true), Ok((8, 0)));
+        // The largest table the descriptor length allows, one long chain through it: the
+        // walk stops after queue size + 1 descriptors, with the reason.
+        let big = 4096u16;
+        let m = GuestMemoryMmap::from_ranges(&[(GuestAddress(0), 0x20000)]).unwrap();
+        for k in 0..big {
+            put(&m, 0x10000, k, 0x4000, 4, F_NEXT, k + 1);
+        }
+        put(&m, TABLE, 0, 0x10000, 16 * u32::from(big), F_INDIRECT, 0);
+        assert_eq!(
+            walk(&m, 0, Direction::ReadOnly, true),
+            Err(ChainError::TooLong)
+        );
+    }
+
+    #[test]
+    fn zero_length_buffers_are_refused_on_tx_only() {
+        let m = mem();
+        put(&m, TABLE, 0, 0x4000, 12, F_NEXT, 1);
+        put(&m, TABLE, 1, 0x5000, 0, F_NEXT, 2);
+        put(&m, TABLE, 2, 0x5000, 60, 0, 0);
+        assert_eq!(
+            walk(&m, 0, Direction::ReadOnly, false),
+            Err(ChainError::ZeroLength)
+        );
+        put(&m, TABLE, 3, 0x5000, 0, 0, 0);
+        assert_eq!(
+            walk(&m, 3, Direction::ReadOnly, false),
+            Err(ChainError::ZeroLength)
+        );
+        // Inside an indirect table too.
+        let it = 0x8000u64;
+        put(&m, it, 0, 0x4000, 0, 0, 0);
+        put(&m, TABLE, 4, it, 16, F_INDIRECT, 0);
+        assert_eq!(
+            walk(&m, 4, Direction::ReadOnly, true),
+            Err(ChainError::ZeroLength)
+        );
+        // RX: an empty writable buffer is harmless (nothing is written there).
+        put(&m, TABLE, 5, 0x5000, 0, F_WRITE | F_NEXT, 6);
+        put(&m, TABLE, 6, 0x6000, 100, F_WRITE, 0);
+        assert_eq!(walk(&m, 5, Direction::WriteOnly, false), Ok((0, 100)));
     }
 
     #[test]

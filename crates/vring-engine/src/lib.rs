@@ -31,7 +31,7 @@ pub mod vring;
 pub use api::{PortEvents, RxDrop};
 pub use counters::{Drop as DropReason, QueueStats};
 pub use device::NetDevice;
-pub use options::{OptionsError, PortOptions, SocketMode};
+pub use options::{OptionsError, PortOptions, SocketMode, MAX_QUEUE_SIZE};
 pub use port::{PortError, VhostUserPort};
 pub use rx::RxBurst;
 pub use txring::{HostSeg, TxPopped, TxRing};

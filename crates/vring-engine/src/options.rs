@@ -29,6 +29,8 @@ pub struct PortOptions {
     /// Device MTU for config space; without it VIRTIO_NET_F_MTU is not offered.
     pub mtu: Option<u16>,
     /// Largest ring size we accept in SET_VRING_NUM (a power of two ≤ 32768, §2.7).
+    /// Default [`MAX_QUEUE_SIZE`]: what a ring costs depends on the size the driver sets,
+    /// not on this bound (the device sizes everything per ring by its actual size).
     pub max_queue_size: u16,
     /// Feature bits switched off for this port (see [`PortOptions::features_off_by_name`]).
     pub features_off: u64,
@@ -39,7 +41,7 @@ pub struct PortOptions {
 pub enum OptionsError {
     #[error("queue_pairs must be between 1 and {max}, got {got}")]
     QueuePairs { got: u16, max: u16 },
-    #[error("max_queue_size must be a power of two between 2 and 32768, got {0}")]
+    #[error("max_queue_size must be a power of two between 1 and 32768, got {0}")]
     QueueSize(u16),
     #[error("mtu must be between 68 and 65535, got {0}")]
     Mtu(u16),
@@ -51,8 +53,13 @@ pub enum OptionsError {
 /// bitmasks, so 2 × pairs + 1 (ctrl vq) must fit into 64 queues.
 pub const MAX_QUEUE_PAIRS: u16 = 31;
 
+/// The largest split ring virtio allows (virtio 1.2 §2.7: "Queue Size ... 32768"), and the
+/// default bound: QEMU's `rx_queue_size`/`tx_queue_size` (up to 1024) and DPDK
+/// virtio-user's `queue_size` are all accepted.
+pub const MAX_QUEUE_SIZE: u16 = 32768;
+
 impl PortOptions {
-    /// One queue pair, 256-entry rings, server mode, every feature on.
+    /// One queue pair, rings up to [`MAX_QUEUE_SIZE`], server mode, every feature on.
     pub fn new(socket: impl Into<PathBuf>) -> PortOptions {
         PortOptions {
             socket: socket.into(),
@@ -60,7 +67,7 @@ impl PortOptions {
             queue_pairs: 1,
             mac: None,
             mtu: None,
-            max_queue_size: 256,
+            max_queue_size: MAX_QUEUE_SIZE,
             features_off: 0,
         }
     }
@@ -87,7 +94,7 @@ impl PortOptions {
             });
         }
         let qs = self.max_queue_size;
-        if !qs.is_power_of_two() || !(2..=32768).contains(&qs) {
+        if !qs.is_power_of_two() || qs > MAX_QUEUE_SIZE {
             return Err(OptionsError::QueueSize(qs));
         }
         if let Some(m) = self.mtu {
@@ -139,6 +146,13 @@ mod tests {
         o.queue_pairs = 2;
         o.max_queue_size = 300;
         assert_eq!(o.validate(), Err(OptionsError::QueueSize(300)));
+        o.max_queue_size = 0;
+        assert_eq!(o.validate(), Err(OptionsError::QueueSize(0)));
+        for ok in [1, 2, 256, 1024, 32768] {
+            o.max_queue_size = ok;
+            assert_eq!(o.validate(), Ok(()), "{ok}");
+        }
+        assert_eq!(PortOptions::new("/x").max_queue_size, 32768);
     }
 
     #[test]

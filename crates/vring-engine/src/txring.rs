@@ -118,7 +118,10 @@ impl std::fmt::Debug for TxRing {
 
 impl TxRing {
     pub(crate) fn new(inner: Arc<Inner>, q: usize, vring: NetVring, kick: OwnedFd) -> TxRing {
-        let size = usize::from(inner.opts.max_queue_size);
+        // Sized by the ring's own size (SET_VRING_NUM), not the port's maximum: a
+        // 256-entry ring costs the same whatever `max_queue_size` allows. A new size
+        // bumps the ring's generation, so the ring is taken back and lent anew.
+        let size = usize::from(vring.get_ref().get_queue().size());
         TxRing {
             pair: (q / 2) as u16,
             generation: vring.generation(),
@@ -148,6 +151,16 @@ impl TxRing {
     /// The kick eventfd to wait on (a duplicate owned by this ring).
     pub fn kick_fd(&self) -> RawFd {
         self.kick.as_raw_fd()
+    }
+
+    /// Heap bytes this ring's bookkeeping holds (in-flight table, completion list,
+    /// segment scratch): proportional to the ring's actual size.
+    pub fn heap_bytes(&self) -> usize {
+        use std::mem::size_of;
+        self.held.capacity() * size_of::<u16>()
+            + self.done.capacity() * size_of::<u16>()
+            + self.segs.capacity() * size_of::<HostSeg>()
+            + self.tables.capacity() * size_of::<Arc<Mem>>()
     }
 
     /// Frames popped and not yet completed.

@@ -61,11 +61,17 @@ fn start(tag: &str) -> (Arc<Plane>, VhostUserPort) {
 /// A device lending its TX ring and a guest driving it with features `want`; returns once
 /// the ring of queue pair 0 is lent out (keep the port alive for the test's length).
 fn lent(tag: &str, want: u64) -> (Arc<Plane>, VhostUserPort, TestGuest) {
+    lent_sized(tag, want, QSIZE)
+}
+
+/// [`lent`] with `size`-entry rings.
+fn lent_sized(tag: &str, want: u64, size: u16) -> (Arc<Plane>, VhostUserPort, TestGuest) {
     let (plane, port) = start(tag);
-    let g = TestGuest::start(
+    let g = TestGuest::start_sized(
         TestGuest::connect(&port.device().options().socket, 3),
         3,
         want,
+        size,
     );
     wait_for("TX ring lent out", || {
         (plane.started.lock().as_slice() == [0]).then_some(())
@@ -386,4 +392,27 @@ fn poll_keeps_no_notify_set_without_event_idx() {
         "pop re-arms when drained"
     );
     assert_eq!(g.queues[q].wait_used(&g.mem, 2).len(), 2);
+}
+
+/// What a lent ring holds is sized by the ring's own size, not by the port's
+/// `max_queue_size` (32768 by default): a 256-entry ring costs what it did when 256 was
+/// the maximum.
+#[test]
+fn a_lent_rings_memory_follows_its_size_not_the_maximum() {
+    let mut sizes = Vec::new();
+    for size in [256u16, 1024, 32768] {
+        let (plane, port, _g) = lent_sized(&format!("mem{size}"), u64::MAX, size);
+        assert_eq!(port.device().options().max_queue_size, 32768);
+        let bytes = plane.rings.lock()[0].heap_bytes();
+        eprintln!("TX ring of {size} entries: {bytes} bytes of bookkeeping");
+        sizes.push((size, bytes));
+    }
+    // Two u16 per entry (in-flight count, completion slot) plus fixed scratch.
+    for &(size, bytes) in &sizes {
+        let per_entry = 4 * usize::from(size);
+        assert!(
+            bytes >= per_entry && bytes <= per_entry + 1024,
+            "{size}: {bytes}"
+        );
+    }
 }

@@ -314,7 +314,13 @@ impl TestGuest {
     /// The QEMU start sequence: SET_OWNER, GET_FEATURES, GET/SET_PROTOCOL_FEATURES,
     /// SET_FEATURES(wanted ∩ offered), SET_MEM_TABLE, and per queue SET_VRING_NUM/BASE/ADDR/
     /// KICK/CALL/ERR + SET_VRING_ENABLE.
-    pub fn start(mut fe: Frontend, num_queues: usize, want: u64) -> TestGuest {
+    pub fn start(fe: Frontend, num_queues: usize, want: u64) -> TestGuest {
+        Self::start_sized(fe, num_queues, want, QSIZE)
+    }
+
+    /// [`start`](Self::start) with every ring `size` entries long (QEMU's
+    /// `rx_queue_size`/`tx_queue_size`, DPDK virtio-user's `queue_size`).
+    pub fn start_sized(mut fe: Frontend, num_queues: usize, want: u64, size: u16) -> TestGuest {
         fe.set_owner().unwrap();
         let offered = fe.get_features().unwrap();
         assert_ne!(
@@ -346,8 +352,8 @@ impl TestGuest {
         };
         let mut at = MEM_BASE;
         for _ in 0..num_queues {
-            g.queues.push(DriverQueue::new(at, QSIZE));
-            at += (DriverQueue::footprint(QSIZE) + 4095) & !4095;
+            g.queues.push(DriverQueue::new(at, size));
+            at += (DriverQueue::footprint(size) + 4095) & !4095;
         }
         g.next_buf = at;
         for i in 0..num_queues {
