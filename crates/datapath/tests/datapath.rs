@@ -561,3 +561,29 @@ fn a_ring_above_the_ports_maximum_is_refused() {
         "1024 > max_queue_size 256"
     );
 }
+
+/// A zero-capacity RX chain can never take a frame: it is consumed and counted once
+/// (not walked again for every frame), and the next buffer takes the next frame.
+#[test]
+fn zero_capacity_rx_chain_is_consumed_and_counted() {
+    let h = Harness::new(vec![opts("za", MAC_A), opts("zb", MAC_B)]);
+    let (mut a, mut b) = two_guests(&h, ALL);
+    let zero = b.post_rx(0, 1, 0);
+    let f = udp_frame(MAC_A, MAC_B, 64);
+    a.send_split(1, &[0u8; 12], &f);
+    a.queues[1].wait_used(&a.mem, 1);
+    let used = b.queues[0].wait_used(&b.mem, 1);
+    assert_eq!(used, vec![(zero[0].0, 0)], "returned empty");
+    let s = h.dev(1).queue_stats(0).unwrap();
+    assert_eq!(
+        s.dropped(DropReason::Chain(
+            vring_engine::chain::ChainError::ZeroLength
+        )),
+        1,
+        "{s:?}"
+    );
+    b.post_rx(0, 1, 2048);
+    a.send_split(1, &[0u8; 12], &f);
+    let (_, len) = b.queues[0].wait_used(&b.mem, 1)[0];
+    assert_eq!(len as usize, b.hdr_len() + f.len());
+}

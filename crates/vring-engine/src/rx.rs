@@ -261,6 +261,15 @@ impl<'a> Live<'a> {
                 self.used(head, 0);
                 return Err(RxDrop::BadChain(e));
             }
+            if c.write_len == 0 {
+                // A chain with no room can never take a frame: consumed (else it would be
+                // walked again for every frame) and counted; the frame is lost with it.
+                for ch in &chains {
+                    self.used(ch.head, 0);
+                }
+                self.used(head, 0);
+                return Err(RxDrop::BadChain(ChainError::ZeroLength));
+            }
             cap += c.write_len as usize;
             chains.push(c);
             if !self.mergeable {
