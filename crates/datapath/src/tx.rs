@@ -2,23 +2,23 @@
 //! [`TxRing`] (a TX virtqueue lent out by a vhost-user device) and uring-net's
 //! [`GuestTxQueue`] (what a worker services). The ring validates and pops chains; this
 //! turns each into the worker's frame — host-address segments plus a private head copy
-//! made once, straight into the batch — and hands completions back.
+//! made once, straight into the batch — and hands completions back. A popped frame's
+//! pages stay mapped until it completes because the ring holds the memory table it was
+//! popped from; nothing is registered or pinned.
 
 use std::os::fd::RawFd;
-use std::sync::Arc;
 
-use uring_net::{FixedTable, FrameBatch, GuestTxQueue, Seg};
+use uring_net::{FrameBatch, GuestTxQueue, Seg};
 use vring_engine::TxRing;
 
 /// A device's TX ring as a worker's guest queue.
 pub struct GuestTx {
     ring: TxRing,
-    memory: Option<Arc<FixedTable>>,
 }
 
 impl GuestTx {
-    pub fn new(ring: TxRing, memory: Option<Arc<FixedTable>>) -> GuestTx {
-        GuestTx { ring, memory }
+    pub fn new(ring: TxRing) -> GuestTx {
+        GuestTx { ring }
     }
 }
 
@@ -57,10 +57,6 @@ impl GuestTxQueue for GuestTx {
 
     fn complete(&mut self, token: u64) {
         self.ring.complete(token);
-    }
-
-    fn memory(&self) -> Option<Arc<FixedTable>> {
-        self.memory.clone()
     }
 
     fn flush(&mut self) {

@@ -4,18 +4,15 @@
 //! queue's kick eventfd inside its own ring (a Read of the eventfd, re-armed after each
 //! kick, so a kick costs no extra syscall), pops frames as *host addresses* of guest
 //! buffers, lets the switch decide from a small copy of the headers, and writes the frame
-//! to tap/AF_PACKET destinations straight from guest memory. When the guest's memory is
-//! registered ([`crate::fixed::FixedTable`]) the write is WriteFixed/WritevFixed; otherwise
-//! plain writev (counted as `tx_fallback`). A frame is completed — its descriptor goes back
-//! to the used ring (virtio 1.2 §2.7.8) — only when every write reading it has finished.
+//! to tap/AF_PACKET destinations as one writev: our validated header and that copy, then
+//! the rest straight from guest memory (counted as `tx_fallback`). Guest memory is never
+//! registered or pinned. A frame is completed — its descriptor goes back to the used ring
+//! (virtio 1.2 §2.7.8) — only when every write reading it has finished.
 //!
 //! The vring engine implements [`GuestTxQueue`] on its virtqueue; this crate's tests
 //! implement it on memfd "guest memory".
 
 use std::os::fd::RawFd;
-use std::sync::Arc;
-
-use crate::fixed::FixedTable;
 
 /// Most descriptors one frame may span (Linux virtio-net sends ≤ MAX_SKB_FRAGS + 2 = 19).
 pub const MAX_SEGS: usize = 32;
@@ -266,8 +263,6 @@ pub trait GuestTxQueue: Send {
     /// Every write of the frame `token` finished (or it was dropped): return its
     /// descriptor chain to the guest.
     fn complete(&mut self, token: u64);
-    /// The guest's memory as registered fixed buffers, when registration succeeded.
-    fn memory(&self) -> Option<Arc<FixedTable>>;
     /// End of a worker batch in which frames of this queue were completed: signal the
     /// guest once if it wants it (EVENT_IDX, virtio 1.2 §2.7.10).
     fn flush(&mut self) {}

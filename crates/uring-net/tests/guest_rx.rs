@@ -13,7 +13,7 @@ use common::{container, prefix, Ns};
 use parking_lot::Mutex;
 use switch::{DropReason, Mac, PortConfig, PortId, PortKind, Switch, SwitchConfig};
 use uring_net::sys::mmap::Mapping;
-use uring_net::{Dataplane, DataplaneConfig, GuestFrame, MemRegion, PortSpec, Seg};
+use uring_net::{Dataplane, DataplaneConfig, GuestFrame, PortSpec, Seg};
 
 const MAC_A: [u8; 6] = [0x02, 0, 0, 0, 0, 0xaa];
 const MAC_B: [u8; 6] = [0x02, 0, 0, 0, 0, 0xbb];
@@ -73,14 +73,6 @@ fn guest_to_guest_is_one_copy_and_full_rx_drops() {
     let src = (mem.addr(), mem.addr() + mem.len() as u64);
     let sink = Arc::new(CollectRx::new(10, src));
     dp.attach_guest_rx(b, sink.clone()).unwrap();
-    // SAFETY: `mem` outlives the data plane.
-    let table = unsafe {
-        dp.register_memory(&[MemRegion {
-            host_addr: mem.addr(),
-            len: mem.len() as u64,
-        }])
-    }
-    .unwrap();
     let pending = Arc::new(Mutex::new(std::collections::VecDeque::new()));
     let done = Arc::new(Mutex::new(Vec::new()));
     let kick = uring_net::sys::eventfd().unwrap();
@@ -88,7 +80,6 @@ fn guest_to_guest_is_one_copy_and_full_rx_drops() {
         kick: kick.try_clone().unwrap(),
         pending: pending.clone(),
         done: done.clone(),
-        memory: Some(table),
     };
     dp.attach_guest_tx(a, 0, None, Box::new(q)).unwrap();
     let mut sent = Vec::new();
@@ -155,7 +146,6 @@ fn guest_to_guest_rewrite_after_pop_is_not_delivered() {
         kick: kick.try_clone().unwrap(),
         pending: pending.clone(),
         done: done.clone(),
-        memory: None,
     };
     dp.attach_guest_tx(a, 0, None, Box::new(q)).unwrap();
     let mut sent = Vec::new();
@@ -271,9 +261,6 @@ fn bad_kick_fd_does_not_spin() {
         }
         fn pop(&mut self, _max: usize, _out: &mut uring_net::FrameBatch) {}
         fn complete(&mut self, _token: u64) {}
-        fn memory(&self) -> Option<Arc<uring_net::FixedTable>> {
-            None
-        }
     }
     let sw = Arc::new(Switch::new(SwitchConfig::default()));
     let dp = Dataplane::new(
@@ -346,9 +333,6 @@ impl uring_net::GuestTxQueue for NotifyQueue {
     }
     fn complete(&mut self, token: u64) {
         self.st.lock().done.push(token);
-    }
-    fn memory(&self) -> Option<Arc<uring_net::FixedTable>> {
-        None
     }
 }
 

@@ -144,8 +144,7 @@ impl NetDevice {
         self.inner.pairs_cache.load(Ordering::Acquire).max(1)
     }
 
-    /// A snapshot of the guest memory table (regions stay mapped while it is held): what a
-    /// data plane registers as io_uring fixed buffers.
+    /// A snapshot of the guest memory table (regions stay mapped while it is held).
     pub fn guest_memory(&self) -> vm_memory::GuestMemoryLoadGuard<vm_memory::GuestMemoryMmap<()>> {
         use vm_memory::GuestAddressSpace;
         self.inner.mem.read().memory()
@@ -512,8 +511,9 @@ impl VhostUserBackend for NetDevice {
 
     fn update_memory(&self, mem: GuestMem) -> io::Result<()> {
         // Same atomic handle the vrings use; replacing ours keeps deliver() on the new table.
+        // Nothing else to tell: lent TX rings read the table per pop, and frames in flight
+        // hold the table they were popped from (txring.rs).
         *self.inner.mem.write() = mem;
-        self.inner.events.memory_changed(self.inner.port);
         Ok(())
     }
 

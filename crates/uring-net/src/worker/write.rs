@@ -191,8 +191,7 @@ fn fill_rewrite(op: &mut TxOp, hdr: &VnetHdr, eg: &Egress, rest: &[u8]) -> usize
 /// (`private`, what the switch decided on, with the egress head in front), then the
 /// frame's remaining bytes straight from guest memory. Nothing the decision rests on is
 /// read from guest memory again: neither the header the kernel acts on
-/// (`virtio_net_hdr_to_skb`) nor the addresses, tag or EtherType. A fixed-buffer write
-/// cannot mix our memory with the registered guest buffer, so this is a writev.
+/// (`virtio_net_hdr_to_skb`) nor the addresses, tag or EtherType.
 pub(super) fn guest_write_spec(
     op: &mut TxOp,
     f: &GuestFrame,
