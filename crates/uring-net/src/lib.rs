@@ -43,9 +43,7 @@ mod worker;
 
 pub use dataplane::{Dataplane, DataplaneConfig, PortSpec};
 pub use error::{Error, Result};
-pub use guest::{
-    Delivery, FrameBatch, GuestFrame, GuestRx, GuestTxQueue, RxFrame, Seg, HEAD_COPY, MAX_SEGS,
-};
+pub use guest::{Delivery, FrameBatch, GuestFrame, GuestRx, GuestTxQueue, RxFrame};
 pub use probe::{Features, ProbeError};
 pub use stats::{PortStats, Stats, WorkerStatsSnapshot};
 pub use worker::QueueKind;

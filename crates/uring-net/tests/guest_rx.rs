@@ -11,9 +11,10 @@ use std::time::Duration;
 use common::guest::{udp_frame, CollectRx, MemTxQueue};
 use common::{container, prefix, Ns};
 use parking_lot::Mutex;
+use switch::bytes::Seg;
 use switch::{DropReason, Mac, PortConfig, PortId, PortKind, Switch, SwitchConfig};
 use uring_net::sys::mmap::Mapping;
-use uring_net::{Dataplane, DataplaneConfig, GuestFrame, PortSpec, Seg};
+use uring_net::{Dataplane, DataplaneConfig, GuestFrame, PortSpec};
 
 const MAC_A: [u8; 6] = [0x02, 0, 0, 0, 0, 0xaa];
 const MAC_B: [u8; 6] = [0x02, 0, 0, 0, 0, 0xbb];
@@ -182,7 +183,7 @@ fn guest_to_guest_rewrite_after_pop_is_not_delivered() {
     wait_for(|| done.lock().len() == 8);
     let got = sink.frames.lock().clone();
     assert_eq!(got.len(), 8, "every frame delivered");
-    let head_copy = uring_net::HEAD_COPY - 12;
+    let head_copy = switch::bytes::HEAD_COPY - 12;
     for (i, (g, s)) in got.iter().zip(&sent).enumerate() {
         assert_eq!(g.len(), s.len(), "frame {i}: untagged, same length");
         let n = head_copy.min(s.len());

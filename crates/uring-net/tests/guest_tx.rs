@@ -15,9 +15,10 @@ use std::sync::Arc;
 use common::guest::{udp_frame, MemTxQueue};
 use common::{container, prefix, Ns};
 use parking_lot::Mutex;
+use switch::bytes::Seg;
 use switch::{PortConfig, PortKind, Switch, SwitchConfig};
 use uring_net::sys::mmap::Mapping;
-use uring_net::{Dataplane, DataplaneConfig, GuestFrame, PortSpec, Seg};
+use uring_net::{Dataplane, DataplaneConfig, GuestFrame, PortSpec};
 
 #[derive(Clone, Copy, PartialEq, Eq)]
 enum Memory {

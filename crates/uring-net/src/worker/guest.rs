@@ -14,9 +14,11 @@ use crossbeam_channel::Sender;
 use io_uring::{opcode, types};
 use switch::{Decision, DropReason, Millis, Offloads, PortId, SwitchView, VnetHdr};
 
-use super::write::{copy_frame, guest_write_spec, skip_segs, Src, TxOp};
-use super::{ud, Worker, MAX_RX_ERRORS, TAG_CANCEL, TAG_KICK, VNET_HDR};
+use super::write::{copy_frame, guest_write_spec, Src, TxOp};
+use super::{ud, Worker, MAX_RX_ERRORS, TAG_CANCEL, TAG_KICK};
 use crate::guest::{GuestFrame, GuestTxQueue};
+use switch::bytes::skip_segs;
+use switch::vnet::HDR_LEN;
 
 /// How long a guest TX queue whose frames found a full destination gets its descriptors
 /// back only at batch ends (backpressure; see `service_guests`).
@@ -192,19 +194,19 @@ impl Worker {
         g.inflight += 1;
         let c = &self.stats.ports[port.index()];
         let head = f.head();
-        let hdr = match VnetHdr::parse(head, VNET_HDR) {
-            Ok(h) if f.len() as usize >= VNET_HDR + 14 => h,
+        let hdr = match VnetHdr::parse(head, HDR_LEN) {
+            Ok(h) if f.len() as usize >= HDR_LEN + 14 => h,
             _ => {
                 c.drop_bad_frame.add(1);
                 self.complete_guest(gi, f.token);
                 return;
             }
         };
-        let frame_len = f.len() as usize - VNET_HDR;
+        let frame_len = f.len() as usize - HDR_LEN;
         c.rx_packets.add(1);
         c.rx_bytes.add(frame_len as u64);
         self.stats.worker.packets.add(1);
-        let fhead = &head[VNET_HDR..];
+        let fhead = &head[HDR_LEN..];
         let tpid = view.port(port).map_or(switch::vlan::TPID_8021Q, |p| p.tpid);
         // Snooping control packets (an MLDv2 report can exceed the head copy) are decided
         // on a private copy of the whole frame, and sent from it: rare and small.
@@ -263,7 +265,7 @@ impl Worker {
                         h,
                         flow,
                         [eg.head(), body],
-                        skip_segs(f.segs(), guest_skip),
+                        skip_segs(f.segs().iter().copied(), guest_skip),
                     );
                 }
                 staged = true;

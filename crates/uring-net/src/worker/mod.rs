@@ -58,8 +58,6 @@ use host::Queue;
 use poll::AUTO_POLL;
 use write::TxOp;
 
-/// Size of every virtio_net_hdr on our ports (virtio 1.2 §5.1.6, VERSION_1 layout).
-pub const VNET_HDR: usize = 12;
 /// Writes in flight per worker (the op slab never grows, so iovec addresses stay valid).
 const MAX_OPS: usize = 4096;
 /// Consecutive receive errors after which a queue stops re-arming.
