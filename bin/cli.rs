@@ -153,9 +153,8 @@ pub struct RunArgs {
     /// querier election to a real router).
     #[arg(long, value_name = "IPV4")]
     pub mcast_querier_ip: Option<std::net::Ipv4Addr>,
-    /// Do not register guest memory as io_uring fixed buffers. Registering pins every
-    /// page of each guest (its whole memory becomes resident); without it guest TX is
-    /// still written from the guest's pages, with writev instead of WriteFixed.
+    /// No effect (accepted so existing command lines keep working; logs a warning):
+    /// guest memory is never pinned or registered with io_uring.
     #[arg(long)]
     pub no_pin_guest_memory: bool,
     /// Validate the configuration, print it as JSON and exit without starting.

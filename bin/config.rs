@@ -39,6 +39,9 @@ pub struct RunPlan {
     /// Passed on to the metrics listener, which re-checks the address itself.
     pub metrics_allow_remote: bool,
     pub log_format: LogFormat,
+    /// Accepted options that do nothing any more, one warning each for `run` to log.
+    #[serde(skip)]
+    pub warnings: Vec<String>,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -181,6 +184,22 @@ pub fn merge(args: &RunArgs, file: FileConfig, file_name: &str) -> Result<RunPla
         .map(|m| parse_metrics_addr(&m, allow_remote))
         .transpose()?;
 
+    // Guest memory used to be pinned as io_uring fixed buffers; it never is now. The flag
+    // and the key stay accepted so existing command lines and files keep working.
+    let mut warnings = Vec::new();
+    let pin = match (args.no_pin_guest_memory, file.pin_guest_memory.is_some()) {
+        (true, true) => Some(format!(
+            "--no-pin-guest-memory and pin-guest-memory ({file_name})"
+        )),
+        (true, false) => Some("--no-pin-guest-memory".to_string()),
+        (false, true) => Some(format!("pin-guest-memory ({file_name})")),
+        (false, false) => None,
+    };
+    if let Some(what) = pin {
+        warnings.push(format!(
+            "{what} has no effect: guest memory is never pinned"
+        ));
+    }
     Ok(RunPlan {
         options: RunOptions {
             ports: ports.into_iter().map(|(_, s)| s).collect(),
@@ -191,12 +210,12 @@ pub fn merge(args: &RunArgs, file: FileConfig, file_name: &str) -> Result<RunPla
                 querier: args.mcast_querier || file.mcast_querier.unwrap_or(false),
                 querier_ip4: args.mcast_querier_ip.or(file.mcast_querier_ip),
             },
-            pin_guest_memory: !args.no_pin_guest_memory && file.pin_guest_memory.unwrap_or(true),
         },
         ctl,
         metrics,
         metrics_allow_remote: allow_remote,
         log_format: args.log_format.or(file.log_format).unwrap_or_default(),
+        warnings,
     })
 }
 
@@ -411,16 +430,19 @@ mod tests {
         assert_eq!(plan.options.poll_us, Some(7));
         assert_eq!(plan.log_format, LogFormat::Human);
         assert_eq!(plan.metrics, None);
-        assert!(
-            plan.options.pin_guest_memory,
-            "pinned unless told otherwise"
+        assert!(plan.warnings.is_empty());
+        // The pin flag and key are accepted no-ops: one warning, whichever is given.
+        let f = merge(&args(&[]), file("pin-guest-memory = false"), "f.toml").unwrap();
+        assert_eq!(
+            f.warnings,
+            ["pin-guest-memory (f.toml) has no effect: guest memory is never pinned"]
         );
-        let off = merge(&args(&[]), file("pin-guest-memory = false"), "f.toml").unwrap();
-        assert!(!off.options.pin_guest_memory);
         let mut a = args(&[]);
         a.no_pin_guest_memory = true;
-        let off = merge(&a, file("pin-guest-memory = true"), "f.toml").unwrap();
-        assert!(!off.options.pin_guest_memory, "the flag wins over the file");
+        let both = merge(&a, file("pin-guest-memory = true"), "f.toml").unwrap();
+        assert_eq!(both.warnings.len(), 1);
+        assert!(both.warnings[0].starts_with("--no-pin-guest-memory and pin-guest-memory"));
+        assert_eq!(both.options, f.options, "neither changes what runs");
     }
 
     #[test]

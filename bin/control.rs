@@ -151,8 +151,8 @@ pub struct PortCounters {
     pub tx_bytes: u64,
     /// Drops by reason (snake_case reason → count), only non-zero ones.
     pub drops: Vec<(String, u64)>,
-    /// Writes from registered guest memory (no copy in our process) vs writev fallback.
-    pub fixed_writes: u64,
+    /// Guest frames written to host ports (one writev each: our header and head copy,
+    /// then the guest's pages; no payload copy in our process). The name is historical.
     pub fallback_writes: u64,
     pub queues: Vec<QueueCounters>,
     /// The port's QMP watcher (`qmp=`), if it has one.
@@ -191,10 +191,6 @@ pub struct StatsReport {
     pub workers: Vec<WorkerCounters>,
     pub fdb_entries: u64,
     pub mdb_entries: u64,
-    /// Guest memory tables that could not be registered as io_uring fixed buffers (not
-    /// memfd/hugetlb, or the memlock limit): those guests' TX uses writev.
-    #[serde(default)]
-    pub guest_memory_fallbacks: u64,
 }
 
 /// Errors a control request can return; the message names what to change.
@@ -258,14 +254,6 @@ pub struct RunOptions {
     /// IGMP/MLD snooping and the optional querier.
     #[serde(default)]
     pub mcast: McastOptions,
-    /// Register guest memory as io_uring fixed buffers (zero-copy TX with WriteFixed);
-    /// `--no-pin-guest-memory` turns it off.
-    #[serde(default = "yes")]
-    pub pin_guest_memory: bool,
-}
-
-fn yes() -> bool {
-    true
 }
 
 /// Multicast snooping settings (`--no-mcast-snooping`, `--mcast-querier[-ip]`).

@@ -289,7 +289,6 @@ pub fn run(opts: DemoOptions) -> Result<()> {
             ports,
             workers: 0,
             poll_us: None,
-            pin_guest_memory: true,
             mcast: Default::default(),
         })
     })

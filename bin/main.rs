@@ -63,12 +63,18 @@ fn dispatch(cli: Cli) -> anyhow::Result<ExitCode> {
 fn run(args: RunArgs) -> anyhow::Result<ExitCode> {
     let plan = config::resolve(&args)?;
     if args.check {
+        for w in &plan.warnings {
+            eprintln!("warning: {w}");
+        }
         let mut out = std::io::stdout().lock();
         serde_json::to_writer_pretty(&mut out, &plan)?;
         writeln!(out)?;
         return Ok(ExitCode::SUCCESS);
     }
     logging::init(plan.log_format, LevelFilter::INFO)?;
+    for w in &plan.warnings {
+        tracing::warn!("{w}");
+    }
     // Before any thread exists, so that every thread inherits the blocked mask.
     let signals = ShutdownSignals::block().context("blocking SIGINT/SIGTERM")?;
 

@@ -263,19 +263,9 @@ pub fn render(s: &StatsReport) -> String {
         "Multicast group memberships.",
     );
     o.sample("ringswitch_mdb_entries", &[], s.mdb_entries);
-    o.family(
-        "ringswitch_guest_memory_fallbacks_total",
-        "counter",
-        "Guest memory tables not registrable as io_uring fixed buffers (TX uses writev).",
-    );
-    o.sample(
-        "ringswitch_guest_memory_fallbacks_total",
-        &[],
-        s.guest_memory_fallbacks,
-    );
 
     type PortField = fn(&crate::control::PortCounters) -> u64;
-    let port_counters: [(&str, &str, PortField); 6] = [
+    let port_counters: [(&str, &str, PortField); 5] = [
         (
             "ringswitch_port_rx_packets_total",
             "Packets received from the port.",
@@ -297,13 +287,8 @@ pub fn render(s: &StatsReport) -> String {
             |p| p.tx_bytes,
         ),
         (
-            "ringswitch_port_fixed_writes_total",
-            "Writes from registered guest memory (no copy in ringswitch).",
-            |p| p.fixed_writes,
-        ),
-        (
             "ringswitch_port_fallback_writes_total",
-            "Writes through the writev fallback (memory not registrable).",
+            "Guest frames written to host ports (writev: our header and head, then guest pages).",
             |p| p.fallback_writes,
         ),
     ];
@@ -415,7 +400,7 @@ mod tests {
         let fake = Fake::with_port("a\"b\\c");
         let text = render(&fake.stats());
         assert!(text.contains("# TYPE ringswitch_port_rx_packets_total counter\n"));
-        assert!(text.contains("ringswitch_guest_memory_fallbacks_total 0\n"));
+        assert!(!text.contains("fixed"), "no fixed-buffer counters: {text}");
         assert!(
             text.contains("ringswitch_port_rx_packets_total{port=\"a\\\"b\\\\c\"} 7\n"),
             "{text}"

@@ -83,12 +83,6 @@ impl Runtime {
         let dp = Arc::new(dp);
         let glue = Arc::new(Glue::new(sw.clone()));
         glue.set_dataplane(Some(dp.clone()));
-        if !opts.pin_guest_memory {
-            glue.set_pin_guest_memory(false);
-            tracing::info!(
-                "guest memory is not pinned (--no-pin-guest-memory): guest TX uses writev"
-            );
-        }
         let rt = Arc::new(Runtime {
             epoch,
             glue,
@@ -461,7 +455,6 @@ impl Control for Runtime {
                 tx_packets: p.tx_packets,
                 tx_bytes: p.tx_bytes,
                 drops,
-                fixed_writes: p.tx_fixed,
                 fallback_writes: p.tx_fallback,
                 queues: vec![],
                 qmp: self.qmp.lock().get(&p.port).map(|q| {
@@ -524,7 +517,6 @@ impl Control for Runtime {
             workers,
             fdb_entries: self.sw.fdb().len() as u64,
             mdb_entries: self.sw.mdb(self.now()).len() as u64,
-            guest_memory_fallbacks: st.fixed_fallbacks,
         }
     }
 

@@ -376,3 +376,35 @@ fn ctl_without_a_daemon_says_what_to_do() {
     assert_eq!(o.status.code(), Some(2));
     assert!(stderr(&o).contains("valid keys: vlan"));
 }
+
+/// `--no-pin-guest-memory` and the TOML key `pin-guest-memory` are accepted no-ops (guest
+/// memory is never pinned): existing command lines and files still resolve, with one
+/// warning, and the plan is the same as without them.
+#[test]
+fn pin_guest_memory_is_an_accepted_no_op() {
+    let d = Dir::new("pin");
+    let cfg = d.file("rs.toml", "pin-guest-memory = false\n");
+    let ctl = d.ctl();
+    let plain = check(&["--ctl", &ctl]);
+    for args in [
+        vec!["--no-pin-guest-memory"],
+        vec!["--config", cfg.to_str().unwrap()],
+        vec!["--no-pin-guest-memory", "--config", cfg.to_str().unwrap()],
+    ] {
+        let mut a = vec!["run", "--check", "--ctl", &ctl];
+        a.extend_from_slice(&args);
+        let o = ringswitch(&a);
+        let err = stderr(&o);
+        assert!(o.status.success(), "{a:?}: {err}");
+        assert_eq!(
+            err.matches("has no effect: guest memory is never pinned")
+                .count(),
+            1,
+            "{a:?}: {err}"
+        );
+        let plan: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap();
+        assert_eq!(plan, plain, "{a:?}");
+    }
+    let help = String::from_utf8_lossy(&ringswitch(&["run", "--help"]).stdout).into_owned();
+    assert!(help.contains("never pinned"), "{help}");
+}

@@ -107,13 +107,6 @@ pub fn stats(s: &StatsReport) -> String {
         s.fdb_entries,
         s.mdb_entries
     );
-    if s.guest_memory_fallbacks > 0 {
-        out.push_str(&format!(
-            "guest memory not registrable as io_uring fixed buffers: {} (TX uses writev; \
-             needs memfd/hugetlb guest memory and CAP_IPC_LOCK)\n",
-            s.guest_memory_fallbacks
-        ));
-    }
     out.push('\n');
 
     let mut ports = Table::new(&[
@@ -123,8 +116,7 @@ pub fn stats(s: &StatsReport) -> String {
         ("TX-PKTS", R),
         ("TX-BYTES", R),
         ("DROPS", R),
-        ("FIXED-WR", R),
-        ("FALLBACK-WR", R),
+        ("GUEST-WRITEV", R),
     ]);
     let mut drops = Table::new(&[("PORT", L), ("DROP-REASON", L), ("COUNT", R)]);
     let mut queues = Table::new(&[
@@ -152,7 +144,6 @@ pub fn stats(s: &StatsReport) -> String {
             p.tx_packets.to_string(),
             p.tx_bytes.to_string(),
             total.to_string(),
-            p.fixed_writes.to_string(),
             p.fallback_writes.to_string(),
         ]);
         for (reason, n) in &p.drops {
@@ -281,7 +272,6 @@ mod tests {
                 tx_packets: 5,
                 tx_bytes: 500,
                 drops: vec![("vlan_not_member".into(), 3), ("rx_filter".into(), 2)],
-                fixed_writes: 4,
                 fallback_writes: 1,
                 queues: vec![QueueCounters {
                     queue: 0,
@@ -303,7 +293,6 @@ mod tests {
             }],
             fdb_entries: 2,
             mdb_entries: 0,
-            guest_memory_fallbacks: 1,
         };
         let out = stats(&s);
         assert!(
@@ -312,11 +301,10 @@ mod tests {
         );
         let port_line = out.lines().find(|l| l.starts_with("veth0  ")).unwrap();
         let cols: Vec<&str> = port_line.split_whitespace().collect();
-        assert_eq!(cols, ["veth0", "10", "1000", "5", "500", "5", "4", "1"]);
+        assert_eq!(cols, ["veth0", "10", "1000", "5", "500", "5", "1"]);
         assert!(out.contains("vlan_not_member"), "{out}");
         assert!(out.contains("0.2000"), "{out}");
         assert!(out.contains("IO_URING_ENTERS"), "{out}");
-        assert!(out.contains("fixed buffers: 1 (TX uses writev"), "{out}");
         let qmp_line = out
             .lines()
             .skip_while(|l| !l.contains("QMP-CONNECTS"))

@@ -429,7 +429,6 @@ pub(crate) mod tests {
                 }],
                 fdb_entries: 1,
                 mdb_entries: 0,
-                guest_memory_fallbacks: 0,
             }
         }
         fn add_port(&self, spec: PortSpec) -> Result<PortInfo, ControlError> {

@@ -503,29 +503,6 @@ fn switch_phase(ctx: &Ctx, r: &mut Results) -> Result<()> {
                     d.tx_to_guests as f64 / d.rx_from_guests as f64,
                     &cmds,
                 );
-                let writes = d.fixed_writes + d.fallback_writes;
-                let fkey = "costs/guest_to_veth/fixed_share/ringswitch";
-                let flabel = "ringswitch: guest→veth writes from registered guest memory (share)";
-                if writes > 0 {
-                    r.add(
-                        fkey,
-                        flabel,
-                        "share",
-                        d.fixed_writes as f64 / writes as f64,
-                        &cmds,
-                    );
-                } else {
-                    r.fail(
-                        fkey,
-                        flabel,
-                        "share",
-                        &format!(
-                            "{} frames reached the veth but neither fixed nor fallback writes were counted",
-                            d.tx
-                        ),
-                        &cmds,
-                    );
-                }
             }
             Ok((d, cmds)) if d.rx_from_guests > 0 => {
                 let why = format!(
@@ -534,13 +511,6 @@ fn switch_phase(ctx: &Ctx, r: &mut Results) -> Result<()> {
                     d.rx_from_guests, d.drops
                 );
                 r.fail(key, label, "copies/pkt", &why, &cmds);
-                r.fail(
-                    "costs/guest_to_veth/fixed_share/ringswitch",
-                    "ringswitch: guest→veth writes from registered guest memory (share)",
-                    "share",
-                    &why,
-                    &cmds,
-                );
             }
             Ok((d, cmds)) => r.fail(
                 key,

@@ -12,7 +12,6 @@ use switch::{Offloads, PortId, RxFilter, Switch, Vid, MAX_PORTS};
 use uring_net::Dataplane;
 use vring_engine::{NetDevice, PortEvents, TxRing};
 
-use crate::memory::GuestMemories;
 use crate::tx::GuestTx;
 
 /// Shared by every vhost-user device of the daemon.
@@ -21,8 +20,6 @@ pub struct Glue {
     devices: RwLock<Vec<Option<NetDevice>>>,
     /// Host ports (tap, AF_PACKET) are written through the data plane.
     dp: ArcSwapOption<Dataplane>,
-    /// Guest memory registered for zero-copy TX from the workers.
-    memories: GuestMemories,
 }
 
 impl Glue {
@@ -31,24 +28,12 @@ impl Glue {
             sw,
             devices: RwLock::new(vec![None; MAX_PORTS]),
             dp: ArcSwapOption::empty(),
-            memories: Default::default(),
         }
     }
 
     /// The switch the ports are on.
     pub fn switch(&self) -> &Arc<Switch> {
         &self.sw
-    }
-
-    /// Whether guest memory is registered (pinned) as io_uring fixed buffers.
-    pub fn set_pin_guest_memory(&self, pin: bool) {
-        self.memories.set_pin(pin);
-    }
-
-    /// The guest memory of `port` as registered io_uring fixed buffers, if it is (see
-    /// [`GuestMemories::registered`]).
-    pub fn registered_memory(&self, port: PortId) -> Option<Arc<uring_net::FixedTable>> {
-        self.memories.registered(port)
     }
 
     /// Sets (or clears, at shutdown) the data plane host-port writes go through.
@@ -102,18 +87,14 @@ impl PortEvents for Glue {
     }
 
     fn tx_ring_started(&self, port: PortId, ring: TxRing) {
-        let (Some(dp), Some(dev)) = (self.dp.load_full(), self.device(port)) else {
+        let Some(dp) = self.dp.load_full() else {
             return;
         };
         let pair = ring.pair();
-        let memory = self.memories.ring_out(&dp, &dev);
-        let q = Box::new(GuestTx::new(ring, memory));
+        let q = Box::new(GuestTx::new(ring));
         match dp.attach_guest_tx(port, u64::from(pair), None, q) {
-            Ok(fixed) => tracing::debug!(%port, pair, fixed, "guest TX ring on the workers"),
-            Err(e) => {
-                self.memories.ring_back(&dp, port);
-                tracing::error!(%port, pair, "guest TX ring not serviced: {e}");
-            }
+            Ok(()) => tracing::debug!(%port, pair, "guest TX ring on the workers"),
+            Err(e) => tracing::error!(%port, pair, "guest TX ring not serviced: {e}"),
         }
     }
 
@@ -123,13 +104,6 @@ impl PortEvents for Glue {
         };
         if let Err(e) = dp.detach_guest_tx(port, u64::from(pair), TX_STOP_WAIT) {
             tracing::warn!(%port, pair, "guest TX ring taken back with frames in flight: {e}");
-        }
-        self.memories.ring_back(&dp, port);
-    }
-
-    fn memory_changed(&self, port: PortId) {
-        if let (Some(dp), Some(dev)) = (self.dp.load_full(), self.device(port)) {
-            self.memories.changed(&dp, &dev);
         }
     }
 }

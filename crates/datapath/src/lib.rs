@@ -11,19 +11,16 @@
 //!   workers; switch-originated frames flooded by [`Glue::inject`];
 //! - [`GuestSink`] (sink.rs): a guest's RX side for the workers (`uring_net::GuestRx`);
 //! - [`GuestTx`] (tx.rs): a lent TX ring as a worker's queue (`uring_net::GuestTxQueue`);
-//! - [`GuestMemories`] (memory.rs): guest memory registered as io_uring fixed buffers;
 //! - port.rs: creating a vhost-user port, with undo on error.
 //!
 //! Offload adaptation of an outgoing frame is pure and lives in `switch::offload::adapt`.
 
 mod glue;
-mod memory;
 mod port;
 mod sink;
 mod tx;
 
 pub use glue::Glue;
-pub use memory::GuestMemories;
 pub use port::Error;
 pub use sink::GuestSink;
 pub use tx::GuestTx;

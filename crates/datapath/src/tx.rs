@@ -2,23 +2,23 @@
 //! [`TxRing`] (a TX virtqueue lent out by a vhost-user device) and uring-net's
 //! [`GuestTxQueue`] (what a worker services). The ring validates and pops chains; this
 //! turns each into the worker's frame — host-address segments plus a private head copy
-//! made once, straight into the batch — and hands completions back.
+//! made once, straight into the batch — and hands completions back. A popped frame's
+//! pages stay mapped until it completes because the ring holds the memory table it was
+//! popped from; nothing is registered or pinned.
 
 use std::os::fd::RawFd;
-use std::sync::Arc;
 
-use uring_net::{FixedTable, FrameBatch, GuestTxQueue, Seg};
+use uring_net::{FrameBatch, GuestTxQueue};
 use vring_engine::TxRing;
 
 /// A device's TX ring as a worker's guest queue.
 pub struct GuestTx {
     ring: TxRing,
-    memory: Option<Arc<FixedTable>>,
 }
 
 impl GuestTx {
-    pub fn new(ring: TxRing, memory: Option<Arc<FixedTable>>) -> GuestTx {
-        GuestTx { ring, memory }
+    pub fn new(ring: TxRing) -> GuestTx {
+        GuestTx { ring }
     }
 }
 
@@ -59,10 +59,6 @@ impl GuestTxQueue for GuestTx {
         self.ring.complete(token);
     }
 
-    fn memory(&self) -> Option<Arc<FixedTable>> {
-        self.memory.clone()
-    }
-
     fn flush(&mut self) {
         self.ring.flush();
     }
@@ -72,35 +68,22 @@ impl GuestTxQueue for GuestTx {
     }
 }
 
-/// A popped frame into the worker's batch: its pieces and a copy of its head.
+/// A popped frame into the worker's batch: its pieces as the ring popped them (one
+/// [`switch::bytes::Seg`] type from the ring to the worker, so the slice is copied into
+/// the frame as it is), the validated header, then the frame's first bytes copied from
+/// the guest straight into the batch's head.
 fn take(out: &mut FrameBatch, p: vring_engine::TxPopped<'_>) -> bool {
-    push(out, p.token, p.segs, &p.hdr, p.hdr_in_segs, |head| {
+    out.push_with(p.token, p.segs, &p.hdr, p.hdr_in_segs, |head| {
         p.copy_frame_head(head)
     })
 }
 
-/// [`take`] without the ring (a `TxPopped` is the ring's to make): the pieces as the
-/// worker's segments, the validated header and then `copy_head`'s copy of the frame's
-/// first bytes written straight into the batch's head.
-fn push(
-    out: &mut FrameBatch,
-    token: u64,
-    segs: &[vring_engine::HostSeg],
-    hdr: &switch::VnetHdr,
-    hdr_in_segs: bool,
-    copy_head: impl FnOnce(&mut [u8]) -> usize,
-) -> bool {
-    let segs = segs.iter().map(|s| Seg {
-        addr: s.addr,
-        len: s.len,
-    });
-    out.push_with(token, segs, hdr, hdr_in_segs, copy_head)
-}
-
 #[cfg(test)]
 mod tests {
+    //! What `take` relies on, without a ring (a `TxPopped` is the ring's to make): the
+    //! popped slice and header go into the batch as they are.
     use super::*;
-    use vring_engine::HostSeg;
+    use switch::bytes::{Seg, HEAD_COPY, MAX_SEGS};
 
     fn frame(len: usize) -> Vec<u8> {
         (0..len).map(|i| (i * 7 + 1) as u8).collect()
@@ -117,53 +100,46 @@ mod tests {
         };
         // VERSION_1 layout: the guest's 12-byte header in its own piece, the frame split.
         let segs = [
-            HostSeg {
+            Seg {
                 addr: 0x1000,
                 len: 12,
             },
-            HostSeg {
+            Seg {
                 addr: 0x2000,
                 len: 100,
             },
-            HostSeg {
+            Seg {
                 addr: 0x3000,
                 len: 500,
             },
         ];
         let mut out = FrameBatch::with_capacity(1);
-        assert!(push(&mut out, 7, &segs, &hdr, true, |h| {
+        assert!(out.push_with(7, &segs, &hdr, true, |h| {
             let n = h.len().min(f.len());
             h[..n].copy_from_slice(&f[..n]);
             n
         }));
         let g = &out.frames()[0];
         assert_eq!(g.token, 7);
-        let want: Vec<Seg> = segs
-            .iter()
-            .map(|s| Seg {
-                addr: s.addr,
-                len: s.len,
-            })
-            .collect();
-        assert_eq!(g.segs(), &want[..]);
+        assert_eq!(g.segs(), &segs[..]);
         assert_eq!((g.seg_hdr(), g.len()), (12, 612));
         // The head: our validated header (not the guest's bytes), then the frame's start.
         let mut h12 = [0u8; 12];
         hdr.emit(&mut h12, 12).unwrap();
         assert_eq!(&g.head()[..12], &h12);
-        assert_eq!(&g.head()[12..], &f[..uring_net::HEAD_COPY - 12]);
+        assert_eq!(&g.head()[12..], &f[..HEAD_COPY - 12]);
     }
 
     #[test]
     fn take_of_a_legacy_frame_counts_the_header_outside_the_segments() {
         let f = frame(60);
-        let segs = [HostSeg {
+        let segs = [Seg {
             addr: 0x4000,
             len: 60,
         }];
         let mut out = FrameBatch::with_capacity(1);
         let hdr = switch::VnetHdr::default();
-        assert!(push(&mut out, 1, &segs, &hdr, false, |h| {
+        assert!(out.push_with(1, &segs, &hdr, false, |h| {
             h[..60].copy_from_slice(&f);
             60
         }));
@@ -174,13 +150,13 @@ mod tests {
 
     #[test]
     fn take_refuses_a_chain_the_batch_cannot_hold() {
-        let segs = [HostSeg {
+        let segs = [Seg {
             addr: 0x1000,
             len: 1,
-        }; uring_net::MAX_SEGS + 1];
+        }; MAX_SEGS + 1];
         let mut out = FrameBatch::with_capacity(1);
         let hdr = switch::VnetHdr::default();
-        assert!(!push(&mut out, 1, &segs, &hdr, true, |_| 0));
+        assert!(!out.push_with(1, &segs, &hdr, true, |_| 0));
         assert!(out.is_empty(), "refused: the ring drops and completes it");
     }
 }

@@ -188,9 +188,94 @@ pub fn concat(parts: &[Chunk<'_>]) -> Vec<u8> {
     v
 }
 
+// A frame in flight from a guest's TX ring to the io_uring workers. The device
+// (vring-engine) pops it and the workers (uring-net) write it; both depend on this
+// crate and not on each other, so the one description of such a frame lives here: pure
+// data, nothing that reads or writes memory.
+
+/// Most pieces one guest frame may span: a popped chain with more is refused (counted),
+/// and a worker's write of a frame needs at most this many iovecs plus its own two.
+/// Linux virtio-net sends at most MAX_SKB_FRAGS + 2 = 19.
+pub const MAX_SEGS: usize = 32;
+
+/// Bytes of a guest frame's beginning (its virtio-net header, then the L2–L4 headers)
+/// copied into private memory once, at pop time: the switch decides on this copy and
+/// every destination gets these bytes from it, never from guest memory again.
+pub const HEAD_COPY: usize = 256;
+
+/// One contiguous piece of a guest frame, as a host address inside the guest's mapped
+/// memory. Only an address: reading it is the holder's business (as a [`Chunk`], or an
+/// iovec handed to the kernel) under the rule that the frame stays mapped until it is
+/// completed.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct Seg {
+    pub addr: u64,
+    pub len: u32,
+}
+
+/// `segs` without their first `skip` bytes: whole pieces inside the skipped range are
+/// left out, the piece it ends in is shortened from the front. Used wherever a frame is
+/// read past a prefix (a legacy header, the private head copy).
+pub fn skip_segs<I>(segs: I, mut skip: usize) -> impl Iterator<Item = Seg>
+where
+    I: IntoIterator<Item = Seg>,
+{
+    segs.into_iter().filter_map(move |sg| {
+        let l = sg.len as usize;
+        if skip >= l {
+            skip -= l;
+            return None;
+        }
+        let s = Seg {
+            addr: sg.addr + skip as u64,
+            len: (l - skip) as u32,
+        };
+        skip = 0;
+        Some(s)
+    })
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn skip_segs_skips_across_pieces() {
+        let segs = [
+            Seg {
+                addr: 1000,
+                len: 12,
+            },
+            Seg {
+                addr: 2000,
+                len: 10,
+            },
+            Seg {
+                addr: 3000,
+                len: 50,
+            },
+        ];
+        let got: Vec<Seg> = skip_segs(segs, 12 + 14).collect();
+        assert_eq!(
+            got,
+            [Seg {
+                addr: 3004,
+                len: 46
+            }]
+        );
+        assert_eq!(skip_segs(segs, 0).collect::<Vec<_>>(), segs);
+        assert_eq!(
+            skip_segs(segs, 5).next().map(|s| (s.addr, s.len)),
+            Some((1005, 7))
+        );
+        assert_eq!(
+            skip_segs(segs, 12).next(),
+            Some(segs[1]),
+            "exactly one piece"
+        );
+        assert_eq!(skip_segs(segs, 72).count(), 0);
+        assert_eq!(skip_segs(segs, usize::MAX).count(), 0);
+    }
 
     #[test]
     fn ranges_are_checked() {

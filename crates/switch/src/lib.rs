@@ -21,7 +21,8 @@
 //!
 //! Modules, one concern each:
 //! - [`bytes`]: frame pieces that may be guest memory ([`Chunk`]: copied out, never
-//!   borrowed);
+//!   borrowed), and a guest TX frame's pieces as the device hands them to the workers
+//!   ([`bytes::Seg`], [`bytes::MAX_SEGS`], [`bytes::HEAD_COPY`], [`bytes::skip_segs`]);
 //! - [`mac`], [`vnet`], [`vlan`]: addresses, the virtio-net header, VLAN sets and modes;
 //! - [`frame`]: the one-pass frame view (L2/L3/L4 offsets);
 //! - [`filter`]: per-port receive filter as set through the virtio-net ctrl vq;

@@ -1,8 +1,8 @@
-//! The public face of the data plane: workers, ports, guest memory, stats, shutdown.
+//! The public face of the data plane: workers, ports, guest queues, stats, shutdown.
 
 use std::collections::BTreeMap;
 use std::os::fd::OwnedFd;
-use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
@@ -13,13 +13,12 @@ use switch::{Offloads, PortConfig, PortId, PortKind, Switch};
 
 use crate::bufring::RX_BUF_SIZE;
 use crate::error::{Error, Result};
-use crate::fixed::{FixedTable, MemRegion};
 use crate::guest::{GuestRx, GuestTxQueue};
-use crate::probe::{Features, ProbeError};
+use crate::probe::Features;
 use crate::sockstats::SocketStats;
 use crate::stats::{PortStats, Stats, WorkerStats, WorkerStatsSnapshot};
 use crate::sys;
-use crate::worker::{Cmd, QueueKind, Worker, WorkerConfig, FIXED_SLOTS};
+use crate::worker::{Cmd, QueueKind, Worker, WorkerConfig};
 
 /// Data plane settings (`--workers`, `--poll-us`, ...).
 #[derive(Debug, Clone)]
@@ -127,9 +126,6 @@ pub struct Dataplane {
     sw: Arc<Switch>,
     workers: Vec<WorkerHandle>,
     ports: Mutex<BTreeMap<PortId, String>>,
-    slots: Mutex<Vec<bool>>,
-    fixed_fallbacks: AtomicU64,
-    warned_fallback: AtomicBool,
     next_worker: AtomicUsize,
     sockstats: RwLock<Vec<Option<Arc<SocketStats>>>>,
     /// Which worker runs each attached guest TX queue, by (port, key).
@@ -218,9 +214,6 @@ impl Dataplane {
             sw,
             workers,
             ports: Mutex::new(BTreeMap::new()),
-            slots: Mutex::new(vec![false; FIXED_SLOTS as usize]),
-            fixed_fallbacks: AtomicU64::new(0),
-            warned_fallback: AtomicBool::new(false),
             next_worker: AtomicUsize::new(0),
             sockstats: RwLock::new(vec![None; switch::MAX_PORTS]),
             guest_tx: Mutex::new(BTreeMap::new()),
@@ -228,10 +221,8 @@ impl Dataplane {
         }
     }
 
-    /// The optional io_uring features this kernel has, probed at start-up. Missing ones
-    /// are fallen back from here: `min_wait` → no batching wait; clone buffers or
-    /// WRITEV_FIXED → [`register_memory`](Self::register_memory) refuses, so TX uses
-    /// writev.
+    /// The optional io_uring features this kernel has, probed at start-up. A missing
+    /// `min_wait` is fallen back from here: no batching wait.
     pub fn features(&self) -> Features {
         self.features
     }
@@ -343,77 +334,17 @@ impl Dataplane {
         Ok(())
     }
 
-    /// Registers guest memory as fixed buffers, off the datapath (this pins every page:
-    /// seconds per GiB). On failure (not memfd/hugetlb, memlock limit) the error is
-    /// returned, counted in `Stats::fixed_fallbacks` and logged once: TX from that memory
-    /// then uses writev. The same happens when the kernel lacks clone buffers or
-    /// WRITEV_FIXED ([`Self::features`]).
-    ///
-    /// # Safety
-    /// The regions must stay mapped until every queue using the returned table is removed
-    /// and the table is dropped.
-    pub unsafe fn register_memory(&self, regions: &[MemRegion]) -> Result<Arc<FixedTable>> {
-        let plan_len = crate::fixed::FixedPlan::new(regions, crate::fixed::MAX_FIXED_BUF)?.len();
-        let base = self.alloc_slots(plan_len)?;
-        let registered = match self.features.fixed_buffers_missing() {
-            Some(feature) => Err(ProbeError::Missing {
-                feature,
-                source: None,
-            }
-            .into()),
-            // SAFETY: forwarded from the caller's guarantee.
-            None => unsafe { FixedTable::register(regions, base as u16) },
-        };
-        match registered {
-            Ok(t) => Ok(Arc::new(t)),
-            Err(e) => {
-                self.free_slots(base, plan_len);
-                self.fixed_fallbacks.fetch_add(1, Ordering::Relaxed);
-                if !self.warned_fallback.swap(true, Ordering::Relaxed) {
-                    tracing::warn!(
-                        "guest memory cannot be registered as io_uring fixed buffers ({e}); \
-                         TX falls back to writev (needs memfd/hugetlb memory and \
-                         CAP_IPC_LOCK or a large enough RLIMIT_MEMLOCK)"
-                    );
-                }
-                Err(e)
-            }
-        }
-    }
-
-    fn alloc_slots(&self, n: usize) -> Result<usize> {
-        let mut s = self.slots.lock();
-        let mut run = 0;
-        for i in 0..s.len() {
-            run = if s[i] { 0 } else { run + 1 };
-            if run == n {
-                let base = i + 1 - n;
-                s[base..=i].iter_mut().for_each(|b| *b = true);
-                return Ok(base);
-            }
-        }
-        Err(Error::NoSlots(n))
-    }
-
-    fn free_slots(&self, base: usize, n: usize) {
-        let mut s = self.slots.lock();
-        if let Some(r) = s.get_mut(base..base + n) {
-            r.iter_mut().for_each(|b| *b = false);
-        }
-    }
-
     /// Attaches guest TX queue `key` (e.g. its queue pair) of an existing switch port to
     /// worker `worker % workers`, or to the next worker in round-robin order (queue pairs
     /// of all ports are spread over the workers). From now on that worker owns the queue's
-    /// kick fd. Returns whether its writes use fixed buffers. A queue already attached
-    /// under the same key is detached first.
+    /// kick fd. A queue already attached under the same key is detached first.
     pub fn attach_guest_tx(
         &self,
         port: PortId,
         key: u64,
         worker: Option<usize>,
         queue: Box<dyn GuestTxQueue>,
-    ) -> Result<bool> {
+    ) -> Result<()> {
         self.detach_guest_tx(port, key, Duration::from_secs(5))?;
         let i = worker.unwrap_or_else(|| self.next_worker.fetch_add(1, Ordering::Relaxed));
         let i = i % self.workers.len();
@@ -472,28 +403,6 @@ impl Dataplane {
         Ok(())
     }
 
-    /// The guest's memory table changed: every TX queue of `port` switches to `table`
-    /// (registered beforehand with [`register_memory`](Self::register_memory), off the
-    /// datapath), or to writev when `None`. Writes in flight keep the old pages pinned
-    /// until they complete (the kernel refcounts registered buffers); release the old table
-    /// with [`release_memory`](Self::release_memory) afterwards.
-    pub fn set_guest_memory(&self, port: PortId, table: Option<Arc<FixedTable>>) -> Result<()> {
-        let mut replies = Vec::with_capacity(self.workers.len());
-        for w in &self.workers {
-            let (tx, rx) = bounded(1);
-            w.send(Cmd::SetGuestMemory {
-                port,
-                table: table.clone(),
-                reply: tx,
-            })?;
-            replies.push(rx);
-        }
-        for rx in replies {
-            rx.recv().map_err(|_| Error::Shutdown)??;
-        }
-        Ok(())
-    }
-
     /// Floods `frame`, which the switch itself originates (an IGMP/MLD query of the
     /// querier), to every port of `vid` that accepts it. It takes the path every
     /// received frame takes, on the first worker: staged into guests (adapted to each
@@ -518,10 +427,7 @@ impl Dataplane {
     /// Counters of every port and worker.
     pub fn stats(&self) -> Stats {
         let ports = self.ports.lock().clone();
-        let mut out = Stats {
-            fixed_fallbacks: self.fixed_fallbacks.load(Ordering::Relaxed),
-            ..Default::default()
-        };
+        let mut out = Stats::default();
         for (id, name) in ports {
             let mut p = PortStats::new(id, name);
             for w in &self.workers {
@@ -572,18 +478,9 @@ impl Drop for Dataplane {
     }
 }
 
-impl Dataplane {
-    /// Returns a memory table's fixed-buffer slots once no queue uses it any more.
-    pub fn release_memory(&self, table: Arc<FixedTable>) {
-        self.free_slots(table.base_slot() as usize, table.len());
-        drop(table);
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::sys::mmap::Mapping;
     use switch::SwitchConfig;
 
     fn assert_send_sync<T: Send + Sync>() {}
@@ -593,10 +490,9 @@ mod tests {
         assert_send_sync::<Dataplane>();
     }
 
-    /// Two memory tables get disjoint slot ranges; a released range is reused; a worker
-    /// with no ports starts, reports zero counters and shuts down.
+    /// A data plane with no ports starts, reports zero counters and shuts down.
     #[test]
-    fn memory_tables_get_disjoint_slots() {
+    fn an_empty_dataplane_starts_and_stops() {
         let sw = Arc::new(Switch::new(SwitchConfig::default()));
         let dp = Dataplane::new(
             sw,
@@ -606,25 +502,6 @@ mod tests {
             },
         )
         .unwrap();
-        let a = Mapping::memfd("slots-a", 1 << 16).unwrap();
-        let b = Mapping::memfd("slots-b", 1 << 16).unwrap();
-        let reg = |m: &Mapping| {
-            // SAFETY: the mappings outlive the data plane in this test.
-            unsafe {
-                dp.register_memory(&[MemRegion {
-                    host_addr: m.addr(),
-                    len: m.len() as u64,
-                }])
-            }
-            .unwrap()
-        };
-        let ta = reg(&a);
-        let tb = reg(&b);
-        assert_ne!(ta.base_slot(), tb.base_slot());
-        let base_a = ta.base_slot();
-        dp.release_memory(ta);
-        let tc = reg(&a);
-        assert_eq!(tc.base_slot(), base_a, "released slots are reused");
         let s = dp.stats();
         assert!(s.ports.is_empty());
         assert_eq!(s.workers.len(), 1);

@@ -29,12 +29,6 @@ pub enum Error {
     BadIfName(String),
     #[error("buffer ring: {0}")]
     BufRing(#[source] io::Error),
-    #[error("fixed buffer registration: {0}")]
-    Fixed(#[source] io::Error),
-    #[error("memory region {addr:#x}+{len:#x} is empty or wraps")]
-    BadRegion { addr: u64, len: u64 },
-    #[error("no free fixed-buffer slots for {0} buffers")]
-    NoSlots(usize),
     #[error("switch refused the port: {0}")]
     Switch(String),
     #[error("unknown port {0}")]

@@ -4,31 +4,18 @@
 //! queue's kick eventfd inside its own ring (a Read of the eventfd, re-armed after each
 //! kick, so a kick costs no extra syscall), pops frames as *host addresses* of guest
 //! buffers, lets the switch decide from a small copy of the headers, and writes the frame
-//! to tap/AF_PACKET destinations straight from guest memory. When the guest's memory is
-//! registered ([`crate::fixed::FixedTable`]) the write is WriteFixed/WritevFixed; otherwise
-//! plain writev (counted as `tx_fallback`). A frame is completed — its descriptor goes back
-//! to the used ring (virtio 1.2 §2.7.8) — only when every write reading it has finished.
+//! to tap/AF_PACKET destinations as one writev: our validated header and that copy, then
+//! the rest straight from guest memory (counted as `tx_fallback`). Guest memory is never
+//! registered or pinned. A frame is completed — its descriptor goes back to the used ring
+//! (virtio 1.2 §2.7.8) — only when every write reading it has finished.
 //!
 //! The vring engine implements [`GuestTxQueue`] on its virtqueue; this crate's tests
 //! implement it on memfd "guest memory".
 
 use std::os::fd::RawFd;
-use std::sync::Arc;
 
-use crate::fixed::FixedTable;
-
-/// Most descriptors one frame may span (Linux virtio-net sends ≤ MAX_SKB_FRAGS + 2 = 19).
-pub const MAX_SEGS: usize = 32;
-/// Header bytes copied for the decision: vnet header + L2 + L3/L4 headers. Only these are
-/// copied; the payload never is.
-pub const HEAD_COPY: usize = 256;
-
-/// One contiguous piece of a frame in guest memory, as a host address.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
-pub struct Seg {
-    pub addr: u64,
-    pub len: u32,
-}
+use switch::bytes::{Seg, HEAD_COPY, MAX_SEGS};
+use switch::vnet::HDR_LEN;
 
 /// A frame a guest queued for transmission: its segments in guest memory and a private
 /// copy of its first bytes, which always starts with the validated 12-byte virtio_net_hdr
@@ -53,7 +40,7 @@ impl GuestFrame {
     /// total length that overflows: the caller counts and drops it.
     pub fn new(token: u64, segs: &[Seg], head: &[u8]) -> Option<GuestFrame> {
         let mut f = GuestFrame::empty();
-        f.fill(token, segs.iter().copied(), head, true).then_some(f)
+        f.fill(token, segs, head, true).then_some(f)
     }
 
     /// Like [`new`](Self::new), but the segments hold only the Ethernet frame: `head` is
@@ -61,8 +48,7 @@ impl GuestFrame {
     /// normalised by the caller, does not live in guest memory in the 12-byte form).
     pub fn without_hdr_in_segs(token: u64, segs: &[Seg], head: &[u8]) -> Option<GuestFrame> {
         let mut f = GuestFrame::empty();
-        f.fill(token, segs.iter().copied(), head, false)
-            .then_some(f)
+        f.fill(token, segs, head, false).then_some(f)
     }
 
     fn empty() -> GuestFrame {
@@ -70,7 +56,7 @@ impl GuestFrame {
             token: 0,
             segs: [Seg::default(); MAX_SEGS],
             nsegs: 0,
-            seg_hdr: 12,
+            seg_hdr: HDR_LEN as u8,
             head: [0; HEAD_COPY],
             head_len: 0,
             len: 0,
@@ -81,20 +67,14 @@ impl GuestFrame {
     /// bytes, and building one per frame and moving it into a batch cost a measurable
     /// share of a 64-byte frame's time). False, leaving the frame unusable, for a chain
     /// with no or too many segments or a length that overflows.
-    fn fill(
-        &mut self,
-        token: u64,
-        segs: impl ExactSizeIterator<Item = Seg>,
-        head: &[u8],
-        hdr_in_segs: bool,
-    ) -> bool {
+    fn fill(&mut self, token: u64, segs: &[Seg], head: &[u8], hdr_in_segs: bool) -> bool {
         let nsegs = segs.len();
         if nsegs == 0 || nsegs > MAX_SEGS {
             return false;
         }
         // Written in place as they are summed (no staging array per frame).
         let mut len = 0u32;
-        for (d, s) in self.segs.iter_mut().zip(segs) {
+        for (d, &s) in self.segs.iter_mut().zip(segs) {
             *d = s;
             match len.checked_add(s.len) {
                 Some(l) => len = l,
@@ -104,14 +84,14 @@ impl GuestFrame {
         let len = if hdr_in_segs {
             len
         } else {
-            match len.checked_add(12) {
+            match len.checked_add(HDR_LEN as u32) {
                 Some(l) => l,
                 None => return false,
             }
         };
         self.token = token;
         self.nsegs = nsegs as u8;
-        self.seg_hdr = if hdr_in_segs { 12 } else { 0 };
+        self.seg_hdr = if hdr_in_segs { HDR_LEN as u8 } else { 0 };
         self.len = len;
         let n = head.len().min(HEAD_COPY).min(len as usize);
         self.head[..n].copy_from_slice(&head[..n]);
@@ -123,10 +103,10 @@ impl GuestFrame {
     /// 12-byte form, then what `copy_frame(out)` copies of the frame's first bytes
     /// straight into the rest (it returns how many).
     fn set_head(&mut self, hdr: &switch::VnetHdr, copy_frame: impl FnOnce(&mut [u8]) -> usize) {
-        let _ = hdr.emit(&mut self.head, 12);
-        let room = (self.len as usize).min(HEAD_COPY).saturating_sub(12);
-        let n = copy_frame(&mut self.head[12..12 + room]).min(room);
-        self.head_len = (12 + n) as u16;
+        let _ = hdr.emit(&mut self.head, HDR_LEN);
+        let room = (self.len as usize).min(HEAD_COPY).saturating_sub(HDR_LEN);
+        let n = copy_frame(&mut self.head[HDR_LEN..HDR_LEN + room]).min(room);
+        self.head_len = (HDR_LEN + n) as u16;
     }
 
     pub fn segs(&self) -> &[Seg] {
@@ -197,23 +177,18 @@ impl FrameBatch {
     /// Appends a frame (see [`GuestFrame::new`] and
     /// [`GuestFrame::without_hdr_in_segs`] for `hdr_in_segs` true and false). False when
     /// the chain is unusable: the caller drops and completes it.
-    pub fn push(
-        &mut self,
-        token: u64,
-        segs: impl ExactSizeIterator<Item = Seg>,
-        head: &[u8],
-        hdr_in_segs: bool,
-    ) -> bool {
+    pub fn push(&mut self, token: u64, segs: &[Seg], head: &[u8], hdr_in_segs: bool) -> bool {
         self.append(|f| f.fill(token, segs, head, hdr_in_segs))
     }
 
     /// Appends a frame whose head is written in place: `hdr` (the validated header, in
     /// the 12-byte form) and then what `copy_frame` copies of the frame's first bytes into
     /// the slice it is given (returning the count). Otherwise as [`push`](Self::push).
+    /// `segs` is the device's pop output as it is (one [`Seg`] type from ring to worker).
     pub fn push_with(
         &mut self,
         token: u64,
-        segs: impl ExactSizeIterator<Item = Seg>,
+        segs: &[Seg],
         hdr: &switch::VnetHdr,
         hdr_in_segs: bool,
         copy_frame: impl FnOnce(&mut [u8]) -> usize,
@@ -266,8 +241,6 @@ pub trait GuestTxQueue: Send {
     /// Every write of the frame `token` finished (or it was dropped): return its
     /// descriptor chain to the guest.
     fn complete(&mut self, token: u64);
-    /// The guest's memory as registered fixed buffers, when registration succeeded.
-    fn memory(&self) -> Option<Arc<FixedTable>>;
     /// End of a worker batch in which frames of this queue were completed: signal the
     /// guest once if it wants it (EVENT_IDX, virtio 1.2 §2.7.10).
     fn flush(&mut self) {}
@@ -372,20 +345,20 @@ mod tests {
         let mut b = FrameBatch::with_capacity(1);
         // 12-byte header + 1500-byte frame in the segments: HEAD_COPY bytes of head, the
         // copier offered exactly the room after the header.
-        assert!(b.push_with(1, [seg(1512)].into_iter(), &hdr, true, |out| {
+        assert!(b.push_with(1, &[seg(1512)], &hdr, true, |out| {
             assert_eq!(out.len(), HEAD_COPY - 12);
             out.fill(0xab);
             out.len()
         }));
         // A short frame without the header in its segments: head = 12 + frame, and a
         // copier that claims more than it was given is clamped.
-        assert!(b.push_with(2, [seg(50)].into_iter(), &hdr, false, |out| {
+        assert!(b.push_with(2, &[seg(50)], &hdr, false, |out| {
             assert_eq!(out.len(), 50);
             out.fill(0xcd);
             usize::MAX
         }));
         // Unusable chains are refused as by `push`.
-        assert!(!b.push_with(3, std::iter::empty(), &hdr, true, |_| 0));
+        assert!(!b.push_with(3, &[], &hdr, true, |_| 0));
         assert_eq!(b.len(), 2);
         let mut want = [0u8; 12];
         hdr.emit(&mut want, 12).unwrap();

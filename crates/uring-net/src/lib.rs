@@ -19,10 +19,9 @@
 //! ```
 //!
 //! Modules, one concern each:
-//! - [`dataplane`]: public API (workers, ports, memory registration, stats);
+//! - [`dataplane`]: public API (workers, ports, guest queues, stats);
 //! - `worker`: the per-thread ring loop and forwarding;
 //! - [`bufring`]: provided-buffer rings for multishot receive;
-//! - [`fixed`]: guest memory as fixed buffers (≤ 1 GiB split, registrar + clone);
 //! - [`guest`]: the seam a vhost-user TX queue plugs into;
 //! - [`probe`]: the kernel's io_uring features, checked at start-up (minimum Linux 6.7);
 //! - [`sockstats`]: kernel-side drop counters of host ports, read by the stats reader;
@@ -32,7 +31,6 @@
 pub mod bufring;
 pub mod dataplane;
 pub mod error;
-pub mod fixed;
 pub mod flow;
 pub mod guest;
 pub mod probe;
@@ -45,10 +43,7 @@ mod worker;
 
 pub use dataplane::{Dataplane, DataplaneConfig, PortSpec};
 pub use error::{Error, Result};
-pub use fixed::{FixedTable, MemRegion};
-pub use guest::{
-    Delivery, FrameBatch, GuestFrame, GuestRx, GuestTxQueue, RxFrame, Seg, HEAD_COPY, MAX_SEGS,
-};
+pub use guest::{Delivery, FrameBatch, GuestFrame, GuestRx, GuestTxQueue, RxFrame};
 pub use probe::{Features, ProbeError};
 pub use stats::{PortStats, Stats, WorkerStatsSnapshot};
 pub use worker::QueueKind;

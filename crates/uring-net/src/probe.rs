@@ -1,9 +1,8 @@
 //! What the running kernel's io_uring offers, checked once when the data plane starts.
 //!
 //! Why: the workers use io_uring features from many kernel releases (the newest,
-//! IORING_OP_WRITEV_FIXED, is from Linux 6.15). On an older kernel they would fail late and
-//! obscurely — a worker ring that cannot be built, or EINVAL on the first vectored guest
-//! write. [`probe`] tries each feature the way the workers use it, on throw-away rings in
+//! `min_wait`, is from Linux 6.12). On an older kernel they would fail late and obscurely
+//! — a worker ring that cannot be built, or EINVAL on the first multishot read. [`probe`] tries each feature the way the workers use it, on throw-away rings in
 //! the calling thread, and returns either the [`Features`] the data plane may use or a
 //! [`ProbeError::Missing`] naming the first required feature that is absent and the
 //! kernel release that added it.
@@ -11,34 +10,29 @@
 //! Required (no fallback), with the release that added each:
 //! - a ring with SINGLE_ISSUER (6.0) | DEFER_TASKRUN (6.1) | TASKRUN_FLAG (5.19), the
 //!   worker's setup; IORING_FEAT_EXT_ARG (5.11, timed waits); IORING_REGISTER_PROBE (5.6);
-//! - a sparse fixed-buffer table (IORING_REGISTER_BUFFERS2, 5.19) and provided-buffer
-//!   rings (IORING_REGISTER_PBUF_RING, 5.19);
+//! - provided-buffer rings (IORING_REGISTER_PBUF_RING, 5.19);
 //! - the opcodes READ_MULTISHOT (6.7, tap receive), RECVMSG (5.3; its multishot form,
 //!   AF_PACKET receive, is from 6.0 and so implied by READ_MULTISHOT), READ/WRITE (5.6),
-//!   WRITEV and WRITE_FIXED (5.1), ASYNC_CANCEL (5.5).
+//!   WRITEV (5.1), ASYNC_CANCEL (5.5).
 //!
 //! Optional (the data plane falls back, and [`Features`] says which):
 //! - IORING_FEAT_MIN_TIMEOUT (6.12, `min_wait` batching waits) → workers wake for every
-//!   completion (`batch_us` treated as 0);
-//! - IORING_REGISTER_CLONE_BUFFERS with offsets and DST_REPLACE (6.13; 6.12 clones only a
-//!   whole table into an empty one) and IORING_OP_WRITEV_FIXED (6.15) → guest memory is
-//!   not registered as fixed buffers; TX from it uses writev, as when registration fails
-//!   for lack of memlock.
+//!   completion (`batch_us` treated as 0).
 //!
-//! So the minimum kernel is [`MIN_KERNEL`] (6.7); all features need [`FULL_KERNEL`] (6.15).
+//! No registered (fixed) buffers: guest frames are written with writev from our header
+//! and head copy plus the guest's pages, and guest memory is never pinned.
+//!
+//! So the minimum kernel is [`MIN_KERNEL`] (6.7); all features need [`FULL_KERNEL`] (6.12).
 
-use std::io;
-use std::os::fd::AsRawFd;
-
-use io_uring::types::CloneBuffersFlags;
 use io_uring::{opcode, IoUring, Probe};
+use std::io;
 
 use crate::sys::mmap::Mapping;
 
 /// The oldest kernel the data plane runs on (with the fallbacks below).
 pub const MIN_KERNEL: &str = "6.7";
 /// The oldest kernel with every feature the data plane can use.
-pub const FULL_KERNEL: &str = "6.15";
+pub const FULL_KERNEL: &str = "6.12";
 
 /// An io_uring feature the data plane uses, with the kernel release that added it.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -55,16 +49,12 @@ pub enum Feature {
     ExtArg,
     /// IORING_REGISTER_PROBE: which opcodes exist.
     Probe,
-    /// A sparse registered-buffer table (IORING_REGISTER_BUFFERS2 with RSRC_REGISTER_SPARSE).
-    SparseBuffers,
     /// Provided-buffer rings (IORING_REGISTER_PBUF_RING).
     BufRing,
     /// An opcode, by name.
     Opcode(&'static str),
     /// IORING_FEAT_MIN_TIMEOUT: `min_wait` in io_uring_enter's extended argument.
     MinWait,
-    /// IORING_REGISTER_CLONE_BUFFERS with offsets and IORING_REGISTER_DST_REPLACE.
-    CloneBuffers,
 }
 
 impl Feature {
@@ -77,14 +67,12 @@ impl Feature {
             Feature::DeferTaskrun => "6.1",
             Feature::ExtArg => "5.11",
             Feature::Probe => "5.6",
-            Feature::SparseBuffers | Feature::BufRing => "5.19",
+            Feature::BufRing => "5.19",
             Feature::Opcode(name) => OPCODES
                 .iter()
-                .chain([&WRITEV_FIXED])
                 .find(|o| o.name == name)
                 .map_or("?", |o| o.since),
             Feature::MinWait => "6.12",
-            Feature::CloneBuffers => "6.13",
         }
     }
 }
@@ -98,18 +86,15 @@ impl std::fmt::Display for Feature {
             Feature::DeferTaskrun => "IORING_SETUP_DEFER_TASKRUN",
             Feature::ExtArg => "IORING_FEAT_EXT_ARG",
             Feature::Probe => "IORING_REGISTER_PROBE",
-            Feature::SparseBuffers => "sparse registered buffers (IORING_REGISTER_BUFFERS2)",
             Feature::BufRing => "provided-buffer rings (IORING_REGISTER_PBUF_RING)",
             Feature::Opcode(name) => name,
             Feature::MinWait => "min_wait (IORING_FEAT_MIN_TIMEOUT)",
-            Feature::CloneBuffers => "IORING_REGISTER_CLONE_BUFFERS with offsets",
         };
         f.write_str(name)
     }
 }
 
-/// Why the data plane cannot run on this kernel, or (from `register_memory`) cannot use
-/// an optional feature.
+/// Why the data plane cannot run on this kernel.
 #[derive(Debug, thiserror::Error)]
 pub enum ProbeError {
     #[error(
@@ -140,48 +125,17 @@ pub enum ProbeError {
 pub struct Features {
     /// `min_wait` batching waits (6.12). Without: `batch_us` is treated as 0.
     pub min_wait: bool,
-    /// Cloning a registered table into a worker's sparse table at an offset (6.13).
-    pub clone_buffers: bool,
-    /// IORING_OP_WRITEV_FIXED (6.15).
-    pub writev_fixed: bool,
 }
 
 impl Features {
     /// Every feature present (what a kernel ≥ [`FULL_KERNEL`] reports).
-    pub const ALL: Features = Features {
-        min_wait: true,
-        clone_buffers: true,
-        writev_fixed: true,
-    };
-
-    /// Whether guest memory may be registered as fixed buffers: workers clone the table
-    /// (CloneBuffers) and write multi-segment frames from it with WRITEV_FIXED.
-    pub fn fixed_buffers(&self) -> bool {
-        self.fixed_buffers_missing().is_none()
-    }
-
-    /// The first missing feature that keeps guest memory from being used as fixed buffers.
-    pub fn fixed_buffers_missing(&self) -> Option<Feature> {
-        if !self.clone_buffers {
-            Some(Feature::CloneBuffers)
-        } else if !self.writev_fixed {
-            Some(Feature::Opcode(WRITEV_FIXED.name))
-        } else {
-            None
-        }
-    }
+    pub const ALL: Features = Features { min_wait: true };
 
     /// The optional features that are missing, i.e. the fallbacks in use.
     pub fn missing(&self) -> Vec<Feature> {
         let mut v = Vec::new();
         if !self.min_wait {
             v.push(Feature::MinWait);
-        }
-        if !self.clone_buffers {
-            v.push(Feature::CloneBuffers);
-        }
-        if !self.writev_fixed {
-            v.push(Feature::Opcode(WRITEV_FIXED.name));
         }
         v
     }
@@ -194,15 +148,10 @@ struct Op {
 }
 
 /// The opcodes the workers submit, all required.
-const OPCODES: [Op; 7] = [
+const OPCODES: [Op; 6] = [
     Op {
         code: opcode::Writev::CODE,
         name: "IORING_OP_WRITEV",
-        since: "5.1",
-    },
-    Op {
-        code: opcode::WriteFixed::CODE,
-        name: "IORING_OP_WRITE_FIXED",
         since: "5.1",
     },
     Op {
@@ -231,12 +180,6 @@ const OPCODES: [Op; 7] = [
         since: "6.7",
     },
 ];
-
-const WRITEV_FIXED: Op = Op {
-    code: opcode::WritevFixed::CODE,
-    name: "IORING_OP_WRITEV_FIXED",
-    since: "6.15",
-};
 
 fn missing(feature: Feature, source: Option<io::Error>) -> ProbeError {
     ProbeError::Missing { feature, source }
@@ -304,17 +247,6 @@ pub fn probe() -> Result<Features, ProbeError> {
         return Err(missing(Feature::Opcode(op.name), None));
     }
 
-    submitter.register_buffers_sparse(2).map_err(|e| {
-        if is_einval(&e) {
-            missing(Feature::SparseBuffers, Some(e))
-        } else {
-            ProbeError::Failed {
-                what: "a sparse buffer table",
-                source: e,
-            }
-        }
-    })?;
-
     let page = Mapping::anonymous(4096).map_err(|source| ProbeError::Failed {
         what: "mmap",
         source,
@@ -337,46 +269,10 @@ pub fn probe() -> Result<Features, ProbeError> {
 
     let features = Features {
         min_wait: ring.params().is_feature_min_timeout(),
-        // Could not check (see `clone_buffers`): the real registration decides.
-        clone_buffers: clone_buffers(&ring, &page).unwrap_or(true),
-        writev_fixed: ops.is_supported(WRITEV_FIXED.code),
     };
-    drop(ring); // before the page its test buffer was cloned from
+    drop(ring); // before the page its buffer ring was registered on
     drop(page);
     Ok(features)
-}
-
-/// Whether one buffer of a registrar ring clones into slot 1 of `ring`'s sparse table, as
-/// [`crate::fixed::FixedTable::install_into`] does; `None` when that could not be tried
-/// for reasons that say nothing about the kernel's version.
-fn clone_buffers(ring: &IoUring, page: &Mapping) -> Option<bool> {
-    let registrar = IoUring::new(2).ok()?;
-    let iov = [libc::iovec {
-        iov_base: page.as_ptr().cast(),
-        iov_len: page.len(),
-    }];
-    // SAFETY: `page` outlives both rings: `registrar` is dropped at the end of this
-    // function, `ring` by the caller before `page`.
-    if let Err(e) = unsafe { registrar.submitter().register_buffers(&iov) } {
-        // E.g. ENOMEM under a tiny memlock limit: then registering guest memory fails the
-        // same way and TX falls back to writev anyway; this says nothing about cloning.
-        tracing::debug!("io_uring probe: registering a test buffer failed ({e})");
-        return None;
-    }
-    match ring.submitter().register_buffers_clone_offset(
-        registrar.as_raw_fd(),
-        0,
-        1,
-        1,
-        CloneBuffersFlags::DST_REPLACE,
-    ) {
-        Ok(()) => Some(true),
-        Err(e) if is_einval(&e) => Some(false),
-        Err(e) => {
-            tracing::debug!("io_uring probe: cloning a test buffer failed ({e})");
-            None
-        }
-    }
 }
 
 #[cfg(test)]
@@ -388,36 +284,21 @@ mod tests {
     fn this_kernel_has_every_feature() {
         let f = probe().expect("probe");
         assert_eq!(f, Features::ALL, "missing: {:?}", f.missing());
-        assert!(f.fixed_buffers());
         assert!(f.missing().is_empty());
-        // Cloning was really tried, not assumed.
-        let ring = worker_ring().unwrap();
-        ring.submitter().register_buffers_sparse(2).unwrap();
-        let page = Mapping::anonymous(4096).unwrap();
-        assert_eq!(clone_buffers(&ring, &page), Some(true));
-        drop(ring);
     }
 
     #[test]
     fn fallbacks_and_messages() {
-        let f = Features {
-            min_wait: false,
-            clone_buffers: true,
-            writev_fixed: false,
-        };
-        assert!(!f.fixed_buffers());
-        assert_eq!(
-            f.missing(),
-            vec![Feature::MinWait, Feature::Opcode("IORING_OP_WRITEV_FIXED")]
-        );
-        assert_eq!(Feature::Opcode("IORING_OP_WRITEV_FIXED").since(), "6.15");
+        let f = Features { min_wait: false };
+        assert_eq!(f.missing(), vec![Feature::MinWait]);
         assert_eq!(Feature::Opcode("IORING_OP_READ_MULTISHOT").since(), "6.7");
-        assert_eq!(Feature::CloneBuffers.since(), "6.13");
+        assert_eq!(Feature::Opcode("IORING_OP_WRITEV").since(), "5.1");
+        assert_eq!(Feature::MinWait.since(), FULL_KERNEL);
         let e = missing(Feature::DeferTaskrun, None).to_string();
         assert_eq!(
             e,
             "this kernel's io_uring lacks IORING_SETUP_DEFER_TASKRUN, added in Linux 6.1 \
-             (ringswitch needs Linux ≥ 6.7, ≥ 6.15 for every feature)"
+             (ringswitch needs Linux ≥ 6.7, ≥ 6.12 for every feature)"
         );
         // The newest required feature is the minimum kernel.
         let newest = OPCODES
@@ -425,7 +306,6 @@ mod tests {
             .map(|o| o.since)
             .max_by(|a, b| ver(a).cmp(&ver(b)));
         assert_eq!(newest, Some(MIN_KERNEL));
-        assert_eq!(WRITEV_FIXED.since, FULL_KERNEL);
     }
 
     fn ver(s: &str) -> (u32, u32) {

@@ -14,7 +14,8 @@ use std::ops::Range;
 
 use switch::{Chunk, DropReason, Offloads, PortId, VnetHdr};
 
-use crate::guest::{Delivery, GuestRx, RxFrame, Seg};
+use crate::guest::{Delivery, GuestRx, RxFrame};
+use switch::bytes::Seg;
 
 /// One staged delivery.
 pub(crate) struct Staged {

@@ -33,9 +33,9 @@ pub struct PortCounters {
     pub rx_bytes: Counter,
     pub tx_packets: Counter,
     pub tx_bytes: Counter,
-    /// TX writes issued from registered guest memory (WriteFixed/WritevFixed).
-    pub tx_fixed: Counter,
-    /// TX writes of guest frames issued with plain writev (memory not registrable).
+    /// Writes of this port's guest frames to host ports: one writev each, of our
+    /// validated header and head copy, then the guest's pages (the name is historical:
+    /// there is no other way they are written).
     pub tx_fallback: Counter,
     /// Frames too short for a vnet header, or possibly truncated by the rx buffer.
     pub drop_bad_frame: Counter,
@@ -87,7 +87,6 @@ pub struct PortStats {
     pub rx_bytes: u64,
     pub tx_packets: u64,
     pub tx_bytes: u64,
-    pub tx_fixed: u64,
     pub tx_fallback: u64,
     /// The switch's own counters for this port as ingress (drops by reason, learning).
     pub switch: switch::PortStats,
@@ -111,7 +110,6 @@ impl PortStats {
             rx_bytes: 0,
             tx_packets: 0,
             tx_bytes: 0,
-            tx_fixed: 0,
             tx_fallback: 0,
             switch: switch::PortStats::default(),
             drop_bad_frame: 0,
@@ -129,7 +127,6 @@ impl PortStats {
         self.rx_bytes += c.rx_bytes.get();
         self.tx_packets += c.tx_packets.get();
         self.tx_bytes += c.tx_bytes.get();
-        self.tx_fixed += c.tx_fixed.get();
         self.tx_fallback += c.tx_fallback.get();
         self.drop_bad_frame += c.drop_bad_frame.get();
         self.drop_dest_full += c.drop_dest_full.get();
@@ -165,8 +162,6 @@ impl WorkerStatsSnapshot {
 pub struct Stats {
     pub ports: Vec<PortStats>,
     pub workers: Vec<WorkerStatsSnapshot>,
-    /// Times fixed-buffer registration failed and TX fell back to writev.
-    pub fixed_fallbacks: u64,
 }
 
 impl Stats {

@@ -11,9 +11,10 @@ use std::time::Duration;
 use common::guest::{udp_frame, CollectRx, MemTxQueue};
 use common::{container, prefix, Ns};
 use parking_lot::Mutex;
+use switch::bytes::Seg;
 use switch::{DropReason, Mac, PortConfig, PortId, PortKind, Switch, SwitchConfig};
 use uring_net::sys::mmap::Mapping;
-use uring_net::{Dataplane, DataplaneConfig, GuestFrame, MemRegion, PortSpec, Seg};
+use uring_net::{Dataplane, DataplaneConfig, GuestFrame, PortSpec};
 
 const MAC_A: [u8; 6] = [0x02, 0, 0, 0, 0, 0xaa];
 const MAC_B: [u8; 6] = [0x02, 0, 0, 0, 0, 0xbb];
@@ -73,14 +74,6 @@ fn guest_to_guest_is_one_copy_and_full_rx_drops() {
     let src = (mem.addr(), mem.addr() + mem.len() as u64);
     let sink = Arc::new(CollectRx::new(10, src));
     dp.attach_guest_rx(b, sink.clone()).unwrap();
-    // SAFETY: `mem` outlives the data plane.
-    let table = unsafe {
-        dp.register_memory(&[MemRegion {
-            host_addr: mem.addr(),
-            len: mem.len() as u64,
-        }])
-    }
-    .unwrap();
     let pending = Arc::new(Mutex::new(std::collections::VecDeque::new()));
     let done = Arc::new(Mutex::new(Vec::new()));
     let kick = uring_net::sys::eventfd().unwrap();
@@ -88,7 +81,6 @@ fn guest_to_guest_is_one_copy_and_full_rx_drops() {
         kick: kick.try_clone().unwrap(),
         pending: pending.clone(),
         done: done.clone(),
-        memory: Some(table),
     };
     dp.attach_guest_tx(a, 0, None, Box::new(q)).unwrap();
     let mut sent = Vec::new();
@@ -155,7 +147,6 @@ fn guest_to_guest_rewrite_after_pop_is_not_delivered() {
         kick: kick.try_clone().unwrap(),
         pending: pending.clone(),
         done: done.clone(),
-        memory: None,
     };
     dp.attach_guest_tx(a, 0, None, Box::new(q)).unwrap();
     let mut sent = Vec::new();
@@ -192,7 +183,7 @@ fn guest_to_guest_rewrite_after_pop_is_not_delivered() {
     wait_for(|| done.lock().len() == 8);
     let got = sink.frames.lock().clone();
     assert_eq!(got.len(), 8, "every frame delivered");
-    let head_copy = uring_net::HEAD_COPY - 12;
+    let head_copy = switch::bytes::HEAD_COPY - 12;
     for (i, (g, s)) in got.iter().zip(&sent).enumerate() {
         assert_eq!(g.len(), s.len(), "frame {i}: untagged, same length");
         let n = head_copy.min(s.len());
@@ -271,9 +262,6 @@ fn bad_kick_fd_does_not_spin() {
         }
         fn pop(&mut self, _max: usize, _out: &mut uring_net::FrameBatch) {}
         fn complete(&mut self, _token: u64) {}
-        fn memory(&self) -> Option<Arc<uring_net::FixedTable>> {
-            None
-        }
     }
     let sw = Arc::new(Switch::new(SwitchConfig::default()));
     let dp = Dataplane::new(
@@ -346,9 +334,6 @@ impl uring_net::GuestTxQueue for NotifyQueue {
     }
     fn complete(&mut self, token: u64) {
         self.st.lock().done.push(token);
-    }
-    fn memory(&self) -> Option<Arc<uring_net::FixedTable>> {
-        None
     }
 }
 

@@ -1,7 +1,7 @@
-//! Guest → AF_PACKET port TX from "guest memory": with memfd memory the frames leave with
-//! WriteFixed/WritevFixed straight from the registered pages (stats prove it); with memory
-//! the kernel cannot register (a shared mapping of a regular file) the data plane says so,
-//! counts the fallback and still delivers every frame with writev.
+//! Guest → AF_PACKET port TX from "guest memory": every frame leaves as one writev of our
+//! validated header and private head copy, then the rest straight from the guest's pages
+//! (stats count one write per frame), from any shared mapping — memfd or a regular file:
+//! guest memory is never registered or pinned.
 //!
 //! The guest side here is a test queue over a memory mapping (what the vring engine will
 //! provide from a real virtqueue); the receiver is a real UDP socket in a container.
@@ -15,38 +15,28 @@ use std::sync::Arc;
 use common::guest::{udp_frame, MemTxQueue};
 use common::{container, prefix, Ns};
 use parking_lot::Mutex;
+use switch::bytes::Seg;
 use switch::{PortConfig, PortKind, Switch, SwitchConfig};
 use uring_net::sys::mmap::Mapping;
-use uring_net::{Dataplane, DataplaneConfig, GuestFrame, MemRegion, PortSpec, Seg};
+use uring_net::{Dataplane, DataplaneConfig, GuestFrame, PortSpec};
 
 #[derive(Clone, Copy, PartialEq, Eq)]
 enum Memory {
-    /// Registered before the queue is attached.
-    Registered,
-    /// Registration is attempted and must fail.
-    Unregistrable,
-    /// The queue starts without fixed buffers; after half the frames the memory table
-    /// "changes" (registered off the datapath) and the queue switches over.
-    Late,
-    /// Registered, but the frames come from a driver with the legacy 10-byte header: the
-    /// pieces in guest memory hold only the Ethernet frame, so our 12-byte header goes in
-    /// front with a writev.
+    /// Frames as a VERSION_1 driver sends them (the 12-byte header in guest memory).
+    Plain,
+    /// The frames come from a driver with the legacy 10-byte header: the pieces in guest
+    /// memory hold only the Ethernet frame, and our 12-byte header goes in front.
     LegacyHeader,
-    /// Registered, and a second "vCPU" rewrites every frame after it was popped (after
+    /// A second "vCPU" rewrites every frame after it was popped (after
     /// the private head copy, before the worker sends it): the EtherType becomes a VLAN-20
     /// tag and the virtio-net header in guest memory asks for a checksum at an offset
     /// past the frame. The frames must leave as they were when the switch decided.
     RewrittenAfterPop,
 }
 
-/// Sends `n` frames from `mem` through a guest port to container 1 and returns
-/// (fixed writes, fallback writes, registration failures, payloads the container's UDP
-/// socket received).
-fn run_guest_tx(mem: &Mapping, mode: Memory, n: usize) -> (u64, u64, u64, Vec<String>) {
-    let register = matches!(
-        mode,
-        Memory::Registered | Memory::LegacyHeader | Memory::RewrittenAfterPop
-    );
+/// Sends `n` frames from `mem` through a guest port to container 1 and returns (guest
+/// frames written to the host port, payloads the container's UDP socket received).
+fn run_guest_tx(mem: &Mapping, mode: Memory, n: usize) -> (u64, Vec<String>) {
     let pfx = prefix("g");
     let sw = Ns::new(format!("{pfx}sw"));
     let c1 = container(&sw, &pfx, 1);
@@ -72,22 +62,6 @@ fn run_guest_tx(mem: &Mapping, mode: Memory, n: usize) -> (u64, u64, u64, Vec<St
     let guest = dp
         .add_guest_port(PortConfig::new("guest0", PortKind::VhostUser))
         .unwrap();
-    let region = MemRegion {
-        host_addr: mem.addr(),
-        len: mem.len() as u64,
-    };
-    // SAFETY: `mem` outlives the data plane (dropped at the end of this function).
-    let table = match mode {
-        Memory::Registered | Memory::LegacyHeader | Memory::RewrittenAfterPop => {
-            Some(unsafe { dp.register_memory(&[region]) }.expect("memfd registers"))
-        }
-        Memory::Unregistrable => {
-            let r = unsafe { dp.register_memory(&[region]) };
-            assert!(r.is_err(), "a regular-file mapping must not register");
-            None
-        }
-        Memory::Late => None,
-    };
     let rcv = c1.ns.spawn(&[
         "timeout",
         "10",
@@ -105,22 +79,9 @@ fn run_guest_tx(mem: &Mapping, mode: Memory, n: usize) -> (u64, u64, u64, Vec<St
         kick: kick.try_clone().unwrap(),
         pending: Arc::clone(&pending),
         done: Arc::clone(&done),
-        memory: table.clone(),
     };
-    let fixed = dp.attach_guest_tx(guest, 0, Some(0), Box::new(q)).unwrap();
-    assert_eq!(fixed, register);
+    dp.attach_guest_tx(guest, 0, Some(0), Box::new(q)).unwrap();
     for i in 0..n {
-        if mode == Memory::Late && i == n / 2 {
-            for _ in 0..100 {
-                if done.lock().len() == i {
-                    break;
-                }
-                std::thread::sleep(std::time::Duration::from_millis(20));
-            }
-            // SAFETY: `mem` outlives the data plane.
-            let t = unsafe { dp.register_memory(&[region]) }.expect("memfd registers");
-            dp.set_guest_memory(guest, Some(t)).unwrap();
-        }
         let f = udp_frame(
             dst,
             [0x02, 0, 0, 0, 0, 0x99],
@@ -132,7 +93,7 @@ fn run_guest_tx(mem: &Mapping, mode: Memory, n: usize) -> (u64, u64, u64, Vec<St
         // SAFETY: the test is the only writer; the data plane reads only after the kick.
         unsafe { mem.as_mut_slice()[off..off + f.len()].copy_from_slice(&f) };
         let base = mem.addr() + off as u64;
-        // Odd frames are split (vnet header in its own descriptor): WritevFixed.
+        // Odd frames are split (vnet header in its own descriptor).
         let segs: Vec<Seg> = if i % 2 == 1 {
             vec![
                 Seg {
@@ -200,7 +161,7 @@ fn run_guest_tx(mem: &Mapping, mode: Memory, n: usize) -> (u64, u64, u64, Vec<St
         .collect();
     let s = dp.stats();
     let g = s.port(guest).unwrap().clone();
-    eprintln!("guest port: {g:?}\nfallbacks: {}", s.fixed_fallbacks);
+    eprintln!("guest port: {g:?}");
     let mut d = done.lock().clone();
     d.sort_unstable();
     assert_eq!(
@@ -208,7 +169,6 @@ fn run_guest_tx(mem: &Mapping, mode: Memory, n: usize) -> (u64, u64, u64, Vec<St
         (0..n as u64).collect::<Vec<_>>(),
         "every frame completed once"
     );
-    let fallbacks = s.fixed_fallbacks;
     // Taking the queue back returns once the worker dropped it.
     dp.detach_guest_tx(guest, 0, std::time::Duration::from_secs(5))
         .unwrap();
@@ -218,7 +178,7 @@ fn run_guest_tx(mem: &Mapping, mode: Memory, n: usize) -> (u64, u64, u64, Vec<St
         "the worker dropped the queue"
     );
     dp.shutdown().unwrap();
-    (g.tx_fixed, g.tx_fallback, fallbacks, got)
+    (g.tx_fallback, got)
 }
 
 fn expected(n: usize) -> Vec<String> {
@@ -226,10 +186,10 @@ fn expected(n: usize) -> Vec<String> {
 }
 
 #[test]
-fn memfd_guest_memory_uses_fixed_buffers() {
+fn memfd_guest_frames_leave_as_one_writev_each() {
     let mem = Mapping::memfd("guest-mem", 1 << 20).unwrap();
-    let (fixed, fallback, fallbacks, got) = run_guest_tx(&mem, Memory::Registered, 32);
-    assert_eq!((fixed, fallback, fallbacks), (0, 32, 0));
+    let (writes, got) = run_guest_tx(&mem, Memory::Plain, 32);
+    assert_eq!(writes, 32);
     assert_eq!(got, expected(32));
 }
 
@@ -240,13 +200,15 @@ fn memfd_guest_memory_uses_fixed_buffers() {
 #[test]
 fn frames_rewritten_after_pop_leave_as_decided() {
     let mem = Mapping::memfd("guest-mem-hostile", 1 << 20).unwrap();
-    let (_, fallback, _, got) = run_guest_tx(&mem, Memory::RewrittenAfterPop, 16);
+    let (writes, got) = run_guest_tx(&mem, Memory::RewrittenAfterPop, 16);
     assert_eq!(got, expected(16), "the frames as decided, not as rewritten");
-    assert_eq!(fallback, 16, "every frame written once");
+    assert_eq!(writes, 16, "every frame written once");
 }
 
+/// Guest memory that io_uring could never have registered (a shared mapping of a regular
+/// file) is written from in exactly the same way: nothing depends on the kind of memory.
 #[test]
-fn unregistrable_memory_falls_back_to_writev() {
+fn file_backed_guest_memory_is_written_the_same_way() {
     let path = std::env::temp_dir().join(format!("uring-net-guest-{}", std::process::id()));
     let f = std::fs::OpenOptions::new()
         .read(true)
@@ -258,25 +220,17 @@ fn unregistrable_memory_falls_back_to_writev() {
     f.set_len(1 << 20).unwrap();
     std::fs::remove_file(&path).unwrap();
     let mem = Mapping::shared_fd(OwnedFd::from(f), 1 << 20).unwrap();
-    let (fixed, fallback, fallbacks, got) = run_guest_tx(&mem, Memory::Unregistrable, 32);
-    assert_eq!((fixed, fallback, fallbacks), (0, 32, 1));
+    let (writes, got) = run_guest_tx(&mem, Memory::Plain, 32);
+    assert_eq!(writes, 32);
     assert_eq!(got, expected(32));
 }
 
 #[test]
 fn legacy_header_frames_get_our_header_in_front() {
     let mem = Mapping::memfd("guest-mem-legacy", 1 << 20).unwrap();
-    let (fixed, fallback, fallbacks, got) = run_guest_tx(&mem, Memory::LegacyHeader, 16);
-    assert_eq!((fixed, fallback, fallbacks), (0, 16, 0));
+    let (writes, got) = run_guest_tx(&mem, Memory::LegacyHeader, 16);
+    assert_eq!(writes, 16);
     assert_eq!(got, expected(16));
-}
-
-#[test]
-fn memory_table_change_switches_to_fixed_buffers() {
-    let mem = Mapping::memfd("guest-mem-late", 1 << 20).unwrap();
-    let (fixed, fallback, fallbacks, got) = run_guest_tx(&mem, Memory::Late, 32);
-    assert_eq!((fixed, fallback, fallbacks), (0, 32, 0));
-    assert_eq!(got, expected(32));
 }
 
 /// `Dataplane::inject`: a frame the switch originates (the querier's, handed over by the

@@ -19,11 +19,6 @@ pub trait PortEvents: Send + Sync {
     /// its rings, or the frontend disconnected / reset the device.
     fn link_changed(&self, port: PortId, up: bool);
 
-    /// The guest memory table changed (SET_MEM_TABLE, ADD/REM_MEM_REG): a data plane that
-    /// registered guest memory (io_uring fixed buffers) re-reads
-    /// [`crate::NetDevice::guest_memory`]. Called on the vhost-user protocol thread.
-    fn memory_changed(&self, _port: PortId) {}
-
     /// TX ring `ring.pair()` is live (set up, enabled, kick fd
     /// set): service it. Called on the vhost-user protocol thread.
     fn tx_ring_started(&self, _port: PortId, _ring: crate::TxRing) {}

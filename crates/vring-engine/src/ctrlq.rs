@@ -85,8 +85,8 @@ impl Inner {
                             OK
                         }
                         Err(e) => {
-                            if self.log_limit.allow() {
-                                tracing::info!(port = %self.port, "ctrl command refused: {e}");
+                            if let Some(suppressed) = self.log_check() {
+                                tracing::info!(port = %self.port, suppressed, "ctrl command refused: {e}");
                             }
                             ERR
                         }

@@ -55,8 +55,11 @@ pub(crate) struct Inner {
     pub acked: AtomicU64,
     pub active_pairs: AtomicU16,
     pub st: Mutex<DevState>,
-    /// Guest-triggered log lines: at most one per second per device.
-    pub log_limit: crate::ratelimit::RateLimit,
+    /// Guest-triggered log lines: at most one per second per device (see
+    /// [`Inner::log_check`]).
+    pub log_limit: switch::ratelimit::RateLimit,
+    /// The clock `log_limit` is read with.
+    pub log_epoch: std::time::Instant,
     masks: Vec<u64>,
     /// `usable_pairs()` as of the last ring or negotiation change: read per frame by
     /// `active_queue_pairs` (it was a lock and a ring scan per frame in the profile),
@@ -115,7 +118,8 @@ impl NetDevice {
                 acked: AtomicU64::new(0),
                 active_pairs: AtomicU16::new(1),
                 st: Mutex::new(st),
-                log_limit: crate::ratelimit::RateLimit::new(std::time::Duration::from_secs(1)),
+                log_limit: switch::ratelimit::RateLimit::new(1000),
+                log_epoch: std::time::Instant::now(),
                 masks,
                 tx_out: Mutex::new(vec![false; nq]),
                 pairs_cache: AtomicU16::new(1),
@@ -144,8 +148,7 @@ impl NetDevice {
         self.inner.pairs_cache.load(Ordering::Acquire).max(1)
     }
 
-    /// A snapshot of the guest memory table (regions stay mapped while it is held): what a
-    /// data plane registers as io_uring fixed buffers.
+    /// A snapshot of the guest memory table (regions stay mapped while it is held).
     pub fn guest_memory(&self) -> vm_memory::GuestMemoryLoadGuard<vm_memory::GuestMemoryMmap<()>> {
         use vm_memory::GuestAddressSpace;
         self.inner.mem.read().memory()
@@ -251,6 +254,14 @@ fn initial_ctrl(opts: &PortOptions, mac: Option<Mac>, acked: u64) -> CtrlState {
 }
 
 impl Inner {
+    /// Whether a guest-triggered line may be logged now: `Some(lines suppressed since the
+    /// last one)`, at most once per second per device (a guest can trigger them at line
+    /// rate).
+    pub(crate) fn log_check(&self) -> Option<u64> {
+        let now = switch::Millis(self.log_epoch.elapsed().as_millis() as u64);
+        self.log_limit.check(now)
+    }
+
     pub(crate) fn acked(&self) -> u64 {
         self.acked.load(Ordering::Acquire)
     }
@@ -512,8 +523,9 @@ impl VhostUserBackend for NetDevice {
 
     fn update_memory(&self, mem: GuestMem) -> io::Result<()> {
         // Same atomic handle the vrings use; replacing ours keeps deliver() on the new table.
+        // Nothing else to tell: lent TX rings read the table per pop, and frames in flight
+        // hold the table they were popped from (txring.rs).
         *self.inner.mem.write() = mem;
-        self.inner.events.memory_changed(self.inner.port);
         Ok(())
     }
 

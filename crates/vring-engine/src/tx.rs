@@ -69,8 +69,8 @@ impl Inner {
         if let Some(c) = self.counters.get(q) {
             c.count_drop(Drop::AvailJump);
         }
-        if self.log_limit.allow() {
-            tracing::warn!(port = %self.port, queue = q, "avail index jumped past the ring size: queue stopped");
+        if let Some(suppressed) = self.log_check() {
+            tracing::warn!(port = %self.port, queue = q, suppressed, "avail index jumped past the ring size: queue stopped");
         }
         vring.mark_broken();
     }

@@ -27,6 +27,7 @@
 use std::os::fd::{AsRawFd, OwnedFd, RawFd};
 use std::sync::Arc;
 
+use switch::bytes::{skip_segs, Seg, HEAD_COPY, MAX_SEGS};
 use switch::VnetHdr;
 use vhost_user_backend::VringT;
 use virtio_queue::QueueT;
@@ -39,19 +40,8 @@ use crate::features::{bit, vnet_hdr_len};
 use crate::split::Rings;
 use crate::vring::{GuestMem, NetVring};
 
-/// Most pieces a popped frame may have (a data plane sends at most this many iovecs).
-pub const MAX_TX_SEGS: usize = 32;
-/// Bytes of a frame's beginning copied for the switch's decision: header + L2–L4 headers.
-pub const TX_HEAD: usize = 256;
 /// Chains popped per pop call at most (the data plane's batch).
 const POP_CHUNK: usize = 64;
-
-/// One piece of a popped frame: a host address inside the guest's mapped memory.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
-pub struct HostSeg {
-    pub addr: u64,
-    pub len: u32,
-}
 
 /// A frame popped from a TX ring, lent to the pop callback.
 pub struct TxPopped<'a> {
@@ -59,8 +49,10 @@ pub struct TxPopped<'a> {
     pub token: u64,
     /// The chain's readable pieces. With `hdr_in_segs` they start with the driver's own
     /// 12-byte virtio-net header (VERSION_1 or MRG_RXBUF layout); otherwise (legacy
-    /// 10-byte header) they start at the Ethernet frame.
-    pub segs: &'a [HostSeg],
+    /// 10-byte header) they start at the Ethernet frame. At most
+    /// [`MAX_SEGS`](switch::bytes::MAX_SEGS); the worker's own segment type, so it takes
+    /// them as they are.
+    pub segs: &'a [Seg],
     pub hdr_in_segs: bool,
     /// The validated header (`num_buffers` = 0), read from a private copy.
     pub hdr: VnetHdr,
@@ -103,7 +95,7 @@ pub struct TxRing {
     done: Vec<u16>,
     /// Used entries were published since the last notification decision.
     unsignalled: bool,
-    segs: Vec<HostSeg>,
+    segs: Vec<Seg>,
 }
 
 impl std::fmt::Debug for TxRing {
@@ -134,7 +126,8 @@ impl TxRing {
             tables: Vec::new(),
             done: Vec::with_capacity(size),
             unsignalled: false,
-            segs: Vec::with_capacity(MAX_TX_SEGS),
+            // One more than a frame may have: a longer chain is seen, then refused.
+            segs: Vec::with_capacity(MAX_SEGS + 1),
         }
     }
 
@@ -284,9 +277,9 @@ impl TxRing {
                 if n == 0 {
                     break;
                 }
-                // The taker copies up to TX_HEAD bytes of each frame (copy_frame_head).
+                // The taker copies up to HEAD_COPY bytes of each frame (copy_frame_head).
                 if let Some(d) = &desc {
-                    crate::split::prefetch_chains(&regions, d, &heads[..n], TX_HEAD / 64, false);
+                    crate::split::prefetch_chains(&regions, d, &heads[..n], HEAD_COPY / 64, false);
                 }
                 for &head in &heads[..n] {
                     if head >= table.queue_size || usize::from(head) >= self.held.len() {
@@ -319,25 +312,14 @@ impl TxRing {
                     // The pieces, as host addresses; the legacy 10-byte header is skipped.
                     self.segs.clear();
                     let hdr_in_segs = hdr_len == switch::vnet::HDR_LEN;
-                    let mut skip = if hdr_in_segs { 0 } else { hdr_len };
-                    let mut too_many = false;
-                    for s in &chain.readable {
-                        let l = s.len();
-                        if skip >= l {
-                            skip -= l;
-                            continue;
-                        }
-                        if self.segs.len() == MAX_TX_SEGS {
-                            too_many = true;
-                            break;
-                        }
-                        self.segs.push(HostSeg {
-                            addr: s.ptr_guard().as_ptr() as u64 + skip as u64,
-                            len: (l - skip) as u32,
-                        });
-                        skip = 0;
-                    }
-                    if too_many {
+                    let skip = if hdr_in_segs { 0 } else { hdr_len };
+                    // A walked chain's slices are pieces of descriptors, each < 4 GiB.
+                    let pieces = chain.readable.iter().map(|s| Seg {
+                        addr: s.ptr_guard().as_ptr() as u64,
+                        len: s.len() as u32,
+                    });
+                    self.segs.extend(skip_segs(pieces, skip).take(MAX_SEGS + 1));
+                    if self.segs.len() > MAX_SEGS {
                         ctr.count_drop(Drop::TooManySegments);
                         self.done.push(head);
                         continue;

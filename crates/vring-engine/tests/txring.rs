@@ -215,7 +215,7 @@ fn hostile_chains_on_a_lent_ring_are_counted_drops() {
         bufs.push((f + at as u64, n as u32, false));
         at += n;
     }
-    assert!(bufs.len() > vring_engine::txring::MAX_TX_SEGS);
+    assert!(bufs.len() > switch::bytes::MAX_SEGS);
     let many = g.queues[1].add(&g.mem, &bufs);
     g.queues[1].kick();
     wait_for("too-many-pieces drop", || {

@@ -23,8 +23,6 @@ pub struct PortCounters {
     #[serde(default)]
     pub drops: Vec<(String, u64)>,
     #[serde(default)]
-    pub fixed_writes: u64,
-    #[serde(default)]
     pub fallback_writes: u64,
 }
 
@@ -68,7 +66,6 @@ pub struct Delta {
     pub tx_to_guests: u64,
     /// Frames received from guests (vhost-user ports).
     pub rx_from_guests: u64,
-    pub fixed_writes: u64,
     pub fallback_writes: u64,
     pub worker_packets: u64,
     pub io_uring_enters: u64,
@@ -100,7 +97,6 @@ impl Delta {
                 d.rx_from_guests += rx;
                 d.tx_to_guests += tx;
             }
-            d.fixed_writes += pb.fixed_writes.saturating_sub(pa.fixed_writes);
             d.fallback_writes += pb.fallback_writes.saturating_sub(pa.fallback_writes);
             let drops = |p: &PortCounters| p.drops.iter().map(|(_, n)| n).sum::<u64>();
             d.drops += drops(pb).saturating_sub(drops(&pa));
@@ -223,9 +219,9 @@ mod tests {
 
     const LINE: &str = r#"{"result":"stats","stats":{"uptime_s":1.5,"ports":[
         {"name":"/tmp/a.sock","rx_packets":100,"rx_bytes":6400,"tx_packets":0,"tx_bytes":0,
-         "drops":[["queue_full",3]],"fixed_writes":0,"fallback_writes":0,"queues":[]},
+         "drops":[["queue_full",3]],"fallback_writes":0,"queues":[]},
         {"name":"veth0","rx_packets":0,"rx_bytes":0,"tx_packets":97,"tx_bytes":0,
-         "drops":[],"fixed_writes":90,"fallback_writes":7,"queues":[]}],
+         "drops":[],"fallback_writes":97,"queues":[]}],
         "workers":[{"worker":0,"packets":97,"io_uring_enters":10,"syscalls_per_packet":0.1}],
         "fdb_entries":1,"mdb_entries":0}}"#;
 
@@ -233,7 +229,7 @@ mod tests {
     fn parses_the_ctl_stats_line() {
         let s = parse_stats(&LINE.replace('\n', "")).unwrap();
         assert_eq!(s.ports.len(), 2);
-        assert_eq!(s.ports[1].fixed_writes, 90);
+        assert_eq!(s.ports[1].fallback_writes, 97);
         assert_eq!(s.workers[0].io_uring_enters, 10);
         assert!(parse_stats(r#"{"result":"error","message":"x"}"#).is_err());
     }
@@ -256,7 +252,7 @@ mod tests {
             (d.rx, d.tx, d.rx_from_guests, d.tx_to_guests),
             (100, 97, 100, 0)
         );
-        assert_eq!((d.fixed_writes, d.fallback_writes, d.drops), (90, 7, 3));
+        assert_eq!((d.fallback_writes, d.drops), (97, 3));
         assert_eq!((d.worker_packets, d.io_uring_enters), (97, 10));
         assert!((d.cpu_cores - 0.5).abs() < 1e-9);
         assert!((d.tx_mpps() - 97.0 / 2.0 / 1e6).abs() < 1e-12);

@@ -225,17 +225,13 @@ pub fn render(r: &Results) -> String {
     let g2v = r
         .summary("costs/guest_to_veth/copies_pp/ringswitch")
         .map(|s| s.median);
-    let fixed = r
-        .summary("costs/guest_to_veth/fixed_share/ringswitch")
-        .map(|s| s.median);
     let _ = writeln!(
         md,
-        "| guest→veth payload copies in our process = 0, from registered memory | {} copies, {} fixed-buffer writes | {} |",
+        "| guest→veth payload copies in our process = 0 | {} copies | {} |",
         g2v.map_or("—".into(), fmt_value),
-        fixed.map_or("—".into(), |f| format!("{:.0} %", f * 100.0)),
-        match (g2v, fixed) {
-            (Some(c), Some(f)) if c < 0.01 && f > 0.99 => "met",
-            (None, _) | (_, None) => "not measured",
+        match g2v {
+            Some(c) if c < 0.01 => "met",
+            None => "not measured",
             _ => "**missed**",
         }
     );
@@ -341,8 +337,8 @@ pub fn render(r: &Results) -> String {
         md,
         "\n## 3. Per-packet costs\n\n\
          From ringswitch's own counters (`ringswitch ctl stats --json`: packets, \
-         io_uring_enter calls, frames copied into guest RX rings, fixed-buffer vs writev \
-         writes) read at both ends of the measurement window, the process's CPU time from \
+         io_uring_enter calls, frames copied into guest RX rings, guest frames written to \
+         host ports) read at both ends of the measurement window, the process's CPU time from \
          /proc, and its system calls counted by `perf stat -e raw_syscalls:sys_enter`. \
          Copies per guest→guest packet = frames written into a destination guest's RX ring \
          (the one copy) / frames taken from source guests' TX rings.\n\n\

@@ -221,7 +221,7 @@ pub fn run_once(ctx: &Ctx, topo: &mut Topology, j: Joiner, want_tcp: bool) -> Re
 
 /// Guest → veth: a virtio-user txonly frontend on a vhost-user port, ringswitch floods
 /// its frames to an AF_PACKET port on a veth. Shows the zero-copy path's counters
-/// (fixed-buffer writes vs writev fallback, copies into guest rings).
+/// (guest frames written to the veth, copies into guest rings).
 pub fn guest_to_veth(ctx: &Ctx, topo: &Topology) -> Result<(Delta, Vec<String>)> {
     use super::testpmd::{self, Cpus};
     let dir = ctx.tmp.join(format!("g2v-{}", std::process::id()));

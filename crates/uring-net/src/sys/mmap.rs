@@ -28,7 +28,7 @@ impl Mapping {
         Self::map(len, libc::MAP_PRIVATE | libc::MAP_ANONYMOUS, -1, None)
     }
 
-    /// Shared memory backed by a fresh memfd of `len` bytes (registrable as fixed buffers).
+    /// Shared memory backed by a fresh memfd of `len` bytes (how QEMU backs guest RAM).
     pub fn memfd(name: &str, len: usize) -> io::Result<Mapping> {
         let cname = std::ffi::CString::new(name)
             .map_err(|_| io::Error::new(io::ErrorKind::InvalidInput, "NUL in memfd name"))?;
@@ -42,8 +42,7 @@ impl Mapping {
         Self::map(len, libc::MAP_SHARED, raw, Some(fd))
     }
 
-    /// Shared mapping of an existing file descriptor (e.g. a regular file, which the
-    /// kernel refuses to register as a fixed buffer).
+    /// Shared mapping of an existing file descriptor (e.g. a regular file).
     pub fn shared_fd(fd: OwnedFd, len: usize) -> io::Result<Mapping> {
         let raw = fd.as_raw_fd();
         Self::map(len, libc::MAP_SHARED, raw, Some(fd))

@@ -96,12 +96,10 @@ impl Worker {
                     queue,
                     reply,
                 } => {
-                    let _ = reply.send(Ok(self.attach_guest(port, key, queue)));
+                    self.attach_guest(port, key, queue);
+                    let _ = reply.send(Ok(()));
                 }
                 Cmd::DetachGuestTx { port, key, reply } => self.detach_guest(port, key, reply),
-                Cmd::SetGuestMemory { port, table, reply } => {
-                    let _ = reply.send(self.set_guest_memory(port, table));
-                }
                 Cmd::AttachGuestRx { port, sink, reply } => {
                     if let Some(e) = self.guest_rx.get_mut(port.index()) {
                         *e = Some(sink);

@@ -4,23 +4,21 @@
 //! host ports get a write, guests get a staged delivery placed by `flush_stage`), and
 //! completing the guest's descriptors once nothing reads the frame any more
 //! (`GuestInFlight`, `complete_guest`, `guest_frame_ref_done`). Delivery into a guest's
-//! RX side (`deliver_to_guest`), attaching, detaching and guest memory live here too.
+//! RX side (`deliver_to_guest`), attaching and detaching live here too.
 //!
 //! Kept apart because guest memory is shared with a guest that may rewrite it at any
 //! time: what a decision rests on comes from the private head copy, and a frame's pages
 //! are read only until it is completed. Both rules belong to this file's code.
 
-use std::sync::Arc;
-
 use crossbeam_channel::Sender;
 use io_uring::{opcode, types};
 use switch::{Decision, DropReason, Millis, Offloads, PortId, SwitchView, VnetHdr};
 
-use super::write::{copy_frame, guest_write_spec, skip_segs, Src, TxOp};
-use super::{ud, Worker, MAX_RX_ERRORS, TAG_CANCEL, TAG_KICK, VNET_HDR};
-use crate::error::{Error, Result};
-use crate::fixed::FixedTable;
+use super::write::{copy_frame, guest_write_spec, Src, TxOp};
+use super::{ud, Worker, MAX_RX_ERRORS, TAG_CANCEL, TAG_KICK};
 use crate::guest::{GuestFrame, GuestTxQueue};
+use switch::bytes::skip_segs;
+use switch::vnet::HDR_LEN;
 
 /// How long a guest TX queue whose frames found a full destination gets its descriptors
 /// back only at batch ends (backpressure; see `service_guests`).
@@ -45,7 +43,6 @@ pub(super) struct GuestQ {
     pub(super) completed: bool,
     kick_buf: Box<u64>,
     pub(super) armed: bool,
-    memory: Option<Arc<FixedTable>>,
     pub(super) closing: bool,
     pub(super) inflight: u32,
     pub(super) kicked: bool,
@@ -197,19 +194,19 @@ impl Worker {
         g.inflight += 1;
         let c = &self.stats.ports[port.index()];
         let head = f.head();
-        let hdr = match VnetHdr::parse(head, VNET_HDR) {
-            Ok(h) if f.len() as usize >= VNET_HDR + 14 => h,
+        let hdr = match VnetHdr::parse(head, HDR_LEN) {
+            Ok(h) if f.len() as usize >= HDR_LEN + 14 => h,
             _ => {
                 c.drop_bad_frame.add(1);
                 self.complete_guest(gi, f.token);
                 return;
             }
         };
-        let frame_len = f.len() as usize - VNET_HDR;
+        let frame_len = f.len() as usize - HDR_LEN;
         c.rx_packets.add(1);
         c.rx_bytes.add(frame_len as u64);
         self.stats.worker.packets.add(1);
-        let fhead = &head[VNET_HDR..];
+        let fhead = &head[HDR_LEN..];
         let tpid = view.port(port).map_or(switch::vlan::TPID_8021Q, |p| p.tpid);
         // Snooping control packets (an MLDv2 report can exceed the head copy) are decided
         // on a private copy of the whole frame, and sent from it: rare and small.
@@ -268,7 +265,7 @@ impl Worker {
                         h,
                         flow,
                         [eg.head(), body],
-                        skip_segs(f.segs(), guest_skip),
+                        skip_segs(f.segs().iter().copied(), guest_skip),
                     );
                 }
                 staged = true;
@@ -373,23 +370,8 @@ impl Worker {
         }
     }
 
-    /// Attaches a guest TX queue; returns whether its memory is used as fixed buffers.
-    pub(super) fn attach_guest(
-        &mut self,
-        port: PortId,
-        key: u64,
-        q: Box<dyn GuestTxQueue>,
-    ) -> bool {
-        let memory = q
-            .memory()
-            .filter(|t| match t.install_into(&self.ring.submitter()) {
-                Ok(()) => true,
-                Err(e) => {
-                    tracing::warn!(%port, "cloning registered guest memory failed, using writev: {e}");
-                    false
-                }
-            });
-        let fixed = memory.is_some();
+    /// Attaches a guest TX queue.
+    pub(super) fn attach_guest(&mut self, port: PortId, key: u64, q: Box<dyn GuestTxQueue>) {
         let gi = match self.guests.iter().position(Option::is_none) {
             Some(i) => i,
             None => {
@@ -405,7 +387,6 @@ impl Worker {
             completed: false,
             kick_buf: Box::new(0),
             armed: false,
-            memory,
             closing: false,
             inflight: 0,
             // Frames may already be queued: look once without waiting for a kick.
@@ -415,32 +396,6 @@ impl Worker {
             hold_until: 0,
         });
         self.arm_kick(gi);
-        fixed
-    }
-
-    pub(super) fn set_guest_memory(
-        &mut self,
-        port: PortId,
-        table: Option<Arc<FixedTable>>,
-    ) -> Result<()> {
-        let mine = self
-            .guests
-            .iter()
-            .flatten()
-            .any(|g| g.port == port && !g.closing);
-        if !mine {
-            return Ok(());
-        }
-        if let Some(t) = &table {
-            t.install_into(&self.ring.submitter())
-                .map_err(Error::Fixed)?;
-        }
-        for g in self.guests.iter_mut().flatten() {
-            if g.port == port && !g.closing {
-                g.memory = table.clone();
-            }
-        }
-        Ok(())
     }
 
     /// Stops one guest TX queue: no more pops; `reply` is told once every frame popped

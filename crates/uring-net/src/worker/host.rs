@@ -15,11 +15,12 @@ use switch::{Decision, Millis, PortId, SwitchView, VnetHdr};
 
 use super::guest::AfterFlush;
 use super::write::{host_write_spec, Src, TxOp};
-use super::{ud, QueueKind, Worker, MAX_RX_ERRORS, TAG_CANCEL, TAG_RX, VNET_HDR};
+use super::{ud, QueueKind, Worker, MAX_RX_ERRORS, TAG_CANCEL, TAG_RX};
 use crate::bufring::BufRing;
 use crate::error::{Error, Result};
-use crate::guest::Seg;
 use crate::sys::auxdata::{reinsert_vlan, vlan_from_control};
+use switch::bytes::Seg;
+use switch::vnet::HDR_LEN;
 
 /// sizeof(struct tpacket_auxdata).
 const AUXDATA_LEN: u32 = 20;
@@ -89,18 +90,18 @@ impl Worker {
             return;
         };
         c.rx_packets.add(1);
-        c.rx_bytes.add((len - VNET_HDR) as u64);
+        c.rx_bytes.add((len - HDR_LEN) as u64);
         self.stats.worker.packets.add(1);
         // SAFETY: the buffer belongs to this queue's ring, which is only dropped in
         // `finalize` after every reference (refs[bid]) is gone; the kernel will not write it
         // again before we push `bid` back. The slice does not outlive this function.
         let buf: &[u8] = unsafe { std::slice::from_raw_parts(ptr, len) };
-        let Ok(hdr) = VnetHdr::parse(buf, VNET_HDR) else {
+        let Ok(hdr) = VnetHdr::parse(buf, HDR_LEN) else {
             c.drop_bad_frame.add(1);
             self.recycle(qi, bid);
             return;
         };
-        let frame = &buf[VNET_HDR..];
+        let frame = &buf[HDR_LEN..];
         let mut staged = false;
         if let Decision::Forward(fwd) = view.decide(port, &hdr, frame, frame.len(), now) {
             for dest in fwd.ports.iter() {
@@ -290,7 +291,7 @@ fn locate_frame(q: &Queue, bid: u16, res: i32) -> Option<(*const u8, usize)> {
             }
         }
     };
-    if flen < VNET_HDR + 14 {
+    if flen < HDR_LEN + 14 {
         return None;
     }
     // SAFETY: `start + flen <= len <= buf_size`, inside buffer `bid`.

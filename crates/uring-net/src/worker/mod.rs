@@ -9,7 +9,8 @@
 //!
 //! Frames are forwarded from where they landed: a tap/AF_PACKET rx buffer is written to
 //! its destinations directly (it goes back to the buffer ring when the last write
-//! completes), a guest frame is written from guest memory (fixed buffers when registered).
+//! completes), a guest frame is written with one writev: our validated header and head
+//! copy, then the rest straight from the guest's pages.
 //! A destination with too many writes in flight drops the frame (counted), so a slow port
 //! never blocks the worker; sockets and taps are non-blocking, so a full one fails the
 //! write with EAGAIN (counted) instead of parking it.
@@ -41,7 +42,6 @@ use io_uring::IoUring;
 use switch::{Millis, PortId, PortSet, Switch};
 
 use crate::error::{Error, Result};
-use crate::fixed::FixedTable;
 use crate::guest::{FrameBatch, GuestRx, GuestTxQueue};
 use crate::stage::RxStage;
 use crate::stats::WorkerStats;
@@ -58,10 +58,6 @@ use host::Queue;
 use poll::AUTO_POLL;
 use write::TxOp;
 
-/// Size of every virtio_net_hdr on our ports (virtio 1.2 §5.1.6, VERSION_1 layout).
-pub const VNET_HDR: usize = 12;
-/// Fixed-buffer slots reserved in every worker ring (guest memory tables clone into them).
-pub const FIXED_SLOTS: u32 = 1024;
 /// Writes in flight per worker (the op slab never grows, so iovec addresses stay valid).
 const MAX_OPS: usize = 4096;
 /// Consecutive receive errors after which a queue stops re-arming.
@@ -99,17 +95,12 @@ pub(crate) enum Cmd {
         port: PortId,
         key: u64,
         queue: Box<dyn GuestTxQueue>,
-        reply: Sender<Result<bool>>,
+        reply: Sender<Result<()>>,
     },
     DetachGuestTx {
         port: PortId,
         key: u64,
         reply: Sender<()>,
-    },
-    SetGuestMemory {
-        port: PortId,
-        table: Option<Arc<FixedTable>>,
-        reply: Sender<Result<()>>,
     },
     AttachGuestRx {
         port: PortId,
@@ -209,9 +200,6 @@ impl Worker {
             .setup_cqsize(8192)
             .build(1024)
             .map_err(Error::Ring)?;
-        ring.submitter()
-            .register_buffers_sparse(FIXED_SLOTS)
-            .map_err(Error::Fixed)?;
         Ok(Worker {
             busy: false,
             window: (Instant::now(), 0),

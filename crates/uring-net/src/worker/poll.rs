@@ -97,8 +97,8 @@ impl Worker {
                 }
             }
             // SAFETY: no argument struct is passed; every SQE in the queue points at memory
-            // owned by this worker (op slab, buffer rings, kick/wake buffers) or at
-            // registered guest memory, all of which outlive their completions.
+            // owned by this worker (op slab, buffer rings, kick/wake buffers) or at guest
+            // pages of frames not yet completed, all of which outlive their completions.
             let r = unsafe {
                 self.ring.submitter().enter::<libc::sigset_t>(
                     pending,

@@ -14,8 +14,10 @@ use io_uring::{opcode, types};
 use switch::egress::Egress;
 use switch::{DropReason, PortId, VnetHdr};
 
-use super::{ud, Worker, TAG_TX, VNET_HDR};
-use crate::guest::{GuestFrame, Seg, MAX_SEGS};
+use super::{ud, Worker, TAG_TX};
+use crate::guest::GuestFrame;
+use switch::bytes::{skip_segs, Seg, HEAD_COPY, MAX_SEGS};
+use switch::vnet::HDR_LEN;
 
 #[derive(Clone, Copy)]
 pub(super) enum Src {
@@ -33,7 +35,7 @@ pub(super) enum Src {
 pub(super) struct TxOp {
     src: Src,
     dest: u16,
-    hdr: [u8; VNET_HDR],
+    hdr: [u8; HDR_LEN],
     /// Bytes of the frame written from our memory: a rewritten L2 head, and for a guest
     /// frame the rest of the private head copy the switch decided on. Its buffer is
     /// reused (capacity for MAX_HEAD + HEAD_COPY; more only for a whole-frame decision).
@@ -46,8 +48,8 @@ impl TxOp {
         TxOp {
             src: Src::Host { q: 0, bid: 0 },
             dest: 0,
-            hdr: [0; VNET_HDR],
-            head: Vec::with_capacity(switch::egress::MAX_HEAD + crate::guest::HEAD_COPY),
+            hdr: [0; HDR_LEN],
+            head: Vec::with_capacity(switch::egress::MAX_HEAD + HEAD_COPY),
             iov: [libc::iovec {
                 iov_base: std::ptr::null_mut(),
                 iov_len: 0,
@@ -126,9 +128,9 @@ impl Worker {
         if let Some(Some(d)) = self.queues.get_mut(dq as usize) {
             d.inflight = d.inflight.saturating_sub(1);
             let c = &self.stats.ports[d.port.index()];
-            if res >= VNET_HDR as i32 {
+            if res >= HDR_LEN as i32 {
                 c.tx_packets.add(1);
-                c.tx_bytes.add(res as u64 - VNET_HDR as u64);
+                c.tx_bytes.add(res as u64 - HDR_LEN as u64);
             } else {
                 c.drop_tx_error.add(1);
                 if res != -libc::EAGAIN {
@@ -172,13 +174,13 @@ pub(super) fn host_write_spec(
 /// Puts the adjusted vnet header and the rewritten head (then `rest`, more private bytes
 /// of the frame) into the op and its first two iovecs; returns the number of iovecs used.
 fn fill_rewrite(op: &mut TxOp, hdr: &VnetHdr, eg: &Egress, rest: &[u8]) -> usize {
-    let _ = eg.adjust_hdr(hdr).emit(&mut op.hdr, VNET_HDR);
+    let _ = eg.adjust_hdr(hdr).emit(&mut op.hdr, HDR_LEN);
     op.head.clear();
     op.head.extend_from_slice(eg.head());
     op.head.extend_from_slice(rest);
     op.iov[0] = libc::iovec {
         iov_base: op.hdr.as_mut_ptr().cast(),
-        iov_len: VNET_HDR,
+        iov_len: HDR_LEN,
     };
     op.iov[1] = libc::iovec {
         iov_base: op.head.as_mut_ptr().cast(),
@@ -191,8 +193,7 @@ fn fill_rewrite(op: &mut TxOp, hdr: &VnetHdr, eg: &Egress, rest: &[u8]) -> usize
 /// (`private`, what the switch decided on, with the egress head in front), then the
 /// frame's remaining bytes straight from guest memory. Nothing the decision rests on is
 /// read from guest memory again: neither the header the kernel acts on
-/// (`virtio_net_hdr_to_skb`) nor the addresses, tag or EtherType. A fixed-buffer write
-/// cannot mix our memory with the registered guest buffer, so this is a writev.
+/// (`virtio_net_hdr_to_skb`) nor the addresses, tag or EtherType.
 pub(super) fn guest_write_spec(
     op: &mut TxOp,
     f: &GuestFrame,
@@ -219,27 +220,10 @@ pub(super) fn owned_write_spec(
     }
 }
 
-/// `segs` without their first `skip` bytes.
-pub(super) fn skip_segs(segs: &[Seg], mut skip: usize) -> impl Iterator<Item = Seg> + '_ {
-    segs.iter().filter_map(move |sg| {
-        let l = sg.len as usize;
-        if skip >= l {
-            skip -= l;
-            return None;
-        }
-        let s = Seg {
-            addr: sg.addr + skip as u64,
-            len: (l - skip) as u32,
-        };
-        skip = 0;
-        Some(s)
-    })
-}
-
 /// Copies a guest frame (the Ethernet frame, without the vnet header) into `out`.
 pub(super) fn copy_frame(f: &GuestFrame, out: &mut Vec<u8>) {
     out.clear();
-    for s in skip_segs(f.segs(), f.seg_hdr()) {
+    for s in skip_segs(f.segs().iter().copied(), f.seg_hdr()) {
         let l = s.len as usize;
         out.reserve(l);
         // SAFETY: `GuestTxQueue` guarantees a popped frame's segments stay mapped and
@@ -253,25 +237,19 @@ pub(super) fn copy_frame(f: &GuestFrame, out: &mut Vec<u8>) {
     }
 }
 
-/// Appends `segs` minus their first `skip` bytes to `op.iov[at..]`; returns the new count.
-fn fill_segs(op: &mut TxOp, mut at: usize, segs: &[Seg], mut skip: usize) -> usize {
-    for s in segs {
-        let l = s.len as usize;
-        if skip >= l {
-            skip -= l;
-            continue;
-        }
-        if at >= op.iov.len() {
-            break;
-        }
-        op.iov[at] = libc::iovec {
-            iov_base: (s.addr + skip as u64) as *mut libc::c_void,
-            iov_len: l - skip,
+/// Appends `segs` minus their first `skip` bytes to `op.iov[at..]` (as many as fit);
+/// returns the new count.
+fn fill_segs(op: &mut TxOp, at: usize, segs: &[Seg], skip: usize) -> usize {
+    let mut n = at;
+    let pieces = skip_segs(segs.iter().copied(), skip);
+    for (iov, s) in op.iov.iter_mut().skip(at).zip(pieces) {
+        *iov = libc::iovec {
+            iov_base: s.addr as *mut libc::c_void,
+            iov_len: s.len as usize,
         };
-        skip = 0;
-        at += 1;
+        n += 1;
     }
-    at
+    n
 }
 
 #[cfg(test)]

@@ -6,14 +6,13 @@ use std::os::fd::{AsRawFd, OwnedFd};
 use std::sync::Arc;
 
 use parking_lot::Mutex;
-use uring_net::{Delivery, FixedTable, FrameBatch, GuestFrame, GuestRx, GuestTxQueue, RxFrame};
+use uring_net::{Delivery, FrameBatch, GuestFrame, GuestRx, GuestTxQueue, RxFrame};
 
 /// A guest TX queue over a mapping: frames are (token, segments) queued by the test.
 pub struct MemTxQueue {
     pub kick: OwnedFd,
     pub pending: Arc<Mutex<VecDeque<GuestFrame>>>,
     pub done: Arc<Mutex<Vec<u64>>>,
-    pub memory: Option<Arc<FixedTable>>,
 }
 
 impl GuestTxQueue for MemTxQueue {
@@ -31,9 +30,6 @@ impl GuestTxQueue for MemTxQueue {
     }
     fn complete(&mut self, token: u64) {
         self.done.lock().push(token);
-    }
-    fn memory(&self) -> Option<Arc<FixedTable>> {
-        self.memory.clone()
     }
 }
 
