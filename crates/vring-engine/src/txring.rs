@@ -152,7 +152,7 @@ impl TxRing {
         use std::mem::size_of;
         self.held.capacity() * size_of::<u16>()
             + self.done.capacity() * size_of::<u16>()
-            + self.segs.capacity() * size_of::<HostSeg>()
+            + self.segs.capacity() * size_of::<switch::bytes::Seg>()
             + self.tables.capacity() * size_of::<Arc<Mem>>()
     }
 
