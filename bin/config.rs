@@ -463,6 +463,17 @@ mod tests {
         assert_eq!(e, "f.toml: [[port]] #2: queues=40: queues must be 1..=16");
         let e = err(
             &args(&[]),
+            "[[port]]\nkind = \"vhost-user\"\npath = \"/tmp/x\"\nmax-queue-size = 1000\n",
+        );
+        assert!(
+            e.starts_with(
+                "f.toml: [[port]] #1: max-queue-size=1000: max-queue-size must be a \
+                           power of two in 1..=32768"
+            ),
+            "{e}"
+        );
+        let e = err(
+            &args(&[]),
             "[[port]]\nkind = \"tap\"\nname = \"a\"\nmac = \"x\"\n",
         );
         assert!(e.contains("unknown key `mac` for tap ports"), "{e}");

@@ -9,7 +9,7 @@ use serde::{Deserialize, Serialize};
 
 /// A port as the user specifies it (`--port` syntax or TOML). Keep this stable: scripts
 /// outside the project use `--port vhost-user:path=P[,queues=N][,client][,mac=M][,vlan=V]
-/// [,offloads=on|off][,qmp=PATH[,qmp-nic=ID]]`, `--port tap:name=N[,queues=N]`,
+/// [,offloads=on|off][,qmp=PATH[,qmp-nic=ID]][,max-queue-size=N]`, `--port tap:name=N[,queues=N]`,
 /// `--port afpacket:ifname=I`.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(tag = "kind", rename_all = "kebab-case")]
@@ -31,6 +31,11 @@ pub enum PortSpec {
         /// JSON from before the key existed: off.
         #[serde(default, skip_serializing_if = "Option::is_none")]
         qmp: Option<QmpSpec>,
+        /// Largest ring (virtqueue size) the guest may set: a power of two in 1..=32768.
+        /// None: 32768, the largest split ring (virtio 1.2 §2.7). Absent in JSON from
+        /// before the key existed: the default.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        max_queue_size: Option<u16>,
     },
     Tap {
         name: String,
@@ -104,6 +109,13 @@ pub struct PortInfo {
     pub queues_enabled: u16,
     /// Negotiated virtio feature names (vhost-user), empty otherwise.
     pub features: Vec<String>,
+    /// vhost-user: the largest ring the port accepts (`max-queue-size`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub max_queue_size: Option<u16>,
+    /// vhost-user: the ring sizes the driver set, per virtqueue (RX of pair N is 2N, TX
+    /// 2N+1, control last; 0 = not set up). Empty without a frontend.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub queue_sizes: Vec<u16>,
     /// What the port can receive without adaptation: "csum", "tso4", …
     pub offloads: Vec<String>,
     /// "promisc" or e.g. "mac 52:54:00:00:00:01 +bcast +allmulti uni[2] multi[3]".
@@ -286,9 +298,20 @@ mod tests {
         let old = r#"{"kind":"vhost-user","path":"/run/a.sock","queues":1,"client":false,
                       "mac":null,"vlan":null,"offloads":true}"#;
         let spec: PortSpec = serde_json::from_str(old).unwrap();
-        assert!(matches!(spec, PortSpec::VhostUser { qmp: None, .. }));
+        assert!(matches!(
+            spec,
+            PortSpec::VhostUser {
+                qmp: None,
+                max_queue_size: None,
+                ..
+            }
+        ));
         // Without qmp the JSON is what it was; with it, it round-trips.
-        assert!(!serde_json::to_string(&spec).unwrap().contains("qmp"));
+        let text = serde_json::to_string(&spec).unwrap();
+        assert!(
+            !text.contains("qmp") && !text.contains("max_queue_size"),
+            "{text}"
+        );
         let PortSpec::VhostUser {
             path,
             queues,
@@ -312,12 +335,14 @@ mod tests {
                 path: "/run/a.qmp".into(),
                 nic: Some("net0".into()),
             }),
+            max_queue_size: Some(1024),
         };
         let text = serde_json::to_string(&with).unwrap();
         assert!(
             text.contains(r#""qmp":{"path":"/run/a.qmp","nic":"net0"}"#),
             "{text}"
         );
+        assert!(text.contains(r#""max_queue_size":1024"#), "{text}");
         assert_eq!(serde_json::from_str::<PortSpec>(&text).unwrap(), with);
     }
 }

@@ -182,16 +182,27 @@ impl Runtime {
             .ok_or_else(|| ControlError::Failed("the daemon is shutting down".into()))
     }
 
-    fn add_vhost(
-        &self,
-        path: &str,
-        queues: u16,
-        client: bool,
-        mac: Option<&str>,
-        vlan: Option<u16>,
-        offloads: bool,
-    ) -> Result<PortId, ControlError> {
+    /// Adds the vhost-user port `spec` (a validated [`PortSpec::VhostUser`]).
+    fn add_vhost(&self, spec: &PortSpec) -> Result<PortId, ControlError> {
+        let PortSpec::VhostUser {
+            path,
+            queues,
+            client,
+            mac,
+            vlan,
+            offloads,
+            max_queue_size,
+            ..
+        } = spec
+        else {
+            return Err(ControlError::InvalidPort(format!(
+                "{}: not a vhost-user port",
+                spec.name()
+            )));
+        };
+        let (queues, client, vlan, offloads) = (*queues, *client, *vlan, *offloads);
         let mac: Option<Mac> = mac
+            .as_deref()
             .map(|m| m.parse())
             .transpose()
             .map_err(|e| ControlError::InvalidPort(format!("mac: {e}")))?;
@@ -203,6 +214,9 @@ impl Runtime {
         };
         opts.queue_pairs = queues;
         opts.mac = mac;
+        if let Some(q) = *max_queue_size {
+            opts.max_queue_size = q;
+        }
         if !offloads {
             opts = opts
                 .features_off_by_name(OFFLOAD_FEATURES)
@@ -234,6 +248,10 @@ impl Runtime {
     fn port_info(&self, id: PortId, cfg: &PortConfig, up: bool) -> PortInfo {
         let spec = self.specs.lock().get(&id).cloned();
         let dev = self.glue.device(id);
+        let (max_queue_size, queue_sizes) = match &dev {
+            Some(d) => (Some(d.options().max_queue_size), d.queue_sizes()),
+            None => (None, vec![]),
+        };
         let (features, queues, enabled, state) = match &dev {
             Some(d) => {
                 let acked = d.acked_features();
@@ -288,6 +306,8 @@ impl Runtime {
             queues,
             queues_enabled: enabled,
             features,
+            max_queue_size,
+            queue_sizes,
             offloads: describe_offloads(&cfg.offloads),
             rx_filter: describe_filter(&cfg.rx_filter),
         }
@@ -528,17 +548,8 @@ impl Control for Runtime {
             )));
         }
         let id = match &spec {
-            PortSpec::VhostUser {
-                path,
-                queues,
-                client,
-                mac,
-                vlan,
-                offloads,
-                qmp,
-            } => {
-                let id =
-                    self.add_vhost(path, *queues, *client, mac.as_deref(), *vlan, *offloads)?;
+            PortSpec::VhostUser { path, qmp, .. } => {
+                let id = self.add_vhost(&spec)?;
                 // Opt-in: mirror the rx filter QEMU keeps for this NIC (bin/qmp.rs). The
                 // watcher ends by itself when the port's device goes.
                 if let Some(q) = qmp {

@@ -74,7 +74,10 @@ fn command_line_ports_resolve() {
     let sock = d.0.join("vm1.sock").display().to_string();
     let plan = check(&[
         "--port",
-        &format!("vhost-user:path={sock},queues=4,mac=52:54:00:AA:00:01,vlan=10,offloads=off"),
+        &format!(
+            "vhost-user:path={sock},queues=4,mac=52:54:00:AA:00:01,vlan=10,offloads=off,\
+             max-queue-size=1024"
+        ),
         "--port",
         "tap:name=rs0,queues=2",
         "--port",
@@ -96,7 +99,9 @@ fn command_line_ports_resolve() {
     assert_eq!(ports[0]["vlan"], 10);
     assert_eq!(ports[0]["offloads"], false);
     assert_eq!(ports[0]["client"], false);
+    assert_eq!(ports[0]["max_queue_size"], 1024);
     assert_eq!(ports[1]["name"], "rs0");
+    assert!(ports[1].get("max_queue_size").is_none());
     assert_eq!(ports[2]["ifname"], "veth0");
     assert_eq!(plan["options"]["workers"], 2);
     assert_eq!(plan["options"]["poll_us"], 50);
@@ -115,8 +120,12 @@ fn defaults_and_file_merge() {
     let d = Dir::new("merge");
     let cfg = d.file(
         "rs.toml",
-        "workers = 3\npoll-us = 5\nlog-format = \"json\"\n\
-         [[port]]\nkind = \"tap\"\nname = \"file0\"\n",
+        &format!(
+            "workers = 3\npoll-us = 5\nlog-format = \"json\"\n\
+             [[port]]\nkind = \"tap\"\nname = \"file0\"\n\
+             [[port]]\nkind = \"vhost-user\"\npath = \"{}\"\nmax-queue-size = 4096\n",
+            d.0.join("file1.sock").display()
+        ),
     );
     let plan = check(&[
         "--config",
@@ -132,9 +141,24 @@ fn defaults_and_file_merge() {
         .as_array()
         .unwrap()
         .iter()
-        .map(|p| p["name"].as_str().or(p["ifname"].as_str()).unwrap())
+        .map(|p| {
+            p["name"]
+                .as_str()
+                .or(p["ifname"].as_str())
+                .or(p["path"].as_str())
+                .unwrap()
+        })
         .collect();
-    assert_eq!(names, ["file0", "cli0"], "file ports first, then --port");
+    assert_eq!(
+        names,
+        [
+            "file0",
+            &*d.0.join("file1.sock").display().to_string(),
+            "cli0"
+        ],
+        "file ports first, then --port"
+    );
+    assert_eq!(plan["options"]["ports"][1]["max_queue_size"], 4096);
     assert_eq!(plan["options"]["workers"], 1, "the command line wins");
     assert_eq!(plan["options"]["poll_us"], 5);
     assert_eq!(plan["log_format"], "json");
@@ -194,6 +218,16 @@ fn bad_port_specs_name_key_value_and_fix() {
         &["--port", "vhost-user:path=/a,offloads=maybe"],
         2,
         &["offloads=maybe", "on or off"],
+    );
+    fails(
+        &["--port", "vhost-user:path=/a,max-queue-size=1000"],
+        2,
+        &["max-queue-size=1000", "a power of two in 1..=32768"],
+    );
+    fails(
+        &["--port", "tap:name=t,max-queue-size=1024"],
+        2,
+        &["unknown key `max-queue-size` for tap ports"],
     );
 }
 

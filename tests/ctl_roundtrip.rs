@@ -231,6 +231,43 @@ fn ctl_round_trips_against_a_running_daemon() {
         "c3 back in the native VLAN"
     );
 
+    // A vhost-user port with a ring limit: shown in the RINGS column and the JSON.
+    let vm = dir.path().join("vm.sock");
+    let vm = vm.to_str().unwrap();
+    let added = ctl_ok(
+        &sock,
+        &[
+            "add-port",
+            &format!("vhost-user:path={vm},max-queue-size=1024"),
+        ],
+    );
+    assert!(
+        added.contains("RINGS") && added.contains("max 1024"),
+        "{added}"
+    );
+    let info = ctl_json(&sock, &["ports"])["ports"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|p| p["name"] == vm)
+        .cloned()
+        .unwrap();
+    assert_eq!(info["max_queue_size"], 1024, "{info}");
+    let bad = ctl(
+        &sock,
+        &[
+            "add-port",
+            "vhost-user:path=/tmp/rs-bad.sock,max-queue-size=1000",
+        ],
+    );
+    assert_ne!(bad.status.code(), Some(0));
+    assert!(
+        String::from_utf8_lossy(&bad.stderr).contains("a power of two in 1..=32768"),
+        "{}",
+        String::from_utf8_lossy(&bad.stderr)
+    );
+    ctl_ok(&sock, &["del-port", vm]);
+
     // del-port: v3 is gone, the others still forward.
     ctl_ok(&sock, &["del-port", "v3"]);
     assert_eq!(port_names(&sock), ["v1", "v2"]);

@@ -14,11 +14,11 @@ const BOOT: Duration = Duration::from_secs(90);
 const STEP: Duration = Duration::from_secs(90);
 
 fn skip_without_qemu() -> bool {
-    if common::qemu_available() {
-        return false;
-    }
-    eprintln!("SKIPPED: qemu-system-x86_64 is not installed (cargo xtask test installs it)");
-    true
+    common::skip_without(
+        "qemu-system-x86_64",
+        common::qemu_available(),
+        "cargo xtask test installs it",
+    )
 }
 
 /// Starts `ringswitch run` inside `ns` with `ports`, waiting for its vhost-user socket.
@@ -58,6 +58,27 @@ fn stats(dir: &Path) -> serde_json::Value {
         String::from_utf8_lossy(&out.stderr)
     );
     serde_json::from_slice(&out.stdout).expect("stats json")
+}
+
+/// The `ctl ports --json` entry of port `name` of the daemon in `dir`.
+fn port_info(dir: &Path, name: &str) -> serde_json::Value {
+    let out = common::ringswitch_command()
+        .args(["ctl", "--ctl"])
+        .arg(dir.join("ctl.sock"))
+        .args(["ports", "--json"])
+        .output()
+        .expect("ctl");
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let v: serde_json::Value = serde_json::from_slice(&out.stdout).expect("ports json");
+    v["ports"]
+        .as_array()
+        .and_then(|ps| ps.iter().find(|p| p["name"] == name))
+        .cloned()
+        .unwrap_or_else(|| panic!("no port {name} in {v:#}"))
 }
 
 fn port_counter(stats: &serde_json::Value, name: &str, field: &str) -> u64 {
@@ -115,9 +136,18 @@ fn guest_and_tap_in_a_namespace_talk_both_ways() {
     host.addr("rst0", "198.18.0.100/24").unwrap();
     host.addr("rst0", "2001:db8::100/64").unwrap();
     let _iperf = host.spawn("iperf3", "iperf3", &["-s", "-1"]).unwrap();
-    let g = Guest::start(guest_spec(&sock, "198.18.0.100", "2001:db8::100")).unwrap();
+    // Production ring sizes (what OpenStack and tuning guides set): 1024-entry rings,
+    // above the 256 ringswitch once refused.
+    let mut spec = guest_spec(&sock, "198.18.0.100", "2001:db8::100");
+    spec.nics[0]
+        .device_opts
+        .extend(["rx_queue_size=1024".into(), "tx_queue_size=1024".into()]);
+    let g = Guest::start(spec).unwrap();
     g.wait_ready(BOOT).unwrap();
     check_guest_steps(&g);
+    let sizes = port_info(dir.path(), &sock.display().to_string())["queue_sizes"].clone();
+    assert_eq!(sizes[0], 1024, "RX ring as QEMU set it: {sizes}");
+    assert_eq!(sizes[1], 1024, "TX ring as QEMU set it: {sizes}");
     // And from the host side toward the guest.
     host.exec("ping", &["-c", "3", "-i", "0.2", "-W", "5", "198.18.0.1"])
         .unwrap();

@@ -20,8 +20,18 @@ pub const SUN_PATH_MAX: usize = 107;
 pub const IFNAME_MAX: usize = 15;
 
 const VHOST_KEYS: &[&str] = &[
-    "path", "queues", "client", "mac", "vlan", "offloads", "qmp", "qmp-nic",
+    "path",
+    "queues",
+    "client",
+    "mac",
+    "vlan",
+    "offloads",
+    "qmp",
+    "qmp-nic",
+    "max-queue-size",
 ];
+/// The largest split ring (virtio 1.2 §2.7), vring-engine's default.
+pub const MAX_QUEUE_SIZE: i64 = vring_engine::MAX_QUEUE_SIZE as i64;
 /// QEMU's `id_wellformed()` (util/id.c) limits ids to this alphabet; QEMU ids have no
 /// length limit, ours keep log lines and QMP requests small.
 const QEMU_ID_MAX: usize = 128;
@@ -134,6 +144,9 @@ pub struct RawPort {
     /// The guest NIC's id (or its netdev's id) in that QEMU.
     #[serde(rename = "qmp-nic")]
     pub qmp_nic: Option<String>,
+    /// Largest ring the guest may set (vhost-user only): a power of two, 1..=32768.
+    #[serde(rename = "max-queue-size")]
+    pub max_queue_size: Option<i64>,
 }
 
 impl RawPort {
@@ -154,6 +167,7 @@ impl RawPort {
         add(self.offloads.is_some(), "offloads");
         add(self.qmp.is_some(), "qmp");
         add(self.qmp_nic.is_some(), "qmp-nic");
+        add(self.max_queue_size.is_some(), "max-queue-size");
         k
     }
 
@@ -185,6 +199,7 @@ impl RawPort {
                 };
                 let mac = self.mac.map(|m| check_mac(&m)).transpose()?;
                 let qmp = check_qmp(&path, self.qmp, self.qmp_nic)?;
+                let max_queue_size = self.max_queue_size.map(check_queue_size).transpose()?;
                 PortSpec::VhostUser {
                     path,
                     queues,
@@ -193,6 +208,7 @@ impl RawPort {
                     vlan,
                     offloads: self.offloads.unwrap_or(true),
                     qmp,
+                    max_queue_size,
                 }
             }
             Kind::Tap => {
@@ -229,6 +245,7 @@ fn to_raw(spec: &PortSpec) -> RawPort {
             vlan,
             offloads,
             qmp,
+            max_queue_size,
         } => RawPort {
             kind: "vhost-user".into(),
             path: Some(path.clone()),
@@ -239,6 +256,7 @@ fn to_raw(spec: &PortSpec) -> RawPort {
             offloads: Some(*offloads),
             qmp: qmp.as_ref().map(|q| q.path.clone()),
             qmp_nic: qmp.as_ref().and_then(|q| q.nic.clone()),
+            max_queue_size: max_queue_size.map(i64::from),
             ..RawPort::default()
         },
         PortSpec::Tap { name, queues, vlan } => RawPort {
@@ -268,6 +286,23 @@ fn check_range(key: &'static str, v: i64, lo: i64, hi: i64) -> Result<u16, PortE
         value: v.to_string(),
         range: format!("{lo}..={hi}"),
     })
+}
+
+/// A split ring's size is a power of two up to 32768 (virtio 1.2 §2.7); QEMU's
+/// `rx_queue_size`/`tx_queue_size` and DPDK's `queue_size` are in that set.
+fn check_queue_size(v: i64) -> Result<u16, PortError> {
+    let ok = (1..=MAX_QUEUE_SIZE).contains(&v) && (v as u64).is_power_of_two();
+    match u16::try_from(v) {
+        Ok(q) if ok => Ok(q),
+        _ => Err(PortError::Range {
+            key: "max-queue-size",
+            value: v.to_string(),
+            range: format!(
+                "a power of two in 1..={MAX_QUEUE_SIZE} (the guest's ring size limit, \
+                 e.g. 1024; default {MAX_QUEUE_SIZE})"
+            ),
+        }),
+    }
 }
 
 /// IEEE 802.1Q-2018 §9.6: VID 0 means "priority tag only" and 4095 is reserved.
@@ -455,6 +490,12 @@ pub fn parse_port(s: &str) -> Result<PortSpec, PortError> {
             "offloads" => raw.offloads = Some(parse_bool("offloads", need("offloads", "on")?)?),
             "qmp" => raw.qmp = Some(need("qmp", "/run/vm1.qmp")?.to_string()),
             "qmp-nic" => raw.qmp_nic = Some(need("qmp-nic", "net0")?.to_string()),
+            "max-queue-size" => {
+                raw.max_queue_size = Some(parse_int(
+                    "max-queue-size",
+                    need("max-queue-size", "1024")?,
+                )?)
+            }
             // A bare `client` is the documented form; client=on|off is accepted too.
             "client" => raw.client = Some(value.map_or(Ok(true), |v| parse_bool("client", v))?),
             other => {
@@ -542,6 +583,7 @@ mod tests {
                 vlan: Some(10),
                 offloads: false,
                 qmp: None,
+                max_queue_size: None,
             }
         );
     }
@@ -602,6 +644,7 @@ mod tests {
                 vlan: None,
                 offloads: true,
                 qmp: None,
+                max_queue_size: None,
             }
         );
     }
@@ -641,6 +684,67 @@ mod tests {
         );
         assert!(err("vhost-user:path=/tmp/a,queues=two").contains("queues=two"));
         assert!(err("vhost-user:path=/tmp/a,queues=99999999999999999999").contains("number"));
+    }
+
+    #[test]
+    fn max_queue_size() {
+        let size = |s: &str| match parse_port(s).unwrap() {
+            PortSpec::VhostUser { max_queue_size, .. } => max_queue_size,
+            other => panic!("{other:?}"),
+        };
+        assert_eq!(
+            size("vhost-user:path=/a"),
+            None,
+            "default: vring-engine's 32768"
+        );
+        for n in [1u16, 2, 256, 1024, 4096, 32768] {
+            assert_eq!(
+                size(&format!("vhost-user:path=/a,max-queue-size={n}")),
+                Some(n)
+            );
+        }
+        let range = "must be a power of two in 1..=32768 (the guest's ring size limit, e.g. \
+                     1024; default 32768)";
+        for bad in ["0", "1000", "65536", "-1", "3"] {
+            assert_eq!(
+                err(&format!("vhost-user:path=/a,max-queue-size={bad}")),
+                format!("max-queue-size={bad}: max-queue-size {range}")
+            );
+        }
+        assert!(err("vhost-user:path=/a,max-queue-size=big").contains("expected a number"));
+        assert!(err("vhost-user:path=/a,max-queue-size").contains("max-queue-size=1024"));
+        assert!(err("tap:name=t,max-queue-size=1024")
+            .contains("unknown key `max-queue-size` for tap ports"));
+        let e = err("afpacket:ifname=v,max-queue-size=1024");
+        assert!(e.contains("unknown key `max-queue-size`"), "{e}");
+        // JSON specs from the ctl socket get the same check.
+        let PortSpec::VhostUser {
+            path,
+            queues,
+            client,
+            mac,
+            vlan,
+            offloads,
+            qmp,
+            ..
+        } = parse_port("vhost-user:path=/a").unwrap()
+        else {
+            unreachable!()
+        };
+        let bad = PortSpec::VhostUser {
+            path,
+            queues,
+            client,
+            mac,
+            vlan,
+            offloads,
+            qmp,
+            max_queue_size: Some(768),
+        };
+        assert!(validate_spec(&bad)
+            .unwrap_err()
+            .to_string()
+            .starts_with("max-queue-size=768: "));
     }
 
     #[test]
@@ -697,6 +801,7 @@ mod tests {
             vlan: None,
             offloads: true,
             qmp: None,
+            max_queue_size: None,
         };
         assert!(validate_spec(&bad).is_err());
         let good = parse_port("tap:name=rs0").unwrap();
@@ -709,6 +814,7 @@ mod tests {
             "vhost-user:path=/run/a.sock,queues=3,client,mac=02:00:00:00:00:01,vlan=7,offloads=off",
             "vhost-user:path=/run/a.sock,qmp=/run/a.qmp,qmp-nic=nic0",
             "vhost-user:path=/run/a.sock,qmp=/run/a.qmp",
+            "vhost-user:path=/run/a.sock,max-queue-size=1024",
             "tap:name=rs0,queues=4,vlan=3",
             "tap:name=rs1",
             "afpacket:ifname=veth9",
@@ -724,6 +830,7 @@ mod tests {
     fn mutated_specs_never_panic() {
         let seeds = [
             "vhost-user:path=/run/a.sock,queues=3,client,mac=02:00:00:00:00:01,vlan=7,offloads=off",
+            "vhost-user:path=/run/a.sock,max-queue-size=1024",
             "vhost-user:path=/run/a.sock,qmp=/run/a.qmp,qmp-nic=nic0",
             "tap:name=rs0,queues=4,vlan=3",
             "afpacket:ifname=veth9",

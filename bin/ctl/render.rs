@@ -37,6 +37,7 @@ pub fn ports(ports: &[PortInfo]) -> String {
         ("MAC", L),
         ("VLAN", L),
         ("QUEUES", R),
+        ("RINGS", L),
         ("OFFLOADS", L),
         ("RX-FILTER", L),
         ("FEATURES", L),
@@ -50,12 +51,29 @@ pub fn ports(ports: &[PortInfo]) -> String {
             p.mac.clone().unwrap_or_else(|| "-".into()),
             p.vlan.clone(),
             format!("{}/{}", p.queues_enabled, p.queues),
+            rings(p),
             list(&p.offloads),
             p.rx_filter.clone(),
             list(&p.features),
         ]);
     }
     t.render()
+}
+
+/// A vhost-user port's ring sizes: RX/TX of the first queue pair as the driver set them
+/// (`-` before it did), then the port's limit: `1024/1024 max 32768`. `-` for other kinds.
+fn rings(p: &PortInfo) -> String {
+    let Some(max) = p.max_queue_size else {
+        return "-".into();
+    };
+    let size = |q: usize| match p.queue_sizes.get(q) {
+        Some(&n) if n > 0 => n.to_string(),
+        _ => "-".into(),
+    };
+    if p.queue_sizes.iter().all(|&n| n == 0) {
+        return format!("max {max}");
+    }
+    format!("{}/{} max {max}", size(0), size(1))
 }
 
 /// Seconds with one decimal: ages are for humans deciding whether an entry is fresh.
@@ -212,9 +230,24 @@ mod tests {
             queues: 2,
             queues_enabled: 1,
             features: vec!["VERSION_1".into(), "MRG_RXBUF".into()],
+            max_queue_size: Some(32768),
+            queue_sizes: vec![1024, 1024, 0, 0, 64],
             offloads: vec![],
             rx_filter: "promisc".into(),
         };
+        let waiting = PortInfo {
+            queue_sizes: vec![],
+            ..p.clone()
+        };
+        let tap = PortInfo {
+            kind: "tap".into(),
+            max_queue_size: None,
+            queue_sizes: vec![],
+            ..p.clone()
+        };
+        assert_eq!(rings(&p), "1024/1024 max 32768");
+        assert_eq!(rings(&waiting), "max 32768");
+        assert_eq!(rings(&tap), "-");
         let out = ports(&[p]);
         let lines: Vec<&str> = out.lines().collect();
         assert_eq!(lines.len(), 2);
@@ -224,6 +257,8 @@ mod tests {
             "{out}"
         );
         assert!(lines[1].ends_with("VERSION_1,MRG_RXBUF"), "{out}");
+        assert!(lines[0].contains("RINGS"), "{out}");
+        assert_eq!(lines[0].find("RINGS"), lines[1].find("1024/1024 max 32768"));
         // Columns line up: the NAME column starts at the same offset in both lines.
         assert_eq!(lines[0].find("NAME"), lines[1].find("/run"));
         assert_eq!(lines[0].find("KIND"), lines[1].find("vhost-user"));

@@ -448,6 +448,13 @@ pub(crate) mod tests {
                 queues: 1,
                 queues_enabled: 1,
                 features: vec![],
+                max_queue_size: match spec {
+                    PortSpec::VhostUser { max_queue_size, .. } => {
+                        Some(max_queue_size.unwrap_or(32768))
+                    }
+                    _ => None,
+                },
+                queue_sizes: vec![],
                 offloads: vec![],
                 rx_filter: "promisc".into(),
             };

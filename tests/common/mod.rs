@@ -64,6 +64,19 @@ pub fn qemu_available() -> bool {
         .unwrap_or(false)
 }
 
+/// Whether a test needing `tool` skips because it is missing. Under `CI=true` a missing
+/// tool fails the test instead: a CI run must never pass by skipping.
+pub fn skip_without(tool: &str, available: bool, hint: &str) -> bool {
+    if available {
+        return false;
+    }
+    if std::env::var("CI").is_ok_and(|v| v == "true") {
+        panic!("{tool} is not installed and CI=true: install it ({hint})");
+    }
+    eprintln!("SKIPPED: {tool} is not installed ({hint})");
+    true
+}
+
 /// A locally administered unicast MAC 02:72:73:00:00:<n> ("rs").
 pub fn mac(n: u8) -> String {
     format!("02:72:73:00:00:{n:02x}")

@@ -494,6 +494,9 @@ fn large_rings_forward(tag: &str, size: u16, skip: u16, n: usize) {
             }
         }
     }
+    for dev in [h.dev(0), h.dev(1)] {
+        assert_eq!(dev.queue_sizes(), vec![size; 3]);
+    }
     let posted = b.post_rx(0, n, 2048);
     assert!(posted.iter().all(|(head, _)| *head >= skip));
     let frames: Vec<Vec<u8>> = (0..n)

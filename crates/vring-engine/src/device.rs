@@ -159,6 +159,27 @@ impl NetDevice {
         self.inner.st.lock().ctrl.filter.clone()
     }
 
+    /// The size the driver set for each virtqueue (SET_VRING_NUM), in queue order (RX of
+    /// pair N is 2N, TX 2N+1, control last); 0 for a queue that is not set up. Empty
+    /// without a frontend.
+    pub fn queue_sizes(&self) -> Vec<u16> {
+        use virtio_queue::QueueT;
+        self.inner
+            .vrings
+            .read()
+            .iter()
+            .map(|v| {
+                let st = v.get_ref();
+                let q = st.get_queue();
+                if q.ready() {
+                    q.size()
+                } else {
+                    0
+                }
+            })
+            .collect()
+    }
+
     /// Counters of virtqueue `index` (RX of pair N is 2N, TX 2N+1, control last).
     pub fn queue_stats(&self, index: usize) -> Option<QueueStats> {
         self.inner.counters.get(index).map(|c| c.snapshot())
