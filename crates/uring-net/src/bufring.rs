@@ -169,10 +169,8 @@ mod tests {
         br.register(&ring.submitter()).unwrap();
         let mut fds = [0; 2];
         // SAFETY: pipe2 writes two fds into our array.
-        assert_eq!(
-            unsafe { libc::pipe2(fds.as_mut_ptr(), libc::O_NONBLOCK) },
-            0
-        );
+        let r = unsafe { libc::pipe2(fds.as_mut_ptr(), libc::O_NONBLOCK) };
+        assert_eq!(r, 0);
         let (r, w) = (fds[0], fds[1]);
         let arm = |ring: &mut IoUring| {
             let e = opcode::ReadMulti::new(types::Fd(r), 0, 7)
