@@ -113,7 +113,7 @@ impl Runtime {
                     let now = rt.now();
                     rt.sw.age(now);
                     for q in rt.sw.mcast_tick(now) {
-                        rt.glue.inject(&q.frame, q.vid);
+                        rt.glue.inject(q.frame, q.vid);
                     }
                 }
             })

@@ -44,12 +44,12 @@ fn start_ringswitch_with(ns: &Netns, dir: &Path, ports: &[String], extra: &[&str
     p
 }
 
-/// `ringswitch ctl stats --json` of the daemon in `dir`.
-fn stats(dir: &Path) -> serde_json::Value {
+/// `ringswitch ctl CMD --json` of the daemon in `dir`.
+fn ctl_json(dir: &Path, cmd: &str) -> serde_json::Value {
     let out = common::ringswitch_command()
         .args(["ctl", "--ctl"])
         .arg(dir.join("ctl.sock"))
-        .args(["stats", "--json"])
+        .args([cmd, "--json"])
         .output()
         .expect("ctl");
     assert!(
@@ -57,23 +57,17 @@ fn stats(dir: &Path) -> serde_json::Value {
         "{}",
         String::from_utf8_lossy(&out.stderr)
     );
-    serde_json::from_slice(&out.stdout).expect("stats json")
+    serde_json::from_slice(&out.stdout).expect("ctl json")
+}
+
+/// `ringswitch ctl stats --json` of the daemon in `dir`.
+fn stats(dir: &Path) -> serde_json::Value {
+    ctl_json(dir, "stats")
 }
 
 /// The `ctl ports --json` entry of port `name` of the daemon in `dir`.
 fn port_info(dir: &Path, name: &str) -> serde_json::Value {
-    let out = common::ringswitch_command()
-        .args(["ctl", "--ctl"])
-        .arg(dir.join("ctl.sock"))
-        .args(["ports", "--json"])
-        .output()
-        .expect("ctl");
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    let v: serde_json::Value = serde_json::from_slice(&out.stdout).expect("ports json");
+    let v = ctl_json(dir, "ports");
     v["ports"]
         .as_array()
         .and_then(|ps| ps.iter().find(|p| p["name"] == name))

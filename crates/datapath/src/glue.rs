@@ -56,11 +56,11 @@ impl Glue {
     /// way it sends received frames (`uring_net::Dataplane::inject`: staged into guests
     /// and adapted to their offloads, written to taps and AF_PACKET ports, each tagged as
     /// the port's VLAN mode says).
-    pub fn inject(&self, frame: &[u8], vid: Vid) {
+    pub fn inject(&self, frame: Vec<u8>, vid: Vid) {
         let Some(dp) = self.dp.load_full() else {
             return;
         };
-        if let Err(e) = dp.inject(frame.to_vec(), vid) {
+        if let Err(e) = dp.inject(frame, vid) {
             tracing::debug!("switch-originated frame not sent: {e}");
         }
     }

@@ -1,5 +1,6 @@
-//! Guest→guest deliveries of one pop batch, placed at the batch's end as one burst per
-//! destination.
+//! Deliveries into guests — from other guests, taps, AF_PACKET ports and frames the
+//! switch originates — staged during a batch and placed at its end as one burst per
+//! destination: the one RX path.
 //!
 //! Why: placing a frame into a guest's RX ring has a fixed cost per *visit* — the
 //! destination queue's lock, a guest-memory snapshot, a read of the driver's avail index
