@@ -37,7 +37,9 @@ Port syntax (stable; scripts depend on it):
   vhost-user:path=P[,queues=N][,client][,mac=M][,vlan=V][,offloads=on|off]
              [,qmp=PATH[,qmp-nic=ID]]
   tap:name=N[,queues=N][,vlan=V]
-  afpacket:ifname=I[,vlan=V]";
+  afpacket:ifname=I[,vlan=V]
+  every kind also: [,mac=M][,trunk=10,20-30][,native=V][,port-security=on|off]
+                   [,flood-limit=PPS][,mac-limit=N]";
 
 const RUN_EXAMPLES: &str = "\
 Examples:
@@ -62,6 +64,15 @@ Port syntax (stable; scripts depend on it):
                 QEMU's only NIC)
   tap:name=N[,queues=N][,vlan=V]      a tap device (created if missing), queues 1..=256
   afpacket:ifname=I[,vlan=V]          an existing interface, e.g. a veth
+  Every kind also takes:
+      mac            tap/afpacket: the MAC of the far end (a container's interface)
+      trunk          trunk port carrying these VLANs tagged, e.g. trunk=10,20-30
+      native         VLAN of untagged frames on a trunk (default 1 without trunk=;
+                     with trunk= and no native=, untagged frames are dropped)
+      port-security  on: only mac= may be the Ethernet source and ARP sender (needs mac=)
+      flood-limit    broadcast/unknown-unicast/multicast frames flooded per second
+                     (0 or absent: no limit)
+      mac-limit      MACs learned behind the port (0 or absent: no limit)
 
 Logging: RUST_LOG (default `info`), e.g. RUST_LOG=ringswitch=debug,info.";
 
@@ -194,7 +205,8 @@ pub enum CtlCommand {
         /// The port's name as `ctl ports` shows it (socket path, tap or interface name).
         name: String,
     },
-    /// Change a running port: `vlan=V` (access VLAN) or `vlan=none` (default trunk).
+    /// Change a running port: `vlan=V|none`, `trunk=LIST|none`, `native=V|none`, `mac=M`
+    /// (tap/afpacket), `port-security=on|off`, `flood-limit=PPS`, `mac-limit=N`.
     SetPort {
         /// The port's name as `ctl ports` shows it.
         name: String,

@@ -474,9 +474,51 @@ mod tests {
         );
         let e = err(
             &args(&[]),
-            "[[port]]\nkind = \"tap\"\nname = \"a\"\nmac = \"x\"\n",
+            "[[port]]\nkind = \"tap\"\nname = \"a\"\nqmp = \"x\"\n",
         );
-        assert!(e.contains("unknown key `mac` for tap ports"), "{e}");
+        assert!(e.contains("unknown key `qmp` for tap ports"), "{e}");
+        let e = err(
+            &args(&[]),
+            "[[port]]\nkind = \"afpacket\"\nifname = \"v\"\nport-security = true\n",
+        );
+        assert!(
+            e.starts_with("f.toml: [[port]] #1: port-security=on: ") && e.contains("mac=M"),
+            "{e}"
+        );
+        let e = err(
+            &args(&[]),
+            "[[port]]\nkind = \"tap\"\nname = \"a\"\nvlan = 10\ntrunk = \"20\"\n",
+        );
+        assert!(e.starts_with("f.toml: [[port]] #1: trunk=20: "), "{e}");
+    }
+
+    #[test]
+    fn file_ports_take_the_l2_options() {
+        let plan = merge(
+            &args(&[]),
+            file(
+                "[[port]]\nkind = \"afpacket\"\nifname = \"v1\"\nmac = \"02:00:00:00:00:01\"\n\
+                 port-security = true\nflood-limit = 100\nmac-limit = 2\n\
+                 [[port]]\nkind = \"tap\"\nname = \"t\"\ntrunk = \"10,20-30\"\nnative = 5\n",
+            ),
+            "f.toml",
+        )
+        .unwrap();
+        let [v1, t] = &plan.options.ports[..] else {
+            panic!("{:?}", plan.options.ports)
+        };
+        assert_eq!(
+            v1,
+            &parse_port(
+                "afpacket:ifname=v1,mac=02:00:00:00:00:01,port-security=on,flood-limit=100,\
+                 mac-limit=2"
+            )
+            .unwrap()
+        );
+        assert_eq!(
+            t,
+            &parse_port("tap:name=t,trunk=10,20-30,native=5").unwrap()
+        );
     }
 
     #[test]

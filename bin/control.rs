@@ -10,7 +10,8 @@ use serde::{Deserialize, Serialize};
 /// A port as the user specifies it (`--port` syntax or TOML). Keep this stable: scripts
 /// outside the project use `--port vhost-user:path=P[,queues=N][,client][,mac=M][,vlan=V]
 /// [,offloads=on|off][,qmp=PATH[,qmp-nic=ID]][,max-queue-size=N]`, `--port tap:name=N[,queues=N]`,
-/// `--port afpacket:ifname=I`.
+/// `--port afpacket:ifname=I`, each kind also with the [`PortL2`] keys (and `mac=M` for tap
+/// and afpacket).
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(tag = "kind", rename_all = "kebab-case")]
 pub enum PortSpec {
@@ -36,16 +37,64 @@ pub enum PortSpec {
         /// before the key existed: the default.
         #[serde(default, skip_serializing_if = "Option::is_none")]
         max_queue_size: Option<u16>,
+        #[serde(flatten)]
+        l2: PortL2,
     },
     Tap {
         name: String,
         /// Queues (one per worker by default: None).
         queues: Option<u16>,
         vlan: Option<u16>,
+        /// The MAC of the host side behind the tap (what port security binds to).
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        mac: Option<String>,
+        #[serde(flatten)]
+        l2: PortL2,
     },
     /// `"kind": "afpacket"` as in the `--port` syntax and `PortInfo::kind`.
     #[serde(rename = "afpacket")]
-    AfPacket { ifname: String, vlan: Option<u16> },
+    AfPacket {
+        ifname: String,
+        vlan: Option<u16>,
+        /// The MAC of the far end (the container's interface of a veth pair).
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        mac: Option<String>,
+        #[serde(flatten)]
+        l2: PortL2,
+    },
+}
+
+/// The L2 options every port kind takes: trunk VLANs (`trunk=10,20-30`, `native=V`),
+/// port security, flood and MAC limits. Flattened into each [`PortSpec`] variant, so on
+/// the wire the keys sit beside `vlan` and `mac`; absent keys (JSON from before they
+/// existed) mean off.
+#[derive(Debug, Clone, PartialEq, Eq, Default, Serialize, Deserialize)]
+pub struct PortL2 {
+    /// Trunk port carrying these VLANs tagged, canonical `10,20-30` (sorted, merged).
+    /// None with `native` None: every VLAN, native VLAN 1 (the default port).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub trunk: Option<String>,
+    /// The VLAN of untagged frames on a trunk (they leave untagged). None with `trunk`:
+    /// untagged frames are dropped.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub native: Option<u16>,
+    /// Only the port's `mac` may be the Ethernet source and ARP sender (needs `mac`).
+    #[serde(default, skip_serializing_if = "is_false")]
+    pub port_security: bool,
+    /// Most frames per second the port may have flooded (0: no limit).
+    #[serde(default, skip_serializing_if = "is_zero")]
+    pub flood_limit: u32,
+    /// Most MACs the FDB learns behind the port (0: no limit).
+    #[serde(default, skip_serializing_if = "is_zero")]
+    pub mac_limit: u32,
+}
+
+fn is_false(b: &bool) -> bool {
+    !*b
+}
+
+fn is_zero(n: &u32) -> bool {
+    *n == 0
 }
 
 /// Where QEMU's QMP socket is and which of its NICs is this port's (`qmp=`, `qmp-nic=`).
@@ -67,12 +116,41 @@ impl PortSpec {
             PortSpec::AfPacket { ifname, .. } => ifname,
         }
     }
+
+    /// The access VLAN (`vlan=`), if any.
+    pub fn vlan(&self) -> Option<u16> {
+        match self {
+            PortSpec::VhostUser { vlan, .. }
+            | PortSpec::Tap { vlan, .. }
+            | PortSpec::AfPacket { vlan, .. } => *vlan,
+        }
+    }
+
+    /// The port's MAC (`mac=`): the guest NIC's, or the far end's for tap and afpacket.
+    pub fn mac(&self) -> Option<&str> {
+        match self {
+            PortSpec::VhostUser { mac, .. }
+            | PortSpec::Tap { mac, .. }
+            | PortSpec::AfPacket { mac, .. } => mac.as_deref(),
+        }
+    }
+
+    /// The L2 options every kind has.
+    pub fn l2(&self) -> &PortL2 {
+        match self {
+            PortSpec::VhostUser { l2, .. }
+            | PortSpec::Tap { l2, .. }
+            | PortSpec::AfPacket { l2, .. } => l2,
+        }
+    }
 }
 
-/// A change to a running port (`ctl set-port NAME vlan=…`).
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+/// A change to a running port (`ctl set-port NAME vlan=…,port-security=on,…`). Every
+/// field: None (key absent on the wire) leaves the setting as it is.
+#[derive(Debug, Clone, PartialEq, Eq, Default, Serialize, Deserialize)]
 pub struct PortChange {
-    /// Some(Some(v)): access VLAN v; Some(None): back to the default trunk.
+    /// Some(Some(v)): access VLAN v (the trunk settings are cleared); Some(None): no
+    /// access VLAN (a trunk: the default one unless `trunk`/`native` are set).
     /// On the wire: `"vlan": 10`, `"vlan": null` (back to trunk), key absent (unchanged);
     /// serde's default would read `null` as "unchanged".
     #[serde(
@@ -81,6 +159,39 @@ pub struct PortChange {
         deserialize_with = "present"
     )]
     pub vlan: Option<Option<u16>>,
+    /// Some(Some(list)): trunk of these VLANs (`10,20-30`; clears `vlan`); Some(None):
+    /// no allowed list (every VLAN).
+    #[serde(
+        default,
+        skip_serializing_if = "Option::is_none",
+        deserialize_with = "present"
+    )]
+    pub trunk: Option<Option<String>>,
+    /// Some(Some(v)): native VLAN v of a trunk (clears `vlan`); Some(None): none.
+    #[serde(
+        default,
+        skip_serializing_if = "Option::is_none",
+        deserialize_with = "present"
+    )]
+    pub native: Option<Option<u16>>,
+    /// The MAC port security binds to (tap and afpacket ports).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub mac: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub port_security: Option<bool>,
+    /// Frames flooded per second (0: no limit).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub flood_limit: Option<u32>,
+    /// MACs learned behind the port (0: no limit).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub mac_limit: Option<u32>,
+}
+
+impl PortChange {
+    /// True when the change names no setting at all.
+    pub fn is_empty(&self) -> bool {
+        *self == PortChange::default()
+    }
 }
 
 /// Deserialises a key that is present (even as `null`) into `Some(..)`.
@@ -118,6 +229,15 @@ pub struct PortInfo {
     pub queue_sizes: Vec<u16>,
     /// What the port can receive without adaptation: "csum", "tso4", …
     pub offloads: Vec<String>,
+    /// Port security on (`port-security=on`): only `mac` may be source and ARP sender.
+    #[serde(default)]
+    pub port_security: bool,
+    /// Frames flooded per second (`flood-limit=`; 0: no limit).
+    #[serde(default)]
+    pub flood_limit: u32,
+    /// MACs learned behind the port (`mac-limit=`; 0: no limit).
+    #[serde(default)]
+    pub mac_limit: u32,
     /// "promisc" or e.g. "mac 52:54:00:00:00:01 +bcast +allmulti uni[2] multi[3]".
     pub rx_filter: String,
 }
@@ -336,6 +456,7 @@ mod tests {
                 nic: Some("net0".into()),
             }),
             max_queue_size: Some(1024),
+            l2: PortL2::default(),
         };
         let text = serde_json::to_string(&with).unwrap();
         assert!(

@@ -282,6 +282,8 @@ pub fn run(opts: DemoOptions) -> Result<()> {
         .map(|h| PortSpec::AfPacket {
             ifname: h.clone(),
             vlan: None,
+            mac: None,
+            l2: Default::default(),
         })
         .collect();
     let rt = spawn_in(&topo.switch_ns, move || {

@@ -427,6 +427,42 @@ mod tests {
         assert_eq!(label("x\ny"), "x\\ny");
     }
 
+    /// Port security's drops reach the exposition under the reason names `ctl stats`
+    /// uses (every switch DropReason is exported the same way, by its snake_case name).
+    #[test]
+    fn port_security_drops_are_exported_by_reason() {
+        let s = StatsReport {
+            ports: vec![crate::control::PortCounters {
+                name: "v1".into(),
+                drops: ["spoofed_source", "storm_limited", "mac_limit"]
+                    .iter()
+                    .zip(1u64..)
+                    .map(|(r, n)| (r.to_string(), n))
+                    .collect(),
+                ..Default::default()
+            }],
+            ..Default::default()
+        };
+        let text = render(&s);
+        for (reason, n) in [
+            ("spoofed_source", 1),
+            ("storm_limited", 2),
+            ("mac_limit", 3),
+        ] {
+            let line =
+                format!("ringswitch_port_drops_total{{port=\"v1\",reason=\"{reason}\"}} {n}\n");
+            assert!(text.contains(&line), "{line}{text}");
+        }
+        // The names are the switch's own.
+        for r in [
+            switch::DropReason::SpoofedSource,
+            switch::DropReason::StormLimited,
+            switch::DropReason::MacLimit,
+        ] {
+            assert!(text.contains(&format!("reason=\"{}\"", r.as_str())), "{r}");
+        }
+    }
+
     #[test]
     fn http_routing() {
         let fake = Fake::with_port("p");

@@ -51,8 +51,56 @@ pub struct Runtime {
     housekeeping: Mutex<Option<JoinHandle<()>>>,
 }
 
-fn vlan_mode(vlan: Option<u16>) -> VlanMode {
-    vlan.map(VlanMode::Access).unwrap_or_default()
+/// What a port's L2 options (`vlan`, `trunk`, `native`, `mac`, `port-security`,
+/// `flood-limit`, `mac-limit`) set in its switch [`PortConfig`]. The rx filter is not
+/// touched: a vhost-user port's comes from `mac=` when it is added (and from the guest);
+/// on tap and afpacket ports `mac=` is only what port security binds to.
+struct L2Settings {
+    vlan: VlanMode,
+    mac: Option<Mac>,
+    port_security: bool,
+    flood_limit_pps: u32,
+    mac_limit: u32,
+}
+
+impl L2Settings {
+    /// From a validated spec (config::port checked every value).
+    fn of(spec: &PortSpec) -> Result<L2Settings, ControlError> {
+        let invalid = |e: &dyn std::fmt::Display| ControlError::InvalidPort(e.to_string());
+        let l2 = spec.l2();
+        let vlan = match (spec.vlan(), &l2.trunk, l2.native) {
+            (Some(v), _, _) => VlanMode::Access(v),
+            (None, None, None) => VlanMode::default(),
+            (None, None, native) => VlanMode::Trunk {
+                native,
+                allowed: Box::new(switch::vlan::VlanSet::all()),
+            },
+            (None, Some(t), native) => VlanMode::Trunk {
+                native,
+                allowed: Box::new(crate::config::port::trunk_set(t).map_err(|e| invalid(&e))?),
+            },
+        };
+        let mac = spec
+            .mac()
+            .map(|m| m.parse::<Mac>())
+            .transpose()
+            .map_err(|e| invalid(&format!("mac: {e}")))?;
+        Ok(L2Settings {
+            vlan,
+            mac,
+            port_security: l2.port_security,
+            flood_limit_pps: l2.flood_limit,
+            mac_limit: l2.mac_limit,
+        })
+    }
+
+    fn apply(self, c: &mut PortConfig) {
+        c.vlan = self.vlan;
+        c.mac = self.mac;
+        c.port_security = self.port_security;
+        c.flood_limit_pps = self.flood_limit_pps;
+        c.mac_limit = self.mac_limit;
+    }
 }
 
 fn control_err(e: impl std::fmt::Display) -> ControlError {
@@ -189,7 +237,6 @@ impl Runtime {
             queues,
             client,
             mac,
-            vlan,
             offloads,
             max_queue_size,
             ..
@@ -200,7 +247,7 @@ impl Runtime {
                 spec.name()
             )));
         };
-        let (queues, client, vlan, offloads) = (*queues, *client, *vlan, *offloads);
+        let (queues, client, offloads) = (*queues, *client, *offloads);
         let mac: Option<Mac> = mac
             .as_deref()
             .map(|m| m.parse())
@@ -228,7 +275,7 @@ impl Runtime {
         if let Some(m) = mac {
             cfg = cfg.with_mac(m);
         }
-        cfg.vlan = vlan_mode(vlan);
+        L2Settings::of(spec)?.apply(&mut cfg);
         let dp = self
             .dp
             .lock()
@@ -310,6 +357,9 @@ impl Runtime {
             queue_sizes,
             offloads: describe_offloads(&cfg.offloads),
             rx_filter: describe_filter(&cfg.rx_filter),
+            port_security: cfg.port_security,
+            flood_limit: cfg.flood_limit_pps,
+            mac_limit: cfg.mac_limit,
         }
     }
 
@@ -334,11 +384,12 @@ fn describe_vlan(v: &VlanMode) -> String {
         VlanMode::Access(v) => format!("access {v}"),
         VlanMode::Trunk { native, allowed } => {
             let n = native.map_or("none".to_string(), |v| v.to_string());
-            let a: Vec<u16> = allowed.iter().collect();
-            let a = if a.len() == 4094 {
+            let a = if **allowed == switch::vlan::VlanSet::all() {
                 "all".to_string()
+            } else if allowed.is_empty() {
+                "none".to_string()
             } else {
-                format!("{a:?}")
+                crate::config::port::vlan_list(allowed)
             };
             format!("trunk native {n} allowed {a}")
         }
@@ -567,17 +618,17 @@ impl Control for Runtime {
                 }
                 id
             }
-            PortSpec::Tap { name, vlan, .. } => {
+            PortSpec::Tap { name, .. } => {
                 let mut s = uring_net::PortSpec::tap(name);
                 if let uring_net::PortSpec::Tap { config, .. } = &mut s {
-                    config.vlan = vlan_mode(*vlan);
+                    L2Settings::of(&spec)?.apply(config);
                 }
                 self.with_dp(|dp| dp.add_port(s))?.map_err(control_err)?
             }
-            PortSpec::AfPacket { ifname, vlan } => {
+            PortSpec::AfPacket { ifname, .. } => {
                 let mut s = uring_net::PortSpec::afpacket(ifname);
                 if let uring_net::PortSpec::AfPacket { config } = &mut s {
-                    config.vlan = vlan_mode(*vlan);
+                    L2Settings::of(&spec)?.apply(config);
                 }
                 self.with_dp(|dp| dp.add_port(s))?.map_err(control_err)?
             }
@@ -605,14 +656,37 @@ impl Control for Runtime {
         self.with_dp(|dp| dp.remove_port(id))?.map_err(control_err)
     }
 
+    /// Applies `change` to the running port: the spec with the change must validate as
+    /// a whole (config::port::apply_change), then the switch takes the new settings in
+    /// one atomic port-table update; the port's queues and sockets stay as they are.
     fn set_port(&self, name: &str, change: PortChange) -> Result<(), ControlError> {
         let id = self.id_of(name)?;
-        if let Some(v) = change.vlan {
-            self.sw
-                .update_port(id, |c| c.vlan = vlan_mode(v))
-                .map_err(|e| ControlError::InvalidPort(e.to_string()))?;
-            self.sync_mcast_vlans();
+        // Held throughout: two set-ports on one port apply one after the other.
+        let mut specs = self.specs.lock();
+        let spec = specs
+            .get(&id)
+            .ok_or_else(|| ControlError::NoSuchPort(name.into()))?;
+        let new = crate::config::port::apply_change(spec, &change)
+            .map_err(|e| ControlError::InvalidPort(e.to_string()))?;
+        let l2 = L2Settings::of(&new)?;
+        let (old_l2, new_l2) = (spec.l2().clone(), new.l2().clone());
+        let mac_changed = spec.mac() != new.mac();
+        self.sw
+            .update_port(id, |c| l2.apply(c))
+            .map_err(|e| ControlError::InvalidPort(e.to_string()))?;
+        // What the FDB learned before is not what the new rules allow: a lowered MAC
+        // limit would hold only for addresses learned from now on, and port security
+        // would leave spoofed addresses learned before it pointing here. Forget the
+        // port's entries; they are learned again (within the rules) from its next frames.
+        let limit_lowered =
+            new_l2.mac_limit != 0 && (old_l2.mac_limit == 0 || new_l2.mac_limit < old_l2.mac_limit);
+        let security_tightened = new_l2.port_security && (!old_l2.port_security || mac_changed);
+        if limit_lowered || security_tightened {
+            self.sw.fdb().flush_port(id);
         }
+        specs.insert(id, new);
+        drop(specs);
+        self.sync_mcast_vlans();
         Ok(())
     }
 }

@@ -184,7 +184,11 @@ fn bad_port_specs_name_key_value_and_fix() {
     fails(
         &["--port", "tap:name=rs0,colour=blue"],
         2,
-        &["unknown key `colour`", "valid keys: name, queues, vlan"],
+        &[
+            "unknown key `colour`",
+            "valid keys: name, queues, vlan, mac, trunk, native, port-security, flood-limit, \
+             mac-limit",
+        ],
     );
     fails(
         &["--port", "vhost-user:path=/tmp/a,mac=01:00:5e:00:00:01"],
@@ -229,6 +233,108 @@ fn bad_port_specs_name_key_value_and_fix() {
         2,
         &["unknown key `max-queue-size` for tap ports"],
     );
+}
+
+/// Port security, limits and VLAN modes on every kind: on the command line and in a file,
+/// printed by `--check` as the ctl socket's JSON has them; bad values and combinations
+/// name the key.
+#[test]
+fn l2_port_options_on_every_kind() {
+    let d = Dir::new("l2");
+    let sock = d.0.join("vm1.sock").display().to_string();
+    let cfg = d.file(
+        "l2.toml",
+        "[[port]]\nkind = \"tap\"\nname = \"rs0\"\nmac = \"02:00:00:00:00:02\"\n\
+         port-security = true\ntrunk = \"10,20-30\"\nnative = 5\n",
+    );
+    let plan = check(&[
+        "--config",
+        cfg.to_str().unwrap(),
+        "--port",
+        &format!("vhost-user:path={sock},mac=52:54:00:00:00:01,port-security=on,vlan=10"),
+        "--port",
+        "afpacket:ifname=veth0,mac=02:00:00:00:00:03,flood-limit=100,mac-limit=2,trunk=7",
+        "--ctl",
+        &d.ctl(),
+    ]);
+    let ports = plan["options"]["ports"].as_array().unwrap();
+    assert_eq!(ports[0]["kind"], "tap");
+    assert_eq!(ports[0]["mac"], "02:00:00:00:00:02");
+    assert_eq!(ports[0]["port_security"], true);
+    assert_eq!(ports[0]["trunk"], "10,20-30");
+    assert_eq!(ports[0]["native"], 5);
+    assert_eq!(ports[1]["port_security"], true);
+    assert_eq!(ports[1]["vlan"], 10);
+    assert!(ports[1].get("flood_limit").is_none(), "0 is left out");
+    assert_eq!(ports[2]["flood_limit"], 100);
+    assert_eq!(ports[2]["mac_limit"], 2);
+    assert_eq!(ports[2]["trunk"], "7");
+    assert!(ports[2].get("port_security").is_none());
+
+    fails(
+        &["--port", "afpacket:ifname=v,port-security=on"],
+        2,
+        &["port-security=on", "add mac=M"],
+    );
+    fails(
+        &["--port", "tap:name=t,vlan=10,trunk=20"],
+        2,
+        &["trunk=20", "vlan= makes an access port"],
+    );
+    fails(
+        &["--port", "tap:name=t,vlan=10,native=20"],
+        2,
+        &["native=20", "vlan= makes an access port"],
+    );
+    fails(
+        &["--port", "afpacket:ifname=v,trunk=10,5000"],
+        2,
+        &["trunk=10,5000", "1..=4094"],
+    );
+    fails(
+        &["--port", "afpacket:ifname=v,native=0"],
+        2,
+        &["native=0", "1..=4094"],
+    );
+    fails(
+        &["--port", "afpacket:ifname=v,flood-limit=-5"],
+        2,
+        &["flood-limit=-5", "0..=10000000"],
+    );
+    fails(
+        &["--port", "afpacket:ifname=v,mac-limit=100000"],
+        2,
+        &["mac-limit=100000", "0..=65536"],
+    );
+    let bad = d.file(
+        "bad.toml",
+        "[[port]]\nkind = \"afpacket\"\nifname = \"v\"\nport-security = true\n",
+    );
+    fails(
+        &["--config", bad.to_str().unwrap(), "--ctl", &d.ctl()],
+        1,
+        &["bad.toml: [[port]] #1: port-security=on", "mac=M"],
+    );
+    let typed = d.file(
+        "typed.toml",
+        "[[port]]\nkind = \"afpacket\"\nifname = \"v\"\nport-security = \"maybe\"\n",
+    );
+    fails(
+        &["--config", typed.to_str().unwrap(), "--ctl", &d.ctl()],
+        1,
+        &["typed.toml", "port-security"],
+    );
+    // set-port changes are parsed before connecting: bad ones never reach a daemon.
+    let o = ringswitch(&["ctl", "--ctl", &d.ctl(), "set-port", "v", "vlan=3,trunk=4"]);
+    assert_eq!(o.status.code(), Some(2));
+    assert!(
+        stderr(&o).contains("vlan= makes an access port"),
+        "{}",
+        stderr(&o)
+    );
+    let o = ringswitch(&["ctl", "--ctl", &d.ctl(), "set-port", "v", "flood-limit=x"]);
+    assert_eq!(o.status.code(), Some(2));
+    assert!(stderr(&o).contains("flood-limit=x"), "{}", stderr(&o));
 }
 
 #[test]

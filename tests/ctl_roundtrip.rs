@@ -557,3 +557,147 @@ fn guest_sees_link_down_when_the_daemon_stops() {
     });
     assert!(down, "the guest's carrier must drop when the daemon stops");
 }
+
+/// The port ↔ switch settings of one port, from `ctl ports --json`.
+fn port_json(sock: &Path, name: &str) -> serde_json::Value {
+    ctl_json(sock, &["ports"])["ports"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|p| p["name"] == name)
+        .cloned()
+        .unwrap_or_else(|| panic!("no port {name}"))
+}
+
+/// A port's drop counter by reason, from `ctl stats --json` (absent: 0).
+fn drops(sock: &Path, port: &str, reason: &str) -> u64 {
+    let stats = ctl_json(sock, &["stats"]);
+    stats["stats"]["ports"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|p| p["name"] == port)
+        .and_then(|p| {
+            p["drops"]
+                .as_array()?
+                .iter()
+                .find(|d| d[0] == reason)
+                .and_then(|d| d[1].as_u64())
+        })
+        .unwrap_or(0)
+}
+
+/// Port security, limits and trunk settings through `ctl add-port` and `ctl set-port`
+/// on a running daemon: shown by `ctl ports` (table and JSON), applied to traffic at
+/// once without re-opening the port, and refused with the key named when invalid.
+#[test]
+fn set_port_security_and_vlan_options_round_trip() {
+    let _scope = TestScope::start("set_port_l2", Duration::from_secs(120));
+    let lab = lab();
+    let dir = TempDir::new("l2").unwrap();
+    let sock = dir.path().join("ctl.sock");
+    let mut daemon = start_daemon(&lab, &sock, &[]);
+    let c3_mac = lab.c[2]
+        .exec("cat", &["/sys/class/net/eth0/address"])
+        .unwrap()
+        .trim()
+        .to_string();
+
+    let added = ctl_ok(
+        &sock,
+        &[
+            "add-port",
+            &format!(
+                "afpacket:ifname=v3,mac={c3_mac},port-security=on,flood-limit=100,mac-limit=2,\
+                 trunk=10,20-30,native=1"
+            ),
+        ],
+    );
+    assert!(
+        added.contains("SECURITY") && added.contains("port-security,flood<=100/s,macs<=2"),
+        "{added}"
+    );
+    let v3 = port_json(&sock, "v3");
+    assert_eq!(v3["mac"], c3_mac.as_str(), "{v3}");
+    assert_eq!(v3["port_security"], true, "{v3}");
+    assert_eq!(v3["flood_limit"], 100, "{v3}");
+    assert_eq!(v3["mac_limit"], 2, "{v3}");
+    assert_eq!(v3["vlan"], "trunk native 1 allowed 10,20-30", "{v3}");
+    assert_eq!(
+        v3["rx_filter"], "promisc",
+        "mac= of an afpacket port filters nothing"
+    );
+    assert!(
+        reachable(&lab.c[2], "198.18.0.1"),
+        "c3 (its own MAC, untagged = native 1) → c1"
+    );
+    assert_eq!(drops(&sock, "v3", "spoofed_source"), 0);
+
+    // Bind v3 to another MAC: c3's own frames are now spoofed, and counted.
+    ctl_ok(&sock, &["set-port", "v3", "mac=02:72:73:00:00:99"]);
+    assert_eq!(port_json(&sock, "v3")["mac"], "02:72:73:00:00:99");
+    lab.c[2].exec("ip", &["neigh", "flush", "all"]).unwrap();
+    assert!(
+        !ping(&lab.c[2], "198.18.0.1"),
+        "c3's MAC is not the bound one"
+    );
+    assert!(drops(&sock, "v3", "spoofed_source") > 0);
+    assert!(ping(&lab.c[0], "198.18.0.2"), "c1 → c2 undisturbed");
+    ctl_ok(
+        &sock,
+        &["set-port", "v3", "port-security=off,flood-limit=0"],
+    );
+    let v3 = port_json(&sock, "v3");
+    assert_eq!(
+        (&v3["port_security"], &v3["flood_limit"]),
+        (&false.into(), &0.into())
+    );
+    assert!(reachable(&lab.c[2], "198.18.0.1"), "security off: c3 back");
+
+    // VLAN modes: native none drops c3's untagged frames; an access VLAN clears the trunk.
+    ctl_ok(&sock, &["set-port", "v3", "native=none"]);
+    assert_eq!(
+        port_json(&sock, "v3")["vlan"],
+        "trunk native none allowed 10,20-30"
+    );
+    lab.c[2].exec("ip", &["neigh", "flush", "all"]).unwrap();
+    assert!(
+        !ping(&lab.c[2], "198.18.0.1"),
+        "untagged frames without a native VLAN"
+    );
+    assert!(drops(&sock, "v3", "vlan_untagged_not_allowed") > 0);
+    ctl_ok(&sock, &["set-port", "v3", "vlan=1"]);
+    let v3 = port_json(&sock, "v3");
+    assert_eq!(v3["vlan"], "access 1", "{v3}");
+    assert_eq!(v3["mac_limit"], 2, "untouched settings stay: {v3}");
+    assert!(reachable(&lab.c[2], "198.18.0.1"), "access VLAN 1");
+    ctl_ok(&sock, &["set-port", "v3", "trunk=none"]);
+    assert_eq!(port_json(&sock, "v3")["vlan"], "trunk native 1 allowed all");
+
+    // Refusals name the key; the daemon and its ports carry on.
+    for (port, change, needle) in [
+        ("v1", "port-security=on", "add mac=M"),
+        ("v1", "vlan=10,trunk=20", "vlan= makes an access port"),
+        ("v9", "mac-limit=1", "no port named \"v9\""),
+    ] {
+        let o = ctl(&sock, &["set-port", port, change]);
+        let err = String::from_utf8_lossy(&o.stderr);
+        assert_ne!(o.status.code(), Some(0), "{change}");
+        assert!(err.contains(needle), "{change}: {err}");
+    }
+    let vm = dir.path().join("vm.sock").display().to_string();
+    ctl_ok(
+        &sock,
+        &[
+            "add-port",
+            &format!("vhost-user:path={vm},mac=02:72:73:00:00:0a"),
+        ],
+    );
+    let o = ctl(&sock, &["set-port", &vm, "mac=02:72:73:00:00:0b"]);
+    assert_eq!(o.status.code(), Some(1));
+    assert!(String::from_utf8_lossy(&o.stderr).contains("del-port and add-port"));
+    ctl_ok(&sock, &["set-port", &vm, "port-security=on"]);
+    assert_eq!(port_json(&sock, &vm)["port_security"], true);
+    assert!(ping(&lab.c[0], "198.18.0.2"), "c1 → c2 after all of it");
+    assert!(daemon.stop(Duration::from_secs(20)).unwrap().success());
+}

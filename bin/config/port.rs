@@ -6,9 +6,10 @@
 //! rename or repurpose one.
 
 use serde::Deserialize;
+use switch::vlan::VlanSet;
 use switch::Mac;
 
-use crate::control::{PortChange, PortSpec, QmpSpec};
+use crate::control::{PortChange, PortL2, PortSpec, QmpSpec};
 
 /// Queue pairs a vhost-user port may offer (the contract in `control.rs`).
 pub const VHOST_QUEUES_MAX: i64 = 16;
@@ -18,6 +19,11 @@ pub const TAP_QUEUES_MAX: i64 = 256;
 pub const SUN_PATH_MAX: usize = 107;
 /// `IFNAMSIZ` is 16 including the terminating NUL (netdevice(7)).
 pub const IFNAME_MAX: usize = 15;
+/// `flood-limit=` above this is no limit in practice (and beyond the switch's token
+/// bucket burst, security.rs).
+pub const FLOOD_LIMIT_MAX: i64 = 10_000_000;
+/// `mac-limit=` up to the FDB's default size.
+pub const MAC_LIMIT_MAX: i64 = 65_536;
 
 const VHOST_KEYS: &[&str] = &[
     "path",
@@ -29,14 +35,40 @@ const VHOST_KEYS: &[&str] = &[
     "qmp",
     "qmp-nic",
     "max-queue-size",
+    "trunk",
+    "native",
+    "port-security",
+    "flood-limit",
+    "mac-limit",
 ];
 /// The largest split ring (virtio 1.2 §2.7), vring-engine's default.
 pub const MAX_QUEUE_SIZE: i64 = vring_engine::MAX_QUEUE_SIZE as i64;
 /// QEMU's `id_wellformed()` (util/id.c) limits ids to this alphabet; QEMU ids have no
 /// length limit, ours keep log lines and QMP requests small.
 const QEMU_ID_MAX: usize = 128;
-const TAP_KEYS: &[&str] = &["name", "queues", "vlan"];
-const AFPACKET_KEYS: &[&str] = &["ifname", "vlan"];
+// The L2 keys (mac, vlan, trunk, native, port-security, flood-limit, mac-limit) are
+// the same for every kind.
+const TAP_KEYS: &[&str] = &[
+    "name",
+    "queues",
+    "vlan",
+    "mac",
+    "trunk",
+    "native",
+    "port-security",
+    "flood-limit",
+    "mac-limit",
+];
+const AFPACKET_KEYS: &[&str] = &[
+    "ifname",
+    "vlan",
+    "mac",
+    "trunk",
+    "native",
+    "port-security",
+    "flood-limit",
+    "mac-limit",
+];
 
 /// The port kinds and the keys each accepts.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -121,6 +153,11 @@ pub enum PortError {
     },
     #[error("mac={value}: {why}")]
     Mac { value: String, why: String },
+    #[error(
+        "nothing to change: give KEY=VALUE, e.g. vlan=10, vlan=none, trunk=10,20-30, \
+         native=1, mac=M, port-security=on, flood-limit=1000 or mac-limit=16"
+    )]
+    NoChange,
 }
 
 /// A port as written by the user, before validation. Deserialised directly from a TOML
@@ -147,6 +184,18 @@ pub struct RawPort {
     /// Largest ring the guest may set (vhost-user only): a power of two, 1..=32768.
     #[serde(rename = "max-queue-size")]
     pub max_queue_size: Option<i64>,
+    /// Trunk VLANs, `"10,20-30"` (every kind).
+    pub trunk: Option<String>,
+    /// Native VLAN of a trunk.
+    pub native: Option<i64>,
+    #[serde(rename = "port-security")]
+    pub port_security: Option<bool>,
+    /// Frames flooded per second (0: no limit).
+    #[serde(rename = "flood-limit")]
+    pub flood_limit: Option<i64>,
+    /// MACs learned behind the port (0: no limit).
+    #[serde(rename = "mac-limit")]
+    pub mac_limit: Option<i64>,
 }
 
 impl RawPort {
@@ -168,7 +217,69 @@ impl RawPort {
         add(self.qmp.is_some(), "qmp");
         add(self.qmp_nic.is_some(), "qmp-nic");
         add(self.max_queue_size.is_some(), "max-queue-size");
+        add(self.trunk.is_some(), "trunk");
+        add(self.native.is_some(), "native");
+        add(self.port_security.is_some(), "port-security");
+        add(self.flood_limit.is_some(), "flood-limit");
+        add(self.mac_limit.is_some(), "mac-limit");
         k
+    }
+
+    /// The L2 options of every kind; `vlan` and `mac` already checked.
+    fn l2(&self, vlan: Option<u16>, mac: Option<&str>) -> Result<PortL2, PortError> {
+        let trunk = self
+            .trunk
+            .as_deref()
+            .map(|t| trunk_set(t).map(|s| vlan_list(&s)))
+            .transpose()?;
+        let native = self.native.map(|n| check_vid("native", n)).transpose()?;
+        if let (Some(_), Some(t)) = (vlan, &trunk) {
+            return Err(PortError::BadValue {
+                key: "trunk",
+                value: t.clone(),
+                expected: "vlan= makes an access port and trunk= a trunk port: give one \
+                           (vlan=V alone, or trunk=LIST with native=V for untagged frames)",
+            });
+        }
+        if let (Some(_), Some(n)) = (vlan, native) {
+            return Err(PortError::BadValue {
+                key: "native",
+                value: n.to_string(),
+                expected: "native= is the untagged VLAN of a trunk port and vlan= makes an \
+                           access port: use vlan=V alone, or native=V (with trunk=LIST)",
+            });
+        }
+        let port_security = self.port_security.unwrap_or(false);
+        if port_security && mac.is_none() {
+            return Err(PortError::BadValue {
+                key: "port-security",
+                value: "on".into(),
+                expected: "port security binds the port to one address: add mac=M (the \
+                           guest NIC's, or the far end's for tap and afpacket ports)",
+            });
+        }
+        Ok(PortL2 {
+            trunk,
+            native,
+            port_security,
+            flood_limit: self
+                .flood_limit
+                .map(|n| {
+                    check_u32(
+                        "flood-limit",
+                        n,
+                        FLOOD_LIMIT_MAX,
+                        "frames per second (0: no limit)",
+                    )
+                })
+                .transpose()?
+                .unwrap_or(0),
+            mac_limit: self
+                .mac_limit
+                .map(|n| check_u32("mac-limit", n, MAC_LIMIT_MAX, "addresses (0: no limit)"))
+                .transpose()?
+                .unwrap_or(0),
+        })
     }
 
     /// Validates the fields for the kind and builds the contract's [`PortSpec`].
@@ -189,6 +300,8 @@ impl RawPort {
             example: kind.example(),
         };
         let vlan = self.vlan.map(check_vlan).transpose()?;
+        let mac = self.mac.as_deref().map(check_mac).transpose()?;
+        let l2 = self.l2(vlan, mac.as_deref())?;
         Ok(match kind {
             Kind::VhostUser => {
                 let path = self.path.ok_or_else(|| missing("path"))?;
@@ -197,7 +310,6 @@ impl RawPort {
                     Some(q) => check_range("queues", q, 1, VHOST_QUEUES_MAX)?,
                     None => 1,
                 };
-                let mac = self.mac.map(|m| check_mac(&m)).transpose()?;
                 let qmp = check_qmp(&path, self.qmp, self.qmp_nic)?;
                 let max_queue_size = self.max_queue_size.map(check_queue_size).transpose()?;
                 PortSpec::VhostUser {
@@ -209,6 +321,7 @@ impl RawPort {
                     offloads: self.offloads.unwrap_or(true),
                     qmp,
                     max_queue_size,
+                    l2,
                 }
             }
             Kind::Tap => {
@@ -218,12 +331,23 @@ impl RawPort {
                     .queues
                     .map(|q| check_range("queues", q, 1, TAP_QUEUES_MAX))
                     .transpose()?;
-                PortSpec::Tap { name, queues, vlan }
+                PortSpec::Tap {
+                    name,
+                    queues,
+                    vlan,
+                    mac,
+                    l2,
+                }
             }
             Kind::AfPacket => {
                 let ifname = self.ifname.ok_or_else(|| missing("ifname"))?;
                 check_ifname("ifname", &ifname)?;
-                PortSpec::AfPacket { ifname, vlan }
+                PortSpec::AfPacket {
+                    ifname,
+                    vlan,
+                    mac,
+                    l2,
+                }
             }
         })
     }
@@ -236,41 +360,47 @@ pub fn validate_spec(spec: &PortSpec) -> Result<(), PortError> {
 }
 
 fn to_raw(spec: &PortSpec) -> RawPort {
+    let l2 = spec.l2();
+    let common = RawPort {
+        mac: spec.mac().map(str::to_string),
+        vlan: spec.vlan().map(i64::from),
+        trunk: l2.trunk.clone(),
+        native: l2.native.map(i64::from),
+        port_security: l2.port_security.then_some(true),
+        flood_limit: (l2.flood_limit > 0).then_some(i64::from(l2.flood_limit)),
+        mac_limit: (l2.mac_limit > 0).then_some(i64::from(l2.mac_limit)),
+        ..RawPort::default()
+    };
     match spec {
         PortSpec::VhostUser {
             path,
             queues,
             client,
-            mac,
-            vlan,
             offloads,
             qmp,
             max_queue_size,
+            ..
         } => RawPort {
             kind: "vhost-user".into(),
             path: Some(path.clone()),
             queues: Some(i64::from(*queues)),
             client: Some(*client),
-            mac: mac.clone(),
-            vlan: vlan.map(i64::from),
             offloads: Some(*offloads),
             qmp: qmp.as_ref().map(|q| q.path.clone()),
             qmp_nic: qmp.as_ref().and_then(|q| q.nic.clone()),
             max_queue_size: max_queue_size.map(i64::from),
-            ..RawPort::default()
+            ..common
         },
-        PortSpec::Tap { name, queues, vlan } => RawPort {
+        PortSpec::Tap { name, queues, .. } => RawPort {
             kind: "tap".into(),
             name: Some(name.clone()),
             queues: queues.map(i64::from),
-            vlan: vlan.map(i64::from),
-            ..RawPort::default()
+            ..common
         },
-        PortSpec::AfPacket { ifname, vlan } => RawPort {
+        PortSpec::AfPacket { ifname, .. } => RawPort {
             kind: "afpacket".into(),
             ifname: Some(ifname.clone()),
-            vlan: vlan.map(i64::from),
-            ..RawPort::default()
+            ..common
         },
     }
 }
@@ -307,7 +437,88 @@ fn check_queue_size(v: i64) -> Result<u16, PortError> {
 
 /// IEEE 802.1Q-2018 §9.6: VID 0 means "priority tag only" and 4095 is reserved.
 fn check_vlan(v: i64) -> Result<u16, PortError> {
-    check_range("vlan", v, 1, i64::from(switch::vlan::VID_MAX))
+    check_vid("vlan", v)
+}
+
+fn check_vid(key: &'static str, v: i64) -> Result<u16, PortError> {
+    check_range(key, v, 1, i64::from(switch::vlan::VID_MAX))
+}
+
+fn check_u32(key: &'static str, v: i64, hi: i64, unit: &str) -> Result<u32, PortError> {
+    match u32::try_from(v) {
+        Ok(n) if v <= hi => Ok(n),
+        _ => Err(PortError::Range {
+            key,
+            value: v.to_string(),
+            range: format!("0..={hi} {unit}"),
+        }),
+    }
+}
+
+/// Parses a trunk's VLAN list as OVS (`trunks=10,20`) and Linux bridges (`vid 20-30`)
+/// write them: ids and ranges `A-B`, comma-separated, each id 1..=4094 (IEEE
+/// 802.1Q-2018 §9.6).
+pub fn trunk_set(list: &str) -> Result<VlanSet, PortError> {
+    let bad = |expected: &'static str| PortError::BadValue {
+        key: "trunk",
+        value: list.to_string(),
+        expected,
+    };
+    let mut set = VlanSet::empty();
+    for item in list.split(',').map(str::trim).filter(|i| !i.is_empty()) {
+        let (lo, hi) = item.split_once('-').unwrap_or((item, item));
+        let id = |t: &str| -> Result<u16, PortError> {
+            let n: i64 = t
+                .parse()
+                .map_err(|_| bad("give VLAN ids and ranges, e.g. trunk=10,20-30"))?;
+            check_vid("trunk", n).map_err(|_| PortError::Range {
+                key: "trunk",
+                value: list.to_string(),
+                range: "VLAN ids 1..=4094".into(),
+            })
+        };
+        let (lo, hi) = (id(lo)?, id(hi)?);
+        if lo > hi {
+            return Err(bad("a range goes from low to high, e.g. 20-30"));
+        }
+        for v in lo..=hi {
+            set.insert(v);
+        }
+    }
+    if set.is_empty() {
+        return Err(PortError::NoValue {
+            key: "trunk",
+            example: "10,20-30",
+        });
+    }
+    Ok(set)
+}
+
+/// A VLAN set in the canonical `10,20-30` form (ascending, runs merged).
+pub fn vlan_list(set: &VlanSet) -> String {
+    fn flush(r: (u16, u16), out: &mut Vec<String>) {
+        out.push(if r.0 == r.1 {
+            r.0.to_string()
+        } else {
+            format!("{}-{}", r.0, r.1)
+        })
+    }
+    let mut out: Vec<String> = Vec::new();
+    let mut run: Option<(u16, u16)> = None;
+    for v in set.iter() {
+        run = match run {
+            Some((a, b)) if b + 1 == v => Some((a, v)),
+            Some(r) => {
+                flush(r, &mut out);
+                Some((v, v))
+            }
+            None => Some((v, v)),
+        };
+    }
+    if let Some(r) = run {
+        flush(r, &mut out);
+    }
+    out.join(",")
 }
 
 /// A guest NIC address must be a usable unicast source (IEEE 802-2014 §8.2: the I/G bit
@@ -453,6 +664,29 @@ fn parse_int(key: &'static str, v: &str) -> Result<i64, PortError> {
     })
 }
 
+/// Splits `key=value,...` into items. A trunk's VLAN list has commas of its own
+/// (`trunk=10,20-30`): an item without `=` made of digits and `-` right after a `trunk=`
+/// item continues its value (no key is numeric, so nothing else can be meant).
+fn items(s: &str) -> Vec<(&str, Option<String>)> {
+    let mut out: Vec<(&str, Option<String>)> = Vec::new();
+    for item in s.split(',').filter(|i| !i.is_empty()) {
+        let Some((key, value)) = item.split_once('=') else {
+            let vlan_item = item.bytes().all(|b| b.is_ascii_digit() || b == b'-');
+            if let Some(("trunk", Some(v))) = out.last_mut().map(|(k, v)| (*k, v.as_mut())) {
+                if vlan_item && !v.is_empty() {
+                    v.push(',');
+                    v.push_str(item);
+                    continue;
+                }
+            }
+            out.push((item, None));
+            continue;
+        };
+        out.push((key, Some(value.to_string())));
+    }
+    out
+}
+
 /// Parses `KIND:key=value,...` (the `--port` and `ctl add-port` syntax).
 pub fn parse_port(s: &str) -> Result<PortSpec, PortError> {
     let (kind, rest) = match s.split_once(':') {
@@ -468,15 +702,12 @@ pub fn parse_port(s: &str) -> Result<PortSpec, PortError> {
         ..RawPort::default()
     };
     let mut seen: Vec<&str> = Vec::new();
-    for item in rest.split(',').filter(|i| !i.is_empty()) {
-        let (key, value) = match item.split_once('=') {
-            Some((key, value)) => (key, Some(value)),
-            None => (item, None),
-        };
+    for (key, value) in items(rest) {
         if seen.contains(&key) {
             return Err(PortError::DuplicateKey(key.to_string()));
         }
         seen.push(key);
+        let value = value.as_deref();
         let need = |key: &'static str, example: &'static str| {
             value.ok_or(PortError::NoValue { key, example })
         };
@@ -496,6 +727,15 @@ pub fn parse_port(s: &str) -> Result<PortSpec, PortError> {
                     need("max-queue-size", "1024")?,
                 )?)
             }
+            "trunk" => raw.trunk = Some(need("trunk", "10,20-30")?.to_string()),
+            "native" => raw.native = Some(parse_int("native", need("native", "1")?)?),
+            "port-security" => {
+                raw.port_security = Some(parse_bool("port-security", need("port-security", "on")?)?)
+            }
+            "flood-limit" => {
+                raw.flood_limit = Some(parse_int("flood-limit", need("flood-limit", "1000")?)?)
+            }
+            "mac-limit" => raw.mac_limit = Some(parse_int("mac-limit", need("mac-limit", "16")?)?),
             // A bare `client` is the documented form; client=on|off is accepted too.
             "client" => raw.client = Some(value.map_or(Ok(true), |v| parse_bool("client", v))?),
             other => {
@@ -515,43 +755,179 @@ pub fn parse_port_arg(s: &str) -> Result<PortSpec, String> {
     parse_port(s).map_err(|e| e.to_string())
 }
 
-/// Parses a `set-port` change: `vlan=V` or `vlan=none`.
+/// Keys `set-port` takes.
+const CHANGE_KEYS: &[&str] = &[
+    "vlan",
+    "trunk",
+    "native",
+    "mac",
+    "port-security",
+    "flood-limit",
+    "mac-limit",
+];
+
+/// Parses a `set-port` change: `vlan=V|none`, `trunk=LIST|none`, `native=V|none`,
+/// `mac=M`, `port-security=on|off`, `flood-limit=PPS`, `mac-limit=N`, comma-separated.
 pub fn parse_change(s: &str) -> Result<PortChange, PortError> {
-    let mut change = PortChange { vlan: None };
-    for item in s.split(',').filter(|i| !i.is_empty()) {
-        let (key, value) = item.split_once('=').unwrap_or((item, ""));
+    let mut change = PortChange::default();
+    let mut seen: Vec<&str> = Vec::new();
+    for (key, value) in items(s) {
+        if seen.contains(&key) {
+            return Err(PortError::DuplicateKey(key.to_string()));
+        }
+        seen.push(key);
+        let need = |key: &'static str, example: &'static str| match value.as_deref() {
+            None | Some("") => Err(PortError::NoValue { key, example }),
+            Some(v) => Ok(v),
+        };
         match key {
             "vlan" => {
-                if change.vlan.is_some() {
-                    return Err(PortError::DuplicateKey("vlan".into()));
-                }
-                change.vlan = Some(match value {
-                    "" => {
-                        return Err(PortError::NoValue {
-                            key: "vlan",
-                            example: "10 (or vlan=none)",
-                        })
-                    }
+                change.vlan = Some(match need("vlan", "10 (or vlan=none)")? {
                     "none" => None,
                     v => Some(check_vlan(parse_int("vlan", v)?)?),
-                });
+                })
+            }
+            "trunk" => {
+                change.trunk = Some(match need("trunk", "10,20-30 (or trunk=none)")? {
+                    "none" => None,
+                    v => Some(vlan_list(&trunk_set(v)?)),
+                })
+            }
+            "native" => {
+                change.native = Some(match need("native", "1 (or native=none)")? {
+                    "none" => None,
+                    v => Some(check_vid("native", parse_int("native", v)?)?),
+                })
+            }
+            "mac" => change.mac = Some(check_mac(need("mac", "52:54:00:12:34:56")?)?),
+            "port-security" => {
+                change.port_security =
+                    Some(parse_bool("port-security", need("port-security", "on")?)?)
+            }
+            "flood-limit" => {
+                let n = parse_int("flood-limit", need("flood-limit", "1000")?)?;
+                change.flood_limit = Some(check_u32(
+                    "flood-limit",
+                    n,
+                    FLOOD_LIMIT_MAX,
+                    "frames per second (0: no limit)",
+                )?)
+            }
+            "mac-limit" => {
+                let n = parse_int("mac-limit", need("mac-limit", "16")?)?;
+                change.mac_limit = Some(check_u32(
+                    "mac-limit",
+                    n,
+                    MAC_LIMIT_MAX,
+                    "addresses (0: no limit)",
+                )?)
             }
             other => {
                 return Err(PortError::UnknownKey {
                     kind: "set-port",
                     key: other.to_string(),
-                    valid: &["vlan"],
+                    valid: CHANGE_KEYS,
                 })
             }
         }
     }
-    if change.vlan.is_none() {
-        return Err(PortError::NoValue {
-            key: "vlan",
-            example: "10 (or vlan=none)",
-        });
-    }
+    validate_change(&change)?;
     Ok(change)
+}
+
+/// Re-validates a change that did not come from our parser (ctl JSON): ranges, the
+/// trunk list's form, and that an access VLAN is not combined with trunk settings.
+pub fn validate_change(c: &PortChange) -> Result<(), PortError> {
+    if c.is_empty() {
+        return Err(PortError::NoChange);
+    }
+    if let Some(Some(v)) = c.vlan {
+        check_vlan(i64::from(v))?;
+        if c.trunk.is_some() || c.native.is_some() {
+            return Err(PortError::BadValue {
+                key: "vlan",
+                value: v.to_string(),
+                expected: "vlan= makes an access port, trunk= and native= configure a \
+                           trunk: change one or the other",
+            });
+        }
+    }
+    if let Some(Some(t)) = &c.trunk {
+        if vlan_list(&trunk_set(t)?) != *t {
+            return Err(PortError::BadValue {
+                key: "trunk",
+                value: t.clone(),
+                expected: "write the list ascending with ranges merged, e.g. 10,20-30",
+            });
+        }
+    }
+    if let Some(Some(n)) = c.native {
+        check_vid("native", i64::from(n))?;
+    }
+    if let Some(m) = &c.mac {
+        check_mac(m)?;
+    }
+    if let Some(n) = c.flood_limit {
+        check_u32(
+            "flood-limit",
+            i64::from(n),
+            FLOOD_LIMIT_MAX,
+            "frames per second (0: no limit)",
+        )?;
+    }
+    if let Some(n) = c.mac_limit {
+        check_u32(
+            "mac-limit",
+            i64::from(n),
+            MAC_LIMIT_MAX,
+            "addresses (0: no limit)",
+        )?;
+    }
+    Ok(())
+}
+
+/// The port `spec` with `change` applied, validated as a whole (port security still
+/// needs a MAC, and so on). `vlan=V` clears the trunk settings and `trunk=`/`native=`
+/// clear `vlan`, as OVS's `tag`/`trunks` and a bridge's pvid behave.
+pub fn apply_change(spec: &PortSpec, c: &PortChange) -> Result<PortSpec, PortError> {
+    validate_change(c)?;
+    let mut raw = to_raw(spec);
+    if let Some(v) = c.vlan {
+        raw.vlan = v.map(i64::from);
+        if v.is_some() {
+            raw.trunk = None;
+            raw.native = None;
+        }
+    }
+    if let Some(t) = &c.trunk {
+        raw.trunk = t.clone();
+        raw.vlan = None;
+    }
+    if let Some(n) = c.native {
+        raw.native = n.map(i64::from);
+        raw.vlan = None;
+    }
+    if let Some(m) = &c.mac {
+        if matches!(spec, PortSpec::VhostUser { .. }) {
+            return Err(PortError::BadValue {
+                key: "mac",
+                value: m.clone(),
+                expected: "a vhost-user port's mac= is the guest NIC's address, set when the \
+                           port is added: del-port and add-port it with the new mac=",
+            });
+        }
+        raw.mac = Some(m.clone());
+    }
+    if let Some(on) = c.port_security {
+        raw.port_security = Some(on);
+    }
+    if let Some(n) = c.flood_limit {
+        raw.flood_limit = Some(i64::from(n));
+    }
+    if let Some(n) = c.mac_limit {
+        raw.mac_limit = Some(i64::from(n));
+    }
+    raw.into_spec()
 }
 
 /// clap value parser for `ctl set-port NAME CHANGE`.
@@ -584,6 +960,7 @@ mod tests {
                 offloads: false,
                 qmp: None,
                 max_queue_size: None,
+                l2: PortL2::default(),
             }
         );
     }
@@ -645,6 +1022,7 @@ mod tests {
                 offloads: true,
                 qmp: None,
                 max_queue_size: None,
+                l2: PortL2::default(),
             }
         );
     }
@@ -656,14 +1034,18 @@ mod tests {
             PortSpec::Tap {
                 name: "rs0".into(),
                 queues: Some(2),
-                vlan: None
+                vlan: None,
+                mac: None,
+                l2: PortL2::default(),
             }
         );
         assert_eq!(
             parse_port("afpacket:ifname=veth0,vlan=4094").unwrap(),
             PortSpec::AfPacket {
                 ifname: "veth0".into(),
-                vlan: Some(4094)
+                vlan: Some(4094),
+                mac: None,
+                l2: PortL2::default(),
             }
         );
     }
@@ -740,6 +1122,7 @@ mod tests {
             offloads,
             qmp,
             max_queue_size: Some(768),
+            l2: PortL2::default(),
         };
         assert!(validate_spec(&bad)
             .unwrap_err()
@@ -752,9 +1135,12 @@ mod tests {
         let e = err("tap:name=rs0,path=/x");
         assert_eq!(
             e,
-            "unknown key `path` for tap ports; valid keys: name, queues, vlan"
+            "unknown key `path` for tap ports; valid keys: name, queues, vlan, mac, trunk, \
+             native, port-security, flood-limit, mac-limit"
         );
-        assert!(err("afpacket:ifname=v,speed=10").contains("valid keys: ifname, vlan"));
+        assert!(err("afpacket:ifname=v,speed=10").contains(
+            "valid keys: ifname, vlan, mac, trunk, native, port-security, flood-limit, mac-limit"
+        ));
         assert!(err("vhost-user:path=/a,client=maybe").contains("use on or off"));
     }
 
@@ -802,6 +1188,7 @@ mod tests {
             offloads: true,
             qmp: None,
             max_queue_size: None,
+            l2: PortL2::default(),
         };
         assert!(validate_spec(&bad).is_err());
         let good = parse_port("tap:name=rs0").unwrap();
@@ -818,9 +1205,19 @@ mod tests {
             "tap:name=rs0,queues=4,vlan=3",
             "tap:name=rs1",
             "afpacket:ifname=veth9",
+            "afpacket:ifname=veth9,mac=02:00:00:00:00:02,port-security=on,flood-limit=100",
+            "tap:name=rs2,trunk=10,20-30,native=5,mac-limit=4",
+            "vhost-user:path=/run/a.sock,mac=02:00:00:00:00:01,port-security=on,native=3",
         ] {
             let spec = parse_port(s).unwrap();
             assert_eq!(to_raw(&spec).into_spec().unwrap(), spec, "{s}");
+            // The ctl socket's JSON (the L2 keys flattened beside the others).
+            let json = serde_json::to_string(&spec).unwrap();
+            assert_eq!(
+                serde_json::from_str::<PortSpec>(&json).unwrap(),
+                spec,
+                "{json}"
+            );
         }
     }
 
@@ -834,6 +1231,8 @@ mod tests {
             "vhost-user:path=/run/a.sock,qmp=/run/a.qmp,qmp-nic=nic0",
             "tap:name=rs0,queues=4,vlan=3",
             "afpacket:ifname=veth9",
+            "afpacket:ifname=v1,mac=02:00:00:00:00:02,port-security=on,flood-limit=100",
+            "tap:name=t,trunk=10,20-30,native=5,mac-limit=4",
         ];
         let alphabet = b":,=0123456789abcdefxyz-/. \0\xff";
         let mut state: u64 = 0x9e37_79b9_7f4a_7c15;
@@ -865,7 +1264,15 @@ mod tests {
                 validate_spec(&spec).unwrap();
                 assert_eq!(to_raw(&spec).into_spec().unwrap(), spec, "{text}");
             }
-            let _ = parse_change(&text);
+            if let Some((_, rest)) = text.split_once(':') {
+                if let Ok(change) = parse_change(rest) {
+                    validate_change(&change).unwrap();
+                    let spec = parse_port("afpacket:ifname=v").unwrap();
+                    if let Ok(new) = apply_change(&spec, &change) {
+                        validate_spec(&new).unwrap();
+                    }
+                }
+            }
         }
     }
 
@@ -878,11 +1285,188 @@ mod tests {
             .to_string()
             .contains("1..=4094"));
         assert!(parse_change("vlan=").is_err());
-        assert!(parse_change("").is_err());
+        assert!(parse_change("")
+            .unwrap_err()
+            .to_string()
+            .starts_with("nothing to change"));
         assert!(parse_change("mtu=9000")
             .unwrap_err()
             .to_string()
-            .contains("valid keys: vlan"));
+            .contains("valid keys: vlan, trunk, native, mac, port-security"));
         assert!(parse_change("vlan=1,vlan=2").is_err());
+        let c = parse_change(
+            "trunk=30,10-12,native=none,mac=02:00:00:00:00:AA,port-security=on,flood-limit=50,\
+             mac-limit=0",
+        )
+        .unwrap();
+        assert_eq!(
+            c,
+            PortChange {
+                trunk: Some(Some("10-12,30".into())),
+                native: Some(None),
+                mac: Some("02:00:00:00:00:aa".into()),
+                port_security: Some(true),
+                flood_limit: Some(50),
+                mac_limit: Some(0),
+                ..PortChange::default()
+            }
+        );
+        assert_eq!(parse_change("trunk=none").unwrap().trunk, Some(None));
+        assert_eq!(parse_change("native=7").unwrap().native, Some(Some(7)));
+        let e = parse_change("vlan=5,trunk=10").unwrap_err().to_string();
+        assert!(e.starts_with("vlan=5: vlan= makes an access port"), "{e}");
+        assert!(parse_change("vlan=5,native=1").is_err());
+        assert!(
+            parse_change("vlan=none,trunk=10").is_ok(),
+            "vlan=none is no access VLAN"
+        );
+        assert_eq!(
+            parse_change("flood-limit=-1").unwrap_err().to_string(),
+            "flood-limit=-1: flood-limit must be 0..=10000000 frames per second (0: no limit)"
+        );
+        assert!(parse_change("mac-limit=65537").is_err());
+        assert!(parse_change("port-security=maybe")
+            .unwrap_err()
+            .to_string()
+            .contains("use on or off"));
+        assert!(parse_change("mac=01:00:5e:00:00:01").is_err());
+        assert!(parse_change("native=4095").is_err());
+        // JSON changes are checked too: a hand-written trunk list must be canonical.
+        let json = PortChange {
+            trunk: Some(Some("20,10".into())),
+            ..PortChange::default()
+        };
+        assert!(validate_change(&json)
+            .unwrap_err()
+            .to_string()
+            .contains("ascending"));
+        assert!(validate_change(&PortChange::default()).is_err());
+    }
+
+    #[test]
+    fn l2_options_on_every_kind() {
+        for kind in ["vhost-user:path=/a", "tap:name=t", "afpacket:ifname=v"] {
+            let spec = parse_port(&format!(
+                "{kind},mac=02:00:00:00:00:01,port-security=on,flood-limit=100,mac-limit=2"
+            ))
+            .unwrap();
+            assert_eq!(spec.mac(), Some("02:00:00:00:00:01"), "{kind}");
+            assert_eq!(
+                spec.l2(),
+                &PortL2 {
+                    trunk: None,
+                    native: None,
+                    port_security: true,
+                    flood_limit: 100,
+                    mac_limit: 2,
+                },
+                "{kind}"
+            );
+            let e = err(&format!("{kind},port-security=on"));
+            assert!(
+                e.starts_with("port-security=on: ") && e.contains("add mac=M"),
+                "{e}"
+            );
+            assert!(parse_port(&format!("{kind},port-security=off")).is_ok());
+        }
+        let off = parse_port("afpacket:ifname=v").unwrap();
+        assert_eq!(off.l2(), &PortL2::default());
+        assert_eq!(off.mac(), None);
+        assert!(err("tap:name=t,mac=01:00:5e:00:00:01").contains("unicast"));
+        assert_eq!(
+            err("afpacket:ifname=v,mac-limit=65537"),
+            "mac-limit=65537: mac-limit must be 0..=65536 addresses (0: no limit)"
+        );
+        assert!(err("afpacket:ifname=v,flood-limit=10000001").contains("0..=10000000"));
+        assert!(err("afpacket:ifname=v,flood-limit=fast").contains("expected a number"));
+        assert!(err("afpacket:ifname=v,port-security").contains("`port-security` needs a value"));
+    }
+
+    #[test]
+    fn trunk_and_native() {
+        let l2 = |s: &str| parse_port(s).unwrap().l2().clone();
+        let t = l2("afpacket:ifname=v,trunk=30,10,20-25,21,native=5");
+        assert_eq!(t.trunk.as_deref(), Some("10,20-25,30"), "sorted and merged");
+        assert_eq!(t.native, Some(5));
+        let t = l2("tap:name=t,native=7,trunk=100-102,103");
+        assert_eq!(t.trunk.as_deref(), Some("100-103"));
+        assert_eq!(
+            l2("tap:name=t,native=7").trunk,
+            None,
+            "native alone: all VLANs"
+        );
+        // A numeric item continues the trunk list only right after it.
+        assert!(err("tap:name=t,native=7,10").contains("unknown key `10`"));
+        assert_eq!(
+            err("afpacket:ifname=v,vlan=5,trunk=10"),
+            "trunk=10: vlan= makes an access port and trunk= a trunk port: give one (vlan=V \
+             alone, or trunk=LIST with native=V for untagged frames)"
+        );
+        assert!(err("afpacket:ifname=v,vlan=5,native=5").starts_with("native=5: "));
+        assert_eq!(
+            err("afpacket:ifname=v,trunk=0"),
+            "trunk=0: trunk must be VLAN ids 1..=4094"
+        );
+        assert!(err("afpacket:ifname=v,trunk=10,4095").contains("1..=4094"));
+        assert!(err("afpacket:ifname=v,trunk=30-20").contains("low to high"));
+        assert!(err("afpacket:ifname=v,trunk=ten").contains("e.g. trunk=10,20-30"));
+        assert!(err("afpacket:ifname=v,trunk=").contains("`trunk` needs a value"));
+        assert_eq!(
+            err("afpacket:ifname=v,native=0"),
+            "native=0: native must be 1..=4094"
+        );
+        assert!(err("afpacket:ifname=v,trunk=10,trunk=20").contains("given twice"));
+        let mut all = VlanSet::empty();
+        for v in [1, 2, 3, 5, 4094] {
+            all.insert(v);
+        }
+        assert_eq!(vlan_list(&all), "1-3,5,4094");
+        assert_eq!(vlan_list(&VlanSet::all()), "1-4094");
+    }
+
+    #[test]
+    fn changes_apply_to_specs_as_a_whole() {
+        let apply = |spec: &str, change: &str| {
+            apply_change(&parse_port(spec).unwrap(), &parse_change(change).unwrap())
+        };
+        let p = apply("afpacket:ifname=v,vlan=10", "trunk=20-21").unwrap();
+        assert_eq!(p.vlan(), None, "trunk= clears the access VLAN");
+        assert_eq!(p.l2().trunk.as_deref(), Some("20-21"));
+        let p = apply("afpacket:ifname=v,trunk=20,native=3", "vlan=9").unwrap();
+        assert_eq!(
+            (p.vlan(), p.l2().trunk.clone(), p.l2().native),
+            (Some(9), None, None)
+        );
+        let p = apply("afpacket:ifname=v,trunk=20,native=3", "native=none").unwrap();
+        assert_eq!((p.l2().trunk.as_deref(), p.l2().native), (Some("20"), None));
+        let p = apply("afpacket:ifname=v,trunk=20", "trunk=none").unwrap();
+        assert_eq!(p.l2().trunk, None);
+        let p = apply(
+            "afpacket:ifname=v",
+            "mac=02:00:00:00:00:01,port-security=on,mac-limit=2",
+        )
+        .unwrap();
+        assert_eq!(p.mac(), Some("02:00:00:00:00:01"));
+        assert!(p.l2().port_security && p.l2().mac_limit == 2);
+        let e = apply("tap:name=t", "port-security=on")
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("add mac=M"), "{e}");
+        assert!(apply("tap:name=t,mac=02:00:00:00:00:01", "port-security=on").is_ok());
+        let e = apply(
+            "vhost-user:path=/a,mac=02:00:00:00:00:01",
+            "mac=02:00:00:00:00:02",
+        )
+        .unwrap_err()
+        .to_string();
+        assert!(e.contains("del-port and add-port"), "{e}");
+        let p = apply(
+            "vhost-user:path=/a,mac=02:00:00:00:00:01",
+            "port-security=on",
+        )
+        .unwrap();
+        assert!(p.l2().port_security);
+        let p = apply("tap:name=t,flood-limit=10", "flood-limit=0").unwrap();
+        assert_eq!(p.l2().flood_limit, 0);
     }
 }

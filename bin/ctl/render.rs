@@ -40,6 +40,7 @@ pub fn ports(ports: &[PortInfo]) -> String {
         ("RINGS", L),
         ("OFFLOADS", L),
         ("RX-FILTER", L),
+        ("SECURITY", L),
         ("FEATURES", L),
     ]);
     for p in ports {
@@ -54,10 +55,26 @@ pub fn ports(ports: &[PortInfo]) -> String {
             rings(p),
             list(&p.offloads),
             p.rx_filter.clone(),
+            security(p),
             list(&p.features),
         ]);
     }
     t.render()
+}
+
+/// Port security and limits: `port-security,flood<=100/s,macs<=2`, `-` when none is set.
+fn security(p: &PortInfo) -> String {
+    let mut v = Vec::new();
+    if p.port_security {
+        v.push("port-security".to_string());
+    }
+    if p.flood_limit > 0 {
+        v.push(format!("flood<={}/s", p.flood_limit));
+    }
+    if p.mac_limit > 0 {
+        v.push(format!("macs<={}", p.mac_limit));
+    }
+    list(&v)
 }
 
 /// A vhost-user port's ring sizes: RX/TX of the first queue pair as the driver set them
@@ -234,6 +251,9 @@ mod tests {
             queue_sizes: vec![1024, 1024, 0, 0, 64],
             offloads: vec![],
             rx_filter: "promisc".into(),
+            port_security: true,
+            flood_limit: 100,
+            mac_limit: 0,
         };
         let waiting = PortInfo {
             queue_sizes: vec![],
@@ -248,6 +268,21 @@ mod tests {
         assert_eq!(rings(&p), "1024/1024 max 32768");
         assert_eq!(rings(&waiting), "max 32768");
         assert_eq!(rings(&tap), "-");
+        assert_eq!(security(&p), "port-security,flood<=100/s");
+        let open = PortInfo {
+            port_security: false,
+            flood_limit: 0,
+            mac_limit: 2,
+            ..p.clone()
+        };
+        assert_eq!(security(&open), "macs<=2");
+        assert_eq!(
+            security(&PortInfo {
+                mac_limit: 0,
+                ..open
+            }),
+            "-"
+        );
         let out = ports(&[p]);
         let lines: Vec<&str> = out.lines().collect();
         assert_eq!(lines.len(), 2);
@@ -262,6 +297,10 @@ mod tests {
         // Columns line up: the NAME column starts at the same offset in both lines.
         assert_eq!(lines[0].find("NAME"), lines[1].find("/run"));
         assert_eq!(lines[0].find("KIND"), lines[1].find("vhost-user"));
+        assert_eq!(
+            lines[0].find("SECURITY"),
+            lines[1].find("port-security,flood<=100/s")
+        );
     }
 
     #[test]

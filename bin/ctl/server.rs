@@ -339,16 +339,8 @@ pub fn handle(control: &dyn Control, req: Request) -> Response {
             Err(e) => err(e.to_string()),
         },
         Request::SetPort { name, change } => {
-            if change.vlan.is_none() {
-                return err("set-port: nothing to change; give vlan=V or vlan=none".into());
-            }
-            if let Some(Some(v)) = change.vlan {
-                if !(1..=switch::vlan::VID_MAX).contains(&v) {
-                    return err(format!(
-                        "vlan={v}: vlan must be 1..={}",
-                        switch::vlan::VID_MAX
-                    ));
-                }
+            if let Err(e) = config::port::validate_change(&change) {
+                return err(format!("set-port: {e}"));
             }
             match control.set_port(&name, change.clone()) {
                 Ok(()) => {
@@ -377,12 +369,8 @@ pub(crate) mod tests {
     impl Fake {
         pub(crate) fn with_port(name: &str) -> Fake {
             let f = Fake::default();
-            f.add_port(PortSpec::Tap {
-                name: name.into(),
-                queues: None,
-                vlan: None,
-            })
-            .unwrap();
+            f.add_port(crate::config::port::parse_port(&format!("tap:name={name}")).unwrap())
+                .unwrap();
             f
         }
     }
@@ -457,6 +445,9 @@ pub(crate) mod tests {
                 queue_sizes: vec![],
                 offloads: vec![],
                 rx_filter: "promisc".into(),
+                port_security: spec.l2().port_security,
+                flood_limit: spec.l2().flood_limit,
+                mac_limit: spec.l2().mac_limit,
             };
             ports.push(info.clone());
             Ok(info)
@@ -511,10 +502,7 @@ pub(crate) mod tests {
         let mut server = CtlServer::start(l, Arc::new(Fake::with_port("rs0"))).unwrap();
 
         let add = serde_json::to_string(&Request::AddPort {
-            spec: PortSpec::AfPacket {
-                ifname: "veth0".into(),
-                vlan: None,
-            },
+            spec: crate::config::port::parse_port("afpacket:ifname=veth0").unwrap(),
         })
         .unwrap();
         let out = exchange(
@@ -596,10 +584,28 @@ pub(crate) mod tests {
     #[test]
     fn port_change_keeps_none_apart_from_unchanged() {
         for change in [
-            PortChange { vlan: None },
-            PortChange { vlan: Some(None) },
+            PortChange::default(),
+            PortChange {
+                vlan: Some(None),
+                ..PortChange::default()
+            },
             PortChange {
                 vlan: Some(Some(10)),
+                ..PortChange::default()
+            },
+            PortChange {
+                trunk: Some(Some("10,20-30".into())),
+                native: Some(None),
+                mac: Some("02:00:00:00:00:01".into()),
+                port_security: Some(true),
+                flood_limit: Some(100),
+                mac_limit: Some(0),
+                ..PortChange::default()
+            },
+            PortChange {
+                trunk: Some(None),
+                native: Some(Some(5)),
+                ..PortChange::default()
             },
         ] {
             let req = Request::SetPort {
