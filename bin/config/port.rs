@@ -354,9 +354,11 @@ impl RawPort {
 }
 
 /// Re-validates a spec that did not come from our parser (the ctl socket accepts JSON
-/// from any local root process): same rules as `--port`.
-pub fn validate_spec(spec: &PortSpec) -> Result<(), PortError> {
-    to_raw(spec).into_spec().map(|_| ())
+/// from any local root process): same rules as `--port`. Returns the spec as our parser
+/// writes it (MAC in lowercase, trunk list sorted and merged), which is what the daemon
+/// stores and shows.
+pub fn normalize_spec(spec: &PortSpec) -> Result<PortSpec, PortError> {
+    to_raw(spec).into_spec()
 }
 
 fn to_raw(spec: &PortSpec) -> RawPort {
@@ -1124,7 +1126,7 @@ mod tests {
             max_queue_size: Some(768),
             l2: PortL2::default(),
         };
-        assert!(validate_spec(&bad)
+        assert!(normalize_spec(&bad)
             .unwrap_err()
             .to_string()
             .starts_with("max-queue-size=768: "));
@@ -1190,9 +1192,23 @@ mod tests {
             max_queue_size: None,
             l2: PortL2::default(),
         };
-        assert!(validate_spec(&bad).is_err());
+        assert!(normalize_spec(&bad).is_err());
         let good = parse_port("tap:name=rs0").unwrap();
-        assert!(validate_spec(&good).is_ok());
+        assert!(normalize_spec(&good).is_ok());
+        let json = r#"{"kind":"afpacket","ifname":"v","vlan":null,"mac":"02:00:00:00:00:AB",
+                       "trunk":"30,10,11","port_security":true}"#;
+        let spec: PortSpec = serde_json::from_str(json).unwrap();
+        assert_eq!(
+            normalize_spec(&spec).unwrap(),
+            parse_port("afpacket:ifname=v,mac=02:00:00:00:00:ab,trunk=10-11,30,port-security=on")
+                .unwrap()
+        );
+        let no_mac = r#"{"kind":"tap","name":"t","queues":null,"vlan":null,"port_security":true}"#;
+        let spec: PortSpec = serde_json::from_str(no_mac).unwrap();
+        assert!(normalize_spec(&spec)
+            .unwrap_err()
+            .to_string()
+            .starts_with("port-security=on: "));
     }
 
     #[test]
@@ -1261,7 +1277,7 @@ mod tests {
             }
             let text = String::from_utf8_lossy(&b);
             if let Ok(spec) = parse_port(&text) {
-                validate_spec(&spec).unwrap();
+                normalize_spec(&spec).unwrap();
                 assert_eq!(to_raw(&spec).into_spec().unwrap(), spec, "{text}");
             }
             if let Some((_, rest)) = text.split_once(':') {
@@ -1269,7 +1285,7 @@ mod tests {
                     validate_change(&change).unwrap();
                     let spec = parse_port("afpacket:ifname=v").unwrap();
                     if let Ok(new) = apply_change(&spec, &change) {
-                        validate_spec(&new).unwrap();
+                        normalize_spec(&new).unwrap();
                     }
                 }
             }

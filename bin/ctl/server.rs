@@ -308,9 +308,10 @@ pub fn handle(control: &dyn Control, req: Request) -> Response {
             stats: control.stats(),
         },
         Request::AddPort { spec } => {
-            if let Err(e) = config::port::validate_spec(&spec) {
-                return err(format!("invalid port: {e}"));
-            }
+            let spec = match config::port::normalize_spec(&spec) {
+                Ok(s) => s,
+                Err(e) => return err(format!("invalid port: {e}")),
+            };
             // Before touching the file system: a stale-looking socket of an existing
             // port (between two frontend connections) must not be removed.
             if control.ports().iter().any(|p| p.name == spec.name()) {
