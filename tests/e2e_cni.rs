@@ -22,12 +22,32 @@ fn cni_binary() -> PathBuf {
         || Path::new(env!("CARGO_BIN_EXE_ringswitch")).with_file_name("ringswitch-cni"),
         PathBuf::from,
     );
-    assert!(
-        p.exists(),
-        "{} is missing: build it with `cargo build -p ringswitch-cni` (cargo test \
-         --workspace does), or set RINGSWITCH_CNI",
-        p.display()
-    );
+    let built = std::fs::metadata(&p)
+        .and_then(|m| m.modified())
+        .unwrap_or_else(|e| {
+            panic!(
+                "{}: {e}: build it with `cargo build -p ringswitch-cni` (cargo test \
+                 --workspace does), or set RINGSWITCH_CNI",
+                p.display()
+            )
+        });
+    // `cargo test --test e2e_cni` alone does not rebuild the plugin: refuse to test an
+    // older one than its sources.
+    let src = Path::new(env!("CARGO_MANIFEST_DIR")).join("crates/cni/src");
+    if let Ok(rd) = std::fs::read_dir(&src) {
+        for f in rd.flatten() {
+            let newer = f
+                .metadata()
+                .and_then(|m| m.modified())
+                .is_ok_and(|t| t > built);
+            assert!(
+                !newer || std::env::var_os("RINGSWITCH_CNI").is_some(),
+                "{} is older than {}: run `cargo build -p ringswitch-cni` first",
+                p.display(),
+                f.path().display()
+            );
+        }
+    }
     p
 }
 
