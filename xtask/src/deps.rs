@@ -5,17 +5,18 @@ use std::process::Command;
 
 /// Everything `cargo xtask test` needs on a fresh Debian bookworm machine.
 pub const TEST_PACKAGES: &[&str] = &[
-    "iproute2",                    // ip netns / veth / tap for data-plane and demo tests
-    "iputils-ping",                // ping inside test namespaces
-    "iperf3",                      // TCP streams in e2e tests
-    "ethtool",                     // offload checks
-    "qemu-system-x86",             // real guests (TCG)
-    "busybox-static",              // guest initramfs
-    "cpio",                        // guest initramfs
-    "dpdk-dev",                    // dpdk-testpmd as an independent vhost-user peer
-    "socat",                       // multicast join/send inside guests and namespaces
-    "python3",                     // raw tagged frames in the uring-net VLAN test
-    "containernetworking-plugins", // host-local IPAM (/usr/lib/cni) for the CNI e2e test
+    "iproute2",        // ip netns / veth / tap for data-plane and demo tests
+    "iputils-ping",    // ping inside test namespaces
+    "iperf3",          // TCP streams in e2e tests
+    "ethtool",         // offload checks
+    "qemu-system-x86", // real guests (TCG)
+    "busybox-static",  // guest initramfs
+    "cpio",            // guest initramfs
+    "dpdk-dev",        // dpdk-testpmd as an independent vhost-user peer
+    "socat",           // multicast join/send inside guests and namespaces
+    "python3",         // raw tagged frames in the uring-net VLAN test
+    // host-local IPAM (/usr/lib/cni) for the CNI e2e test
+    "containernetworking-plugins",
 ];
 
 fn installed(pkg: &str) -> bool {
