@@ -139,13 +139,21 @@ fn allocations(data_dir: &Path, name: &str) -> Vec<String> {
     v
 }
 
+/// Pings until an answer comes or 5 s pass (ARP/ND, and IPv6 duplicate address
+/// detection, which keeps a new address tentative for about a second).
 fn ping(from: &Netns, to: &str) -> bool {
-    (0..5).any(|_| {
-        from.command("ping")
+    let deadline = std::time::Instant::now() + Duration::from_secs(5);
+    loop {
+        let ok = from
+            .command("ping")
             .args(["-c", "1", "-W", "1", to])
             .output()
-            .is_ok_and(|o| o.status.success())
-    })
+            .is_ok_and(|o| o.status.success());
+        if ok || std::time::Instant::now() > deadline {
+            return ok;
+        }
+        std::thread::sleep(Duration::from_millis(200));
+    }
 }
 
 fn link_exists(ns: &Netns, name: &str) -> bool {
@@ -194,7 +202,7 @@ fn containers_attached_by_the_cni_plugin_ping_through_ringswitch() {
             "ipam": {
                 "type": "host-local",
                 "dataDir": ipam_dir,
-                "ranges": [[{"subnet": "198.18.7.0/24"}]],
+                "ranges": [[{"subnet": "198.18.7.0/24"}], [{"subnet": "2001:db8:7::/64"}]],
                 "routes": [{"dst": "198.19.0.0/16"}]
             }
         }),
@@ -207,21 +215,26 @@ fn containers_attached_by_the_cni_plugin_ping_through_ringswitch() {
     assert_eq!(r1["interfaces"][1]["name"], "eth0", "{r1}");
     assert_eq!(r1["interfaces"][1]["sandbox"], sandbox.as_str(), "{r1}");
     assert_eq!(r1["ips"][0]["interface"], 1, "{r1}");
+    assert_eq!(r1["ips"][1]["interface"], 1, "{r1}");
     let host1 = r1["interfaces"][0]["name"].as_str().unwrap().to_string();
-    let addr = |r: &Value| {
-        let a = r["ips"][0]["address"].as_str().unwrap();
-        a.split('/').next().unwrap().to_string()
+    // (IPv4, IPv6) of a result, without the prefix length.
+    let addrs = |r: &Value| {
+        let a = |i: usize| {
+            let a = r["ips"][i]["address"].as_str().unwrap();
+            a.split('/').next().unwrap().to_string()
+        };
+        (a(0), a(1))
     };
-    let (a1, a2) = (addr(&r1), addr(&r2));
+    let ((a1, a1v6), (a2, a2v6)) = (addrs(&r1), addrs(&r2));
     assert!(
-        a1.starts_with("198.18.7.") && a2.starts_with("198.18.7."),
-        "{a1} {a2}"
+        a1.starts_with("198.18.7.") && a1v6.starts_with("2001:db8:7::"),
+        "{r1}"
     );
-    assert_eq!(allocations(&ipam_dir, "rsnet"), {
-        let mut v = vec![a1.clone(), a2.clone()];
-        v.sort();
-        v
-    });
+    let mut held = vec![a1.clone(), a2.clone(), a1v6.clone(), a2v6.clone()];
+    held.sort();
+    assert_eq!(allocations(&ipam_dir, "rsnet"), held);
+    let mut held2 = vec![a2.clone(), a2v6.clone()];
+    held2.sort();
 
     // The container side as IPAM and the config asked; the host side in ringswitch.
     let eth0 = c1.ip(&["-j", "addr", "show", "dev", "eth0"]).unwrap();
@@ -241,6 +254,7 @@ fn containers_attached_by_the_cni_plugin_ping_through_ringswitch() {
     );
     assert!(ping(&c1, &a2), "ctr1 → ctr2 through ringswitch");
     assert!(ping(&c2, &a1), "ctr2 → ctr1 through ringswitch");
+    assert!(ping(&c1, &a2v6), "ctr1 → ctr2 over IPv6");
 
     // CHECK passes, and fails (with our code) once the address is gone.
     let check1 = rt.with_prev(&r1);
@@ -256,7 +270,7 @@ fn containers_attached_by_the_cni_plugin_ping_through_ringswitch() {
     assert!(ctl_ports(&sock).iter().all(|p| p["name"] != host1.as_str()));
     assert!(!link_exists(&host, &host1), "host end gone");
     assert!(!link_exists(&c1, "eth0"), "container end gone");
-    assert_eq!(allocations(&ipam_dir, "rsnet"), vec![a2.clone()]);
+    assert_eq!(allocations(&ipam_dir, "rsnet"), held2);
     rt.ok("DEL", "ctr1", Some(&c1), &check1);
     // DEL after the namespace is gone and without prevResult (runtime crash recovery).
     rt.ok("DEL", "ctr1", None, &rt.conf);
@@ -280,7 +294,7 @@ fn containers_attached_by_the_cni_plugin_ping_through_ringswitch() {
         links_before
     );
     assert!(!link_exists(&c1, "eth0"));
-    assert_eq!(allocations(&ipam_dir, "rsnet"), vec![a2.clone()]);
+    assert_eq!(allocations(&ipam_dir, "rsnet"), held2);
     // An unsupported version: code 1.
     let mut old = rt.conf.clone();
     old["cniVersion"] = json!("0.3.1");
