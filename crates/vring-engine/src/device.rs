@@ -372,21 +372,26 @@ impl Inner {
 
     /// A SET_FEATURES that changes only VHOST_F_LOG_ALL on a negotiated connection: QEMU
     /// switching dirty logging on (migration start) or off (migration cancelled or
-    /// done), not a driver re-negotiation, so the driver-visible state stays. Returns
-    /// whether it was one (and applied it).
+    /// done), not a driver re-negotiation, so the driver-visible state stays. With
+    /// several queue pairs QEMU sends it once per pair: a repeat with LOG_ALL set is the
+    /// same switch. Returns whether it was one (and applied it).
     fn log_switch(&self, features: u64) -> bool {
+        use crate::dirtylog::LOG_ALL;
         let old = self.acked();
         let st = self.st.lock();
-        if !st.negotiated || (old ^ features) != crate::dirtylog::LOG_ALL {
+        let only_log = (old ^ features) & !LOG_ALL == 0 && (old | features) & LOG_ALL != 0;
+        if !st.negotiated || !only_log {
             return false;
         }
         self.acked.store(features, Ordering::Release);
         drop(st);
-        let on = features & crate::dirtylog::LOG_ALL != 0;
+        let on = features & LOG_ALL != 0;
         if !on {
             self.log.stop();
         }
-        tracing::info!(port = %self.port, "dirty-page logging {}", if on { "on" } else { "off" });
+        if (old ^ features) & LOG_ALL != 0 {
+            tracing::info!(port = %self.port, "dirty-page logging {}", if on { "on" } else { "off" });
+        }
         true
     }
 
