@@ -49,6 +49,10 @@ struct Extra {
     /// The last SET_VRING_ADDR repeated the running ring's addresses (see
     /// [`NetVring::same_layout`]): the used-index reload that follows it is skipped.
     keep_used: AtomicBool,
+    /// SET_VRING_NUM or SET_VRING_BASE came since the ring last became ready: the
+    /// frontend is setting the ring up afresh, so a SET_VRING_ADDR is never a logging
+    /// switch until the next SET_VRING_KICK makes it ready.
+    resetting: AtomicBool,
     hook: Mutex<Option<StateHook>>,
 }
 
@@ -72,6 +76,7 @@ impl Default for Extra {
             generation: AtomicU64::new(0),
             notified_at: AtomicU32::new(NONE),
             keep_used: AtomicBool::new(false),
+            resetting: AtomicBool::new(false),
             hook: Mutex::new(None),
         }
     }
@@ -154,9 +159,11 @@ impl NetVring {
     /// (vhost-user-backend does that after SET_VRING_ADDR, outside the ring's lock, where
     /// a burst publishing meanwhile would be rewound). A ring that is not running (driver
     /// reset, reload: GET_VRING_BASE stopped it) takes the full path even with the same
-    /// addresses.
+    /// addresses, and so does one being set up afresh (SET_VRING_NUM/BASE since it became
+    /// ready).
     fn same_layout(&self, desc: u64, avail: u64, used: u64) -> bool {
-        if !self.extra.ready.load(Ordering::Acquire) {
+        if !self.extra.ready.load(Ordering::Acquire) || self.extra.resetting.load(Ordering::Acquire)
+        {
             return false;
         }
         let st = self.inner.get_ref();
@@ -247,6 +254,7 @@ impl VringT<GuestMem> for NetVring {
         self.inner.queue_next_avail()
     }
     fn set_queue_next_avail(&self, base: u16) {
+        self.extra.resetting.store(true, Ordering::Release);
         self.clear_broken();
         self.inner.set_queue_next_avail(base);
         self.bump();
@@ -262,6 +270,7 @@ impl VringT<GuestMem> for NetVring {
         self.inner.queue_used_idx()
     }
     fn set_queue_size(&self, num: u16) {
+        self.extra.resetting.store(true, Ordering::Release);
         self.inner.set_queue_size(num);
         self.bump();
     }
@@ -269,6 +278,9 @@ impl VringT<GuestMem> for NetVring {
         self.inner.set_queue_event_idx(enabled)
     }
     fn set_queue_ready(&self, ready: bool) {
+        if ready {
+            self.extra.resetting.store(false, Ordering::Release);
+        }
         self.inner.set_queue_ready(ready);
         self.extra.ready.store(ready, Ordering::Release);
         self.changed(false);
