@@ -202,11 +202,18 @@ impl DirtyLog {
         }
     }
 
+    /// Lets go of a replaced or dropped log. Bursts that took it before the swap may
+    /// still be ORing into it, and QEMU reads a replaced log one last time after our
+    /// reply to SET_LOG_BASE (`vhost_dev_log_resize`): so wait for them first (a burst
+    /// takes microseconds; bounded at 100 ms).
     fn retire(&self, old: Option<Arc<LogMap>>) {
-        if let Some(o) = old {
-            self.errors
-                .fetch_add(o.lost.load(Ordering::Relaxed), Ordering::Relaxed);
+        let Some(o) = old else { return };
+        let deadline = std::time::Instant::now() + std::time::Duration::from_millis(100);
+        while Arc::strong_count(&o) > 1 && std::time::Instant::now() < deadline {
+            std::thread::yield_now();
         }
+        self.errors
+            .fetch_add(o.lost.load(Ordering::Relaxed), Ordering::Relaxed);
     }
 
     /// Whether a log is mapped.
