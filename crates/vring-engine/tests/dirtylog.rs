@@ -192,7 +192,10 @@ fn check(want: u64, tag: &str, mergeable: bool) {
         g.queues[0].add(&g.mem, &[(b1, 4000, true)]);
         let h2 = spaced_buffer(&mut g, 12, 4090);
         let d2 = spaced_buffer(&mut g, 4000, 3000);
-        g.queues[0].add(&g.mem, &[(h2, hl as u32, true), (d2, 4000, true)]);
+        g.queues[0].add(
+            &g.mem,
+            &[(h2, u32::try_from(hl).unwrap(), true), (d2, 4000, true)],
+        );
         deliver(&dev, &f1);
         deliver(&dev, &f2);
         want_pages.extend(pages(b1, hl + f1.len() as u64));
