@@ -216,6 +216,13 @@ impl DirtyLog {
             .fetch_add(o.lost.load(Ordering::Relaxed), Ordering::Relaxed);
     }
 
+    /// Ring `q`'s used-ring log address, when SET_VRING_ADDR set VHOST_VRING_F_LOG.
+    #[cfg(test)]
+    pub(crate) fn ring_addr(&self, q: usize) -> Option<u64> {
+        let a = self.rings.get(q)?.load(Ordering::Acquire);
+        (a != NO_RING_LOG).then_some(a)
+    }
+
     /// Whether a log is mapped.
     pub(crate) fn mapped(&self) -> bool {
         self.map.read().is_some()

@@ -394,4 +394,67 @@ mod tests {
         drop(be);
         t.join().unwrap();
     }
+
+    fn memfd(len: u64) -> OwnedFd {
+        let fd = nix::sys::memfd::memfd_create(c"log", nix::sys::memfd::MemFdCreateFlag::empty())
+            .unwrap();
+        let f = std::fs::File::from(fd);
+        f.set_len(len).unwrap();
+        OwnedFd::from(f)
+    }
+
+    fn log_base(size: u64, offset: u64, fds: Vec<OwnedFd>) -> Msg {
+        let mut payload = size.to_le_bytes().to_vec();
+        payload.extend_from_slice(&offset.to_le_bytes());
+        Msg {
+            hdr: msg(SET_LOG_BASE, F_VERSION_1, &payload)[..HDR]
+                .try_into()
+                .unwrap(),
+            payload,
+            fds,
+        }
+    }
+
+    /// SET_LOG_BASE is served here (mapped, replied to, never forwarded) and
+    /// SET_VRING_ADDR's log address noted on its way through; a log that cannot be
+    /// mapped, or comes without its fd, ends the connection.
+    #[test]
+    fn log_base_is_served_and_vring_log_addresses_noted() {
+        let log = std::sync::Arc::new(crate::dirtylog::DirtyLog::new(4));
+        let (fe, front) = UnixStream::pair().unwrap();
+        let (back, be) = UnixStream::pair().unwrap();
+        let l = log.clone();
+        let t = std::thread::spawn(move || run(front, back, &l));
+        write_msg(&fe, &log_base(4096, 0, vec![memfd(4096)])).unwrap();
+        let reply = read_msg(&fe).unwrap().unwrap();
+        assert_eq!(reply.request(), SET_LOG_BASE);
+        assert_eq!(reply.flags() & F_REPLY, F_REPLY);
+        assert_eq!(reply.payload.len(), 16);
+        assert!(log.mapped());
+        // SET_VRING_ADDR: index 1, flags LOG, desc/used/avail, log address.
+        let mut addr = Vec::new();
+        addr.extend_from_slice(&1u32.to_le_bytes());
+        addr.extend_from_slice(&crate::dirtylog::VRING_F_LOG.to_le_bytes());
+        for v in [0x1000u64, 0x2000, 0x3000, 0x2000] {
+            addr.extend_from_slice(&v.to_le_bytes());
+        }
+        (&fe)
+            .write_all(&msg(SET_VRING_ADDR, F_VERSION_1, &addr))
+            .unwrap();
+        let fwd = read_msg(&be).unwrap().unwrap();
+        assert_eq!((fwd.request(), fwd.payload), (SET_VRING_ADDR, addr));
+        assert_eq!((log.ring_addr(1), log.ring_addr(0)), (Some(0x2000), None));
+        // A log without its fd: the relay hangs up.
+        write_msg(&fe, &log_base(4096, 0, Vec::new())).unwrap();
+        t.join().unwrap();
+        assert!(read_msg(&fe).map_or(true, |m| m.is_none()));
+        // An unmappable log (offset not page-aligned) too.
+        let (fe, front) = UnixStream::pair().unwrap();
+        let (back, _be) = UnixStream::pair().unwrap();
+        let l = log.clone();
+        let t = std::thread::spawn(move || run(front, back, &l));
+        write_msg(&fe, &log_base(4096, 100, vec![memfd(8192)])).unwrap();
+        t.join().unwrap();
+        assert!(read_msg(&fe).map_or(true, |m| m.is_none()));
+    }
 }
