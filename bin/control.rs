@@ -355,9 +355,29 @@ pub enum Request {
     Fdb,
     Mdb,
     Stats,
-    AddPort { spec: PortSpec },
-    DelPort { name: String },
-    SetPort { name: String, change: PortChange },
+    /// `spec` is a port object, or a string in the `--port` syntax (what scripts and the
+    /// CNI plugin send: options are validated by this daemon, whatever its version).
+    AddPort {
+        #[serde(deserialize_with = "spec_or_port_syntax")]
+        spec: PortSpec,
+    },
+    DelPort {
+        name: String,
+    },
+    SetPort {
+        name: String,
+        change: PortChange,
+    },
+}
+
+/// Reads a [`PortSpec`] object, or a `--port` string through the same parser as `--port`.
+fn spec_or_port_syntax<'de, D: serde::Deserializer<'de>>(d: D) -> Result<PortSpec, D::Error> {
+    match serde_json::Value::deserialize(d)? {
+        serde_json::Value::String(s) => {
+            crate::config::port::parse_port(&s).map_err(serde::de::Error::custom)
+        }
+        v => serde_json::from_value(v).map_err(serde::de::Error::custom),
+    }
 }
 
 /// One response line on the ctl socket.
@@ -465,5 +485,30 @@ mod tests {
         );
         assert!(text.contains(r#""max_queue_size":1024"#), "{text}");
         assert_eq!(serde_json::from_str::<PortSpec>(&text).unwrap(), with);
+    }
+
+    #[test]
+    fn add_port_takes_an_object_or_the_port_syntax() {
+        let spec = PortSpec::AfPacket {
+            ifname: "rs1".into(),
+            vlan: Some(10),
+            mac: None,
+            l2: PortL2::default(),
+        };
+        let text: Request =
+            serde_json::from_str(r#"{"cmd":"add-port","spec":"afpacket:ifname=rs1,vlan=10"}"#)
+                .unwrap();
+        assert_eq!(text, Request::AddPort { spec: spec.clone() });
+        let object = serde_json::to_string(&Request::AddPort { spec: spec.clone() }).unwrap();
+        assert_eq!(
+            serde_json::from_str::<Request>(&object).unwrap(),
+            Request::AddPort { spec }
+        );
+        let e = serde_json::from_str::<Request>(
+            r#"{"cmd":"add-port","spec":"afpacket:ifname=rs1,bogus=1"}"#,
+        )
+        .unwrap_err()
+        .to_string();
+        assert!(e.contains("unknown key `bogus`"), "{e}");
     }
 }

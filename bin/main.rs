@@ -14,6 +14,7 @@ mod metrics;
 mod netns;
 mod qmp;
 mod runtime;
+mod sdnotify;
 mod signals;
 
 use std::io::Write;
@@ -120,7 +121,17 @@ fn serve(
             .map_or_else(|| "off".to_string(), |m| format!("http://{}/metrics", m.local_addr())),
         "ringswitch running"
     );
+    // Every configured port was opened by Runtime::start and ctl answers: ready
+    // (systemd Type=notify; nothing is sent outside a service manager).
+    let ready = format!(
+        "READY=1\nSTATUS=running with {} ports\n",
+        plan.options.ports.len()
+    );
+    if let Err(e) = sdnotify::notify(&ready) {
+        tracing::warn!(error = %e, "cannot notify the service manager (NOTIFY_SOCKET)");
+    }
     let sig = signals.wait().context("waiting for SIGINT/SIGTERM")?;
+    let _ = sdnotify::notify("STOPPING=1\n");
     tracing::info!(signal = %sig, "shutting down (a second signal exits at once)");
     // A shutdown stuck on a misbehaving peer must not make the daemon unkillable by the
     // usual signals (they stay blocked): the second one ends the process.

@@ -431,6 +431,92 @@ impl Guest {
     }
 }
 
+impl Guest {
+    /// Starts a QEMU that waits for the incoming migration (`-incoming URI`) of a guest
+    /// booted from the same spec (same memory, same devices; the NIC on another socket).
+    /// Once migrated, the guest's command console continues on this QEMU's console
+    /// socket, and it is ready at once (the guest announced it before migrating).
+    pub fn start_incoming(mut spec: GuestSpec, uri: &str) -> Result<Guest> {
+        spec.qemu_args
+            .extend(["-incoming".to_string(), uri.to_string()]);
+        let g = Guest::start(spec)?;
+        g.console_out.push("RS-CONSOLE-READY (migrated)".into());
+        Ok(g)
+    }
+}
+
+/// A QMP client (QEMU Machine Protocol, docs/interop/qmp-spec) on a guest's `-qmp`
+/// socket: one command at a time, asynchronous events skipped.
+pub struct Qmp {
+    what: String,
+    r: std::io::BufReader<UnixStream>,
+    w: UnixStream,
+}
+
+impl Qmp {
+    /// Connects (waiting up to `timeout` for QEMU to create the socket), reads the
+    /// greeting and leaves capabilities negotiation.
+    pub fn connect(path: &Path, timeout: Duration) -> Result<Qmp> {
+        let what = format!("QMP {}", path.display());
+        let deadline = Instant::now() + timeout;
+        let s = loop {
+            match UnixStream::connect(path) {
+                Ok(s) => break s,
+                Err(e) if Instant::now() >= deadline => return Err(io(what)(e)),
+                Err(_) => std::thread::sleep(Duration::from_millis(50)),
+            }
+        };
+        s.set_read_timeout(Some(Duration::from_secs(60)))
+            .map_err(io(what.clone()))?;
+        let w = s.try_clone().map_err(io(what.clone()))?;
+        let mut q = Qmp {
+            what,
+            r: std::io::BufReader::new(s),
+            w,
+        };
+        q.line()?; // {"QMP": {...}}
+        q.execute("qmp_capabilities", serde_json::json!({}))?;
+        Ok(q)
+    }
+
+    fn line(&mut self) -> Result<serde_json::Value> {
+        use std::io::BufRead;
+        let mut l = String::new();
+        let n = self
+            .r
+            .read_line(&mut l)
+            .map_err(io(format!("reading {}", self.what)))?;
+        if n == 0 {
+            return Err(HarnessError::Invalid {
+                what: self.what.clone(),
+                detail: "QEMU closed the QMP socket".into(),
+            });
+        }
+        serde_json::from_str(&l).map_err(|e| HarnessError::Invalid {
+            what: self.what.clone(),
+            detail: format!("bad QMP line {l:?}: {e}"),
+        })
+    }
+
+    /// Runs `cmd` with `args`; returns its `return` value (an `error` reply is an Err).
+    pub fn execute(&mut self, cmd: &str, args: serde_json::Value) -> Result<serde_json::Value> {
+        let req = serde_json::json!({"execute": cmd, "arguments": args});
+        writeln!(self.w, "{req}").map_err(io(format!("writing {}", self.what)))?;
+        loop {
+            let v = self.line()?;
+            if let Some(r) = v.get("return") {
+                return Ok(r.clone());
+            }
+            if let Some(e) = v.get("error") {
+                return Err(HarnessError::Invalid {
+                    what: format!("{} {cmd}", self.what),
+                    detail: e.to_string(),
+                });
+            }
+        }
+    }
+}
+
 impl Drop for Guest {
     fn drop(&mut self) {
         // QEMU exits at once on SIGTERM; the Process guard escalates to SIGKILL.

@@ -7,6 +7,7 @@
 //! peer are interleaved within each run because the machine is bimodal (see
 //! docs/design/bench.md).
 
+mod ab;
 mod daemon;
 mod micro;
 mod netns;
@@ -31,7 +32,8 @@ use vhost::{Case, Frontend, Placement, Switch};
 
 const USAGE: &str = "\
 usage: cargo xtask bench [--quick] [--runs N] [--secs S] [--only LIST] [--profile]
-                         [--ringswitch PATH] [--report-only]
+                         [--ringswitch PATH] [--report-only] [--results-to FILE]
+       cargo xtask bench ab --baseline PATH ...   (two builds, interleaved: see bench/ab.rs)
        cargo xtask bench udp-echo ADDR:PORT
        cargo xtask bench udp-rr ADDR:PORT [--count N] [--size BYTES]
 
@@ -42,7 +44,8 @@ usage: cargo xtask bench [--quick] [--runs N] [--secs S] [--only LIST] [--profil
   --profile      perf record ringswitch during the 64-byte vhost run; top symbols into
                  BENCHMARKS.md
   --ringswitch   use this binary instead of building target/release/ringswitch
-  --report-only  regenerate BENCHMARKS.md and plots from bench-results/results.json";
+  --report-only  regenerate BENCHMARKS.md and plots from bench-results/results.json
+  --results-to   write the results to FILE only (no BENCHMARKS.md, no plots)";
 
 /// What every phase needs.
 pub struct Ctx {
@@ -69,6 +72,7 @@ struct Options {
     profile: bool,
     ringswitch: Option<PathBuf>,
     report_only: bool,
+    results_to: Option<PathBuf>,
 }
 
 fn parse_options(args: &[String]) -> Result<Options> {
@@ -81,6 +85,7 @@ fn parse_options(args: &[String]) -> Result<Options> {
         profile: false,
         ringswitch: None,
         report_only: false,
+        results_to: None,
     };
     let mut it = args.iter();
     while let Some(a) = it.next() {
@@ -99,6 +104,7 @@ fn parse_options(args: &[String]) -> Result<Options> {
             "--profile" => o.profile = true,
             "--ringswitch" => o.ringswitch = Some(PathBuf::from(val()?)),
             "--report-only" => o.report_only = true,
+            "--results-to" => o.results_to = Some(PathBuf::from(val()?)),
             "-h" | "--help" => {
                 println!("{USAGE}");
                 std::process::exit(0);
@@ -122,6 +128,7 @@ pub fn run(args: &[String]) -> Result<()> {
     match args.first().map(String::as_str) {
         Some("udp-echo") => return udplat::echo(&args[1..]),
         Some("udp-rr") => return udplat::rr(&args[1..]),
+        Some("ab") => return ab::run(&args[1..]),
         _ => {}
     }
     let o = parse_options(args)?;
@@ -187,6 +194,10 @@ pub fn run(args: &[String]) -> Result<()> {
         phase("micro", &mut r, |r| micro_phase(&root, o.secs, r))?;
     }
     report::finish_conditions(&mut r.conditions);
+    if let Some(to) = &o.results_to {
+        std::fs::write(to, serde_json::to_string_pretty(&r)? + "\n")?;
+        return Ok(());
+    }
     std::fs::create_dir_all(&out_dir)?;
     std::fs::write(
         out_dir.join("results.json"),

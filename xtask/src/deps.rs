@@ -15,6 +15,8 @@ pub const TEST_PACKAGES: &[&str] = &[
     "dpdk-dev",        // dpdk-testpmd as an independent vhost-user peer
     "socat",           // multicast join/send inside guests and namespaces
     "python3",         // raw tagged frames in the uring-net VLAN test
+    // host-local IPAM (/usr/lib/cni) for the CNI e2e test
+    "containernetworking-plugins",
 ];
 
 fn installed(pkg: &str) -> bool {

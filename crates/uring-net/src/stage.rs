@@ -67,7 +67,8 @@ impl RxStage {
     }
 
     /// Stages a frame made of `prefix` (private bytes, copied into the stage) followed by
-    /// `segs` (guest memory, host addresses).
+    /// `segs` (host addresses: guest memory, or private bytes that stay put until the
+    /// flush, such as the popped frame's head copy).
     ///
     /// # Safety
     /// Every segment must stay mapped and readable until the next [`flush`](Self::flush)

@@ -37,6 +37,8 @@ impl Inner {
         };
         let mut chain = Chain::default();
         let mut done = 0;
+        // Dirty logging while migrating (crate::dirtylog): the ack byte and the used ring.
+        let mut log = self.log.logger(acked, &mem, q);
         loop {
             if done == CTRL_BUDGET {
                 // Come back after the other queues of this thread (see crate::tx).
@@ -95,10 +97,19 @@ impl Inner {
                         if let Ok(b) = s.subslice(0, 1) {
                             b.copy_from(&[ack]);
                             used = 1;
+                            if let Some(l) = log.as_mut() {
+                                l.host(b.ptr_guard().as_ptr(), 1);
+                            }
                         }
                     }
                     ctr.count_frame(cmd.len());
                 }
+            }
+            if let Some(l) = log.as_mut() {
+                let (next, size) = (vst.get_queue().next_used(), table.queue_size);
+                l.used(crate::split::used_elem_offset(next, size), 8);
+                l.used(2, 2);
+                l.flush();
             }
             if vst.add_used(head, used).is_err() {
                 vring.mark_broken();

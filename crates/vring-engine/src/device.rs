@@ -71,6 +71,8 @@ pub(crate) struct Inner {
     /// Per queue index: a [`crate::TxRing`] for it is out with the data plane. The lock
     /// also serialises starting and stopping them.
     tx_out: Mutex<Vec<bool>>,
+    /// Live-migration dirty logging (SET_LOG_BASE, ring log addresses), fed by the relay.
+    pub(crate) log: Arc<crate::dirtylog::DirtyLog>,
 }
 
 /// One vhost-user virtio-net port. Cheap to clone (a handle); every clone is the same
@@ -123,6 +125,7 @@ impl NetDevice {
                 masks,
                 tx_out: Mutex::new(vec![false; nq]),
                 pairs_cache: AtomicU16::new(1),
+                log: Arc::new(crate::dirtylog::DirtyLog::new(nq)),
             }),
         })
     }
@@ -224,6 +227,18 @@ impl NetDevice {
         }
         self.inner.st.lock().ctrl.status |= crate::config_space::S_ANNOUNCE;
         true
+    }
+
+    /// Whether a live-migration dirty log is mapped (SET_LOG_BASE received, LOG_ALL not
+    /// cleared since).
+    pub fn dirty_log_mapped(&self) -> bool {
+        self.inner.log.mapped()
+    }
+
+    /// Pages ringswitch wrote while logging but could not log: outside the frontend's
+    /// log, or with no log at all (a frontend that set LOG_ALL without SET_LOG_BASE).
+    pub fn dirty_log_errors(&self) -> u64 {
+        self.inner.log.errors()
     }
 
     /// Installs the vrings of a new connection and its memory handle.
@@ -355,6 +370,31 @@ impl Inner {
         }
     }
 
+    /// A SET_FEATURES that changes only VHOST_F_LOG_ALL on a negotiated connection: QEMU
+    /// switching dirty logging on (migration start) or off (migration cancelled or
+    /// done), not a driver re-negotiation, so the driver-visible state stays. With
+    /// several queue pairs QEMU sends it once per pair: a repeat with LOG_ALL set is the
+    /// same switch. Returns whether it was one (and applied it).
+    fn log_switch(&self, features: u64) -> bool {
+        use crate::dirtylog::LOG_ALL;
+        let old = self.acked();
+        let st = self.st.lock();
+        let only_log = (old ^ features) & !LOG_ALL == 0 && (old | features) & LOG_ALL != 0;
+        if !st.negotiated || !only_log {
+            return false;
+        }
+        self.acked.store(features, Ordering::Release);
+        drop(st);
+        let on = features & LOG_ALL != 0;
+        if !on {
+            self.log.stop();
+        }
+        if (old ^ features) & LOG_ALL != 0 {
+            tracing::info!(port = %self.port, "dirty-page logging {}", if on { "on" } else { "off" });
+        }
+        true
+    }
+
     /// Takes every TX ring back from the data plane (disconnect).
     pub(crate) fn stop_all_tx(&self) {
         let mut out = self.tx_out.lock();
@@ -374,6 +414,7 @@ impl Inner {
 
     /// Back to the state before any driver: used by reset, re-negotiation and disconnect.
     fn reset_state(&self) {
+        self.log.reset();
         let mut st = self.st.lock();
         st.mac = self.opts.mac;
         st.ctrl = initial_ctrl(&self.opts, st.mac, 0);
@@ -466,14 +507,21 @@ impl VhostUserBackend for NetDevice {
         self.inner.opts.max_queue_size as usize
     }
 
+    /// The virtio features plus the vhost ones: PROTOCOL_FEATURES, and LOG_ALL (live
+    /// migration, see [`crate::dirtylog`]).
     fn features(&self) -> u64 {
-        self.inner.offered | VhostUserVirtioFeatures::PROTOCOL_FEATURES.bits()
+        self.inner.offered
+            | VhostUserVirtioFeatures::PROTOCOL_FEATURES.bits()
+            | crate::dirtylog::LOG_ALL
     }
 
     /// SET_FEATURES (vhost-user-backend already refused bits we did not offer, RING_PACKED
     /// among them). A (re-)negotiation starts the driver-visible state afresh (§3.1.1).
     fn acked_features(&self, features: u64) {
         let inner = &self.inner;
+        if inner.log_switch(features) {
+            return;
+        }
         let mut st = inner.st.lock();
         st.ctrl = initial_ctrl(&inner.opts, st.mac, features);
         st.negotiated = true;
@@ -497,6 +545,7 @@ impl VhostUserBackend for NetDevice {
             | VhostUserProtocolFeatures::CONFIG
             | VhostUserProtocolFeatures::CONFIGURE_MEM_SLOTS
             | VhostUserProtocolFeatures::RESET_DEVICE
+            | VhostUserProtocolFeatures::LOG_SHMFD
     }
 
     fn reset_device(&self) {

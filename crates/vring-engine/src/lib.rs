@@ -17,6 +17,7 @@ pub mod counters;
 pub mod ctrl;
 mod ctrlq;
 pub mod device;
+pub mod dirtylog;
 pub mod features;
 pub mod options;
 pub mod port;

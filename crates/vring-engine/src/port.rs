@@ -239,9 +239,10 @@ fn serve(
             }
         };
         let front_ctl = front.try_clone().ok();
+        let log = std::sync::Arc::clone(&device.inner.log);
         let relay = thread::Builder::new()
             .name(format!("vhost-relay-{}", device.port()))
-            .spawn(move || crate::relay::run(front, back));
+            .spawn(move || crate::relay::run(front, back, &log));
         match daemon.start(&mut inner.listener) {
             Ok(()) => {
                 *shutdown.lock() = daemon.shutdown_handle();

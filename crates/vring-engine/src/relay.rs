@@ -22,6 +22,12 @@
 //!   is acked by us); a REM_MEM_REG reaches the back-end when the last reference goes.
 //!   SET_MEM_TABLE replaces the table and resets the count.
 //!
+//! - VHOST_USER_SET_LOG_BASE (live migration) is served here: the log is mapped into the
+//!   device's [`crate::dirtylog::DirtyLog`] and the reply sent by us, so vhost-user-backend
+//!   (whose own handling needs a vm-memory bitmap on every access) never sees it; and the
+//!   flags and `log_guest_addr` of each SET_VRING_ADDR, which vhost-user-backend drops, are
+//!   recorded there on the way (the message itself is relayed unchanged).
+//!
 //! Only the control channel passes here; kicks, calls and guest memory never do, so the data
 //! path pays nothing.
 
@@ -42,6 +48,8 @@ const MAX_FDS: usize = 8;
 
 const SET_FEATURES: u32 = 2;
 const SET_MEM_TABLE: u32 = 5;
+const SET_LOG_BASE: u32 = 6;
+const SET_VRING_ADDR: u32 = 9;
 const SET_VRING_ENABLE: u32 = 18;
 const ADD_MEM_REG: u32 = 37;
 const REM_MEM_REG: u32 = 38;
@@ -128,7 +136,7 @@ fn write_msg(s: &UnixStream, m: &Msg) -> io::Result<()> {
 
 /// Relays one connection until either side closes. `front` is the frontend (QEMU), `back`
 /// the connection vhost-user-backend serves.
-pub(crate) fn run(front: UnixStream, back: UnixStream) {
+pub(crate) fn run(front: UnixStream, back: UnixStream, log: &crate::dirtylog::DirtyLog) {
     let (Ok(front2), Ok(back2)) = (front.try_clone(), back.try_clone()) else {
         return;
     };
@@ -162,6 +170,15 @@ pub(crate) fn run(front: UnixStream, back: UnixStream) {
     };
     while let Ok(Some(mut m)) = read_msg(&front) {
         let req = m.request();
+        if req == SET_LOG_BASE {
+            if set_log_base(log, &m, &front_w).is_err() {
+                break;
+            }
+            continue;
+        }
+        if req == SET_VRING_ADDR {
+            note_vring_addr(log, &m.payload);
+        }
         if req == SET_MEM_TABLE {
             regions.clear();
         }
@@ -220,6 +237,54 @@ pub(crate) fn run(front: UnixStream, back: UnixStream) {
     let _ = up.map(|t| t.join());
 }
 
+/// VHOST_USER_SET_LOG_BASE with LOG_SHMFD: payload `{ u64 mmap_size; u64 mmap_offset }`
+/// and the log's fd. Maps it and replies with the payload echoed (QEMU reads any reply of
+/// this request; the vhost crate's frontend wants this one). A log we cannot map ends the
+/// connection: replying would let the frontend migrate a guest whose pages we do not
+/// log.
+fn set_log_base(
+    log: &crate::dirtylog::DirtyLog,
+    m: &Msg,
+    front: &Mutex<UnixStream>,
+) -> io::Result<()> {
+    use std::os::fd::AsFd;
+    let field = |i: usize| -> Option<u64> {
+        Some(u64::from_le_bytes(
+            m.payload.get(i..i + 8)?.try_into().ok()?,
+        ))
+    };
+    let bad = |what: &str| io::Error::new(io::ErrorKind::InvalidData, what.to_string());
+    let (Some(size), Some(offset)) = (field(0), field(8)) else {
+        return Err(bad("SET_LOG_BASE without a log region"));
+    };
+    let [fd] = m.fds.as_slice() else {
+        return Err(bad("SET_LOG_BASE needs exactly one fd"));
+    };
+    if let Err(e) = log.set_base(fd.as_fd(), size, offset) {
+        tracing::error!("cannot map the dirty log (size {size}, offset {offset}): {e}");
+        return Err(e);
+    }
+    tracing::info!("dirty log mapped: {size} bytes");
+    let reply = Msg {
+        hdr: reply_hdr(SET_LOG_BASE, 16),
+        payload: m.payload[..16].to_vec(),
+        fds: Vec::new(),
+    };
+    write_msg(&front.lock(), &reply)
+}
+
+/// Records SET_VRING_ADDR's `flags` and `log_guest_addr` (`struct vhost_vring_addr`:
+/// index u32, flags u32, desc, used, avail, log u64).
+fn note_vring_addr(log: &crate::dirtylog::DirtyLog, p: &[u8]) {
+    let u32_at =
+        |i: usize| -> Option<u32> { Some(u32::from_le_bytes(p.get(i..i + 4)?.try_into().ok()?)) };
+    let u64_at =
+        |i: usize| -> Option<u64> { Some(u64::from_le_bytes(p.get(i..i + 8)?.try_into().ok()?)) };
+    if let (Some(index), Some(flags), Some(addr)) = (u32_at(0), u32_at(4), u64_at(32)) {
+        log.set_ring(index, flags, addr);
+    }
+}
+
 /// (guest address, size, frontend address) of an ADD/REM_MEM_REG payload
 /// (`u64 padding; VhostUserMemoryRegion`).
 fn region_key(p: &[u8]) -> Option<[u64; 3]> {
@@ -253,7 +318,7 @@ mod tests {
     fn early_enable_is_acked_and_replayed_after_set_features() {
         let (mut fe, front) = UnixStream::pair().unwrap();
         let (back, be) = UnixStream::pair().unwrap();
-        let t = std::thread::spawn(move || run(front, back));
+        let t = std::thread::spawn(move || run(front, back, &crate::dirtylog::DirtyLog::new(4)));
         let enable = [0u8, 0, 0, 0, 1, 0, 0, 0];
         fe.write_all(&msg(SET_VRING_ENABLE, F_VERSION_1 | F_NEED_REPLY, &enable))
             .unwrap();
@@ -296,7 +361,7 @@ mod tests {
     fn duplicate_memory_regions_are_reference_counted() {
         let (fe, front) = UnixStream::pair().unwrap();
         let (back, be) = UnixStream::pair().unwrap();
-        let t = std::thread::spawn(move || run(front, back));
+        let t = std::thread::spawn(move || run(front, back, &crate::dirtylog::DirtyLog::new(4)));
         let mut region = vec![0u8; 8];
         for v in [0x1000_0000u64, 0x4000, 0x7f00_0000_0000, 0] {
             region.extend_from_slice(&v.to_le_bytes());
@@ -328,5 +393,68 @@ mod tests {
         drop(fe);
         drop(be);
         t.join().unwrap();
+    }
+
+    fn memfd(len: u64) -> OwnedFd {
+        let fd = nix::sys::memfd::memfd_create(c"log", nix::sys::memfd::MemFdCreateFlag::empty())
+            .unwrap();
+        let f = std::fs::File::from(fd);
+        f.set_len(len).unwrap();
+        OwnedFd::from(f)
+    }
+
+    fn log_base(size: u64, offset: u64, fds: Vec<OwnedFd>) -> Msg {
+        let mut payload = size.to_le_bytes().to_vec();
+        payload.extend_from_slice(&offset.to_le_bytes());
+        Msg {
+            hdr: msg(SET_LOG_BASE, F_VERSION_1, &payload)[..HDR]
+                .try_into()
+                .unwrap(),
+            payload,
+            fds,
+        }
+    }
+
+    /// SET_LOG_BASE is served here (mapped, replied to, never forwarded) and
+    /// SET_VRING_ADDR's log address noted on its way through; a log that cannot be
+    /// mapped, or comes without its fd, ends the connection.
+    #[test]
+    fn log_base_is_served_and_vring_log_addresses_noted() {
+        let log = std::sync::Arc::new(crate::dirtylog::DirtyLog::new(4));
+        let (fe, front) = UnixStream::pair().unwrap();
+        let (back, be) = UnixStream::pair().unwrap();
+        let l = log.clone();
+        let t = std::thread::spawn(move || run(front, back, &l));
+        write_msg(&fe, &log_base(4096, 0, vec![memfd(4096)])).unwrap();
+        let reply = read_msg(&fe).unwrap().unwrap();
+        assert_eq!(reply.request(), SET_LOG_BASE);
+        assert_eq!(reply.flags() & F_REPLY, F_REPLY);
+        assert_eq!(reply.payload.len(), 16);
+        assert!(log.mapped());
+        // SET_VRING_ADDR: index 1, flags LOG, desc/used/avail, log address.
+        let mut addr = Vec::new();
+        addr.extend_from_slice(&1u32.to_le_bytes());
+        addr.extend_from_slice(&crate::dirtylog::VRING_F_LOG.to_le_bytes());
+        for v in [0x1000u64, 0x2000, 0x3000, 0x2000] {
+            addr.extend_from_slice(&v.to_le_bytes());
+        }
+        (&fe)
+            .write_all(&msg(SET_VRING_ADDR, F_VERSION_1, &addr))
+            .unwrap();
+        let fwd = read_msg(&be).unwrap().unwrap();
+        assert_eq!((fwd.request(), fwd.payload), (SET_VRING_ADDR, addr));
+        assert_eq!((log.ring_addr(1), log.ring_addr(0)), (Some(0x2000), None));
+        // A log without its fd: the relay hangs up.
+        write_msg(&fe, &log_base(4096, 0, Vec::new())).unwrap();
+        t.join().unwrap();
+        assert!(read_msg(&fe).map_or(true, |m| m.is_none()));
+        // An unmappable log (offset not page-aligned) too.
+        let (fe, front) = UnixStream::pair().unwrap();
+        let (back, _be) = UnixStream::pair().unwrap();
+        let l = log.clone();
+        let t = std::thread::spawn(move || run(front, back, &l));
+        write_msg(&fe, &log_base(4096, 100, vec![memfd(8192)])).unwrap();
+        t.join().unwrap();
+        assert!(read_msg(&fe).map_or(true, |m| m.is_none()));
     }
 }

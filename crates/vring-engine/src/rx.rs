@@ -64,6 +64,8 @@ struct Live<'a> {
     next_avail: u16,
     next_used: u16,
     start_used: u16,
+    /// Dirty logging while LOG_ALL is negotiated (live migration); `None` otherwise.
+    log: Option<crate::dirtylog::Logger<'a>>,
 }
 
 impl RxBurst<'_> {
@@ -116,6 +118,11 @@ impl std::ops::Drop for RxBurst<'_> {
     fn drop(&mut self) {
         if let Ok(l) = self.live.as_mut() {
             if l.next_used != l.start_used {
+                // Logged before the index store that publishes the writes.
+                if let Some(mut log) = l.log.take() {
+                    log.used(2, 2);
+                    log.finish();
+                }
                 l.rings.publish(l.next_used);
             }
             let q = l.st.get_queue_mut();
@@ -169,6 +176,12 @@ impl<'a> Live<'a> {
 
     fn used(&mut self, head: u16, len: u32) {
         self.rings.put_used(self.next_used, head, len);
+        if let Some(l) = self.log.as_mut() {
+            l.used(
+                crate::split::used_elem_offset(self.next_used, self.table.queue_size),
+                8,
+            );
+        }
         self.next_used = self.next_used.wrapping_add(1);
     }
 
@@ -218,6 +231,9 @@ impl<'a> Live<'a> {
                 unsafe { p.copy_to_raw(dst.ptr_guard_mut().as_ptr()) };
             }
             off += p.len();
+        }
+        if let Some(l) = self.log.as_mut() {
+            l.host(p, total);
         }
         self.used(head, total as u32);
         Some(())
@@ -299,6 +315,9 @@ impl<'a> Live<'a> {
         for c in &chains {
             let n = left.min(c.write_len as usize);
             left -= n;
+            if let Some(l) = self.log.as_mut() {
+                log_written(l, &c.writable, n);
+            }
             self.used(c.head, n as u32);
         }
         Ok(payload)
@@ -335,7 +354,7 @@ impl Inner {
         let mem_guard = self.mem.read().memory();
         let mem: &Mem = &mem_guard;
         let st = vring.get_mut();
-        let live = self.open_rx(&vring, st, mem, acked);
+        let live = self.open_rx(&vring, st, mem, acked, q);
         let mut b = RxBurst {
             live,
             ctr,
@@ -351,6 +370,7 @@ impl Inner {
         st: StateGuard<'a>,
         mem: &'a Mem,
         acked: u64,
+        q: usize,
     ) -> Result<Live<'a>, RxDrop> {
         if !st.get_queue().ready() || !st.is_enabled() {
             return Err(RxDrop::NotReady);
@@ -387,6 +407,7 @@ impl Inner {
             mem,
             regions: crate::chain::Regions::new(mem),
             st,
+            log: self.log.logger(acked, mem, q),
         })
     }
 
@@ -405,8 +426,25 @@ impl Inner {
         // So ask the driver not to kick after refilling (VRING_USED_F_NO_NOTIFY, virtio 1.2
         // §2.7.10; a no-op with EVENT_IDX, where we never advance avail_event on RX). Drivers
         // without EVENT_IDX (DPDK virtio-user) otherwise kick on every refill.
-        rings.suppress_kicks();
+        if rings.suppress_kicks() {
+            if let Some(mut log) = self.log.logger(self.acked(), &mem, q) {
+                log.used(0, 2);
+            }
+        }
         crate::split::call_if_wanted(&v, st, &rings, self.counters.get(q))
+    }
+}
+
+/// Logs the first `n` bytes of a chain's writable buffers (what the writer put there).
+fn log_written(log: &mut crate::dirtylog::Logger<'_>, bufs: &[VolatileSlice<'_, ()>], n: usize) {
+    let mut left = n;
+    for b in bufs {
+        if left == 0 {
+            break;
+        }
+        let k = left.min(b.len());
+        log.host(b.ptr_guard().as_ptr(), k);
+        left -= k;
     }
 }
 

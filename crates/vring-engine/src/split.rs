@@ -126,7 +126,7 @@ impl<'m> Rings<'m> {
     /// Writes used element `idx % size`; invisible to the driver until [`publish`].
     #[inline]
     pub(crate) fn put_used(&self, idx: u16, head: u16, len: u32) {
-        let off = 4 + 8 * usize::from(idx % self.size);
+        let off = used_elem_offset(idx, self.size);
         self.used.store32(off, u32::from(head));
         self.used.store32(off + 4, len);
     }
@@ -138,13 +138,16 @@ impl<'m> Rings<'m> {
     }
 
     /// Asks a driver without EVENT_IDX not to kick (§2.7.10); writes only on a change, so
-    /// the line the driver reads is not dirtied per burst.
-    pub(crate) fn suppress_kicks(&self) {
+    /// the line the driver reads is not dirtied per burst. Returns whether it wrote (the
+    /// used ring's flags, offset 0: a write to log while migrating).
+    pub(crate) fn suppress_kicks(&self) -> bool {
         let f = self.used.load16(0, Ordering::Relaxed);
         if f & USED_F_NO_NOTIFY == 0 {
             self.used
                 .store16(0, f | USED_F_NO_NOTIFY, Ordering::Relaxed);
+            return true;
         }
+        false
     }
 
     /// Whether the driver wants a notification now that the used index moved from `old`
@@ -162,6 +165,19 @@ impl<'m> Rings<'m> {
             flags & AVAIL_F_NO_INTERRUPT == 0 && old != Some(new)
         }
     }
+}
+
+/// Offset of used element `idx % size` in the used ring (§2.7.8: flags, idx, then
+/// 8-byte elements).
+#[inline]
+pub(crate) fn used_elem_offset(idx: u16, size: u16) -> usize {
+    4 + 8 * usize::from(idx % size.max(1))
+}
+
+/// Offset of `avail_event` in the used ring (after `size` elements, §2.7.10).
+#[inline]
+pub(crate) fn avail_event_offset(size: u16) -> usize {
+    4 + 8 * usize::from(size)
 }
 
 /// Issues prefetches for the chains starting at `heads`: first their descriptors, then

@@ -200,7 +200,11 @@ impl TxRing {
         if !self.still_lent(&st) {
             return false;
         }
-        matches!(st.get_queue_mut().enable_notification(&*mem), Ok(true))
+        let r = matches!(st.get_queue_mut().enable_notification(&*mem), Ok(true));
+        if let Some(mut log) = self.inner.log.logger(self.inner.acked(), &mem, self.q) {
+            log_notification_write(&mut log, st.get_queue(), true);
+        }
+        r
     }
 
     /// Whether the ring is still the one lent out and can carry frames: set up, enabled,
@@ -259,8 +263,13 @@ impl TxRing {
         let regions = crate::chain::Regions::new(&mem);
 
         let mut hdr_buf = [0u8; switch::vnet::HDR_LEN];
+        // Dirty logging (live migration) of the notification writes below.
+        let mut log = inner.log.logger(acked, &mem, self.q);
         'outer: loop {
             let _ = st.get_queue_mut().disable_notification(&*mem);
+            if let Some(l) = log.as_mut() {
+                log_notification_write(l, st.get_queue(), false);
+            }
             while handed < max {
                 let want = (max - handed).min(POP_CHUNK);
                 let mut heads = [0u16; POP_CHUNK];
@@ -354,7 +363,11 @@ impl TxRing {
                 // The caller comes back for more; notifications stay off meanwhile.
                 break 'outer;
             }
-            match st.get_queue_mut().enable_notification(&*mem) {
+            let again = st.get_queue_mut().enable_notification(&*mem);
+            if let Some(l) = log.as_mut() {
+                log_notification_write(l, st.get_queue(), true);
+            }
+            match again {
                 Ok(true) => continue,
                 _ => break,
             }
@@ -423,9 +436,19 @@ impl TxRing {
         let mut used = q.next_used();
         self.vring.open_notify_window(used);
         if !self.done.is_empty() {
+            let mut log = self.inner.log.logger(self.inner.acked(), &mem, self.q);
+            let size = q.size();
             for &head in &self.done {
                 rings.put_used(used, head, 0);
+                if let Some(l) = log.as_mut() {
+                    l.used(crate::split::used_elem_offset(used, size), 8);
+                }
                 used = used.wrapping_add(1);
+            }
+            // Logged before the index store that publishes the entries.
+            if let Some(mut l) = log {
+                l.used(2, 2);
+                l.finish();
             }
             rings.publish(used);
             q.set_next_used(used);
@@ -437,6 +460,23 @@ impl TxRing {
         }
         self.unsignalled = false;
         crate::split::call_if_wanted(&self.vring, &st, &rings, self.inner.counters.get(self.q));
+    }
+}
+
+/// Logs the used-ring word virtio-queue's `enable_notification`/`disable_notification`
+/// just wrote (§2.7.10): `avail_event` when enabling with EVENT_IDX, the used flags
+/// without EVENT_IDX; disabling with EVENT_IDX writes nothing.
+fn log_notification_write(
+    log: &mut crate::dirtylog::Logger<'_>,
+    q: &virtio_queue::Queue,
+    enable: bool,
+) {
+    if q.event_idx_enabled() {
+        if enable {
+            log.used(crate::split::avail_event_offset(q.size()), 2);
+        }
+    } else {
+        log.used(0, 2);
     }
 }
 

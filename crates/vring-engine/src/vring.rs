@@ -46,6 +46,13 @@ struct Extra {
     /// [`crate::split`] (`NONE`: none since the ring was set up). Only touched under the
     /// ring's lock; atomic only to live in the shared `Extra`.
     notified_at: AtomicU32,
+    /// The last SET_VRING_ADDR repeated the running ring's addresses (see
+    /// [`NetVring::same_layout`]): the used-index reload that follows it is skipped.
+    keep_used: AtomicBool,
+    /// SET_VRING_NUM or SET_VRING_BASE came since the ring last became ready: the
+    /// frontend is setting the ring up afresh, so a SET_VRING_ADDR is never a logging
+    /// switch until the next SET_VRING_KICK makes it ready.
+    resetting: AtomicBool,
     hook: Mutex<Option<StateHook>>,
 }
 
@@ -68,6 +75,8 @@ impl Default for Extra {
             enabled: AtomicBool::new(false),
             generation: AtomicU64::new(0),
             notified_at: AtomicU32::new(NONE),
+            keep_used: AtomicBool::new(false),
+            resetting: AtomicBool::new(false),
             hook: Mutex::new(None),
         }
     }
@@ -142,6 +151,27 @@ impl NetVring {
         );
     }
 
+    /// Whether SET_VRING_ADDR's `desc`/`avail`/`used` are those of the ring as it runs:
+    /// QEMU re-sends a running ring's addresses only to switch VHOST_VRING_F_LOG (dirty
+    /// logging, migration start and cancel). Such a message changes nothing on the ring:
+    /// no new generation (a lent TX ring keeps going and its frames in flight still
+    /// complete into it), and the used index is not re-read from guest memory
+    /// (vhost-user-backend does that after SET_VRING_ADDR, outside the ring's lock, where
+    /// a burst publishing meanwhile would be rewound). A ring that is not running (driver
+    /// reset, reload: GET_VRING_BASE stopped it) takes the full path even with the same
+    /// addresses, and so does one being set up afresh (SET_VRING_NUM/BASE since it became
+    /// ready).
+    fn same_layout(&self, desc: u64, avail: u64, used: u64) -> bool {
+        if !self.extra.ready.load(Ordering::Acquire) || self.extra.resetting.load(Ordering::Acquire)
+        {
+            return false;
+        }
+        let st = self.inner.get_ref();
+        let q = st.get_queue();
+        use virtio_queue::QueueT;
+        q.ready() && q.desc_table() == desc && q.avail_ring() == avail && q.used_ring() == used
+    }
+
     /// A new generation; whoever holds the ring must let go of the old one.
     fn bump(&self) {
         self.extra.notified_at.store(NONE, Ordering::Relaxed);
@@ -210,6 +240,11 @@ impl VringT<GuestMem> for NetVring {
         self.changed(false);
     }
     fn set_queue_info(&self, desc: u64, avail: u64, used: u64) -> Result<(), VirtQueError> {
+        if self.same_layout(desc, avail, used) {
+            self.extra.keep_used.store(true, Ordering::Release);
+            return Ok(());
+        }
+        self.extra.keep_used.store(false, Ordering::Release);
         self.clear_broken();
         let r = self.inner.set_queue_info(desc, avail, used);
         self.bump();
@@ -219,11 +254,15 @@ impl VringT<GuestMem> for NetVring {
         self.inner.queue_next_avail()
     }
     fn set_queue_next_avail(&self, base: u16) {
+        self.extra.resetting.store(true, Ordering::Release);
         self.clear_broken();
         self.inner.set_queue_next_avail(base);
         self.bump();
     }
     fn set_queue_next_used(&self, idx: u16) {
+        if self.extra.keep_used.swap(false, Ordering::AcqRel) {
+            return;
+        }
         self.extra.notified_at.store(NONE, Ordering::Relaxed);
         self.inner.set_queue_next_used(idx)
     }
@@ -231,6 +270,7 @@ impl VringT<GuestMem> for NetVring {
         self.inner.queue_used_idx()
     }
     fn set_queue_size(&self, num: u16) {
+        self.extra.resetting.store(true, Ordering::Release);
         self.inner.set_queue_size(num);
         self.bump();
     }
@@ -238,6 +278,9 @@ impl VringT<GuestMem> for NetVring {
         self.inner.set_queue_event_idx(enabled)
     }
     fn set_queue_ready(&self, ready: bool) {
+        if ready {
+            self.extra.resetting.store(false, Ordering::Release);
+        }
         self.inner.set_queue_ready(ready);
         self.extra.ready.store(ready, Ordering::Release);
         self.changed(false);

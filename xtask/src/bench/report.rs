@@ -442,7 +442,21 @@ fn plot_ref(md: &mut String, name: &str, present: bool) {
 /// Writes BENCHMARKS.md at `root` and the SVG plots into `out_dir`.
 pub fn write_all(r: &Results, root: &Path, out_dir: &Path) -> Result<()> {
     std::fs::create_dir_all(out_dir)?;
-    let md = render(r);
+    let mut md = render(r);
+    // The latest interleaved comparison of two builds (`cargo xtask bench ab`), if any.
+    if let Some(ab) = std::fs::read_to_string(out_dir.join("ab.json"))
+        .ok()
+        .and_then(|t| serde_json::from_str::<super::ab::Ab>(&t).ok())
+    {
+        let section = format!(
+            "## 6. Before and after (`cargo xtask bench ab`)\n\n{}\n",
+            super::ab::render(&ab)
+        );
+        match md.find("## Exact commands") {
+            Some(at) => md.insert_str(at, &section),
+            None => md.push_str(&section),
+        }
+    }
     std::fs::write(root.join("BENCHMARKS.md"), md)?;
     for (name, title, unit, bars) in plot_sets(r) {
         if !bars.is_empty() {

@@ -17,7 +17,7 @@ use switch::{Decision, DropReason, Millis, Offloads, PortId, SwitchView, VnetHdr
 use super::write::{copy_frame, guest_write_spec, Src, TxOp};
 use super::{ud, Worker, MAX_RX_ERRORS, TAG_CANCEL, TAG_KICK};
 use crate::guest::{GuestFrame, GuestTxQueue};
-use switch::bytes::skip_segs;
+use switch::bytes::{skip_segs, Seg};
 use switch::vnet::HDR_LEN;
 
 /// How long a guest TX queue whose frames found a full destination gets its descriptors
@@ -218,17 +218,26 @@ impl Worker {
         } else {
             view.decide_cached(&mut self.decisions, port, &hdr, fhead, frame_len, now)
         };
-        // The frame's private bytes: the whole frame, or its head copy.
-        let private: &[u8] = if whole.is_empty() { fhead } else { &whole };
+        // The frame's private bytes: the whole frame, or its head copy (which lives in
+        // `f`, and so stays put until the stage is flushed).
+        let (private, in_frame): (&[u8], bool) = if whole.is_empty() {
+            (fhead, true)
+        } else {
+            (&whole, false)
+        };
         match decided {
-            Decision::Forward(fwd) => self.deliver_guest_frame(view, gi, f, &hdr, private, &fwd),
+            Decision::Forward(fwd) => {
+                self.deliver_guest_frame(view, gi, f, &hdr, private, in_frame, &fwd)
+            }
             Decision::Drop(_) => self.complete_guest(gi, f.token),
         }
         self.whole = whole;
     }
 
     /// [`forward_guest_frame`](Self::forward_guest_frame)'s delivery: `private` is the
-    /// frame's first bytes as decided on (the rest follows in guest memory).
+    /// frame's first bytes as decided on (the rest follows in guest memory); `in_frame`
+    /// says they are `f`'s own head copy rather than a scratch copy of the whole frame.
+    #[allow(clippy::too_many_arguments)]
     fn deliver_guest_frame(
         &mut self,
         view: &SwitchView<'_>,
@@ -236,6 +245,7 @@ impl Worker {
         f: &GuestFrame,
         hdr: &VnetHdr,
         private: &[u8],
+        in_frame: bool,
         fwd: &switch::Forward,
     ) {
         let Some(Some(g)) = self.guests.get(gi as usize) else {
@@ -254,18 +264,42 @@ impl Worker {
             let eg = view.egress(dest, fwd, private);
             if self.guest_rx[dest.index()].is_some() {
                 let h = eg.adjust_hdr(hdr);
-                let body = private.get(usize::from(eg.body_offset)..).unwrap_or(&[]);
+                // The stage copies what it is given as bytes; the head copy inside `f` is
+                // handed over by address instead (a 256-byte copy per frame and
+                // destination saved: 4.4 % of the 1500-byte guest→guest profile). An
+                // untouched head needs no rewritten L2 bytes either.
+                let (l2, body) = if eg.is_identity(private) {
+                    (&[][..], private)
+                } else {
+                    (
+                        eg.head(),
+                        private.get(usize::from(eg.body_offset)..).unwrap_or(&[]),
+                    )
+                };
+                let (copied, by_addr) = if in_frame {
+                    let seg = Seg {
+                        addr: body.as_ptr() as u64,
+                        len: u32::try_from(body.len()).unwrap_or(0),
+                    };
+                    ([l2, &[][..]], Some(seg).filter(|s| s.len > 0))
+                } else {
+                    ([l2, body], None)
+                };
                 // SAFETY: `GuestTxQueue` guarantees a popped frame's segments stay mapped
                 // and readable until it is completed; a frame with a staged delivery is
-                // completed only after the stage is flushed (`after_flush`).
+                // completed only after the stage is flushed (`after_flush`). `by_addr`
+                // points into `f`, which stays in the popped batch, unmoved and unchanged,
+                // until that flush (`service_guests` flushes before the next pop).
                 unsafe {
                     self.stage.push(
                         dest,
                         port,
                         h,
                         flow,
-                        [eg.head(), body],
-                        skip_segs(f.segs().iter().copied(), guest_skip),
+                        copied,
+                        by_addr
+                            .into_iter()
+                            .chain(skip_segs(f.segs().iter().copied(), guest_skip)),
                     );
                 }
                 staged = true;

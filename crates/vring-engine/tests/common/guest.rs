@@ -333,7 +333,8 @@ impl TestGuest {
                 | VhostUserProtocolFeatures::CONFIG
                 | VhostUserProtocolFeatures::REPLY_ACK
                 | VhostUserProtocolFeatures::CONFIGURE_MEM_SLOTS
-                | VhostUserProtocolFeatures::RESET_DEVICE),
+                | VhostUserProtocolFeatures::RESET_DEVICE
+                | VhostUserProtocolFeatures::LOG_SHMFD),
         )
         .unwrap();
         // Every request acked (REPLY_ACK): when start() returns, the device has applied it.
@@ -371,6 +372,11 @@ impl TestGuest {
         self.fe.set_vring_call(i, &q.call).unwrap();
         self.fe.set_vring_kick(i, &q.kick).unwrap();
         self.fe.set_vring_enable(i, true).unwrap();
+    }
+
+    /// Where the next [`alloc`](Self::alloc) starts looking (before alignment).
+    pub fn next_alloc(&self) -> u64 {
+        self.next_buf
     }
 
     /// Allocates `len` bytes of buffer memory (16-byte aligned).
