@@ -85,6 +85,9 @@ pub struct Ab {
     pub baseline: String,
     pub candidate: String,
     pub rows: Vec<AbRow>,
+    /// What the table alone does not say (written by hand into ab.json when needed).
+    #[serde(default)]
+    pub note: Option<String>,
 }
 
 /// One ratio, per round, for both builds.
@@ -140,6 +143,7 @@ pub fn run(args: &[String]) -> Result<()> {
     std::fs::create_dir_all(&tmp)?;
     let _guard = super::RemoveOnDrop(tmp.clone());
     let mut conditions = report::conditions_now(&root, &[only.clone()], args, rounds, secs);
+    conditions.args = format!("`cargo xtask bench ab {}`, ABBA order", args.join(" "));
     let mut per_build: [Vec<Results>; 2] = [vec![], vec![]];
     for round in 0..rounds {
         // ABBA: the build measured second in one round goes first in the next.
@@ -181,6 +185,7 @@ pub fn run(args: &[String]) -> Result<()> {
         baseline: label.unwrap_or_else(|| baseline.display().to_string()),
         candidate: report_commit(&root),
         rows: rows(&per_build[0], &per_build[1]),
+        note: None,
     };
     let out_dir = root.join("bench-results");
     std::fs::create_dir_all(&out_dir)?;
@@ -240,14 +245,15 @@ fn cell(v: &[f64]) -> String {
 pub fn render(ab: &Ab) -> String {
     let c = &ab.conditions;
     let mut s = format!(
-        "Baseline `{}` against candidate `{}`, {} interleaved rounds (ABBA) of {} s \
-         windows, {} → {}; CPU: {}; steal {}.\nEach cell: ratio to the peer measured in \
+        "Baseline `{}` against candidate `{}`, {} interleaved rounds of {} s windows \
+         ({}), {} → {}; CPU: {}; steal {}.\nEach cell: ratio to the peer measured in \
          the same bench run, median (min–max) over rounds.\n\n\
          | figure | baseline | candidate | candidate / baseline |\n|---|---|---|---|\n",
         ab.baseline,
         ab.candidate,
         c.runs,
         c.secs,
+        c.args,
         c.started_utc,
         c.finished_utc,
         if c.cpu.is_empty() { "?" } else { &c.cpu },
@@ -269,6 +275,9 @@ pub fn render(ab: &Ab) -> String {
             cell(&r.candidate),
             change
         );
+    }
+    if let Some(n) = &ab.note {
+        s += &format!("\n{n}\n");
     }
     s
 }
