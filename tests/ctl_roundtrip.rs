@@ -489,8 +489,11 @@ fn failed_start_cleans_up_and_tap_comes_and_goes() {
 /// SIGTERM the daemon exits cleanly and the guest sees its link go down.
 #[test]
 fn guest_sees_link_down_when_the_daemon_stops() {
-    if !common::qemu_available() {
-        eprintln!("SKIPPED: qemu-system-x86_64 is not installed (cargo xtask test installs it)");
+    if common::skip_without(
+        "qemu-system-x86_64",
+        common::qemu_available(),
+        "cargo xtask test installs it",
+    ) {
         return;
     }
     let _scope = TestScope::start("guest_link_down", Duration::from_secs(300));

@@ -17,11 +17,11 @@ const BOOT: Duration = Duration::from_secs(60);
 const STEP: Duration = Duration::from_secs(60);
 
 fn skip_without_qemu() -> bool {
-    if common::qemu_available() {
-        return false;
-    }
-    eprintln!("SKIPPED: qemu-system-x86_64 is not installed (cargo xtask test installs it)");
-    true
+    common::skip_without(
+        "qemu-system-x86_64",
+        common::qemu_available(),
+        "cargo xtask test installs it",
+    )
 }
 
 /// A guest with one NIC of two queue pairs (mq=on, `ethtool -L eth0 combined 2` in /init)

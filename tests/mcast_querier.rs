@@ -1,26 +1,30 @@
 //! The snooping querier in the daemon: with `--mcast-querier`, ringswitch itself sends
-//! IGMP general queries (RFC 3376 §4.1) on a segment without a multicast router, and the
-//! containers' kernels answer with reports that populate the MDB (`ctl mdb`).
+//! IGMP general queries (RFC 3376 §4.1) on a segment without a multicast router, the
+//! containers' kernels answer with reports that populate the MDB (`ctl mdb`), and a
+//! member's leave is answered with group-specific queries (RFC 3376 §6.6.3.1).
 
 mod common;
 
 use common::{Netns, TempDir, TestScope};
 use std::time::Duration;
 
-/// Captures, inside `ns`, the first IGMP query (type 0x11) on `dev`; returns its source.
+/// Prints, inside `ns`, one line per IGMP query (type 0x11) seen on `dev`:
+/// `query src=S dst=D group=G` (the IP source and destination, the query's group
+/// address field: 0.0.0.0 in a general query, the group in a group-specific one).
 const CAPTURE: &str = r#"
 import socket, sys
 s = socket.socket(socket.AF_PACKET, socket.SOCK_RAW, socket.htons(0x0800))
 s.bind((sys.argv[1], 0))
-s.settimeout(20)
+s.settimeout(60)
 print("capture-ready", flush=True)
+a = lambda b: ".".join(str(x) for x in b)
 while True:
     f = s.recv(2048)
     ip = f[14:]
     ihl = (ip[0] & 15) * 4
     if ip[9] == 2 and ip[ihl] == 0x11:
-        print(".".join(str(b) for b in ip[12:16]), flush=True)
-        break
+        print("query src=%s dst=%s group=%s" % (a(ip[12:16]), a(ip[16:20]),
+              a(ip[ihl + 4:ihl + 8])), flush=True)
 "#;
 
 #[test]
@@ -35,14 +39,15 @@ fn querier_queries_and_hosts_report() {
     c1.addr("eth0", "198.18.0.1/24").unwrap();
     c2.addr("eth0", "198.18.0.2/24").unwrap();
     let ctl = dir.path().join("ctl.sock");
-    let capture = c1
+    // In the member's namespace: the group-specific queries after its leave go to its port.
+    let capture = c2
         .spawn("capture", "python3", &["-c", CAPTURE, "eth0"])
         .unwrap();
     capture
         .wait_for("capture-ready", Duration::from_secs(20))
         .unwrap();
     // A member of 239.1.1.1 in container 2, so a query gets a report back.
-    let _member = c2
+    let mut member = c2
         .spawn(
             "member",
             "socat",
@@ -74,13 +79,13 @@ fn querier_queries_and_hosts_report() {
             ],
         )
         .unwrap();
-    let src = capture
-        .wait_for("198.18.", Duration::from_secs(30))
+    let general = capture
+        .wait_for("query src=", Duration::from_secs(30))
         .unwrap();
     assert_eq!(
-        src.trim(),
-        "198.18.0.254",
-        "the query comes from our querier"
+        general.trim(),
+        "query src=198.18.0.254 dst=224.0.0.1 group=0.0.0.0",
+        "the first query is our querier's general query, to all systems (RFC 3376 §4.1.12)"
     );
     // Container 2's kernel answers the general query; the MDB lists its group.
     let deadline = std::time::Instant::now() + Duration::from_secs(30);
@@ -99,4 +104,16 @@ fn querier_queries_and_hosts_report() {
         );
         std::thread::sleep(Duration::from_millis(300));
     }
+    // The member leaves (closing its socket sends an IGMPv3 TO_IN({}) report): our
+    // querier asks that group alone, sent to the group's address with the group in the
+    // group address field (RFC 3376 §4.1.12, §6.6.3.1). A general query matches neither.
+    member.stop(Duration::from_secs(5)).unwrap();
+    let specific = capture
+        .wait_for("group=239.1.1.1", Duration::from_secs(20))
+        .unwrap();
+    assert_eq!(
+        specific.trim(),
+        "query src=198.18.0.254 dst=239.1.1.1 group=239.1.1.1",
+        "a group-specific query from our querier answers the leave"
+    );
 }

@@ -14,6 +14,7 @@ pub mod error;
 pub mod image;
 pub mod netns;
 pub mod output;
+pub mod prereq;
 pub mod process;
 pub mod qemu;
 pub mod scope;
@@ -21,6 +22,7 @@ pub mod testpmd;
 
 pub use error::{HarnessError, Result};
 pub use netns::Netns;
+pub use prereq::{is_root, skip_without};
 pub use process::Process;
 pub use qemu::{CmdOutput, Guest, GuestSpec, NicSpec, SocketMode, StepResult};
 pub use scope::{unique, TestScope};
@@ -62,19 +64,6 @@ pub fn qemu_available() -> bool {
         .output()
         .map(|o| o.status.success())
         .unwrap_or(false)
-}
-
-/// Whether a test needing `tool` skips because it is missing. Under `CI=true` a missing
-/// tool fails the test instead: a CI run must never pass by skipping.
-pub fn skip_without(tool: &str, available: bool, hint: &str) -> bool {
-    if available {
-        return false;
-    }
-    if std::env::var("CI").is_ok_and(|v| v == "true") {
-        panic!("{tool} is not installed and CI=true: install it ({hint})");
-    }
-    eprintln!("SKIPPED: {tool} is not installed ({hint})");
-    true
 }
 
 /// A locally administered unicast MAC 02:72:73:00:00:<n> ("rs").

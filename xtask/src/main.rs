@@ -1,7 +1,8 @@
 //! `cargo xtask <command>`: the project's own automation.
 //!
 //! - `test`: installs the Debian packages the tests need (idempotent), then runs fmt,
-//!   clippy, every test of the workspace and bounded fuzz runs. `.ci/run` calls exactly this.
+//!   clippy, every test of the workspace, the loom model of the FDB seqlock and bounded
+//!   fuzz runs. `.ci/run` calls exactly this.
 //! - `fuzz [SECONDS]`: only the bounded fuzz runs.
 //! - `bench`: benchmarks against DPDK testpmd and the Linux bridge (not part of `test`).
 
@@ -53,8 +54,33 @@ fn test() -> Result<()> {
     ])?;
     cargo(&["test", "--workspace", "--all-targets"])?;
     cargo(&["test", "--workspace", "--doc"])?;
+    loom()?;
     fuzz::run_all(fuzz_seconds())?;
     Ok(())
+}
+
+/// The loom model of the FDB seqlock (crates/switch/src/fdb.rs, `loom_tests`): built with
+/// `--cfg loom` in a target directory of its own (other RUSTFLAGS would rebuild the
+/// normal one), bounded to 3 preemptions per execution (well under a minute).
+fn loom() -> Result<()> {
+    let target = std::env::var_os("CARGO_TARGET_DIR")
+        .map(std::path::PathBuf::from)
+        .unwrap_or_else(|| workspace_root().join("target"))
+        .join("loom");
+    let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
+    run(Command::new(cargo)
+        .args([
+            "test",
+            "-p",
+            "ringswitch-switch",
+            "--release",
+            "--lib",
+            "loom",
+        ])
+        .env("RUSTFLAGS", "--cfg loom")
+        .env("LOOM_MAX_PREEMPTIONS", "3")
+        .env("CARGO_TARGET_DIR", target)
+        .current_dir(workspace_root()))
 }
 
 /// Seconds per fuzz target inside `xtask test` (RINGSWITCH_FUZZ_SECS overrides).

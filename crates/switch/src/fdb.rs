@@ -10,15 +10,31 @@
 //!   at most once per [`REFRESH_MS`] so workers do not bounce the cache line;
 //! - deletions leave tombstones; once they exceed a quarter of the table the writer builds
 //!   a fresh table and publishes it with `arc-swap`. Readers load the table once per batch.
+//!
+//! The seqlock is checked by a loom model of `Slot` (`loom_tests`, run by `cargo xtask
+//! test`); the atomics below are loom's in that build.
 
 use crate::mac::Mac;
 use crate::port::{PortId, MAX_PORTS};
 use crate::time::Millis;
 use crate::vlan::Vid;
 use arc_swap::ArcSwap;
+#[cfg(all(test, loom))]
+use loom::sync::atomic::{fence, AtomicU64, Ordering};
 use parking_lot::Mutex;
+#[cfg(not(all(test, loom)))]
 use std::sync::atomic::{fence, AtomicU64, Ordering};
 use std::sync::Arc;
+
+/// A seqlock reader's wait for the writer: a spin hint, or under the loom model a yield
+/// (loom requires spin loops to yield so that it can schedule the writer).
+#[inline(always)]
+fn spin_wait() {
+    #[cfg(all(test, loom))]
+    loom::thread::yield_now();
+    #[cfg(not(all(test, loom)))]
+    std::hint::spin_loop();
+}
 
 /// Minimum interval between two last-seen refreshes of one entry (and the aging
 /// granularity: last-seen times are kept in whole seconds).
@@ -128,7 +144,7 @@ impl Slot {
                     return (k, Meta(m2));
                 }
             }
-            std::hint::spin_loop();
+            spin_wait();
         }
     }
 
@@ -815,49 +831,102 @@ mod tests {
         assert_eq!((e[1].port, e[1].age_ms, e[1].vid), (PortId(1), 1000, 5));
     }
 
-    /// Readers on other threads never see a torn entry while a writer churns.
+    /// Readers on other threads never see a torn entry while a writer churns: every
+    /// lookup returns a port the writer stored for that MAC, or None. mac(i) moves between
+    /// ports i % 64 and 64 + i % 64 every round (and all entries age out every round), so
+    /// a key read with another entry's port, or with a half-written one, shows.
     #[test]
     fn concurrent_readers_see_consistent_entries() {
         let fdb = Arc::new(Fdb::new(FdbConfig {
             max_entries: 256,
             aging_ms: 1000,
         }));
-        // mac(i) always lives on port i % 7 (or is absent).
-        let stop = Arc::new(std::sync::atomic::AtomicBool::new(false));
+        let port_of = |i: u32, round: u64| {
+            let base = u16::try_from(i % 64).expect("below 64");
+            PortId(if round % 2 == 0 { base } else { base + 64 })
+        };
+        use std::sync::atomic::{AtomicBool, AtomicU64 as Count, Ordering::Relaxed};
+        let stop = Arc::new(AtomicBool::new(false));
+        // Per reader: lookups that found an entry, lookups that found none.
+        let seen: Arc<[[Count; 2]; 2]> = Arc::new(Default::default());
         let readers: Vec<_> = (0..2)
-            .map(|_| {
-                let (fdb, stop) = (fdb.clone(), stop.clone());
+            .map(|r| {
+                let (fdb, stop, seen) = (fdb.clone(), stop.clone(), seen.clone());
                 std::thread::spawn(move || {
-                    let mut seen = 0u64;
-                    while !stop.load(Ordering::Relaxed) {
+                    while !stop.load(Relaxed) {
                         let v = fdb.view();
                         for i in 0..200u32 {
-                            if let Some(p) = v.lookup(mac(i), 1) {
-                                assert_eq!(p, PortId((i % 7) as u16));
-                                seen += 1;
+                            let got = v.lookup(mac(i), 1);
+                            if let Some(p) = got {
+                                assert!(
+                                    p == port_of(i, 0) || p == port_of(i, 1),
+                                    "mac {i} read with port {p:?}: a torn entry"
+                                );
                             }
+                            seen[r][usize::from(got.is_none())].fetch_add(1, Relaxed);
                         }
                     }
-                    seen
                 })
             })
             .collect();
-        for round in 0..200 {
+        // At least 200 rounds, and on until both readers saw both outcomes while the writer
+        // ran (the table is full after each round's learning, empty after its aging).
+        let both = || seen.iter().flatten().all(|c| c.load(Relaxed) > 0);
+        let mut round = 0u64;
+        while round < 200 || !both() {
+            assert!(round < 1_000_000, "readers never ran: {seen:?}");
             for i in 0..200u32 {
-                fdb.learn(
-                    &fdb.view(),
-                    mac(i),
-                    1,
-                    PortId((i % 7) as u16),
-                    0,
-                    Millis(round),
-                );
+                fdb.learn(&fdb.view(), mac(i), 1, port_of(i, round), 0, Millis(round));
             }
             fdb.age(Millis(round + 10_000));
+            round += 1;
         }
-        stop.store(true, Ordering::Relaxed);
+        stop.store(true, Relaxed);
         for r in readers {
             r.join().unwrap();
         }
+    }
+}
+
+/// A loom model of the seqlock (`RUSTFLAGS="--cfg loom" cargo test -p ringswitch-switch
+/// --release --lib loom`): the real [`Slot::read`] and [`Slot::write`], with loom's
+/// atomics, under every interleaving and every value the memory model lets a load return.
+#[cfg(all(test, loom))]
+mod loom_tests {
+    use super::*;
+
+    const K1: u64 = 0x0002_0000_0001_0001;
+    const K2: u64 = 0x0002_0000_0002_0001;
+
+    /// One writer rewrites a slot twice while one reader snapshots it twice: each snapshot
+    /// is the empty slot or one of the two entries whole, never one entry's key with the
+    /// other's port, flags or time; and the second is never older than the first.
+    #[test]
+    fn loom_seqlock_reader_never_sees_a_torn_entry() {
+        loom::model(|| {
+            let slot = loom::sync::Arc::new(Slot::new());
+            let w = slot.clone();
+            let writer = loom::thread::spawn(move || {
+                w.write(K1, PortId(1), false, 10);
+                w.write(K2, PortId(2), true, 20);
+            });
+            let states = [
+                (EMPTY, PortId(0), false, 0),
+                (K1, PortId(1), false, 10),
+                (K2, PortId(2), true, 20),
+            ];
+            let snapshot = || {
+                let (k, m) = slot.read();
+                let got = (k, m.port(), m.is_static(), m.seen_s());
+                states
+                    .iter()
+                    .position(|s| *s == got)
+                    .unwrap_or_else(|| panic!("torn entry {got:x?}"))
+            };
+            let first = snapshot();
+            let second = snapshot();
+            assert!(second >= first, "went back from state {first} to {second}");
+            writer.join().unwrap();
+        });
     }
 }

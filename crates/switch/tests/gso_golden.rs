@@ -7,6 +7,8 @@
 //! namespace created for the test and deleted on drop.
 
 mod golden;
+#[path = "../../../tests/common/prereq.rs"]
+mod prereq;
 
 use golden::{build, first_diff, veth_lab, Pair, Spec, SRC_MAC};
 use switch::offload::{plan, segment_to_vecs, Egress, Frame};
@@ -227,9 +229,11 @@ fn partial_csum_segments_match_linux() {
 }
 
 fn compare_with_linux(tag: &str, tx_csum: bool) {
-    // SAFETY: geteuid has no preconditions.
-    if unsafe { libc::geteuid() } != 0 {
-        eprintln!("SKIPPED golden GSO test: needs root for namespaces and AF_PACKET");
+    if prereq::skip_without(
+        "root",
+        prereq::is_root(),
+        "the golden GSO test needs namespaces, veths and AF_PACKET",
+    ) {
         return;
     }
     let dest = Offloads {
@@ -329,9 +333,11 @@ fn random_frames_partial_csum_match_linux() {
 }
 
 fn random_frames(tag: &str, tx_csum: bool) {
-    // SAFETY: geteuid has no preconditions.
-    if unsafe { libc::geteuid() } != 0 {
-        eprintln!("SKIPPED golden GSO test: needs root for namespaces and AF_PACKET");
+    if prereq::skip_without(
+        "root",
+        prereq::is_root(),
+        "the golden GSO test needs namespaces, veths and AF_PACKET",
+    ) {
         return;
     }
     let mut rng = Rng(0x5eed_0ff1_0ad5_eed5);

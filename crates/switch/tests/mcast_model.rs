@@ -3,6 +3,9 @@
 //! written reference model of RFC 4541 group-granular snooping; every data-frame lookup
 //! must agree.
 
+#[path = "../../../tests/common/prereq.rs"]
+mod prereq;
+
 use proptest::prelude::*;
 use std::collections::HashMap;
 use std::net::{Ipv4Addr, Ipv6Addr};
@@ -457,8 +460,11 @@ mod linux_reports {
     /// outlive the MLD leave.
     fn kernel_join_leave(tag: &str, igmp: u8, mld: u8) {
         let ns = format!("rsm{tag}{}", std::process::id());
-        if !ip(&["netns", "add", &ns]) {
-            eprintln!("skipped: cannot create a network namespace (needs root)");
+        if crate::prereq::skip_without(
+            "a network namespace",
+            ip(&["netns", "add", &ns]),
+            "`ip netns add` needs root and iproute2",
+        ) {
             return;
         }
         let _guard = Netns(ns.clone());
@@ -562,8 +568,11 @@ mod linux_reports {
     #[test]
     fn kernel_bridge_querier() {
         let ns = format!("rsmq{}", std::process::id());
-        if !ip(&["netns", "add", &ns]) {
-            eprintln!("skipped: cannot create a network namespace (needs root)");
+        if crate::prereq::skip_without(
+            "a network namespace",
+            ip(&["netns", "add", &ns]),
+            "`ip netns add` needs root and iproute2",
+        ) {
             return;
         }
         let _guard = Netns(ns.clone());
@@ -655,8 +664,11 @@ mod linux_reports {
     fn kernel_answers(tag: &str, igmp: QueryKind, mld: QueryKind) {
         use switch::mcast::wire::{parse, Message, RecordType, Version};
         let ns = format!("rsmr{tag}{}", std::process::id());
-        if !ip(&["netns", "add", &ns]) {
-            eprintln!("skipped: cannot create a network namespace (needs root)");
+        if crate::prereq::skip_without(
+            "a network namespace",
+            ip(&["netns", "add", &ns]),
+            "`ip netns add` needs root and iproute2",
+        ) {
             return;
         }
         let _guard = Netns(ns.clone());
