@@ -774,6 +774,10 @@ fn snooping(tag: &str, extra: &[&str], querier: bool) {
         0,
         "C got IPv6 group traffic"
     );
+    if querier {
+        // What A receives while B leaves: the querier's answer must be there.
+        capture_start(a, "/tmp/q");
+    }
     // B leaves both groups (closing the sockets sends the IGMPv3/MLDv2 leave reports).
     run_ok(b, "kill $(cat /tmp/m4.pid) $(cat /tmp/m6.pid)");
     d.wait_ctl_until("mdb", STEP, |v| {
@@ -784,14 +788,19 @@ fn snooping(tag: &str, extra: &[&str], querier: bool) {
     });
     if querier {
         // Our querier answered B's MLD leave with group-specific queries for ff0e::1:1
-        // (RFC 3810 §7.6.3); A, still a member, received them (and kept the group).
-        let q = run_ok(a, "grep Icmp6InGroupMembQueries /proc/net/snmp6");
-        let got: u64 = q
-            .split_whitespace()
-            .nth(1)
-            .and_then(|v| v.parse().ok())
-            .unwrap_or(0);
-        assert!(got >= 1, "no group-specific query reached A: {q}");
+        // (RFC 3810 §7.6.3); A, still a member, received them (and kept the group). A
+        // general query cannot pass: it is the MLD query (ICMPv6 type 130, code 0) whose
+        // multicast address field, 8 bytes in, is ff0e::1:1 rather than :: (§5.1.5).
+        let q = run_ok(
+            a,
+            "kill $(cat /tmp/q.pid); sleep 0.5; hexdump -v -e '1/1 \"%02x\"' /tmp/q \
+             | grep -oE '8200[0-9a-f]{12}ff0e0000000000000000000000010001' | wc -l",
+        );
+        let got: u64 = q.trim().parse().unwrap_or(0);
+        assert!(
+            got >= 1,
+            "no group-specific MLD query for ff0e::1:1 reached A: {q:?}"
+        );
     }
     send("after");
     assert_eq!(captured(a, "/tmp/m4", "after4-"), 5);
