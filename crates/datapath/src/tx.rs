@@ -78,6 +78,7 @@ fn take(out: &mut FrameBatch, p: vring_engine::TxPopped<'_>) -> bool {
     })
 }
 
+#[allow(clippy::cast_possible_truncation)]
 #[cfg(test)]
 mod tests {
     //! What `take` relies on, without a ring (a `TxPopped` is the ring's to make): the

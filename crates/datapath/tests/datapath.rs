@@ -1,5 +1,6 @@
 //! End to end through the in-repo frontend: negotiation, config space, packed-ring refusal,
 //! TX in every layout, RX with and without mergeable buffers, through the real switch.
+#![allow(clippy::cast_possible_truncation)] // test code: small literal sizes
 
 mod common;
 

@@ -3,6 +3,7 @@
 //! queue and port — keeps forwarding. Protocol violations the device cannot step over
 //! (avail index jump, head index out of range) stop that ring and signal the frontend's
 //! error eventfd (the vhost-user way to ask for NEEDS_RESET).
+#![allow(clippy::cast_possible_truncation)] // test code: small literal sizes
 
 mod common;
 

@@ -1,6 +1,7 @@
 //! Lifecycle: frontend disconnect and reconnect (server and client sockets), device reset,
 //! driver reload with re-negotiation, memory table changes (SET_MEM_TABLE, ADD/REM_MEM_REG),
 //! GET_VRING_BASE stopping a ring, and a broken ring revived by setting it up again.
+#![allow(clippy::cast_possible_truncation)] // test code: small literal sizes
 
 mod common;
 

@@ -1,6 +1,7 @@
 //! Forwarding decisions per second per core for 64-byte frames, with 1 k and 100 k learned
 //! MACs, plus the frame parser against etherparse. Run: `cargo bench -p ringswitch-switch
 //! --bench forward`.
+#![allow(clippy::cast_possible_truncation)] // test code: small literal sizes
 
 use criterion::{black_box, criterion_group, criterion_main, Criterion, Throughput};
 use switch::{

@@ -2,6 +2,7 @@
 //! a 64 KiB TCP frame into 1448-byte segments (target ≥ 20 Gbit/s), both as gather
 //! (headers built, payload summed in place) and as copy into a destination buffer (the
 //! guest → guest path). Run: `cargo bench -p ringswitch-switch --bench offload`.
+#![allow(clippy::cast_possible_truncation)] // test code: small literal sizes
 
 use criterion::{black_box, criterion_group, criterion_main, Criterion, Throughput};
 use switch::offload::{checksum, plan, Csum, Egress, Frame, MAX_HDR};

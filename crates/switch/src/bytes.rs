@@ -226,9 +226,12 @@ where
             skip -= l;
             return None;
         }
+        // skip < l = sg.len, a u32: the rest fits.
+        #[allow(clippy::cast_possible_truncation)]
+        let len = (l - skip) as u32;
         let s = Seg {
             addr: sg.addr + skip as u64,
-            len: (l - skip) as u32,
+            len,
         };
         skip = 0;
         Some(s)

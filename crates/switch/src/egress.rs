@@ -25,6 +25,8 @@ impl Egress {
     /// `out_tag` (`None`: untagged; `Some((tpid, vid))`: tagged). PCP/DEI of an incoming
     /// tag are kept when the frame leaves tagged.
     #[inline]
+    // `len` is 12 or 16 and `body_offset` 12 + a tag length (at most 20): no cast truncates.
+    #[allow(clippy::cast_possible_truncation)]
     pub fn new(frame: &[u8], view: &FrameView, out_tag: Option<(u16, Vid)>) -> Egress {
         let mut head = [0u8; MAX_HEAD];
         head[..12].copy_from_slice(&frame[..12]);
@@ -88,10 +90,13 @@ impl Egress {
         if self.delta != 0 {
             let d = i32::from(self.delta);
             if h.needs_csum() {
-                h.csum_start = (i32::from(h.csum_start) + d).max(0) as u16;
+                // A moved offset past u16::MAX saturates (it then lies past any frame and
+                // is refused as such) instead of wrapping to a small, plausible offset.
+                h.csum_start =
+                    u16::try_from((i32::from(h.csum_start) + d).max(0)).unwrap_or(u16::MAX);
             }
             if h.hdr_len != 0 {
-                h.hdr_len = (i32::from(h.hdr_len) + d).max(0) as u16;
+                h.hdr_len = u16::try_from((i32::from(h.hdr_len) + d).max(0)).unwrap_or(u16::MAX);
             }
         }
         h
@@ -174,5 +179,23 @@ mod tests {
         };
         let a = e.adjust_hdr(&h);
         assert_eq!((a.csum_start, a.hdr_len, a.csum_offset), (38, 58, 16));
+    }
+
+    #[test]
+    fn guest_offsets_near_u16_max_saturate_instead_of_wrapping() {
+        // A guest's csum_start/hdr_len of 0xfffe moved by a pushed tag (+4) must not wrap
+        // to 2, an offset inside the frame.
+        let f = eth(B, A, None, ETHERTYPE_IPV4, &ipv4(6, 20));
+        let v = FrameView::parse(&f, f.len(), TPID_8021Q, false).unwrap();
+        let e = Egress::new(&f, &v, Some((TPID_8021Q, 3)));
+        let h = VnetHdr {
+            flags: crate::vnet::F_NEEDS_CSUM,
+            csum_start: 0xfffe,
+            csum_offset: 16,
+            hdr_len: 0xfffe,
+            ..Default::default()
+        };
+        let a = e.adjust_hdr(&h);
+        assert_eq!((a.csum_start, a.hdr_len), (u16::MAX, u16::MAX));
     }
 }

@@ -62,6 +62,8 @@ fn unkey(k: u64) -> (Mac, Vid) {
 /// (one multiply) clustered sequential MACs so badly that a 100 k-entry table averaged
 /// ~13 probes per lookup under linear probing; with this mix it is ~1.3.
 #[inline(always)]
+// `shift` is 64 - log2(table size): the result is a slot index below the table size.
+#[allow(clippy::cast_possible_truncation)]
 fn hash(k: u64, shift: u32) -> usize {
     let mut h = k;
     h ^= h >> 33;
@@ -95,7 +97,7 @@ impl Meta {
     }
     #[inline]
     fn port(self) -> PortId {
-        PortId((self.0 >> 16) as u16)
+        PortId(((self.0 >> 16) & 0xffff) as u16)
     }
     #[inline]
     fn is_static(self) -> bool {

@@ -197,11 +197,11 @@ impl FrameView {
             tag,
             ethertype,
             l3: l.l3,
-            l3_offset: off as u16,
+            l3_offset: u16::try_from(off).map_err(|_| ParseError::HeadersTooLong)?,
             l4_offset: l.l4_offset,
             l4_proto: l.l4_proto,
             fragment: l.fragment,
-            frame_len: frame_len as u32,
+            frame_len: u32::try_from(frame_len).map_err(|_| ParseError::HeadersTooLong)?,
         })
     }
 }
@@ -264,7 +264,7 @@ fn parse_ipv4(
         l4_proto: b[off + 9],
         fragment: more_fragments || frag_offset != 0,
         l4_offset: if frag_offset == 0 {
-            (off + ihl) as u16
+            u16::try_from(off + ihl).map_err(|_| ParseError::HeadersTooLong)?
         } else {
             0
         },
@@ -335,13 +335,14 @@ fn parse_ipv6(
         l4_proto: next,
         fragment,
         l4_offset: if first_fragment && next != 59 && next != 50 {
-            pos as u16
+            u16::try_from(pos).map_err(|_| ParseError::HeadersTooLong)?
         } else {
             0
         },
     })
 }
 
+#[allow(clippy::cast_possible_truncation)]
 #[cfg(test)]
 pub(crate) mod tests {
     use super::*;

@@ -134,6 +134,8 @@ pub struct PortSetIter {
 impl Iterator for PortSetIter {
     type Item = PortId;
     #[inline]
+    // word < WORDS and bit < 64: the index is below MAX_PORTS, which fits a u16.
+    #[allow(clippy::cast_possible_truncation)]
     fn next(&mut self) -> Option<PortId> {
         while self.word < WORDS {
             let w = self.words[self.word];

@@ -233,6 +233,8 @@ impl Switch {
             }
             None => return Err(SwitchError::TooManyPorts),
         };
+        // idx < MAX_PORTS (checked above), which fits a u16.
+        #[allow(clippy::cast_possible_truncation)]
         let id = PortId(idx as u16);
         self.counters[idx].reset();
         let flood = flood_bucket(&cfg);
@@ -326,6 +328,8 @@ impl Switch {
     }
 
     /// Looks a port up by name.
+    // The table holds at most MAX_PORTS entries: every index fits a u16.
+    #[allow(clippy::cast_possible_truncation)]
     pub fn port_by_name(&self, name: &str) -> Option<PortId> {
         let t = self.ports.load();
         t.ports
@@ -335,6 +339,8 @@ impl Switch {
     }
 
     /// Every port with its configuration and link state.
+    // The table holds at most MAX_PORTS entries: every index fits a u16.
+    #[allow(clippy::cast_possible_truncation)]
     pub fn ports(&self) -> Vec<(PortId, PortConfig, bool)> {
         let t = self.ports.load();
         t.ports
@@ -887,6 +893,7 @@ impl SwitchView<'_> {
     }
 }
 
+#[allow(clippy::cast_possible_truncation)]
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -94,7 +94,7 @@ impl VnetHdr {
         if len >= HDR_LEN {
             out[8..12].copy_from_slice(&hi.to_le_bytes());
         } else {
-            out[8..10].copy_from_slice(&(hi as u16).to_le_bytes());
+            out[8..10].copy_from_slice(&hi.to_le_bytes()[..2]);
         }
         Some(len)
     }

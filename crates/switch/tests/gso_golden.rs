@@ -5,6 +5,7 @@
 //!
 //! Needs root (namespaces, veth, AF_PACKET) and `ip`/`ethtool`; everything happens in a
 //! namespace created for the test and deleted on drop.
+#![allow(clippy::cast_possible_truncation)] // test code: small literal sizes
 
 mod golden;
 #[path = "../../../tests/common/prereq.rs"]

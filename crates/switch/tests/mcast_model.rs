@@ -2,6 +2,7 @@
 //! and ticks go through the real snooper (as packets) and through a small, independently
 //! written reference model of RFC 4541 group-granular snooping; every data-frame lookup
 //! must agree.
+#![allow(clippy::cast_possible_truncation)] // test code: small literal sizes
 
 #[path = "../../../tests/common/prereq.rs"]
 mod prereq;

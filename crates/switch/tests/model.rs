@@ -1,5 +1,6 @@
 //! Property test: random frame sequences through the switch and through a small,
 //! independently written reference model must give identical decisions.
+#![allow(clippy::cast_possible_truncation)] // test code: small literal sizes
 
 use proptest::prelude::*;
 use std::collections::HashMap;

@@ -29,7 +29,7 @@ pub fn flow_hash(fwd: &Forward, head: &[u8]) -> u32 {
         let l4 = usize::from(f.l4_offset);
         h = mix(h, word(head.get(l4..l4 + 4).unwrap_or(&[])));
     }
-    (h >> 32) as u32 ^ h as u32
+    (h >> 32) as u32 ^ (h & 0xffff_ffff) as u32
 }
 
 #[inline(always)]
@@ -50,6 +50,8 @@ fn word(c: &[u8]) -> u64 {
 /// murmur3's fmix32: FNV-1a's low bits barely change between flows (Linux picks even
 /// source ports), so `h % pairs` put 8 TCP streams on one of two queues ~94 % of the time.
 #[inline]
+// (h * pairs) >> 32 is below `pairs`, a u16.
+#[allow(clippy::cast_possible_truncation)]
 pub fn pick_queue(mut h: u32, pairs: u16) -> u16 {
     h ^= h >> 16;
     h = h.wrapping_mul(0x85eb_ca6b);

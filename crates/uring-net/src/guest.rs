@@ -17,6 +17,12 @@ use std::os::fd::RawFd;
 use switch::bytes::{Seg, HEAD_COPY, MAX_SEGS};
 use switch::vnet::HDR_LEN;
 
+// HDR_LEN is 12: it fits every integer type.
+#[allow(clippy::cast_possible_truncation)]
+const HDR_LEN_U8: u8 = HDR_LEN as u8;
+#[allow(clippy::cast_possible_truncation)]
+const HDR_LEN_U32: u32 = HDR_LEN as u32;
+
 /// A frame a guest queued for transmission: its segments in guest memory and a private
 /// copy of its first bytes, which always starts with the validated 12-byte virtio_net_hdr
 /// (virtio 1.2 §5.1.6). The segments start with the guest's own copy of that header
@@ -56,7 +62,7 @@ impl GuestFrame {
             token: 0,
             segs: [Seg::default(); MAX_SEGS],
             nsegs: 0,
-            seg_hdr: HDR_LEN as u8,
+            seg_hdr: HDR_LEN_U8,
             head: [0; HEAD_COPY],
             head_len: 0,
             len: 0,
@@ -68,8 +74,10 @@ impl GuestFrame {
     /// share of a 64-byte frame's time). False, leaving the frame unusable, for a chain
     /// with no or too many segments or a length that overflows.
     fn fill(&mut self, token: u64, segs: &[Seg], head: &[u8], hdr_in_segs: bool) -> bool {
-        let nsegs = segs.len();
-        if nsegs == 0 || nsegs > MAX_SEGS {
+        let Ok(nsegs) = u8::try_from(segs.len()) else {
+            return false;
+        };
+        if nsegs == 0 || usize::from(nsegs) > MAX_SEGS {
             return false;
         }
         // Written in place as they are summed (no staging array per frame).
@@ -84,18 +92,19 @@ impl GuestFrame {
         let len = if hdr_in_segs {
             len
         } else {
-            match len.checked_add(HDR_LEN as u32) {
+            match len.checked_add(HDR_LEN_U32) {
                 Some(l) => l,
                 None => return false,
             }
         };
         self.token = token;
-        self.nsegs = nsegs as u8;
-        self.seg_hdr = if hdr_in_segs { HDR_LEN as u8 } else { 0 };
+        self.nsegs = nsegs;
+        self.seg_hdr = if hdr_in_segs { HDR_LEN_U8 } else { 0 };
         self.len = len;
         let n = head.len().min(HEAD_COPY).min(len as usize);
         self.head[..n].copy_from_slice(&head[..n]);
-        self.head_len = n as u16;
+        // n <= HEAD_COPY (256).
+        self.head_len = u16::try_from(n).unwrap_or(0);
         true
     }
 
@@ -106,7 +115,8 @@ impl GuestFrame {
         let _ = hdr.emit(&mut self.head, HDR_LEN);
         let room = (self.len as usize).min(HEAD_COPY).saturating_sub(HDR_LEN);
         let n = copy_frame(&mut self.head[HDR_LEN..HDR_LEN + room]).min(room);
-        self.head_len = (HDR_LEN + n) as u16;
+        // HDR_LEN + n <= HEAD_COPY (256).
+        self.head_len = u16::try_from(HDR_LEN + n).unwrap_or(0);
     }
 
     pub fn segs(&self) -> &[Seg] {

@@ -1,5 +1,6 @@
 //! Containers (netns + veth) switched through AF_PACKET ports, and a tap port reaching a
 //! container: ping v4/v6 and an iperf3 TCP stream through ringswitch's data plane.
+#![allow(clippy::cast_possible_truncation)] // test code: small literal sizes
 
 mod common;
 

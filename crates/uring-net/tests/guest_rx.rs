@@ -1,6 +1,7 @@
 //! Frames into a guest's RX side: guest → guest with exactly one copy (from the sending
 //! guest's memory straight into the receiver), a full RX queue dropping with a counter, and
 //! a container's frames reaching a guest.
+#![allow(clippy::cast_possible_truncation)] // test code: small literal sizes
 
 mod common;
 

@@ -5,6 +5,7 @@
 //!
 //! The guest side here is a test queue over a memory mapping (what the vring engine will
 //! provide from a real virtqueue); the receiver is a real UDP socket in a container.
+#![allow(clippy::cast_possible_truncation)] // test code: small literal sizes
 
 mod common;
 

@@ -35,6 +35,10 @@ const F_NEXT: u16 = 1;
 const F_WRITE: u16 = 2;
 const F_INDIRECT: u16 = 4;
 const DESC_SIZE: u64 = 16;
+/// [`DESC_SIZE`] as a length in bytes.
+// 16 fits every usize.
+#[allow(clippy::cast_possible_truncation)]
+const DESC_LEN: usize = DESC_SIZE as usize;
 
 /// Why a chain was refused. Each variant has its own drop counter.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
@@ -108,11 +112,8 @@ impl TableInfo {
     /// The whole descriptor table translated once (for [`single_descriptor`] and
     /// prefetching); `None` when it is not inside one memory region.
     pub(crate) fn translate<'m>(&self, mem: &'m Mem) -> Option<VolatileSlice<'m, ()>> {
-        mem.get_slice(
-            self.desc_table,
-            DESC_SIZE as usize * usize::from(self.queue_size),
-        )
-        .ok()
+        mem.get_slice(self.desc_table, DESC_LEN * usize::from(self.queue_size))
+            .ok()
     }
 }
 
@@ -156,6 +157,8 @@ impl<'m> Chain<'m> {
             return false;
         };
         self.clear(head);
+        // The slice is one descriptor's buffer, whose length is a u32.
+        #[allow(clippy::cast_possible_truncation)]
         let len = s.len() as u32;
         if dir == Direction::WriteOnly {
             self.writable.push(s);
@@ -316,7 +319,7 @@ pub(crate) fn single_descriptor<'m>(
         Direction::WriteOnly => F_WRITE,
         Direction::ReadThenWrite => return None,
     };
-    let d = load_desc(desc, usize::from(head) * DESC_SIZE as usize)?;
+    let d = load_desc(desc, usize::from(head) * DESC_LEN)?;
     if d.flags != want || d.len == 0 {
         return None;
     }
@@ -382,9 +385,10 @@ impl<'m> Regions<'m> {
                 if size - off < len as u64 {
                     return None;
                 }
+                let off = usize::try_from(off).ok()?;
                 // SAFETY: `host..host+size` is the region's mapping, alive as long as the
                 // memory snapshot `'m`; `off + len <= size` was checked above.
-                return Some(unsafe { VolatileSlice::new(host.add(off as usize), len) });
+                return Some(unsafe { VolatileSlice::new(host.add(off), len) });
             }
         }
         None
@@ -432,8 +436,8 @@ pub(crate) fn load_desc(table: &VolatileSlice<'_, ()>, off: usize) -> Option<Raw
     };
     Some(RawDesc {
         addr: lo,
-        len: hi as u32,
-        flags: (hi >> 32) as u16,
+        len: (hi & 0xffff_ffff) as u32,
+        flags: ((hi >> 32) & 0xffff) as u16,
         next: (hi >> 48) as u16,
     })
 }

@@ -14,8 +14,11 @@ use crate::config_space::S_ANNOUNCE;
 use crate::features::{bit, GUEST_OFFLOAD_BITS};
 
 /// VIRTIO_NET_OK.
+// VIRTIO_NET_OK and VIRTIO_NET_ERR are 0 and 1.
+#[allow(clippy::cast_possible_truncation)]
 pub const OK: u8 = VIRTIO_NET_OK as u8;
 /// VIRTIO_NET_ERR.
+#[allow(clippy::cast_possible_truncation)]
 pub const ERR: u8 = VIRTIO_NET_ERR as u8;
 
 /// Port state the control queue can change.

@@ -294,7 +294,8 @@ impl Inner {
     /// last one)`, at most once per second per device (a guest can trigger them at line
     /// rate).
     pub(crate) fn log_check(&self) -> Option<u64> {
-        let now = switch::Millis(self.log_epoch.elapsed().as_millis() as u64);
+        let now =
+            switch::Millis(u64::try_from(self.log_epoch.elapsed().as_millis()).unwrap_or(u64::MAX));
         self.log_limit.check(now)
     }
 
@@ -306,6 +307,8 @@ impl Inner {
         self.vrings.read().get(q).cloned()
     }
 
+    // `q / 2 < pairs`, a u16 (`queue_pairs`): the pair index fits.
+    #[allow(clippy::cast_possible_truncation)]
     pub(crate) fn role(&self, q: usize) -> Role {
         let acked = self.acked();
         let pairs = self.opts.queue_pairs as usize;
@@ -338,6 +341,8 @@ impl Inner {
         let Some(is_out) = out.get_mut(q) else {
             return;
         };
+        // `out` has one entry per queue (at most 2 * u16::MAX + 1): the pair fits.
+        #[allow(clippy::cast_possible_truncation)]
         let pair = (q / 2) as u16;
         let vring = self.vring(q);
         let want = matches!(self.role(q), Role::Tx(_))
@@ -398,9 +403,9 @@ impl Inner {
     /// Takes every TX ring back from the data plane (disconnect).
     pub(crate) fn stop_all_tx(&self) {
         let mut out = self.tx_out.lock();
-        for (q, is_out) in out.iter_mut().enumerate() {
+        for (q, is_out) in (0u16..).zip(out.iter_mut()) {
             if *is_out {
-                self.events.tx_ring_stopped(self.port, (q / 2) as u16);
+                self.events.tx_ring_stopped(self.port, q / 2);
                 *is_out = false;
             }
         }
@@ -484,7 +489,8 @@ impl Inner {
         let live = (0..max)
             .take_while(|p| rings.get(2 * p).is_some_and(|v| v.is_live()))
             .count();
-        (live as u16).max(1)
+        // live <= queue_pairs, a u16: saturating is unreachable.
+        u16::try_from(live).unwrap_or(u16::MAX).max(1)
     }
 }
 

@@ -301,6 +301,7 @@ fn reply_hdr(req: u32, size: u32) -> [u8; HDR] {
     h
 }
 
+#[allow(clippy::cast_possible_truncation)]
 #[cfg(test)]
 mod tests {
     use super::*;

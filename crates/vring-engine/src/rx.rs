@@ -156,10 +156,8 @@ impl<'a> Live<'a> {
         let Some(table) = &self.desc else { return };
         let k = n.min(usize::from(ready));
         let mut heads = [0u16; 64];
-        for (i, h) in heads.iter_mut().take(k).enumerate() {
-            *h = self
-                .rings
-                .avail_head(self.next_avail.wrapping_add(i as u16));
+        for (h, i) in heads.iter_mut().take(k).zip(0u16..) {
+            *h = self.rings.avail_head(self.next_avail.wrapping_add(i));
         }
         crate::split::prefetch_chains(&self.regions, table, &heads[..k], lines, true);
     }
@@ -192,6 +190,7 @@ impl<'a> Live<'a> {
     /// overflow, inside guest memory). Anything else returns `None` with nothing consumed,
     /// and the general path decides — and reports — it.
     fn place_simple(&mut self, hdr: &VnetHdr, parts: &[Chunk<'_>], total: usize) -> Option<()> {
+        let total32 = u32::try_from(total).ok()?;
         // An empty ring or an avail-index jump: the general path reports it.
         if !matches!(self.announced(), Ok(n) if n > 0) {
             return None;
@@ -219,7 +218,7 @@ impl<'a> Live<'a> {
             if self.hdr_len == switch::vnet::HDR_LEN {
                 std::ptr::write_unaligned(p.add(8).cast::<u32>(), hi.to_le());
             } else {
-                std::ptr::write_unaligned(p.add(8).cast::<u16>(), (hi as u16).to_le());
+                std::ptr::write_unaligned(p.add(8).cast::<u16>(), ((hi & 0xffff) as u16).to_le());
             }
         }
         let mut off = self.hdr_len;
@@ -235,7 +234,7 @@ impl<'a> Live<'a> {
         if let Some(l) = self.log.as_mut() {
             l.host(p, total);
         }
-        self.used(head, total as u32);
+        self.used(head, total32);
         Some(())
     }
 
@@ -299,7 +298,11 @@ impl<'a> Live<'a> {
         let mut h = *hdr;
         // §5.1.6.4: without MRG_RXBUF the (12-byte, VERSION_1) header says 1 buffer.
         h.num_buffers = if self.mergeable {
-            chains.len() as u16
+            let Ok(n) = u16::try_from(chains.len()) else {
+                self.next_avail = start;
+                return Err(RxDrop::TooBig);
+            };
+            n
         } else {
             1
         };
@@ -313,12 +316,13 @@ impl<'a> Live<'a> {
         // Bytes go in order, so chain i holds min(its room, what was left for it).
         let mut left = total;
         for c in &chains {
-            let n = left.min(c.write_len as usize);
+            let n32 = u32::try_from(left).unwrap_or(u32::MAX).min(c.write_len);
+            let n = n32 as usize;
             left -= n;
             if let Some(l) = self.log.as_mut() {
                 log_written(l, &c.writable, n);
             }
-            self.used(c.head, n as u32);
+            self.used(c.head, n32);
         }
         Ok(payload)
     }

@@ -57,11 +57,12 @@ impl Inner {
             self.avail_jumped(q, vring);
             return None;
         }
-        let n = heads.len().min(usize::from(ready));
-        for (i, slot) in heads[..n].iter_mut().enumerate() {
-            *slot = rings.avail_head(next.wrapping_add(i as u16));
+        let n16 = u16::try_from(heads.len()).unwrap_or(u16::MAX).min(ready);
+        let n = usize::from(n16);
+        for (slot, i) in heads[..n].iter_mut().zip(0u16..) {
+            *slot = rings.avail_head(next.wrapping_add(i));
         }
-        queue.set_next_avail(next.wrapping_add(n as u16));
+        queue.set_next_avail(next.wrapping_add(n16));
         Some(n)
     }
 

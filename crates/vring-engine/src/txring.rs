@@ -114,8 +114,11 @@ impl TxRing {
         // 256-entry ring costs the same whatever `max_queue_size` allows. A new size
         // bumps the ring's generation, so the ring is taken back and lent anew.
         let size = usize::from(vring.get_ref().get_queue().size());
+        // q is a TX queue index of the device (below 2 * queue_pairs, a u16).
+        #[allow(clippy::cast_possible_truncation)]
+        let pair = (q / 2) as u16;
         TxRing {
-            pair: (q / 2) as u16,
+            pair,
             generation: vring.generation(),
             inner,
             q,
@@ -323,6 +326,7 @@ impl TxRing {
                     let hdr_in_segs = hdr_len == switch::vnet::HDR_LEN;
                     let skip = if hdr_in_segs { 0 } else { hdr_len };
                     // A walked chain's slices are pieces of descriptors, each < 4 GiB.
+                    #[allow(clippy::cast_possible_truncation)]
                     let pieces = chain.readable.iter().map(|s| Seg {
                         addr: s.ptr_guard().as_ptr() as u64,
                         len: s.len() as u32,

@@ -137,7 +137,8 @@ impl NetVring {
             .extra
             .notified_at
             .swap(u32::from(used), Ordering::Relaxed);
-        (old != NONE).then_some(old as u16)
+        // NONE (u32::MAX) is the only value that is not a u16.
+        u16::try_from(old).ok()
     }
 
     /// Starts the notification window at `used` unless one is open: called before a

@@ -2,6 +2,7 @@
 //! a live ring out, frames are popped as host addresses with a private head copy,
 //! completed out of order, and the ring is taken back — after every frame in flight was
 //! completed — when the frontend stops it (GET_VRING_BASE).
+#![allow(clippy::cast_possible_truncation)] // test code: small literal sizes
 
 mod common;
 

@@ -26,13 +26,13 @@ pub const MLDV2_ROUTERS: Ipv6Addr = Ipv6Addr::new(0xff02, 0, 0, 0, 0, 0, 0, 0x16
 /// RFC 3376 §4.1.1 encoding of an 8-bit code (max resp in 1/10 s, QQIC in s); values
 /// beyond the largest representable one (31744) saturate.
 pub fn encode_code8(v: u64) -> u8 {
-    if v < 128 {
-        return v as u8;
+    if let Ok(b @ 0..=127) = u8::try_from(v) {
+        return b;
     }
-    for exp in 0u32..8 {
+    for exp in 0u8..8 {
         let mant = v >> (exp + 3);
         if mant < 0x20 {
-            return 0x80 | ((exp as u8) << 4) | ((mant & 0x0f) as u8);
+            return 0x80 | (exp << 4) | ((mant & 0x0f) as u8);
         }
     }
     0xff
@@ -40,13 +40,13 @@ pub fn encode_code8(v: u64) -> u8 {
 
 /// RFC 3810 §5.1.3 encoding of the 16-bit maximum response code (milliseconds).
 pub fn encode_code16(v: u64) -> u16 {
-    if v < 32768 {
-        return v as u16;
+    if let Ok(c @ 0..=32767) = u16::try_from(v) {
+        return c;
     }
-    for exp in 0u32..8 {
+    for exp in 0u16..8 {
         let mant = v >> (exp + 3);
         if mant < 0x2000 {
-            return 0x8000 | ((exp as u16) << 12) | ((mant & 0x0fff) as u16);
+            return 0x8000 | (exp << 12) | ((mant & 0x0fff) as u16);
         }
     }
     0xffff
@@ -58,7 +58,7 @@ pub fn ipv4_packet(src: Ipv4Addr, dst: Ipv4Addr, proto: u8, msg: &[u8]) -> Vec<u
     let total = 24 + msg.len();
     let mut p = Vec::with_capacity(total);
     p.extend_from_slice(&[0x46, 0xc0]);
-    p.extend_from_slice(&(total.min(0xffff) as u16).to_be_bytes());
+    p.extend_from_slice(&u16::try_from(total).unwrap_or(u16::MAX).to_be_bytes());
     p.extend_from_slice(&[0, 0, 0, 0, 1, proto, 0, 0]);
     p.extend_from_slice(&src.octets());
     p.extend_from_slice(&dst.octets());
@@ -86,7 +86,7 @@ pub fn ipv6_packet(src: Ipv6Addr, dst: Ipv6Addr, next: u8, msg: &[u8]) -> Vec<u8
     let plen = 8 + msg.len();
     let mut p = Vec::with_capacity(40 + plen);
     p.extend_from_slice(&[0x60, 0, 0, 0]);
-    p.extend_from_slice(&(plen.min(0xffff) as u16).to_be_bytes());
+    p.extend_from_slice(&u16::try_from(plen).unwrap_or(u16::MAX).to_be_bytes());
     p.extend_from_slice(&[0, 1]); // next header hop-by-hop, hop limit 1
     p.extend_from_slice(&src.octets());
     p.extend_from_slice(&dst.octets());
@@ -175,7 +175,7 @@ pub fn mld_query(q: &QueryParams) -> Vec<u8> {
     let mut m = Vec::with_capacity(28);
     let code = match q.kind {
         QueryKind::MldV2 => encode_code16(q.max_resp_ms),
-        _ => q.max_resp_ms.min(u64::from(u16::MAX)) as u16,
+        _ => u16::try_from(q.max_resp_ms).unwrap_or(u16::MAX),
     };
     m.extend_from_slice(&[MLD_QUERY, 0, 0, 0]);
     m.extend_from_slice(&code.to_be_bytes());
@@ -242,13 +242,19 @@ pub fn igmp_leave(src: Ipv4Addr, group: Ipv4Addr) -> Vec<u8> {
 /// sources are filled with 198.18.0.x).
 pub fn igmp_v3_report(src: Ipv4Addr, records: &[(u8, Ipv4Addr, u16)]) -> Vec<u8> {
     let mut m = vec![IGMP_V3_REPORT, 0, 0, 0, 0, 0];
-    m.extend_from_slice(&(records.len() as u16).to_be_bytes());
+    // The count field is 16 bits: a longer list is cut to what it can count.
+    let records = &records[..records.len().min(usize::from(u16::MAX))];
+    m.extend_from_slice(
+        &u16::try_from(records.len())
+            .unwrap_or(u16::MAX)
+            .to_be_bytes(),
+    );
     for (t, g, n) in records {
         m.extend_from_slice(&[*t, 0]);
         m.extend_from_slice(&n.to_be_bytes());
         m.extend_from_slice(&g.octets());
         for i in 0..*n {
-            m.extend_from_slice(&[198, 18, 0, i as u8]);
+            m.extend_from_slice(&[198, 18, 0, i.to_le_bytes()[0]]);
         }
     }
     ipv4_igmp(src, IGMPV3_ROUTERS, &m)
@@ -280,7 +286,13 @@ pub fn mld_done(src: Ipv6Addr, group: Ipv6Addr) -> Vec<u8> {
 /// 2001:db8::x).
 pub fn mld_v2_report(src: Ipv6Addr, records: &[(u8, Ipv6Addr, u16)]) -> Vec<u8> {
     let mut m = vec![MLD_V2_REPORT, 0, 0, 0, 0, 0];
-    m.extend_from_slice(&(records.len() as u16).to_be_bytes());
+    // The count field is 16 bits: a longer list is cut to what it can count.
+    let records = &records[..records.len().min(usize::from(u16::MAX))];
+    m.extend_from_slice(
+        &u16::try_from(records.len())
+            .unwrap_or(u16::MAX)
+            .to_be_bytes(),
+    );
     for (t, g, n) in records {
         m.extend_from_slice(&[*t, 0]);
         m.extend_from_slice(&n.to_be_bytes());

@@ -332,9 +332,10 @@ impl PublishBudget {
     pub fn take(&mut self, now: u64) -> bool {
         let earned = now.saturating_sub(self.last) / PUBLISH_REFILL_MS;
         if earned > 0 {
-            self.tokens = u64::from(self.tokens)
-                .saturating_add(earned)
-                .min(u64::from(PUBLISH_BURST)) as u32;
+            self.tokens = u32::try_from(earned)
+                .unwrap_or(u32::MAX)
+                .saturating_add(self.tokens)
+                .min(PUBLISH_BURST);
             self.last = self.last.saturating_add(earned * PUBLISH_REFILL_MS);
         } else if now < self.last {
             // The clock went backwards (a contract violation): restart from here.
@@ -602,6 +603,8 @@ impl Mdb {
         s
     }
 
+    // `ports` has one entry per switch port (at most MAX_PORTS): every index fits a u16.
+    #[allow(clippy::cast_possible_truncation)]
     pub fn static_routers(&self) -> PortSet {
         self.ports
             .iter()

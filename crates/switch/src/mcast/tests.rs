@@ -1,3 +1,4 @@
+#![allow(clippy::cast_possible_truncation)]
 //! Scenario tests of the snooper with real packets and an injected clock.
 
 use std::net::{Ipv4Addr, Ipv6Addr};

@@ -78,7 +78,8 @@ fn fold64(mut s: u64) -> u16 {
     s = (s & 0xffff) + (s >> 16);
     s = (s & 0xffff) + (s >> 16);
     s = (s & 0xffff) + (s >> 16);
-    s as u16
+    // Three folds leave at most 16 significant bits.
+    (s & 0xffff) as u16
 }
 
 impl Csum {
@@ -133,7 +134,7 @@ impl Csum {
     #[inline]
     pub fn add_u32(&mut self, v: u32) {
         self.add_u16((v >> 16) as u16);
-        self.add_u16(v as u16);
+        self.add_u16((v & 0xffff) as u16);
     }
 
     /// Merges another sum computed over bytes that *follow* this stream's bytes.
@@ -186,6 +187,7 @@ pub fn sub16(a: u16, b: u16) -> u16 {
     add16(a, !b)
 }
 
+#[allow(clippy::cast_possible_truncation)]
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -129,6 +129,11 @@ impl GsoPlan {
         if segs > max {
             return Err(OffloadDrop::TooManySegments);
         }
+        // Every segment's IP length (headers, a fragment header, one unit) must fit the
+        // 16-bit length field; a larger gso_size would be written wrapped.
+        if h.hdr_end - h.l3_off + 8 + mss > usize::from(u16::MAX) {
+            return Err(OffloadDrop::IpLengthMismatch);
+        }
         let to_u16 = |v: usize| u16::try_from(v).map_err(|_| OffloadDrop::HeadersTooLong);
         Ok(GsoPlan {
             kind,
@@ -137,7 +142,8 @@ impl GsoPlan {
             hdr_end: to_u16(h.hdr_end)?,
             gso_size: hdr.gso_size,
             frame_len: u32::try_from(frame_len).map_err(|_| OffloadDrop::IpLengthMismatch)?,
-            segs: segs as u32,
+            // segs <= GSO_MAX_SEGMENTS (checked above).
+            segs: u32::try_from(segs).map_err(|_| OffloadDrop::TooManySegments)?,
             partial: dest.csum && !ufo,
             data_valid: dest.data_valid,
             frag_id: None,
@@ -216,7 +222,10 @@ impl GsoPlan {
                 s.seq =
                     u32::from_be_bytes([tmpl[l4 + 4], tmpl[l4 + 5], tmpl[l4 + 6], tmpl[l4 + 7]]);
                 // tcp_gso_segment: the seed's length is the L4 length of the whole frame.
-                s.old_len = (self.frame_len as usize - l4) as u16;
+                // The low 16 bits, as Linux's `(u16)~skb->len`.
+                #[allow(clippy::cast_possible_truncation)]
+                let old_len = (self.frame_len as usize - l4) as u16;
+                s.old_len = old_len;
             }
             // __udp_gso_segment: the seed is adjusted by the UDP length *field*.
             GsoKind::UsoV4 | GsoKind::UsoV6 => s.old_len = be16(&tmpl, l4 + 4),
@@ -231,7 +240,8 @@ impl GsoPlan {
                     c.add_bytes(&tmpl[l3 + 8..l3 + 40]);
                 }
                 c.add_u16(17);
-                c.add_u16(udp_len as u16);
+                // The datagram's length must fit the UDP length field.
+                c.add_u16(u16::try_from(udp_len).map_err(|_| OffloadDrop::IpLengthMismatch)?);
                 s.tmpl[l4 + 6] = 0;
                 s.tmpl[l4 + 7] = 0;
                 c.add_bytes(&s.tmpl[l4..l4 + 8]);
@@ -302,7 +312,7 @@ fn fold_eac(mut s: u64) -> u16 {
     while s >> 16 != 0 {
         s = (s & 0xffff) + (s >> 16);
     }
-    s as u16
+    (s & 0xffff) as u16
 }
 
 impl<'a> Segmenter<'a> {
@@ -419,7 +429,8 @@ impl<'a> Segmenter<'a> {
         }
         let mut vnet = seg.vnet;
         if vnet.flags & F_NEEDS_CSUM != 0 {
-            vnet.csum_start = l4_out as u16;
+            // l4_out is inside the rewritten header (at most MAX_HDR bytes).
+            vnet.csum_start = u16::try_from(l4_out).map_err(|_| OffloadDrop::HeadersTooLong)?;
         }
         Ok(Some((need, vnet)))
     }
@@ -463,7 +474,8 @@ impl<'a> Segmenter<'a> {
             // first fragment the UDP header: the layout of ipv6_gso_segment's output.
             out[..l4].copy_from_slice(&self.tmpl[..l4]);
             out[l3 + 6] = 44;
-            let off = (i as usize * p.gso_size as usize) as u16; // a multiple of 8
+            // A multiple of 8, inside the datagram (its length fits 16 bits: `segments`).
+            let off = u16::try_from(i as usize * p.gso_size as usize).ok()?;
             out[l4] = 17;
             out[l4 + 1] = 0;
             out[l4 + 2..l4 + 4].copy_from_slice(&(off | u16::from(!last)).to_be_bytes());
@@ -479,21 +491,27 @@ impl<'a> Segmenter<'a> {
 
         // L3.
         if p.is_v4() {
-            put16(out, l3 + 2, (hdr_len - l3 + plen) as u16);
+            // Every segment's IP length fits 16 bits (`GsoPlan::new`).
+            put16(out, l3 + 2, u16::try_from(hdr_len - l3 + plen).ok()?);
             if p.kind == GsoKind::UfoV4 {
                 // inet_gso_segment for UFO: offset in 8-byte units, MF on all but the
                 // last; DF and the reserved bit are not kept.
                 let off = (i as usize * p.gso_size as usize) >> 3;
-                put16(out, l3 + 6, off as u16 | if last { 0 } else { 0x2000 });
+                put16(
+                    out,
+                    l3 + 6,
+                    u16::try_from(off).ok()? | if last { 0 } else { 0x2000 },
+                );
             } else {
-                put16(out, l3 + 4, self.ip_id.wrapping_add(i as u16));
+                // The IP ID wraps, as Linux's does.
+                put16(out, l3 + 4, self.ip_id.wrapping_add((i & 0xffff) as u16));
             }
             put16(out, l3 + 10, 0);
             let mut c = Csum::new();
             c.add_bytes(&out[l3..l4]);
             put16(out, l3 + 10, c.finish());
         } else {
-            put16(out, l3 + 4, (hdr_len - l3 - 40 + plen) as u16);
+            put16(out, l3 + 4, u16::try_from(hdr_len - l3 - 40 + plen).ok()?);
         }
 
         // L4.
@@ -516,7 +534,7 @@ impl<'a> Segmenter<'a> {
                 complete = !p.partial;
             }
             GsoKind::UsoV4 | GsoKind::UsoV6 => {
-                let new_len = (8 + plen) as u16;
+                let new_len = u16::try_from(8 + plen).ok()?;
                 put16(out, l4 + 4, new_len);
                 put16(out, l4 + 6, add16(sub16(self.seed, self.old_len), new_len));
                 complete = !p.partial;

@@ -1,3 +1,4 @@
+#![allow(clippy::cast_possible_truncation)]
 //! Offload tests: decisions, nonsense metadata, and property tests that reassemble the
 //! segments and check payload, lengths, IDs, sequence numbers, flags and checksums with
 //! etherparse as the independent parser.
@@ -1001,4 +1002,25 @@ fn tiny_gso_size_is_refused_not_amplified() {
     }
     let p = seg_plan(&f, &gso_hdr(&s, l4, GSO_TCPV4, 48), &Offloads::NONE);
     assert!(p.segment_count() <= GSO_MAX_SEGMENTS);
+}
+
+/// A gso_size so large that one segment's IP length would not fit the 16-bit total
+/// length field (a GSO frame with total length 0 may exceed 64 KiB) is refused: the
+/// segment would otherwise leave with its length wrapped (65 552 written as 16).
+#[test]
+fn segment_longer_than_the_ip_length_field_is_refused() {
+    let s = spec(false, true, 70_000);
+    let (mut f, l4) = build(&s);
+    f[14 + 2..14 + 4].copy_from_slice(&[0, 0]); // total length 0: "the frame's length"
+    let hdr = gso_hdr(&s, l4, GSO_TCPV4, 65_500);
+    assert_eq!(
+        run(&f, &hdr, &Offloads::NONE),
+        Err(OffloadDrop::IpLengthMismatch)
+    );
+    // One unit less than the field's limit still segments.
+    let ok = gso_hdr(&s, l4, GSO_TCPV4, 65_535 - 8 - (l4 + 32 - 14) as u16);
+    assert!(matches!(
+        run(&f, &ok, &Offloads::NONE),
+        Ok(Egress::Segment(_))
+    ));
 }

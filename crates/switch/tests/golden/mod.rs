@@ -1,5 +1,6 @@
 //! Helpers for the GSO golden test: a throw-away network namespace with a veth pair whose
 //! sender has every offload off, AF_PACKET sockets inside it, and a frame builder.
+#![allow(clippy::cast_possible_truncation)] // test code: small literal sizes
 
 use std::ffi::CString;
 use std::fs::File;

@@ -51,6 +51,8 @@ pub fn open_group(ifname: &str, n: usize) -> Result<Vec<PacketSocket>, Error> {
     Ok(out)
 }
 
+// Kernel ABI: the constants and struct sizes passed fit the fields' types.
+#[allow(clippy::cast_possible_truncation)]
 fn open_one(ifname: &str, ifindex: i32) -> Result<PacketSocket, Error> {
     // Protocol 0: receive nothing until bound to the one interface.
     // SAFETY: no pointers; the result is checked and owned once.
@@ -121,6 +123,8 @@ fn set_rcvbuf(fd: libc::c_int) -> std::io::Result<()> {
 
 /// Frames the kernel dropped at this socket's full receive queue since the last call
 /// (PACKET_STATISTICS reads and clears the socket's counters, packet(7)).
+// Kernel ABI: the constants and struct sizes passed fit the fields' types.
+#[allow(clippy::cast_possible_truncation)]
 pub fn queue_drops(fd: &impl AsRawFd) -> std::io::Result<u32> {
     // SAFETY: tpacket_stats is plain old data.
     let mut st: libc::tpacket_stats = unsafe { std::mem::zeroed() };
@@ -141,6 +145,8 @@ pub fn queue_drops(fd: &impl AsRawFd) -> std::io::Result<u32> {
 /// Joins the socket to the port's fanout group; the first socket asks the kernel for a
 /// unique group id (PACKET_FANOUT_FLAG_UNIQUEID) so ports never collide with each other or
 /// with other programs in the namespace.
+// Kernel ABI: the constants and struct sizes passed fit the fields' types.
+#[allow(clippy::cast_possible_truncation)]
 fn join_fanout(ifname: &str, fd: &OwnedFd, group: Option<u16>) -> Result<u16, Error> {
     let r = fd.as_raw_fd();
     let (id, flags) = match group {

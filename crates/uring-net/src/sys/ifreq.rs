@@ -61,6 +61,8 @@ pub fn ifindex(name: &str) -> Result<i32, Error> {
 }
 
 /// Sets IFF_UP on `name` (a port is only useful when its link is up).
+// Kernel ABI: the constants and struct sizes passed fit the fields' types.
+#[allow(clippy::cast_possible_truncation)]
 pub fn set_up(name: &str) -> io::Result<()> {
     use std::os::fd::AsRawFd;
     let mut ifr = ifreq_for(name).map_err(|e| io::Error::new(io::ErrorKind::InvalidInput, e))?;

@@ -42,6 +42,8 @@ pub fn eventfd_signal(fd: impl AsFd) -> io::Result<()> {
 }
 
 /// Sets an integer socket option.
+// Kernel ABI: the constants and struct sizes passed fit the fields' types.
+#[allow(clippy::cast_possible_truncation)]
 pub(crate) fn setsockopt_int(
     fd: libc::c_int,
     level: libc::c_int,

@@ -50,6 +50,8 @@ pub fn tun_offload_flags(o: &Offloads) -> libc::c_uint {
 
 /// Opens (creating it if needed) one queue of the multi-queue tap `name` in the calling
 /// thread's network namespace. Returns the fd (non-blocking) and the device name.
+// Kernel ABI: the constants and struct sizes passed fit the fields' types.
+#[allow(clippy::cast_possible_truncation)]
 pub fn open_queue(name: &str, offloads: &Offloads) -> Result<(OwnedFd, String), Error> {
     let err = |op: &'static str, source: std::io::Error| Error::Tap {
         name: name.to_string(),

@@ -161,11 +161,20 @@ impl Worker {
                             }
                             if let Some(bid) = cqueue::buffer_select(flags) {
                                 q.rx.consumed();
-                                self.recycle(idx as u16, bid);
+                                // `idx` indexed `queues` just above; queue indices are
+                                // u16 (`add_queue`).
+                                if let Ok(qi) = u16::try_from(idx) {
+                                    self.recycle(qi, bid);
+                                }
                             }
                         }
                     }
-                    TAG_TX => self.on_tx_done(idx as u32, res),
+                    // Op indices are below MAX_OPS (set in `ud`).
+                    TAG_TX => {
+                        if let Ok(oi) = u32::try_from(idx) {
+                            self.on_tx_done(oi, res);
+                        }
+                    }
                     TAG_WAKE => self.wake_armed = false,
                     TAG_KICK => {
                         if let Some(Some(g)) = self.guests.get_mut(idx as usize) {

@@ -108,7 +108,7 @@ impl Worker {
         self.guest_backlog = false;
         let mut total = 0;
         let polling = self.polling;
-        for gi in 0..self.guests.len() {
+        for (gi, gi16) in (0..self.guests.len()).zip(0u16..) {
             let Some(Some(g)) = self.guests.get_mut(gi) else {
                 continue;
             };
@@ -146,7 +146,7 @@ impl Worker {
                 self.decisions.clear();
                 // By reference: a GuestFrame is ~800 bytes, moving each one costs a memcpy.
                 for f in popped.frames() {
-                    self.forward_guest_frame(view, now, gi as u16, f);
+                    self.forward_guest_frame(view, now, gi16, f);
                 }
                 // Before the next pop: the staged frames' descriptors complete after it.
                 let all_placed = self.flush_stage(view);

@@ -120,6 +120,8 @@ impl Worker {
                         )
                     };
                     let flow = crate::flow::flow_hash(&fwd, frame);
+                    // `body` lies inside one receive buffer (`rx_buf_size`, a u32).
+                    #[allow(clippy::cast_possible_truncation)]
                     let seg = Seg {
                         addr: body.as_ptr() as u64,
                         len: body.len() as u32,
@@ -206,7 +208,13 @@ impl Worker {
                 self.queues.len() - 1
             }
         };
-        let mut rx = BufRing::new(self.cfg.rx_buffers, self.cfg.rx_buf_size, qi as u16)
+        // The queue index is the buffer group id (u16) and the CQE tag's index.
+        let Ok(qi16) = u16::try_from(qi) else {
+            return Err(Error::BufRing(std::io::Error::other(
+                "more than 65536 host queues",
+            )));
+        };
+        let mut rx = BufRing::new(self.cfg.rx_buffers, self.cfg.rx_buf_size, qi16)
             .map_err(Error::BufRing)?;
         rx.register(&self.ring.submitter())
             .map_err(Error::BufRing)?;
@@ -229,8 +237,8 @@ impl Worker {
             rx_errors: 0,
             rx_stopped: false,
         });
-        self.by_port[port.index()] = Some(qi as u16);
-        self.arm_rx(qi as u16);
+        self.by_port[port.index()] = Some(qi16);
+        self.arm_rx(qi16);
         Ok(())
     }
 

@@ -60,6 +60,10 @@ use write::TxOp;
 
 /// Writes in flight per worker (the op slab never grows, so iovec addresses stay valid).
 const MAX_OPS: usize = 4096;
+/// [`MAX_OPS`] as an op index type.
+// 4096 fits a u32.
+#[allow(clippy::cast_possible_truncation)]
+const MAX_OPS_U32: u32 = MAX_OPS as u32;
 /// Consecutive receive errors after which a queue stops re-arming.
 const MAX_RX_ERRORS: u32 = 16;
 
@@ -217,9 +221,9 @@ impl Worker {
             guest_rx: vec![None; switch::MAX_PORTS],
             rx_touched: PortSet::EMPTY,
             ops: (0..MAX_OPS).map(|_| TxOp::empty()).collect(),
-            free_ops: (0..MAX_OPS as u32).rev().collect(),
+            free_ops: (0..MAX_OPS_U32).rev().collect(),
             gframes: (0..MAX_OPS).map(|_| None).collect(),
-            free_gframes: (0..MAX_OPS as u32).rev().collect(),
+            free_gframes: (0..MAX_OPS_U32).rev().collect(),
             cqes: Vec::with_capacity(8192),
             popped: FrameBatch::with_capacity(GUEST_BATCH),
             decisions: switch::DecisionCache::default(),
@@ -308,8 +312,17 @@ impl Worker {
         for &(data, res, flags) in &cqes {
             let idx = data & ((1 << TAG_SHIFT) - 1);
             match data >> TAG_SHIFT {
-                TAG_RX => self.on_rx(&view, now, idx as u16, res, flags),
-                TAG_TX => self.on_tx_done(idx as u32, res),
+                // Queue indices are u16 and op indices below MAX_OPS (set in `ud`).
+                TAG_RX => {
+                    if let Ok(qi) = u16::try_from(idx) {
+                        self.on_rx(&view, now, qi, res, flags);
+                    }
+                }
+                TAG_TX => {
+                    if let Ok(oi) = u32::try_from(idx) {
+                        self.on_tx_done(oi, res);
+                    }
+                }
                 TAG_WAKE => {
                     self.wake_armed = false;
                     self.on_commands();
@@ -359,14 +372,14 @@ impl Worker {
             }
             self.rx_touched = PortSet::EMPTY;
         }
-        for qi in 0..self.queues.len() {
+        for (qi, qi16) in (0..self.queues.len()).zip(0u16..) {
             if let Some(Some(q)) = self.queues.get_mut(qi) {
                 if q.dirty {
                     q.rx.publish();
                     q.dirty = false;
                 }
             }
-            self.arm_rx(qi as u16);
+            self.arm_rx(qi16);
         }
         for gi in 0..self.guests.len() {
             self.arm_kick(gi);

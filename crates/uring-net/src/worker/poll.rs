@@ -77,13 +77,14 @@ impl Worker {
             }
         }
         loop {
-            let pending = self.ring.submission().len() as u32;
+            // The submission queue holds at most its (u32) number of entries.
+            let pending = u32::try_from(self.ring.submission().len()).unwrap_or(u32::MAX);
             self.stats.worker.enters.add(1);
             if want > 0 && self.busy && !self.cfg.batch_wait.is_zero() {
                 // Linux ≥ 6.12 min_wait: sleep until the first completion as usual, but if
                 // completions keep coming within `batch_wait` of entering, collect up to
                 // BATCH_WANT of them in this one call.
-                let us = self.cfg.batch_wait.as_micros().min(u32::MAX as u128) as u32;
+                let us = u32::try_from(self.cfg.batch_wait.as_micros()).unwrap_or(u32::MAX);
                 // The overall timeout is what makes the kernel keep sleeping after the
                 // minimum wait when nothing has arrived; without one it returns at once.
                 let idle = types::Timespec::new().sec(3600);

@@ -101,7 +101,12 @@ impl Worker {
             WriteSpec::Plain { addr, len } => {
                 opcode::Write::new(fd, addr as *const u8, len).build()
             }
-            WriteSpec::Vectored { n } => opcode::Writev::new(fd, op.iov.as_ptr(), n as u32).build(),
+            WriteSpec::Vectored { n } => {
+                // n <= op.iov.len(), a handful of iovecs.
+                #[allow(clippy::cast_possible_truncation)]
+                let n = n as u32;
+                opcode::Writev::new(fd, op.iov.as_ptr(), n).build()
+            }
         };
         if !self.push(entry.user_data(ud(TAG_TX, oi as u64))) {
             self.free_ops.push(oi);
@@ -128,7 +133,7 @@ impl Worker {
         if let Some(Some(d)) = self.queues.get_mut(dq as usize) {
             d.inflight = d.inflight.saturating_sub(1);
             let c = &self.stats.ports[d.port.index()];
-            if res >= HDR_LEN as i32 {
+            if usize::try_from(res).is_ok_and(|n| n >= HDR_LEN) {
                 c.tx_packets.add(1);
                 c.tx_bytes.add(res as u64 - HDR_LEN as u64);
             } else {
@@ -157,9 +162,12 @@ pub(super) fn host_write_spec(
     eg: &Egress,
 ) -> WriteSpec {
     if eg.is_identity(frame) {
+        // `buf` is one host receive buffer (`rx_buf_size`, a u32).
+        #[allow(clippy::cast_possible_truncation)]
+        let len = buf.len() as u32;
         return WriteSpec::Plain {
             addr: buf.as_ptr() as u64,
-            len: buf.len() as u32,
+            len,
         };
     }
     let body = frame.get(eg.body_offset as usize..).unwrap_or(&[]);

@@ -1,5 +1,6 @@
 //! A test "guest": TX queue over a memory mapping, RX sink collecting frames.
 #![allow(dead_code)]
+#![allow(clippy::cast_possible_truncation)] // test code: small literal sizes
 
 use std::collections::VecDeque;
 use std::os::fd::{AsRawFd, OwnedFd};

@@ -1,4 +1,5 @@
 //! Test frames and port options shared by the integration tests.
+#![allow(clippy::cast_possible_truncation)] // test code: small literal sizes
 
 use switch::Mac;
 use vring_engine::PortOptions;

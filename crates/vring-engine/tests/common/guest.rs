@@ -2,6 +2,7 @@
 //! plus a driver-side split virtqueue (virtio 1.2 §2.7) over memfd-backed guest memory,
 //! driving the device the way QEMU and a Linux guest driver do: negotiate, set the memory
 //! table, set up rings, post buffers, kick, wait for used entries and calls.
+#![allow(clippy::cast_possible_truncation)] // test code: small literal sizes
 
 use std::fs::File;
 use std::os::unix::net::UnixListener;

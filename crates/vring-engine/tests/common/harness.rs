@@ -2,6 +2,7 @@
 //! it): port events are recorded, lent TX rings are dropped at once (nothing pops them).
 //! Tests that move frames between ports use crates/datapath's harness, which wires ports
 //! exactly as the daemon does.
+#![allow(clippy::cast_possible_truncation)] // test code: small literal sizes
 
 use std::sync::Arc;
 
