@@ -1,67 +1,121 @@
-//! Fuzz the descriptor-chain walker (virtio 1.2 §2.7.5, §2.7.5.3 indirect tables) over
-//! guest memory the fuzzer writes: any table, any chain, any address or length. The walk
-//! must end (no hang), never panic, and an accepted chain must hold what it claims:
-//! its lengths are the sums of its buffers, every buffer is inside guest memory, the
-//! directions are those the queue allows, and it has at most `queue_size` buffers per
-//! region split.
+//! Fuzz the descriptor-chain walker (`vring_engine::chain::Chain::walk`, virtio 1.2
+//! §2.7.5 "The Virtqueue Descriptor Table", §2.7.5.3 "Indirect Descriptors") over guest
+//! memory the input fills: direct and indirect tables, loops, lengths, addresses outside
+//! or across memory regions.
 //!
-//! Input: byte 0 queue-size exponent (size 1 << (b % 9): 1..256), byte 1 flags (bit 0
-//! indirect allowed, bits 1-2 direction), bytes 2-3 head (LE), then the guest memory image
-//! placed from GPA 0 (region 0, 16 KiB; the table lives at GPA 0). A second 4 KiB region
-//! sits right after the first, so chains may cross a region boundary.
+//! Guest memory: region A `[0, 64 KiB)`, region B `[64 KiB, 128 KiB)` (adjacent: a buffer
+//! may span both), region C `[192 KiB, 196 KiB)` (after a hole). Input: 2 bytes queue size
+//! (1..=1024), 2 bytes head, 1 byte mode (bits 0-1 direction, bit 2 indirect allowed,
+//! bit 3 table in region B), then bytes copied over the descriptor table and on into the
+//! memory after it (where indirect tables put there are found).
+//!
+//! Invariants on success: the lengths equal the sums of the buffers returned, the
+//! direction rules hold (§2.7.4.2: readable before writable), every buffer lies inside
+//! guest memory; a second walk of the same memory gives the same chain.
 #![no_main]
 
 use libfuzzer_sys::fuzz_target;
-use vm_memory::{Bytes, GuestAddress, GuestMemoryMmap};
-use vring_engine::chain::{Chain, Direction, TableInfo};
+use vm_memory::{GuestAddress, GuestMemoryBackend, GuestMemoryMmap, GuestMemoryRegion};
+use vring_engine::chain::{Chain, Direction, Mem, TableInfo};
 
-const R0: usize = 16 * 1024;
-const R1: usize = 4 * 1024;
+const KIB: usize = 1024;
+
+fn memory() -> Mem {
+    GuestMemoryMmap::from_ranges(&[
+        (GuestAddress(0), 64 * KIB),
+        (GuestAddress(64 * KIB as u64), 64 * KIB),
+        (GuestAddress(192 * KIB as u64), 4 * KIB),
+    ])
+    .expect("guest memory")
+}
+
+/// The host ranges of every region, to check buffers against.
+fn host_ranges(mem: &Mem) -> Vec<(usize, usize)> {
+    mem.iter()
+        .map(|r| {
+            let p = r
+                .get_host_address(vm_memory::MemoryRegionAddress(0))
+                .unwrap() as usize;
+            (p, p + r.len() as usize)
+        })
+        .collect()
+}
 
 fuzz_target!(|data: &[u8]| {
-    let [exp, flags, h0, h1, image @ ..] = data else {
+    if data.len() < 5 {
         return;
-    };
-    let queue_size = 1u16 << (exp % 9);
-    let dir = match (flags >> 1) & 3 {
+    }
+    let queue_size = (u16::from_le_bytes([data[0], data[1]]) % 1024) + 1;
+    let head = u16::from_le_bytes([data[2], data[3]]);
+    let mode = data[4];
+    let dir = match mode & 3 {
         0 => Direction::ReadOnly,
         1 => Direction::WriteOnly,
         _ => Direction::ReadThenWrite,
     };
+    let table_at: u64 = if mode & 8 != 0 { 64 * KIB as u64 } else { 0 };
+    let mem = memory();
+    let body = &data[5..];
+    let room = 128 * KIB - table_at as usize;
+    let body = &body[..body.len().min(room)];
+    vm_memory::Bytes::write_slice(&mem, body, GuestAddress(table_at)).expect("in memory");
     let table = TableInfo {
-        desc_table: GuestAddress(0),
+        desc_table: GuestAddress(table_at),
         queue_size,
-        indirect_allowed: flags & 1 != 0,
+        indirect_allowed: mode & 4 != 0,
     };
-    let Ok(mem) =
-        GuestMemoryMmap::<()>::from_ranges(&[(GuestAddress(0), R0), (GuestAddress(R0 as u64), R1)])
-    else {
-        return;
-    };
-    let n = image.len().min(R0 + R1);
-    if mem.write_slice(&image[..n], GuestAddress(0)).is_err() {
-        return;
-    }
-    let head = u16::from_le_bytes([*h0, *h1]);
     let mut chain = Chain::default();
-    if chain.walk(&mem, table, head, dir).is_ok() {
-        let sum = |s: &[vm_memory::VolatileSlice<'_, ()>]| -> u64 {
-            s.iter().map(|x| x.len() as u64).sum()
+    let first = chain.walk(&mem, table, head, dir);
+    if first.is_ok() {
+        check(&mem, &chain, dir);
+    }
+    let summary = |c: &Chain<'_>| {
+        let s = |v: &[vm_memory::VolatileSlice<'_, ()>]| {
+            v.iter()
+                .map(|s| (s.ptr_guard().as_ptr() as usize, s.len()))
+                .collect::<Vec<_>>()
         };
-        assert_eq!(u64::from(chain.read_len), sum(&chain.readable));
-        assert_eq!(u64::from(chain.write_len), sum(&chain.writable));
-        match dir {
-            Direction::ReadOnly => assert!(chain.writable.is_empty()),
-            Direction::WriteOnly => assert!(chain.readable.is_empty()),
-            Direction::ReadThenWrite => {}
-        }
-        // Every buffer descriptor may be split once per region boundary it crosses
-        // (two regions here), and there are at most queue_size of them (§2.7.5.3.1).
-        let pieces = chain.readable.len() + chain.writable.len();
-        assert!(pieces <= 2 * usize::from(queue_size), "{pieces} pieces");
-        assert!(
-            chain.read_len as usize + chain.write_len as usize
-                <= 2 * (R0 + R1) * usize::from(queue_size)
-        );
+        (
+            c.head,
+            c.read_len,
+            c.write_len,
+            s(&c.readable),
+            s(&c.writable),
+        )
+    };
+    let before = summary(&chain);
+    let mut again = Chain::default();
+    let second = again.walk(&mem, table, head, dir);
+    assert_eq!(first, second, "same memory, same verdict");
+    if second.is_ok() {
+        assert_eq!(before, summary(&again), "same memory, same chain");
     }
 });
+
+fn check(mem: &Mem, c: &Chain<'_>, dir: Direction) {
+    let sum =
+        |v: &[vm_memory::VolatileSlice<'_, ()>]| v.iter().map(|s| s.len() as u64).sum::<u64>();
+    assert_eq!(u64::from(c.read_len), sum(&c.readable));
+    assert_eq!(u64::from(c.write_len), sum(&c.writable));
+    match dir {
+        Direction::ReadOnly => assert!(c.writable.is_empty() && c.write_len == 0),
+        Direction::WriteOnly => assert!(c.readable.is_empty() && c.read_len == 0),
+        Direction::ReadThenWrite => {}
+    }
+    if dir == Direction::ReadOnly {
+        assert!(
+            c.readable.iter().all(|s| !s.is_empty()),
+            "TX buffers are never empty"
+        );
+    }
+    let ranges = host_ranges(mem);
+    for s in c.readable.iter().chain(c.writable.iter()) {
+        let p = s.ptr_guard().as_ptr() as usize;
+        let end = p + s.len();
+        assert!(
+            ranges.iter().any(|&(a, b)| a <= p && end <= b),
+            "buffer {p:#x}+{} outside guest memory",
+            s.len()
+        );
+    }
+}

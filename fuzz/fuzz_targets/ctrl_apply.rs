@@ -1,38 +1,68 @@
-//! Fuzz the control-virtqueue command interpreter (virtio 1.2 §5.1.6.5) with any class,
-//! command, payload and negotiated feature set, applied in sequence to one port's state:
-//! never a panic, and the state stays inside its invariants (active pairs within
-//! 1..=max_pairs, only negotiated GUEST_* offloads enabled).
+//! Fuzz `vring_engine::ctrl::apply`, the control-virtqueue command parser (virtio 1.2
+//! §5.1.6.5) with any class, command and payload, under any negotiated features.
 //!
-//! Input: 8 bytes acked features (LE), 1 byte max pairs, then commands, each as a length
-//! byte followed by that many bytes (class, command, data).
+//! Input: 8 bytes acked features, 2 bytes max queue pairs, then the command
+//! (`class, command, data...`, without the ack byte).
+//!
+//! Invariants: a refused command leaves the state unchanged; a successful one changes
+//! only what its [`Effect`] names, and the pair count stays within 1..=max (§5.1.6.5.5).
 #![no_main]
 
 use libfuzzer_sys::fuzz_target;
-use vring_engine::ctrl::{apply, CtrlState};
+use switch::RxFilter;
+use vring_engine::ctrl::{apply, CtrlState, Effect};
+use vring_engine::features::GUEST_OFFLOAD_BITS;
 
 fuzz_target!(|data: &[u8]| {
-    if data.len() < 9 {
+    if data.len() < 10 {
         return;
     }
-    let acked = u64::from_le_bytes(data[..8].try_into().unwrap_or([0; 8]));
-    let max_pairs = u16::from(data[8]).max(1);
-    let mut st = CtrlState {
-        filter: switch::RxFilter::for_mac(switch::Mac([0x52, 0x54, 0, 0, 0, 1])),
+    let mut f = [0u8; 8];
+    f.copy_from_slice(&data[..8]);
+    let acked = u64::from_le_bytes(f);
+    let max_pairs = u16::from_le_bytes([data[8], data[9]]).max(1);
+    let cmd = &data[10..];
+    let start = CtrlState {
+        filter: RxFilter::default(),
         guest_offloads: 0,
         active_pairs: 1,
         status: 1,
     };
-    let mut rest = &data[9..];
-    while let [len, tail @ ..] = rest {
-        let n = usize::from(*len).min(tail.len());
-        let (cmd, next) = tail.split_at(n);
-        let before = st.clone();
-        match apply(cmd, acked, max_pairs, &mut st) {
-            Ok(_) => {}
-            Err(_) => assert_eq!(st, before, "a refused command changed the state"),
+    let mut st = start.clone();
+    match apply(cmd, acked, max_pairs, &mut st) {
+        Err(_) => assert_eq!(st, start, "a refused command changed the state"),
+        Ok(effect) => {
+            match effect {
+                Effect::Filter | Effect::Mac(_) => {
+                    assert_eq!(
+                        (st.guest_offloads, st.active_pairs, st.status),
+                        (start.guest_offloads, start.active_pairs, start.status)
+                    );
+                }
+                Effect::Offloads => assert_eq!(
+                    (&st.filter, st.active_pairs, st.status),
+                    (&start.filter, start.active_pairs, start.status)
+                ),
+                Effect::Pairs => {
+                    assert!((1..=max_pairs).contains(&st.active_pairs));
+                    assert_eq!(
+                        (&st.filter, st.guest_offloads),
+                        (&start.filter, start.guest_offloads)
+                    );
+                }
+                Effect::Announce => assert_eq!(
+                    (&st.filter, st.guest_offloads, st.active_pairs),
+                    (&start.filter, start.guest_offloads, start.active_pairs)
+                ),
+            }
+            if let Effect::Mac(m) = effect {
+                assert_eq!(st.filter.mac, Some(m));
+                assert!(!m.is_multicast() && m != switch::Mac::ZERO);
+            }
+            // §5.1.6.5.6.2: only negotiated offloads can be on.
+            assert_eq!(st.guest_offloads & !(acked & GUEST_OFFLOAD_BITS), 0);
         }
-        assert!(st.active_pairs >= 1 && st.active_pairs <= max_pairs);
-        assert_eq!(st.guest_offloads & !acked, 0, "offload not negotiated");
-        rest = next;
     }
+    // A second command on the changed state must not panic either.
+    let _ = apply(cmd, acked, max_pairs, &mut st);
 });

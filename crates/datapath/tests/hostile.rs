@@ -445,6 +445,47 @@ fn bad_rx_chains_inside_a_burst_cost_only_their_own_frames() {
     assert_eq!(st.dropped(DropReason::Chain(ChainError::WrongDirection)), 1);
 }
 
+/// A head index outside the table stops the ring (§2.7.6, as on TX): the frames after it
+/// in the same burst are not placed into the stopped ring (found by fuzz/rx_place).
+#[test]
+fn bad_rx_head_inside_a_burst_stops_the_rest_of_the_burst() {
+    let h = Harness::new(vec![opts("bbh", MAC_B)]);
+    let mut b = TestGuest::start(
+        TestGuest::connect(&h.dev(0).options().socket, 3),
+        3,
+        u64::MAX,
+    );
+    let q = &mut b.queues[0];
+    q.publish(&b.mem, q.size + 3);
+    let good = b.post_rx(0, 1, 2048)[0];
+    let frames: Vec<Vec<u8>> = (0..2).map(|i| udp_frame(MAC_A, MAC_B, 60 + i)).collect();
+    let hdr = switch::VnetHdr::default();
+    let r = h.dev(0).rx_burst(0, |burst| {
+        frames
+            .iter()
+            .map(|f| burst.deliver(&hdr, &[switch::Chunk::from(&f[..])]))
+            .collect::<Vec<_>>()
+    });
+    assert_eq!(
+        r,
+        vec![
+            Err(vring_engine::RxDrop::BadChain(ChainError::BadIndex)),
+            Err(vring_engine::RxDrop::Broken)
+        ]
+    );
+    assert!(b.queues[0].errored(), "err eventfd signalled");
+    assert_eq!(
+        b.queues[0].used_idx(&b.mem),
+        0,
+        "nothing placed after the bad head"
+    );
+    assert_eq!(
+        b.read(good.1, 64),
+        vec![0; 64],
+        "the later buffer is untouched"
+    );
+}
+
 /// No double fetch: a second "vCPU" keeps rewriting A's TX buffers — the EtherType into
 /// an 802.1Q tag for VLAN 20 and the virtio-net header into a TCPv4 GSO request — while
 /// the frames are in flight. A is an access port of VLAN 10, B a trunk. Whatever B

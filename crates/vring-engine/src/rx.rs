@@ -90,6 +90,9 @@ impl RxBurst<'_> {
     /// Every failure is counted on the queue.
     pub fn deliver(&mut self, hdr: &VnetHdr, parts: &[Chunk<'_>]) -> Result<(), RxDrop> {
         let r = match self.live.as_mut() {
+            // A frame of this burst found a violation that stopped the ring (a head
+            // outside the table): the rest of the burst is not placed either.
+            Ok(l) if l.vring.is_broken() => Err(RxDrop::Broken),
             Ok(l) => l.place(hdr, parts),
             Err(e) => Err(*e),
         };
