@@ -8,7 +8,7 @@
 //!
 //! Input: 1 byte parser selector, then the text.
 //!
-//! Invariants: an accepted port spec passes `validate_spec` (the check the ctl socket
+//! Invariants: an accepted port spec passes `normalize_spec` unchanged (the check the ctl socket
 //! applies) and survives the JSON round trip the ctl socket puts it through; an accepted
 //! request survives its own round trip.
 #![no_main]
@@ -33,7 +33,8 @@ fuzz_target!(|data: &[u8]| {
     match sel % 4 {
         0 => {
             if let Ok(spec) = config::port::parse_port(text) {
-                config::port::validate_spec(&spec).expect("a parsed spec is valid");
+                let again = config::port::normalize_spec(&spec).expect("a parsed spec is valid");
+                assert_eq!(again, spec, "a parsed spec is already in the parser's form");
                 let json = serde_json::to_string(&spec).expect("serializes");
                 let back: control::PortSpec = serde_json::from_str(&json).expect("round trip");
                 assert_eq!(back, spec);
@@ -52,7 +53,7 @@ fuzz_target!(|data: &[u8]| {
         _ => {
             if let Ok(req) = serde_json::from_str::<control::Request>(text.trim()) {
                 if let control::Request::AddPort { spec } = &req {
-                    let _ = config::port::validate_spec(spec);
+                    let _ = config::port::normalize_spec(spec);
                 }
                 let json = serde_json::to_string(&req).expect("serializes");
                 let back: control::Request = serde_json::from_str(&json).expect("round trip");
