@@ -18,6 +18,7 @@ pub mod ctrl;
 mod ctrlq;
 pub mod device;
 pub mod features;
+pub mod frontend_checks;
 pub mod options;
 pub mod port;
 mod relay;
@@ -28,7 +29,7 @@ pub mod txring;
 pub mod vring;
 
 pub use api::{PortEvents, RxDrop};
-pub use counters::{Drop as DropReason, QueueStats};
+pub use counters::{Drop as DropReason, FrontendStats, QueueStats};
 pub use device::NetDevice;
 pub use options::{OptionsError, PortOptions, SocketMode, MAX_QUEUE_SIZE};
 pub use port::{PortError, VhostUserPort};
