@@ -140,7 +140,8 @@ impl QueueCounters {
 /// queue): see [`crate::frontend_checks`].
 #[derive(Debug, Default)]
 pub struct FrontendCounters {
-    /// Memory tables (SET_MEM_TABLE / ADD_MEM_REG) refused: a region past its file's end.
+    /// Memory tables (SET_MEM_TABLE / ADD_MEM_REG) refused: a region past its file's end,
+    /// or more regions than `max_mem_regions`.
     pub bad_memory_table: AtomicU64,
     /// Kick/call/err fds refused: not an eventfd.
     pub bad_vring_fd: AtomicU64,

@@ -25,6 +25,8 @@ use vm_memory::{GuestAddressSpace, GuestMemoryBackend, GuestMemoryMmap, GuestMem
 pub enum RegionError {
     #[error("memory region at guest address {gpa:#x} is not backed by a file")]
     NoFile { gpa: u64 },
+    #[error("{count} memory regions, more than this port's max-mem-regions={max}")]
+    TooMany { count: usize, max: u32 },
     #[error("cannot stat the file of memory region at {gpa:#x}")]
     Stat { gpa: u64 },
     #[error(
@@ -105,7 +107,17 @@ impl Inner {
     /// one, so no queue can reach the bad mapping, and the request fails (the frontend sees
     /// the error; vhost-user-backend drops the connection).
     pub(crate) fn refuse_bad_table(&self, mem: &GuestMem) -> io::Result<()> {
-        let res = check_table(&mem.memory());
+        let table = mem.memory();
+        let count = table.num_regions();
+        let res = if count > self.opts.max_mem_regions as usize {
+            Err(RegionError::TooMany {
+                count,
+                max: self.opts.max_mem_regions,
+            })
+        } else {
+            check_table(&table)
+        };
+        drop(table);
         match res {
             Ok(unsealed) => {
                 if unsealed > 0 {

@@ -92,3 +92,40 @@ fn kick_fd_pipe_is_refused() {
     assert_eq!(h.dev(0).queue_stats(0).unwrap().kicks, 0);
     other_port_works(&h);
 }
+
+#[test]
+fn region_count_above_limit_is_refused() {
+    let mut o = opts("nreg", MAC_A);
+    o.max_mem_regions = 2;
+    let h = Harness::new(vec![o, opts("nregb", MAC_B)]);
+    let mut fe = TestGuest::connect(&h.dev(0).options().socket, 3);
+    negotiate(&mut fe);
+    // The memories stay alive (their fds open) while the request is in flight.
+    let mems: Vec<Mem> = (0..3)
+        .map(|i| memfd_memory(MEM_BASE + i * (1 << 20), 1 << 20))
+        .collect();
+    let three: Vec<_> = mems.iter().flat_map(regions).collect();
+    assert!(fe.set_mem_table(&three).is_err());
+    assert_eq!(h.dev(0).frontend_stats().bad_memory_table, 1);
+    other_port_works(&h);
+}
+
+#[test]
+fn socket_mode_and_group_are_applied() {
+    use std::os::unix::fs::{MetadataExt, PermissionsExt};
+    let gid = nix::unistd::getegid().as_raw();
+    let mut o = opts("perm", MAC_A);
+    o.socket_perm = 0o660;
+    o.socket_gid = Some(gid);
+    let h = Harness::new(vec![o, opts("permdef", MAC_B)]);
+    let md = std::fs::metadata(&h.dev(0).options().socket).unwrap();
+    assert_eq!(md.permissions().mode() & 0o777, 0o660);
+    assert_eq!(md.gid(), gid);
+    let md = std::fs::metadata(&h.dev(1).options().socket).unwrap();
+    assert_eq!(
+        md.permissions().mode() & 0o777,
+        0o600,
+        "default: owner only"
+    );
+    other_port_works(&h);
+}
