@@ -136,6 +136,33 @@ impl QueueCounters {
     }
 }
 
+/// Per-port counters of refused frontend requests (the vhost-user control channel, not a
+/// queue): see [`crate::frontend_checks`].
+#[derive(Debug, Default)]
+pub struct FrontendCounters {
+    /// Memory tables (SET_MEM_TABLE / ADD_MEM_REG) refused: a region past its file's end,
+    /// or more regions than `max_mem_regions`.
+    pub bad_memory_table: AtomicU64,
+    /// Kick/call/err fds refused: not an eventfd.
+    pub bad_vring_fd: AtomicU64,
+}
+
+/// A plain copy of [`FrontendCounters`].
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct FrontendStats {
+    pub bad_memory_table: u64,
+    pub bad_vring_fd: u64,
+}
+
+impl FrontendCounters {
+    pub fn snapshot(&self) -> FrontendStats {
+        FrontendStats {
+            bad_memory_table: self.bad_memory_table.load(Relaxed),
+            bad_vring_fd: self.bad_vring_fd.load(Relaxed),
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -55,6 +55,8 @@ pub(crate) struct Inner {
     pub acked: AtomicU64,
     pub active_pairs: AtomicU16,
     pub st: Mutex<DevState>,
+    /// Refused frontend requests ([`crate::frontend_checks`]).
+    pub frontend: crate::counters::FrontendCounters,
     /// Guest-triggered log lines: at most one per second per device (see
     /// [`Inner::log_check`]).
     pub log_limit: switch::ratelimit::RateLimit,
@@ -120,6 +122,7 @@ impl NetDevice {
                 acked: AtomicU64::new(0),
                 active_pairs: AtomicU16::new(1),
                 st: Mutex::new(st),
+                frontend: Default::default(),
                 log_limit: switch::ratelimit::RateLimit::new(1000),
                 log_epoch: std::time::Instant::now(),
                 masks,
@@ -598,6 +601,8 @@ impl VhostUserBackend for NetDevice {
     }
 
     fn update_memory(&self, mem: GuestMem) -> io::Result<()> {
+        // A region past its file's end would SIGBUS the daemon: refuse the table first.
+        self.inner.refuse_bad_table(&mem)?;
         // Same atomic handle the vrings use; replacing ours keeps deliver() on the new table.
         // Nothing else to tell: lent TX rings read the table per pop, and frames in flight
         // hold the table they were popped from (txring.rs).

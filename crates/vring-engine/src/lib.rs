@@ -19,6 +19,7 @@ mod ctrlq;
 pub mod device;
 pub mod dirtylog;
 pub mod features;
+pub mod frontend_checks;
 pub mod options;
 pub mod port;
 mod relay;
@@ -29,7 +30,7 @@ pub mod txring;
 pub mod vring;
 
 pub use api::{PortEvents, RxDrop};
-pub use counters::{Drop as DropReason, QueueStats};
+pub use counters::{Drop as DropReason, FrontendStats, QueueStats};
 pub use device::NetDevice;
 pub use options::{OptionsError, PortOptions, SocketMode, MAX_QUEUE_SIZE};
 pub use port::{PortError, VhostUserPort};

@@ -34,7 +34,25 @@ pub struct PortOptions {
     pub max_queue_size: u16,
     /// Feature bits switched off for this port (see [`PortOptions::features_off_by_name`]).
     pub features_off: u64,
+    /// Most guest memory regions one frontend may have mapped at once (SET_MEM_TABLE
+    /// entries, or the regions after an ADD_MEM_REG); a table beyond it is refused.
+    /// Default [`MAX_MEM_REGIONS`].
+    pub max_mem_regions: u32,
+    /// Permission bits of the server-mode socket, set at creation (`socket-mode=`).
+    /// Default [`SOCKET_PERM`]: only the daemon's user may connect.
+    pub socket_perm: u32,
+    /// Group the server-mode socket belongs to (`socket-group=`): how a QEMU running as
+    /// another user (libvirt) is allowed in, together with a `socket_perm` like 0o660.
+    pub socket_gid: Option<u32>,
 }
+
+/// Default memory-region limit: what vhost-user-backend (0.24) answers to
+/// VHOST_USER_GET_MAX_MEM_SLOTS (509; QEMU's VHOST_USER_MAX_RAM_SLOTS is 512), so a QEMU
+/// with memory hotplug is never refused below what it was told.
+pub const MAX_MEM_REGIONS: u32 = 509;
+
+/// Default socket permissions: owner only.
+pub const SOCKET_PERM: u32 = 0o600;
 
 /// Why port options were rejected.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -47,6 +65,10 @@ pub enum OptionsError {
     Mtu(u16),
     #[error("unknown feature {0:?}; known: VERSION_1, MAC, MTU, STATUS, CTRL_VQ, …")]
     UnknownFeature(String),
+    #[error("max_mem_regions must be between 1 and {MAX_MEM_REGIONS}, got {0}")]
+    MemRegions(u32),
+    #[error("socket mode must be an octal mode of at most 0777, got {0:#o}")]
+    SocketPerm(u32),
 }
 
 /// Most queue pairs per port: vhost-user-backend maps queues to worker threads with u64
@@ -69,6 +91,9 @@ impl PortOptions {
             mtu: None,
             max_queue_size: MAX_QUEUE_SIZE,
             features_off: 0,
+            max_mem_regions: MAX_MEM_REGIONS,
+            socket_perm: SOCKET_PERM,
+            socket_gid: None,
         }
     }
 
@@ -101,6 +126,12 @@ impl PortOptions {
             if m < 68 {
                 return Err(OptionsError::Mtu(m));
             }
+        }
+        if self.max_mem_regions == 0 || self.max_mem_regions > MAX_MEM_REGIONS {
+            return Err(OptionsError::MemRegions(self.max_mem_regions));
+        }
+        if self.socket_perm > 0o777 {
+            return Err(OptionsError::SocketPerm(self.socket_perm));
         }
         Ok(())
     }
@@ -153,6 +184,46 @@ mod tests {
             assert_eq!(o.validate(), Ok(()), "{ok}");
         }
         assert_eq!(PortOptions::new("/x").max_queue_size, 32768);
+    }
+
+    #[test]
+    fn frontend_boundary_options_are_validated() {
+        let o = PortOptions::new("/x");
+        assert_eq!(
+            (o.max_mem_regions, o.socket_perm, o.socket_gid),
+            (509, 0o600, None)
+        );
+        assert!(o.validate().is_ok());
+        let bad = |o: PortOptions| o.validate().unwrap_err();
+        let n = PortOptions::new("/x");
+        assert_eq!(
+            bad(PortOptions {
+                max_mem_regions: 0,
+                ..n.clone()
+            }),
+            OptionsError::MemRegions(0)
+        );
+        assert_eq!(
+            bad(PortOptions {
+                max_mem_regions: 510,
+                ..n.clone()
+            }),
+            OptionsError::MemRegions(510)
+        );
+        assert_eq!(
+            bad(PortOptions {
+                socket_perm: 0o1777,
+                ..n.clone()
+            }),
+            OptionsError::SocketPerm(0o1777)
+        );
+        assert!(PortOptions {
+            socket_perm: 0o660,
+            socket_gid: Some(0),
+            ..n
+        }
+        .validate()
+        .is_ok());
     }
 
     #[test]

@@ -8,6 +8,7 @@
 //! Every connection passes through the `relay` module on its way to the daemon.
 
 use std::io;
+use std::os::fd::AsRawFd;
 use std::os::unix::net::{UnixListener, UnixStream};
 use std::path::PathBuf;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -21,7 +22,7 @@ use vhost_user_backend::{ShutdownHandle, VhostUserDaemon};
 use vm_memory::{GuestMemoryAtomic, GuestMemoryMmap};
 
 use crate::device::NetDevice;
-use crate::options::SocketMode;
+use crate::options::{PortOptions, SocketMode};
 use crate::vring::collect_during;
 
 /// How long client mode waits between connection attempts.
@@ -55,7 +56,7 @@ impl VhostUserPort {
         let public = match opts.mode {
             SocketMode::Server => {
                 let _ = std::fs::remove_file(&opts.socket);
-                Some(UnixListener::bind(&opts.socket).map_err(listen_err)?)
+                Some(bind_restricted(&opts).map_err(listen_err)?)
             }
             SocketMode::Client => None,
         };
@@ -182,6 +183,56 @@ impl Drop for VhostUserPort {
     }
 }
 
+/// Creates the server socket with `socket_perm` and `socket_gid` and no window in which
+/// anyone else could connect: the socket inode's mode is set (fchmod) before bind, which
+/// Linux uses for the new file (masked by the umask, so at most as wide as asked); with a
+/// group it is created owner-only, chowned, then widened to `socket_perm`.
+fn bind_restricted(opts: &PortOptions) -> io::Result<UnixListener> {
+    use nix::sys::socket::{bind, listen, socket, AddressFamily, Backlog, SockFlag, SockType};
+    use nix::sys::stat::{fchmod, Mode};
+    let fd = socket(
+        AddressFamily::Unix,
+        SockType::Stream,
+        SockFlag::SOCK_CLOEXEC,
+        None,
+    )?;
+    let first = if opts.socket_gid.is_some() {
+        opts.socket_perm & 0o700
+    } else {
+        opts.socket_perm
+    };
+    fchmod(fd.as_raw_fd(), Mode::from_bits_truncate(first))?;
+    let addr = nix::sys::socket::UnixAddr::new(&opts.socket)?;
+    bind(fd.as_raw_fd(), &addr)?;
+    if let Some(gid) = opts.socket_gid {
+        std::os::unix::fs::chown(&opts.socket, None, Some(gid))?;
+    }
+    // Exactly the mode asked for (the umask may have narrowed it).
+    std::fs::set_permissions(
+        &opts.socket,
+        std::os::unix::fs::PermissionsExt::from_mode(opts.socket_perm),
+    )?;
+    listen(&fd, Backlog::MAXCONN)?;
+    Ok(UnixListener::from(fd))
+}
+
+/// Logs who connected (SO_PEERCRED, unix(7)): anyone who can open the socket is a
+/// frontend, so the log says which process it was.
+fn log_peer(s: &UnixStream, socket: &std::path::Path) {
+    match nix::sys::socket::getsockopt(s, nix::sys::socket::sockopt::PeerCredentials) {
+        Ok(c) => tracing::info!(
+            socket = %socket.display(),
+            pid = c.pid(),
+            uid = c.uid(),
+            gid = c.gid(),
+            "frontend connected"
+        ),
+        Err(e) => {
+            tracing::info!(socket = %socket.display(), "frontend connected (no SO_PEERCRED: {e})")
+        }
+    }
+}
+
 /// Waits for the next frontend: accepted (server) or dialled until it answers (client).
 fn next_frontend(
     public: &Option<UnixListener>,
@@ -193,7 +244,10 @@ fn next_frontend(
             return None;
         }
         let r = match public {
-            Some(l) => l.accept().map(|(s, _)| s),
+            Some(l) => l.accept().map(|(s, _)| {
+                log_peer(&s, socket);
+                s
+            }),
             None => UnixStream::connect(socket),
         };
         match r {

@@ -54,6 +54,9 @@ struct Extra {
     /// switch until the next SET_VRING_KICK makes it ready.
     resetting: AtomicBool,
     hook: Mutex<Option<StateHook>>,
+    /// Kick/call/err fds refused because they were not eventfds
+    /// ([`crate::frontend_checks::is_eventfd`]).
+    bad_fds: AtomicU64,
 }
 
 const NONE: u32 = u32::MAX;
@@ -78,6 +81,7 @@ impl Default for Extra {
             keep_used: AtomicBool::new(false),
             resetting: AtomicBool::new(false),
             hook: Mutex::new(None),
+            bad_fds: AtomicU64::new(0),
         }
     }
 }
@@ -98,6 +102,29 @@ pub fn collect_during<R>(f: impl FnOnce() -> R) -> (R, Vec<NetVring>) {
 }
 
 impl NetVring {
+    /// A vring fd from SET_VRING_KICK/CALL/ERR, or `None` when it is not an eventfd (a
+    /// pipe at EOF or `/dev/zero` is always readable: a worker polling it would spin).
+    /// Without a kick fd the ring never becomes ready, so it never carries frames.
+    /// vhost-user-backend's `VringT` setters cannot fail, so the request itself is acked.
+    fn eventfd_only(&self, file: Option<File>, which: &'static str) -> Option<File> {
+        let f = file?;
+        if crate::frontend_checks::is_eventfd(&f) {
+            return Some(f);
+        }
+        if self.extra.bad_fds.fetch_add(1, Ordering::Relaxed) < 4 {
+            tracing::warn!(
+                which,
+                "vring fd from the frontend is not an eventfd: refused"
+            );
+        }
+        None
+    }
+
+    /// Kick/call/err fds this ring refused (not eventfds).
+    pub fn bad_fds(&self) -> u64 {
+        self.extra.bad_fds.load(Ordering::Relaxed)
+    }
+
     /// Whether the ring was stopped for a protocol violation.
     pub fn is_broken(&self) -> bool {
         self.extra.broken.load(Ordering::Acquire)
@@ -287,6 +314,7 @@ impl VringT<GuestMem> for NetVring {
         self.changed(false);
     }
     fn set_kick(&self, file: Option<File>) {
+        let file = self.eventfd_only(file, "kick");
         self.inner.set_kick(file);
         self.changed(true);
     }
@@ -294,9 +322,11 @@ impl VringT<GuestMem> for NetVring {
         self.inner.read_kick()
     }
     fn set_call(&self, file: Option<File>) {
+        let file = self.eventfd_only(file, "call");
         self.inner.set_call(file)
     }
     fn set_err(&self, file: Option<File>) {
+        let file = self.eventfd_only(file, "err");
         let dup = file.as_ref().and_then(|f| f.try_clone().ok());
         *self.extra.err.lock() = dup;
         self.inner.set_err(file)
