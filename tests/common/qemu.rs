@@ -354,6 +354,12 @@ impl Guest {
         self.qemu.pid()
     }
 
+    /// SIGKILLs QEMU: the guest vanishes without a goodbye (no vhost-user GET_VRING_BASE,
+    /// no reset). Drop reaps it.
+    pub fn kill(&self) {
+        self.qemu.signal(libc::SIGKILL);
+    }
+
     /// The serial console (ttyS0) and QEMU's own messages.
     pub fn serial(&self) -> &OutputBuf {
         self.qemu.output()

@@ -271,6 +271,7 @@ impl NetDevice {
         self.inner.vrings.write().clear();
         self.inner.refresh_pairs();
         self.inner.reset_state();
+        self.inner.release_memory();
         self.inner.events.link_changed(self.inner.port, false);
     }
 }
@@ -418,6 +419,17 @@ impl Inner {
         for q in 0..self.counters.len() {
             self.sync_tx(q, false);
         }
+    }
+
+    /// Drops our handle on the departed frontend's memory table: a guest that is gone
+    /// must not keep its RAM (and the memfds behind it) mapped here until the next
+    /// frontend connects. vhost-user-backend's own handle went with its daemon; frames
+    /// still in flight hold the table they were popped from (txring.rs) and unmap it when
+    /// they complete.
+    fn release_memory(&self) {
+        let empty: GuestMem = vm_memory::GuestMemoryAtomic::new(vm_memory::GuestMemoryMmap::new());
+        let old = std::mem::replace(&mut *self.mem.write(), empty);
+        drop(old);
     }
 
     /// Back to the state before any driver: used by reset, re-negotiation and disconnect.
