@@ -110,29 +110,12 @@ impl Daemon {
 }
 
 fn run_ok(g: &Guest, script: &str) -> String {
-    let out = g.run(script, STEP).unwrap();
-    assert_eq!(
-        out.rc,
-        0,
-        "{} `{script}`: {}\n{}",
-        g.name(),
-        out.output,
-        g.serial().tail(20)
-    );
-    out.output
+    g.run_ok(script, STEP)
 }
 
 /// Pings `addr` until it answers (at most ~20 s), then asserts 3 more answers.
 fn ping_ok(g: &Guest, addr: &str) {
-    let out = run_ok(
-        g,
-        &format!(
-            "i=0; until ping -c 1 -W 1 {addr} >/dev/null 2>&1; do i=$((i+1)); \
-             [ $i -ge 100 ] && {{ echo unreachable; exit 1; }}; sleep 0.2; done; \
-             ping -c 3 -i 0.2 -W 2 {addr}"
-        ),
-    );
-    assert!(out.contains(" 0% packet loss"), "{}: {out}", g.name());
+    g.ping_ok(addr, 100, STEP)
 }
 
 /// Polls `query-migrate` until the status is one of `until`; returns it.

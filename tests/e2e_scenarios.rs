@@ -148,33 +148,14 @@ fn guest_spec(name: &str, socket: &Path, n: u8) -> GuestSpec {
     g
 }
 
-/// A console script: wait (≤ ~60 tries) until `addr` answers, then 3 more pings.
-fn ping_script(addr: &str) -> String {
-    let p = if addr.contains(':') { "ping6" } else { "ping" };
-    format!(
-        "i=0; until {p} -c 1 -W 1 {addr} >/dev/null 2>&1; do i=$((i+1)); \
-         [ $i -ge 60 ] && {{ echo unreachable; exit 1; }}; sleep 0.2; done; \
-         {p} -c 3 -i 0.2 -W 2 {addr}"
-    )
-}
-
 /// Runs `script` in `g`, asserting exit code 0; returns its output.
 fn run_ok(g: &Guest, script: &str) -> String {
-    let out = g.run(script, STEP).unwrap();
-    assert_eq!(
-        out.rc,
-        0,
-        "{} `{script}`: {}\n{}",
-        g.name(),
-        out.output,
-        g.serial().tail(20)
-    );
-    out.output
+    g.run_ok(script, STEP)
 }
 
+/// Waits (≤ ~60 tries) until `addr` answers, then asserts 3 more pings.
 fn ping_ok(g: &Guest, addr: &str) {
-    let out = run_ok(g, &ping_script(addr));
-    assert!(out.contains(" 0% packet loss"), "{}: {out}", g.name());
+    g.ping_ok(addr, 60, STEP)
 }
 
 /// Starts a packet-socket capture of every frame eth0 hands to the guest's stack

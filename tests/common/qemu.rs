@@ -386,6 +386,36 @@ impl Guest {
         })
     }
 
+    /// [`run`](Self::run), asserting exit code 0 (the failure shows the output and the
+    /// serial console's tail); returns the output.
+    pub fn run_ok(&self, script: &str, timeout: Duration) -> String {
+        let out = self.run(script, timeout).unwrap();
+        assert_eq!(
+            out.rc,
+            0,
+            "{} `{script}`: {}\n{}",
+            self.name(),
+            out.output,
+            self.serial().tail(20)
+        );
+        out.output
+    }
+
+    /// Pings `addr` (ping6 for an IPv6 address) until it answers, at most `tries` times
+    /// 0.2 s apart, then asserts 3 more answers without loss.
+    pub fn ping_ok(&self, addr: &str, tries: u32, timeout: Duration) {
+        let p = if addr.contains(':') { "ping6" } else { "ping" };
+        let out = self.run_ok(
+            &format!(
+                "i=0; until {p} -c 1 -W 1 {addr} >/dev/null 2>&1; do i=$((i+1)); \
+                 [ $i -ge {tries} ] && {{ echo unreachable; exit 1; }}; sleep 0.2; done; \
+                 {p} -c 3 -i 0.2 -W 2 {addr}"
+            ),
+            timeout,
+        );
+        assert!(out.contains(" 0% packet loss"), "{}: {out}", self.name());
+    }
+
     /// Runs `script` with the guest's sh through the command console and returns its
     /// exit code and output. Waits for the console to be ready first (part of `timeout`).
     pub fn run(&self, script: &str, timeout: Duration) -> Result<CmdOutput> {

@@ -19,15 +19,16 @@ fn ip_program() -> &'static str {
         .unwrap_or("ip")
 }
 
+/// Starts `ip ARGS` and waits for it; only failing to run it at all is an error here.
+fn run_ip(args: &[&str]) -> Result<std::process::Output> {
+    Command::new(ip_program()).args(args).output().map_err(|e| {
+        CniError::new(code::IO_FAILURE, "cannot run `ip` (iproute2)").with_details(e.to_string())
+    })
+}
+
 /// Runs `ip ARGS`; non-zero exit is a LINK_FAILED error quoting its stderr.
 pub fn ip(args: &[&str]) -> Result<String> {
-    let out = Command::new(ip_program())
-        .args(args)
-        .output()
-        .map_err(|e| {
-            CniError::new(code::IO_FAILURE, "cannot run `ip` (iproute2)")
-                .with_details(e.to_string())
-        })?;
+    let out = run_ip(args)?;
     if !out.status.success() {
         return Err(
             CniError::new(code::LINK_FAILED, format!("ip {} failed", args.join(" ")))
@@ -117,13 +118,7 @@ pub struct LinkInfo {
 
 /// The link `name` in the current namespace, or None if it does not exist.
 pub fn info(name: &str) -> Result<Option<LinkInfo>> {
-    let out = Command::new(ip_program())
-        .args(["-j", "addr", "show", "dev", name])
-        .output()
-        .map_err(|e| {
-            CniError::new(code::IO_FAILURE, "cannot run `ip` (iproute2)")
-                .with_details(e.to_string())
-        })?;
+    let out = run_ip(&["-j", "addr", "show", "dev", name])?;
     if !out.status.success() {
         // "Device "x" does not exist."
         return Ok(None);

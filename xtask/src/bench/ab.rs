@@ -9,7 +9,7 @@
 
 use anyhow::{bail, Context, Result};
 use serde::{Deserialize, Serialize};
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::process::Command;
 
 use super::report;
@@ -183,7 +183,16 @@ pub fn run(args: &[String]) -> Result<()> {
     let ab = Ab {
         conditions,
         baseline: label.unwrap_or_else(|| baseline.display().to_string()),
-        candidate: report_commit(&root),
+        candidate: report::sh(
+            "git",
+            &[
+                "-C",
+                &root.to_string_lossy(),
+                "describe",
+                "--always",
+                "--dirty",
+            ],
+        ),
         rows: rows(&per_build[0], &per_build[1]),
         note: None,
     };
@@ -196,18 +205,6 @@ pub fn run(args: &[String]) -> Result<()> {
     print!("{}", render(&ab));
     eprintln!("bench ab: wrote bench-results/ab.json (BENCHMARKS.md shows it after the next `cargo xtask bench --report-only`)");
     Ok(())
-}
-
-fn report_commit(root: &Path) -> String {
-    Command::new("git")
-        .arg("-C")
-        .arg(root)
-        .args(["describe", "--always", "--dirty"])
-        .output()
-        .ok()
-        .filter(|o| o.status.success())
-        .map(|o| String::from_utf8_lossy(&o.stdout).trim().to_string())
-        .unwrap_or_default()
 }
 
 /// Per round, each ratio of ringswitch to its peer in that same bench run.

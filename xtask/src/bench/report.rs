@@ -15,7 +15,8 @@ use super::stats::{ratio, Summary};
 
 const INTRO: &str = include_str!("intro.md");
 
-fn sh(cmd: &str, args: &[&str]) -> String {
+/// `cmd ARGS`' trimmed stdout, or "" when it fails.
+pub(super) fn sh(cmd: &str, args: &[&str]) -> String {
     Command::new(cmd)
         .args(args)
         .output()
