@@ -8,11 +8,11 @@
 //! docs/design/bench.md).
 
 mod ab;
-mod daemon;
+pub(crate) mod daemon;
 mod micro;
 mod netns;
 mod plot;
-mod proc;
+pub(crate) mod proc;
 mod report;
 mod results;
 mod stats;

@@ -10,6 +10,7 @@ mod bench;
 mod deps;
 mod fuzz;
 mod guest;
+mod soak;
 
 use anyhow::{bail, Context, Result};
 use std::process::Command;
@@ -21,6 +22,7 @@ fn main() -> Result<()> {
         Some("deps") => deps::ensure(deps::TEST_PACKAGES),
         Some("guest-image") => guest::build(&args[1..]),
         Some("bench") => bench::run(&args[1..]),
+        Some("soak") => soak::run(&args[1..]),
         Some("fuzz") => {
             let secs = args.get(1).map(|s| s.parse()).transpose()?.unwrap_or(30);
             fuzz::run_all(secs)
@@ -34,7 +36,9 @@ fn main() -> Result<()> {
                  fuzz [SECS]   bounded run of every fuzz target (default 30 s each)\n  \
                  guest-image [--force]  build (or reuse) the cached e2e test guest under target/guest\n  \
                  bench [--quick] [--only vhost,scaling,switch,micro]  ringswitch vs testpmd and the\n                \
-                 Linux bridge: writes BENCHMARKS.md and bench-results/ (see `bench --help`)"
+                 Linux bridge: writes BENCHMARKS.md and bench-results/ (see `bench --help`)\n  \
+                 soak [--minutes M | --cycles N]  fault and soak test: faults under checked\n                \
+                 traffic (see `soak --help`)"
             );
             bail!("unknown or missing command")
         }

@@ -1,0 +1,905 @@
+//! `cargo xtask soak`: the fault and soak test (issue 20). ringswitch switches between
+//! veth endpoints (afpacket ports), a tap port and dpdk-testpmd virtio-user peers
+//! (vhost-user ports) while, cycle after cycle, seeded random faults hit it: a testpmd
+//! peer SIGKILLed and restarted, the daemon SIGKILLed and restarted from its config file,
+//! a veth deleted and re-made (`ctl del-port`/`add-port`), the tap deleted and re-added.
+//!
+//! Every frame carries its sender, its intended destination and a sequence number
+//! (soak/frame.rs); every endpoint checks every frame it receives (soak/endpoint.rs).
+//! testpmd peers run `macswap` and so echo the frames sent to them back to their sender,
+//! which checks them too (testpmd itself checks nothing). After each cycle: the daemon
+//! is alive unless we killed it, no frame reached an endpoint it was not addressed to,
+//! and the daemon's fds, guest-memory (memfd) mappings and RSS are back within a
+//! tolerance of the first cycle's. A summary is printed and written as JSON.
+//!
+//! QEMU guests (and so memory hot-plug under traffic) are not part of it: a guest boot
+//! costs 10-20 s of TCG per restart. testpmd restarts do exercise a fresh memory table
+//! (SET_MEM_TABLE) on the port each time.
+
+mod endpoint;
+mod frame;
+mod topo;
+
+use std::path::{Path, PathBuf};
+use std::process::Command;
+use std::sync::atomic::Ordering::SeqCst;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use anyhow::{bail, Context, Result};
+use serde::Serialize;
+
+use crate::bench::daemon::Daemon;
+use crate::bench::proc::{self, pause, Proc};
+use endpoint::{fmt_mac, Shared, Spec};
+use topo::Topology;
+
+const USAGE: &str = "\
+usage: cargo xtask soak [--minutes M | --cycles N] [--seed S] [--rate FPS] [--veths N]
+                        [--testpmd N] [--traffic-secs S] [--ringswitch PATH] [--out FILE]
+
+  --minutes M       run fault cycles for M minutes
+  --cycles N        run N fault cycles (default 5)
+  --seed S          seed of the fault choices (default: from the clock; always printed)
+  --rate FPS        frames per second each endpoint sends (default 1000)
+  --veths N         veth endpoints (afpacket ports), 2..=8 (default 3)
+  --testpmd N       testpmd virtio-user peers on vhost-user ports, 0..=2 (default 1)
+  --traffic-secs S  traffic between the faults of two cycles (default 3)
+  --ringswitch PATH the daemon binary (default: build target/debug/ringswitch)
+  --out FILE        summary JSON (default bench-results/soak.json)";
+
+/// Extra fds a cycle may leave (the daemon keeps one eventfd per past disconnect slot,
+/// README \"A gone frontend's resources\").
+const FD_SLACK: usize = 4;
+/// RSS growth allowed over the baseline: the larger of this and a quarter of it.
+const RSS_SLACK_KIB: u64 = 32 * 1024;
+/// How long resources may take to come back after the faults of a cycle.
+const SETTLE: Duration = Duration::from_secs(15);
+
+struct Options {
+    minutes: Option<f64>,
+    cycles: usize,
+    seed: Option<u64>,
+    rate: u32,
+    veths: usize,
+    testpmd: usize,
+    traffic: Duration,
+    ringswitch: Option<PathBuf>,
+    out: PathBuf,
+}
+
+fn parse(args: &[String]) -> Result<Options> {
+    let mut o = Options {
+        minutes: None,
+        cycles: 5,
+        seed: None,
+        rate: 1000,
+        veths: 3,
+        testpmd: 1,
+        traffic: Duration::from_secs(3),
+        ringswitch: None,
+        out: crate::workspace_root().join("bench-results/soak.json"),
+    };
+    let mut it = args.iter();
+    while let Some(a) = it.next() {
+        let mut val = || {
+            it.next()
+                .with_context(|| format!("{a} needs a value\n{USAGE}"))
+        };
+        match a.as_str() {
+            "--minutes" => o.minutes = Some(val()?.parse().context("--minutes")?),
+            "--cycles" => o.cycles = val()?.parse().context("--cycles")?,
+            "--seed" => o.seed = Some(val()?.parse().context("--seed")?),
+            "--rate" => o.rate = val()?.parse().context("--rate")?,
+            "--veths" => o.veths = val()?.parse().context("--veths")?,
+            "--testpmd" => o.testpmd = val()?.parse().context("--testpmd")?,
+            "--traffic-secs" => {
+                o.traffic = Duration::from_secs_f64(val()?.parse().context("--traffic-secs")?)
+            }
+            "--ringswitch" => o.ringswitch = Some(PathBuf::from(val()?)),
+            "--out" => o.out = PathBuf::from(val()?),
+            "-h" | "--help" => {
+                println!("{USAGE}");
+                std::process::exit(0);
+            }
+            _ => bail!("unknown option {a}\n{USAGE}"),
+        }
+    }
+    if !(2..=8).contains(&o.veths) || o.testpmd > 2 || o.rate == 0 {
+        bail!("--veths must be 2..=8, --testpmd 0..=2 and --rate at least 1\n{USAGE}");
+    }
+    Ok(o)
+}
+
+/// xorshift64*: reproducible fault choices from the printed seed.
+struct Rng(u64);
+
+impl Rng {
+    fn next(&mut self) -> u64 {
+        self.0 ^= self.0 >> 12;
+        self.0 ^= self.0 << 25;
+        self.0 ^= self.0 >> 27;
+        self.0.wrapping_mul(0x2545_F491_4F6C_DD1D)
+    }
+
+    fn below(&mut self, n: usize) -> usize {
+        usize::try_from(self.next() % u64::try_from(n.max(1)).unwrap_or(1)).unwrap_or(0)
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Fault {
+    /// SIGKILL testpmd peer k and start it again.
+    Testpmd(usize),
+    /// SIGKILL the daemon, start it from its config file (and the testpmd peers again).
+    Daemon,
+    /// `ctl del-port` veth i, delete and re-make the veth, `ctl add-port` it.
+    Veth(usize),
+    /// `ctl del-port` the tap (the daemon deletes it) and `ctl add-port` it again.
+    Tap,
+}
+
+impl Fault {
+    fn name(self) -> String {
+        match self {
+            Fault::Testpmd(k) => format!("kill-testpmd{k}"),
+            Fault::Daemon => "kill-daemon".into(),
+            Fault::Veth(i) => format!("readd-veth{i}"),
+            Fault::Tap => "readd-tap".into(),
+        }
+    }
+}
+
+/// The daemon's resources at one point.
+#[derive(Debug, Clone, Copy, Default, Serialize)]
+struct Resources {
+    fds: usize,
+    eventfds: usize,
+    memfd_maps: usize,
+    rss_kib: u64,
+}
+
+fn resources(pid: u32) -> Result<Resources> {
+    let mut r = Resources::default();
+    for e in std::fs::read_dir(format!("/proc/{pid}/fd"))? {
+        r.fds += 1;
+        if std::fs::read_link(e?.path())
+            .map(|t| t.as_os_str() == "anon_inode:[eventfd]")
+            .unwrap_or(false)
+        {
+            r.eventfds += 1;
+        }
+    }
+    r.memfd_maps = std::fs::read_to_string(format!("/proc/{pid}/maps"))?
+        .lines()
+        .filter(|l| l.contains("/memfd:"))
+        .count();
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status"))?;
+    r.rss_kib = status
+        .lines()
+        .find_map(|l| l.strip_prefix("VmRSS:"))
+        .and_then(|v| v.split_whitespace().next()?.parse().ok())
+        .context("no VmRSS")?;
+    Ok(r)
+}
+
+fn within(base: &Resources, now: &Resources) -> bool {
+    let rss_slack = RSS_SLACK_KIB.max(base.rss_kib / 4);
+    now.fds <= base.fds + FD_SLACK
+        && now.memfd_maps == base.memfd_maps
+        && now.rss_kib <= base.rss_kib + rss_slack
+}
+
+#[derive(Debug, Clone, Default, Serialize)]
+struct Totals {
+    sent: u64,
+    checked: u64,
+    delivered: u64,
+    echoed: u64,
+    broadcast: u64,
+    flooded: u64,
+    excused: u64,
+    misdelivered: u64,
+    late: u64,
+    lost: u64,
+}
+
+fn totals(sh: &Shared) -> Totals {
+    let mut t = Totals::default();
+    for c in &sh.counters {
+        t.sent += c.sent.load(SeqCst);
+        t.checked += c.checked.load(SeqCst);
+        t.delivered += c.delivered.load(SeqCst);
+        t.echoed += c.echoed.load(SeqCst);
+        t.broadcast += c.broadcast.load(SeqCst);
+        t.flooded += c.flooded.load(SeqCst);
+        t.excused += c.excused.load(SeqCst);
+        t.misdelivered += c.misdelivered.load(SeqCst);
+        t.late += c.late.load(SeqCst);
+        t.lost += c.lost.load(SeqCst);
+    }
+    t
+}
+
+#[derive(Debug, Clone, Serialize)]
+struct CycleRecord {
+    cycle: usize,
+    faults: Vec<String>,
+    checked: u64,
+    misdelivered: u64,
+    resources: Resources,
+    ok: bool,
+}
+
+#[derive(Debug, Serialize)]
+struct Summary {
+    seed: u64,
+    command: String,
+    git: String,
+    endpoints: String,
+    qemu_guest: &'static str,
+    cycles: usize,
+    cycles_ok: usize,
+    seconds: f64,
+    faults: Vec<(String, usize)>,
+    crashes: usize,
+    totals: Totals,
+    baseline: Resources,
+    max_drift: Drift,
+    misdelivery_samples: Vec<String>,
+    per_cycle: Vec<CycleRecord>,
+    passed: bool,
+}
+
+#[derive(Debug, Clone, Copy, Default, Serialize)]
+struct Drift {
+    fds: i64,
+    eventfds: i64,
+    memfd_maps: i64,
+    rss_kib: i64,
+}
+
+fn diff(a: usize, b: usize) -> i64 {
+    i64::try_from(a).unwrap_or(i64::MAX) - i64::try_from(b).unwrap_or(i64::MAX)
+}
+
+/// Everything a fault acts on.
+struct World {
+    bin: PathBuf,
+    tmp: PathBuf,
+    topo: Topology,
+    config: PathBuf,
+    ctl: PathBuf,
+    daemon: Option<Daemon>,
+    testpmd: Vec<Option<Proc>>,
+    testpmd_starts: usize,
+    veths: usize,
+    sh: Arc<Shared>,
+}
+
+impl World {
+    fn tap_id(&self) -> usize {
+        self.veths
+    }
+
+    fn testpmd_id(&self, k: usize) -> usize {
+        self.veths + 1 + k
+    }
+
+    fn sock(&self, k: usize) -> PathBuf {
+        self.tmp.join(format!("t{k}.sock"))
+    }
+
+    fn start_daemon(&mut self) -> Result<()> {
+        let cfg = self.config.display().to_string();
+        let d = Daemon::start(
+            &self.bin,
+            Some(&self.topo.sw),
+            None,
+            &[],
+            1,
+            &["--config", &cfg],
+            self.ctl.clone(),
+        )?;
+        self.daemon = Some(d);
+        Ok(())
+    }
+
+    fn daemon_alive(&mut self) -> Result<()> {
+        match self.daemon.as_mut() {
+            Some(d) => d.proc.ensure_running(),
+            None => bail!("no daemon"),
+        }
+    }
+
+    fn daemon_pid(&self) -> Result<u32> {
+        self.daemon.as_ref().map(|d| d.pid()).context("no daemon")
+    }
+
+    fn start_testpmd(&mut self, k: usize) -> Result<()> {
+        self.testpmd_starts += 1;
+        let prefix = format!("rssoak{}-{k}-{}", std::process::id(), self.testpmd_starts);
+        let id = u8::try_from(self.testpmd_id(k))?;
+        let mut c = Command::new("nice");
+        c.args([
+            "-n",
+            "19",
+            "stdbuf",
+            "-oL",
+            "dpdk-testpmd",
+            "--no-huge",
+            "-m",
+            "256",
+        ])
+        .args(["--no-pci", "--no-telemetry", "--file-prefix", &prefix])
+        .args(["--lcores", "0@(0,1),1@(0,1)", "--vdev"])
+        .arg(format!(
+            "net_virtio_user0,path={},mac={}",
+            self.sock(k).display(),
+            fmt_mac(frame::mac(id))
+        ))
+        .args(["--", "--total-num-mbufs=8192", "--stats-period", "1"])
+        .args(["--forward-mode=macswap", "--port-topology=loop"])
+        .args(["--auto-start", "--nb-cores=1"]);
+        let mut p = Proc::spawn(&format!("testpmd{k}"), c)?;
+        p.wait_until("forwarding", Duration::from_secs(30), |p| {
+            p.lines()
+                .lock()
+                .map(|l| {
+                    l.iter()
+                        .any(|(_, s)| s.contains("NIC statistics for port 0"))
+                })
+                .unwrap_or(false)
+        })?;
+        self.testpmd[k] = Some(p);
+        Ok(())
+    }
+
+    fn kill_testpmd(&mut self, k: usize) -> Result<()> {
+        if let Some(mut p) = self.testpmd[k].take() {
+            sigkill(&mut p)?;
+        }
+        remove_dpdk_runtime_dirs();
+        Ok(())
+    }
+
+    fn ctl(&self, args: &[&str]) -> Result<()> {
+        let mut c = Command::new(&self.bin);
+        c.arg("ctl").arg("--ctl").arg(&self.ctl).args(args);
+        proc::output(&mut c).map(|_| ())
+    }
+
+    fn apply(&mut self, f: Fault) -> Result<()> {
+        self.sh.fault_begin();
+        let mut remade = vec![];
+        let mut daemon = false;
+        match f {
+            Fault::Testpmd(k) => {
+                self.kill_testpmd(k)?;
+                self.start_testpmd(k)?;
+                remade.push(self.testpmd_id(k));
+            }
+            Fault::Daemon => {
+                self.daemon_alive()?;
+                if let Some(mut d) = self.daemon.take() {
+                    sigkill(&mut d.proc)?;
+                }
+                for k in 0..self.testpmd.len() {
+                    self.kill_testpmd(k)?;
+                }
+                self.start_daemon()?;
+                self.sh.reopen[self.tap_id()].fetch_add(1, SeqCst);
+                for k in 0..self.testpmd.len() {
+                    self.start_testpmd(k)?;
+                    remade.push(self.testpmd_id(k));
+                }
+                remade.push(self.tap_id());
+                daemon = true;
+            }
+            Fault::Veth(i) => {
+                let port = topo::host_if(i);
+                self.ctl(&["del-port", &port])?;
+                self.topo.delete_veth(i)?;
+                self.topo.make_veth(i)?;
+                self.ctl(&["add-port", &format!("afpacket:ifname={port}")])?;
+                self.sh.reopen[i].fetch_add(1, SeqCst);
+                remade.push(i);
+            }
+            Fault::Tap => {
+                self.ctl(&["del-port", TAP])?;
+                self.ctl(&["add-port", &format!("tap:name={TAP}")])?;
+                self.sh.reopen[self.tap_id()].fetch_add(1, SeqCst);
+                remade.push(self.tap_id());
+            }
+        }
+        self.sh.fault_end(daemon, &remade);
+        Ok(())
+    }
+}
+
+const TAP: &str = "rst0";
+
+/// SIGKILL to the child's process group, then reap it.
+fn sigkill(p: &mut Proc) -> Result<()> {
+    if p.try_status()?.is_none() {
+        let pgid = libc::pid_t::try_from(p.pid())?;
+        // SAFETY: kill(2) on the process group we created for this child.
+        unsafe {
+            libc::kill(-pgid, libc::SIGKILL);
+        }
+    }
+    p.wait_exit(Duration::from_secs(10))?;
+    Ok(())
+}
+
+/// testpmd's EAL runtime directories of our (dead) processes.
+fn remove_dpdk_runtime_dirs() {
+    let me = format!("rssoak{}-", std::process::id());
+    let Ok(dir) = std::fs::read_dir("/var/run/dpdk") else {
+        return;
+    };
+    for e in dir.flatten() {
+        if e.file_name().to_string_lossy().starts_with(&me) {
+            let _ = std::fs::remove_dir_all(e.path());
+        }
+    }
+}
+
+fn config_text(veths: usize, socks: &[PathBuf], macs: &[String]) -> String {
+    let mut s = String::from("# written by cargo xtask soak\n");
+    for i in 0..veths {
+        s += &format!(
+            "[[port]]\nkind = \"afpacket\"\nifname = \"{}\"\n",
+            topo::host_if(i)
+        );
+    }
+    s += &format!("[[port]]\nkind = \"tap\"\nname = \"{TAP}\"\n");
+    for (p, m) in socks.iter().zip(macs) {
+        // mac=: the port takes unicast for the peer's MAC only, so testpmd (promiscuous
+        // by default) never echoes a frame meant for someone else under a stolen source.
+        s += &format!(
+            "[[port]]\nkind = \"vhost-user\"\npath = \"{}\"\nmac = \"{m}\"\n",
+            p.display()
+        );
+    }
+    s
+}
+
+fn build_ringswitch() -> Result<PathBuf> {
+    crate::cargo(&["build", "-p", "ringswitch"])?;
+    let root = crate::workspace_root();
+    let t = std::env::var_os("CARGO_TARGET_DIR")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| root.join("target"));
+    let t = if t.is_absolute() { t } else { root.join(t) };
+    Ok(t.join("debug").join("ringswitch"))
+}
+
+fn have(tool: &str) -> bool {
+    Command::new("sh")
+        .args(["-c", &format!("command -v {tool}")])
+        .output()
+        .map(|o| o.status.success())
+        .unwrap_or(false)
+}
+
+struct RemoveOnDrop(PathBuf);
+
+impl Drop for RemoveOnDrop {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.0);
+        remove_dpdk_runtime_dirs();
+    }
+}
+
+/// Entry point of `cargo xtask soak …`.
+pub fn run(args: &[String]) -> Result<()> {
+    let o = parse(args)?;
+    proc::install_signal_handlers();
+    // SAFETY: geteuid has no preconditions.
+    if unsafe { libc::geteuid() } != 0 {
+        bail!("soak needs root (network namespaces, AF_PACKET, taps)");
+    }
+    for tool in ["ip", "nice", "stdbuf"]
+        .into_iter()
+        .chain((o.testpmd > 0).then_some("dpdk-testpmd"))
+    {
+        if !have(tool) {
+            bail!("{tool} is missing: `cargo xtask deps` installs the test packages");
+        }
+    }
+    let seed = o.seed.unwrap_or_else(|| {
+        std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map(|d| d.as_nanos() as u64)
+            .unwrap_or(1)
+    });
+    eprintln!("soak: seed {seed} (repeat with --seed {seed})");
+    let mut rng = Rng(seed | 1);
+    let bin = match &o.ringswitch {
+        Some(p) => p.clone(),
+        None => build_ringswitch()?,
+    };
+    let tmp = std::env::temp_dir().join(format!("rssoak-{}", std::process::id()));
+    std::fs::create_dir_all(&tmp)?;
+    let _tmp_guard = RemoveOnDrop(tmp.clone());
+    let topo = Topology::create(o.veths)?;
+    let n = o.veths + 1 + o.testpmd;
+    let sh = Arc::new(Shared::new(n, o.rate));
+    let socks: Vec<PathBuf> = (0..o.testpmd)
+        .map(|k| tmp.join(format!("t{k}.sock")))
+        .collect();
+    let macs: Vec<String> = (0..o.testpmd)
+        .map(|k| u8::try_from(o.veths + 1 + k).map(|id| fmt_mac(frame::mac(id))))
+        .collect::<Result<_, _>>()?;
+    let config = tmp.join("ringswitch.toml");
+    std::fs::write(&config, config_text(o.veths, &socks, &macs))?;
+    let mut w = World {
+        bin,
+        tmp: tmp.clone(),
+        config,
+        ctl: tmp.join("ctl.sock"),
+        daemon: None,
+        testpmd: (0..o.testpmd).map(|_| None).collect(),
+        testpmd_starts: 0,
+        veths: o.veths,
+        sh: sh.clone(),
+        topo,
+    };
+    w.start_daemon()?;
+    for k in 0..o.testpmd {
+        w.start_testpmd(k)?;
+    }
+    let threads = spawn_endpoints(&w, &o)?;
+    let result = soak(&mut w, &o, &mut rng, seed, args);
+    sh.run.store(false, SeqCst);
+    for t in threads {
+        match t.join() {
+            Ok(Ok(())) => {}
+            Ok(Err(e)) => eprintln!("soak: endpoint thread: {e}"),
+            Err(_) => eprintln!("soak: endpoint thread panicked"),
+        }
+    }
+    let summary = result?;
+    if let Some(dir) = o.out.parent() {
+        std::fs::create_dir_all(dir)?;
+    }
+    std::fs::write(&o.out, serde_json::to_string_pretty(&summary)? + "\n")?;
+    print_summary(&summary, &o.out);
+    if !summary.passed {
+        bail!("soak failed (seed {seed}): see {}", o.out.display());
+    }
+    Ok(())
+}
+
+fn spawn_endpoints(
+    w: &World,
+    o: &Options,
+) -> Result<Vec<std::thread::JoinHandle<std::io::Result<()>>>> {
+    let n = o.veths + 1 + o.testpmd;
+    let echo_peers: Vec<u8> = (o.veths + 1..n)
+        .map(u8::try_from)
+        .collect::<Result<_, _>>()?;
+    let mut v = vec![];
+    for id in 0..=o.veths {
+        let (netns, ifname) = if id < o.veths {
+            (w.topo.eps[id].clone(), topo::inner_if(id))
+        } else {
+            (w.topo.sw.clone(), TAP.to_string())
+        };
+        let spec = Spec {
+            id: u8::try_from(id)?,
+            netns,
+            ifname,
+            peers: (0..n)
+                .filter(|&p| p != id)
+                .map(u8::try_from)
+                .collect::<Result<_, _>>()?,
+            echo_peers: echo_peers.clone(),
+        };
+        let sh = w.sh.clone();
+        v.push(
+            std::thread::Builder::new()
+                .name(format!("soak-ep{id}"))
+                .spawn(move || endpoint::run(spec, sh))?,
+        );
+    }
+    Ok(v)
+}
+
+/// The cycles: cycle 0 is traffic only and sets the baseline.
+fn soak(w: &mut World, o: &Options, rng: &mut Rng, seed: u64, args: &[String]) -> Result<Summary> {
+    let start = Instant::now();
+    let mut kinds = vec![Fault::Daemon, Fault::Veth(0), Fault::Tap];
+    if o.testpmd > 0 {
+        kinds.insert(0, Fault::Testpmd(0));
+    }
+    let mut per_cycle = vec![];
+    let mut fault_counts: Vec<(String, usize)> = vec![];
+    let mut baseline = Resources::default();
+    let mut max = Drift::default();
+    let mut crashes = 0;
+    let mut cycle = 0;
+    loop {
+        proc::check_interrupted()?;
+        let done = match o.minutes {
+            Some(m) => cycle > 0 && start.elapsed().as_secs_f64() >= m * 60.0,
+            None => cycle > o.cycles,
+        };
+        if done {
+            break;
+        }
+        // Faults: one kind in turn (so a short run sees each), maybe a second at random;
+        // the targets (which veth, which testpmd) at random.
+        let mut faults = vec![];
+        if cycle > 0 {
+            faults.push(kinds[(cycle - 1) % kinds.len()]);
+            if rng.below(2) == 1 {
+                faults.push(kinds[rng.below(kinds.len())]);
+            }
+            for f in faults.iter_mut() {
+                match f {
+                    Fault::Veth(i) => *i = rng.below(o.veths),
+                    Fault::Testpmd(k) => *k = rng.below(o.testpmd),
+                    _ => {}
+                }
+            }
+        }
+        let before = totals(&w.sh);
+        let mut ok = true;
+        for &f in &faults {
+            if let Err(e) = w.daemon_alive() {
+                crashes += 1;
+                eprintln!("soak: the daemon died by itself: {e:#}");
+                ok = false;
+                break;
+            }
+            w.apply(f).with_context(|| format!("fault {}", f.name()))?;
+            match fault_counts.iter_mut().find(|(n, _)| *n == f.name()) {
+                Some((_, c)) => *c += 1,
+                None => fault_counts.push((f.name(), 1)),
+            }
+        }
+        let mark = totals(&w.sh);
+        pause(o.traffic)?;
+        // Frames must flow again: every checking endpoint gets unicast from its peers.
+        let settle_end = Instant::now() + SETTLE;
+        let flowing = |w: &World| {
+            let t = totals(&w.sh);
+            t.delivered > mark.delivered && (o.testpmd == 0 || t.echoed > mark.echoed)
+        };
+        while !flowing(w) && Instant::now() < settle_end {
+            pause(Duration::from_millis(200))?;
+        }
+        if !flowing(w) {
+            eprintln!("soak: cycle {cycle}: no traffic got through after the faults");
+            ok = false;
+        }
+        if let Err(e) = w.daemon_alive() {
+            crashes += 1;
+            eprintln!("soak: the daemon died by itself: {e:#}");
+            per_cycle.push(record(
+                cycle,
+                &faults,
+                &before,
+                &w.sh,
+                Resources::default(),
+                false,
+            ));
+            break;
+        }
+        let pid = w.daemon_pid()?;
+        let mut res = resources(pid)?;
+        if cycle == 0 {
+            baseline = res;
+        } else {
+            let end = Instant::now() + SETTLE;
+            while !within(&baseline, &res) && Instant::now() < end {
+                pause(Duration::from_millis(250))?;
+                res = resources(pid)?;
+            }
+            if !within(&baseline, &res) {
+                eprintln!("soak: cycle {cycle}: resources {res:?} vs baseline {baseline:?}");
+                ok = false;
+            }
+        }
+        max.fds = max.fds.max(diff(res.fds, baseline.fds));
+        max.eventfds = max.eventfds.max(diff(res.eventfds, baseline.eventfds));
+        max.memfd_maps = max
+            .memfd_maps
+            .max(diff(res.memfd_maps, baseline.memfd_maps));
+        max.rss_kib = max.rss_kib.max(
+            i64::try_from(res.rss_kib).unwrap_or(0) - i64::try_from(baseline.rss_kib).unwrap_or(0),
+        );
+        let r = record(cycle, &faults, &before, &w.sh, res, ok);
+        if r.misdelivered > 0 {
+            eprintln!("soak: cycle {cycle}: {} misdelivered", r.misdelivered);
+        }
+        eprintln!(
+            "soak: cycle {cycle} [{}] {} frames checked, {} misdelivered, fds {} ({:+}), \
+             memfd maps {}, rss {} KiB ({:+}){}",
+            r.faults.join(" "),
+            r.checked,
+            r.misdelivered,
+            res.fds,
+            diff(res.fds, baseline.fds),
+            res.memfd_maps,
+            res.rss_kib,
+            i64::try_from(res.rss_kib).unwrap_or(0) - i64::try_from(baseline.rss_kib).unwrap_or(0),
+            if r.ok { "" } else { "  FAILED" }
+        );
+        let failed = !r.ok;
+        per_cycle.push(r);
+        cycle += 1;
+        if failed {
+            break;
+        }
+    }
+    let t = totals(&w.sh);
+    let cycles_ok = per_cycle.iter().filter(|c| c.ok && c.cycle > 0).count();
+    let all_ok = per_cycle.iter().all(|c| c.ok);
+    let samples = w.sh.samples.lock().map(|s| s.clone()).unwrap_or_default();
+    Ok(Summary {
+        seed,
+        command: format!("cargo xtask soak {}", args.join(" ")),
+        git: git_describe(),
+        endpoints: format!(
+            "{} veth (afpacket ports), 1 tap, {} testpmd virtio-user (vhost-user ports, macswap)",
+            o.veths, o.testpmd
+        ),
+        qemu_guest: "not included: a TCG guest boot per restart (10-20 s) does not fit the \
+                     cycle budget; memory hot-plug under traffic is not exercised",
+        cycles: per_cycle.len().saturating_sub(1),
+        cycles_ok,
+        seconds: start.elapsed().as_secs_f64(),
+        faults: fault_counts,
+        crashes,
+        passed: all_ok && crashes == 0 && t.misdelivered == 0 && t.delivered > 0,
+        totals: t,
+        baseline,
+        max_drift: max,
+        misdelivery_samples: samples,
+        per_cycle,
+    })
+}
+
+fn record(
+    cycle: usize,
+    faults: &[Fault],
+    before: &Totals,
+    sh: &Shared,
+    resources: Resources,
+    ok: bool,
+) -> CycleRecord {
+    let t = totals(sh);
+    let misdelivered = t.misdelivered - before.misdelivered;
+    CycleRecord {
+        cycle,
+        faults: faults.iter().map(|f| f.name()).collect(),
+        checked: t.checked - before.checked,
+        misdelivered,
+        resources,
+        ok: ok && misdelivered == 0,
+    }
+}
+
+fn git_describe() -> String {
+    Command::new("git")
+        .args(["describe", "--always", "--dirty"])
+        .current_dir(crate::workspace_root())
+        .output()
+        .ok()
+        .filter(|o| o.status.success())
+        .map(|o| String::from_utf8_lossy(&o.stdout).trim().to_string())
+        .unwrap_or_default()
+}
+
+fn print_summary(s: &Summary, out: &Path) {
+    let t = &s.totals;
+    println!(
+        "soak: {} — seed {}, {} fault cycles ({} ok) in {:.0} s, faults {:?}\n\
+         soak: frames sent {}, checked {} (delivered {}, echoed {}, broadcast {}, flooded {}, \
+         excused {}), misdelivered {}, late {}, lost {}\n\
+         soak: crashes {}, max drift: fds {:+}, eventfds {:+}, memfd maps {:+}, rss {:+} KiB \
+         (baseline {} fds, {} memfd maps, {} KiB)\n\
+         soak: wrote {}",
+        if s.passed { "PASSED" } else { "FAILED" },
+        s.seed,
+        s.cycles,
+        s.cycles_ok,
+        s.seconds,
+        s.faults,
+        t.sent,
+        t.checked,
+        t.delivered,
+        t.echoed,
+        t.broadcast,
+        t.flooded,
+        t.excused,
+        t.misdelivered,
+        t.late,
+        t.lost,
+        s.crashes,
+        s.max_drift.fds,
+        s.max_drift.eventfds,
+        s.max_drift.memfd_maps,
+        s.max_drift.rss_kib,
+        s.baseline.fds,
+        s.baseline.memfd_maps,
+        s.baseline.rss_kib,
+        out.display()
+    );
+    for m in &s.misdelivery_samples {
+        println!("soak: misdelivered: {m}");
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn options_and_limits() {
+        let a = |v: &[&str]| v.iter().map(|s| s.to_string()).collect::<Vec<_>>();
+        let o = parse(&a(&["--cycles", "3", "--seed", "42", "--testpmd", "0"])).unwrap();
+        assert_eq!((o.cycles, o.seed, o.testpmd), (3, Some(42), 0));
+        assert!(parse(&a(&["--veths", "1"])).is_err());
+        assert!(parse(&a(&["--bogus"])).is_err());
+    }
+
+    #[test]
+    fn seeded_choices_repeat() {
+        let mut a = Rng(7);
+        let mut b = Rng(7);
+        let va: Vec<usize> = (0..20).map(|_| a.below(5)).collect();
+        let vb: Vec<usize> = (0..20).map(|_| b.below(5)).collect();
+        assert_eq!(va, vb);
+        assert!(va.iter().all(|&x| x < 5));
+        assert!(va.iter().any(|&x| x != va[0]));
+    }
+
+    #[test]
+    fn resource_tolerance() {
+        let base = Resources {
+            fds: 20,
+            eventfds: 5,
+            memfd_maps: 2,
+            rss_kib: 10_000,
+        };
+        assert!(within(&base, &base));
+        assert!(!within(&base, &Resources { fds: 25, ..base }));
+        assert!(!within(
+            &base,
+            &Resources {
+                memfd_maps: 3,
+                ..base
+            }
+        ));
+        assert!(!within(
+            &base,
+            &Resources {
+                rss_kib: 10_000 + 40_000,
+                ..base
+            }
+        ));
+        assert!(within(
+            &base,
+            &Resources {
+                rss_kib: 10_000 + 30_000,
+                ..base
+            }
+        ));
+    }
+
+    #[test]
+    fn config_has_every_port() {
+        let c = config_text(
+            2,
+            &[PathBuf::from("/tmp/t0.sock")],
+            &["02:53:4b:00:00:04".into()],
+        );
+        assert!(c.contains("ifname = \"sv0\"") && c.contains("ifname = \"sv1\""));
+        assert!(c.contains("name = \"rst0\""));
+        assert!(c.contains("path = \"/tmp/t0.sock\"\nmac = \"02:53:4b:00:00:04\""));
+    }
+}
