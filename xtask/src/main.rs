@@ -2,9 +2,11 @@
 //!
 //! - `test`: installs the Debian packages the tests need (idempotent), then runs fmt,
 //!   clippy, every test of the workspace, the loom model of the FDB seqlock and bounded
-//!   fuzz runs. `.ci/run` calls exactly this.
+//!   fuzz runs, then a short fault and soak run (`soak --cycles 4`). `.ci/run` calls
+//!   exactly this.
 //! - `fuzz [SECONDS]`: only the bounded fuzz runs.
 //! - `bench`: benchmarks against DPDK testpmd and the Linux bridge (not part of `test`).
+//! - `soak [--minutes M | --cycles N]`: the fault and soak test (soak.rs).
 
 mod bench;
 mod deps;
@@ -31,7 +33,7 @@ fn main() -> Result<()> {
             eprintln!(
                 "usage: cargo xtask <command>\n\n\
                  commands:\n  \
-                 test          install test dependencies, then fmt, clippy, all tests, fuzz\n  \
+                 test          install test dependencies, then fmt, clippy, all tests, fuzz, soak\n  \
                  deps          only install the Debian packages the tests need\n  \
                  fuzz [SECS]   bounded run of every fuzz target (default 30 s each)\n  \
                  guest-image [--force]  build (or reuse) the cached e2e test guest under target/guest\n  \
@@ -60,7 +62,23 @@ fn test() -> Result<()> {
     cargo(&["test", "--workspace", "--doc"])?;
     loom()?;
     fuzz::run_all(fuzz_seconds())?;
-    Ok(())
+    soak_short()
+}
+
+/// The CI-length soak run: 4 fault cycles (each fault kind once, about a minute), its
+/// summary under the target directory so the committed bench-results/soak.json stays
+/// the long run's.
+fn soak_short() -> Result<()> {
+    let out = std::env::var_os("CARGO_TARGET_DIR")
+        .map(std::path::PathBuf::from)
+        .unwrap_or_else(|| workspace_root().join("target"))
+        .join("soak-ci.json");
+    soak::run(&[
+        "--cycles".into(),
+        "4".into(),
+        "--out".into(),
+        out.display().to_string(),
+    ])
 }
 
 /// The loom model of the FDB seqlock (crates/switch/src/fdb.rs, `loom_tests`): built with
