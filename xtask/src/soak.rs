@@ -8,9 +8,11 @@
 //! (soak/frame.rs); every endpoint checks every frame it receives (soak/endpoint.rs).
 //! testpmd peers run `macswap` and so echo the frames sent to them back to their sender,
 //! which checks them too (testpmd itself checks nothing). After each cycle: the daemon
-//! is alive unless we killed it, no frame reached an endpoint it was not addressed to,
-//! and the daemon's fds, guest-memory (memfd) mappings and RSS are back within a
-//! tolerance of the first cycle's. A summary is printed and written as JSON.
+//! is alive unless we killed it, traffic reaches every endpoint again (and every testpmd
+//! peer echoes), no frame reached an endpoint it was not addressed to, none arrived twice
+//! or out of order (one worker: one path per sender and receiver), and the daemon's fds,
+//! guest-memory (memfd) mappings and RSS are back within a tolerance of the first
+//! cycle's. A summary is printed and written as JSON.
 //!
 //! QEMU guests (and so memory hot-plug under traffic) are not part of it: a guest boot
 //! costs 10-20 s of TCG per restart. testpmd restarts do exercise a fresh memory table
@@ -221,12 +223,22 @@ fn totals(sh: &Shared) -> Totals {
     t
 }
 
+/// Per endpoint id: frames delivered to it (veths, tap) or echoed by it (testpmd peers).
+fn flow_marks(sh: &Shared) -> Vec<u64> {
+    sh.counters
+        .iter()
+        .map(|c| c.delivered.load(SeqCst) + c.echoed_by.load(SeqCst))
+        .collect()
+}
+
 #[derive(Debug, Clone, Serialize)]
 struct CycleRecord {
     cycle: usize,
     faults: Vec<String>,
     checked: u64,
     misdelivered: u64,
+    /// Duplicated or reordered frames (one worker, one path per pair: must be 0).
+    late: u64,
     resources: Resources,
     ok: bool,
 }
@@ -660,13 +672,16 @@ fn soak(w: &mut World, o: &Options, rng: &mut Rng, seed: u64, args: &[String]) -
                 None => fault_counts.push((f.name(), 1)),
             }
         }
-        let mark = totals(&w.sh);
+        let mark = flow_marks(&w.sh);
         pause(o.traffic)?;
-        // Frames must flow again: every checking endpoint gets unicast from its peers.
+        // Frames must flow again: every checking endpoint gets unicast from its peers,
+        // and every testpmd peer echoes frames back.
         let settle_end = Instant::now() + SETTLE;
         let flowing = |w: &World| {
-            let t = totals(&w.sh);
-            t.delivered > mark.delivered && (o.testpmd == 0 || t.echoed > mark.echoed)
+            flow_marks(&w.sh)
+                .iter()
+                .zip(&mark)
+                .all(|(now, then)| now > then)
         };
         while !flowing(w) && Instant::now() < settle_end {
             pause(Duration::from_millis(200))?;
@@ -712,8 +727,11 @@ fn soak(w: &mut World, o: &Options, rng: &mut Rng, seed: u64, args: &[String]) -
             i64::try_from(res.rss_kib).unwrap_or(0) - i64::try_from(baseline.rss_kib).unwrap_or(0),
         );
         let r = record(cycle, &faults, &before, &w.sh, res, ok);
-        if r.misdelivered > 0 {
-            eprintln!("soak: cycle {cycle}: {} misdelivered", r.misdelivered);
+        if r.misdelivered > 0 || r.late > 0 {
+            eprintln!(
+                "soak: cycle {cycle}: {} misdelivered, {} duplicated or reordered",
+                r.misdelivered, r.late
+            );
         }
         eprintln!(
             "soak: cycle {cycle} [{}] {} frames checked, {} misdelivered, fds {} ({:+}), \
@@ -754,7 +772,7 @@ fn soak(w: &mut World, o: &Options, rng: &mut Rng, seed: u64, args: &[String]) -
         seconds: start.elapsed().as_secs_f64(),
         faults: fault_counts,
         crashes,
-        passed: all_ok && crashes == 0 && t.misdelivered == 0 && t.delivered > 0,
+        passed: all_ok && crashes == 0 && t.misdelivered == 0 && t.late == 0 && t.delivered > 0,
         totals: t,
         baseline,
         max_drift: max,
@@ -773,13 +791,15 @@ fn record(
 ) -> CycleRecord {
     let t = totals(sh);
     let misdelivered = t.misdelivered - before.misdelivered;
+    let late = t.late - before.late;
     CycleRecord {
         cycle,
         faults: faults.iter().map(|f| f.name()).collect(),
         checked: t.checked - before.checked,
         misdelivered,
+        late,
         resources,
-        ok: ok && misdelivered == 0,
+        ok: ok && misdelivered == 0 && late == 0,
     }
 }
 

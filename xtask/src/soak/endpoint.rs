@@ -31,6 +31,8 @@ pub struct Counters {
     pub delivered: AtomicU64,
     /// Frames we sent to a testpmd peer that it echoed back to us (macswap).
     pub echoed: AtomicU64,
+    /// On a testpmd peer's slot: frames it echoed that came back to their sender.
+    pub echoed_by: AtomicU64,
     pub broadcast: AtomicU64,
     /// Unicast for someone else that the sender marked MAY_FLOOD.
     pub flooded: AtomicU64,
@@ -249,6 +251,11 @@ fn check(
     if p.src == me {
         c.echoed.fetch_add(1, SeqCst);
         let from_peer = spec.echo_peers.contains(&p.dst) && f.eth_src == frame::mac(p.dst);
+        if from_peer {
+            sh.counters[usize::from(p.dst)]
+                .echoed_by
+                .fetch_add(1, SeqCst);
+        }
         if from_peer && p.epoch == epoch && p.dst_epoch == ep(p.dst) {
             known.insert(p.dst, (epoch, p.dst_epoch));
         }
