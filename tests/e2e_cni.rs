@@ -305,6 +305,99 @@ fn containers_attached_by_the_cni_plugin_ping_through_ringswitch() {
     assert!(allocations(&ipam_dir, "rsnet").is_empty());
 }
 
+/// CNI 1.1.0: STATUS answers for the daemon, GC releases exactly the attachments the
+/// runtime no longer lists (port, veth, host-local allocation), and ADD/DEL still
+/// delegate to Debian's host-local, which speaks only up to 1.0.0.
+#[test]
+fn status_and_gc_of_cni_1_1() {
+    let _scope = TestScope::start("e2e_cni_gc", Duration::from_secs(60));
+    if skip_without("root", is_root(), "run the e2e tests as root")
+        || skip_without(
+            "host-local",
+            Path::new(CNI_PLUGINS).join("host-local").exists(),
+            "apt-get install containernetworking-plugins",
+        )
+    {
+        return;
+    }
+    let host = Netns::new("cnigh").unwrap();
+    let c1 = Netns::new("cnig1").unwrap();
+    let c2 = Netns::new("cnig2").unwrap();
+    let dir = TempDir::new("cnigc").unwrap();
+    let sock = dir.path().join("ctl.sock");
+    let ipam_dir = dir.path().join("ipam");
+    let rt = Runtime {
+        host: &host,
+        conf: json!({
+            "cniVersion": "1.1.0",
+            "name": "rsgc",
+            "type": "ringswitch-cni",
+            "controlSocket": sock,
+            "ipam": {
+                "type": "host-local",
+                "dataDir": ipam_dir,
+                "ranges": [[{"subnet": "198.18.9.0/24"}]]
+            }
+        }),
+    };
+    // No daemon yet: not available (50).
+    let r = rt.call("STATUS", "-", None, &rt.conf);
+    assert!(!r.ok && r.out["code"] == 50, "{}", r.out);
+    let daemon = host
+        .spawn(
+            "ringswitch",
+            env!("CARGO_BIN_EXE_ringswitch"),
+            &["run", "--workers", "1", "--ctl", sock.to_str().unwrap()],
+        )
+        .unwrap();
+    daemon
+        .wait_for("ringswitch running", Duration::from_secs(20))
+        .unwrap();
+    assert_eq!(rt.ok("STATUS", "-", None, &rt.conf), Value::Null);
+
+    let r1 = rt.ok("ADD", "gc1", Some(&c1), &rt.conf);
+    let r2 = rt.ok("ADD", "gc2", Some(&c2), &rt.conf);
+    assert_eq!(r1["cniVersion"], "1.1.0", "{r1}");
+    let name = |r: &Value| r["interfaces"][0]["name"].as_str().unwrap().to_string();
+    let (h1, h2) = (name(&r1), name(&r2));
+    let addr = |r: &Value| {
+        let a = r["ips"][0]["address"].as_str().unwrap();
+        a.split('/').next().unwrap().to_string()
+    };
+    assert!(ping(&c1, &addr(&r2)), "gc1 → gc2 before GC");
+    assert_eq!(allocations(&ipam_dir, "rsgc").len(), 2);
+
+    // The runtime lost gc2 (say, it crashed during DEL): GC with only gc1 valid.
+    let mut gc = rt.conf.clone();
+    gc["cni.dev/valid-attachments"] = json!([{"containerID": "gc1", "ifname": "eth0"}]);
+    assert_eq!(rt.ok("GC", "-", None, &gc), Value::Null);
+    let ports: Vec<String> = ctl_ports(&sock)
+        .iter()
+        .filter_map(|p| p["name"].as_str().map(String::from))
+        .collect();
+    assert_eq!(ports, vec![h1.clone()], "only gc1's port is left");
+    assert!(link_exists(&host, &h1) && !link_exists(&host, &h2));
+    assert!(
+        !link_exists(&c2, "eth0"),
+        "gc2's container end went with its veth"
+    );
+    assert_eq!(allocations(&ipam_dir, "rsgc"), vec![addr(&r1)]);
+    // Another network's GC leaves ours alone; a second GC changes nothing.
+    let mut other = gc.clone();
+    other["name"] = json!("othernet");
+    other["cni.dev/valid-attachments"] = json!([]);
+    rt.ok("GC", "-", None, &other);
+    rt.ok("GC", "-", None, &gc);
+    assert!(link_exists(&host, &h1));
+    assert_eq!(allocations(&ipam_dir, "rsgc"), vec![addr(&r1)]);
+    // GC with nothing valid releases the rest.
+    gc["cni.dev/valid-attachments"] = json!([]);
+    rt.ok("GC", "-", None, &gc);
+    assert!(ctl_ports(&sock).is_empty());
+    assert!(!link_exists(&host, &h1));
+    assert!(allocations(&ipam_dir, "rsgc").is_empty());
+}
+
 fn is_root() -> bool {
     // SAFETY: geteuid(2) has no preconditions and no memory effects.
     unsafe { libc::geteuid() == 0 }

@@ -1,6 +1,7 @@
-//! ADD, DEL, CHECK and VERSION (CNI 1.0.0 SPEC.md, "CNI operations"). No state of our
-//! own: the host end's name follows from (container id, ifname), the port is the daemon's,
-//! the addresses are the IPAM plugin's.
+//! ADD, DEL, CHECK, VERSION, STATUS and GC (CNI 1.1.0 SPEC.md, "CNI operations"). No
+//! state of our own: the host end's name follows from (container id, ifname) and its
+//! alias names its owner (for GC), the port is the daemon's, the addresses are the IPAM
+//! plugin's.
 
 use std::path::Path;
 
@@ -80,6 +81,10 @@ pub fn add(env: &Env, conf: &NetConf, raw: &[u8]) -> Result<CniResult> {
     let made = ipam_result.and_then(|ipam_result| {
         link::create_veth(&host, &env.ifname, ns_path, conf.mtu, mac.as_deref())?;
         undo.veth = Some(&host);
+        link::set_alias(
+            &host,
+            &names::owner_alias(&conf.name, &env.container_id, &env.ifname),
+        )?;
         let ctr = ns.run(|| configure_container(&env.ifname, &ipam_result))?;
         link::ip(&["link", "set", "dev", &host, "up"])?;
         let host_info = link::info(&host)?.ok_or_else(|| {
@@ -142,18 +147,75 @@ fn configure_container(ifname: &str, ipam: &CniResult) -> Result<link::LinkInfo>
 /// failure is reported after every step was tried.
 pub fn del(env: &Env, conf: &NetConf, raw: &[u8]) -> Result<()> {
     let host = names::host_ifname(&env.container_id, &env.ifname);
+    let daemon = Daemon::new(conf.control_socket());
     let plugin = conf.ipam_plugin()?;
+    let ipam = ipam::find(plugin, &env.path).and_then(|p| ipam::exec(&p, "DEL", raw));
+    release(&daemon, &host, ipam.map(|_| ()))
+}
+
+/// Removes the port and the veth `host`, then reports the first failure of the two or
+/// of `ipam` (the IPAM release the caller tried).
+fn release(daemon: &Daemon, host: &str, ipam: Result<()>) -> Result<()> {
+    let mut first: Option<CniError> = None;
+    if let Err(e) = daemon.remove_port(host) {
+        first.get_or_insert(e);
+    }
+    if let Err(e) = link::delete(host) {
+        first.get_or_insert(e);
+    }
+    if let Err(e) = ipam {
+        first.get_or_insert(e);
+    }
+    first.map_or(Ok(()), Err)
+}
+
+/// STATUS (CNI 1.1.0): ready for ADDs when the daemon answers on its control socket and
+/// the IPAM plugin is installed (and, if it speaks 1.1.0, says it is ready itself).
+/// Otherwise code 50, "the plugin is not available".
+pub fn status(env: &Env, conf: &NetConf, raw: &[u8]) -> Result<()> {
+    let unavailable = |e: CniError| CniError {
+        code: code::NOT_AVAILABLE,
+        ..e
+    };
+    let daemon = Daemon::new(conf.control_socket());
+    daemon.ports().map_err(unavailable)?;
+    let plugin = ipam::find(conf.ipam_plugin()?, &env.path).map_err(unavailable)?;
+    if ipam::speaks(&plugin, "1.1.0")? {
+        ipam::exec(&plugin, "STATUS", raw)?;
+    }
+    Ok(())
+}
+
+/// GC (CNI 1.1.0): every attachment of this network whose host end is still here (found
+/// by its owner alias) but which is not in `cni.dev/valid-attachments` is released as DEL
+/// would release it: port, veth, and the IPAM allocation (a DEL to the IPAM plugin
+/// naming that container and interface). Then IPAM's own GC, if it speaks 1.1.0.
+pub fn gc(env: &Env, conf: &NetConf, raw: &[u8]) -> Result<()> {
+    let valid = conf.valid_attachments.as_deref().unwrap_or_default();
+    let plugin = ipam::find(conf.ipam_plugin()?, &env.path)?;
     let daemon = Daemon::new(conf.control_socket());
     let mut first: Option<CniError> = None;
-    if let Err(e) = daemon.remove_port(&host) {
-        first.get_or_insert(e);
+    for (host, alias) in link::aliases()? {
+        let Some((network, cid, ifname)) = names::parse_owner_alias(&alias) else {
+            continue;
+        };
+        // Another network's, a valid one, or a name that is not ours after all.
+        if network != conf.name
+            || valid
+                .iter()
+                .any(|a| a.container_id == cid && a.ifname == ifname)
+            || names::host_ifname(cid, ifname) != host
+        {
+            continue;
+        }
+        let vars = [("CNI_CONTAINERID", cid), ("CNI_IFNAME", ifname)];
+        let ipam = ipam::exec_with(&plugin, "DEL", raw, &vars).map(|_| ());
+        if let Err(e) = release(&daemon, &host, ipam) {
+            first.get_or_insert(e);
+        }
     }
-    if let Err(e) = link::delete(&host) {
-        first.get_or_insert(e);
-    }
-    match ipam::find(plugin, &env.path).and_then(|p| ipam::exec(&p, "DEL", raw)) {
-        Ok(_) => {}
-        Err(e) => {
+    if ipam::speaks(&plugin, "1.1.0")? {
+        if let Err(e) = ipam::exec(&plugin, "GC", raw) {
             first.get_or_insert(e);
         }
     }
@@ -236,7 +298,7 @@ mod tests {
         let v: serde_json::Value = serde_json::from_str(&version()).unwrap();
         assert_eq!(
             v,
-            serde_json::json!({"cniVersion":"1.0.0","supportedVersions":["1.0.0"]})
+            serde_json::json!({"cniVersion":"1.1.0","supportedVersions":["1.0.0","1.1.0"]})
         );
     }
 }

@@ -11,7 +11,7 @@ use crate::result::{CniResult, Dns};
 
 /// The CNI spec versions this plugin speaks. 1.1.0 (STATUS, GC) is not among them: GC
 /// would need the plugin to know every attachment of the network.
-pub const SUPPORTED_VERSIONS: &[&str] = &["1.0.0"];
+pub const SUPPORTED_VERSIONS: &[&str] = &["1.0.0", "1.1.0"];
 
 /// The daemon's default control socket (`ringswitch run --ctl`).
 pub const DEFAULT_CONTROL_SOCKET: &str = "/run/ringswitch/ctl.sock";
@@ -43,6 +43,18 @@ pub struct NetConf {
     /// The result of the previous ADD (CHECK, DEL).
     #[serde(default)]
     pub prev_result: Option<Value>,
+    /// GC (CNI 1.1.0): the attachments the runtime still uses; everything else of this
+    /// network is released.
+    #[serde(default, rename = "cni.dev/valid-attachments")]
+    pub valid_attachments: Option<Vec<Attachment>>,
+}
+
+/// One entry of `cni.dev/valid-attachments`.
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+pub struct Attachment {
+    #[serde(rename = "containerID")]
+    pub container_id: String,
+    pub ifname: String,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Deserialize)]

@@ -75,13 +75,15 @@ impl Daemon {
         }
     }
 
+    /// Every port as `ctl ports` shows it.
+    pub fn ports(&self) -> Result<Vec<Value>> {
+        let v = self.call(&json!({"cmd": "ports"}))?;
+        Ok(v["ports"].as_array().cloned().unwrap_or_default())
+    }
+
     /// The port named `name` as `ctl ports` shows it, if there is one.
     pub fn port(&self, name: &str) -> Result<Option<Value>> {
-        let v = self.call(&json!({"cmd": "ports"}))?;
-        Ok(v["ports"]
-            .as_array()
-            .and_then(|ps| ps.iter().find(|p| p["name"] == name))
-            .cloned())
+        Ok(self.ports()?.into_iter().find(|p| p["name"] == name))
     }
 
     /// `ctl del-port NAME`; Ok(false) when there was no such port or no daemon (a daemon

@@ -1,5 +1,5 @@
-//! The runtime's parameters: `CNI_*` environment variables (CNI 1.0.0 SPEC.md,
-//! "Parameters").
+//! The runtime's parameters: `CNI_*` environment variables (CNI 1.1.0 SPEC.md,
+//! "Parameters"; STATUS and GC take only `CNI_COMMAND` and `CNI_PATH`).
 
 use std::path::PathBuf;
 
@@ -12,6 +12,10 @@ pub enum Command {
     Del,
     Check,
     Version,
+    /// CNI 1.1.0: can the plugin take ADDs now?
+    Status,
+    /// CNI 1.1.0: release what no valid attachment uses.
+    Gc,
 }
 
 impl Command {
@@ -21,12 +25,15 @@ impl Command {
             "DEL" => Ok(Command::Del),
             "CHECK" => Ok(Command::Check),
             "VERSION" => Ok(Command::Version),
-            // STATUS and GC are CNI 1.1.0 verbs; we support 1.0.0 only.
+            "STATUS" => Ok(Command::Status),
+            "GC" => Ok(Command::Gc),
             other => Err(CniError::new(
                 code::INVALID_ENV,
                 format!("unsupported CNI_COMMAND {other:?}"),
             )
-            .with_details("ringswitch-cni implements ADD, DEL, CHECK and VERSION of CNI 1.0.0")),
+            .with_details(
+                "ringswitch-cni implements ADD, DEL, CHECK, VERSION, STATUS and GC of CNI 1.1.0",
+            )),
         }
     }
 }
@@ -64,6 +71,23 @@ impl Env {
                 path: Vec::new(),
             });
         }
+        let path: Vec<PathBuf> = nonempty("CNI_PATH")
+            .ok_or_else(|| missing("CNI_PATH"))?
+            .split(':')
+            .filter(|p| !p.is_empty())
+            .map(PathBuf::from)
+            .collect();
+        // STATUS and GC concern the network, not one attachment.
+        if matches!(command, Command::Status | Command::Gc) {
+            return Ok(Env {
+                command,
+                container_id: String::new(),
+                netns: None,
+                ifname: String::new(),
+                args: Vec::new(),
+                path,
+            });
+        }
         let container_id = nonempty("CNI_CONTAINERID").ok_or_else(|| missing("CNI_CONTAINERID"))?;
         check_container_id(&container_id)?;
         let ifname = nonempty("CNI_IFNAME").ok_or_else(|| missing("CNI_IFNAME"))?;
@@ -72,12 +96,6 @@ impl Env {
         if netns.is_none() && command != Command::Del {
             return Err(missing("CNI_NETNS"));
         }
-        let path: Vec<PathBuf> = nonempty("CNI_PATH")
-            .ok_or_else(|| missing("CNI_PATH"))?
-            .split(':')
-            .filter(|p| !p.is_empty())
-            .map(PathBuf::from)
-            .collect();
         let args = parse_args(&var("CNI_ARGS").unwrap_or_default())?;
         Ok(Env {
             command,
@@ -187,6 +205,20 @@ mod tests {
     }
 
     #[test]
+    fn status_and_gc_need_only_the_command_and_path() {
+        for c in ["STATUS", "GC"] {
+            let e = env(&[("CNI_COMMAND", c), ("CNI_PATH", "/usr/lib/cni")]).unwrap();
+            assert_eq!(e.path, vec![PathBuf::from("/usr/lib/cni")], "{c}");
+            assert!(e.container_id.is_empty() && e.netns.is_none(), "{c}");
+            assert_eq!(
+                env(&[("CNI_COMMAND", c)]).unwrap_err().code,
+                code::INVALID_ENV,
+                "{c} without CNI_PATH"
+            );
+        }
+    }
+
+    #[test]
     fn missing_and_bad_variables_are_code_4() {
         let without = |name: &str| -> Vec<(&str, &str)> {
             ADD.iter().copied().filter(|(k, _)| *k != name).collect()
@@ -208,7 +240,7 @@ mod tests {
             p
         };
         for (k, v) in [
-            ("CNI_COMMAND", "STATUS"),
+            ("CNI_COMMAND", "INIT"),
             ("CNI_IFNAME", "a-very-long-name0"),
             ("CNI_IFNAME", "et/h0"),
             ("CNI_IFNAME", ".."),

@@ -23,6 +23,8 @@ pub mod code {
     pub const INVALID_CONFIG: u32 = 7;
     /// Try again later (here: the ringswitch daemon is not reachable).
     pub const TRY_AGAIN_LATER: u32 = 11;
+    /// CNI 1.1.0 STATUS: the plugin is not available (cannot take ADDs).
+    pub const NOT_AVAILABLE: u32 = 50;
     /// Ours: creating or configuring the veth pair failed.
     pub const LINK_FAILED: u32 = 100;
     /// Ours: the daemon refused the request.

@@ -1,4 +1,4 @@
-//! Delegation to the IPAM plugin (CNI 1.0.0 SPEC.md, "Section 4: Plugin Delegation"):
+//! Delegation to the IPAM plugin (CNI 1.1.0 SPEC.md, "Section 4: Plugin Delegation"):
 //! the plugin named by `ipam.type` is looked up in `CNI_PATH` and run with our
 //! environment (only `CNI_COMMAND` replaced, for the undo of a failed ADD) and the same
 //! configuration on stdin; its result or error object is ours.
@@ -29,8 +29,82 @@ pub fn find(name: &str, dirs: &[PathBuf]) -> Result<PathBuf> {
         })
 }
 
-/// Runs `plugin` for `command` ("ADD", "DEL", "CHECK") with `stdin`; returns its stdout.
+/// Runs `plugin` for `command` ("ADD", "DEL", "CHECK", "STATUS", "GC") with `stdin`;
+/// returns its stdout.
 pub fn exec(plugin: &Path, command: &str, stdin: &[u8]) -> Result<Vec<u8>> {
+    exec_with(plugin, command, stdin, &[])
+}
+
+/// [`exec`] with `CNI_*` variables set for this call (GC's DEL of a stale attachment
+/// names the container and interface our own environment does not have). The
+/// configuration's `cniVersion` is lowered to the newest version the plugin speaks when
+/// it does not speak ours: a 1.1.0 runtime can then still delegate to Debian's
+/// host-local, which stops at 1.0.0 (the 1.1.0 additions are verbs, not fields IPAM reads).
+pub fn exec_with(
+    plugin: &Path,
+    command: &str,
+    stdin: &[u8],
+    vars: &[(&str, &str)],
+) -> Result<Vec<u8>> {
+    let lowered = lower_version(plugin, stdin)?;
+    run(plugin, command, lowered.as_deref().unwrap_or(stdin), vars)
+}
+
+/// The configuration with `cniVersion` lowered for `plugin`, or None to send it as it is.
+fn lower_version(plugin: &Path, stdin: &[u8]) -> Result<Option<Vec<u8>>> {
+    let Ok(mut conf) = serde_json::from_slice::<serde_json::Value>(stdin) else {
+        return Ok(None);
+    };
+    let ours = conf["cniVersion"].as_str().unwrap_or_default().to_string();
+    // 1.0.0 is what every maintained IPAM plugin speaks; ask only about newer ones.
+    if ours.is_empty() || ours == "1.0.0" {
+        return Ok(None);
+    }
+    let theirs = supported_versions(plugin)?;
+    if theirs.contains(&ours) {
+        return Ok(None);
+    }
+    let Some(best) = theirs
+        .iter()
+        .filter(|v| version_key(v) < version_key(&ours))
+        .max_by_key(|v| version_key(v))
+    else {
+        return Ok(None);
+    };
+    conf["cniVersion"] = serde_json::Value::String(best.clone());
+    Ok(Some(conf.to_string().into_bytes()))
+}
+
+/// Whether `plugin` implements `version` (its VERSION answer lists it).
+pub fn speaks(plugin: &Path, version: &str) -> Result<bool> {
+    Ok(supported_versions(plugin)?.iter().any(|v| v == version))
+}
+
+fn supported_versions(plugin: &Path) -> Result<Vec<String>> {
+    #[derive(Deserialize)]
+    struct Versions {
+        #[serde(rename = "supportedVersions", default)]
+        supported: Vec<String>,
+    }
+    let out = run(plugin, "VERSION", b"{}", &[])?;
+    // A plugin whose VERSION answer is unreadable is treated as speaking nothing newer
+    // than what we send it (no lowering, no 1.1.0 verbs delegated).
+    Ok(serde_json::from_slice::<Versions>(&out)
+        .map(|v| v.supported)
+        .unwrap_or_default())
+}
+
+/// "1.0.0" as (1, 0, 0); unparsable parts count as 0.
+fn version_key(v: &str) -> (u32, u32, u32) {
+    let mut it = v.split('.').map(|p| p.parse::<u32>().unwrap_or(0));
+    (
+        it.next().unwrap_or(0),
+        it.next().unwrap_or(0),
+        it.next().unwrap_or(0),
+    )
+}
+
+fn run(plugin: &Path, command: &str, stdin: &[u8], vars: &[(&str, &str)]) -> Result<Vec<u8>> {
     let io = |what: &str, e: std::io::Error| {
         CniError::new(
             code::IO_FAILURE,
@@ -38,13 +112,15 @@ pub fn exec(plugin: &Path, command: &str, stdin: &[u8]) -> Result<Vec<u8>> {
         )
         .with_details(e.to_string())
     };
-    let mut child = Command::new(plugin)
-        .env("CNI_COMMAND", command)
+    let mut cmd = Command::new(plugin);
+    cmd.env("CNI_COMMAND", command)
         .stdin(Stdio::piped())
         .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .map_err(|e| io("cannot run it", e))?;
+        .stderr(Stdio::piped());
+    for (k, v) in vars {
+        cmd.env(k, v);
+    }
+    let mut child = cmd.spawn().map_err(|e| io("cannot run it", e))?;
     if let Some(mut i) = child.stdin.take() {
         i.write_all(stdin).map_err(|e| io("writing its stdin", e))?;
     }
@@ -134,5 +210,18 @@ mod tests {
             code::DECODE_FAILURE
         );
         std::fs::remove_dir_all(&dir).unwrap();
+    }
+}
+
+#[cfg(test)]
+mod version_tests {
+    use super::version_key;
+
+    #[test]
+    fn versions_order_numerically() {
+        assert!(version_key("1.0.0") < version_key("1.1.0"));
+        assert!(version_key("0.4.0") < version_key("1.0.0"));
+        assert!(version_key("0.10.0") > version_key("0.4.0"));
+        assert_eq!(version_key("x"), (0, 0, 0));
     }
 }

@@ -100,6 +100,31 @@ pub fn create_veth(
     ip(&args).map(|_| ())
 }
 
+/// Sets link `name`'s alias (IFLA_IFALIAS).
+pub fn set_alias(name: &str, alias: &str) -> Result<()> {
+    ip(&["link", "set", "dev", name, "alias", alias]).map(|_| ())
+}
+
+/// (name, alias) of every link of the current namespace that has an alias.
+pub fn aliases() -> Result<Vec<(String, String)>> {
+    #[derive(Deserialize)]
+    struct Link {
+        #[serde(default)]
+        ifname: String,
+        #[serde(default)]
+        ifalias: Option<String>,
+    }
+    let out = ip(&["-j", "link", "show"])?;
+    let links: Vec<Link> = serde_json::from_str(&out).map_err(|e| {
+        CniError::new(code::DECODE_FAILURE, "unreadable `ip -j link show`")
+            .with_details(e.to_string())
+    })?;
+    Ok(links
+        .into_iter()
+        .filter_map(|l| Some((l.ifname, l.ifalias?)))
+        .collect())
+}
+
 /// Deletes link `name` (a veth takes its peer with it); Ok(false) if there was none.
 pub fn delete(name: &str) -> Result<bool> {
     if info(name)?.is_none() {

@@ -1,8 +1,9 @@
-//! `ringswitch-cni`: a CNI 1.0.0 plugin that attaches a container to a running
+//! `ringswitch-cni`: a CNI 1.1.0 plugin (1.0.0 configurations too) that attaches a container to a running
 //! ringswitch. ADD makes a veth pair, puts one end in the container as `CNI_IFNAME`
 //! with the delegated IPAM plugin's addresses and routes, and adds the host end to the
 //! daemon as an afpacket port through its control socket; DEL undoes it (idempotent);
-//! CHECK verifies it. The runtime's parameters arrive in `CNI_*` variables and the
+//! CHECK verifies it; STATUS says whether the daemon takes ADDs; GC releases the
+//! attachments the runtime no longer lists. The runtime's parameters arrive in `CNI_*` variables and the
 //! network configuration on stdin; the result or a CNI error object goes to stdout.
 
 mod cmd;
@@ -74,5 +75,11 @@ fn run(version: &mut String) -> Result<Option<String>> {
         Command::Del => cmd::del(&env, &conf, &raw).map(|()| None),
         Command::Check => cmd::check(&env, &conf, &raw).map(|()| None),
         Command::Version => Ok(Some(cmd::version())),
+        Command::Status | Command::Gc if conf.cni_version == "1.0.0" => Err(CniError::new(
+            code::INCOMPATIBLE_VERSION,
+            "STATUS and GC need cniVersion 1.1.0",
+        )),
+        Command::Status => cmd::status(&env, &conf, &raw).map(|()| None),
+        Command::Gc => cmd::gc(&env, &conf, &raw).map(|()| None),
     }
 }

@@ -20,9 +20,37 @@ pub fn host_ifname(container_id: &str, ifname: &str) -> String {
     format!("rs{:012x}", h >> 16)
 }
 
+/// The host end's alias (IFLA_IFALIAS), naming the attachment that owns it: GC (CNI
+/// 1.1.0) lists the host ends by alias to find the attachments the runtime no longer has,
+/// since the host name's hash cannot be read backwards. Neither a container id nor an
+/// interface name may hold a `/`, so the last two fields split off unambiguously.
+pub fn owner_alias(network: &str, container_id: &str, ifname: &str) -> String {
+    format!("{ALIAS_PREFIX}{network}/{container_id}/{ifname}")
+}
+
+const ALIAS_PREFIX: &str = "ringswitch-cni/";
+
+/// (network, container id, ifname) of an alias [`owner_alias`] made.
+pub fn parse_owner_alias(alias: &str) -> Option<(&str, &str, &str)> {
+    let rest = alias.strip_prefix(ALIAS_PREFIX)?;
+    let mut it = rest.rsplitn(3, '/');
+    let ifname = it.next()?;
+    let cid = it.next()?;
+    let network = it.next()?;
+    (!network.is_empty() && !cid.is_empty() && !ifname.is_empty()).then_some((network, cid, ifname))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn owner_alias_round_trips() {
+        let a = owner_alias("my/net", "ctr-1", "eth0");
+        assert_eq!(parse_owner_alias(&a), Some(("my/net", "ctr-1", "eth0")));
+        assert_eq!(parse_owner_alias("ringswitch-cni/x/eth0"), None);
+        assert_eq!(parse_owner_alias("someone else"), None);
+    }
 
     #[test]
     fn deterministic_short_and_distinct() {

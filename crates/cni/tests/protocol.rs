@@ -43,7 +43,10 @@ fn version() {
     let o = plugin(&[("CNI_COMMAND", "VERSION")], r#"{"cniVersion":"1.0.0"}"#);
     assert!(o.status.success());
     let v: Value = serde_json::from_slice(&o.stdout).unwrap();
-    assert_eq!(v["supportedVersions"], serde_json::json!(["1.0.0"]));
+    assert_eq!(
+        v["supportedVersions"],
+        serde_json::json!(["1.0.0", "1.1.0"])
+    );
 }
 
 #[test]
@@ -81,4 +84,13 @@ fn errors_are_the_spec_error_object_with_its_codes() {
     let o = plugin(&del, &conf(""));
     assert!(o.status.success(), "{o:?}");
     assert!(o.stdout.is_empty());
+    // STATUS (1.1.0) without a daemon: not available, 50; in a 1.0.0 configuration: 1.
+    let status = [("CNI_COMMAND", "STATUS"), ("CNI_PATH", "/bin:/usr/bin")];
+    let v = error(&status, &conf("").replace("1.0.0", "1.1.0"));
+    assert_eq!(
+        (v["code"].as_u64(), v["cniVersion"].as_str()),
+        (Some(50), Some("1.1.0")),
+        "{v}"
+    );
+    assert_eq!(error(&status, &conf(""))["code"], 1);
 }
