@@ -9,10 +9,12 @@
 
 mod ab;
 pub(crate) mod daemon;
+mod isolation;
 mod micro;
 mod netns;
 mod plot;
 pub(crate) mod proc;
+mod qsize;
 mod report;
 mod results;
 mod stats;
@@ -40,7 +42,9 @@ usage: cargo xtask bench [--quick] [--runs N] [--secs S] [--only LIST] [--profil
   --quick        1 run of 2 s per figure (smoke test of the command)
   --runs N       runs per figure (default 3; medians need >= 3)
   --secs S       measurement window per run in seconds (default 4)
-  --only LIST    comma-separated phases: vhost,scaling,switch,micro (default: all)
+  --only LIST    comma-separated phases (default: all): vhost, scaling, switch, micro,
+                 qsize (virtio-user queue_size 256 vs 1024), isolation (a pair alone vs
+                 beside a hostile frontend)
   --profile      perf record ringswitch during the 64-byte vhost run; top symbols into
                  BENCHMARKS.md
   --ringswitch   use this binary instead of building target/release/ringswitch
@@ -75,13 +79,14 @@ struct Options {
     results_to: Option<PathBuf>,
 }
 
+/// Every phase, in run order.
+const PHASES: [&str; 6] = ["vhost", "scaling", "switch", "micro", "qsize", "isolation"];
+
 fn parse_options(args: &[String]) -> Result<Options> {
     let mut o = Options {
         runs: 3,
         secs: 4,
-        phases: ["vhost", "scaling", "switch", "micro"]
-            .map(String::from)
-            .to_vec(),
+        phases: PHASES.map(String::from).to_vec(),
         profile: false,
         ringswitch: None,
         report_only: false,
@@ -116,7 +121,7 @@ fn parse_options(args: &[String]) -> Result<Options> {
         bail!("--runs and --secs must be at least 1");
     }
     for p in &o.phases {
-        if !["vhost", "scaling", "switch", "micro"].contains(&p.as_str()) {
+        if !PHASES.contains(&p.as_str()) {
             bail!("unknown phase {p:?} in --only\n{USAGE}");
         }
     }
@@ -192,6 +197,12 @@ pub fn run(args: &[String]) -> Result<()> {
     }
     if want("micro") {
         phase("micro", &mut r, |r| micro_phase(&root, o.secs, r))?;
+    }
+    if want("qsize") {
+        phase("qsize", &mut r, |r| qsize::phase(&ctx, r))?;
+    }
+    if want("isolation") {
+        phase("isolation", &mut r, |r| isolation::phase(&ctx, &root, r))?;
     }
     report::finish_conditions(&mut r.conditions);
     if let Some(to) = &o.results_to {
@@ -284,6 +295,8 @@ fn vhost_phase(ctx: &Ctx, r: &mut Results, profile: bool) -> Result<()> {
                         placement,
                         frame_len: len,
                         queues: 1,
+                        queue_size: None,
+                        third_port: false,
                     };
                     let key = format!("vhost/{pname}/{len}/{name}");
                     let label = format!("{name}, {len} B, {pname}");
@@ -402,6 +415,8 @@ fn scaling_phase(ctx: &Ctx, r: &mut Results) -> Result<()> {
                 placement: Placement::Shared,
                 frame_len: 64,
                 queues,
+                queue_size: None,
+                third_port: false,
             };
             match vhost::run_once(ctx, case, false) {
                 Ok(o) => r.add(&key, &label, "Mpps", o.mpps, &o.commands),
@@ -582,7 +597,9 @@ mod tests {
     fn options() {
         let a = |v: &[&str]| parse_options(&v.iter().map(|s| s.to_string()).collect::<Vec<_>>());
         let o = a(&[]).unwrap();
-        assert_eq!((o.runs, o.secs, o.phases.len()), (3, 4, 4));
+        assert_eq!((o.runs, o.secs, o.phases.len()), (3, 4, 6));
+        let o = a(&["--only", "qsize,isolation"]).unwrap();
+        assert_eq!(o.phases.len(), 2);
         let o = a(&["--quick", "--only", "switch,micro"]).unwrap();
         assert_eq!((o.runs, o.secs), (1, 2));
         assert_eq!(o.phases, vec!["switch".to_string(), "micro".to_string()]);

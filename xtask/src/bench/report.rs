@@ -101,7 +101,7 @@ pub fn finish_conditions(c: &mut Conditions) {
         .and_then(|(a, b)| steal_share(a, b));
 }
 
-fn cell(s: Option<Summary>) -> String {
+pub(super) fn cell(s: Option<Summary>) -> String {
     match s {
         Some(s) if s.n > 1 => format!(
             "{} ({}–{})",
@@ -434,6 +434,15 @@ fn without_thread_boilerplate(profile: &str) -> String {
         .join("\n")
 }
 
+/// Sections 7–8 (each only when its phase ran), each ending in a blank line.
+pub fn extra_sections(r: &Results) -> String {
+    [super::qsize::render(r), super::isolation::render(r)]
+        .into_iter()
+        .flatten()
+        .map(|s| s + "\n")
+        .collect()
+}
+
 fn plot_ref(md: &mut String, name: &str, present: bool) {
     if present {
         let _ = writeln!(md, "\n![{name}](bench-results/{name})");
@@ -457,6 +466,12 @@ pub fn write_all(r: &Results, root: &Path, out_dir: &Path) -> Result<()> {
             Some(at) => md.insert_str(at, &section),
             None => md.push_str(&section),
         }
+    }
+    // 7.–8.: ring size and isolation, after §6 (only what was measured).
+    let extra = extra_sections(r);
+    match md.find("## Exact commands") {
+        Some(at) => md.insert_str(at, extra.trim_start()),
+        None => md.push_str(&extra),
     }
     std::fs::write(root.join("BENCHMARKS.md"), md)?;
     for (name, title, unit, bars) in plot_sets(r) {

@@ -87,22 +87,31 @@ pub fn frontend(
 /// busy-polling processes on one core take turns per scheduler slice; while the sink is
 /// off the CPU its ring fills and everything after that is dropped, and while it runs the
 /// source is off the CPU — the sink saw ~10 kpps of ~250 kpps sent, whatever the switch.
+///
+/// `queue_size`: every virtqueue that many entries long (virtio-user's `queue_size=`
+/// devarg; its default is 256), when given.
 pub fn frontend_pair(
     prefix: &str,
     cpus: Cpus,
     socks: [&Path; 2],
     queues: u16,
     frame_len: u32,
+    queue_size: Option<u16>,
 ) -> Command {
     let mut c = eal(prefix, cpus);
     for (i, s) in socks.iter().enumerate() {
-        c.arg("--vdev").arg(format!(
-            "net_virtio_user{i},path={},queues={queues}",
-            s.display()
-        ));
+        let mut dev = format!("net_virtio_user{i},path={},queues={queues}", s.display());
+        if let Some(n) = queue_size {
+            dev += &format!(",queue_size={n}");
+        }
+        c.arg("--vdev").arg(dev);
     }
     app_args(&mut c, "flowgen", queues);
     c.arg(format!("--txpkts={frame_len}"));
+    if let Some(n) = queue_size {
+        // testpmd's own ring sizes follow the device's: ask for the whole ring.
+        c.arg(format!("--rxd={n}")).arg(format!("--txd={n}"));
+    }
     c
 }
 
@@ -233,5 +242,15 @@ Port statistics ====================================
         assert!(r.contains("net_virtio_user0,path=/tmp/s,queues=2"), "{r}");
         assert!(r.contains("--forward-mode=txonly") && r.contains("--txpkts=64"));
         assert!(r.contains("--rxq=2") && r.contains("--txq=2"));
+        let p = [Path::new("/tmp/a"), Path::new("/tmp/b")];
+        let r =
+            super::super::proc::render(&frontend_pair("p", Cpus::Core(1), p, 1, 64, Some(1024)));
+        assert!(
+            r.contains("net_virtio_user1,path=/tmp/b,queues=1,queue_size=1024"),
+            "{r}"
+        );
+        assert!(r.contains("--rxd=1024") && r.contains("--txd=1024"), "{r}");
+        let r = super::super::proc::render(&frontend_pair("p", Cpus::Core(1), p, 1, 64, None));
+        assert!(!r.contains("queue_size") && !r.contains("--rxd"), "{r}");
     }
 }

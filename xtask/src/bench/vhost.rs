@@ -66,6 +66,11 @@ pub struct Case {
     pub placement: Placement,
     pub frame_len: u32,
     pub queues: u16,
+    /// virtio-user's ring size (`queue_size=`), when not its default of 256.
+    pub queue_size: Option<u16>,
+    /// A third vhost-user port on the switch (ringswitch only), for a process started
+    /// with [`run_once_with`] — the isolation scenario's hostile frontend.
+    pub third_port: bool,
 }
 
 /// One measured run.
@@ -86,7 +91,13 @@ pub struct Outcome {
     pub frontend_syscalls: Option<u64>,
     /// Seconds of the window.
     pub secs: f64,
+    /// ringswitch's counters at both ends of the window (None for testpmd).
+    pub snaps: Option<(super::daemon::Snapshot, super::daemon::Snapshot)>,
 }
+
+/// The third port's socket of a [`Case`] with `third_port`, as the daemon names the
+/// port in `ctl stats`: `<dir>/c.sock`.
+pub const THIRD_SOCK: &str = "c.sock";
 
 fn unique(tag: &str) -> String {
     use std::sync::atomic::{AtomicU32, Ordering};
@@ -127,19 +138,45 @@ fn wait_first_stats(p: &mut Proc) -> Result<()> {
 
 /// Runs one case once.
 pub fn run_once(ctx: &Ctx, case: Case, profile: bool) -> Result<Outcome> {
+    run_once_with(ctx, case, profile, None)
+}
+
+/// Starts a process on the third port's socket once the traffic runs.
+pub type ThirdPortProc<'a> = &'a dyn Fn(&Path) -> Result<Proc>;
+
+/// [`run_once`], with `third` started on the third port (`case.third_port`) after the
+/// frontends' traffic is up and before the warm-up: it runs through the window and must
+/// still be running at its end.
+pub fn run_once_with(
+    ctx: &Ctx,
+    case: Case,
+    profile: bool,
+    third: Option<ThirdPortProc>,
+) -> Result<Outcome> {
     let dir = ctx.tmp.join(unique("vh"));
     std::fs::create_dir_all(&dir)?;
     let _dir_guard = RemoveDir(dir.clone());
     let (s0, s1) = (dir.join("a.sock"), dir.join("b.sock"));
+    let s2 = dir.join(THIRD_SOCK);
     let mut commands = vec![];
+    if case.third_port && case.switch == Switch::Testpmd {
+        bail!("a third port is only set up on ringswitch");
+    }
 
     // The switch first: it listens on both sockets.
     let mut _eal = vec![];
     let (mut daemon, mut tpmd) = (None, None);
     match case.switch {
         Switch::Ringswitch { workers } => {
-            let ports = [&s0, &s1]
-                .map(|s| format!("vhost-user:path={},queues={}", s.display(), case.queues));
+            let socks: &[&PathBuf] = if case.third_port {
+                &[&s0, &s1, &s2]
+            } else {
+                &[&s0, &s1]
+            };
+            let ports: Vec<String> = socks
+                .iter()
+                .map(|s| format!("vhost-user:path={},queues={}", s.display(), case.queues))
+                .collect();
             let taskset = case.placement.switch_cpus().taskset();
             let d = Daemon::start(
                 &ctx.ringswitch,
@@ -190,6 +227,7 @@ pub fn run_once(ctx: &Ctx, case: Case, profile: bool) -> Result<Outcome> {
                     [&s0, &s1],
                     case.queues,
                     case.frame_len,
+                    case.queue_size,
                 ),
             )?;
             commands.push(p.cmdline.clone());
@@ -229,6 +267,15 @@ pub fn run_once(ctx: &Ctx, case: Case, profile: bool) -> Result<Outcome> {
             procs.push(tx);
         }
     }
+    let mut third_proc = match (third, case.third_port) {
+        (Some(f), true) => {
+            let p = f(&s2)?;
+            commands.push(p.cmdline.clone());
+            Some(p)
+        }
+        (Some(_), false) => bail!("a third-port process needs case.third_port"),
+        (None, _) => None,
+    };
     pause(ctx.warmup)?;
 
     // Measurement window.
@@ -293,6 +340,10 @@ pub fn run_once(ctx: &Ctx, case: Case, profile: bool) -> Result<Outcome> {
     if let Some(p) = tpmd.as_mut() {
         p.ensure_running()?;
     }
+    if let Some(p) = third_proc.as_mut() {
+        p.ensure_running()
+            .with_context(|| format!("the third port's process:\n{}", p.tail(10)))?;
+    }
     let profile = perf.and_then(|p| {
         finish_perf(p, &dir)
             .map_err(|e| eprintln!("bench:   no profile: {e:#}"))
@@ -305,10 +356,11 @@ pub fn run_once(ctx: &Ctx, case: Case, profile: bool) -> Result<Outcome> {
         );
     }
     let mpps = received_mpps(&samples, ports_counted);
-    let delta = match (snap0, snap1) {
-        (Some(a), Some(b)) => Some(Delta::between(&a, &b, |n| n.ends_with(".sock"))),
+    let delta = match (&snap0, &snap1) {
+        (Some(a), Some(b)) => Some(Delta::between(a, b, |n| n.ends_with(".sock"))),
         _ => None,
     };
+    let snaps = snap0.zip(snap1);
     if let (Some(d), Some(dm)) = (daemon.as_ref(), delta.as_ref()) {
         commands.push(d.ctl_command(&ctx.ringswitch));
         eprintln!(
@@ -324,6 +376,7 @@ pub fn run_once(ctx: &Ctx, case: Case, profile: bool) -> Result<Outcome> {
         eprintln!("bench:   sink {mpps:.3} Mpps");
     }
     // Stop the traffic first so the switch is not torn down under load.
+    drop(third_proc);
     while let Some(p) = procs.pop() {
         drop(p);
     }
@@ -336,6 +389,7 @@ pub fn run_once(ctx: &Ctx, case: Case, profile: bool) -> Result<Outcome> {
         syscalls,
         frontend_syscalls,
         secs,
+        snaps,
     })
 }
 
