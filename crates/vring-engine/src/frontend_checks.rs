@@ -7,8 +7,8 @@
 //!   the end of the file; the first access past EOF then raises SIGBUS, which kills the whole
 //!   daemon. So every region must lie within its file's size at the time the table arrives:
 //!   the relay checks the message before vhost-user-backend maps it
-//!   ([`check_wire_table`]), and `update_memory` checks the mapped table again. A file
-//!   shrunk later (an unsealed memfd) is [`crate::sigbus`]'s.
+//!   (`check_wire_table`), and `update_memory` checks the mapped table again. A file
+//!   shrunk later (an unsealed memfd) is sigbus.rs's.
 //! - Kick/call/err fds (VHOST_USER_SET_VRING_KICK / _CALL / _ERR) must be eventfds: a pipe
 //!   at EOF or `/dev/zero` is always readable, and a worker waiting on it would spin.
 
