@@ -9,7 +9,8 @@ use serde::{Deserialize, Serialize};
 
 /// A port as the user specifies it (`--port` syntax or TOML). Keep this stable: scripts
 /// outside the project use `--port vhost-user:path=P[,queues=N][,client][,mac=M][,vlan=V]
-/// [,offloads=on|off][,qmp=PATH[,qmp-nic=ID]][,max-queue-size=N]`, `--port tap:name=N[,queues=N]`,
+/// [,offloads=on|off][,qmp=PATH[,qmp-nic=ID]][,max-queue-size=N][,socket-mode=0660]
+/// [,socket-group=G][,max-mem-regions=N]`, `--port tap:name=N[,queues=N]`,
 /// `--port afpacket:ifname=I`, each kind also with the [`PortL2`] keys (and `mac=M` for tap
 /// and afpacket).
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -37,6 +38,9 @@ pub enum PortSpec {
         /// before the key existed: the default.
         #[serde(default, skip_serializing_if = "Option::is_none")]
         max_queue_size: Option<u16>,
+        /// Socket permissions and memory-region limit ([`VhostFrontend`]).
+        #[serde(flatten)]
+        frontend: VhostFrontend,
         #[serde(flatten)]
         l2: PortL2,
     },
@@ -62,6 +66,20 @@ pub enum PortSpec {
         #[serde(flatten)]
         l2: PortL2,
     },
+}
+
+/// What a vhost-user port allows its frontend (ARCHITECTURE.md "frontend boundary"):
+/// `socket-mode=` (octal permission bits of the server socket, default 0600),
+/// `socket-group=` (its group, a name or gid) and `max-mem-regions=` (1..=509, default
+/// 509). Absent keys (JSON from before they existed) mean the defaults.
+#[derive(Debug, Clone, PartialEq, Eq, Default, Serialize, Deserialize)]
+pub struct VhostFrontend {
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub socket_mode: Option<u32>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub socket_group: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub max_mem_regions: Option<u32>,
 }
 
 /// The L2 options every port kind takes: trunk VLANs (`trunk=10,20-30`, `native=V`),
@@ -476,6 +494,7 @@ mod tests {
                 nic: Some("net0".into()),
             }),
             max_queue_size: Some(1024),
+            frontend: VhostFrontend::default(),
             l2: PortL2::default(),
         };
         let text = serde_json::to_string(&with).unwrap();

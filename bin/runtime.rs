@@ -239,6 +239,7 @@ impl Runtime {
             mac,
             offloads,
             max_queue_size,
+            frontend,
             ..
         } = spec
         else {
@@ -263,6 +264,15 @@ impl Runtime {
         opts.mac = mac;
         if let Some(q) = *max_queue_size {
             opts.max_queue_size = q;
+        }
+        if let Some(m) = frontend.socket_mode {
+            opts.socket_perm = m;
+        }
+        if let Some(g) = &frontend.socket_group {
+            opts.socket_gid = Some(resolve_group(g)?);
+        }
+        if let Some(n) = frontend.max_mem_regions {
+            opts.max_mem_regions = n;
         }
         if !offloads {
             opts = opts
@@ -565,6 +575,18 @@ impl Control for Runtime {
                     });
                 }
                 (c.rx_packets, c.rx_bytes, c.tx_packets, c.tx_bytes) = (rxp, rxb, txp, txb);
+                // Refused frontend requests (vhost-user control channel), beside the drops.
+                let f = dev.frontend_stats();
+                for (name, n) in [
+                    ("frontend_bad_memory_table", f.bad_memory_table),
+                    ("frontend_bad_vring_fd", f.bad_vring_fd),
+                    ("frontend_bad_dirty_log", f.bad_dirty_log),
+                    ("frontend_memory_fault", f.memory_fault),
+                ] {
+                    if n > 0 {
+                        c.drops.push((name.into(), n));
+                    }
+                }
             }
             ports.push(c);
         }
@@ -688,5 +710,21 @@ impl Control for Runtime {
         drop(specs);
         self.sync_mcast_vlans();
         Ok(())
+    }
+}
+
+/// `socket-group=`: a numeric gid, or a group name looked up in the group database.
+fn resolve_group(g: &str) -> Result<u32, ControlError> {
+    if let Ok(gid) = g.parse::<u32>() {
+        return Ok(gid);
+    }
+    match nix::unistd::Group::from_name(g) {
+        Ok(Some(gr)) => Ok(gr.gid.as_raw()),
+        Ok(None) => Err(ControlError::InvalidPort(format!(
+            "socket-group={g}: no such group (give a name from /etc/group or a numeric gid)"
+        ))),
+        Err(e) => Err(ControlError::InvalidPort(format!(
+            "socket-group={g}: cannot look the group up: {e}"
+        ))),
     }
 }

@@ -548,3 +548,60 @@ fn pin_guest_memory_is_an_accepted_no_op() {
     let help = String::from_utf8_lossy(&ringswitch(&["run", "--help"]).stdout).into_owned();
     assert!(help.contains("never pinned"), "{help}");
 }
+
+/// The frontend-boundary keys of a vhost-user port (`socket-mode=`, `socket-group=`,
+/// `max-mem-regions=`), from `--port` and from TOML; bad values fail with the key named.
+#[test]
+fn vhost_frontend_boundary_keys() {
+    let d = Dir::new("fb");
+    let sock = d.0.join("fb.sock").display().to_string();
+    let cfg = d.file(
+        "rs.toml",
+        &format!(
+            "[[port]]\nkind = \"vhost-user\"\npath = \"{}\"\nsocket-mode = \"0640\"\n\
+             max-mem-regions = 8\n",
+            d.0.join("file.sock").display()
+        ),
+    );
+    let plan = check(&[
+        "--config",
+        cfg.to_str().unwrap(),
+        "--port",
+        &format!("vhost-user:path={sock},socket-mode=0660,socket-group=kvm,max-mem-regions=64"),
+        "--ctl",
+        &d.ctl(),
+    ]);
+    let ports = plan["options"]["ports"].as_array().unwrap();
+    assert_eq!(ports[0]["socket_mode"], 0o640);
+    assert_eq!(ports[0]["max_mem_regions"], 8);
+    assert!(ports[0].get("socket_group").is_none());
+    assert_eq!(ports[1]["socket_mode"], 0o660);
+    assert_eq!(ports[1]["socket_group"], "kvm");
+    assert_eq!(ports[1]["max_mem_regions"], 64);
+    for (arg, needles) in [
+        ("socket-mode=0999", &["socket-mode=0999", "octal"][..]),
+        (
+            "socket-mode=01777",
+            &["socket-mode=01777", "at most 0777"][..],
+        ),
+        (
+            "socket-group=a:b",
+            &["socket-group=a:b", "group name or numeric gid"][..],
+        ),
+        ("max-mem-regions=0", &["max-mem-regions=0", "1..=509"][..]),
+        (
+            "max-mem-regions=510",
+            &["max-mem-regions=510", "1..=509"][..],
+        ),
+        (
+            "client,socket-mode=0660",
+            &["socket-mode=0660", "client"][..],
+        ),
+    ] {
+        fails(
+            &["--port", &format!("vhost-user:path={sock},{arg}")],
+            2,
+            needles,
+        );
+    }
+}

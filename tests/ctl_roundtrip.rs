@@ -704,3 +704,93 @@ fn set_port_security_and_vlan_options_round_trip() {
     assert!(ping(&lab.c[0], "198.18.0.2"), "c1 → c2 after all of it");
     assert!(daemon.stop(Duration::from_secs(20)).unwrap().success());
 }
+
+/// One vhost-user request by hand (header: request, flags VERSION_1 | NEED_REPLY, size),
+/// with `fds` as SCM_RIGHTS; returns the reply's u64, or None when the daemon hung up.
+fn vhost_request(
+    s: &std::os::unix::net::UnixStream,
+    req: u32,
+    payload: &[u8],
+    fds: &[std::os::fd::RawFd],
+) -> Option<u64> {
+    use std::io::{IoSlice, Read};
+    use std::os::fd::AsRawFd;
+    let mut msg = req.to_le_bytes().to_vec();
+    msg.extend_from_slice(&(0x1u32 | 0x8).to_le_bytes());
+    msg.extend_from_slice(&u32::try_from(payload.len()).unwrap().to_le_bytes());
+    msg.extend_from_slice(payload);
+    let iov = [IoSlice::new(&msg)];
+    let rights = [nix::sys::socket::ControlMessage::ScmRights(fds)];
+    let cmsgs: &[nix::sys::socket::ControlMessage] = if fds.is_empty() { &[] } else { &rights };
+    let sent = nix::sys::socket::sendmsg::<()>(
+        s.as_raw_fd(),
+        &iov,
+        cmsgs,
+        nix::sys::socket::MsgFlags::empty(),
+        None,
+    )
+    .unwrap();
+    assert_eq!(sent, msg.len());
+    let mut reply = [0u8; 20];
+    (&*s).read_exact(&mut reply).ok()?;
+    assert_eq!(u32::from_le_bytes(reply[0..4].try_into().unwrap()), req);
+    Some(u64::from_le_bytes(reply[12..20].try_into().unwrap()))
+}
+
+/// A vhost-user port's frontend-boundary options on the running daemon: `socket-mode=`
+/// shapes the socket, `max-mem-regions=` is what GET_MAX_MEM_SLOTS answers, and a
+/// memory table past its memfd's end is refused (NACK, hang-up) and shows in `ctl stats`
+/// as `frontend_bad_memory_table`; the daemon carries on.
+#[test]
+fn vhost_frontend_options_and_refusals_show_in_ctl_stats() {
+    use std::os::unix::fs::PermissionsExt;
+    let _scope = TestScope::start("vhost_frontend_stats", Duration::from_secs(120));
+    let lab = lab();
+    let dir = TempDir::new("vfb").unwrap();
+    let sock = dir.path().join("ctl.sock");
+    let vsock = dir.path().join("vm.sock");
+    let vs = vsock.to_str().unwrap();
+    let port = format!("vhost-user:path={vs},socket-mode=0640,max-mem-regions=4");
+    let mut daemon = start_daemon(&lab, &sock, &["--port", &port]);
+    common::wait_path(&vsock, START).unwrap();
+    let mode = std::fs::metadata(&vsock).unwrap().permissions().mode() & 0o777;
+    assert_eq!(mode, 0o640);
+    let s = std::os::unix::net::UnixStream::connect(&vsock).unwrap();
+    s.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
+    const GET_MAX_MEM_SLOTS: u32 = 36;
+    const SET_MEM_TABLE: u32 = 5;
+    assert_eq!(vhost_request(&s, GET_MAX_MEM_SLOTS, &[], &[]), Some(4));
+    // One region of 1 MiB backed by a 4 KiB memfd.
+    let fd =
+        nix::sys::memfd::memfd_create(c"short", nix::sys::memfd::MemFdCreateFlag::empty()).unwrap();
+    let file = std::fs::File::from(fd);
+    file.set_len(4096).unwrap();
+    let mut table = 1u32.to_le_bytes().to_vec();
+    table.extend_from_slice(&[0; 4]);
+    for v in [0u64, 1 << 20, 0x7f00_0000_0000, 0] {
+        table.extend_from_slice(&v.to_le_bytes());
+    }
+    use std::os::fd::AsRawFd;
+    let r = vhost_request(&s, SET_MEM_TABLE, &table, &[file.as_raw_fd()]);
+    assert!(r.is_none_or(|v| v != 0), "refused: {r:?}");
+    let stats = ctl_json(&sock, &["stats"]);
+    let p = stats["stats"]["ports"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|p| p["name"] == vs)
+        .cloned()
+        .unwrap_or_else(|| panic!("no port {vs}: {stats}"));
+    let count = p["drops"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|d| d[0] == "frontend_bad_memory_table")
+        .and_then(|d| d[1].as_u64());
+    assert_eq!(count, Some(1), "{p}");
+    // The port serves the next frontend.
+    let s = std::os::unix::net::UnixStream::connect(&vsock).unwrap();
+    s.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
+    assert_eq!(vhost_request(&s, GET_MAX_MEM_SLOTS, &[], &[]), Some(4));
+    assert!(daemon.stop(Duration::from_secs(20)).unwrap().success());
+}

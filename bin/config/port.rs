@@ -9,7 +9,7 @@ use serde::Deserialize;
 use switch::vlan::VlanSet;
 use switch::Mac;
 
-use crate::control::{PortChange, PortL2, PortSpec, QmpSpec};
+use crate::control::{PortChange, PortL2, PortSpec, QmpSpec, VhostFrontend};
 
 /// Queue pairs a vhost-user port may offer (the contract in `control.rs`).
 pub const VHOST_QUEUES_MAX: i64 = 16;
@@ -40,6 +40,9 @@ const VHOST_KEYS: &[&str] = &[
     "port-security",
     "flood-limit",
     "mac-limit",
+    "socket-mode",
+    "socket-group",
+    "max-mem-regions",
 ];
 /// The largest split ring (virtio 1.2 §2.7), vring-engine's default.
 pub const MAX_QUEUE_SIZE: i64 = vring_engine::MAX_QUEUE_SIZE as i64;
@@ -196,6 +199,15 @@ pub struct RawPort {
     /// MACs learned behind the port (0: no limit).
     #[serde(rename = "mac-limit")]
     pub mac_limit: Option<i64>,
+    /// Octal permission bits of the server socket, `"0660"` (vhost-user only).
+    #[serde(rename = "socket-mode")]
+    pub socket_mode: Option<String>,
+    /// Group of the server socket: a name or a numeric gid (vhost-user only).
+    #[serde(rename = "socket-group")]
+    pub socket_group: Option<String>,
+    /// Most guest memory regions the frontend may map (vhost-user only).
+    #[serde(rename = "max-mem-regions")]
+    pub max_mem_regions: Option<i64>,
 }
 
 impl RawPort {
@@ -222,6 +234,9 @@ impl RawPort {
         add(self.port_security.is_some(), "port-security");
         add(self.flood_limit.is_some(), "flood-limit");
         add(self.mac_limit.is_some(), "mac-limit");
+        add(self.socket_mode.is_some(), "socket-mode");
+        add(self.socket_group.is_some(), "socket-group");
+        add(self.max_mem_regions.is_some(), "max-mem-regions");
         k
     }
 
@@ -312,15 +327,23 @@ impl RawPort {
                 };
                 let qmp = check_qmp(&path, self.qmp, self.qmp_nic)?;
                 let max_queue_size = self.max_queue_size.map(check_queue_size).transpose()?;
+                let client = self.client.unwrap_or(false);
+                let frontend = check_frontend(
+                    client,
+                    self.socket_mode.as_deref(),
+                    self.socket_group,
+                    self.max_mem_regions,
+                )?;
                 PortSpec::VhostUser {
                     path,
                     queues,
-                    client: self.client.unwrap_or(false),
+                    client,
                     mac,
                     vlan,
                     offloads: self.offloads.unwrap_or(true),
                     qmp,
                     max_queue_size,
+                    frontend,
                     l2,
                 }
             }
@@ -381,6 +404,7 @@ fn to_raw(spec: &PortSpec) -> RawPort {
             offloads,
             qmp,
             max_queue_size,
+            frontend,
             ..
         } => RawPort {
             kind: "vhost-user".into(),
@@ -391,6 +415,9 @@ fn to_raw(spec: &PortSpec) -> RawPort {
             qmp: qmp.as_ref().map(|q| q.path.clone()),
             qmp_nic: qmp.as_ref().and_then(|q| q.nic.clone()),
             max_queue_size: max_queue_size.map(i64::from),
+            socket_mode: frontend.socket_mode.map(|m| format!("{m:04o}")),
+            socket_group: frontend.socket_group.clone(),
+            max_mem_regions: frontend.max_mem_regions.map(i64::from),
             ..common
         },
         PortSpec::Tap { name, queues, .. } => RawPort {
@@ -438,6 +465,70 @@ fn check_queue_size(v: i64) -> Result<u16, PortError> {
 }
 
 /// IEEE 802.1Q-2018 §9.6: VID 0 means "priority tag only" and 4095 is reserved.
+/// The frontend-boundary keys of a vhost-user port. The socket keys shape the socket we
+/// create, so they need server mode.
+fn check_frontend(
+    client: bool,
+    mode: Option<&str>,
+    group: Option<String>,
+    regions: Option<i64>,
+) -> Result<VhostFrontend, PortError> {
+    let socket_mode = mode
+        .map(|m| {
+            let digits = m.strip_prefix("0o").unwrap_or(m);
+            match u32::from_str_radix(digits, 8) {
+                Ok(v) if v <= 0o777 && !digits.is_empty() => Ok(v),
+                _ => Err(PortError::BadValue {
+                    key: "socket-mode",
+                    value: m.to_string(),
+                    expected: "octal permission bits of the socket, at most 0777, e.g. 0660 \
+                               (with socket-group=G to let a QEMU of that group in)",
+                }),
+            }
+        })
+        .transpose()?;
+    if let Some(g) = &group {
+        let ok = !g.is_empty()
+            && g.len() <= 32
+            && g.bytes()
+                .all(|b| b.is_ascii_alphanumeric() || b"._-".contains(&b));
+        if !ok {
+            return Err(PortError::BadValue {
+                key: "socket-group",
+                value: g.clone(),
+                expected: "a group name or numeric gid, e.g. kvm or 107",
+            });
+        }
+    }
+    if client && (socket_mode.is_some() || group.is_some()) {
+        return Err(PortError::BadValue {
+            key: if socket_mode.is_some() {
+                "socket-mode"
+            } else {
+                "socket-group"
+            },
+            value: mode.map_or_else(|| group.clone().unwrap_or_default(), str::to_string),
+            expected: "with `client` QEMU creates the socket: set its mode there, or drop `client`",
+        });
+    }
+    let max_mem_regions = regions
+        .map(|n| {
+            check_range(
+                "max-mem-regions",
+                n,
+                1,
+                i64::from(vring_engine::options::MAX_MEM_REGIONS),
+            )
+            .map(u32::from)
+        })
+        .transpose()?;
+    Ok(VhostFrontend {
+        socket_mode,
+        socket_group: group,
+        max_mem_regions,
+    })
+}
+
 fn check_vlan(v: i64) -> Result<u16, PortError> {
     check_vid("vlan", v)
 }
@@ -738,6 +829,14 @@ pub fn parse_port(s: &str) -> Result<PortSpec, PortError> {
                 raw.flood_limit = Some(parse_int("flood-limit", need("flood-limit", "1000")?)?)
             }
             "mac-limit" => raw.mac_limit = Some(parse_int("mac-limit", need("mac-limit", "16")?)?),
+            "socket-mode" => raw.socket_mode = Some(need("socket-mode", "0660")?.to_string()),
+            "socket-group" => raw.socket_group = Some(need("socket-group", "kvm")?.to_string()),
+            "max-mem-regions" => {
+                raw.max_mem_regions = Some(parse_int(
+                    "max-mem-regions",
+                    need("max-mem-regions", "64")?,
+                )?)
+            }
             // A bare `client` is the documented form; client=on|off is accepted too.
             "client" => raw.client = Some(value.map_or(Ok(true), |v| parse_bool("client", v))?),
             other => {
@@ -962,6 +1061,7 @@ mod tests {
                 offloads: false,
                 qmp: None,
                 max_queue_size: None,
+                frontend: VhostFrontend::default(),
                 l2: PortL2::default(),
             }
         );
@@ -1024,6 +1124,7 @@ mod tests {
                 offloads: true,
                 qmp: None,
                 max_queue_size: None,
+                frontend: VhostFrontend::default(),
                 l2: PortL2::default(),
             }
         );
@@ -1124,6 +1225,7 @@ mod tests {
             offloads,
             qmp,
             max_queue_size: Some(768),
+            frontend: VhostFrontend::default(),
             l2: PortL2::default(),
         };
         assert!(normalize_spec(&bad)
@@ -1190,6 +1292,7 @@ mod tests {
             offloads: true,
             qmp: None,
             max_queue_size: None,
+            frontend: VhostFrontend::default(),
             l2: PortL2::default(),
         };
         assert!(normalize_spec(&bad).is_err());
@@ -1484,5 +1587,26 @@ mod tests {
         assert!(p.l2().port_security);
         let p = apply("tap:name=t,flood-limit=10", "flood-limit=0").unwrap();
         assert_eq!(p.l2().flood_limit, 0);
+    }
+
+    #[test]
+    fn vhost_frontend_keys_round_trip() {
+        let spec =
+            parse_port("vhost-user:path=/tmp/a,socket-mode=660,socket-group=107,max-mem-regions=9")
+                .unwrap();
+        let PortSpec::VhostUser { frontend, .. } = &spec else {
+            panic!("{spec:?}")
+        };
+        assert_eq!(
+            frontend,
+            &VhostFrontend {
+                socket_mode: Some(0o660),
+                socket_group: Some("107".into()),
+                max_mem_regions: Some(9),
+            }
+        );
+        assert_eq!(normalize_spec(&spec).unwrap(), spec);
+        assert!(parse_port("vhost-user:path=/tmp/a,socket-mode=").is_err());
+        assert!(parse_port("tap:name=x,socket-mode=0660").is_err());
     }
 }

@@ -145,6 +145,13 @@ pub struct FrontendCounters {
     pub bad_memory_table: AtomicU64,
     /// Kick/call/err fds refused: not an eventfd.
     pub bad_vring_fd: AtomicU64,
+    /// Dirty logs (SET_LOG_BASE) refused: past their file's end, unaligned or oversized.
+    pub bad_dirty_log: AtomicU64,
+    /// SIGBUS in this port's guest memory or log (a file shrunk after it was mapped): the
+    /// connection was failed (sigbus.rs).
+    pub memory_fault: AtomicU64,
+    /// When the last refusal was logged (ms since the process's first refusal log).
+    last_warn: AtomicU64,
 }
 
 /// A plain copy of [`FrontendCounters`].
@@ -152,6 +159,8 @@ pub struct FrontendCounters {
 pub struct FrontendStats {
     pub bad_memory_table: u64,
     pub bad_vring_fd: u64,
+    pub bad_dirty_log: u64,
+    pub memory_fault: u64,
 }
 
 impl FrontendCounters {
@@ -159,7 +168,26 @@ impl FrontendCounters {
         FrontendStats {
             bad_memory_table: self.bad_memory_table.load(Relaxed),
             bad_vring_fd: self.bad_vring_fd.load(Relaxed),
+            bad_dirty_log: self.bad_dirty_log.load(Relaxed),
+            memory_fault: self.memory_fault.load(Relaxed),
         }
+    }
+
+    /// Whether a refusal may be logged now: at most one line per second per port (a
+    /// frontend can reconnect and retry in a loop).
+    pub fn may_log(&self) -> bool {
+        static EPOCH: std::sync::OnceLock<std::time::Instant> = std::sync::OnceLock::new();
+        let epoch = EPOCH.get_or_init(std::time::Instant::now);
+        // +1000: the first refusal is always logged.
+        let now = u64::try_from(epoch.elapsed().as_millis())
+            .unwrap_or(u64::MAX)
+            .saturating_add(1000);
+        let last = self.last_warn.load(Relaxed);
+        now.saturating_sub(last) >= 1000
+            && self
+                .last_warn
+                .compare_exchange(last, now, Relaxed, Relaxed)
+                .is_ok()
     }
 }
 

@@ -56,7 +56,7 @@ pub(crate) struct Inner {
     pub active_pairs: AtomicU16,
     pub st: Mutex<DevState>,
     /// Refused frontend requests ([`crate::frontend_checks`]).
-    pub frontend: crate::counters::FrontendCounters,
+    pub frontend: Arc<crate::counters::FrontendCounters>,
     /// Guest-triggered log lines: at most one per second per device (see
     /// [`Inner::log_check`]).
     pub log_limit: switch::ratelimit::RateLimit,

@@ -69,6 +69,15 @@ impl LogMap {
         if offset % 4096 != 0 {
             return Err(bad("dirty log offset not page aligned"));
         }
+        // mmap succeeds past the file's end; the first bit set there would SIGBUS the
+        // daemon. So the log must lie within its file now (a later shrink is sigbus.rs's).
+        let file_size = nix::sys::stat::fstat(fd.as_raw_fd())
+            .ok()
+            .and_then(|st| u64::try_from(st.st_size).ok())
+            .ok_or_else(|| bad("cannot stat the dirty log's fd"))?;
+        if offset.checked_add(size).is_none_or(|end| end > file_size) {
+            return Err(bad("dirty log extends past the end of its file"));
+        }
         let len = usize::try_from(size).map_err(|_| bad("dirty log size"))?;
         let off = nix::libc::off_t::try_from(offset).map_err(|_| bad("dirty log offset"))?;
         // SAFETY: a fresh shared mapping at an address the kernel picks (no MAP_FIXED), of
@@ -221,6 +230,11 @@ impl DirtyLog {
     pub(crate) fn ring_addr(&self, q: usize) -> Option<u64> {
         let a = self.rings.get(q)?.load(Ordering::Acquire);
         (a != NO_RING_LOG).then_some(a)
+    }
+
+    /// Where the current log is mapped in this process: (address, length).
+    pub(crate) fn host_range(&self) -> Option<(usize, usize)> {
+        self.map.read().as_ref().map(|m| (m.ptr as usize, m.len))
     }
 
     /// Whether a log is mapped.
@@ -464,6 +478,10 @@ mod tests {
         assert!(LogMap::map(f.as_fd(), 0, 0).is_err());
         assert!(LogMap::map(f.as_fd(), 4096, 100).is_err());
         assert!(LogMap::map(f.as_fd(), MAX_LOG_BYTES + 1, 0).is_err());
+        // Past the file's end: mmap would succeed and the first bit set there SIGBUS.
+        assert!(LogMap::map(f.as_fd(), 8192, 0).is_err());
+        assert!(LogMap::map(f.as_fd(), 4096, 4096).is_err());
+        assert!(LogMap::map(f.as_fd(), 4096, !4095u64).is_err());
         let log = DirtyLog::new(1);
         log.set_base(f.as_fd(), 4096, 0).unwrap();
         let mem: Mem = GuestMemoryMmap::from_ranges(&[(GuestAddress(0), 0x10_0000)]).unwrap();

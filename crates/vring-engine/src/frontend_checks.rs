@@ -5,17 +5,23 @@
 //! - Memory regions (vhost-user spec, VHOST_USER_SET_MEM_TABLE / VHOST_USER_ADD_MEM_REG):
 //!   vm-memory maps `fd` at `mmap_offset` for `memory_size` bytes, and the mmap succeeds past
 //!   the end of the file; the first access past EOF then raises SIGBUS, which kills the whole
-//!   daemon. So every region must lie within its file's size at the time the table arrives.
+//!   daemon. So every region must lie within its file's size at the time the table arrives:
+//!   the relay checks the message before vhost-user-backend maps it
+//!   (`check_wire_table`), and `update_memory` checks the mapped table again. A file
+//!   shrunk later (an unsealed memfd) is sigbus.rs's.
 //! - Kick/call/err fds (VHOST_USER_SET_VRING_KICK / _CALL / _ERR) must be eventfds: a pipe
 //!   at EOF or `/dev/zero` is always readable, and a worker waiting on it would spin.
 
 use std::fs::File;
 use std::io;
-use std::os::fd::AsRawFd;
+use std::os::fd::{AsFd, AsRawFd};
 use std::sync::atomic::Ordering;
 
-use crate::counters::FrontendStats;
+use std::sync::Arc;
+
+use crate::counters::{FrontendCounters, FrontendStats};
 use crate::device::{Inner, NetDevice};
+use crate::dirtylog::DirtyLog;
 use crate::vring::GuestMem;
 
 use vm_memory::{GuestAddressSpace, GuestMemoryBackend, GuestMemoryMmap, GuestMemoryRegion};
@@ -38,6 +44,10 @@ pub enum RegionError {
         end: u64,
         file_size: u64,
     },
+    #[error("malformed memory table message (region count, payload size or fds)")]
+    Malformed,
+    #[error("no room left to guard the unsealed memory regions against a later shrink")]
+    Unguarded,
 }
 
 /// `F_SEAL_SHRINK` (fcntl(2)): the memfd can no longer be made smaller, so a region that
@@ -53,11 +63,11 @@ pub fn shrink_sealed(f: &File) -> bool {
 }
 
 /// Checks that `[start, start + len)` of `file` lies within its current size (fstat).
-pub fn check_region(gpa: u64, file: &File, start: u64, len: u64) -> Result<(), RegionError> {
-    let file_size = file
-        .metadata()
-        .map_err(|_| RegionError::Stat { gpa })?
-        .len();
+pub fn check_region(gpa: u64, file: impl AsFd, start: u64, len: u64) -> Result<(), RegionError> {
+    let file_size = nix::sys::stat::fstat(file.as_fd().as_raw_fd())
+        .ok()
+        .and_then(|st| u64::try_from(st.st_size).ok())
+        .ok_or(RegionError::Stat { gpa })?;
     match start.checked_add(len) {
         Some(end) if end <= file_size => Ok(()),
         end => Err(RegionError::PastEof {
@@ -101,7 +111,162 @@ pub fn is_eventfd(f: &File) -> bool {
         .is_ok_and(|p| p.as_os_str() == "anon_inode:[eventfd]")
 }
 
+/// What the relay ([`crate::relay`]) needs to refuse a frontend's request before
+/// vhost-user-backend (or the dirty log) maps anything: the port's limits and counters.
+pub(crate) struct Boundary {
+    pub port: u16,
+    /// The device's identity for [`crate::sigbus`].
+    pub owner: usize,
+    pub max_regions: u32,
+    pub counters: Arc<FrontendCounters>,
+    pub log: Arc<DirtyLog>,
+}
+
+impl Boundary {
+    pub(crate) fn of(inner: &Inner) -> Boundary {
+        Boundary {
+            port: inner.port.0,
+            owner: inner.sigbus_owner(),
+            max_regions: inner.opts.max_mem_regions,
+            counters: Arc::clone(&inner.frontend),
+            log: Arc::clone(&inner.log),
+        }
+    }
+
+    /// A boundary with no device behind it (relay tests).
+    #[cfg(test)]
+    pub(crate) fn detached(log: Arc<DirtyLog>, max_regions: u32) -> Boundary {
+        Boundary {
+            port: u16::MAX,
+            owner: 1,
+            max_regions,
+            counters: Arc::default(),
+            log,
+        }
+    }
+
+    /// A refused memory table: counted and (rate-limited) logged.
+    pub(crate) fn refuse_table(&self, e: &RegionError) {
+        self.counters
+            .bad_memory_table
+            .fetch_add(1, Ordering::Relaxed);
+        if self.counters.may_log() {
+            tracing::warn!(port = self.port, error = %e, "memory table refused");
+        }
+    }
+}
+
+/// One region of a SET_MEM_TABLE / ADD_MEM_REG payload (`VhostUserMemoryRegion`: guest
+/// address, size, frontend address, mmap offset, all u64), read into private memory.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) struct WireRegion {
+    pub gpa: u64,
+    pub size: u64,
+    pub uaddr: u64,
+    pub offset: u64,
+}
+
+impl WireRegion {
+    pub(crate) fn parse(p: &[u8], at: usize) -> Option<WireRegion> {
+        let f = |i: usize| -> Option<u64> {
+            Some(u64::from_le_bytes(
+                p.get(at + i..at + i + 8)?.try_into().ok()?,
+            ))
+        };
+        Some(WireRegion {
+            gpa: f(0)?,
+            size: f(8)?,
+            uaddr: f(16)?,
+            offset: f(24)?,
+        })
+    }
+}
+
+/// Checks a SET_MEM_TABLE (`u32 nregions; u32 padding; VhostUserMemoryRegion[nregions]`,
+/// one fd per region) before anything maps it: the count against `max`, each region
+/// within its file.
+pub(crate) fn check_wire_table(
+    payload: &[u8],
+    fds: &[std::os::fd::OwnedFd],
+    max: u32,
+) -> Result<usize, RegionError> {
+    let n = payload
+        .get(0..4)
+        .and_then(|b| b.try_into().ok())
+        .map_or(0, u32::from_le_bytes);
+    if n > max {
+        return Err(RegionError::TooMany {
+            count: usize::try_from(n).unwrap_or(usize::MAX),
+            max,
+        });
+    }
+    let n = usize::try_from(n).unwrap_or(usize::MAX);
+    if fds.len() != n {
+        return Err(RegionError::Malformed);
+    }
+    for (i, fd) in fds.iter().enumerate() {
+        let r = WireRegion::parse(payload, 8 + 32 * i).ok_or(RegionError::Malformed)?;
+        check_region(r.gpa, fd, r.offset, r.size)?;
+    }
+    Ok(n)
+}
+
+/// Checks an ADD_MEM_REG (`u64 padding; VhostUserMemoryRegion`, one fd) that would make
+/// the table `count` regions long.
+pub(crate) fn check_wire_region(
+    payload: &[u8],
+    fds: &[std::os::fd::OwnedFd],
+    count: usize,
+    max: u32,
+) -> Result<(), RegionError> {
+    if count > usize::try_from(max).unwrap_or(usize::MAX) {
+        return Err(RegionError::TooMany { count, max });
+    }
+    let r = WireRegion::parse(payload, 8).ok_or(RegionError::Malformed)?;
+    let [fd] = fds else {
+        return Err(RegionError::NoFile { gpa: r.gpa });
+    };
+    check_region(r.gpa, fd, r.offset, r.size)
+}
+
+/// Guards the unsealed regions of `table` against a later shrink ([`crate::sigbus`]); the
+/// port's other ranges (an earlier table's) are retired.
+/// The dirty log's range (`log`, registered by the relay) stays live.
+fn guard_unsealed(
+    owner: usize,
+    table: &GuestMemoryMmap<()>,
+    log: Option<(usize, usize)>,
+) -> Result<(), crate::sigbus::SigbusError> {
+    let mut keep = Vec::new();
+    for r in table.iter() {
+        let Some(fo) = r.file_offset() else { continue };
+        if shrink_sealed(fo.file()) {
+            continue;
+        }
+        let Ok(len) = usize::try_from(r.len()) else {
+            continue;
+        };
+        keep.push((r.as_ptr() as usize, len));
+    }
+    let mine = keep.len();
+    keep.extend(log);
+    crate::sigbus::retire(owner, &keep);
+    if mine == 0 {
+        return Ok(());
+    }
+    crate::sigbus::install()?;
+    for &(start, len) in &keep[..mine] {
+        crate::sigbus::register(start, len, owner)?;
+    }
+    Ok(())
+}
+
 impl Inner {
+    /// Who this device is to [`crate::sigbus`]: its address, unique while it lives.
+    pub(crate) fn sigbus_owner(&self) -> usize {
+        std::ptr::from_ref(self) as usize
+    }
+
     /// Called by `update_memory` with the table vhost-user-backend just installed (it
     /// replaced its atomic memory before calling us). A bad table is replaced by an empty
     /// one, so no queue can reach the bad mapping, and the request fails (the frontend sees
@@ -117,14 +282,16 @@ impl Inner {
         } else {
             check_table(&table)
         };
+        let res = res.and_then(|unsealed| {
+            if unsealed > 0 {
+                tracing::debug!(port = %self.port, unsealed, "memory regions not sealed against shrinking: guarded");
+            }
+            guard_unsealed(self.sigbus_owner(), &table, self.log.host_range())
+                .map_err(|_| RegionError::Unguarded)
+        });
         drop(table);
         match res {
-            Ok(unsealed) => {
-                if unsealed > 0 {
-                    tracing::debug!(port = %self.port, unsealed, "memory regions not sealed against shrinking");
-                }
-                Ok(())
-            }
+            Ok(()) => Ok(()),
             Err(e) => {
                 if let Ok(g) = mem.lock() {
                     g.replace(GuestMemoryMmap::new());

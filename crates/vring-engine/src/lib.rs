@@ -24,6 +24,7 @@ pub mod options;
 pub mod port;
 mod relay;
 mod rx;
+mod sigbus;
 mod split;
 mod tx;
 pub mod txring;

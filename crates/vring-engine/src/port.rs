@@ -293,10 +293,10 @@ fn serve(
             }
         };
         let front_ctl = front.try_clone().ok();
-        let log = std::sync::Arc::clone(&device.inner.log);
+        let boundary = crate::frontend_checks::Boundary::of(&device.inner);
         let relay = thread::Builder::new()
             .name(format!("vhost-relay-{}", device.port()))
-            .spawn(move || crate::relay::run(front, back, &log));
+            .spawn(move || crate::relay::run(front, back, &boundary));
         match daemon.start(&mut inner.listener) {
             Ok(()) => {
                 *shutdown.lock() = daemon.shutdown_handle();

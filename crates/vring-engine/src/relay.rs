@@ -22,6 +22,11 @@
 //!   is acked by us); a REM_MEM_REG reaches the back-end when the last reference goes.
 //!   SET_MEM_TABLE replaces the table and resets the count.
 //!
+//! - SET_MEM_TABLE and ADD_MEM_REG are checked here, before vhost-user-backend maps
+//!   anything: regions within their fds' files, at most the port's `max_mem_regions`
+//!   ([`crate::frontend_checks`]); a bad one is NACKed and the connection ended.
+//!   GET_MAX_MEM_SLOTS is answered with that limit.
+//!
 //! - VHOST_USER_SET_LOG_BASE (live migration) is served here: the log is mapped into the
 //!   device's [`crate::dirtylog::DirtyLog`] and the reply sent by us, so vhost-user-backend
 //!   (whose own handling needs a vm-memory bitmap on every access) never sees it; and the
@@ -36,8 +41,13 @@ use std::io::{self, IoSlice, IoSliceMut, Read, Write};
 use std::os::fd::{AsRawFd, FromRawFd, OwnedFd, RawFd};
 use std::os::unix::net::UnixStream;
 
+use std::sync::atomic::Ordering;
+use std::sync::Arc;
+
 use nix::sys::socket::{recvmsg, sendmsg, ControlMessage, ControlMessageOwned, MsgFlags};
 use parking_lot::Mutex;
+
+use crate::frontend_checks::{check_wire_region, check_wire_table, Boundary, RegionError};
 
 const HDR: usize = 12;
 /// Largest payload we relay: vhost-user messages are a few hundred bytes (a memory table of
@@ -52,6 +62,7 @@ const SET_LOG_BASE: u32 = 6;
 const SET_VRING_ADDR: u32 = 9;
 const SET_VRING_ENABLE: u32 = 18;
 const ADD_MEM_REG: u32 = 37;
+const GET_MAX_MEM_SLOTS: u32 = 36;
 const REM_MEM_REG: u32 = 38;
 const PROTOCOL_FEATURES_BIT: u64 = 1 << 30;
 const F_VERSION_1: u32 = 0x1;
@@ -135,12 +146,28 @@ fn write_msg(s: &UnixStream, m: &Msg) -> io::Result<()> {
 }
 
 /// Relays one connection until either side closes. `front` is the frontend (QEMU), `back`
-/// the connection vhost-user-backend serves.
-pub(crate) fn run(front: UnixStream, back: UnixStream, log: &crate::dirtylog::DirtyLog) {
-    let (Ok(front2), Ok(back2)) = (front.try_clone(), back.try_clone()) else {
+/// the connection vhost-user-backend serves; `b` the port's limits and counters.
+pub(crate) fn run(front: UnixStream, back: UnixStream, b: &Boundary) {
+    let (Ok(front2), Ok(back2), Ok(front3)) =
+        (front.try_clone(), back.try_clone(), front.try_clone())
+    else {
         return;
     };
-    let front_w = std::sync::Arc::new(Mutex::new(front2));
+    // A SIGBUS in this port's guest memory or log (sigbus.rs) fails this connection only.
+    let counters = Arc::clone(&b.counters);
+    let port = b.port;
+    let _fault = crate::sigbus::on_fault(b.owner, move |n| {
+        counters
+            .memory_fault
+            .fetch_add(u64::from(n), Ordering::Relaxed);
+        tracing::error!(
+            port,
+            faults = n,
+            "frontend shrank a file behind guest memory or the dirty log: port failed"
+        );
+        let _ = front3.shutdown(std::net::Shutdown::Both);
+    });
+    let front_w = Arc::new(Mutex::new(front2));
     let fw = front_w.clone();
     let up = std::thread::Builder::new()
         .name("vhost-relay-up".into())
@@ -157,32 +184,71 @@ pub(crate) fn run(front: UnixStream, back: UnixStream, log: &crate::dirtylog::Di
     let mut early: Vec<Msg> = Vec::new();
     let mut features_acked = false;
     let mut regions: HashMap<[u64; 3], u32> = HashMap::new();
-    let ack = |m: &Msg| -> io::Result<()> {
-        if m.flags() & F_NEED_REPLY == 0 {
-            return Ok(());
-        }
+    // Regions of the last SET_MEM_TABLE still in place (ADD_MEM_REG adds to them).
+    let mut table_regions = 0usize;
+    let reply = |m: &Msg, value: u64| -> io::Result<()> {
         let reply = Msg {
             hdr: reply_hdr(m.request(), 8),
-            payload: 0u64.to_le_bytes().to_vec(),
+            payload: value.to_le_bytes().to_vec(),
             fds: Vec::new(),
         };
         write_msg(&front_w.lock(), &reply)
     };
+    let ack = |m: &Msg| -> io::Result<()> {
+        if m.flags() & F_NEED_REPLY == 0 {
+            return Ok(());
+        }
+        reply(m, 0)
+    };
+    // A refused memory table: counted, NACKed (REPLY_ACK) and the connection ended, as
+    // vhost-user-backend does with a request that fails.
+    let refuse = |m: &Msg, e: RegionError| {
+        b.refuse_table(&e);
+        if m.flags() & F_NEED_REPLY != 0 {
+            let _ = reply(m, 1);
+        }
+    };
     while let Ok(Some(mut m)) = read_msg(&front) {
         let req = m.request();
         if req == SET_LOG_BASE {
-            if set_log_base(log, &m, &front_w).is_err() {
+            if set_log_base(b, &m, &front_w).is_err() {
+                b.counters.bad_dirty_log.fetch_add(1, Ordering::Relaxed);
+                break;
+            }
+            continue;
+        }
+        if req == GET_MAX_MEM_SLOTS {
+            // The port's limit, not vhost-user-backend's: a frontend is never told more
+            // slots than we then accept.
+            if reply(&m, u64::from(b.max_regions)).is_err() {
                 break;
             }
             continue;
         }
         if req == SET_VRING_ADDR {
-            note_vring_addr(log, &m.payload);
+            note_vring_addr(&b.log, &m.payload);
         }
         if req == SET_MEM_TABLE {
+            match check_wire_table(&m.payload, &m.fds, b.max_regions) {
+                Ok(n) => table_regions = n,
+                Err(e) => {
+                    refuse(&m, e);
+                    break;
+                }
+            }
             regions.clear();
         }
         if let (ADD_MEM_REG | REM_MEM_REG, Some(key)) = (req, region_key(&m.payload)) {
+            if req == ADD_MEM_REG && !regions.contains_key(&key) {
+                let count = table_regions + regions.len() + 1;
+                if let Err(e) = check_wire_region(&m.payload, &m.fds, count, b.max_regions) {
+                    refuse(&m, e);
+                    break;
+                }
+            }
+            if req == REM_MEM_REG && !regions.contains_key(&key) {
+                table_regions = table_regions.saturating_sub(1);
+            }
             let refs = regions.entry(key).or_insert(0);
             let forward = if req == ADD_MEM_REG {
                 *refs += 1;
@@ -235,18 +301,18 @@ pub(crate) fn run(front: UnixStream, back: UnixStream, log: &crate::dirtylog::Di
     let _ = back.shutdown(std::net::Shutdown::Both);
     let _ = front.shutdown(std::net::Shutdown::Both);
     let _ = up.map(|t| t.join());
+    // The connection's mappings stay guarded (frames in flight may hold them) until their
+    // slots are needed.
+    crate::sigbus::retire(b.owner, &[]);
 }
 
 /// VHOST_USER_SET_LOG_BASE with LOG_SHMFD: payload `{ u64 mmap_size; u64 mmap_offset }`
-/// and the log's fd. Maps it and replies with the payload echoed (QEMU reads any reply of
-/// this request; the vhost crate's frontend wants this one). A log we cannot map ends the
-/// connection: replying would let the frontend migrate a guest whose pages we do not
-/// log.
-fn set_log_base(
-    log: &crate::dirtylog::DirtyLog,
-    m: &Msg,
-    front: &Mutex<UnixStream>,
-) -> io::Result<()> {
+/// and the log's fd. Maps it (after checking it lies within the fd's file, see
+/// [`crate::dirtylog`]), guards the mapping against a later shrink ([`crate::sigbus`]) and
+/// replies with the payload echoed (QEMU reads any reply of this request; the vhost
+/// crate's frontend wants this one). A log we cannot map ends the connection: replying
+/// would let the frontend migrate a guest whose pages we do not log.
+fn set_log_base(b: &Boundary, m: &Msg, front: &Mutex<UnixStream>) -> io::Result<()> {
     use std::os::fd::AsFd;
     let field = |i: usize| -> Option<u64> {
         Some(u64::from_le_bytes(
@@ -260,8 +326,22 @@ fn set_log_base(
     let [fd] = m.fds.as_slice() else {
         return Err(bad("SET_LOG_BASE needs exactly one fd"));
     };
-    if let Err(e) = log.set_base(fd.as_fd(), size, offset) {
-        tracing::error!("cannot map the dirty log (size {size}, offset {offset}): {e}");
+    let guarded = || -> io::Result<()> {
+        b.log.set_base(fd.as_fd(), size, offset)?;
+        if let Some((start, len)) = b.log.host_range() {
+            crate::sigbus::install().map_err(io::Error::other)?;
+            crate::sigbus::register(start, len, b.owner).map_err(io::Error::other)?;
+        }
+        Ok(())
+    };
+    if let Err(e) = guarded() {
+        b.log.stop();
+        if b.counters.may_log() {
+            tracing::error!(
+                port = b.port,
+                "cannot map the dirty log (size {size}, offset {offset}): {e}"
+            );
+        }
         return Err(e);
     }
     tracing::info!("dirty log mapped: {size} bytes");
@@ -319,7 +399,13 @@ mod tests {
     fn early_enable_is_acked_and_replayed_after_set_features() {
         let (mut fe, front) = UnixStream::pair().unwrap();
         let (back, be) = UnixStream::pair().unwrap();
-        let t = std::thread::spawn(move || run(front, back, &crate::dirtylog::DirtyLog::new(4)));
+        let t = std::thread::spawn(move || {
+            run(
+                front,
+                back,
+                &Boundary::detached(std::sync::Arc::new(crate::dirtylog::DirtyLog::new(4)), 509),
+            )
+        });
         let enable = [0u8, 0, 0, 0, 1, 0, 0, 0];
         fe.write_all(&msg(SET_VRING_ENABLE, F_VERSION_1 | F_NEED_REPLY, &enable))
             .unwrap();
@@ -362,16 +448,28 @@ mod tests {
     fn duplicate_memory_regions_are_reference_counted() {
         let (fe, front) = UnixStream::pair().unwrap();
         let (back, be) = UnixStream::pair().unwrap();
-        let t = std::thread::spawn(move || run(front, back, &crate::dirtylog::DirtyLog::new(4)));
+        let t = std::thread::spawn(move || {
+            run(
+                front,
+                back,
+                &Boundary::detached(std::sync::Arc::new(crate::dirtylog::DirtyLog::new(4)), 509),
+            )
+        });
         let mut region = vec![0u8; 8];
         for v in [0x1000_0000u64, 0x4000, 0x7f00_0000_0000, 0] {
             region.extend_from_slice(&v.to_le_bytes());
         }
+        let file = memfd(0x4000);
         let send = |req: u32| {
+            let fds = if req == ADD_MEM_REG {
+                vec![file.try_clone().unwrap()]
+            } else {
+                Vec::new()
+            };
             let mut m = Msg {
                 hdr: [0; HDR],
                 payload: region.clone(),
-                fds: Vec::new(),
+                fds,
             };
             m.hdr[0..4].copy_from_slice(&req.to_le_bytes());
             m.set_flags(F_VERSION_1 | F_NEED_REPLY);
@@ -416,6 +514,64 @@ mod tests {
         }
     }
 
+    /// A SET_MEM_TABLE whose region lies past its file's end, or with more regions than
+    /// the port allows, is NACKed and the connection ended: the back-end (which would map
+    /// it) never sees it. GET_MAX_MEM_SLOTS is answered with the port's limit.
+    #[test]
+    fn bad_memory_table_never_reaches_the_back_end() {
+        let table = |n: u32, size: u64| {
+            let mut p = n.to_le_bytes().to_vec();
+            p.extend_from_slice(&[0; 4]);
+            for i in 0..u64::from(n) {
+                for v in [i << 30, size, 0x7f00_0000_0000 + (i << 30), 0] {
+                    p.extend_from_slice(&v.to_le_bytes());
+                }
+            }
+            p
+        };
+        let send = |fe: &UnixStream, req: u32, payload: Vec<u8>, fds: Vec<OwnedFd>| {
+            let mut m = Msg {
+                hdr: [0; HDR],
+                payload,
+                fds,
+            };
+            m.hdr[0..4].copy_from_slice(&req.to_le_bytes());
+            m.set_flags(F_VERSION_1 | F_NEED_REPLY);
+            m.hdr[8..12].copy_from_slice(&(m.payload.len() as u32).to_le_bytes());
+            write_msg(fe, &m).unwrap();
+        };
+        let cases: [(u32, u64, u64); 2] = [
+            (1, 0x2000, 0x1000), // region 8 KiB, file 4 KiB
+            (3, 0x1000, 0x1000), // three regions, limit 2
+        ];
+        for (n, size, file) in cases {
+            let counters = {
+                let (fe, front) = UnixStream::pair().unwrap();
+                let (back, be) = UnixStream::pair().unwrap();
+                let b =
+                    Boundary::detached(std::sync::Arc::new(crate::dirtylog::DirtyLog::new(4)), 2);
+                let counters = b.counters.clone();
+                let t = std::thread::spawn(move || run(front, back, &b));
+                send(&fe, GET_MAX_MEM_SLOTS, Vec::new(), Vec::new());
+                assert_eq!(read_msg(&fe).unwrap().unwrap().payload, 2u64.to_le_bytes());
+                let fds = (0..n).map(|_| memfd(file)).collect();
+                send(&fe, SET_MEM_TABLE, table(n, size), fds);
+                let nack = read_msg(&fe).unwrap().unwrap();
+                assert_eq!(
+                    (nack.request(), nack.payload),
+                    (SET_MEM_TABLE, 1u64.to_le_bytes().to_vec())
+                );
+                t.join().unwrap();
+                assert!(
+                    read_msg(&be).map_or(true, |m| m.is_none()),
+                    "nothing forwarded"
+                );
+                counters
+            };
+            assert_eq!(counters.snapshot().bad_memory_table, 1);
+        }
+    }
+
     /// SET_LOG_BASE is served here (mapped, replied to, never forwarded) and
     /// SET_VRING_ADDR's log address noted on its way through; a log that cannot be
     /// mapped, or comes without its fd, ends the connection.
@@ -424,7 +580,7 @@ mod tests {
         let log = std::sync::Arc::new(crate::dirtylog::DirtyLog::new(4));
         let (fe, front) = UnixStream::pair().unwrap();
         let (back, be) = UnixStream::pair().unwrap();
-        let l = log.clone();
+        let l = Boundary::detached(log.clone(), 509);
         let t = std::thread::spawn(move || run(front, back, &l));
         write_msg(&fe, &log_base(4096, 0, vec![memfd(4096)])).unwrap();
         let reply = read_msg(&fe).unwrap().unwrap();
@@ -452,7 +608,7 @@ mod tests {
         // An unmappable log (offset not page-aligned) too.
         let (fe, front) = UnixStream::pair().unwrap();
         let (back, _be) = UnixStream::pair().unwrap();
-        let l = log.clone();
+        let l = Boundary::detached(log.clone(), 509);
         let t = std::thread::spawn(move || run(front, back, &l));
         write_msg(&fe, &log_base(4096, 100, vec![memfd(8192)])).unwrap();
         t.join().unwrap();
