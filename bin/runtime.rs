@@ -355,6 +355,7 @@ impl Runtime {
                 PortKind::VhostUser => "vhost-user",
                 PortKind::Tap => "tap",
                 PortKind::AfPacket => "afpacket",
+                PortKind::Vxlan => "vxlan",
             }
             .into(),
             state: state.into(),

@@ -35,7 +35,8 @@
 //! - [`offload`]: checksum completion and software GSO at egress;
 //! - [`reason`]: counted drop reasons; [`ratelimit`]: log lines a peer can trigger;
 //! - [`security`]: source binding (MAC and ARP sender) and flood limits per port;
-//! - [`time`]: the caller's clock as plain milliseconds.
+//! - [`time`]: the caller's clock as plain milliseconds;
+//! - [`vxlan`]: the VXLAN header, inner flow hash and MAC → VTEP table (RFC 7348).
 
 pub mod bytes;
 pub mod egress;
@@ -54,6 +55,7 @@ pub mod switch;
 pub mod time;
 pub mod vlan;
 pub mod vnet;
+pub mod vxlan;
 
 pub use bytes::Chunk;
 pub use egress::Egress;

@@ -34,6 +34,8 @@ pub enum PortKind {
     Tap,
     /// An AF_PACKET socket on an existing interface (the host end of a veth).
     AfPacket,
+    /// A VXLAN tunnel (RFC 7348): one VNI over UDP to a list of remote VTEPs.
+    Vxlan,
 }
 
 /// Offloaded frames a port can *receive*, i.e. what may be passed to it without software

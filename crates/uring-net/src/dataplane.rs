@@ -18,6 +18,7 @@ use crate::probe::Features;
 use crate::sockstats::SocketStats;
 use crate::stats::{PortStats, Stats, WorkerStats, WorkerStatsSnapshot};
 use crate::sys;
+use crate::vxlan::{VxlanConfig, VxlanPort};
 use crate::worker::{Cmd, QueueKind, Worker, WorkerConfig};
 
 /// Data plane settings (`--workers`, `--poll-us`, ...).
@@ -77,6 +78,13 @@ pub enum PortSpec {
         /// L2 configuration; `config.name` is the interface name.
         config: PortConfig,
     },
+    /// A VXLAN tunnel (RFC 7348) to a list of remote VTEPs: a UDP socket per worker in
+    /// the calling thread's network namespace (crate::vxlan).
+    Vxlan {
+        /// L2 configuration; `config.name` is the port's name.
+        config: PortConfig,
+        vxlan: VxlanConfig,
+    },
 }
 
 impl PortSpec {
@@ -98,10 +106,21 @@ impl PortSpec {
         PortSpec::AfPacket { config }
     }
 
+    /// A VXLAN port named `name`. It takes complete frames only (a UDP socket has no
+    /// vnet header): offloaded frames are completed and segmented before they are sent.
+    pub fn vxlan(name: &str, vxlan: VxlanConfig) -> PortSpec {
+        PortSpec::Vxlan {
+            config: PortConfig::new(name, PortKind::Vxlan),
+            vxlan,
+        }
+    }
+
     /// The tap or interface name.
     pub fn name(&self) -> &str {
         match self {
-            PortSpec::Tap { config, .. } | PortSpec::AfPacket { config } => &config.name,
+            PortSpec::Tap { config, .. }
+            | PortSpec::AfPacket { config }
+            | PortSpec::Vxlan { config, .. } => &config.name,
         }
     }
 }
@@ -132,6 +151,8 @@ pub struct Dataplane {
     guest_tx: Mutex<BTreeMap<(PortId, u64), usize>>,
     /// What the kernel's io_uring offers (probed in `new`).
     features: Features,
+    /// The shared state of each VXLAN port.
+    vxlan: RwLock<BTreeMap<PortId, Arc<VxlanPort>>>,
 }
 
 impl Dataplane {
@@ -218,6 +239,7 @@ impl Dataplane {
             sockstats: RwLock::new(vec![None; switch::MAX_PORTS]),
             guest_tx: Mutex::new(BTreeMap::new()),
             features,
+            vxlan: RwLock::new(BTreeMap::new()),
         }
     }
 
@@ -239,6 +261,7 @@ impl Dataplane {
     /// network namespace, registers the port with the switch and starts receiving.
     pub fn add_port(&self, spec: PortSpec) -> Result<PortId> {
         let n = self.workers.len();
+        let mut vx = None;
         let (fds, kind, config) = match spec {
             PortSpec::Tap {
                 mut config,
@@ -264,6 +287,19 @@ impl Dataplane {
                 let fds = socks.into_iter().map(|s| s.fd).collect();
                 (fds, QueueKind::Packet, config)
             }
+            PortSpec::Vxlan { mut config, vxlan } => {
+                let io = |op: &'static str| {
+                    let name = config.name.clone();
+                    move |source| Error::Vxlan { name, op, source }
+                };
+                let aging = self.sw.fdb().config().aging_ms;
+                let fds = VxlanPort::open_rx(&vxlan, n).map_err(io("open the receive sockets"))?;
+                let port = VxlanPort::open(vxlan, aging).map_err(io("open the send sockets"))?;
+                config.kind = PortKind::Vxlan;
+                config.offloads = Offloads::NONE;
+                vx = Some(Arc::new(port));
+                (fds, QueueKind::Vxlan, config)
+            }
         };
         let name = config.name.clone();
         let dups = fds
@@ -282,6 +318,7 @@ impl Dataplane {
                 port: id,
                 kind,
                 fd,
+                vxlan: vx.clone(),
                 reply: tx,
             })?;
             replies.push(rx);
@@ -301,6 +338,10 @@ impl Dataplane {
             *e = Some(Arc::new(SocketStats::new(dups, kind == QueueKind::Packet)));
         }
         self.ports.lock().insert(id, name.clone());
+        if let Some(v) = vx {
+            tracing::info!(%id, vni = v.config().vni, inner_max = v.inner_max(), "vxlan port");
+            self.vxlan.write().insert(id, v);
+        }
         tracing::info!(%id, name = %name, ?kind, "port added");
         Ok(id)
     }
@@ -315,6 +356,7 @@ impl Dataplane {
 
     fn detach(&self, id: PortId) -> Result<()> {
         let _ = self.sw.remove_port(id);
+        self.vxlan.write().remove(&id);
         self.guest_tx.lock().retain(|(p, _), _| *p != id);
         if let Some(e) = self.sockstats.write().get_mut(id.index()) {
             *e = None;
@@ -422,6 +464,11 @@ impl Dataplane {
             .map_err(|e| Error::Switch(e.to_string()))?;
         self.ports.lock().insert(id, name);
         Ok(id)
+    }
+
+    /// The shared state of VXLAN port `id` (its remotes, learned VTEPs and counters).
+    pub fn vxlan(&self, id: PortId) -> Option<Arc<VxlanPort>> {
+        self.vxlan.read().get(&id).cloned()
     }
 
     /// Counters of every port and worker.

@@ -25,6 +25,13 @@ pub enum Error {
         #[source]
         source: io::Error,
     },
+    #[error("vxlan port {name}: {op} failed: {source}")]
+    Vxlan {
+        name: String,
+        op: &'static str,
+        #[source]
+        source: io::Error,
+    },
     #[error("interface name {0:?} is empty or longer than 15 bytes")]
     BadIfName(String),
     #[error("buffer ring: {0}")]

@@ -26,7 +26,8 @@
 //! - [`probe`]: the kernel's io_uring features, checked at start-up (minimum Linux 6.7);
 //! - [`sockstats`]: kernel-side drop counters of host ports, read by the stats reader;
 //! - [`sys`]: tap, AF_PACKET, ifreq, mmap wrappers;
-//! - [`stats`]: single-writer counters and snapshots.
+//! - [`stats`]: single-writer counters and snapshots;
+//! - [`vxlan`]: VXLAN ports' sockets, shared state and encapsulation (RFC 7348).
 
 pub mod bufring;
 pub mod dataplane;
@@ -39,6 +40,7 @@ pub mod sockstats;
 mod stage;
 pub mod stats;
 pub mod sys;
+pub mod vxlan;
 mod worker;
 
 pub use dataplane::{Dataplane, DataplaneConfig, PortSpec};
@@ -46,4 +48,5 @@ pub use error::{Error, Result};
 pub use guest::{Delivery, FrameBatch, GuestFrame, GuestRx, GuestTxQueue, RxFrame};
 pub use probe::{Features, ProbeError};
 pub use stats::{PortStats, Stats, WorkerStatsSnapshot};
+pub use vxlan::{VxlanConfig, VxlanPort, VxlanStats};
 pub use worker::QueueKind;

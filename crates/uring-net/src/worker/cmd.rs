@@ -85,9 +85,10 @@ impl Worker {
                     port,
                     kind,
                     fd,
+                    vxlan,
                     reply,
                 } => {
-                    let r = self.add_queue(port, kind, fd);
+                    let r = self.add_queue(port, kind, fd, vxlan);
                     let _ = reply.send(r);
                 }
                 Cmd::AttachGuestTx {

@@ -9,6 +9,7 @@
 //! it is here.
 
 use std::os::fd::{AsRawFd, OwnedFd};
+use std::sync::Arc;
 
 use io_uring::{cqueue, opcode, types};
 use switch::{Decision, Millis, PortId, SwitchView, VnetHdr};
@@ -19,6 +20,7 @@ use super::{ud, QueueKind, Worker, MAX_RX_ERRORS, TAG_CANCEL, TAG_RX};
 use crate::bufring::BufRing;
 use crate::error::{Error, Result};
 use crate::sys::auxdata::{reinsert_vlan, vlan_from_control};
+use crate::vxlan::VxlanPort;
 use switch::bytes::Seg;
 use switch::vnet::HDR_LEN;
 
@@ -27,10 +29,10 @@ const AUXDATA_LEN: u32 = 20;
 
 pub(super) struct Queue {
     pub(super) port: PortId,
-    kind: QueueKind,
+    pub(super) kind: QueueKind,
     pub(super) fd: OwnedFd,
     /// recvmsg template for AF_PACKET (room for PACKET_AUXDATA); stable address.
-    msg: Box<libc::msghdr>,
+    pub(super) msg: Box<libc::msghdr>,
     pub(super) rx: BufRing,
     /// Outstanding writes per rx buffer id.
     pub(super) refs: Box<[u16]>,
@@ -43,6 +45,9 @@ pub(super) struct Queue {
     rx_errors: u32,
     /// Receiving stopped after persistent errors (writes still go out).
     rx_stopped: bool,
+    /// A VXLAN port's shared state (its send sockets stay open while a write is in
+    /// flight because the queue holds it until it is finalized).
+    pub(super) vx: Option<Arc<VxlanPort>>,
 }
 impl Worker {
     pub(super) fn on_rx(
@@ -78,7 +83,10 @@ impl Worker {
         q.rx.consumed();
         q.rx_errors = 0;
         let closing = q.closing;
-        let located = locate_frame(q, bid, res);
+        let located = match &q.vx {
+            Some(vx) => super::vxlan::locate_vxlan(q, vx, bid, res, now),
+            None => locate_frame(q, bid, res),
+        };
         if closing {
             self.recycle(qi, bid);
             return;
@@ -191,7 +199,9 @@ impl Worker {
         let fd = types::Fd(q.fd.as_raw_fd());
         let e = match q.kind {
             QueueKind::Tap => opcode::ReadMulti::new(fd, 0, q.rx.bgid()).build(),
-            QueueKind::Packet => opcode::RecvMsgMulti::new(fd, &*q.msg, q.rx.bgid()).build(),
+            QueueKind::Packet | QueueKind::Vxlan => {
+                opcode::RecvMsgMulti::new(fd, &*q.msg, q.rx.bgid()).build()
+            }
         };
         let e = e.user_data(ud(TAG_RX, qi as u64));
         let ok = self.push(e);
@@ -200,7 +210,13 @@ impl Worker {
         }
     }
 
-    pub(super) fn add_queue(&mut self, port: PortId, kind: QueueKind, fd: OwnedFd) -> Result<()> {
+    pub(super) fn add_queue(
+        &mut self,
+        port: PortId,
+        kind: QueueKind,
+        fd: OwnedFd,
+        vx: Option<Arc<VxlanPort>>,
+    ) -> Result<()> {
         let qi = match self.queues.iter().position(Option::is_none) {
             Some(i) => i,
             None => {
@@ -223,6 +239,11 @@ impl Worker {
         let mut msg: Box<libc::msghdr> = Box::new(unsafe { std::mem::zeroed() });
         // SAFETY: CMSG_SPACE is pure arithmetic.
         msg.msg_controllen = unsafe { libc::CMSG_SPACE(AUXDATA_LEN) } as usize;
+        if kind == QueueKind::Vxlan {
+            // The source address names the VTEP; no control data.
+            msg.msg_controllen = 0;
+            msg.msg_namelen = super::vxlan::NAME_LEN;
+        }
         self.queues[qi] = Some(Queue {
             port,
             kind,
@@ -236,6 +257,7 @@ impl Worker {
             dirty: false,
             rx_errors: 0,
             rx_stopped: false,
+            vx,
         });
         self.by_port[port.index()] = Some(qi16);
         self.arm_rx(qi16);
@@ -283,7 +305,8 @@ fn locate_frame(q: &Queue, bid: u16, res: i32) -> Option<(*const u8, usize)> {
             }
             (0, len)
         }
-        QueueKind::Packet => {
+        // VXLAN queues are located by `vxlan::locate_vxlan`.
+        QueueKind::Packet | QueueKind::Vxlan => {
             // SAFETY: the kernel filled `len` bytes of our buffer and handed it back; nothing
             // else references it until it is pushed back to the ring.
             let b = unsafe { std::slice::from_raw_parts_mut(base, len) };

@@ -51,6 +51,7 @@ mod cmd;
 mod guest;
 mod host;
 mod poll;
+mod vxlan;
 mod write;
 
 use guest::{AfterFlush, GuestInFlight, GuestQ, GUEST_BATCH};
@@ -85,6 +86,9 @@ pub enum QueueKind {
     Tap,
     /// An AF_PACKET socket: multishot recv.
     Packet,
+    /// A VXLAN port's UDP socket: multishot recvmsg (the source address names the VTEP);
+    /// writes to it are encapsulated and sent with sendmsg (`vxlan`).
+    Vxlan,
 }
 
 /// Control messages from [`crate::Dataplane`].
@@ -93,6 +97,8 @@ pub(crate) enum Cmd {
         port: PortId,
         kind: QueueKind,
         fd: OwnedFd,
+        /// The shared state of a VXLAN port (`kind` Vxlan).
+        vxlan: Option<Arc<crate::vxlan::VxlanPort>>,
         reply: Sender<Result<()>>,
     },
     AttachGuestTx {
@@ -181,6 +187,10 @@ pub(crate) struct Worker {
     share: crate::share::CpuShare,
     /// The whole of a guest frame, for the rare decision that needs more than the head.
     whole: Vec<u8>,
+    /// VXLAN send scratch: the frame copied out, its datagrams, and their GSO batches.
+    vx_in: Vec<u8>,
+    vx_out: Vec<u8>,
+    vx_batches: Vec<crate::vxlan::encap::Batch>,
     shutdown: bool,
     log_tx: RateLimit,
     log_rx: RateLimit,
@@ -233,6 +243,9 @@ impl Worker {
             polling: false,
             share: crate::share::CpuShare::new(),
             whole: Vec::new(),
+            vx_in: Vec::new(),
+            vx_out: Vec::new(),
+            vx_batches: Vec::new(),
             shutdown: false,
             log_tx: RateLimit::new(5_000),
             log_rx: RateLimit::new(5_000),

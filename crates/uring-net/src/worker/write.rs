@@ -33,14 +33,17 @@ pub(super) enum Src {
 }
 
 pub(super) struct TxOp {
-    src: Src,
-    dest: u16,
+    pub(super) src: Src,
+    pub(super) dest: u16,
     hdr: [u8; HDR_LEN],
     /// Bytes of the frame written from our memory: a rewritten L2 head, and for a guest
     /// frame the rest of the private head copy the switch decided on. Its buffer is
     /// reused (capacity for MAX_HEAD + HEAD_COPY; more only for a whole-frame decision).
-    head: Vec<u8>,
-    iov: [libc::iovec; MAX_SEGS + 2],
+    pub(super) head: Vec<u8>,
+    pub(super) iov: [libc::iovec; MAX_SEGS + 2],
+    /// A VXLAN send (`super::vxlan`): its sendmsg header, destination, UDP_SEGMENT
+    /// control message, and how many datagrams it carries (0: not a VXLAN send).
+    pub(super) vx: super::vxlan::VxSend,
 }
 
 impl TxOp {
@@ -54,6 +57,7 @@ impl TxOp {
                 iov_base: std::ptr::null_mut(),
                 iov_len: 0,
             }; MAX_SEGS + 2],
+            vx: super::vxlan::VxSend::new(),
         }
     }
 }
@@ -83,6 +87,11 @@ impl Worker {
         let Some(Some(d)) = self.queues.get(dq as usize) else {
             return false;
         };
+        if d.kind == super::QueueKind::Vxlan {
+            // Copied and encapsulated: nothing of the source is held.
+            self.vxlan_write(ingress, dest, dq, spec);
+            return false;
+        }
         if d.inflight >= self.cfg.max_inflight {
             self.stats.ports[dest.index()].drop_dest_full.add(1);
             self.sw.count_drop(ingress, DropReason::DestinationFull);
@@ -97,6 +106,7 @@ impl Worker {
         let op = &mut self.ops[oi as usize];
         op.src = src;
         op.dest = dq;
+        op.vx.datagrams = 0;
         let entry = match spec(op) {
             WriteSpec::Plain { addr, len } => {
                 opcode::Write::new(fd, addr as *const u8, len).build()
@@ -127,13 +137,29 @@ impl Worker {
         let Some(op) = self.ops.get(oi as usize) else {
             return;
         };
-        let (src, dq) = (op.src, op.dest);
+        let (src, dq, datagrams) = (op.src, op.dest, op.vx.datagrams);
         self.free_ops.push(oi);
         let now = self.now();
         if let Some(Some(d)) = self.queues.get_mut(dq as usize) {
             d.inflight = d.inflight.saturating_sub(1);
             let c = &self.stats.ports[d.port.index()];
-            if usize::try_from(res).is_ok_and(|n| n >= HDR_LEN) {
+            if datagrams > 0 {
+                // A VXLAN sendmsg: `datagrams` packets, each with an 8-byte header.
+                match u64::try_from(res) {
+                    Ok(n) => {
+                        c.tx_packets.add(datagrams.into());
+                        c.tx_bytes.add(n.saturating_sub(8 * u64::from(datagrams)));
+                    }
+                    Err(_) => {
+                        c.drop_tx_error.add(datagrams.into());
+                        if res != -libc::EAGAIN {
+                            if let Some(s) = self.log_tx.check(now) {
+                                tracing::warn!(port = %d.port, suppressed = s, "vxlan send failed: {res}");
+                            }
+                        }
+                    }
+                }
+            } else if usize::try_from(res).is_ok_and(|n| n >= HDR_LEN) {
                 c.tx_packets.add(1);
                 c.tx_bytes.add(res as u64 - HDR_LEN as u64);
             } else {
