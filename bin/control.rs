@@ -245,6 +245,13 @@ pub struct PortInfo {
     /// 2N+1, control last; 0 = not set up). Empty without a frontend.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub queue_sizes: Vec<u16>,
+    /// vhost-user: a frontend is connected to the socket (it may not have a driver yet).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub connected: Option<bool>,
+    /// vhost-user: bytes of guest RAM mapped from the frontend's memory table (0 once a
+    /// frontend is gone: its memory is unmapped on disconnect).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub guest_memory_bytes: Option<u64>,
     /// What the port can receive without adaptation: "csum", "tso4", …
     pub offloads: Vec<String>,
     /// Port security on (`port-security=on`): only `mac` may be source and ARP sender.

@@ -309,6 +309,8 @@ impl Runtime {
             Some(d) => (Some(d.options().max_queue_size), d.queue_sizes()),
             None => (None, vec![]),
         };
+        let connected = dev.as_ref().map(|d| d.connected());
+        let guest_memory_bytes = dev.as_ref().map(|d| d.guest_memory_bytes());
         let (features, queues, enabled, state) = match &dev {
             Some(d) => {
                 let acked = d.acked_features();
@@ -366,6 +368,8 @@ impl Runtime {
             features,
             max_queue_size,
             queue_sizes,
+            connected,
+            guest_memory_bytes,
             offloads: describe_offloads(&cfg.offloads),
             rx_filter: describe_filter(&cfg.rx_filter),
             port_security: cfg.port_security,

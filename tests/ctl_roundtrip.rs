@@ -245,6 +245,11 @@ fn ctl_round_trips_against_a_running_daemon() {
         added.contains("RINGS") && added.contains("max 1024"),
         "{added}"
     );
+    // No frontend yet: the FRONTEND column says so, the JSON has no memory mapped.
+    assert!(
+        added.contains("FRONTEND") && added.contains(" none "),
+        "{added}"
+    );
     let info = ctl_json(&sock, &["ports"])["ports"]
         .as_array()
         .unwrap()
@@ -253,6 +258,8 @@ fn ctl_round_trips_against_a_running_daemon() {
         .cloned()
         .unwrap();
     assert_eq!(info["max_queue_size"], 1024, "{info}");
+    assert_eq!(info["connected"], false, "{info}");
+    assert_eq!(info["guest_memory_bytes"], 0, "{info}");
     let bad = ctl(
         &sock,
         &[
@@ -438,8 +445,12 @@ fn vhost_user_port_with_testpmd_frontend() {
         v1["tx_packets"].as_u64().unwrap() > 0,
         "flooded to v1: {stats}"
     );
+    // testpmd's memory (hugepages or memfd) is mapped while it is connected.
+    assert_eq!(up["connected"], true, "{up}");
+    assert!(up["guest_memory_bytes"].as_u64().unwrap() > 0, "{up}");
     let table = ctl_ok(&sock, &["ports"]);
     assert!(table.contains("VERSION_1"), "{table}");
+    assert!(table.contains("connected "), "{table}");
 
     drop(pmd);
     drop(_slot);

@@ -38,6 +38,7 @@ pub fn ports(ports: &[PortInfo]) -> String {
         ("VLAN", L),
         ("QUEUES", R),
         ("RINGS", L),
+        ("FRONTEND", L),
         ("OFFLOADS", L),
         ("RX-FILTER", L),
         ("SECURITY", L),
@@ -53,6 +54,7 @@ pub fn ports(ports: &[PortInfo]) -> String {
             p.vlan.clone(),
             format!("{}/{}", p.queues_enabled, p.queues),
             rings(p),
+            frontend(p),
             list(&p.offloads),
             p.rx_filter.clone(),
             security(p),
@@ -91,6 +93,26 @@ fn rings(p: &PortInfo) -> String {
         return format!("max {max}");
     }
     format!("{}/{} max {max}", size(0), size(1))
+}
+
+/// A vhost-user port's frontend: `none`, or `connected` with the guest RAM mapped from
+/// it (`connected 256MiB`), so an operator sees a departed guest's memory released.
+/// `-` for other kinds.
+fn frontend(p: &PortInfo) -> String {
+    match (p.connected, p.guest_memory_bytes) {
+        (None, _) => "-".into(),
+        (Some(false), Some(0) | None) => "none".into(),
+        (Some(c), b) => {
+            let b = b.unwrap_or(0);
+            let mib = b / (1024 * 1024);
+            let size = if mib > 0 && b % (1024 * 1024) == 0 {
+                format!("{mib}MiB")
+            } else {
+                format!("{b}B")
+            };
+            format!("{} {size}", if c { "connected" } else { "gone" })
+        }
+    }
 }
 
 /// Seconds with one decimal: ages are for humans deciding whether an entry is fresh.
@@ -249,6 +271,8 @@ mod tests {
             features: vec!["VERSION_1".into(), "MRG_RXBUF".into()],
             max_queue_size: Some(32768),
             queue_sizes: vec![1024, 1024, 0, 0, 64],
+            connected: Some(true),
+            guest_memory_bytes: Some(256 << 20),
             offloads: vec![],
             rx_filter: "promisc".into(),
             port_security: true,
@@ -257,14 +281,32 @@ mod tests {
         };
         let waiting = PortInfo {
             queue_sizes: vec![],
+            connected: Some(false),
+            guest_memory_bytes: Some(0),
             ..p.clone()
         };
         let tap = PortInfo {
             kind: "tap".into(),
             max_queue_size: None,
             queue_sizes: vec![],
+            connected: None,
+            guest_memory_bytes: None,
             ..p.clone()
         };
+        assert_eq!(frontend(&p), "connected 256MiB");
+        assert_eq!(frontend(&waiting), "none");
+        assert_eq!(frontend(&tap), "-");
+        let odd = PortInfo {
+            guest_memory_bytes: Some(4096),
+            ..p.clone()
+        };
+        assert_eq!(frontend(&odd), "connected 4096B");
+        let lingering = PortInfo {
+            connected: Some(false),
+            guest_memory_bytes: Some(1 << 20),
+            ..p.clone()
+        };
+        assert_eq!(frontend(&lingering), "gone 1MiB");
         assert_eq!(rings(&p), "1024/1024 max 32768");
         assert_eq!(rings(&waiting), "max 32768");
         assert_eq!(rings(&tap), "-");
@@ -294,6 +336,7 @@ mod tests {
         assert!(lines[1].ends_with("VERSION_1,MRG_RXBUF"), "{out}");
         assert!(lines[0].contains("RINGS"), "{out}");
         assert_eq!(lines[0].find("RINGS"), lines[1].find("1024/1024 max 32768"));
+        assert_eq!(lines[0].find("FRONTEND"), lines[1].find("connected 256MiB"));
         // Columns line up: the NAME column starts at the same offset in both lines.
         assert_eq!(lines[0].find("NAME"), lines[1].find("/run"));
         assert_eq!(lines[0].find("KIND"), lines[1].find("vhost-user"));

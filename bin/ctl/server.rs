@@ -443,6 +443,8 @@ pub(crate) mod tests {
                     }
                     _ => None,
                 },
+                connected: None,
+                guest_memory_bytes: None,
                 queue_sizes: vec![],
                 offloads: vec![],
                 rx_filter: "promisc".into(),

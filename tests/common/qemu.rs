@@ -482,11 +482,14 @@ impl Guest {
 }
 
 /// A QMP client (QEMU Machine Protocol, docs/interop/qmp-spec) on a guest's `-qmp`
-/// socket: one command at a time, asynchronous events skipped.
+/// socket: one command at a time; asynchronous events are kept for
+/// [`wait_event`](Qmp::wait_event).
 pub struct Qmp {
     what: String,
     r: std::io::BufReader<UnixStream>,
     w: UnixStream,
+    /// Events read while waiting for a command's reply, oldest first.
+    events: Vec<serde_json::Value>,
 }
 
 impl Qmp {
@@ -509,6 +512,7 @@ impl Qmp {
             what,
             r: std::io::BufReader::new(s),
             w,
+            events: Vec::new(),
         };
         q.line()?; // {"QMP": {...}}
         q.execute("qmp_capabilities", serde_json::json!({}))?;
@@ -549,7 +553,51 @@ impl Qmp {
                     detail: e.to_string(),
                 });
             }
+            if v.get("event").is_some() {
+                self.events.push(v);
+            }
         }
+    }
+
+    /// Waits up to `timeout` for event `name` whose `data` satisfies `matches` (also
+    /// one that arrived during an earlier command); returns its `data`.
+    pub fn wait_event(
+        &mut self,
+        name: &str,
+        timeout: Duration,
+        matches: impl Fn(&serde_json::Value) -> bool,
+    ) -> Result<serde_json::Value> {
+        let hit = |v: &serde_json::Value| {
+            v["event"] == name && matches(v.get("data").unwrap_or(&serde_json::Value::Null))
+        };
+        if let Some(i) = self.events.iter().position(hit) {
+            return Ok(self.events.remove(i)["data"].clone());
+        }
+        let deadline = Instant::now() + timeout;
+        let result = loop {
+            let left = deadline.saturating_duration_since(Instant::now());
+            if left.is_zero() {
+                break Err(HarnessError::Invalid {
+                    what: self.what.clone(),
+                    detail: format!("no {name} event within {timeout:?}"),
+                });
+            }
+            self.r
+                .get_ref()
+                .set_read_timeout(Some(left))
+                .map_err(io(self.what.clone()))?;
+            match self.line() {
+                Ok(v) if hit(&v) => break Ok(v["data"].clone()),
+                Ok(v) if v.get("event").is_some() => self.events.push(v),
+                Ok(_) => {}
+                Err(e) => break Err(e),
+            }
+        };
+        self.r
+            .get_ref()
+            .set_read_timeout(Some(Duration::from_secs(60)))
+            .map_err(io(self.what.clone()))?;
+        result
     }
 }
 

@@ -13,9 +13,7 @@ use vhost::vhost_user::message::{VhostUserProtocolFeatures, VhostUserVirtioFeatu
 use vhost_user_backend::{VhostUserBackend, VringT};
 use virtio_bindings::virtio_net::{VIRTIO_NET_F_CTRL_VLAN, VIRTIO_NET_F_CTRL_VQ, VIRTIO_NET_F_MQ};
 use vmm_sys_util::epoll::EventSet;
-use vmm_sys_util::event::{
-    new_event_consumer_and_notifier, EventConsumer, EventFlag, EventNotifier,
-};
+use vmm_sys_util::event::{EventConsumer, EventNotifier};
 
 use crate::api::{PortEvents, RxDrop};
 use crate::config_space::{ConfigSpace, OFF_MAC, S_LINK_UP};
@@ -75,6 +73,10 @@ pub(crate) struct Inner {
     tx_out: Mutex<Vec<bool>>,
     /// Live-migration dirty logging (SET_LOG_BASE, ring log addresses), fed by the relay.
     pub(crate) log: Arc<crate::dirtylog::DirtyLog>,
+    /// The worker threads' exit eventfds lent to the current connection.
+    pub(crate) exit: crate::exitfd::ExitEvents,
+    /// Between `attach` and `detach`: a frontend connection is open.
+    connected: std::sync::atomic::AtomicBool,
 }
 
 /// One vhost-user virtio-net port. Cheap to clone (a handle); every clone is the same
@@ -129,6 +131,8 @@ impl NetDevice {
                 tx_out: Mutex::new(vec![false; nq]),
                 pairs_cache: AtomicU16::new(1),
                 log: Arc::new(crate::dirtylog::DirtyLog::new(nq)),
+                exit: Default::default(),
+                connected: Default::default(),
             }),
         })
     }
@@ -158,6 +162,21 @@ impl NetDevice {
     pub fn guest_memory(&self) -> vm_memory::GuestMemoryLoadGuard<vm_memory::GuestMemoryMmap<()>> {
         use vm_memory::GuestAddressSpace;
         self.inner.mem.read().memory()
+    }
+
+    /// Bytes of guest RAM mapped from the current frontend's memory table (0 without a
+    /// frontend: a departed one's table is dropped on disconnect).
+    pub fn guest_memory_bytes(&self) -> u64 {
+        use vm_memory::{GuestMemoryBackend, GuestMemoryRegion};
+        self.guest_memory()
+            .iter()
+            .map(|r| r.len())
+            .fold(0, u64::saturating_add)
+    }
+
+    /// Whether a frontend is connected to the socket now (it may not have negotiated yet).
+    pub fn connected(&self) -> bool {
+        self.inner.connected.load(Ordering::Acquire)
     }
 
     /// The current receive filter.
@@ -258,11 +277,16 @@ impl NetDevice {
         }
         *self.inner.vrings.write() = vrings;
         self.inner.refresh_pairs();
+        self.inner.connected.store(true, Ordering::Release);
     }
 
     /// Forgets the connection: the driver is gone, its state is reset (a new driver starts
-    /// from scratch, §3.1.1), and the switch sees the link go down.
+    /// from scratch, §3.1.1), and the switch sees the link go down. Called once the
+    /// connection's `VhostUserDaemon` is dropped (its worker threads joined): every
+    /// fd and mapping of the departed frontend is released here or before.
     pub(crate) fn detach(&self) {
+        self.inner.connected.store(false, Ordering::Release);
+        self.inner.exit.reclaim();
         let vrings = self.inner.vrings.read().clone();
         for v in &vrings {
             v.set_hook(None);
@@ -626,8 +650,10 @@ impl VhostUserBackend for NetDevice {
         self.inner.masks.clone()
     }
 
+    /// Lent through [`crate::exitfd`], which closes the consumer vhost-user-backend
+    /// keeps open after the connection.
     fn exit_event(&self, _thread_index: usize) -> Option<(EventConsumer, EventNotifier)> {
-        new_event_consumer_and_notifier(EventFlag::NONBLOCK | EventFlag::CLOEXEC).ok()
+        self.inner.exit.lend()
     }
 
     /// GET_VRING_BASE: the ring is already marked not ready; taking its lock waits for a

@@ -18,6 +18,7 @@ pub mod ctrl;
 mod ctrlq;
 pub mod device;
 pub mod dirtylog;
+mod exitfd;
 pub mod features;
 pub mod frontend_checks;
 pub mod options;

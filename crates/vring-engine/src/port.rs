@@ -280,6 +280,7 @@ fn serve(
             Ok(d) => d,
             Err(e) => {
                 tracing::error!(port = %device.port(), "cannot create vhost-user daemon: {e}");
+                device.inner.exit.reclaim();
                 return;
             }
         };
