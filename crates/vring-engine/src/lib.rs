@@ -27,6 +27,7 @@ mod rx;
 mod split;
 mod tx;
 pub mod txring;
+mod txwindow;
 pub mod vring;
 
 pub use api::{PortEvents, RxDrop};
