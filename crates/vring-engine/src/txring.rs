@@ -99,6 +99,9 @@ pub struct TxRing {
     generation: u64,
     /// Chains popped and not yet in the used ring, in pop order.
     window: Window,
+    /// The ring's next avail index after this ring's last pop: the window's chains are
+    /// the ones just before it.
+    avail_end: u16,
     in_flight: usize,
     /// Every memory table a frame in flight was popped from (usually one): holding them
     /// keeps their mappings alive until the frames complete.
@@ -135,6 +138,7 @@ impl TxRing {
             vring,
             kick,
             window: Window::new(size),
+            avail_end: 0,
             in_flight: 0,
             tables: Vec::new(),
             unsignalled: false,
@@ -317,10 +321,16 @@ impl TxRing {
                 if let Some(d) = &desc {
                     crate::split::prefetch_chains(&regions, d, &heads[..n], HEAD_COPY / 64, false);
                 }
-                for &head in &heads[..n] {
+                self.avail_end = st.get_queue().next_avail();
+                for (k, &head) in (0u16..).zip(&heads[..n]) {
                     if head >= table.queue_size || !self.window.fits(head) {
                         ctr.count_drop(Drop::Chain(ChainError::BadIndex));
                         vring.mark_broken();
+                        // The ring stops here: its next avail index is this chain's, so
+                        // the index it reports covers exactly the chains it took.
+                        let untaken = u16::try_from(n).unwrap_or(0).wrapping_sub(k);
+                        self.avail_end = self.avail_end.wrapping_sub(untaken);
+                        st.get_queue_mut().set_next_avail(self.avail_end);
                         return handed;
                     }
                     let single = desc
@@ -497,19 +507,19 @@ impl TxRing {
     /// Steps the ring's next avail index back over the chains that never reached the used
     /// ring, so the index GET_VRING_BASE reports is the used ring's: the next back-end
     /// (or this one after the frontend resumes the ring) pops them again rather than
-    /// losing them. Only for the generation the chains were popped under.
+    /// losing them. Only for the generation the chains were popped under, and only while
+    /// nothing popped the ring since (a ring lent anew after a stop that timed out).
     fn rewind_unpublished(&mut self) {
         let n = self.window.len();
         if n == 0 {
             return;
         }
         let mut st = self.vring.get_mut();
-        if self.vring.generation() == self.generation {
+        let q = st.get_queue_mut();
+        if self.vring.generation() == self.generation && q.next_avail() == self.avail_end {
             // The window holds at most the ring's size (<= 32768) chains.
             let n16 = u16::try_from(n).unwrap_or(u16::MAX);
-            let q = st.get_queue_mut();
-            let next = q.next_avail();
-            q.set_next_avail(next.wrapping_sub(n16));
+            q.set_next_avail(self.avail_end.wrapping_sub(n16));
         }
         drop(st);
         self.window.clear();
