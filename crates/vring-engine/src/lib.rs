@@ -29,6 +29,7 @@ mod sigbus;
 mod split;
 mod tx;
 pub mod txring;
+mod txwindow;
 pub mod vring;
 
 pub use api::{PortEvents, RxDrop};

@@ -5,9 +5,19 @@
 //! vhost-user-backend's threads. Why lend the ring rather than forward each frame and
 //! return its chain before reading the next: a zero-copy writer keeps a chain *in flight*
 //! until the kernel has read it (an io_uring write completes later), so chains are
-//! completed out of order and possibly from another thread's batch. Split virtqueues allow that: a used-ring entry
-//! names its chain by head index (virtio 1.2 §2.7.8), and the driver must not touch a
-//! buffer until the device has used it (§2.7.4).
+//! completed out of order and possibly from another thread's batch.
+//!
+//! Completions are *published* in pop order all the same (a small reorder window, one
+//! slot per ring entry, [`Window`]): a chain completed before an earlier one waits until
+//! that one completed too. Split virtqueues would allow out-of-order used entries (a used
+//! entry names its chain by head index, virtio 1.2 §2.7.8), but then the used index says
+//! nothing about which chains are done, and that is all a frontend has after a back-end
+//! crash: QEMU's vhost-user-net keeps no in-flight record (VHOST_USER_GET_INFLIGHT_FD is
+//! vhost-user-blk's) and on reconnect rewinds the ring's last avail index to the used
+//! index. In pop order, "used index = u" means exactly "the chains at avail positions
+//! before u are done", so the rewind re-sends only chains not yet reported (at least
+//! once), and never pops a chain the guest already got back (which the guest's driver
+//! takes as a bad ring: "id N is not a head").
 //!
 //! Contract with the data plane ([`crate::PortEvents::tx_ring_started`]):
 //! - it owns the ring's kick fd (a duplicate held here) and calls [`TxRing::pop`] after
@@ -38,6 +48,7 @@ use crate::counters::Drop;
 use crate::device::Inner;
 use crate::features::{bit, vnet_hdr_len};
 use crate::split::Rings;
+use crate::txwindow::Window;
 use crate::vring::{GuestMem, NetVring};
 
 /// Chains popped per pop call at most (the data plane's batch).
@@ -86,13 +97,15 @@ pub struct TxRing {
     vring: NetVring,
     kick: OwnedFd,
     generation: u64,
-    /// Chains in flight per head index (a hostile driver may offer one head twice).
-    held: Vec<u16>,
+    /// Chains popped and not yet in the used ring, in pop order.
+    window: Window,
+    /// The ring's next avail index after this ring's last pop: the window's chains are
+    /// the ones just before it.
+    avail_end: u16,
     in_flight: usize,
     /// Every memory table a frame in flight was popped from (usually one): holding them
     /// keeps their mappings alive until the frames complete.
     tables: Vec<Arc<Mem>>,
-    done: Vec<u16>,
     /// Used entries were published since the last notification decision.
     unsignalled: bool,
     segs: Vec<Seg>,
@@ -124,10 +137,10 @@ impl TxRing {
             q,
             vring,
             kick,
-            held: vec![0; size],
+            window: Window::new(size),
+            avail_end: 0,
             in_flight: 0,
             tables: Vec::new(),
-            done: Vec::with_capacity(size),
             unsignalled: false,
             // One more than a frame may have: a longer chain is seen, then refused.
             segs: Vec::with_capacity(MAX_SEGS + 1),
@@ -149,12 +162,11 @@ impl TxRing {
         self.kick.as_raw_fd()
     }
 
-    /// Heap bytes this ring's bookkeeping holds (in-flight table, completion list,
-    /// segment scratch): proportional to the ring's actual size.
+    /// Heap bytes this ring's bookkeeping holds (reorder window, segment scratch):
+    /// proportional to the ring's actual size.
     pub fn heap_bytes(&self) -> usize {
         use std::mem::size_of;
-        self.held.capacity() * size_of::<u16>()
-            + self.done.capacity() * size_of::<u16>()
+        self.window.heap_bytes()
             + self.segs.capacity() * size_of::<switch::bytes::Seg>()
             + self.tables.capacity() * size_of::<Arc<Mem>>()
     }
@@ -164,11 +176,17 @@ impl TxRing {
         self.in_flight
     }
 
-    /// Chains completed but not yet in the used ring (published by the next
-    /// [`publish`](Self::publish) or [`flush`](Self::flush)): frames completed since, and
-    /// chains a pop dropped as invalid or the taker refused.
+    /// Chains the next [`publish`](Self::publish) or [`flush`](Self::flush) puts in the
+    /// used ring: completed (or dropped at pop as invalid or refused by the taker) and
+    /// with every chain popped before them completed too.
     pub fn has_completions(&self) -> bool {
-        !self.done.is_empty()
+        self.window.publishable()
+    }
+
+    /// Chains popped and not yet in the used ring (in flight, or completed and waiting
+    /// for an earlier one).
+    pub fn unpublished(&self) -> usize {
+        self.window.len()
     }
 
     /// Pops up to `max` valid frames, handing each to `take`; a frame `take` refuses
@@ -268,13 +286,23 @@ impl TxRing {
         let mut hdr_buf = [0u8; switch::vnet::HDR_LEN];
         // Dirty logging (live migration) of the notification writes below.
         let mut log = inner.log.logger(acked, &mem, self.q);
+        let mut full = false;
         'outer: loop {
             let _ = st.get_queue_mut().disable_notification(&*mem);
             if let Some(l) = log.as_mut() {
                 log_notification_write(l, st.get_queue(), false);
             }
             while handed < max {
-                let want = (max - handed).min(POP_CHUNK);
+                // In-order publication holds at most one window of chains: a driver that
+                // offers more than its ring size (heads offered again before they came
+                // back) waits until earlier chains complete. A well-behaved driver never
+                // gets here, its heads are all out then.
+                let room = self.window.room();
+                if room == 0 {
+                    full = true;
+                    break;
+                }
+                let want = (max - handed).min(POP_CHUNK).min(room);
                 let mut heads = [0u16; POP_CHUNK];
                 let Some(n) = inner.take_heads(
                     self.q,
@@ -293,10 +321,16 @@ impl TxRing {
                 if let Some(d) = &desc {
                     crate::split::prefetch_chains(&regions, d, &heads[..n], HEAD_COPY / 64, false);
                 }
-                for &head in &heads[..n] {
-                    if head >= table.queue_size || usize::from(head) >= self.held.len() {
+                self.avail_end = st.get_queue().next_avail();
+                for (k, &head) in (0u16..).zip(&heads[..n]) {
+                    if head >= table.queue_size || !self.window.fits(head) {
                         ctr.count_drop(Drop::Chain(ChainError::BadIndex));
                         vring.mark_broken();
+                        // The ring stops here: its next avail index is this chain's, so
+                        // the index it reports covers exactly the chains it took.
+                        let untaken = u16::try_from(n).unwrap_or(0).wrapping_sub(k);
+                        self.avail_end = self.avail_end.wrapping_sub(untaken);
+                        st.get_queue_mut().set_next_avail(self.avail_end);
                         return handed;
                     }
                     let single = desc
@@ -317,7 +351,7 @@ impl TxRing {
                         Ok(v) => v,
                         Err(d) => {
                             ctr.count_drop(d);
-                            self.done.push(head);
+                            self.window.push_done(head);
                             continue;
                         }
                     };
@@ -334,18 +368,16 @@ impl TxRing {
                     self.segs.extend(skip_segs(pieces, skip).take(MAX_SEGS + 1));
                     if self.segs.len() > MAX_SEGS {
                         ctr.count_drop(Drop::TooManySegments);
-                        self.done.push(head);
+                        self.window.push_done(head);
                         continue;
                     }
                     count.0 += 1;
                     count.1 += frame_len as u64;
-                    let h = &mut self.held[usize::from(head)];
-                    *h = h.saturating_add(1);
+                    let token = self.window.push(head);
                     self.in_flight += 1;
                     if !self.tables.last().is_some_and(|t| Arc::ptr_eq(t, &mem)) {
                         self.tables.push(Arc::clone(&mem));
                     }
-                    let token = u64::from(head);
                     let ok = take(TxPopped {
                         token,
                         segs: &self.segs,
@@ -358,8 +390,7 @@ impl TxRing {
                     if ok {
                         handed += 1;
                     } else {
-                        self.release(head);
-                        self.done.push(head);
+                        self.complete(token);
                     }
                 }
             }
@@ -372,37 +403,25 @@ impl TxRing {
                 log_notification_write(l, st.get_queue(), true);
             }
             match again {
-                Ok(true) => continue,
+                // A full window pops nothing more now: the driver's next kick (or the
+                // caller's next round) comes back once chains completed.
+                Ok(true) if !full => continue,
                 _ => break,
             }
         }
         handed
     }
 
-    fn release(&mut self, head: u16) -> bool {
-        let Some(h) = self.held.get_mut(usize::from(head)) else {
-            return false;
-        };
-        if *h == 0 {
-            return false;
-        }
-        *h -= 1;
-        self.in_flight -= 1;
-        if self.in_flight == 0 {
-            self.tables.clear();
-        }
-        true
-    }
-
     /// Every write of frame `token` finished: its chain goes to the used ring (length 0:
-    /// the device wrote nothing, §2.7.8) at the next [`flush`](Self::flush). Unknown or
-    /// already completed tokens are ignored.
+    /// the device wrote nothing, §2.7.8) at the next [`flush`](Self::flush), once every
+    /// chain popped before it completed too. Unknown or already completed tokens are
+    /// ignored.
     pub fn complete(&mut self, token: u64) {
-        let Ok(head) = u16::try_from(token) else {
-            return;
-        };
-        if self.release(head) {
-            self.done.push(head);
+        if self.window.complete(token) {
+            self.in_flight -= 1;
+            if self.in_flight == 0 {
+                self.tables.clear();
+            }
         }
     }
 
@@ -420,29 +439,30 @@ impl TxRing {
     }
 
     fn publish_inner(&mut self, notify: bool) {
-        if self.done.is_empty() && !(notify && self.unsignalled) {
+        let ready = self.window.publishable();
+        if !(ready || (notify && self.unsignalled)) {
             return;
         }
         let mem = self.inner.mem.read().memory();
         let mut st = self.vring.get_mut();
         if self.vring.generation() != self.generation {
-            self.done.clear();
+            self.window.discard_done();
             self.unsignalled = false;
             return;
         }
         let q = st.get_queue_mut();
         let Some(rings) = Rings::new(&mem, q) else {
-            self.done.clear();
+            self.window.discard_done();
             self.vring.mark_broken();
             return;
         };
         // One used-index store for the whole batch (crate::split explains why).
         let mut used = q.next_used();
         self.vring.open_notify_window(used);
-        if !self.done.is_empty() {
+        if ready {
             let mut log = self.inner.log.logger(self.inner.acked(), &mem, self.q);
             let size = q.size();
-            for &head in &self.done {
+            while let Some(head) = self.window.pop_done() {
                 rings.put_used(used, head, 0);
                 if let Some(l) = log.as_mut() {
                     l.used(crate::split::used_elem_offset(used, size), 8);
@@ -456,7 +476,6 @@ impl TxRing {
             }
             rings.publish(used);
             q.set_next_used(used);
-            self.done.clear();
             self.unsignalled = true;
         }
         if !notify {
@@ -484,8 +503,32 @@ fn log_notification_write(
     }
 }
 
+impl TxRing {
+    /// Steps the ring's next avail index back over the chains that never reached the used
+    /// ring, so the index GET_VRING_BASE reports is the used ring's: the next back-end
+    /// (or this one after the frontend resumes the ring) pops them again rather than
+    /// losing them. Only for the generation the chains were popped under, and only while
+    /// nothing popped the ring since (a ring lent anew after a stop that timed out).
+    fn rewind_unpublished(&mut self) {
+        let n = self.window.len();
+        if n == 0 {
+            return;
+        }
+        let mut st = self.vring.get_mut();
+        let q = st.get_queue_mut();
+        if self.vring.generation() == self.generation && q.next_avail() == self.avail_end {
+            // The window holds at most the ring's size (<= 32768) chains.
+            let n16 = u16::try_from(n).unwrap_or(u16::MAX);
+            q.set_next_avail(self.avail_end.wrapping_sub(n16));
+        }
+        drop(st);
+        self.window.clear();
+    }
+}
+
 impl std::ops::Drop for TxRing {
     fn drop(&mut self) {
         self.flush();
+        self.rewind_unpublished();
     }
 }

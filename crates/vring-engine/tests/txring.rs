@@ -12,6 +12,7 @@ use common::frames::*;
 use common::*;
 use parking_lot::Mutex;
 use switch::{Offloads, PortId, RxFilter};
+use vhost::vhost_user::VhostUserFrontend;
 use vhost::VhostBackend;
 use virtio_bindings::virtio_net::*;
 use virtio_bindings::virtio_ring::VIRTIO_RING_F_EVENT_IDX;
@@ -108,7 +109,7 @@ fn pop_all(plane: &Plane) -> Vec<(u64, Vec<u8>, Vec<u8>, bool)> {
 }
 
 #[test]
-fn ring_is_lent_popped_completed_out_of_order_and_taken_back() {
+fn ring_is_lent_popped_completed_out_of_order_published_in_order_and_taken_back() {
     let want = bit(VIRTIO_NET_F_MRG_RXBUF) | bit(VIRTIO_RING_F_EVENT_IDX) | bit(VIRTIO_NET_F_CSUM);
     let (plane, port, mut g) = lent("txring", want);
     assert_eq!(g.hdr_len(), 12);
@@ -125,8 +126,9 @@ fn ring_is_lent_popped_completed_out_of_order_and_taken_back() {
         (!p.is_empty()).then_some(p)
     });
     assert_eq!(popped.len(), 2, "the bad chain never reaches the plane");
-    for ((tok, bytes, head, in_segs), (h, f)) in popped.iter().zip([(h1, &f1), (h2, &f2)]) {
-        assert_eq!(*tok, u64::from(h));
+    // In avail order; the tokens are the ring's own (not head indices).
+    assert_ne!(popped[0].0, popped[1].0);
+    for ((_, bytes, head, in_segs), f) in popped.iter().zip([&f1, &f2]) {
         assert!(
             *in_segs,
             "VERSION_1: the guest's 12-byte header leads the pieces"
@@ -144,28 +146,36 @@ fn ring_is_lent_popped_completed_out_of_order_and_taken_back() {
             .map(|(_, n)| *n),
         Some(1)
     );
-    // The bad chain is already used; the good ones only once completed, in any order.
+    // The bad chain is done at once, but used entries go out in pop order: it waits
+    // behind the two frames, and h2 (completed first) waits behind h1.
     {
         let mut rings = plane.rings.lock();
         rings[0].flush();
+        assert!(!rings[0].has_completions());
+        assert_eq!(rings[0].unpublished(), 3);
     }
-    assert_eq!(g.queues[1].wait_used(&g.mem, 1), vec![(bad, 0)]);
+    assert_eq!(g.queues[1].used_idx(&g.mem), 0);
     {
         let mut rings = plane.rings.lock();
         assert_eq!(rings[0].in_flight(), 2);
-        rings[0].complete(u64::from(h2));
-        rings[0].complete(u64::from(h2)); // twice: ignored
+        rings[0].complete(popped[1].0);
+        rings[0].complete(popped[1].0); // twice: ignored
         rings[0].complete(9999); // unknown: ignored
         rings[0].flush();
+        assert_eq!(rings[0].in_flight(), 1);
     }
-    assert_eq!(g.queues[1].wait_used(&g.mem, 1), vec![(h2, 0)]);
+    assert_eq!(g.queues[1].used_idx(&g.mem), 0, "h2 waits for h1");
     // One frame stays in flight while the frontend stops the ring: GET_VRING_BASE returns
-    // only after the plane completed it, and the index it reports covers all three chains.
-    plane.inflight.lock().push(u64::from(h1));
+    // only after the plane completed it, and the index it reports covers all three chains,
+    // which reach the used ring in pop order.
+    plane.inflight.lock().push(popped[0].0);
     let base = g.fe.get_vring_base(1).unwrap();
     assert_eq!(base, 3);
     assert_eq!(plane.stopped.lock().as_slice(), &[(0, 1)]);
-    assert_eq!(g.queues[1].wait_used(&g.mem, 1), vec![(h1, 0)]);
+    assert_eq!(
+        g.queues[1].wait_used(&g.mem, 3),
+        vec![(h1, 0), (h2, 0), (bad, 0)]
+    );
     assert!(plane.rings.lock().is_empty());
     // Set up again (as QEMU does on resume): lent out anew.
     g.setup_queue(1);
@@ -265,7 +275,6 @@ fn legacy_10_byte_header_is_normalised_in_the_head_copy() {
         (!p.is_empty()).then_some(p)
     });
     let (tok, bytes, head, in_segs) = &popped[0];
-    assert_eq!(*tok, u64::from(h));
     assert!(!in_segs, "the pieces start at the Ethernet frame");
     assert_eq!(bytes.as_slice(), f.as_slice());
     let parsed = switch::VnetHdr::parse(&head[..12], 12).unwrap();
@@ -280,7 +289,10 @@ fn legacy_10_byte_header_is_normalised_in_the_head_copy() {
         "12-byte header + the frame's first 244 bytes"
     );
     let mut rings = plane.rings.lock();
-    rings[0].complete(u64::from(h));
+    rings[0].complete(*tok);
+    rings[0].flush();
+    drop(rings);
+    assert_eq!(g.queues[1].wait_used(&g.mem, 1), vec![(h, 0)]);
 }
 
 #[test]
@@ -408,12 +420,119 @@ fn a_lent_rings_memory_follows_its_size_not_the_maximum() {
         eprintln!("TX ring of {size} entries: {bytes} bytes of bookkeeping");
         sizes.push((size, bytes));
     }
-    // Two u16 per entry (in-flight count, completion slot) plus fixed scratch.
+    // One u16 per entry (the reorder window's slot) plus fixed scratch.
     for &(size, bytes) in &sizes {
-        let per_entry = 4 * usize::from(size);
+        let per_entry = 2 * usize::from(size);
         assert!(
             bytes >= per_entry && bytes <= per_entry + 1024,
             "{size}: {bytes}"
         );
     }
+}
+
+/// Completes every token in `order` (indices into `tokens`), publishing after each, and
+/// checks the used index is the longest completed prefix of the pop order each time.
+fn complete_in(plane: &Plane, g: &TestGuest, q: usize, tokens: &[u64], order: &[usize]) {
+    let base = g.queues[q].used_idx(&g.mem);
+    let mut done = vec![false; tokens.len()];
+    for &i in order {
+        let mut rings = plane.rings.lock();
+        rings[0].complete(tokens[i]);
+        rings[0].publish();
+        drop(rings);
+        done[i] = true;
+        let prefix = done.iter().take_while(|d| **d).count();
+        assert_eq!(
+            g.queues[q].used_idx(&g.mem).wrapping_sub(base),
+            prefix as u16,
+            "used index = chains done before the first pending one"
+        );
+    }
+}
+
+/// Completions in reverse and in (seeded) random orders: the used ring receives the
+/// chains strictly in pop (avail) order, each with length 0 (TX: the device writes
+/// nothing, virtio 1.2 §2.7.8), over many rounds so the reorder window wraps.
+#[test]
+fn completions_in_any_order_reach_the_used_ring_in_pop_order() {
+    let (plane, _port, mut g) = lent_sized("txorder", bit(VIRTIO_NET_F_MRG_RXBUF), 64);
+    let f = udp_frame(MAC_A, MAC_B, 60);
+    let mut seed = 0x2545_f491_4f6c_dd1du64;
+    for round in 0..12 {
+        let n = 1 + (round * 5) % 24;
+        let heads: Vec<u16> = (0..n).map(|_| g.send_split(1, &[0u8; 12], &f)).collect();
+        let popped = wait_for("frames popped", || {
+            let p = pop_all(&plane);
+            (!p.is_empty()).then_some(p)
+        });
+        assert_eq!(popped.len(), n);
+        let tokens: Vec<u64> = popped.iter().map(|p| p.0).collect();
+        let mut order: Vec<usize> = (0..n).collect();
+        if round % 2 == 0 {
+            order.reverse();
+        } else {
+            for i in (1..n).rev() {
+                seed ^= seed << 13;
+                seed ^= seed >> 7;
+                seed ^= seed << 17;
+                order.swap(i, (seed % (i as u64 + 1)) as usize);
+            }
+        }
+        complete_in(&plane, &g, 1, &tokens, &order);
+        let used = g.queues[1].wait_used(&g.mem, n);
+        let want: Vec<(u16, u32)> = heads.iter().map(|&h| (h, 0)).collect();
+        assert_eq!(used, want, "round {round}: order {order:?}");
+    }
+}
+
+/// A ring given back with chains that never reached the used ring (one still in flight,
+/// one completed behind it): the index GET_VRING_BASE reports is the used ring's, so a
+/// resumed ring pops those chains again instead of losing them or using one twice.
+#[test]
+fn a_ring_dropped_with_unpublished_chains_reports_the_used_index() {
+    let (plane, _port, mut g) = lent("txrewind", bit(VIRTIO_NET_F_MRG_RXBUF));
+    let f = udp_frame(MAC_A, MAC_B, 80);
+    let heads: Vec<u16> = (0..3).map(|_| g.send_split(1, &[0u8; 12], &f)).collect();
+    let popped = wait_for("frames popped", || {
+        let p = pop_all(&plane);
+        (p.len() == 3).then_some(p)
+    });
+    {
+        let mut rings = plane.rings.lock();
+        rings[0].complete(popped[0].0);
+        rings[0].complete(popped[2].0);
+        rings[0].flush();
+    }
+    assert_eq!(g.queues[1].wait_used(&g.mem, 1), vec![(heads[0], 0)]);
+    // The plane drops the ring with popped[1] in flight (inflight list left empty).
+    let base = g.fe.get_vring_base(1).unwrap();
+    assert_eq!(base, 1, "the base is the used index, not the pop position");
+    assert_eq!(g.queues[1].used_idx(&g.mem), 1);
+    // Resumed at that base (as QEMU does), the ring pops the two chains again, in their
+    // avail order.
+    {
+        let q = &g.queues[1];
+        g.fe.set_vring_num(1, q.size).unwrap();
+        g.fe.set_vring_base(1, base as u16).unwrap();
+        g.fe.set_vring_addr(1, &q.config(&g.mem)).unwrap();
+        g.fe.set_vring_err(1, &q.err).unwrap();
+        g.fe.set_vring_call(1, &q.call).unwrap();
+        g.fe.set_vring_kick(1, &q.kick).unwrap();
+        g.fe.set_vring_enable(1, true).unwrap();
+    }
+    wait_for("TX ring lent again", || {
+        (plane.started.lock().len() == 2).then_some(())
+    });
+    g.queues[1].kick();
+    let again = wait_for("chains popped again", || {
+        let p = pop_all(&plane);
+        (!p.is_empty()).then_some(p)
+    });
+    let tokens: Vec<u64> = again.iter().map(|p| p.0).collect();
+    assert_eq!(tokens.len(), 2);
+    complete_in(&plane, &g, 1, &tokens, &[1, 0]);
+    assert_eq!(
+        g.queues[1].wait_used(&g.mem, 2),
+        vec![(heads[1], 0), (heads[2], 0)]
+    );
 }
