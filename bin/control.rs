@@ -105,6 +105,10 @@ pub struct PortL2 {
     /// Most MACs the FDB learns behind the port (0: no limit).
     #[serde(default, skip_serializing_if = "is_zero")]
     pub mac_limit: u32,
+    /// Largest packet the port carries (68..=9000); None: 1500. Fixed when the port is
+    /// added (a guest reads it once, at probe: virtio 1.2 §5.1.4.2).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub mtu: Option<u16>,
 }
 
 fn is_false(b: &bool) -> bool {
@@ -113,6 +117,10 @@ fn is_false(b: &bool) -> bool {
 
 fn is_zero(n: &u32) -> bool {
     *n == 0
+}
+
+fn default_mtu() -> u16 {
+    switch::mtu::DEFAULT_MTU
 }
 
 /// Where QEMU's QMP socket is and which of its NICs is this port's (`qmp=`, `qmp-nic=`).
@@ -263,6 +271,10 @@ pub struct PortInfo {
     /// MACs learned behind the port (`mac-limit=`; 0: no limit).
     #[serde(default)]
     pub mac_limit: u32,
+    /// Largest packet the port carries (`mtu=`): for an afpacket port the smaller of
+    /// that and its interface's MTU. Absent in JSON from before the key existed: 1500.
+    #[serde(default = "default_mtu")]
+    pub mtu: u16,
     /// "promisc" or e.g. "mac 52:54:00:00:00:01 +bcast +allmulti uni[2] multi[3]".
     pub rx_filter: String,
 }

@@ -103,6 +103,13 @@ impl L2Settings {
     }
 }
 
+/// The port's MTU (`mtu=`, default 1500). Set when the port is added and not through
+/// [`L2Settings`]: `set-port` cannot change it (a guest reads it once, at probe), and an
+/// afpacket port's may have been lowered to its interface's.
+fn port_mtu(spec: &PortSpec) -> u16 {
+    spec.l2().mtu.unwrap_or(switch::mtu::DEFAULT_MTU)
+}
+
 fn control_err(e: impl std::fmt::Display) -> ControlError {
     ControlError::Failed(e.to_string())
 }
@@ -262,6 +269,9 @@ impl Runtime {
         };
         opts.queue_pairs = queues;
         opts.mac = mac;
+        // VIRTIO_NET_F_MTU with the port's MTU in config space (virtio 1.2 §5.1.4): the
+        // guest driver takes it as its initial MTU.
+        opts.mtu = Some(port_mtu(spec));
         if let Some(q) = *max_queue_size {
             opts.max_queue_size = q;
         }
@@ -286,6 +296,7 @@ impl Runtime {
             cfg = cfg.with_mac(m);
         }
         L2Settings::of(spec)?.apply(&mut cfg);
+        cfg.mtu = port_mtu(spec);
         let dp = self
             .dp
             .lock()
@@ -375,6 +386,7 @@ impl Runtime {
             port_security: cfg.port_security,
             flood_limit: cfg.flood_limit_pps,
             mac_limit: cfg.mac_limit,
+            mtu: cfg.mtu,
         }
     }
 
@@ -649,6 +661,7 @@ impl Control for Runtime {
                 let mut s = uring_net::PortSpec::tap(name);
                 if let uring_net::PortSpec::Tap { config, .. } = &mut s {
                     L2Settings::of(&spec)?.apply(config);
+                    config.mtu = port_mtu(&spec);
                 }
                 self.with_dp(|dp| dp.add_port(s))?.map_err(control_err)?
             }
@@ -656,6 +669,7 @@ impl Control for Runtime {
                 let mut s = uring_net::PortSpec::afpacket(ifname);
                 if let uring_net::PortSpec::AfPacket { config } = &mut s {
                     L2Settings::of(&spec)?.apply(config);
+                    config.mtu = port_mtu(&spec);
                 }
                 self.with_dp(|dp| dp.add_port(s))?.map_err(control_err)?
             }

@@ -43,13 +43,14 @@ const VHOST_KEYS: &[&str] = &[
     "socket-mode",
     "socket-group",
     "max-mem-regions",
+    "mtu",
 ];
 /// The largest split ring (virtio 1.2 §2.7), vring-engine's default.
 pub const MAX_QUEUE_SIZE: i64 = vring_engine::MAX_QUEUE_SIZE as i64;
 /// QEMU's `id_wellformed()` (util/id.c) limits ids to this alphabet; QEMU ids have no
 /// length limit, ours keep log lines and QMP requests small.
 const QEMU_ID_MAX: usize = 128;
-// The L2 keys (mac, vlan, trunk, native, port-security, flood-limit, mac-limit) are
+// The L2 keys (mac, vlan, trunk, native, port-security, flood-limit, mac-limit, mtu) are
 // the same for every kind.
 const TAP_KEYS: &[&str] = &[
     "name",
@@ -61,6 +62,7 @@ const TAP_KEYS: &[&str] = &[
     "port-security",
     "flood-limit",
     "mac-limit",
+    "mtu",
 ];
 const AFPACKET_KEYS: &[&str] = &[
     "ifname",
@@ -71,6 +73,7 @@ const AFPACKET_KEYS: &[&str] = &[
     "port-security",
     "flood-limit",
     "mac-limit",
+    "mtu",
 ];
 
 /// The port kinds and the keys each accepts.
@@ -208,6 +211,8 @@ pub struct RawPort {
     /// Most guest memory regions the frontend may map (vhost-user only).
     #[serde(rename = "max-mem-regions")]
     pub max_mem_regions: Option<i64>,
+    /// Largest packet the port carries (every kind), 68..=9000; default 1500.
+    pub mtu: Option<i64>,
 }
 
 impl RawPort {
@@ -237,6 +242,7 @@ impl RawPort {
         add(self.socket_mode.is_some(), "socket-mode");
         add(self.socket_group.is_some(), "socket-group");
         add(self.max_mem_regions.is_some(), "max-mem-regions");
+        add(self.mtu.is_some(), "mtu");
         k
     }
 
@@ -294,6 +300,7 @@ impl RawPort {
                 .map(|n| check_u32("mac-limit", n, MAC_LIMIT_MAX, "addresses (0: no limit)"))
                 .transpose()?
                 .unwrap_or(0),
+            mtu: self.mtu.map(check_mtu).transpose()?,
         })
     }
 
@@ -394,6 +401,7 @@ fn to_raw(spec: &PortSpec) -> RawPort {
         port_security: l2.port_security.then_some(true),
         flood_limit: (l2.flood_limit > 0).then_some(i64::from(l2.flood_limit)),
         mac_limit: (l2.mac_limit > 0).then_some(i64::from(l2.mac_limit)),
+        mtu: l2.mtu.map(i64::from),
         ..RawPort::default()
     };
     match spec {
@@ -464,7 +472,16 @@ fn check_queue_size(v: i64) -> Result<u16, PortError> {
     }
 }
 
-/// IEEE 802.1Q-2018 §9.6: VID 0 means "priority tag only" and 4095 is reserved.
+/// The port's MTU: at least IPv4's 68 (RFC 791 §3.1), at most 9000 (jumbo frames).
+fn check_mtu(v: i64) -> Result<u16, PortError> {
+    let (lo, hi) = (switch::mtu::MIN_MTU, switch::mtu::MAX_MTU);
+    check_range("mtu", v, i64::from(lo), i64::from(hi)).map_err(|_| PortError::Range {
+        key: "mtu",
+        value: v.to_string(),
+        range: format!("{lo}..={hi} (bytes of IP packet; default 1500, jumbo 9000)"),
+    })
+}
+
 /// The frontend-boundary keys of a vhost-user port. The socket keys shape the socket we
 /// create, so they need server mode.
 fn check_frontend(
@@ -529,6 +546,7 @@ fn check_frontend(
     })
 }
 
+/// IEEE 802.1Q-2018 §9.6: VID 0 means "priority tag only" and 4095 is reserved.
 fn check_vlan(v: i64) -> Result<u16, PortError> {
     check_vid("vlan", v)
 }
@@ -837,6 +855,7 @@ pub fn parse_port(s: &str) -> Result<PortSpec, PortError> {
                     need("max-mem-regions", "64")?,
                 )?)
             }
+            "mtu" => raw.mtu = Some(parse_int("mtu", need("mtu", "9000")?)?),
             // A bare `client` is the documented form; client=on|off is accepted too.
             "client" => raw.client = Some(value.map_or(Ok(true), |v| parse_bool("client", v))?),
             other => {
@@ -1240,7 +1259,7 @@ mod tests {
         assert_eq!(
             e,
             "unknown key `path` for tap ports; valid keys: name, queues, vlan, mac, trunk, \
-             native, port-security, flood-limit, mac-limit"
+             native, port-security, flood-limit, mac-limit, mtu"
         );
         assert!(err("afpacket:ifname=v,speed=10").contains(
             "valid keys: ifname, vlan, mac, trunk, native, port-security, flood-limit, mac-limit"
@@ -1478,9 +1497,17 @@ mod tests {
                     port_security: true,
                     flood_limit: 100,
                     mac_limit: 2,
+                    mtu: None,
                 },
                 "{kind}"
             );
+            let jumbo = parse_port(&format!("{kind},mtu=9000")).unwrap();
+            assert_eq!(jumbo.l2().mtu, Some(9000), "{kind}");
+            assert_eq!(normalize_spec(&jumbo).unwrap(), jumbo, "{kind}");
+            for bad in ["67", "9001", "-1", "jumbo"] {
+                let e = err(&format!("{kind},mtu={bad}"));
+                assert!(e.contains("mtu"), "{kind} mtu={bad}: {e}");
+            }
             let e = err(&format!("{kind},port-security=on"));
             assert!(
                 e.starts_with("port-security=on: ") && e.contains("add mac=M"),

@@ -36,6 +36,7 @@ pub fn ports(ports: &[PortInfo]) -> String {
         ("STATE", L),
         ("MAC", L),
         ("VLAN", L),
+        ("MTU", R),
         ("QUEUES", R),
         ("RINGS", L),
         ("FRONTEND", L),
@@ -52,6 +53,7 @@ pub fn ports(ports: &[PortInfo]) -> String {
             p.state.clone(),
             p.mac.clone().unwrap_or_else(|| "-".into()),
             p.vlan.clone(),
+            p.mtu.to_string(),
             format!("{}/{}", p.queues_enabled, p.queues),
             rings(p),
             frontend(p),
@@ -278,6 +280,7 @@ mod tests {
             port_security: true,
             flood_limit: 100,
             mac_limit: 0,
+            mtu: 9000,
         };
         let waiting = PortInfo {
             queue_sizes: vec![],
@@ -335,6 +338,10 @@ mod tests {
         );
         assert!(lines[1].ends_with("VERSION_1,MRG_RXBUF"), "{out}");
         assert!(lines[0].contains("RINGS"), "{out}");
+        assert_eq!(
+            lines[0].find(" MTU").map(|i| i + 4),
+            lines[1].find("9000").map(|i| i + 4)
+        );
         assert_eq!(lines[0].find("RINGS"), lines[1].find("1024/1024 max 32768"));
         assert_eq!(lines[0].find("FRONTEND"), lines[1].find("connected 256MiB"));
         // Columns line up: the NAME column starts at the same offset in both lines.

@@ -451,6 +451,7 @@ pub(crate) mod tests {
                 port_security: spec.l2().port_security,
                 flood_limit: spec.l2().flood_limit,
                 mac_limit: spec.l2().mac_limit,
+                mtu: spec.l2().mtu.unwrap_or(1500),
             };
             ports.push(info.clone());
             Ok(info)

@@ -31,6 +31,7 @@
 //! - [`fdb`]: the lock-free-read forwarding database;
 //! - [`switch`](mod@switch): port table and the forwarding decision;
 //! - [`egress`]: per-destination VLAN tag rewriting without copying the frame;
+//! - [`mtu`]: whether a frame (or each of a GSO frame's segments) fits a port's MTU;
 //! - [`mcast`]: IGMP/MLD snooping (RFC 4541): MDB, router ports, optional querier;
 //! - [`offload`]: checksum completion and software GSO at egress;
 //! - [`reason`]: counted drop reasons; [`ratelimit`]: log lines a peer can trigger;
@@ -45,6 +46,7 @@ pub mod filter;
 pub mod frame;
 pub mod mac;
 pub mod mcast;
+pub mod mtu;
 pub mod offload;
 pub mod port;
 pub mod portset;

@@ -106,11 +106,14 @@ pub struct PortConfig {
     pub flood_limit_pps: u32,
     /// What the port accepts (set by the guest through the ctrl vq).
     pub rx_filter: RxFilter,
+    /// Largest packet (network layer, without the Ethernet header and tag) the port
+    /// carries; longer frames toward it are dropped as `mtu_exceeded` ([`crate::mtu`]).
+    pub mtu: u16,
 }
 
 impl PortConfig {
     /// A port with the defaults users of a Linux bridge expect: learning on, every VLAN
-    /// trunked with native VLAN 1, no offloads, promiscuous receive.
+    /// trunked with native VLAN 1, no offloads, promiscuous receive, MTU 1500.
     pub fn new(name: impl Into<String>, kind: PortKind) -> PortConfig {
         PortConfig {
             name: name.into(),
@@ -124,6 +127,7 @@ impl PortConfig {
             port_security: false,
             flood_limit_pps: 0,
             rx_filter: RxFilter::promiscuous(),
+            mtu: crate::mtu::DEFAULT_MTU,
         }
     }
 

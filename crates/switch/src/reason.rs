@@ -71,6 +71,9 @@ reasons! {
     StormLimited => "storm_limited",
     /// A new source address beyond the port's MAC limit.
     MacLimit => "mac_limit",
+    /// Longer than the destination port's MTU (a GSO frame: one of its segments would
+    /// be); crate::mtu.
+    MtuExceeded => "mtu_exceeded",
 }
 
 impl From<ParseError> for DropReason {

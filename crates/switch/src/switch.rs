@@ -45,6 +45,8 @@ pub enum SwitchError {
     TooManyPorts,
     #[error("vlan {0} is out of range: use 1..=4094")]
     BadVid(u32),
+    #[error("mtu {0} is out of range: use {min}..={max}", min = crate::mtu::MIN_MTU, max = crate::mtu::MAX_MTU)]
+    BadMtu(u16),
 }
 
 /// The result of one forwarding decision.
@@ -220,6 +222,7 @@ impl Switch {
     /// Adds a port (link up). Names are unique.
     pub fn add_port(&self, cfg: PortConfig) -> Result<PortId, SwitchError> {
         validate_vlan(&cfg.vlan)?;
+        validate_mtu(cfg.mtu)?;
         let _w = self.ports_writer.lock();
         let mut t = PortTable::clone(&self.ports.load());
         if t.ports.iter().flatten().any(|p| p.cfg.name == cfg.name) {
@@ -281,6 +284,7 @@ impl Switch {
         let mut cfg = e.cfg.clone();
         f(&mut cfg);
         validate_vlan(&cfg.vlan)?;
+        validate_mtu(cfg.mtu)?;
         let vlan_changed = cfg.vlan != e.cfg.vlan;
         if cfg.flood_limit_pps != e.cfg.flood_limit_pps {
             e.flood = flood_bucket(&cfg);
@@ -374,6 +378,14 @@ impl Switch {
         if let Some(c) = self.counters.get(port.index()) {
             c.drop(reason);
         }
+    }
+}
+
+fn validate_mtu(mtu: u16) -> Result<(), SwitchError> {
+    if (crate::mtu::MIN_MTU..=crate::mtu::MAX_MTU).contains(&mtu) {
+        Ok(())
+    } else {
+        Err(SwitchError::BadMtu(mtu))
     }
 }
 
@@ -881,6 +893,26 @@ impl SwitchView<'_> {
         out
     }
 
+    /// Whether `fwd`'s frame fits destination `port`'s MTU (each segment, for a GSO
+    /// frame; [`crate::mtu`]). `head` is the frame's first bytes as decided on. The data
+    /// plane asks per destination, after the decision: a decision is shared by frames
+    /// of any length (`decide_cached`), the MTU check is not.
+    #[inline]
+    pub fn check_mtu(
+        &self,
+        port: PortId,
+        hdr: &VnetHdr,
+        fwd: &Forward,
+        head: &[u8],
+    ) -> Result<(), DropReason> {
+        match self.ports.get(port) {
+            Some(e) if !crate::mtu::fits(e.cfg.mtu, hdr, &fwd.frame, head) => {
+                Err(DropReason::MtuExceeded)
+            }
+            _ => Ok(()),
+        }
+    }
+
     /// Egress rewriting of `fwd`'s frame for destination `port` (tag push/pop/keep).
     /// `frame` is the source frame's first bytes (at least the L2 header).
     #[inline]
@@ -953,6 +985,49 @@ mod tests {
             vec![1]
         );
         assert_eq!(sw.stats(p[0]).learned, 1);
+    }
+
+    /// Each destination's own MTU decides, after a decision that flooded to all: a 9000
+    /// port takes a jumbo frame, a 1500 port refuses it; both take a 1500-byte packet.
+    /// Out-of-range MTUs never enter the table.
+    #[test]
+    fn egress_mtu_is_per_destination() {
+        let sw = Switch::new(SwitchConfig::default());
+        let port = |name: &str, mtu| {
+            let mut c = PortConfig::new(name, PortKind::Tap);
+            c.mtu = mtu;
+            sw.add_port(c).unwrap()
+        };
+        let (a, big, small) = (port("a", 9000), port("big", 9000), port("small", 1500));
+        for id in [a, big, small] {
+            sw.set_link(id, true).unwrap();
+        }
+        let v = sw.view();
+        for (ip_len, small_ok) in [(1500, true), (1501, false), (9000, false)] {
+            let f = eth(BCAST, m(1), None, ETHERTYPE_IPV4, &ipv4(17, ip_len - 20));
+            let Decision::Forward(fwd) = v.decide(a, &VnetHdr::default(), &f, f.len(), Millis(0))
+            else {
+                panic!("flood expected");
+            };
+            assert_eq!(ports(Decision::Forward(fwd)), vec![big.0, small.0]);
+            let h = VnetHdr::default();
+            assert_eq!(v.check_mtu(big, &h, &fwd, &f), Ok(()));
+            let want = if small_ok {
+                Ok(())
+            } else {
+                Err(DropReason::MtuExceeded)
+            };
+            assert_eq!(v.check_mtu(small, &h, &fwd, &f), want, "{ip_len}");
+        }
+        let mut c = PortConfig::new("tiny", PortKind::Tap);
+        c.mtu = 67;
+        assert_eq!(sw.add_port(c), Err(SwitchError::BadMtu(67)));
+        assert_eq!(
+            sw.update_port(small, |c| c.mtu = 9001),
+            Err(SwitchError::BadMtu(9001))
+        );
+        sw.update_port(small, |c| c.mtu = 9000).unwrap();
+        assert_eq!(sw.view().port(small).map(|c| c.mtu), Some(9000));
     }
 
     #[test]

@@ -273,6 +273,11 @@ impl Dataplane {
                     config.name = name;
                     fds.push(fd);
                 }
+                sys::ifreq::set_mtu(&config.name, config.mtu).map_err(|e| Error::Tap {
+                    name: config.name.clone(),
+                    op: "set MTU",
+                    source: e,
+                })?;
                 sys::ifreq::set_up(&config.name).map_err(|e| Error::Tap {
                     name: config.name.clone(),
                     op: "set IFF_UP",
@@ -283,6 +288,21 @@ impl Dataplane {
             }
             PortSpec::AfPacket { mut config } => {
                 let socks = sys::afpacket::open_group(&config.name, n)?;
+                // The interface's MTU is its owner's (a veth's is set with the pair): the
+                // kernel refuses longer writes (EMSGSIZE), so the port never takes more.
+                let link = sys::ifreq::mtu(&config.name).map_err(|e| Error::AfPacket {
+                    ifname: config.name.clone(),
+                    op: "SIOCGIFMTU",
+                    source: e,
+                })?;
+                if link < config.mtu {
+                    tracing::info!(
+                        port = %config.name,
+                        "interface MTU {link} is below the port's {}: using {link}",
+                        config.mtu
+                    );
+                    config.mtu = link.max(switch::mtu::MIN_MTU);
+                }
                 config.kind = PortKind::AfPacket;
                 let fds = socks.into_iter().map(|s| s.fd).collect();
                 (fds, QueueKind::Packet, config)

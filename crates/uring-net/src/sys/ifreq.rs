@@ -1,4 +1,4 @@
-//! `struct ifreq` helpers: interface names, indexes and the IFF_UP flag.
+//! `struct ifreq` helpers: interface names, indexes, the IFF_UP flag and the MTU.
 
 use std::io;
 
@@ -74,6 +74,30 @@ pub fn set_up(name: &str) -> io::Result<()> {
         cvt(libc::ioctl(s.as_raw_fd(), libc::SIOCSIFFLAGS, &ifr))?;
     }
     Ok(())
+}
+
+/// Sets `name`'s MTU (SIOCSIFMTU, netdevice(7)): a tap's MTU is what the kernel sends
+/// through it at most, so it follows the port's.
+pub fn set_mtu(name: &str, mtu: u16) -> io::Result<()> {
+    use std::os::fd::AsRawFd;
+    let mut ifr = ifreq_for(name).map_err(|e| io::Error::new(io::ErrorKind::InvalidInput, e))?;
+    let s = ctl_socket()?;
+    ifr.ifr_ifru.ifru_mtu = libc::c_int::from(mtu);
+    // SAFETY: SIOCSIFMTU reads the name and the mtu member of our own `ifr`.
+    cvt(unsafe { libc::ioctl(s.as_raw_fd(), libc::SIOCSIFMTU, &ifr) })?;
+    Ok(())
+}
+
+/// `name`'s MTU (SIOCGIFMTU, netdevice(7)), saturated to u16.
+pub fn mtu(name: &str) -> io::Result<u16> {
+    use std::os::fd::AsRawFd;
+    let mut ifr = ifreq_for(name).map_err(|e| io::Error::new(io::ErrorKind::InvalidInput, e))?;
+    let s = ctl_socket()?;
+    // SAFETY: SIOCGIFMTU reads the name from and writes the mtu member into our `ifr`.
+    cvt(unsafe { libc::ioctl(s.as_raw_fd(), libc::SIOCGIFMTU, &mut ifr) })?;
+    // SAFETY: the kernel filled the mtu member of the union.
+    let m = unsafe { ifr.ifr_ifru.ifru_mtu };
+    Ok(u16::try_from(m.max(0)).unwrap_or(u16::MAX))
 }
 
 #[cfg(test)]

@@ -53,6 +53,10 @@ impl Worker {
         let ingress = PortId(u16::MAX);
         let hdr = VnetHdr::default();
         for dest in fwd.ports.iter() {
+            // The querier's frames are small; a port below their size gets none.
+            if view.check_mtu(dest, &hdr, &fwd, frame).is_err() {
+                continue;
+            }
             let eg = view.egress(dest, &fwd, frame);
             let body = frame.get(usize::from(eg.body_offset)..).unwrap_or(&[]);
             if self.guest_rx[dest.index()].is_some() {

@@ -261,6 +261,10 @@ impl Worker {
         let mut slot: Option<u32> = None;
         let mut staged = false;
         for dest in fwd.ports.iter() {
+            if let Err(why) = view.check_mtu(dest, hdr, fwd, private) {
+                self.sw.count_drop(port, why);
+                continue;
+            }
             let eg = view.egress(dest, fwd, private);
             if self.guest_rx[dest.index()].is_some() {
                 let h = eg.adjust_hdr(hdr);

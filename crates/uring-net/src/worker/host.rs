@@ -113,6 +113,10 @@ impl Worker {
         let mut staged = false;
         if let Decision::Forward(fwd) = view.decide(port, &hdr, frame, frame.len(), now) {
             for dest in fwd.ports.iter() {
+                if let Err(why) = view.check_mtu(dest, &hdr, &fwd, frame) {
+                    self.sw.count_drop(port, why);
+                    continue;
+                }
                 let eg = view.egress(dest, &fwd, frame);
                 if self.guest_rx[dest.index()].is_some() {
                     // Staged like a guest's frame and placed at the end of this batch of
