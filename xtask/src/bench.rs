@@ -9,6 +9,7 @@
 
 mod ab;
 pub(crate) mod daemon;
+mod dirtylog;
 mod isolation;
 mod micro;
 mod netns;
@@ -44,7 +45,8 @@ usage: cargo xtask bench [--quick] [--runs N] [--secs S] [--only LIST] [--profil
   --secs S       measurement window per run in seconds (default 4)
   --only LIST    comma-separated phases (default: all): vhost, scaling, switch, micro,
                  qsize (virtio-user queue_size 256 vs 1024), isolation (a pair alone vs
-                 beside a hostile frontend)
+                 beside a hostile frontend), dirtylog (guest -> guest with LOG_ALL dirty
+                 logging on vs off, criterion)
   --profile      perf record ringswitch during the 64-byte vhost run; top symbols into
                  BENCHMARKS.md
   --ringswitch   use this binary instead of building target/release/ringswitch
@@ -80,7 +82,15 @@ struct Options {
 }
 
 /// Every phase, in run order.
-const PHASES: [&str; 6] = ["vhost", "scaling", "switch", "micro", "qsize", "isolation"];
+const PHASES: [&str; 7] = [
+    "vhost",
+    "scaling",
+    "switch",
+    "micro",
+    "qsize",
+    "isolation",
+    "dirtylog",
+];
 
 fn parse_options(args: &[String]) -> Result<Options> {
     let mut o = Options {
@@ -203,6 +213,9 @@ pub fn run(args: &[String]) -> Result<()> {
     }
     if want("isolation") {
         phase("isolation", &mut r, |r| isolation::phase(&ctx, &root, r))?;
+    }
+    if want("dirtylog") {
+        phase("dirtylog", &mut r, |r| dirtylog::phase(&root, o.secs, r))?;
     }
     report::finish_conditions(&mut r.conditions);
     if let Some(to) = &o.results_to {
@@ -597,7 +610,8 @@ mod tests {
     fn options() {
         let a = |v: &[&str]| parse_options(&v.iter().map(|s| s.to_string()).collect::<Vec<_>>());
         let o = a(&[]).unwrap();
-        assert_eq!((o.runs, o.secs, o.phases.len()), (3, 4, 6));
+        assert_eq!((o.runs, o.secs, o.phases.len()), (3, 4, 7));
+        assert_eq!(a(&["--only", "dirtylog"]).unwrap().phases, ["dirtylog"]);
         let o = a(&["--only", "qsize,isolation"]).unwrap();
         assert_eq!(o.phases.len(), 2);
         let o = a(&["--quick", "--only", "switch,micro"]).unwrap();

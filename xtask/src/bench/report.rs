@@ -434,13 +434,17 @@ fn without_thread_boilerplate(profile: &str) -> String {
         .join("\n")
 }
 
-/// Sections 7–8 (each only when its phase ran), each ending in a blank line.
+/// Sections 7–9 (each only when its phase ran), each ending in a blank line.
 pub fn extra_sections(r: &Results) -> String {
-    [super::qsize::render(r), super::isolation::render(r)]
-        .into_iter()
-        .flatten()
-        .map(|s| s + "\n")
-        .collect()
+    [
+        super::qsize::render(r),
+        super::isolation::render(r),
+        super::dirtylog::render(r),
+    ]
+    .into_iter()
+    .flatten()
+    .map(|s| s + "\n")
+    .collect()
 }
 
 fn plot_ref(md: &mut String, name: &str, present: bool) {
@@ -467,7 +471,7 @@ pub fn write_all(r: &Results, root: &Path, out_dir: &Path) -> Result<()> {
             None => md.push_str(&section),
         }
     }
-    // 7.–8.: ring size and isolation, after §6 (only what was measured).
+    // 7.–9.: ring size, isolation and dirty logging, after §6 (only what was measured).
     let extra = extra_sections(r);
     match md.find("## Exact commands") {
         Some(at) => md.insert_str(at, extra.trim_start()),
