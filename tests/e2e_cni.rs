@@ -5,7 +5,7 @@
 
 mod common;
 
-use common::{ringswitch_command, skip_without, Netns, TempDir, TestScope};
+use common::{is_root, ringswitch_command, skip_without, Netns, TempDir, TestScope};
 use serde_json::{json, Value};
 use std::io::Write;
 use std::path::{Path, PathBuf};
@@ -160,25 +160,18 @@ fn link_exists(ns: &Netns, name: &str) -> bool {
     ns.ip(&["link", "show", "dev", name]).is_ok()
 }
 
-#[test]
-fn containers_attached_by_the_cni_plugin_ping_through_ringswitch() {
-    let _scope = TestScope::start("e2e_cni", Duration::from_secs(60));
-    let root = is_root();
-    if skip_without("root", root, "run the e2e tests as root")
+/// Root and host-local (skips outside CI, fails under CI=true).
+fn prerequisites_missing() -> bool {
+    skip_without("root", is_root(), "run the e2e tests as root")
         || skip_without(
             "host-local",
             Path::new(CNI_PLUGINS).join("host-local").exists(),
             "apt-get install containernetworking-plugins",
         )
-    {
-        return;
-    }
-    let host = Netns::new("cnih").unwrap();
-    let c1 = Netns::new("cni1").unwrap();
-    let c2 = Netns::new("cni2").unwrap();
-    let dir = TempDir::new("cni").unwrap();
-    let sock = dir.path().join("ctl.sock");
-    let ipam_dir = dir.path().join("ipam");
+}
+
+/// `ringswitch run` in `host` with its control socket at `sock`, once it runs.
+fn start_daemon(host: &Netns, sock: &Path) -> common::Process {
     let daemon = host
         .spawn(
             "ringswitch",
@@ -189,6 +182,22 @@ fn containers_attached_by_the_cni_plugin_ping_through_ringswitch() {
     daemon
         .wait_for("ringswitch running", Duration::from_secs(20))
         .unwrap();
+    daemon
+}
+
+#[test]
+fn containers_attached_by_the_cni_plugin_ping_through_ringswitch() {
+    let _scope = TestScope::start("e2e_cni", Duration::from_secs(60));
+    if prerequisites_missing() {
+        return;
+    }
+    let host = Netns::new("cnih").unwrap();
+    let c1 = Netns::new("cni1").unwrap();
+    let c2 = Netns::new("cni2").unwrap();
+    let dir = TempDir::new("cni").unwrap();
+    let sock = dir.path().join("ctl.sock");
+    let ipam_dir = dir.path().join("ipam");
+    let _daemon = start_daemon(&host, &sock);
 
     let rt = Runtime {
         host: &host,
@@ -311,13 +320,7 @@ fn containers_attached_by_the_cni_plugin_ping_through_ringswitch() {
 #[test]
 fn status_and_gc_of_cni_1_1() {
     let _scope = TestScope::start("e2e_cni_gc", Duration::from_secs(60));
-    if skip_without("root", is_root(), "run the e2e tests as root")
-        || skip_without(
-            "host-local",
-            Path::new(CNI_PLUGINS).join("host-local").exists(),
-            "apt-get install containernetworking-plugins",
-        )
-    {
+    if prerequisites_missing() {
         return;
     }
     let host = Netns::new("cnigh").unwrap();
@@ -343,16 +346,7 @@ fn status_and_gc_of_cni_1_1() {
     // No daemon yet: not available (50).
     let r = rt.call("STATUS", "-", None, &rt.conf);
     assert!(!r.ok && r.out["code"] == 50, "{}", r.out);
-    let daemon = host
-        .spawn(
-            "ringswitch",
-            env!("CARGO_BIN_EXE_ringswitch"),
-            &["run", "--workers", "1", "--ctl", sock.to_str().unwrap()],
-        )
-        .unwrap();
-    daemon
-        .wait_for("ringswitch running", Duration::from_secs(20))
-        .unwrap();
+    let _daemon = start_daemon(&host, &sock);
     assert_eq!(rt.ok("STATUS", "-", None, &rt.conf), Value::Null);
 
     let r1 = rt.ok("ADD", "gc1", Some(&c1), &rt.conf);
@@ -396,9 +390,4 @@ fn status_and_gc_of_cni_1_1() {
     assert!(ctl_ports(&sock).is_empty());
     assert!(!link_exists(&host, &h1));
     assert!(allocations(&ipam_dir, "rsgc").is_empty());
-}
-
-fn is_root() -> bool {
-    // SAFETY: geteuid(2) has no preconditions and no memory effects.
-    unsafe { libc::geteuid() == 0 }
 }

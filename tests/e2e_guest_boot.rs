@@ -16,13 +16,7 @@ use std::time::Duration;
 const BOOT: Duration = Duration::from_secs(60);
 const STEP: Duration = Duration::from_secs(60);
 
-fn skip_without_qemu() -> bool {
-    common::skip_without(
-        "qemu-system-x86_64",
-        common::qemu_available(),
-        "cargo xtask test installs it",
-    )
-}
+use common::skip_without_qemu;
 
 /// A guest with one NIC of two queue pairs (mq=on, `ethtool -L eth0 combined 2` in /init)
 /// that pings `peer` over IPv4 and IPv6.

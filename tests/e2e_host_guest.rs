@@ -13,13 +13,7 @@ use std::time::Duration;
 const BOOT: Duration = Duration::from_secs(90);
 const STEP: Duration = Duration::from_secs(90);
 
-fn skip_without_qemu() -> bool {
-    common::skip_without(
-        "qemu-system-x86_64",
-        common::qemu_available(),
-        "cargo xtask test installs it",
-    )
-}
+use common::skip_without_qemu;
 
 /// Starts `ringswitch run` inside `ns` with `ports`, waiting for its vhost-user socket.
 fn start_ringswitch(ns: &Netns, dir: &Path, ports: &[String]) -> Process {

@@ -24,13 +24,7 @@ const RELEASE: Duration = Duration::from_secs(10);
 const PEER_IP: &str = "198.18.0.2";
 const GUEST_CIDR: &str = "198.18.0.1/24";
 
-fn skip_without_qemu() -> bool {
-    common::skip_without(
-        "qemu-system-x86_64",
-        common::qemu_available(),
-        "cargo xtask test installs it",
-    )
-}
+use common::skip_without_qemu;
 
 /// The daemon's mappings of memfds (guest RAM; ringswitch creates none of its own).
 fn memfd_maps(pid: u32) -> usize {

@@ -26,13 +26,7 @@ const LIMIT: Duration = Duration::from_secs(300);
 /// paused for the last copy, then announces itself from the destination.
 const MAX_PING_GAP: u64 = 100;
 
-fn skip_without_qemu() -> bool {
-    common::skip_without(
-        "qemu-system-x86_64",
-        common::qemu_available(),
-        "cargo xtask test installs it",
-    )
-}
+use common::skip_without_qemu;
 
 struct Daemon {
     ctl: PathBuf,

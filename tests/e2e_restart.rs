@@ -33,13 +33,7 @@ fn is_bad_ring(line: &str) -> bool {
             && (line.contains("unexpected") || line.contains("out of range")))
 }
 
-fn skip_without_qemu() -> bool {
-    common::skip_without(
-        "qemu-system-x86_64",
-        common::qemu_available(),
-        "cargo xtask test installs it",
-    )
-}
+use common::skip_without_qemu;
 
 struct Daemon {
     proc: Process,

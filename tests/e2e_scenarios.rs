@@ -21,13 +21,7 @@ const BOOT: Duration = Duration::from_secs(120);
 const STEP: Duration = Duration::from_secs(120);
 const LIMIT: Duration = Duration::from_secs(420);
 
-fn skip_without_qemu() -> bool {
-    common::skip_without(
-        "qemu-system-x86_64",
-        common::qemu_available(),
-        "cargo xtask test installs it",
-    )
-}
+use common::skip_without_qemu;
 
 /// A ringswitch daemon in a namespace of the test, with its ctl socket in `dir`.
 struct Daemon {

@@ -66,6 +66,15 @@ pub fn qemu_available() -> bool {
         .unwrap_or(false)
 }
 
+/// [`skip_without`] for QEMU: true (skip) when it is missing outside CI; fails under CI=true.
+pub fn skip_without_qemu() -> bool {
+    skip_without(
+        "qemu-system-x86_64",
+        qemu_available(),
+        "cargo xtask test installs it",
+    )
+}
+
 /// A locally administered unicast MAC 02:72:73:00:00:<n> ("rs").
 pub fn mac(n: u8) -> String {
     format!("02:72:73:00:00:{n:02x}")

@@ -568,25 +568,31 @@ fn switch_phase(ctx: &Ctx, r: &mut Results) -> Result<()> {
     Ok(())
 }
 
+/// Runs criterion bench `bench` of `package` with these warm-up and measurement times
+/// (seconds); returns the command line, for the results file.
+pub(crate) fn run_criterion(package: &str, bench: &str, warm: &str, meas: &str) -> Result<String> {
+    let args = [
+        "bench",
+        "-p",
+        package,
+        "--bench",
+        bench,
+        "--",
+        "--warm-up-time",
+        warm,
+        "--measurement-time",
+        meas,
+        "--noplot",
+    ];
+    crate::cargo(&args)?;
+    Ok(format!("cargo {}", args.join(" ")))
+}
+
 fn micro_phase(root: &Path, secs: u64, r: &mut Results) -> Result<()> {
     let (warm, meas) = if secs <= 2 { ("0.5", "1") } else { ("1", "2") };
     let mut cmds = vec![];
     for bench in ["forward", "offload"] {
-        let args = [
-            "bench",
-            "-p",
-            "ringswitch-switch",
-            "--bench",
-            bench,
-            "--",
-            "--warm-up-time",
-            warm,
-            "--measurement-time",
-            meas,
-            "--noplot",
-        ];
-        cmds.push(format!("cargo {}", args.join(" ")));
-        crate::cargo(&args)?;
+        cmds.push(run_criterion("ringswitch-switch", bench, warm, meas)?);
     }
     let dir = target_dir(root).join("criterion");
     let figs = micro::collect(&dir, &["decide", "parse", "checksum", "gso"])?;

@@ -62,14 +62,7 @@ impl Env {
         let command = Command::parse(&var("CNI_COMMAND").ok_or_else(|| missing("CNI_COMMAND"))?)?;
         let nonempty = |name: &str| var(name).filter(|v| !v.is_empty());
         if command == Command::Version {
-            return Ok(Env {
-                command,
-                container_id: String::new(),
-                netns: None,
-                ifname: String::new(),
-                args: Vec::new(),
-                path: Vec::new(),
-            });
+            return Ok(Env::network_only(command, Vec::new()));
         }
         let path: Vec<PathBuf> = nonempty("CNI_PATH")
             .ok_or_else(|| missing("CNI_PATH"))?
@@ -79,14 +72,7 @@ impl Env {
             .collect();
         // STATUS and GC concern the network, not one attachment.
         if matches!(command, Command::Status | Command::Gc) {
-            return Ok(Env {
-                command,
-                container_id: String::new(),
-                netns: None,
-                ifname: String::new(),
-                args: Vec::new(),
-                path,
-            });
+            return Ok(Env::network_only(command, path));
         }
         let container_id = nonempty("CNI_CONTAINERID").ok_or_else(|| missing("CNI_CONTAINERID"))?;
         check_container_id(&container_id)?;
@@ -105,6 +91,18 @@ impl Env {
             args,
             path,
         })
+    }
+
+    /// The parameters of a command that names no attachment (VERSION, STATUS, GC).
+    fn network_only(command: Command, path: Vec<PathBuf>) -> Env {
+        Env {
+            command,
+            container_id: String::new(),
+            netns: None,
+            ifname: String::new(),
+            args: Vec::new(),
+            path,
+        }
     }
 
     /// The value of `key` in `CNI_ARGS`.

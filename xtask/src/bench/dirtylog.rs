@@ -23,21 +23,12 @@ pub fn key(len: u32, on: bool) -> String {
 
 pub fn phase(root: &Path, secs: u64, r: &mut Results) -> Result<()> {
     let (warm, meas) = if secs <= 2 { ("0.5", "1") } else { ("1", "3") };
-    let args = [
-        "bench",
-        "-p",
+    let cmds = vec![super::run_criterion(
         "ringswitch-datapath",
-        "--bench",
         "dirty_log",
-        "--",
-        "--warm-up-time",
         warm,
-        "--measurement-time",
         meas,
-        "--noplot",
-    ];
-    let cmds = vec![format!("cargo {}", args.join(" "))];
-    crate::cargo(&args)?;
+    )?];
     let dir = super::target_dir(root).join("criterion");
     let figs = super::micro::collect(&dir, &["dirty_log"])?;
     if figs.is_empty() {
