@@ -71,6 +71,10 @@ pub(crate) struct Inner {
     /// Per queue index: a [`crate::TxRing`] for it is out with the data plane. The lock
     /// also serialises starting and stopping them.
     tx_out: Mutex<Vec<bool>>,
+    /// Per queue index: [`crate::TxRing`]s for it not yet dropped by the data plane. Still
+    /// non-zero after `tx_ring_stopped` returned means the data plane's wait timed out
+    /// (writes that never finished): the ring is then revoked ([`Inner::revoke_tx`]).
+    pub(crate) tx_held: Vec<std::sync::atomic::AtomicUsize>,
     /// Live-migration dirty logging (SET_LOG_BASE, ring log addresses), fed by the relay.
     pub(crate) log: Arc<crate::dirtylog::DirtyLog>,
     /// The worker threads' exit eventfds lent to the current connection.
@@ -129,6 +133,7 @@ impl NetDevice {
                 log_epoch: std::time::Instant::now(),
                 masks,
                 tx_out: Mutex::new(vec![false; nq]),
+                tx_held: (0..nq).map(|_| Default::default()).collect(),
                 pairs_cache: AtomicU16::new(1),
                 log: Arc::new(crate::dirtylog::DirtyLog::new(nq)),
                 exit: Default::default(),
@@ -381,6 +386,7 @@ impl Inner {
         if *is_out && (!want || restart) {
             self.events.tx_ring_stopped(self.port, pair);
             *is_out = false;
+            self.revoke_tx_if_held(q);
         }
         if want && !*is_out {
             let Some(vring) = vring else { return };
@@ -428,6 +434,39 @@ impl Inner {
         true
     }
 
+    /// After `tx_ring_stopped` returned: if the data plane still holds a ring of queue
+    /// `q` (its wait for writes in flight timed out), that ring is revoked so the index
+    /// GET_VRING_BASE reports is still the used ring's. Under the ring's lock, its
+    /// generation moves on (the stale [`crate::TxRing`] pops nothing more and its late
+    /// completions are discarded, never written into a ring the frontend took back) and
+    /// the next avail index steps back to the next used one: TX chains are published in
+    /// pop order, so the chains between them are exactly those never reported, which
+    /// the next back-end pops again (sent at least once, never lost from the guest's
+    /// ring).
+    fn revoke_tx_if_held(&self, q: usize) {
+        if self
+            .tx_held
+            .get(q)
+            .is_none_or(|h| h.load(Ordering::Acquire) == 0)
+        {
+            return;
+        }
+        let Some(vring) = self.vring(q) else { return };
+        use virtio_queue::QueueT;
+        let mut st = vring.get_mut();
+        let queue = st.get_queue_mut();
+        let (avail, used) = (queue.next_avail(), queue.next_used());
+        queue.set_next_avail(used);
+        vring.retire_generation();
+        drop(st);
+        tracing::warn!(
+            port = %self.port,
+            queue = q,
+            unreported = avail.wrapping_sub(used),
+            "TX ring taken back with writes still in flight: revoked, its chains are offered again"
+        );
+    }
+
     /// Takes every TX ring back from the data plane (disconnect).
     pub(crate) fn stop_all_tx(&self) {
         let mut out = self.tx_out.lock();
@@ -435,6 +474,7 @@ impl Inner {
             if *is_out {
                 self.events.tx_ring_stopped(self.port, q / 2);
                 *is_out = false;
+                self.revoke_tx_if_held(usize::from(q));
             }
         }
     }

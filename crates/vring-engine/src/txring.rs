@@ -31,8 +31,9 @@
 //! - when the frontend stops the ring (GET_VRING_BASE, reset, disconnect) the device calls
 //!   `tx_ring_stopped` and waits for the data plane to finish and drop the ring, so the
 //!   index reported to the frontend covers only chains already in the used ring. If that
-//!   wait times out, later completions of this ring are discarded: the ring's generation
-//!   changed and a used entry would corrupt the new layout.
+//!   wait times out, the device revokes the ring: its generation moves on (later
+//!   completions of this ring are discarded, a used entry would corrupt the new layout)
+//!   and the next avail index steps back to the used index, so the report is the same.
 
 use std::os::fd::{AsRawFd, OwnedFd, RawFd};
 use std::sync::Arc;
@@ -130,6 +131,9 @@ impl TxRing {
         // q is a TX queue index of the device (below 2 * queue_pairs, a u16).
         #[allow(clippy::cast_possible_truncation)]
         let pair = (q / 2) as u16;
+        if let Some(h) = inner.tx_held.get(q) {
+            h.fetch_add(1, std::sync::atomic::Ordering::AcqRel);
+        }
         TxRing {
             pair,
             generation: vring.generation(),
@@ -530,5 +534,8 @@ impl std::ops::Drop for TxRing {
     fn drop(&mut self) {
         self.flush();
         self.rewind_unpublished();
+        if let Some(h) = self.inner.tx_held.get(self.q) {
+            h.fetch_sub(1, std::sync::atomic::Ordering::AcqRel);
+        }
     }
 }

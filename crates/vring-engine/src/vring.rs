@@ -207,6 +207,13 @@ impl NetVring {
         self.changed(true);
     }
 
+    /// A new generation without the change callback: the device revoking a ring it lent
+    /// ([`crate::device`]), with the ring's lock held.
+    pub(crate) fn retire_generation(&self) {
+        self.extra.notified_at.store(NONE, Ordering::Relaxed);
+        self.extra.generation.fetch_add(1, Ordering::AcqRel);
+    }
+
     /// Installs the callback run after every kick/ready/enable change.
     pub(crate) fn set_hook(&self, hook: Option<StateHook>) {
         *self.extra.hook.lock() = hook;

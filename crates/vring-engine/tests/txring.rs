@@ -28,6 +28,10 @@ struct Plane {
     inflight: Mutex<Vec<u64>>,
     started: Mutex<Vec<u16>>,
     stopped: Mutex<Vec<(u16, usize)>>,
+    /// Keep stopped rings instead of dropping them: writes that never finish, a wait
+    /// that times out.
+    hold: std::sync::atomic::AtomicBool,
+    held: Mutex<Vec<TxRing>>,
 }
 
 struct Ev(Arc<Plane>);
@@ -44,6 +48,10 @@ impl PortEvents for Ev {
         let mut rings = self.0.rings.lock();
         if let Some(i) = rings.iter().position(|r| r.pair() == pair) {
             let mut r = rings.remove(i);
+            if self.0.hold.load(std::sync::atomic::Ordering::Relaxed) {
+                self.0.held.lock().push(r);
+                return;
+            }
             let n = r.in_flight();
             for t in self.0.inflight.lock().drain(..) {
                 r.complete(t);
@@ -531,6 +539,67 @@ fn a_ring_dropped_with_unpublished_chains_reports_the_used_index() {
     let tokens: Vec<u64> = again.iter().map(|p| p.0).collect();
     assert_eq!(tokens.len(), 2);
     complete_in(&plane, &g, 1, &tokens, &[1, 0]);
+    assert_eq!(
+        g.queues[1].wait_used(&g.mem, 2),
+        vec![(heads[1], 0), (heads[2], 0)]
+    );
+}
+
+/// A data plane that does not give the ring back when it is stopped (its writes never
+/// finish; the daemon's wait times out): the device revokes the ring, so GET_VRING_BASE
+/// still reports the used index, the stale ring's late completions never reach the used
+/// ring, and a resumed ring pops the unreported chains again.
+#[test]
+fn a_ring_not_given_back_is_revoked_and_reports_the_used_index() {
+    let (plane, _port, mut g) = lent("txrevoke", bit(VIRTIO_NET_F_MRG_RXBUF));
+    let f = udp_frame(MAC_A, MAC_B, 80);
+    let heads: Vec<u16> = (0..3).map(|_| g.send_split(1, &[0u8; 12], &f)).collect();
+    let popped = wait_for("frames popped", || {
+        let p = pop_all(&plane);
+        (p.len() == 3).then_some(p)
+    });
+    {
+        let mut rings = plane.rings.lock();
+        rings[0].complete(popped[0].0);
+        rings[0].flush();
+    }
+    assert_eq!(g.queues[1].wait_used(&g.mem, 1), vec![(heads[0], 0)]);
+    plane.hold.store(true, std::sync::atomic::Ordering::Relaxed);
+    let base = g.fe.get_vring_base(1).unwrap();
+    assert_eq!(base, 1, "the base is the used index, not the pop position");
+    // The stuck writes finish late: nothing of the revoked ring reaches the used ring,
+    // and it pops nothing more.
+    let mut stale = plane.held.lock().pop().expect("the plane kept the ring");
+    stale.complete(popped[1].0);
+    stale.complete(popped[2].0);
+    stale.flush();
+    assert_eq!(stale.pop(64, |_| true), 0, "a revoked ring pops nothing");
+    drop(stale);
+    assert_eq!(g.queues[1].used_idx(&g.mem), 1);
+    plane
+        .hold
+        .store(false, std::sync::atomic::Ordering::Relaxed);
+    {
+        let q = &g.queues[1];
+        g.fe.set_vring_num(1, q.size).unwrap();
+        g.fe.set_vring_base(1, base as u16).unwrap();
+        g.fe.set_vring_addr(1, &q.config(&g.mem)).unwrap();
+        g.fe.set_vring_err(1, &q.err).unwrap();
+        g.fe.set_vring_call(1, &q.call).unwrap();
+        g.fe.set_vring_kick(1, &q.kick).unwrap();
+        g.fe.set_vring_enable(1, true).unwrap();
+    }
+    wait_for("TX ring lent again", || {
+        (plane.started.lock().len() == 2).then_some(())
+    });
+    g.queues[1].kick();
+    let again = wait_for("chains popped again", || {
+        let p = pop_all(&plane);
+        (!p.is_empty()).then_some(p)
+    });
+    let tokens: Vec<u64> = again.iter().map(|p| p.0).collect();
+    assert_eq!(tokens.len(), 2);
+    complete_in(&plane, &g, 1, &tokens, &[0, 1]);
     assert_eq!(
         g.queues[1].wait_used(&g.mem, 2),
         vec![(heads[1], 0), (heads[2], 0)]
