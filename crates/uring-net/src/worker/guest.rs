@@ -20,6 +20,9 @@ use crate::guest::{GuestFrame, GuestTxQueue};
 use switch::bytes::{skip_segs, Seg};
 use switch::vnet::HDR_LEN;
 
+/// Heads longer than this are staged by address rather than copied into the stage.
+const STAGE_BY_ADDR_MIN: usize = 128;
+
 /// How long a guest TX queue whose frames found a full destination gets its descriptors
 /// back only at batch ends (backpressure; see `service_guests`).
 const HOLD_MS: u64 = 2;
@@ -280,7 +283,10 @@ impl Worker {
                         private.get(usize::from(eg.body_offset)..).unwrap_or(&[]),
                     )
                 };
-                let (copied, by_addr) = if in_frame {
+                // A short head is copied: for a 64-byte frame the copy is cheaper than
+                // a second part the RX placement walks (and the popped batch's cold
+                // lines it would read from at flush).
+                let (copied, by_addr) = if in_frame && body.len() > STAGE_BY_ADDR_MIN {
                     let seg = Seg {
                         addr: body.as_ptr() as u64,
                         len: u32::try_from(body.len()).unwrap_or(0),
