@@ -447,6 +447,19 @@ pub fn extra_sections(r: &Results) -> String {
     .collect()
 }
 
+/// The conditions of a run whose sections are shown beside the main run's.
+fn separate_run_line(c: &super::results::Conditions) -> String {
+    let steal = c
+        .steal_share
+        .map(|s| format!("{:.1} %", s * 100.0))
+        .unwrap_or_else(|| "not measured".into());
+    format!(
+        "\nSections 7–9 come from a run of their own (bench-results/extra.json): {} → {}, \
+         commit `{}`, {}, steal {steal}, {} rounds of {} s.\n",
+        c.started_utc, c.finished_utc, c.git_commit, c.cpu, c.runs, c.secs
+    )
+}
+
 fn plot_ref(md: &mut String, name: &str, present: bool) {
     if present {
         let _ = writeln!(md, "\n![{name}](bench-results/{name})");
@@ -471,8 +484,21 @@ pub fn write_all(r: &Results, root: &Path, out_dir: &Path) -> Result<()> {
             None => md.push_str(&section),
         }
     }
-    // 7.–9.: ring size, isolation and dirty logging, after §6 (only what was measured).
-    let extra = extra_sections(r);
+    // 7.–9.: ring size, isolation and dirty logging, after §6 (only what was measured):
+    // from this run, or else from a run of their own (`--only qsize,isolation,dirtylog
+    // --results-to bench-results/extra.json`), named with its conditions.
+    let mut extra = extra_sections(r);
+    if extra.is_empty() {
+        if let Some(x) = std::fs::read_to_string(out_dir.join("extra.json"))
+            .ok()
+            .and_then(|t| serde_json::from_str::<Results>(&t).ok())
+        {
+            let body = extra_sections(&x);
+            if !body.is_empty() {
+                extra = format!("{}{body}", separate_run_line(&x.conditions));
+            }
+        }
+    }
     match md.find("## Exact commands") {
         Some(at) => md.insert_str(at, extra.trim_start()),
         None => md.push_str(&extra),
