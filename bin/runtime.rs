@@ -11,12 +11,12 @@ use anyhow::Context;
 use datapath::Glue;
 use parking_lot::Mutex;
 use switch::{Mac, Millis, PortConfig, PortId, PortKind, Switch, SwitchConfig, VlanMode};
-use uring_net::{Dataplane, DataplaneConfig};
+use uring_net::{Dataplane, DataplaneConfig, VxlanConfig};
 use vring_engine::{PortOptions, SocketMode, VhostUserPort};
 
 use crate::control::{
     Control, ControlError, FdbRow, MdbRow, PortChange, PortCounters, PortInfo, PortSpec,
-    QueueCounters, RunOptions, StatsReport, WorkerCounters,
+    QueueCounters, RunOptions, StatsReport, VxlanInfo, WorkerCounters,
 };
 
 /// Guest offload features switched off by `offloads=off`.
@@ -361,6 +361,16 @@ impl Runtime {
                 (vec![], q, q, if up { "up" } else { "down" })
             }
         };
+        let vxlan = self.with_dp(|dp| dp.vxlan(id)).ok().flatten().map(|v| {
+            let c = v.config();
+            Box::new(VxlanInfo {
+                local: c.local,
+                remotes: c.remotes.clone(),
+                vni: c.vni,
+                dstport: c.dstport,
+                inner_max: u32::try_from(v.inner_max()).unwrap_or(u32::MAX),
+            })
+        });
         PortInfo {
             id: id.0,
             name: cfg.name.clone(),
@@ -387,6 +397,7 @@ impl Runtime {
             flood_limit: cfg.flood_limit_pps,
             mac_limit: cfg.mac_limit,
             mtu: cfg.mtu,
+            vxlan,
         }
     }
 
@@ -397,6 +408,27 @@ impl Runtime {
             .into_iter()
             .map(|(id, c, _)| (id, c.name))
             .collect()
+    }
+
+    /// A second vxlan port on a running port's `local:dstport` would join its receive
+    /// sockets' SO_REUSEPORT group and take a share of its packets: refused.
+    fn check_vxlan_endpoint(&self, spec: &PortSpec) -> Result<(), ControlError> {
+        let Some(at) = crate::config::vxlan_endpoint(spec) else {
+            return Ok(());
+        };
+        match self
+            .specs
+            .lock()
+            .values()
+            .find(|s| crate::config::vxlan_endpoint(s) == Some(at))
+        {
+            Some(other) => Err(ControlError::InvalidPort(format!(
+                "UDP {at} is already vxlan port {:?}'s: give each vxlan port its own local \
+                 address or dstport (a port carries one VNI)",
+                other.name()
+            ))),
+            None => Ok(()),
+        }
     }
 
     fn id_of(&self, name: &str) -> Result<PortId, ControlError> {
@@ -668,6 +700,30 @@ impl Control for Runtime {
             PortSpec::AfPacket { ifname, .. } => {
                 let mut s = uring_net::PortSpec::afpacket(ifname);
                 if let uring_net::PortSpec::AfPacket { config } = &mut s {
+                    L2Settings::of(&spec)?.apply(config);
+                    config.mtu = port_mtu(&spec);
+                }
+                self.with_dp(|dp| dp.add_port(s))?.map_err(control_err)?
+            }
+            PortSpec::Vxlan {
+                name,
+                local,
+                remotes,
+                vni,
+                dstport,
+                ..
+            } => {
+                self.check_vxlan_endpoint(&spec)?;
+                let mut s = uring_net::PortSpec::vxlan(
+                    name,
+                    VxlanConfig {
+                        local: *local,
+                        remotes: remotes.clone(),
+                        vni: *vni,
+                        dstport: *dstport,
+                    },
+                );
+                if let uring_net::PortSpec::Vxlan { config, .. } = &mut s {
                     L2Settings::of(&spec)?.apply(config);
                     config.mtu = port_mtu(&spec);
                 }

@@ -63,7 +63,35 @@ pub fn ports(ports: &[PortInfo]) -> String {
             list(&p.features),
         ]);
     }
-    t.render()
+    let mut out = t.render();
+    // A vxlan port's tunnel, in a table of its own (only when there is one): the other
+    // kinds have nothing to put in these columns.
+    let mut tunnels = Table::new(&[
+        ("PORT", L),
+        ("VNI", R),
+        ("LOCAL", L),
+        ("DSTPORT", R),
+        ("REMOTES", L),
+        ("INNER-MAX", R),
+    ]);
+    for p in ports {
+        if let Some(v) = &p.vxlan {
+            let remotes: Vec<String> = v.remotes.iter().map(|r| r.to_string()).collect();
+            tunnels.row(vec![
+                p.name.clone(),
+                v.vni.to_string(),
+                v.local.to_string(),
+                v.dstport.to_string(),
+                remotes.join(","),
+                v.inner_max.to_string(),
+            ]);
+        }
+    }
+    if !tunnels.is_empty() {
+        out.push('\n');
+        out.push_str(&tunnels.render());
+    }
+    out
 }
 
 /// Port security and limits: `port-security,flood<=100/s,macs<=2`, `-` when none is set.
@@ -281,6 +309,7 @@ mod tests {
             flood_limit: 100,
             mac_limit: 0,
             mtu: 9000,
+            vxlan: None,
         };
         let waiting = PortInfo {
             queue_sizes: vec![],
@@ -350,6 +379,65 @@ mod tests {
         assert_eq!(
             lines[0].find("SECURITY"),
             lines[1].find("port-security,flood<=100/s")
+        );
+    }
+
+    #[test]
+    fn vxlan_ports_get_a_tunnel_table() {
+        let p = PortInfo {
+            id: 3,
+            name: "vxlan42".into(),
+            kind: "vxlan".into(),
+            state: "up".into(),
+            mac: None,
+            vlan: "access 10".into(),
+            queues: 2,
+            queues_enabled: 2,
+            features: vec![],
+            max_queue_size: None,
+            queue_sizes: vec![],
+            connected: None,
+            guest_memory_bytes: None,
+            offloads: vec![],
+            rx_filter: "promisc".into(),
+            port_security: false,
+            flood_limit: 0,
+            mac_limit: 0,
+            mtu: 1500,
+            vxlan: Some(Box::new(crate::control::VxlanInfo {
+                local: "198.18.0.1".parse().unwrap(),
+                remotes: vec!["198.18.0.2".parse().unwrap(), "198.18.0.3".parse().unwrap()],
+                vni: 42,
+                dstport: 4789,
+                inner_max: 1464,
+            })),
+        };
+        let out = ports(std::slice::from_ref(&p));
+        let lines: Vec<&str> = out.lines().collect();
+        assert_eq!(lines.len(), 5, "{out}");
+        assert!(
+            lines[1].contains("vxlan42") && lines[1].contains("vxlan"),
+            "{out}"
+        );
+        assert_eq!(lines[2], "");
+        let cols: Vec<&str> = lines[4].split_whitespace().collect();
+        assert_eq!(
+            cols,
+            [
+                "vxlan42",
+                "42",
+                "198.18.0.1",
+                "4789",
+                "198.18.0.2,198.18.0.3",
+                "1464"
+            ],
+            "{out}"
+        );
+        let plain = PortInfo { vxlan: None, ..p };
+        assert_eq!(
+            ports(&[plain]).lines().count(),
+            2,
+            "no tunnel table without vxlan ports"
         );
     }
 

@@ -429,6 +429,7 @@ pub(crate) mod tests {
                     PortSpec::VhostUser { .. } => "vhost-user",
                     PortSpec::Tap { .. } => "tap",
                     PortSpec::AfPacket { .. } => "afpacket",
+                    PortSpec::Vxlan { .. } => "vxlan",
                 }
                 .into(),
                 state: "up".into(),
@@ -452,6 +453,7 @@ pub(crate) mod tests {
                 flood_limit: spec.l2().flood_limit,
                 mac_limit: spec.l2().mac_limit,
                 mtu: spec.l2().mtu.unwrap_or(1500),
+                vxlan: None,
             };
             ports.push(info.clone());
             Ok(info)
