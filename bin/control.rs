@@ -330,6 +330,10 @@ pub struct FdbRow {
     pub port: String,
     pub is_static: bool,
     pub age_s: f64,
+    /// The remote VTEP a MAC learned on a vxlan port is behind (RFC 7348 §4.1: learned
+    /// from the outer source address); absent for other ports.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub vtep: Option<std::net::IpAddr>,
 }
 
 /// One multicast group membership.
@@ -370,6 +374,21 @@ pub struct PortCounters {
     /// The port's QMP watcher (`qmp=`), if it has one.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub qmp: Option<QmpCounters>,
+    /// A vxlan port's tunnel events that are not drops (its drops are in `drops`, as
+    /// `vxlan_*` reasons).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub vxlan: Option<VxlanCounters>,
+}
+
+/// What a vxlan port did besides forwarding and dropping.
+#[derive(Debug, Clone, PartialEq, Eq, Default, Serialize, Deserialize)]
+pub struct VxlanCounters {
+    /// TCP segmentation frames cut smaller than their gso_size so that each segment's
+    /// encapsulation fits the underlay's MTU.
+    pub resegmented: u64,
+    /// Frames sent to every remote because their destination's VTEP was not known
+    /// (head-end replication).
+    pub flooded: u64,
 }
 
 /// What a vhost-user port's QMP watcher did (bin/qmp.rs).

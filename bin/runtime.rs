@@ -16,7 +16,7 @@ use vring_engine::{PortOptions, SocketMode, VhostUserPort};
 
 use crate::control::{
     Control, ControlError, FdbRow, MdbRow, PortChange, PortCounters, PortInfo, PortSpec,
-    QueueCounters, RunOptions, StatsReport, VxlanInfo, WorkerCounters,
+    QueueCounters, RunOptions, StatsReport, VxlanCounters, VxlanInfo, WorkerCounters,
 };
 
 /// Guest offload features switched off by `offloads=off`.
@@ -516,19 +516,32 @@ impl Control for Runtime {
 
     fn fdb(&self) -> Vec<FdbRow> {
         let names = self.port_names();
+        let now = self.now();
+        let mut vxlan: BTreeMap<PortId, Option<Arc<uring_net::VxlanPort>>> = BTreeMap::new();
         self.sw
             .fdb()
-            .entries(self.now())
+            .entries(now)
             .into_iter()
-            .map(|e| FdbRow {
-                mac: e.mac.to_string(),
-                vlan: e.vid,
-                port: names
-                    .get(&e.port)
-                    .cloned()
-                    .unwrap_or_else(|| e.port.to_string()),
-                is_static: e.is_static,
-                age_s: e.age_ms as f64 / 1000.0,
+            .map(|e| {
+                // The port's own table of which VTEP each inner MAC came from, aged like
+                // the FDB (workers' clock: it starts just after ours, so an entry looks
+                // a few milliseconds older here than it is).
+                let vtep = vxlan
+                    .entry(e.port)
+                    .or_insert_with(|| self.with_dp(|dp| dp.vxlan(e.port)).ok().flatten())
+                    .as_ref()
+                    .and_then(|v| v.vtep_of(&e.mac, now));
+                FdbRow {
+                    mac: e.mac.to_string(),
+                    vlan: e.vid,
+                    port: names
+                        .get(&e.port)
+                        .cloned()
+                        .unwrap_or_else(|| e.port.to_string()),
+                    is_static: e.is_static,
+                    age_s: e.age_ms as f64 / 1000.0,
+                    vtep,
+                }
             })
             .collect()
     }
@@ -596,7 +609,30 @@ impl Control for Runtime {
                         errors: l(&q.errors),
                     }
                 }),
+                vxlan: None,
             };
+            if let Ok(Some(v)) = self.with_dp(|dp| dp.vxlan(p.port)) {
+                let v = v.stats();
+                // Malformed or unwanted VXLAN packets off the underlay, and frames the
+                // underlay cannot carry: each a counted drop under its reason.
+                for (name, n) in [
+                    ("vxlan_bad_flags", v.rx_bad_flags),
+                    ("vxlan_wrong_vni", v.rx_wrong_vni),
+                    ("vxlan_truncated", v.rx_truncated),
+                    ("vxlan_unknown_vtep", v.rx_unknown_vtep),
+                    ("vxlan_rx_oversized", v.rx_oversized),
+                    ("vxlan_mtu_exceeded", v.tx_mtu_exceeded),
+                    ("vxlan_bad_frame", v.tx_bad_frame),
+                ] {
+                    if n > 0 {
+                        c.drops.push((name.into(), n));
+                    }
+                }
+                c.vxlan = Some(VxlanCounters {
+                    resegmented: v.tx_resegmented,
+                    flooded: v.tx_flooded,
+                });
+            }
             if let Some(dev) = self.glue.device(p.port) {
                 // A guest port's frames all pass its virtqueues, whichever thread moved
                 // them: the device's queue counters are the totals (worker counts of

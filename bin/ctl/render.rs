@@ -157,6 +157,7 @@ pub fn fdb(rows: &[FdbRow]) -> String {
         ("PORT", L),
         ("TYPE", L),
         ("AGE", R),
+        ("VTEP", L),
     ]);
     for r in rows {
         t.row(vec![
@@ -169,6 +170,7 @@ pub fn fdb(rows: &[FdbRow]) -> String {
             } else {
                 secs(r.age_s)
             },
+            r.vtep.map_or_else(|| "-".into(), |v| v.to_string()),
         ]);
     }
     t.render()
@@ -222,6 +224,7 @@ pub fn stats(s: &StatsReport) -> String {
         ("APPLIED", R),
         ("ERRORS", R),
     ]);
+    let mut vxlan = Table::new(&[("PORT", L), ("VXLAN-RESEGMENTED", R), ("FLOODED", R)]);
     for p in &s.ports {
         let total: u64 = p.drops.iter().map(|(_, n)| *n).fold(0, u64::saturating_add);
         ports.row(vec![
@@ -235,6 +238,13 @@ pub fn stats(s: &StatsReport) -> String {
         ]);
         for (reason, n) in &p.drops {
             drops.row(vec![p.name.clone(), reason.clone(), n.to_string()]);
+        }
+        if let Some(v) = &p.vxlan {
+            vxlan.row(vec![
+                p.name.clone(),
+                v.resegmented.to_string(),
+                v.flooded.to_string(),
+            ]);
         }
         if let Some(q) = &p.qmp {
             qmp.row(vec![
@@ -273,7 +283,7 @@ pub fn stats(s: &StatsReport) -> String {
     }
 
     out.push_str(&ports.render());
-    for t in [&drops, &queues, &qmp, &workers] {
+    for t in [&drops, &queues, &qmp, &vxlan, &workers] {
         if !t.is_empty() {
             out.push('\n');
             out.push_str(&t.render());
@@ -450,6 +460,7 @@ mod tests {
                 port: "veth0".into(),
                 is_static: false,
                 age_s: 3.25,
+                vtep: None,
             },
             FdbRow {
                 mac: "02:00:00:00:00:02".into(),
@@ -457,12 +468,28 @@ mod tests {
                 port: "veth1".into(),
                 is_static: true,
                 age_s: 0.0,
+                vtep: None,
+            },
+            FdbRow {
+                mac: "02:00:00:00:00:03".into(),
+                vlan: 10,
+                port: "vxlan42".into(),
+                is_static: false,
+                age_s: 1.0,
+                vtep: Some("2001:db8:100::2".parse().unwrap()),
             },
         ]);
         assert!(out.contains("learned") && out.contains("3.2s"), "{out}");
+        assert!(out.lines().next().unwrap().ends_with("VTEP"), "{out}");
         assert!(
-            out.lines().nth(2).unwrap().trim_end().ends_with('-'),
+            out.lines().nth(2).unwrap().trim_end().ends_with("-  -"),
             "{out}"
+        );
+        let vx = out.lines().nth(3).unwrap();
+        assert!(vx.ends_with("1.0s  2001:db8:100::2"), "{out}");
+        assert_eq!(
+            out.lines().next().unwrap().find("VTEP"),
+            vx.find("2001:db8:100::2")
         );
         let out = mdb(&[MdbRow {
             group: "239.1.1.1".into(),
@@ -496,6 +523,10 @@ mod tests {
                     applied: 8,
                     errors: 1,
                 }),
+                vxlan: Some(crate::control::VxlanCounters {
+                    resegmented: 11,
+                    flooded: 4,
+                }),
             }],
             workers: vec![WorkerCounters {
                 worker: 0,
@@ -524,5 +555,12 @@ mod tests {
             .unwrap();
         let cols: Vec<&str> = qmp_line.split_whitespace().collect();
         assert_eq!(cols, ["veth0", "2", "9", "8", "1"]);
+        let vx_line = out
+            .lines()
+            .skip_while(|l| !l.contains("VXLAN-RESEGMENTED"))
+            .nth(1)
+            .unwrap();
+        let cols: Vec<&str> = vx_line.split_whitespace().collect();
+        assert_eq!(cols, ["veth0", "11", "4"]);
     }
 }

@@ -387,6 +387,7 @@ pub(crate) mod tests {
                 port: "rs0".into(),
                 is_static: false,
                 age_s: 1.5,
+                vtep: None,
             }]
         }
         fn mdb(&self) -> Vec<MdbRow> {
