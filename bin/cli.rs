@@ -38,6 +38,7 @@ Port syntax (stable; scripts depend on it):
              [,qmp=PATH[,qmp-nic=ID]]
   tap:name=N[,queues=N][,vlan=V]
   afpacket:ifname=I[,vlan=V]
+  vxlan:local=IP,remote=IP[;IP...],vni=N[,dstport=4789][,name=N][,vlan=V]
   every kind also: [,mac=M][,trunk=10,20-30][,native=V][,port-security=on|off]
                    [,flood-limit=PPS][,mac-limit=N]";
 
@@ -64,6 +65,11 @@ Port syntax (stable; scripts depend on it):
                 QEMU's only NIC)
   tap:name=N[,queues=N][,vlan=V]      a tap device (created if missing), queues 1..=256
   afpacket:ifname=I[,vlan=V]          an existing interface, e.g. a veth
+  vxlan:local=IP,remote=IP[;IP...],vni=N[,dstport=4789][,name=N][,vlan=V]
+      a VXLAN tunnel (RFC 7348, IPv4 or IPv6 underlay) to remote VTEPs, e.g. Linux
+      `ip link add vx0 type vxlan id N local IP remote IP dstport 4789`: floods go to
+      every remote, unicast to the VTEP its MAC was learned from. Quote the `;` in a
+      shell. name defaults to vxlan<VNI>; vlan= is the VLAN the VNI maps onto.
   Every kind also takes:
       mac            tap/afpacket: the MAC of the far end (a container's interface)
       trunk          trunk port carrying these VLANs tagged, e.g. trunk=10,20-30
@@ -359,5 +365,9 @@ mod tests {
         let help = Cli::command().render_long_help().to_string();
         assert!(help.contains("Examples:"), "{help}");
         assert!(help.contains("vhost-user:path=P"), "{help}");
+        assert!(
+            help.contains("vxlan:local=IP,remote=IP[;IP...],vni=N"),
+            "{help}"
+        );
     }
 }

@@ -63,6 +63,15 @@ pub enum ConfigError {
         first: String,
         second: String,
     },
+    #[error(
+        "{second}: UDP {endpoint} is already the vxlan port of {first}: give each vxlan \
+         port its own local address or dstport (a port carries one VNI)"
+    )]
+    VxlanEndpoint {
+        endpoint: String,
+        first: String,
+        second: String,
+    },
     #[error("{count} ports configured: at most {max} are supported")]
     TooManyPorts { count: usize, max: usize },
     #[error("{field} = {value}: {fix}")]
@@ -285,9 +294,28 @@ fn normalize(p: &Path) -> PathBuf {
     }
 }
 
+/// The UDP address a vxlan port receives on (`local:dstport`); None for other kinds.
+pub fn vxlan_endpoint(spec: &PortSpec) -> Option<SocketAddr> {
+    match spec {
+        PortSpec::Vxlan { local, dstport, .. } => Some(SocketAddr::new(*local, *dstport)),
+        _ => None,
+    }
+}
+
 fn check_duplicates(ports: &[(String, PortSpec)]) -> Result<(), ConfigError> {
     for (i, (origin, spec)) in ports.iter().enumerate() {
         for (first, earlier) in &ports[..i] {
+            if let (Some(a), Some(b)) = (vxlan_endpoint(earlier), vxlan_endpoint(spec)) {
+                // Its receive sockets would join the other port's SO_REUSEPORT group and
+                // take a share of its packets.
+                if a == b && earlier.name() != spec.name() {
+                    return Err(ConfigError::VxlanEndpoint {
+                        endpoint: a.to_string(),
+                        first: first.clone(),
+                        second: origin.clone(),
+                    });
+                }
+            }
             if earlier.name() == spec.name() || identity(earlier) == identity(spec) {
                 return Err(ConfigError::DuplicatePort {
                     name: spec.name().to_string(),
@@ -540,6 +568,42 @@ mod tests {
             "",
         );
         assert!(e.contains("given twice"), "{e}");
+    }
+
+    #[test]
+    fn vxlan_ports_need_their_own_udp_endpoint() {
+        let e = err(
+            &args(&[
+                "vxlan:local=198.18.0.1,remote=198.18.0.2,vni=1",
+                "vxlan:local=198.18.0.1,remote=198.18.0.3,vni=2",
+            ]),
+            "",
+        );
+        assert_eq!(
+            e,
+            "--port #2 (vxlan2): UDP 198.18.0.1:4789 is already the vxlan port of --port #1 \
+             (vxlan1): give each vxlan port its own local address or dstport (a port \
+             carries one VNI)"
+        );
+        let e = err(
+            &args(&[
+                "vxlan:local=198.18.0.1,remote=198.18.0.2,vni=1",
+                "vxlan:local=198.18.0.9,remote=198.18.0.3,vni=1",
+            ]),
+            "",
+        );
+        assert!(e.contains("port `vxlan1` is given twice"), "{e}");
+        let plan = merge(
+            &args(&[
+                "vxlan:local=198.18.0.1,remote=198.18.0.2,vni=1",
+                "vxlan:local=198.18.0.1,remote=198.18.0.2,vni=2,dstport=4790",
+                "vxlan:local=2001:db8::1,remote=2001:db8::2,vni=3",
+            ]),
+            file(""),
+            "f.toml",
+        )
+        .unwrap();
+        assert_eq!(plan.options.ports.len(), 3);
     }
 
     #[test]

@@ -11,8 +11,9 @@ use serde::{Deserialize, Serialize};
 /// outside the project use `--port vhost-user:path=P[,queues=N][,client][,mac=M][,vlan=V]
 /// [,offloads=on|off][,qmp=PATH[,qmp-nic=ID]][,max-queue-size=N][,socket-mode=0660]
 /// [,socket-group=G][,max-mem-regions=N]`, `--port tap:name=N[,queues=N]`,
-/// `--port afpacket:ifname=I`, each kind also with the [`PortL2`] keys (and `mac=M` for tap
-/// and afpacket).
+/// `--port afpacket:ifname=I`, `--port vxlan:local=IP,remote=IP[;IP...],vni=N[,dstport=P]
+/// [,name=N]`, each kind also with the [`PortL2`] keys (and `mac=M` for tap, afpacket and
+/// vxlan).
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(tag = "kind", rename_all = "kebab-case")]
 pub enum PortSpec {
@@ -61,6 +62,29 @@ pub enum PortSpec {
         ifname: String,
         vlan: Option<u16>,
         /// The MAC of the far end (the container's interface of a veth pair).
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        mac: Option<String>,
+        #[serde(flatten)]
+        l2: PortL2,
+    },
+    /// A VXLAN tunnel (RFC 7348) to remote VTEPs over UDP: floods are replicated to every
+    /// remote (head-end replication), unicast goes to the VTEP its MAC was learned from.
+    /// One port per VNI, and one per local address and UDP port (the workers' receive
+    /// sockets of a port share `local:dstport` with SO_REUSEPORT).
+    Vxlan {
+        /// The port's name in `ctl` (`name=`; default `vxlan<VNI>`).
+        name: String,
+        /// This host's VTEP address (the receive sockets bind to it).
+        local: std::net::IpAddr,
+        /// The remote VTEPs, all of `local`'s family (`remote=A;B`).
+        remotes: Vec<std::net::IpAddr>,
+        /// VXLAN network identifier, 24 bits (RFC 7348 §5).
+        vni: u32,
+        /// UDP destination port (default 4789, the IANA port of RFC 7348 §5).
+        dstport: u16,
+        /// Access VLAN: the VNI maps onto it. None = trunk as for any port.
+        vlan: Option<u16>,
+        /// The one MAC behind the tunnel that port security binds to.
         #[serde(default, skip_serializing_if = "Option::is_none")]
         mac: Option<String>,
         #[serde(flatten)]
@@ -140,6 +164,7 @@ impl PortSpec {
             PortSpec::VhostUser { path, .. } => path,
             PortSpec::Tap { name, .. } => name,
             PortSpec::AfPacket { ifname, .. } => ifname,
+            PortSpec::Vxlan { name, .. } => name,
         }
     }
 
@@ -148,7 +173,8 @@ impl PortSpec {
         match self {
             PortSpec::VhostUser { vlan, .. }
             | PortSpec::Tap { vlan, .. }
-            | PortSpec::AfPacket { vlan, .. } => *vlan,
+            | PortSpec::AfPacket { vlan, .. }
+            | PortSpec::Vxlan { vlan, .. } => *vlan,
         }
     }
 
@@ -157,7 +183,8 @@ impl PortSpec {
         match self {
             PortSpec::VhostUser { mac, .. }
             | PortSpec::Tap { mac, .. }
-            | PortSpec::AfPacket { mac, .. } => mac.as_deref(),
+            | PortSpec::AfPacket { mac, .. }
+            | PortSpec::Vxlan { mac, .. } => mac.as_deref(),
         }
     }
 
@@ -166,7 +193,8 @@ impl PortSpec {
         match self {
             PortSpec::VhostUser { l2, .. }
             | PortSpec::Tap { l2, .. }
-            | PortSpec::AfPacket { l2, .. } => l2,
+            | PortSpec::AfPacket { l2, .. }
+            | PortSpec::Vxlan { l2, .. } => l2,
         }
     }
 }
@@ -234,7 +262,7 @@ where
 pub struct PortInfo {
     pub id: u16,
     pub name: String,
-    /// "vhost-user", "tap" or "afpacket".
+    /// "vhost-user", "tap", "afpacket" or "vxlan".
     pub kind: String,
     /// "up", "down", "waiting" (vhost-user without a frontend), …
     pub state: String,
@@ -277,6 +305,21 @@ pub struct PortInfo {
     pub mtu: u16,
     /// "promisc" or e.g. "mac 52:54:00:00:00:01 +bcast +allmulti uni[2] multi[3]".
     pub rx_filter: String,
+    /// vxlan: the tunnel's endpoints and VNI.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub vxlan: Option<Box<VxlanInfo>>,
+}
+
+/// A VXLAN port's tunnel as `ctl ports` shows it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct VxlanInfo {
+    pub local: std::net::IpAddr,
+    pub remotes: Vec<std::net::IpAddr>,
+    pub vni: u32,
+    pub dstport: u16,
+    /// The largest inner frame (Ethernet header included) whose encapsulation fits the
+    /// underlay's MTU towards every remote, measured when the port was added.
+    pub inner_max: u32,
 }
 
 /// One FDB entry.
@@ -287,6 +330,10 @@ pub struct FdbRow {
     pub port: String,
     pub is_static: bool,
     pub age_s: f64,
+    /// The remote VTEP a MAC learned on a vxlan port is behind (RFC 7348 §4.1: learned
+    /// from the outer source address); absent for other ports.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub vtep: Option<std::net::IpAddr>,
 }
 
 /// One multicast group membership.
@@ -327,6 +374,21 @@ pub struct PortCounters {
     /// The port's QMP watcher (`qmp=`), if it has one.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub qmp: Option<QmpCounters>,
+    /// A vxlan port's tunnel events that are not drops (its drops are in `drops`, as
+    /// `vxlan_*` reasons).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub vxlan: Option<VxlanCounters>,
+}
+
+/// What a vxlan port did besides forwarding and dropping.
+#[derive(Debug, Clone, PartialEq, Eq, Default, Serialize, Deserialize)]
+pub struct VxlanCounters {
+    /// TCP segmentation frames cut smaller than their gso_size so that each segment's
+    /// encapsulation fits the underlay's MTU.
+    pub resegmented: u64,
+    /// Frames sent to every remote because their destination's VTEP was not known
+    /// (head-end replication).
+    pub flooded: u64,
 }
 
 /// What a vhost-user port's QMP watcher did (bin/qmp.rs).

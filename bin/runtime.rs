@@ -11,12 +11,12 @@ use anyhow::Context;
 use datapath::Glue;
 use parking_lot::Mutex;
 use switch::{Mac, Millis, PortConfig, PortId, PortKind, Switch, SwitchConfig, VlanMode};
-use uring_net::{Dataplane, DataplaneConfig};
+use uring_net::{Dataplane, DataplaneConfig, VxlanConfig};
 use vring_engine::{PortOptions, SocketMode, VhostUserPort};
 
 use crate::control::{
     Control, ControlError, FdbRow, MdbRow, PortChange, PortCounters, PortInfo, PortSpec,
-    QueueCounters, RunOptions, StatsReport, WorkerCounters,
+    QueueCounters, RunOptions, StatsReport, VxlanCounters, VxlanInfo, WorkerCounters,
 };
 
 /// Guest offload features switched off by `offloads=off`.
@@ -361,6 +361,16 @@ impl Runtime {
                 (vec![], q, q, if up { "up" } else { "down" })
             }
         };
+        let vxlan = self.with_dp(|dp| dp.vxlan(id)).ok().flatten().map(|v| {
+            let c = v.config();
+            Box::new(VxlanInfo {
+                local: c.local,
+                remotes: c.remotes.clone(),
+                vni: c.vni,
+                dstport: c.dstport,
+                inner_max: u32::try_from(v.inner_max()).unwrap_or(u32::MAX),
+            })
+        });
         PortInfo {
             id: id.0,
             name: cfg.name.clone(),
@@ -387,6 +397,7 @@ impl Runtime {
             flood_limit: cfg.flood_limit_pps,
             mac_limit: cfg.mac_limit,
             mtu: cfg.mtu,
+            vxlan,
         }
     }
 
@@ -397,6 +408,27 @@ impl Runtime {
             .into_iter()
             .map(|(id, c, _)| (id, c.name))
             .collect()
+    }
+
+    /// A second vxlan port on a running port's `local:dstport` would join its receive
+    /// sockets' SO_REUSEPORT group and take a share of its packets: refused.
+    fn check_vxlan_endpoint(&self, spec: &PortSpec) -> Result<(), ControlError> {
+        let Some(at) = crate::config::vxlan_endpoint(spec) else {
+            return Ok(());
+        };
+        match self
+            .specs
+            .lock()
+            .values()
+            .find(|s| crate::config::vxlan_endpoint(s) == Some(at))
+        {
+            Some(other) => Err(ControlError::InvalidPort(format!(
+                "UDP {at} is already vxlan port {:?}'s: give each vxlan port its own local \
+                 address or dstport (a port carries one VNI)",
+                other.name()
+            ))),
+            None => Ok(()),
+        }
     }
 
     fn id_of(&self, name: &str) -> Result<PortId, ControlError> {
@@ -484,19 +516,32 @@ impl Control for Runtime {
 
     fn fdb(&self) -> Vec<FdbRow> {
         let names = self.port_names();
+        let now = self.now();
+        let mut vxlan: BTreeMap<PortId, Option<Arc<uring_net::VxlanPort>>> = BTreeMap::new();
         self.sw
             .fdb()
-            .entries(self.now())
+            .entries(now)
             .into_iter()
-            .map(|e| FdbRow {
-                mac: e.mac.to_string(),
-                vlan: e.vid,
-                port: names
-                    .get(&e.port)
-                    .cloned()
-                    .unwrap_or_else(|| e.port.to_string()),
-                is_static: e.is_static,
-                age_s: e.age_ms as f64 / 1000.0,
+            .map(|e| {
+                // The port's own table of which VTEP each inner MAC came from, aged like
+                // the FDB (workers' clock: it starts just after ours, so an entry looks
+                // a few milliseconds older here than it is).
+                let vtep = vxlan
+                    .entry(e.port)
+                    .or_insert_with(|| self.with_dp(|dp| dp.vxlan(e.port)).ok().flatten())
+                    .as_ref()
+                    .and_then(|v| v.vtep_of(&e.mac, now));
+                FdbRow {
+                    mac: e.mac.to_string(),
+                    vlan: e.vid,
+                    port: names
+                        .get(&e.port)
+                        .cloned()
+                        .unwrap_or_else(|| e.port.to_string()),
+                    is_static: e.is_static,
+                    age_s: e.age_ms as f64 / 1000.0,
+                    vtep,
+                }
             })
             .collect()
     }
@@ -564,7 +609,30 @@ impl Control for Runtime {
                         errors: l(&q.errors),
                     }
                 }),
+                vxlan: None,
             };
+            if let Ok(Some(v)) = self.with_dp(|dp| dp.vxlan(p.port)) {
+                let v = v.stats();
+                // Malformed or unwanted VXLAN packets off the underlay, and frames the
+                // underlay cannot carry: each a counted drop under its reason.
+                for (name, n) in [
+                    ("vxlan_bad_flags", v.rx_bad_flags),
+                    ("vxlan_wrong_vni", v.rx_wrong_vni),
+                    ("vxlan_truncated", v.rx_truncated),
+                    ("vxlan_unknown_vtep", v.rx_unknown_vtep),
+                    ("vxlan_rx_oversized", v.rx_oversized),
+                    ("vxlan_mtu_exceeded", v.tx_mtu_exceeded),
+                    ("vxlan_bad_frame", v.tx_bad_frame),
+                ] {
+                    if n > 0 {
+                        c.drops.push((name.into(), n));
+                    }
+                }
+                c.vxlan = Some(VxlanCounters {
+                    resegmented: v.tx_resegmented,
+                    flooded: v.tx_flooded,
+                });
+            }
             if let Some(dev) = self.glue.device(p.port) {
                 // A guest port's frames all pass its virtqueues, whichever thread moved
                 // them: the device's queue counters are the totals (worker counts of
@@ -668,6 +736,30 @@ impl Control for Runtime {
             PortSpec::AfPacket { ifname, .. } => {
                 let mut s = uring_net::PortSpec::afpacket(ifname);
                 if let uring_net::PortSpec::AfPacket { config } = &mut s {
+                    L2Settings::of(&spec)?.apply(config);
+                    config.mtu = port_mtu(&spec);
+                }
+                self.with_dp(|dp| dp.add_port(s))?.map_err(control_err)?
+            }
+            PortSpec::Vxlan {
+                name,
+                local,
+                remotes,
+                vni,
+                dstport,
+                ..
+            } => {
+                self.check_vxlan_endpoint(&spec)?;
+                let mut s = uring_net::PortSpec::vxlan(
+                    name,
+                    VxlanConfig {
+                        local: *local,
+                        remotes: remotes.clone(),
+                        vni: *vni,
+                        dstport: *dstport,
+                    },
+                );
+                if let uring_net::PortSpec::Vxlan { config, .. } = &mut s {
                     L2Settings::of(&spec)?.apply(config);
                     config.mtu = port_mtu(&spec);
                 }

@@ -169,8 +169,14 @@ fn the_shipped_example_config_is_valid() {
     let example = Path::new(env!("CARGO_MANIFEST_DIR")).join("examples/ringswitch.toml");
     let d = Dir::new("example");
     let plan = check(&["--config", example.to_str().unwrap(), "--ctl", &d.ctl()]);
-    assert_eq!(plan["options"]["ports"].as_array().unwrap().len(), 4);
+    assert_eq!(plan["options"]["ports"].as_array().unwrap().len(), 5);
     assert_eq!(plan["metrics"], "127.0.0.1:9101");
+    let vx = &plan["options"]["ports"][4];
+    assert_eq!(vx["kind"], "vxlan", "{vx}");
+    assert_eq!(vx["name"], "vxlan4242", "{vx}");
+    assert_eq!(vx["vni"], 4242, "{vx}");
+    assert_eq!(vx["vlan"], 10, "{vx}");
+    assert_eq!(vx["remotes"][1], "198.18.100.3", "{vx}");
 }
 
 #[test]
@@ -211,7 +217,10 @@ fn bad_port_specs_name_key_value_and_fix() {
     fails(
         &["--port", "qemu:path=/a"],
         2,
-        &["unknown port kind `qemu`", "vhost-user, tap or afpacket"],
+        &[
+            "unknown port kind `qemu`",
+            "vhost-user, tap, afpacket or vxlan",
+        ],
     );
     fails(
         &["--port", "afpacket:"],

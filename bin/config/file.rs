@@ -110,6 +110,38 @@ mod tests {
         assert!(e.contains("kind"), "{e}");
     }
 
+    /// A vxlan port's remotes: a `;`-separated string as in `--port`, or a TOML array.
+    #[test]
+    fn vxlan_ports_take_a_remote_string_or_array() {
+        let c = parse(
+            r#"
+            [[port]]
+            kind = "vxlan"
+            local = "198.18.0.1"
+            remote = ["198.18.0.2", "198.18.0.3"]
+            vni = 42
+            vlan = 10
+
+            [[port]]
+            kind = "vxlan"
+            local = "2001:db8::1"
+            remote = "2001:db8::2;2001:db8::3"
+            vni = 43
+            dstport = 8472
+            "#,
+        )
+        .unwrap();
+        let specs: Vec<_> = c.port.into_iter().map(|p| p.into_spec().unwrap()).collect();
+        let cli = [
+            "vxlan:local=198.18.0.1,remote=198.18.0.2;198.18.0.3,vni=42,vlan=10",
+            "vxlan:local=2001:db8::1,remote=2001:db8::2;2001:db8::3,vni=43,dstport=8472",
+        ]
+        .map(|s| super::super::port::parse_port(s).unwrap());
+        assert_eq!(specs, cli);
+        let e = parse("[[port]]\nkind = \"vxlan\"\nremote = 5").unwrap_err();
+        assert!(e.contains("remote"), "{e}");
+    }
+
     #[test]
     fn missing_file_names_the_path() {
         let e = FileConfig::load(Path::new("/nonexistent/rs.toml"))

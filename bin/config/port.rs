@@ -5,6 +5,8 @@
 //! The syntax is a public interface (scripts outside the project use it): add keys, never
 //! rename or repurpose one.
 
+use std::net::IpAddr;
+
 use serde::Deserialize;
 use switch::vlan::VlanSet;
 use switch::Mac;
@@ -24,6 +26,9 @@ pub const IFNAME_MAX: usize = 15;
 pub const FLOOD_LIMIT_MAX: i64 = 10_000_000;
 /// `mac-limit=` up to the FDB's default size.
 pub const MAC_LIMIT_MAX: i64 = 65_536;
+/// Remote VTEPs of one vxlan port: head-end replication sends every flooded frame once
+/// to each, so the list bounds the work one broadcast costs.
+pub const VXLAN_REMOTES_MAX: usize = 64;
 
 const VHOST_KEYS: &[&str] = &[
     "path",
@@ -75,6 +80,21 @@ const AFPACKET_KEYS: &[&str] = &[
     "mac-limit",
     "mtu",
 ];
+const VXLAN_KEYS: &[&str] = &[
+    "local",
+    "remote",
+    "vni",
+    "dstport",
+    "name",
+    "vlan",
+    "mac",
+    "trunk",
+    "native",
+    "port-security",
+    "flood-limit",
+    "mac-limit",
+    "mtu",
+];
 
 /// The port kinds and the keys each accepts.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -82,6 +102,7 @@ pub enum Kind {
     VhostUser,
     Tap,
     AfPacket,
+    Vxlan,
 }
 
 impl Kind {
@@ -90,6 +111,7 @@ impl Kind {
             "vhost-user" => Ok(Kind::VhostUser),
             "tap" => Ok(Kind::Tap),
             "afpacket" => Ok(Kind::AfPacket),
+            "vxlan" => Ok(Kind::Vxlan),
             other => Err(PortError::UnknownKind(other.to_string())),
         }
     }
@@ -99,6 +121,7 @@ impl Kind {
             Kind::VhostUser => "vhost-user",
             Kind::Tap => "tap",
             Kind::AfPacket => "afpacket",
+            Kind::Vxlan => "vxlan",
         }
     }
 
@@ -107,6 +130,7 @@ impl Kind {
             Kind::VhostUser => VHOST_KEYS,
             Kind::Tap => TAP_KEYS,
             Kind::AfPacket => AFPACKET_KEYS,
+            Kind::Vxlan => VXLAN_KEYS,
         }
     }
 
@@ -115,6 +139,7 @@ impl Kind {
             Kind::VhostUser => "vhost-user:path=/run/vm1.sock",
             Kind::Tap => "tap:name=rs0",
             Kind::AfPacket => "afpacket:ifname=veth0",
+            Kind::Vxlan => "vxlan:local=198.18.0.1,remote=198.18.0.2,vni=42",
         }
     }
 }
@@ -122,7 +147,7 @@ impl Kind {
 /// Why a port spec was rejected. Each message names the key, the value and the fix.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum PortError {
-    #[error("unknown port kind `{0}`: use vhost-user, tap or afpacket")]
+    #[error("unknown port kind `{0}`: use vhost-user, tap, afpacket or vxlan")]
     UnknownKind(String),
     #[error("missing port kind: write KIND:key=value,... e.g. vhost-user:path=/run/vm1.sock")]
     NoKind,
@@ -213,6 +238,30 @@ pub struct RawPort {
     pub max_mem_regions: Option<i64>,
     /// Largest packet the port carries (every kind), 68..=9000; default 1500.
     pub mtu: Option<i64>,
+    /// This host's VTEP address (vxlan only).
+    pub local: Option<String>,
+    /// Remote VTEPs (vxlan only): `"A;B"` as on the command line, or a TOML array.
+    #[serde(default, deserialize_with = "remote_list")]
+    pub remote: Option<String>,
+    /// VXLAN network identifier (vxlan only), 0..=16777215.
+    pub vni: Option<i64>,
+    /// UDP destination port (vxlan only), default 4789.
+    pub dstport: Option<i64>,
+}
+
+/// `remote = "198.18.0.2;198.18.0.3"` or `remote = ["198.18.0.2", "198.18.0.3"]` in TOML:
+/// both become the `;`-separated list of the `--port` syntax.
+fn remote_list<'de, D: serde::Deserializer<'de>>(d: D) -> Result<Option<String>, D::Error> {
+    #[derive(Deserialize)]
+    #[serde(untagged)]
+    enum Remotes {
+        One(String),
+        List(Vec<String>),
+    }
+    Ok(Some(match Remotes::deserialize(d)? {
+        Remotes::One(s) => s,
+        Remotes::List(v) => v.join(";"),
+    }))
 }
 
 impl RawPort {
@@ -243,6 +292,10 @@ impl RawPort {
         add(self.socket_group.is_some(), "socket-group");
         add(self.max_mem_regions.is_some(), "max-mem-regions");
         add(self.mtu.is_some(), "mtu");
+        add(self.local.is_some(), "local");
+        add(self.remote.is_some(), "remote");
+        add(self.vni.is_some(), "vni");
+        add(self.dstport.is_some(), "dstport");
         k
     }
 
@@ -379,6 +432,35 @@ impl RawPort {
                     l2,
                 }
             }
+            Kind::Vxlan => {
+                let local = self.local.ok_or_else(|| missing("local"))?;
+                let local = check_vtep("local", &local)?;
+                let remote = self.remote.ok_or_else(|| missing("remote"))?;
+                let remotes = check_remotes(&local, &remote)?;
+                let vni = self.vni.ok_or_else(|| missing("vni"))?;
+                let vni = check_u32(
+                    "vni",
+                    vni,
+                    i64::from(switch::vxlan::VNI_MAX),
+                    "(24-bit VXLAN network identifier)",
+                )?;
+                let dstport = match self.dstport {
+                    Some(p) => check_range("dstport", p, 1, i64::from(u16::MAX))?,
+                    None => switch::vxlan::DEFAULT_PORT,
+                };
+                let name = self.name.unwrap_or_else(|| format!("vxlan{vni}"));
+                check_port_name(&name)?;
+                PortSpec::Vxlan {
+                    name,
+                    local,
+                    remotes,
+                    vni,
+                    dstport,
+                    vlan,
+                    mac,
+                    l2,
+                }
+            }
         })
     }
 }
@@ -437,6 +519,28 @@ fn to_raw(spec: &PortSpec) -> RawPort {
         PortSpec::AfPacket { ifname, .. } => RawPort {
             kind: "afpacket".into(),
             ifname: Some(ifname.clone()),
+            ..common
+        },
+        PortSpec::Vxlan {
+            name,
+            local,
+            remotes,
+            vni,
+            dstport,
+            ..
+        } => RawPort {
+            kind: "vxlan".into(),
+            name: Some(name.clone()),
+            local: Some(local.to_string()),
+            remote: Some(
+                remotes
+                    .iter()
+                    .map(IpAddr::to_string)
+                    .collect::<Vec<_>>()
+                    .join(";"),
+            ),
+            vni: Some(i64::from(*vni)),
+            dstport: Some(i64::from(*dstport)),
             ..common
         },
     }
@@ -738,6 +842,96 @@ fn check_qmp(
     Ok(Some(QmpSpec { path, nic }))
 }
 
+/// A VTEP address: unicast, usable without a scope (IPv6 link-local addresses need an
+/// interface the syntax has no room for) and not an IPv4-mapped IPv6 address (the IPv4
+/// address is meant; received packets name their source in the socket's own family).
+fn check_vtep(key: &'static str, s: &str) -> Result<IpAddr, PortError> {
+    let bad = |expected| PortError::BadValue {
+        key,
+        value: s.to_string(),
+        expected,
+    };
+    let ip: IpAddr = s
+        .trim()
+        .parse()
+        .map_err(|_| bad("give an IPv4 or IPv6 address, e.g. 198.18.0.1 or 2001:db8::1"))?;
+    let unusable = match ip {
+        IpAddr::V4(a) => a.is_unspecified() || a.is_multicast() || a.is_broadcast(),
+        IpAddr::V6(a) => {
+            if a.to_ipv4_mapped().is_some() {
+                return Err(bad("write the IPv4 address itself, not IPv4-mapped IPv6"));
+            }
+            if a.segments()[0] & 0xffc0 == 0xfe80 {
+                return Err(bad(
+                    "a link-local address needs an interface scope: use a global or \
+                     unique-local address",
+                ));
+            }
+            a.is_unspecified() || a.is_multicast()
+        }
+    };
+    if unusable {
+        return Err(bad(
+            "a VTEP is a unicast address (multicast underlays are not supported: list \
+             every remote, e.g. remote=198.18.0.2;198.18.0.3)",
+        ));
+    }
+    Ok(ip)
+}
+
+/// `remote=A;B;...`: 1..=[`VXLAN_REMOTES_MAX`] distinct VTEPs of `local`'s family, none
+/// of them `local` itself.
+fn check_remotes(local: &IpAddr, list: &str) -> Result<Vec<IpAddr>, PortError> {
+    let bad = |expected| PortError::BadValue {
+        key: "remote",
+        value: list.to_string(),
+        expected,
+    };
+    let mut out: Vec<IpAddr> = Vec::new();
+    for item in list.split(';').map(str::trim).filter(|i| !i.is_empty()) {
+        if out.len() == VXLAN_REMOTES_MAX {
+            return Err(bad("at most 64 remote VTEPs per port"));
+        }
+        let ip = check_vtep("remote", item)?;
+        if ip.is_ipv4() != local.is_ipv4() {
+            return Err(bad(
+                "every remote must be of the family of local= (all IPv4 or all IPv6)",
+            ));
+        }
+        if ip == *local {
+            return Err(bad("a remote cannot be the local address"));
+        }
+        if out.contains(&ip) {
+            return Err(bad("each remote once"));
+        }
+        out.push(ip);
+    }
+    if out.is_empty() {
+        return Err(PortError::NoValue {
+            key: "remote",
+            example: "198.18.0.2 (several: remote=198.18.0.2;198.18.0.3)",
+        });
+    }
+    Ok(out)
+}
+
+/// A name for a port that is no interface (vxlan): short and plain, as interface names
+/// are, so it reads well in `ctl` tables and metrics labels.
+fn check_port_name(n: &str) -> Result<(), PortError> {
+    let ok = !n.is_empty()
+        && n.len() <= IFNAME_MAX
+        && n.bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b"._-".contains(&b));
+    if ok {
+        return Ok(());
+    }
+    Err(PortError::BadValue {
+        key: "name",
+        value: n.escape_debug().to_string(),
+        expected: "port names are 1 to 15 letters, digits, `.`, `_` or `-`, e.g. vx42",
+    })
+}
+
 fn check_ifname(key: &'static str, n: &str) -> Result<(), PortError> {
     let bad = |expected| PortError::BadValue {
         key,
@@ -856,6 +1050,10 @@ pub fn parse_port(s: &str) -> Result<PortSpec, PortError> {
                 )?)
             }
             "mtu" => raw.mtu = Some(parse_int("mtu", need("mtu", "9000")?)?),
+            "local" => raw.local = Some(need("local", "198.18.0.1")?.to_string()),
+            "remote" => raw.remote = Some(need("remote", "198.18.0.2")?.to_string()),
+            "vni" => raw.vni = Some(parse_int("vni", need("vni", "42")?)?),
+            "dstport" => raw.dstport = Some(parse_int("dstport", need("dstport", "4789")?)?),
             // A bare `client` is the documented form; client=on|off is accepted too.
             "client" => raw.client = Some(value.map_or(Ok(true), |v| parse_bool("client", v))?),
             other => {
@@ -1346,6 +1544,9 @@ mod tests {
             "afpacket:ifname=veth9,mac=02:00:00:00:00:02,port-security=on,flood-limit=100",
             "tap:name=rs2,trunk=10,20-30,native=5,mac-limit=4",
             "vhost-user:path=/run/a.sock,mac=02:00:00:00:00:01,port-security=on,native=3",
+            "vxlan:local=198.18.0.1,remote=198.18.0.2;198.18.0.3,vni=42",
+            "vxlan:local=2001:db8::1,remote=2001:db8::2,vni=16777215,dstport=8472,name=vx6,vlan=3",
+            "vxlan:local=198.18.0.1,remote=198.18.0.2,vni=1,trunk=10,20,native=5,mtu=1450",
         ] {
             let spec = parse_port(s).unwrap();
             assert_eq!(to_raw(&spec).into_spec().unwrap(), spec, "{s}");
@@ -1371,6 +1572,8 @@ mod tests {
             "afpacket:ifname=veth9",
             "afpacket:ifname=v1,mac=02:00:00:00:00:02,port-security=on,flood-limit=100",
             "tap:name=t,trunk=10,20-30,native=5,mac-limit=4",
+            "vxlan:local=198.18.0.1,remote=198.18.0.2;198.18.0.3,vni=42,vlan=9",
+            "vxlan:local=2001:db8::1,remote=2001:db8::2,vni=7,dstport=8472,name=vx",
         ];
         let alphabet = b":,=0123456789abcdefxyz-/. \0\xff";
         let mut state: u64 = 0x9e37_79b9_7f4a_7c15;
@@ -1482,8 +1685,149 @@ mod tests {
     }
 
     #[test]
+    fn vxlan_ports() {
+        let ip = |s: &str| s.parse::<IpAddr>().unwrap();
+        assert_eq!(
+            parse_port("vxlan:local=198.18.0.1,remote=198.18.0.2;198.18.0.3,vni=4242").unwrap(),
+            PortSpec::Vxlan {
+                name: "vxlan4242".into(),
+                local: ip("198.18.0.1"),
+                remotes: vec![ip("198.18.0.2"), ip("198.18.0.3")],
+                vni: 4242,
+                dstport: 4789,
+                vlan: None,
+                mac: None,
+                l2: PortL2::default(),
+            }
+        );
+        let p = parse_port(
+            "vxlan:local=2001:db8:1::1,remote=2001:db8:1::2,vni=0,dstport=8472,vlan=10,name=vx0",
+        )
+        .unwrap();
+        assert_eq!(
+            p,
+            PortSpec::Vxlan {
+                name: "vx0".into(),
+                local: ip("2001:db8:1::1"),
+                remotes: vec![ip("2001:db8:1::2")],
+                vni: 0,
+                dstport: 8472,
+                vlan: Some(10),
+                mac: None,
+                l2: PortL2::default(),
+            }
+        );
+        assert_eq!((p.name(), p.vlan()), ("vx0", Some(10)));
+        let v4 = "vxlan:local=198.18.0.1,remote=198.18.0.2";
+        assert_eq!(
+            err("vxlan:remote=198.18.0.2,vni=1"),
+            "missing `local=`: vxlan ports need it, e.g. \
+             vxlan:local=198.18.0.1,remote=198.18.0.2,vni=42"
+        );
+        assert!(err("vxlan:local=198.18.0.1,vni=1").contains("missing `remote=`"));
+        assert!(err(v4).contains("missing `vni=`"));
+        assert_eq!(
+            err(&format!("{v4},vni=16777216")),
+            "vni=16777216: vni must be 0..=16777215 (24-bit VXLAN network identifier)"
+        );
+        assert!(err(&format!("{v4},vni=-1")).starts_with("vni=-1: "));
+        assert!(err(&format!("{v4},vni=x")).contains("expected a number"));
+        assert_eq!(
+            err(&format!("{v4},vni=1,dstport=0")),
+            "dstport=0: dstport must be 1..=65535"
+        );
+        assert!(err(&format!("{v4},vni=1,dstport=65536")).contains("1..=65535"));
+        let e = err("vxlan:local=host.example,remote=198.18.0.2,vni=1");
+        assert!(
+            e.starts_with("local=host.example: give an IPv4 or IPv6 address"),
+            "{e}"
+        );
+        for bad in ["0.0.0.0", "224.0.0.1", "255.255.255.255", "::", "ff02::1"] {
+            let e = err(&format!("vxlan:local={bad},remote=198.18.0.2,vni=1"));
+            assert!(
+                e.starts_with(&format!("local={bad}: ")) && e.contains("unicast"),
+                "{e}"
+            );
+        }
+        assert!(err("vxlan:local=fe80::1,remote=fe80::2,vni=1").contains("link-local"));
+        assert!(err("vxlan:local=::ffff:198.18.0.1,remote=::1,vni=1").contains("IPv4-mapped"));
+        let e = err("vxlan:local=198.18.0.1,remote=239.1.1.1,vni=1");
+        assert!(
+            e.starts_with("remote=239.1.1.1: ") && e.contains("multicast underlays"),
+            "{e}"
+        );
+        let e = err("vxlan:local=198.18.0.1,remote=198.18.0.2;2001:db8::2,vni=1");
+        assert!(
+            e.starts_with("remote=198.18.0.2;2001:db8::2: ") && e.contains("family"),
+            "{e}"
+        );
+        assert!(err("vxlan:local=198.18.0.1,remote=198.18.0.1,vni=1").contains("local address"));
+        assert!(
+            err("vxlan:local=198.18.0.1,remote=198.18.0.2;198.18.0.2,vni=1")
+                .contains("each remote once")
+        );
+        assert!(err("vxlan:local=198.18.0.1,remote=;,vni=1").contains("`remote` needs a value"));
+        assert!(err("vxlan:local=198.18.0.1,remote,vni=1").contains("`remote` needs a value"));
+        let many: Vec<String> = (2..=66).map(|i| format!("198.18.1.{i}")).collect();
+        let e = err(&format!(
+            "vxlan:local=198.18.0.1,remote={},vni=1",
+            many.join(";")
+        ));
+        assert!(e.contains("at most 64 remote VTEPs"), "{e}");
+        assert!(parse_port(&format!(
+            "vxlan:local=198.18.0.1,remote={},vni=1",
+            many[..64].join(";")
+        ))
+        .is_ok());
+        assert!(err(&format!("{v4},vni=1,name=a/b")).starts_with("name=a/b: port names"));
+        assert!(err(&format!("{v4},vni=1,name=0123456789abcdef")).contains("1 to 15"));
+        let e = err(&format!("{v4},vni=1,queues=2"));
+        assert!(
+            e.starts_with("unknown key `queues` for vxlan ports; valid keys: local, remote, vni"),
+            "{e}"
+        );
+        assert!(err("tap:name=t,vni=1").contains("unknown key `vni` for tap ports"));
+        assert!(err(&format!("{v4},vni=1,vni=2")).contains("given twice"));
+        // JSON specs from the ctl socket get the same checks.
+        let json = r#"{"kind":"vxlan","name":"vx1","local":"198.18.0.1","remotes":[],
+                       "vni":5,"dstport":4789,"vlan":null}"#;
+        let spec: PortSpec = serde_json::from_str(json).unwrap();
+        assert!(normalize_spec(&spec)
+            .unwrap_err()
+            .to_string()
+            .contains("`remote` needs a value"));
+        let json = r#"{"kind":"vxlan","name":"vx1","local":"198.18.0.1",
+                       "remotes":["198.18.0.2"],"vni":16777216,"dstport":4789,"vlan":null}"#;
+        let spec: PortSpec = serde_json::from_str(json).unwrap();
+        assert!(normalize_spec(&spec)
+            .unwrap_err()
+            .to_string()
+            .starts_with("vni=16777216: "));
+        // set-port changes the L2 settings and keeps the tunnel.
+        let vx = parse_port("vxlan:local=198.18.0.1,remote=198.18.0.2,vni=9,vlan=10").unwrap();
+        let changed = apply_change(
+            &vx,
+            &parse_change("trunk=20-30,mac=02:00:00:00:00:05,port-security=on").unwrap(),
+        )
+        .unwrap();
+        assert_eq!(
+            changed,
+            parse_port(
+                "vxlan:local=198.18.0.1,remote=198.18.0.2,vni=9,trunk=20-30,\
+                 mac=02:00:00:00:00:05,port-security=on"
+            )
+            .unwrap()
+        );
+    }
+
+    #[test]
     fn l2_options_on_every_kind() {
-        for kind in ["vhost-user:path=/a", "tap:name=t", "afpacket:ifname=v"] {
+        for kind in [
+            "vhost-user:path=/a",
+            "tap:name=t",
+            "afpacket:ifname=v",
+            "vxlan:local=198.18.0.1,remote=198.18.0.2,vni=7",
+        ] {
             let spec = parse_port(&format!(
                 "{kind},mac=02:00:00:00:00:01,port-security=on,flood-limit=100,mac-limit=2"
             ))

@@ -63,7 +63,35 @@ pub fn ports(ports: &[PortInfo]) -> String {
             list(&p.features),
         ]);
     }
-    t.render()
+    let mut out = t.render();
+    // A vxlan port's tunnel, in a table of its own (only when there is one): the other
+    // kinds have nothing to put in these columns.
+    let mut tunnels = Table::new(&[
+        ("PORT", L),
+        ("VNI", R),
+        ("LOCAL", L),
+        ("DSTPORT", R),
+        ("REMOTES", L),
+        ("INNER-MAX", R),
+    ]);
+    for p in ports {
+        if let Some(v) = &p.vxlan {
+            let remotes: Vec<String> = v.remotes.iter().map(|r| r.to_string()).collect();
+            tunnels.row(vec![
+                p.name.clone(),
+                v.vni.to_string(),
+                v.local.to_string(),
+                v.dstport.to_string(),
+                remotes.join(","),
+                v.inner_max.to_string(),
+            ]);
+        }
+    }
+    if !tunnels.is_empty() {
+        out.push('\n');
+        out.push_str(&tunnels.render());
+    }
+    out
 }
 
 /// Port security and limits: `port-security,flood<=100/s,macs<=2`, `-` when none is set.
@@ -129,6 +157,7 @@ pub fn fdb(rows: &[FdbRow]) -> String {
         ("PORT", L),
         ("TYPE", L),
         ("AGE", R),
+        ("VTEP", L),
     ]);
     for r in rows {
         t.row(vec![
@@ -141,6 +170,7 @@ pub fn fdb(rows: &[FdbRow]) -> String {
             } else {
                 secs(r.age_s)
             },
+            r.vtep.map_or_else(|| "-".into(), |v| v.to_string()),
         ]);
     }
     t.render()
@@ -194,6 +224,7 @@ pub fn stats(s: &StatsReport) -> String {
         ("APPLIED", R),
         ("ERRORS", R),
     ]);
+    let mut vxlan = Table::new(&[("PORT", L), ("VXLAN-RESEGMENTED", R), ("FLOODED", R)]);
     for p in &s.ports {
         let total: u64 = p.drops.iter().map(|(_, n)| *n).fold(0, u64::saturating_add);
         ports.row(vec![
@@ -207,6 +238,13 @@ pub fn stats(s: &StatsReport) -> String {
         ]);
         for (reason, n) in &p.drops {
             drops.row(vec![p.name.clone(), reason.clone(), n.to_string()]);
+        }
+        if let Some(v) = &p.vxlan {
+            vxlan.row(vec![
+                p.name.clone(),
+                v.resegmented.to_string(),
+                v.flooded.to_string(),
+            ]);
         }
         if let Some(q) = &p.qmp {
             qmp.row(vec![
@@ -245,7 +283,7 @@ pub fn stats(s: &StatsReport) -> String {
     }
 
     out.push_str(&ports.render());
-    for t in [&drops, &queues, &qmp, &workers] {
+    for t in [&drops, &queues, &qmp, &vxlan, &workers] {
         if !t.is_empty() {
             out.push('\n');
             out.push_str(&t.render());
@@ -281,6 +319,7 @@ mod tests {
             flood_limit: 100,
             mac_limit: 0,
             mtu: 9000,
+            vxlan: None,
         };
         let waiting = PortInfo {
             queue_sizes: vec![],
@@ -354,6 +393,65 @@ mod tests {
     }
 
     #[test]
+    fn vxlan_ports_get_a_tunnel_table() {
+        let p = PortInfo {
+            id: 3,
+            name: "vxlan42".into(),
+            kind: "vxlan".into(),
+            state: "up".into(),
+            mac: None,
+            vlan: "access 10".into(),
+            queues: 2,
+            queues_enabled: 2,
+            features: vec![],
+            max_queue_size: None,
+            queue_sizes: vec![],
+            connected: None,
+            guest_memory_bytes: None,
+            offloads: vec![],
+            rx_filter: "promisc".into(),
+            port_security: false,
+            flood_limit: 0,
+            mac_limit: 0,
+            mtu: 1500,
+            vxlan: Some(Box::new(crate::control::VxlanInfo {
+                local: "198.18.0.1".parse().unwrap(),
+                remotes: vec!["198.18.0.2".parse().unwrap(), "198.18.0.3".parse().unwrap()],
+                vni: 42,
+                dstport: 4789,
+                inner_max: 1464,
+            })),
+        };
+        let out = ports(std::slice::from_ref(&p));
+        let lines: Vec<&str> = out.lines().collect();
+        assert_eq!(lines.len(), 5, "{out}");
+        assert!(
+            lines[1].contains("vxlan42") && lines[1].contains("vxlan"),
+            "{out}"
+        );
+        assert_eq!(lines[2], "");
+        let cols: Vec<&str> = lines[4].split_whitespace().collect();
+        assert_eq!(
+            cols,
+            [
+                "vxlan42",
+                "42",
+                "198.18.0.1",
+                "4789",
+                "198.18.0.2,198.18.0.3",
+                "1464"
+            ],
+            "{out}"
+        );
+        let plain = PortInfo { vxlan: None, ..p };
+        assert_eq!(
+            ports(&[plain]).lines().count(),
+            2,
+            "no tunnel table without vxlan ports"
+        );
+    }
+
+    #[test]
     fn fdb_and_mdb() {
         let out = fdb(&[
             FdbRow {
@@ -362,6 +460,7 @@ mod tests {
                 port: "veth0".into(),
                 is_static: false,
                 age_s: 3.25,
+                vtep: None,
             },
             FdbRow {
                 mac: "02:00:00:00:00:02".into(),
@@ -369,12 +468,28 @@ mod tests {
                 port: "veth1".into(),
                 is_static: true,
                 age_s: 0.0,
+                vtep: None,
+            },
+            FdbRow {
+                mac: "02:00:00:00:00:03".into(),
+                vlan: 10,
+                port: "vxlan42".into(),
+                is_static: false,
+                age_s: 1.0,
+                vtep: Some("2001:db8:100::2".parse().unwrap()),
             },
         ]);
         assert!(out.contains("learned") && out.contains("3.2s"), "{out}");
+        assert!(out.lines().next().unwrap().ends_with("VTEP"), "{out}");
         assert!(
-            out.lines().nth(2).unwrap().trim_end().ends_with('-'),
+            out.lines().nth(2).unwrap().trim_end().ends_with("-  -"),
             "{out}"
+        );
+        let vx = out.lines().nth(3).unwrap();
+        assert!(vx.ends_with("1.0s  2001:db8:100::2"), "{out}");
+        assert_eq!(
+            out.lines().next().unwrap().find("VTEP"),
+            vx.find("2001:db8:100::2")
         );
         let out = mdb(&[MdbRow {
             group: "239.1.1.1".into(),
@@ -408,6 +523,10 @@ mod tests {
                     applied: 8,
                     errors: 1,
                 }),
+                vxlan: Some(crate::control::VxlanCounters {
+                    resegmented: 11,
+                    flooded: 4,
+                }),
             }],
             workers: vec![WorkerCounters {
                 worker: 0,
@@ -436,5 +555,12 @@ mod tests {
             .unwrap();
         let cols: Vec<&str> = qmp_line.split_whitespace().collect();
         assert_eq!(cols, ["veth0", "2", "9", "8", "1"]);
+        let vx_line = out
+            .lines()
+            .skip_while(|l| !l.contains("VXLAN-RESEGMENTED"))
+            .nth(1)
+            .unwrap();
+        let cols: Vec<&str> = vx_line.split_whitespace().collect();
+        assert_eq!(cols, ["veth0", "11", "4"]);
     }
 }

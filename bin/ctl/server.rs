@@ -387,6 +387,7 @@ pub(crate) mod tests {
                 port: "rs0".into(),
                 is_static: false,
                 age_s: 1.5,
+                vtep: None,
             }]
         }
         fn mdb(&self) -> Vec<MdbRow> {
@@ -429,6 +430,7 @@ pub(crate) mod tests {
                     PortSpec::VhostUser { .. } => "vhost-user",
                     PortSpec::Tap { .. } => "tap",
                     PortSpec::AfPacket { .. } => "afpacket",
+                    PortSpec::Vxlan { .. } => "vxlan",
                 }
                 .into(),
                 state: "up".into(),
@@ -452,6 +454,7 @@ pub(crate) mod tests {
                 flood_limit: spec.l2().flood_limit,
                 mac_limit: spec.l2().mac_limit,
                 mtu: spec.l2().mtu.unwrap_or(1500),
+                vxlan: None,
             };
             ports.push(info.clone());
             Ok(info)
