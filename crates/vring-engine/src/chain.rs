@@ -133,7 +133,7 @@ pub struct Chain<'m> {
 }
 
 impl<'m> Chain<'m> {
-    fn clear(&mut self, head: u16) {
+    pub(crate) fn clear(&mut self, head: u16) {
         self.head = head;
         self.readable.clear();
         self.writable.clear();
@@ -251,7 +251,9 @@ impl<'m> Chain<'m> {
         }
     }
 
-    fn push(
+    /// Adds one buffer of `len` bytes at `addr` (checked: overflow, inside memory, empty
+    /// TX buffers); direction and order are the caller's to check.
+    pub(crate) fn push(
         &mut self,
         mem: &'m Mem,
         addr: u64,
@@ -442,7 +444,10 @@ pub(crate) fn load_desc(table: &VolatileSlice<'_, ()>, off: usize) -> Option<Raw
     })
 }
 
-fn read_desc(mem: &Mem, base: GuestAddress, idx: u16) -> Result<RawDesc, ChainError> {
+/// Descriptor `idx` of the table at `base`, anywhere in guest memory (aligned or not).
+/// Packed-ring tables share the 16-byte size but not the layout: see
+/// [`crate::packed`] for how their fields map onto [`RawDesc`].
+pub(crate) fn read_desc(mem: &Mem, base: GuestAddress, idx: u16) -> Result<RawDesc, ChainError> {
     let at = base
         .checked_add(u64::from(idx) * DESC_SIZE)
         .ok_or(ChainError::Overflow)?;

@@ -22,6 +22,7 @@ mod exitfd;
 pub mod features;
 pub mod frontend_checks;
 pub mod options;
+pub mod packed;
 pub mod port;
 mod relay;
 mod rx;

@@ -15,7 +15,7 @@
 //! served here decide notifications with [`need_event`] and the ring's last notified
 //! used index ([`crate::vring::NetVring::notified_at`]).
 
-use std::sync::atomic::{AtomicU16, AtomicU32, Ordering};
+use std::sync::atomic::{AtomicU16, AtomicU32, AtomicU64, Ordering};
 
 use virtio_queue::{Queue, QueueT};
 use vm_memory::{GuestAddress, GuestMemoryBackend, VolatileSlice};
@@ -45,8 +45,9 @@ pub(crate) struct Rings<'m> {
 ///
 /// Why not `VolatileSlice::load`/`store`: each goes through vm-memory's `AtomicInteger`
 /// trait, which is not inlined across crates — a call plus alignment and bounds checks
-/// per ring access, ≈ 3–6 % of a 64-byte frame's cost in the profile.
-struct Shared<'m> {
+/// per ring access, ≈ 3–6 % of a 64-byte frame's cost in the profile. Also the packed
+/// ring's accessor ([`crate::packed`]).
+pub(crate) struct Shared<'m> {
     ptr: *mut u8,
     len: usize,
     _mem: std::marker::PhantomData<&'m Mem>,
@@ -54,7 +55,7 @@ struct Shared<'m> {
 
 impl<'m> Shared<'m> {
     /// `None` unless the host address is aligned to `align` (a power of two).
-    fn new(s: VolatileSlice<'m, ()>, align: usize) -> Option<Shared<'m>> {
+    pub(crate) fn new(s: VolatileSlice<'m, ()>, align: usize) -> Option<Shared<'m>> {
         let ptr = s.ptr_guard_mut().as_ptr();
         (ptr as usize % align == 0).then_some(Shared {
             ptr,
@@ -64,7 +65,7 @@ impl<'m> Shared<'m> {
     }
 
     #[inline(always)]
-    fn load16(&self, off: usize, order: Ordering) -> u16 {
+    pub(crate) fn load16(&self, off: usize, order: Ordering) -> u16 {
         if off % 2 != 0 || off + 2 > self.len {
             return 0;
         }
@@ -75,7 +76,7 @@ impl<'m> Shared<'m> {
     }
 
     #[inline(always)]
-    fn store16(&self, off: usize, v: u16, order: Ordering) {
+    pub(crate) fn store16(&self, off: usize, v: u16, order: Ordering) {
         if off % 2 != 0 || off + 2 > self.len {
             return;
         }
@@ -91,6 +92,26 @@ impl<'m> Shared<'m> {
         // SAFETY: as in `load16`, with a 4-aligned offset on a 4-aligned base.
         unsafe { AtomicU32::from_ptr(self.ptr.add(off).cast()) }
             .store(v.to_le(), Ordering::Relaxed);
+    }
+
+    /// An 8-byte load (0 outside the slice or unaligned, as [`load16`](Self::load16)).
+    #[inline(always)]
+    pub(crate) fn load64(&self, off: usize, order: Ordering) -> u64 {
+        if off % 8 != 0 || off + 8 > self.len || self.ptr as usize % 8 != 0 {
+            return 0;
+        }
+        // SAFETY: as in `load16`, with an 8-aligned address (checked).
+        u64::from_le(unsafe { AtomicU64::from_ptr(self.ptr.add(off).cast()) }.load(order))
+    }
+
+    /// An 8-byte store (nothing outside the slice or unaligned).
+    #[inline(always)]
+    pub(crate) fn store64(&self, off: usize, v: u64, order: Ordering) {
+        if off % 8 != 0 || off + 8 > self.len || self.ptr as usize % 8 != 0 {
+            return;
+        }
+        // SAFETY: as in `load64`.
+        unsafe { AtomicU64::from_ptr(self.ptr.add(off).cast()) }.store(v.to_le(), order);
     }
 }
 
