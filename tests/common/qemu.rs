@@ -97,6 +97,9 @@ pub struct GuestSpec {
     /// ringswitch port with `qmp=PATH`. NIC `i` is `-device …,id=nic<i>` on
     /// `-netdev …,id=net<i>`, so `qmp-nic=nic<i>` and `qmp-nic=net<i>` both name it.
     pub qmp: Option<PathBuf>,
+    /// Memory hot-plug room: `(slots, maxmem MiB)` makes `-m SIZE,slots=S,maxmem=M`, so
+    /// QMP can add `pc-dimm`s (ACPI memory hot-plug of the `pc` machine).
+    pub maxmem: Option<(u32, u32)>,
 }
 
 impl GuestSpec {
@@ -117,6 +120,7 @@ impl GuestSpec {
             cmdline: Vec::new(),
             qemu_args: Vec::new(),
             qmp: None,
+            maxmem: None,
         }
     }
 
@@ -195,12 +199,11 @@ impl GuestSpec {
         .map(|s| s.to_string())
         .collect();
         let mut push = |args: &[&str]| a.extend(args.iter().map(|s| s.to_string()));
-        push(&[
-            "-smp",
-            &self.vcpus.to_string(),
-            "-m",
-            &format!("{}M", self.mem_mb),
-        ]);
+        let mem = match self.maxmem {
+            Some((slots, max)) => format!("{}M,slots={slots},maxmem={max}M", self.mem_mb),
+            None => format!("{}M", self.mem_mb),
+        };
+        push(&["-smp", &self.vcpus.to_string(), "-m", &mem]);
         push(&[
             "-object",
             &format!("memory-backend-memfd,id=mem,size={}M,share=on", self.mem_mb),
@@ -661,6 +664,13 @@ mod tests {
             "{a}"
         );
         assert!(a.contains("rs.queues=2"), "{a}");
+        assert!(a.contains("-m 256M "), "{a}");
+        spec.maxmem = Some((4, 2048));
+        let a = spec
+            .qemu_args(&image, Path::new("/tmp/c.sock"))
+            .unwrap()
+            .join(" ");
+        assert!(a.contains("-m 256M,slots=4,maxmem=2048M "), "{a}");
         assert!(a.contains("rs.run=ping6:2001:db8::2"), "{a}");
         spec.run.push("bad step".into());
         assert!(spec.kernel_cmdline().is_err());

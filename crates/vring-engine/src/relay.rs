@@ -230,7 +230,10 @@ pub(crate) fn run(front: UnixStream, back: UnixStream, b: &Boundary) {
         }
         if req == SET_MEM_TABLE {
             match check_wire_table(&m.payload, &m.fds, b.max_regions) {
-                Ok(n) => table_regions = n,
+                Ok(n) => {
+                    tracing::debug!(port, regions = n, "memory table: SET_MEM_TABLE");
+                    table_regions = n;
+                }
                 Err(e) => {
                     refuse(&m, e);
                     break;
@@ -266,6 +269,19 @@ pub(crate) fn run(front: UnixStream, back: UnixStream, b: &Boundary) {
                 }
                 continue;
             }
+            // Debug level: a frontend may send these at will; operators and the memory
+            // hot-plug test turn it on for this module only.
+            tracing::debug!(
+                port,
+                guest_addr = format_args!("{:#x}", key[0]),
+                size = key[1],
+                "memory table: {}",
+                if req == ADD_MEM_REG {
+                    "ADD_MEM_REG"
+                } else {
+                    "REM_MEM_REG"
+                }
+            );
         }
         if req == SET_VRING_ENABLE && !features_acked {
             if ack(&m).is_err() {
