@@ -518,25 +518,7 @@ fn a_ring_dropped_with_unpublished_chains_reports_the_used_index() {
     assert_eq!(g.queues[1].used_idx(&g.mem), 1);
     // Resumed at that base (as QEMU does), the ring pops the two chains again, in their
     // avail order.
-    {
-        let q = &g.queues[1];
-        g.fe.set_vring_num(1, q.size).unwrap();
-        g.fe.set_vring_base(1, base as u16).unwrap();
-        g.fe.set_vring_addr(1, &q.config(&g.mem)).unwrap();
-        g.fe.set_vring_err(1, &q.err).unwrap();
-        g.fe.set_vring_call(1, &q.call).unwrap();
-        g.fe.set_vring_kick(1, &q.kick).unwrap();
-        g.fe.set_vring_enable(1, true).unwrap();
-    }
-    wait_for("TX ring lent again", || {
-        (plane.started.lock().len() == 2).then_some(())
-    });
-    g.queues[1].kick();
-    let again = wait_for("chains popped again", || {
-        let p = pop_all(&plane);
-        (!p.is_empty()).then_some(p)
-    });
-    let tokens: Vec<u64> = again.iter().map(|p| p.0).collect();
+    let tokens = resume_and_pop(&plane, &mut g, base);
     assert_eq!(tokens.len(), 2);
     complete_in(&plane, &g, 1, &tokens, &[1, 0]);
     assert_eq!(
@@ -579,6 +561,18 @@ fn a_ring_not_given_back_is_revoked_and_reports_the_used_index() {
     plane
         .hold
         .store(false, std::sync::atomic::Ordering::Relaxed);
+    let tokens = resume_and_pop(&plane, &mut g, base);
+    assert_eq!(tokens.len(), 2);
+    complete_in(&plane, &g, 1, &tokens, &[0, 1]);
+    assert_eq!(
+        g.queues[1].wait_used(&g.mem, 2),
+        vec![(heads[1], 0), (heads[2], 0)]
+    );
+}
+
+/// Sets TX ring 1 up again at `base` (as QEMU does on resume), waits until it is lent a
+/// second time, kicks it and returns the tokens of the chains popped again.
+fn resume_and_pop(plane: &Plane, g: &mut TestGuest, base: u32) -> Vec<u64> {
     {
         let q = &g.queues[1];
         g.fe.set_vring_num(1, q.size).unwrap();
@@ -594,14 +588,8 @@ fn a_ring_not_given_back_is_revoked_and_reports_the_used_index() {
     });
     g.queues[1].kick();
     let again = wait_for("chains popped again", || {
-        let p = pop_all(&plane);
+        let p = pop_all(plane);
         (!p.is_empty()).then_some(p)
     });
-    let tokens: Vec<u64> = again.iter().map(|p| p.0).collect();
-    assert_eq!(tokens.len(), 2);
-    complete_in(&plane, &g, 1, &tokens, &[0, 1]);
-    assert_eq!(
-        g.queues[1].wait_used(&g.mem, 2),
-        vec![(heads[1], 0), (heads[2], 0)]
-    );
+    again.iter().map(|p| p.0).collect()
 }
