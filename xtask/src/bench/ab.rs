@@ -99,6 +99,26 @@ pub struct AbRow {
     pub candidate: Vec<f64>,
 }
 
+/// `args` with the values of `--baseline` and `--candidate` replaced by placeholders.
+fn shown_args(args: &[String]) -> Vec<String> {
+    let mut out = Vec::with_capacity(args.len());
+    let mut hide = None;
+    for a in args {
+        match hide.take() {
+            Some(h) => out.push(h),
+            None => {
+                hide = match a.as_str() {
+                    "--baseline" => Some("<baseline build>".to_string()),
+                    "--candidate" => Some("<candidate build>".to_string()),
+                    _ => None,
+                };
+                out.push(a.clone());
+            }
+        }
+    }
+    out
+}
+
 pub fn run(args: &[String]) -> Result<()> {
     let mut baseline = None;
     let mut label = None;
@@ -143,7 +163,9 @@ pub fn run(args: &[String]) -> Result<()> {
     std::fs::create_dir_all(&tmp)?;
     let _guard = super::RemoveOnDrop(tmp.clone());
     let mut conditions = report::conditions_now(&root, &[only.clone()], args, rounds, secs);
-    conditions.args = format!("`cargo xtask bench ab {}`, ABBA order", args.join(" "));
+    // The two builds' paths are local to the machine that ran it: shown as placeholders.
+    let shown: Vec<String> = shown_args(args);
+    conditions.args = format!("`cargo xtask bench ab {}`, ABBA order", shown.join(" "));
     let mut per_build: [Vec<Results>; 2] = [vec![], vec![]];
     for round in 0..rounds {
         // ABBA: the build measured second in one round goes first in the next.
@@ -282,6 +304,31 @@ pub fn render(ab: &Ab) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn build_paths_are_not_shown() {
+        let a: Vec<String> = [
+            "--baseline",
+            "/x/old",
+            "--only",
+            "vhost",
+            "--candidate",
+            "/y",
+        ]
+        .map(String::from)
+        .to_vec();
+        assert_eq!(
+            shown_args(&a),
+            [
+                "--baseline",
+                "<baseline build>",
+                "--only",
+                "vhost",
+                "--candidate",
+                "<candidate build>"
+            ]
+        );
+    }
 
     fn results(pairs: &[(&str, f64)]) -> Results {
         let mut r = Results::default();
