@@ -486,26 +486,34 @@ fn switch_phase(ctx: &Ctx, r: &mut Results) -> Result<()> {
                 "kpps",
                 f.udp_pps.map(|r| r.map(|p| p / 1e3)),
             );
-            let (p50, p99) = match f.rr {
-                Some(Ok(rr)) => (Some(Ok(rr.p50_us)), Some(Ok(rr.p99_us))),
-                Some(Err(e)) => {
-                    let msg = format!("{e:#}");
-                    (Some(Err(anyhow::anyhow!("{msg}"))), Some(Err(e)))
-                }
-                None => (None, None),
-            };
             put(
-                "rr_p50",
-                format!("{n}: UDP request/response p50"),
-                "µs",
-                p50,
+                "tcp_cpu_per_gbit",
+                format!("{n}: busy cores (whole machine) per Gbit/s of TCP"),
+                "cores/(Gbit/s)",
+                f.tcp_cpu_per_gbit,
             );
-            put(
-                "rr_p99",
-                format!("{n}: UDP request/response p99"),
-                "µs",
-                p99,
-            );
+            for (rr, key, how) in [(f.rr, "rr", ""), (f.rr_pinned, "rr_pinned", ", pinned")] {
+                let (p50, p99) = match rr {
+                    Some(Ok(rr)) => (Some(Ok(rr.p50_us)), Some(Ok(rr.p99_us))),
+                    Some(Err(e)) => {
+                        let msg = format!("{e:#}");
+                        (Some(Err(anyhow::anyhow!("{msg}"))), Some(Err(e)))
+                    }
+                    None => (None, None),
+                };
+                put(
+                    &format!("{key}_p50"),
+                    format!("{n}: UDP request/response p50{how}"),
+                    "µs",
+                    p50,
+                );
+                put(
+                    &format!("{key}_p99"),
+                    format!("{n}: UDP request/response p99{how}"),
+                    "µs",
+                    p99,
+                );
+            }
             if let (Some(d), Joiner::Ringswitch) = (f.udp_delta, j) {
                 if d.worker_packets > 0 {
                     r.add(

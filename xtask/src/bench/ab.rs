@@ -76,6 +76,12 @@ const RATIOS: &[(&str, &str, &str, bool)] = &[
         "switch/rr_p99/linux-bridge",
         true,
     ),
+    (
+        "switch-only request/response p50, pinned endpoints (× bridge, lower is better)",
+        "switch/rr_pinned_p50/ringswitch",
+        "switch/rr_pinned_p50/linux-bridge",
+        true,
+    ),
 ];
 
 /// bench-results/ab.json.

@@ -19,6 +19,10 @@ use super::udplat::RrResult;
 use super::Ctx;
 
 const ECHO_PORT: u16 = 7777;
+/// The echo server pinned to [`PINNED_CPU`], for the pinned request/response figure.
+const PINNED_ECHO_PORT: u16 = 7778;
+/// The core both request/response endpoints are pinned to in the pinned figure.
+const PINNED_CPU: &str = "1";
 
 /// The switch joining the two veths.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -48,6 +52,10 @@ pub struct RunFigures {
     pub tcp_gbit: Option<Result<f64>>,
     pub udp_pps: Option<Result<f64>>,
     pub rr: Option<Result<RrResult>>,
+    /// The same with client and echo server pinned to one core.
+    pub rr_pinned: Option<Result<RrResult>>,
+    /// Whole-machine busy CPU cores per Gbit/s during the TCP test.
+    pub tcp_cpu_per_gbit: Option<Result<f64>>,
     /// ringswitch's counters over the UDP test.
     pub udp_delta: Option<Delta>,
     pub commands: Vec<String>,
@@ -57,6 +65,7 @@ pub struct RunFigures {
 pub struct Servers {
     _iperf: Proc,
     _echo: Proc,
+    _echo_pinned: Proc,
     pub commands: Vec<String>,
 }
 
@@ -72,18 +81,30 @@ impl Servers {
                 .map(|l| l.iter().any(|(_, s)| s.contains("Server listening")))
                 .unwrap_or(false)
         })?;
-        let addr = format!("{ADDR_B}:{ECHO_PORT}");
-        let mut echo = Proc::spawn("udp-echo", ctx.xtask_in(&topo.b, &["udp-echo", &addr]))?;
-        echo.wait_until("udp-echo", Duration::from_secs(10), |p| {
-            p.lines()
-                .lock()
-                .map(|l| l.iter().any(|(_, s)| s.contains("listening")))
-                .unwrap_or(false)
-        })?;
+        let echo_on = |port: u16, pinned: bool| -> Result<Proc> {
+            let addr = format!("{ADDR_B}:{port}");
+            let c = ctx.xtask_in(&topo.b, &["udp-echo", &addr]);
+            let c = if pinned { pinned_to(PINNED_CPU, c) } else { c };
+            let mut echo = Proc::spawn("udp-echo", c)?;
+            echo.wait_until("udp-echo", Duration::from_secs(10), |p| {
+                p.lines()
+                    .lock()
+                    .map(|l| l.iter().any(|(_, s)| s.contains("listening")))
+                    .unwrap_or(false)
+            })?;
+            Ok(echo)
+        };
+        let echo = echo_on(ECHO_PORT, false)?;
+        let echo_pinned = echo_on(PINNED_ECHO_PORT, true)?;
         Ok(Servers {
-            commands: vec![iperf.cmdline.clone(), echo.cmdline.clone()],
+            commands: vec![
+                iperf.cmdline.clone(),
+                echo.cmdline.clone(),
+                echo_pinned.cmdline.clone(),
+            ],
             _iperf: iperf,
             _echo: echo,
+            _echo_pinned: echo_pinned,
         })
     }
 }
@@ -138,13 +159,43 @@ fn udp_received_pps(v: &Value) -> Result<f64> {
     Ok((packets - lost).max(0.0) / secs)
 }
 
-fn rr(ctx: &Ctx, topo: &Topology) -> Result<(RrResult, String)> {
-    let addr = format!("{ADDR_B}:{ECHO_PORT}");
+/// `c` run under `taskset -c cpu`.
+fn pinned_to(cpu: &str, c: Command) -> Command {
+    let mut t = Command::new("taskset");
+    t.args(["-c", cpu]).arg(c.get_program()).args(c.get_args());
+    t
+}
+
+/// Busy and total jiffies of the whole machine (the `cpu` line of /proc/stat; idle and
+/// iowait are not busy).
+fn cpu_jiffies() -> Result<(u64, u64)> {
+    let text = std::fs::read_to_string("/proc/stat").context("reading /proc/stat")?;
+    let line = text
+        .lines()
+        .find(|l| l.starts_with("cpu "))
+        .context("/proc/stat without a cpu line")?;
+    let v: Vec<u64> = line
+        .split_whitespace()
+        .skip(1)
+        .map(|x| x.parse().unwrap_or(0))
+        .collect();
+    let total: u64 = v.iter().take(8).sum();
+    let idle = v.get(3).copied().unwrap_or(0) + v.get(4).copied().unwrap_or(0);
+    Ok((total - idle.min(total), total))
+}
+
+/// Busy cores between two [`cpu_jiffies`] readings `secs` apart (USER_HZ = 100).
+fn busy_cores(a: (u64, u64), b: (u64, u64), secs: f64) -> f64 {
+    (b.0.saturating_sub(a.0)) as f64 / 100.0 / secs.max(1e-9)
+}
+
+fn rr(ctx: &Ctx, topo: &Topology, pinned: bool) -> Result<(RrResult, String)> {
+    let port = if pinned { PINNED_ECHO_PORT } else { ECHO_PORT };
+    let addr = format!("{ADDR_B}:{port}");
     let count = ctx.rr_count.to_string();
-    let mut p = Proc::spawn(
-        "udp-rr",
-        ctx.xtask_in(&topo.a, &["udp-rr", &addr, "--count", &count]),
-    )?;
+    let c = ctx.xtask_in(&topo.a, &["udp-rr", &addr, "--count", &count]);
+    let c = if pinned { pinned_to(PINNED_CPU, c) } else { c };
+    let mut p = Proc::spawn("udp-rr", c)?;
     let st = p.wait_exit(Duration::from_secs(120))?;
     let last = p
         .lines()
@@ -192,12 +243,25 @@ pub fn run_once(ctx: &Ctx, topo: &mut Topology, j: Joiner, want_tcp: bool) -> Re
     }
     pause(Duration::from_millis(300))?;
     // Latency first: it also warms ARP caches and the FDB.
-    out.rr = Some(rr(ctx, topo).map(|(r, c)| {
+    out.rr = Some(rr(ctx, topo, false).map(|(r, c)| {
+        out.commands.push(c);
+        r
+    }));
+    out.rr_pinned = Some(rr(ctx, topo, true).map(|(r, c)| {
         out.commands.push(c);
         r
     }));
     if want_tcp {
-        out.tcp_gbit = Some(tcp(ctx, topo).map(|(g, c)| {
+        let t0 = (cpu_jiffies(), std::time::Instant::now());
+        let r = tcp(ctx, topo);
+        let t1 = cpu_jiffies();
+        if let (Ok((g, _)), Ok(a), Ok(b)) = (&r, t0.0, t1) {
+            let cores = busy_cores(a, b, t0.1.elapsed().as_secs_f64());
+            if *g > 0.0 {
+                out.tcp_cpu_per_gbit = Some(Ok(cores / g));
+            }
+        }
+        out.tcp_gbit = Some(r.map(|(g, c)| {
             out.commands.push(c);
             g
         }));
