@@ -12,6 +12,9 @@
 //! source port of a flow is one of [`TX_SOCKETS`] kernel-chosen ephemeral ports (Linux's
 //! vxlan takes its source ports from the same ephemeral range), which is what spreads
 //! flows over the underlay's ECMP paths (§5).
+//!
+//! What a received datagram becomes is `decap` (and what a frame to send becomes,
+//! `encap`), both without I/O: the `vxlan` fuzz target drives them.
 
 use std::io;
 use std::net::{IpAddr, SocketAddr};
@@ -19,6 +22,7 @@ use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
 use std::sync::atomic::{AtomicU64, Ordering};
 
 use parking_lot::RwLock;
+pub mod decap;
 pub mod encap;
 
 use switch::vxlan::{VtepTable, ENCAP_LEN};
@@ -173,12 +177,6 @@ impl VxlanPort {
     /// The remote index of `mac` (for the send path).
     pub(crate) fn remote_of(&self, mac: &Mac, now: Millis) -> Option<u16> {
         self.vteps.read().get(mac, now)
-    }
-
-    /// Which remote sent from `ip`, if it is one.
-    pub(crate) fn remote_index(&self, ip: &IpAddr) -> Option<u16> {
-        let i = self.cfg.remotes.iter().position(|r| r == ip)?;
-        u16::try_from(i).ok()
     }
 
     /// Learns that inner source `mac` is behind remote `remote`. Takes the write lock
@@ -398,8 +396,6 @@ mod tests {
         assert_eq!(p.vtep_of(&m, Millis(0)), None);
         p.learn(m, 0, Millis(0));
         assert_eq!(p.vtep_of(&m, Millis(1)), Some("127.0.0.2".parse().unwrap()));
-        assert_eq!(p.remote_index(&"127.0.0.2".parse().unwrap()), Some(0));
-        assert_eq!(p.remote_index(&"127.0.0.3".parse().unwrap()), None);
         let mixed = VxlanConfig {
             remotes: vec!["::1".parse().unwrap()],
             ..cfg
