@@ -237,7 +237,85 @@ def switch_targets():
     put("offload", "plain", bytes(10) + bytes([0, 0]) + ether(MAC_A, MAC_B, 0x0800, ipv4_udp()))
 
 
+# --- vxlan: mode, VNI (3 bytes BE), inner_max u16 LE, then buffer or ctl+hdr+frame ----
+VNI = 4242
+AF_INET, AF_INET6 = 2, 10
+
+
+def vx_params(mode, vni=VNI, inner_max=1450):
+    return bytes([mode]) + struct.pack(">I", vni)[1:] + struct.pack("<H", inner_max)
+
+
+def vx_header(vni=VNI, flags=0x08):
+    return bytes([flags, 0, 0, 0]) + struct.pack(">I", vni)[1:] + b"\0"
+
+
+def sockaddr(ip):
+    if len(ip) == 4:
+        name = struct.pack("<H", AF_INET) + struct.pack(">H", 4789) + bytes(ip) + bytes(8)
+    else:
+        name = struct.pack("<H", AF_INET6) + struct.pack(">HI", 4789, 0) + bytes(ip) + bytes(4)
+    return name, len(name)
+
+
+def recvmsg_buf(ip, payload, flags=0):
+    name, namelen = sockaddr(ip)
+    return struct.pack("<IIII", namelen, 0, len(payload), flags) + name.ljust(28, b"\0") + payload
+
+
+def ipv4_tcp(n, csum=0):
+    tcp = struct.pack(">HHIIBBHHH", 1000, 5001, 1, 0, 0x50, 0x18, 65535, csum, 0) + bytes(
+        (i % 251 for i in range(n)))
+    ip = struct.pack(">BBHHHBBH4s4s", 0x45, 0, 20 + len(tcp), 0, 0x4000, 64, 6, 0,
+                     bytes([198, 18, 0, 1]), bytes([198, 18, 0, 2]))
+    return ip + tcp
+
+
+def ipv6_tcp(n):
+    tcp = struct.pack(">HHIIBBHHH", 1000, 5001, 1, 0, 0x50, 0x18, 65535, 0, 0) + bytes(n)
+    src = bytes([0x20, 0x01, 0x0d, 0xb8] + [0] * 11 + [1])
+    dst = bytes([0x20, 0x01, 0x0d, 0xb8] + [0] * 11 + [2])
+    return struct.pack(">IHBB", 0x60000000, len(tcp), 6, 64) + src + dst + tcp
+
+
+def vxlan():
+    v4 = [198, 18, 100, 2]
+    v6 = [0x20, 0x01, 0x0d, 0xb8, 0x01, 0x00] + [0] * 9 + [2]
+    mapped = [0] * 10 + [0xFF, 0xFF] + v4
+    arp = ether(BCAST, MAC_A, 0x0806, bytes(28)).ljust(60, b"\0")
+    udp = ether(MAC_A, MAC_B, 0x0800, ipv4_udp())
+    rx = lambda name, ip, payload, **kw: put("vxlan", name, vx_params(0) + recvmsg_buf(ip, payload, **kw))
+    rx("rx_arp_v4", v4, vx_header() + arp)
+    rx("rx_udp_v6", v6, vx_header() + udp)
+    rx("rx_mapped", mapped, vx_header() + udp)
+    rx("rx_tcp6", v6, vx_header() + ether(MAC_A, MAC_B, 0x86DD, ipv6_tcp(100)))
+    rx("rx_bad_flags", v4, vx_header(flags=0) + arp)
+    rx("rx_wrong_vni", v4, vx_header(VNI + 1) + arp)
+    rx("rx_truncated", v4, vx_header() + arp[:13])
+    rx("rx_msg_trunc", v4, vx_header() + arp, flags=0x20)
+    rx("rx_stranger", [198, 18, 100, 3], vx_header() + arp)
+    # A whole TCP segmentation frame from a sender on the same kernel: passed on as TSO.
+    rx("rx_tcp_whole", v4, vx_header() + ether(MAC_A, MAC_B, 0x0800, ipv4_tcp(3000)))
+    rx("rx_udp_big", v4, vx_header() + ether(MAC_A, MAC_B, 0x0800, ipv4_udp(2000)))
+    tx = lambda name, ctl, hdr, frame, inner_max=1450: put(
+        "vxlan", name, vx_params(1, inner_max=inner_max) + bytes([ctl]) + hdr + frame)
+    plain = bytes(12)
+    tx("tx_arp", 0, plain, arp)
+    tx("tx_udp", 0, plain, udp)
+    tso4 = struct.pack("<BBHHHHH", 1, 1, 54, 1448, 34, 16, 0)
+    tx("tx_tso4", 0x80, tso4, ether(MAC_A, MAC_B, 0x0800, ipv4_tcp(6000)))
+    tso6 = struct.pack("<BBHHHHH", 1, 4, 74, 1428, 54, 16, 0)
+    tx("tx_tso6", 0x80, tso6, ether(MAC_A, MAC_B, 0x86DD, ipv6_tcp(3000)), inner_max=1430)
+    csum = struct.pack("<BBHHHHH", 1, 0, 0, 0, 34, 16, 0)
+    tx("tx_csum", 0x80, csum, ether(MAC_A, MAC_B, 0x0800, ipv4_tcp(500)))
+    # A full-sized TCP segment of a guest whose MTU is the underlay's: cut in two.
+    tx("tx_tcp_full", 0, plain, ether(MAC_A, MAC_B, 0x0800, ipv4_tcp(1446)))
+    uso = struct.pack("<BBHHHHH", 1, 5, 42, 1000, 34, 6, 0)
+    tx("tx_uso", 0x80, uso, ether(MAC_A, MAC_B, 0x0800, ipv4_udp(4000)))
+    tx("tx_udp_big", 0, plain, ether(MAC_A, MAC_B, 0x0800, ipv4_udp(2000)))
+
+
 if __name__ == "__main__":
     for fn in [chain_walk, ctrl_apply, config_space, rx_place, tx_pop, vhost_user_msgs,
-               bin_parsers, qmp_reader, switch_targets]:
+               bin_parsers, qmp_reader, switch_targets, vxlan]:
         fn()

@@ -4,14 +4,18 @@
 //! container) or a second `ringswitch run`. Ping and a TCP transfer with its content
 //! compared, both ways, IPv4 and IPv6; `ctl fdb` names the remote VTEP a MAC was learned
 //! behind, `ctl stats` counts malformed VXLAN packets under their reasons and TCP frames
-//! cut smaller to fit the underlay.
+//! cut smaller to fit the underlay. In the two-ringswitch case each host also runs a QEMU
+//! guest whose TSO frames are cut to the underlay MTU on their way to the other host.
 //!
-//! Addresses: containers 198.18.0.N/24 and 2001:db8::N/64 (the overlay), hosts
-//! 198.18.100.N/24 or 2001:db8:100::N/64 (the underlay, MTU 1500).
+//! Addresses: containers 198.18.0.N/24 and 2001:db8::N/64, guests 198.18.0.1N and
+//! 2001:db8::1N (the overlay), hosts 198.18.100.N/24 or 2001:db8:100::N/64 (the
+//! underlay, MTU 1500).
 
 mod common;
 
-use common::{ringswitch_command, Netns, Process, TempDir, TestScope};
+use common::{
+    mac, ringswitch_command, Guest, GuestSpec, Netns, NicSpec, Process, TempDir, TestScope,
+};
 use serde_json::Value;
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
@@ -168,6 +172,26 @@ impl Daemon {
             .find(|e| e["mac"] == mac && e["port"] == PORT)
             .and_then(|e| e["vtep"].as_str())
             .map(str::to_string)
+    }
+
+    /// Port `name`'s entry in `ctl ports --json`.
+    fn port(&self, name: &str) -> Value {
+        let p = self.json(&["ports"]);
+        p["ports"]
+            .as_array()
+            .and_then(|ps| ps.iter().find(|x| x["name"] == name))
+            .cloned()
+            .unwrap_or_else(|| panic!("no port {name} in {p:#}"))
+    }
+
+    /// Counter `field` of port `name` in `ctl stats --json`.
+    fn port_stat(&self, name: &str, field: &str) -> u64 {
+        let s = self.json(&["stats"]);
+        s["stats"]["ports"]
+            .as_array()
+            .and_then(|ps| ps.iter().find(|p| p["name"] == name))
+            .and_then(|p| p[field].as_u64())
+            .unwrap_or_else(|| panic!("no {field} of {name} in {s:#}"))
     }
 
     /// The vxlan port's entry in `ctl stats --json`.
@@ -403,33 +427,50 @@ fn interop_with_linux_vxlan_v6() {
     interop(true);
 }
 
-/// Two ringswitch hosts over an IPv6 underlay, containers at MTU 1500 on both: host A's
-/// ports are on VLAN 10 (the VNI maps onto it), B's untagged. Everything reaches
-/// everything v4 and v6; TCP frames do not fit the underlay once encapsulated and are
-/// cut smaller (counted as resegmented), none is dropped for its size.
+/// Two ringswitch hosts over an IPv6 underlay, each with a container (MTU 1500) and a
+/// QEMU guest (vhost-user, MTU 1500, TSO negotiated): host A's ports are on VLAN 10 (the
+/// VNI maps onto it), B's untagged. Everything reaches everything over VXLAN, v4 and v6,
+/// with ping and TCP streams whose content is compared. TCP frames do not fit the
+/// underlay once encapsulated and are cut smaller (counted as resegmented), none is
+/// dropped for its size; the guests' streams leave their NICs as TSO frames (more bytes
+/// per frame than an MTU-sized frame has) and arrive whole at the remote guest.
 #[test]
 fn two_ringswitch_hosts() {
-    if skip() {
+    if skip() || common::skip_without_qemu() {
         return;
     }
-    let _scope = TestScope::start("vxlan_two", Duration::from_secs(60));
+    let _scope = TestScope::start("vxlan_two", Duration::from_secs(240));
+    let _slot = common::heavy_slot();
     let dir = TempDir::new("vxlan2").unwrap();
     let u = underlay(true);
     let c1 = container(&u.a, 1);
     let c2 = container(&u.b, 2);
+    let (sock_a, sock_b) = (dir.path().join("ga.sock"), dir.path().join("gb.sock"));
     let a = start(
         &u.a,
         dir.path(),
         &[
             "afpacket:ifname=h1,vlan=10".into(),
             vxlan_spec(u.a_ip, u.b_ip, ",vlan=10"),
+            format!(
+                "vhost-user:path={},mac={},vlan=10",
+                sock_a.display(),
+                mac(0xa)
+            ),
         ],
     );
     let b = start(
         &u.b,
         dir.path(),
-        &["afpacket:ifname=h2".into(), vxlan_spec(u.b_ip, u.a_ip, "")],
+        &[
+            "afpacket:ifname=h2".into(),
+            vxlan_spec(u.b_ip, u.a_ip, ""),
+            format!("vhost-user:path={},mac={}", sock_b.display(), mac(0xb)),
+        ],
     );
+    // Both guests boot (in parallel) while the containers talk.
+    let ga = boot_guest("vxga", &sock_a, 0xa, GA);
+    let gb = boot_guest("vxgb", &sock_b, 0xb, GB);
     ping(&c1, "198.18.0.2");
     ping(&c2, "2001:db8::1");
     transfer(dir.path(), &c1, &c2, "2001:db8::2", 5003);
@@ -446,6 +487,32 @@ fn two_ringswitch_hosts() {
         "{}",
         b.ctl(&["fdb"])
     );
+    ga.wait_ready(BOOT).unwrap();
+    gb.wait_ready(BOOT).unwrap();
+    // Every remote pair: guest ↔ guest, guest ↔ container, both families.
+    for (g, to) in [(&ga, GB), (&ga, CONTAINER2), (&gb, CONTAINER1)] {
+        g.ping_ok(to.0, 50, STEP);
+        g.ping_ok(to.1, 50, STEP);
+    }
+    ping(&c2, GA.0);
+    ping(&c1, GB.1);
+    assert_eq!(a.vtep_of(&mac(0xb)).as_deref(), Some(u.b_ip));
+    assert_eq!(b.vtep_of(&mac(0xa)).as_deref(), Some(u.a_ip));
+    // TSO as the guests negotiated it, and their streams to each other (v4 one way, v6
+    // the other).
+    for (d, sock, feature) in [(&a, &sock_a, "HOST_TSO4"), (&b, &sock_b, "HOST_TSO6")] {
+        let port = d.port(&sock.display().to_string());
+        assert!(
+            port["features"].to_string().contains(feature),
+            "{feature} not negotiated: {port:#}"
+        );
+    }
+    for g in [&ga, &gb] {
+        let k = g.run_ok("ethtool -k eth0", STEP);
+        assert!(k.contains("tcp-segmentation-offload: on"), "{k}");
+    }
+    guest_stream(&a, &sock_a, &ga, &gb, GB.0, 5010);
+    guest_stream(&b, &sock_b, &gb, &ga, GA.1, 5011);
     for d in [&a, &b] {
         let s = d.vxlan_stats();
         let resegmented = s["vxlan"]["resegmented"].as_u64().unwrap_or(0);
@@ -453,4 +520,103 @@ fn two_ringswitch_hosts() {
         assert_eq!(d.drops("vxlan_mtu_exceeded"), 0, "{s:#}");
         assert!(d.ctl(&["stats"]).contains("VXLAN-RESEGMENTED"));
     }
+}
+
+const BOOT: Duration = Duration::from_secs(120);
+const STEP: Duration = Duration::from_secs(60);
+/// The guests' and containers' addresses (v4, v6).
+const GA: (&str, &str) = ("198.18.0.11", "2001:db8::11");
+const GB: (&str, &str) = ("198.18.0.12", "2001:db8::12");
+const CONTAINER1: (&str, &str) = ("198.18.0.1", "2001:db8::1");
+const CONTAINER2: (&str, &str) = ("198.18.0.2", "2001:db8::2");
+/// Bytes of each guest's stream (4 MiB).
+const GUEST_STREAM_KIB: u32 = 4096;
+
+/// A guest on vhost-user socket `sock` with MAC `mac(n)` and addresses `ip`.
+fn boot_guest(name: &str, sock: &Path, n: u8, ip: (&str, &str)) -> Guest {
+    common::wait_path(sock, Duration::from_secs(20)).unwrap();
+    let mut spec = GuestSpec::new(name);
+    spec.nics.push(NicSpec::new(sock, &mac(n)));
+    spec.ip.push(format!("{}/24", ip.0));
+    spec.ip6.push(format!("{}/64", ip.1));
+    Guest::start(spec).unwrap()
+}
+
+/// A TCP stream of random bytes from guest `from` (on `d`'s port `sock`) to `to_addr`
+/// in guest `to`: its SHA-256 at the receiver must be the sender's; the sender's frames
+/// carried more bytes each than an MTU-sized frame can (TSO), and `d`'s VXLAN port cut
+/// frames to fit the underlay while it ran.
+fn guest_stream(d: &Daemon, sock: &Path, from: &Guest, to: &Guest, to_addr: &str, port: u16) {
+    let (listen, connect) = if to_addr.contains(':') {
+        (
+            format!("TCP6-LISTEN:{port},reuseaddr"),
+            format!("TCP6:[{to_addr}]:{port},retry=50,interval=0.1"),
+        )
+    } else {
+        (
+            format!("TCP4-LISTEN:{port},reuseaddr"),
+            format!("TCP4:{to_addr}:{port},retry=50,interval=0.1"),
+        )
+    };
+    to.run_ok(
+        &format!(
+            "rm -f /tmp/rx{port}.sum; ( socat -u {listen} - | sha256sum >/tmp/rx{port}.part; \
+             mv /tmp/rx{port}.part /tmp/rx{port}.sum ) </dev/null >/dev/null 2>&1 &"
+        ),
+        STEP,
+    );
+    let name = sock.display().to_string();
+    let (rx0, bytes0) = (
+        d.port_stat(&name, "rx_packets"),
+        d.port_stat(&name, "rx_bytes"),
+    );
+    let reseg0 = d.vxlan_stats()["vxlan"]["resegmented"]
+        .as_u64()
+        .unwrap_or(0);
+    let sent = from.run_ok(
+        &format!(
+            "dd if=/dev/urandom of=/tmp/tx bs=1k count={GUEST_STREAM_KIB} 2>/dev/null && \
+             socat -u OPEN:/tmp/tx {connect} && sha256sum </tmp/tx"
+        ),
+        STEP,
+    );
+    let sent_sum = sent.split_whitespace().next().unwrap_or("").to_string();
+    assert_eq!(sent_sum.len(), 64, "{sent}");
+    let got = to.run_ok(
+        &format!(
+            "i=0; while [ ! -e /tmp/rx{port}.sum ] && [ $i -lt 300 ]; do sleep 0.1; \
+             i=$((i + 1)); done; cat /tmp/rx{port}.sum"
+        ),
+        STEP,
+    );
+    assert_eq!(
+        got.split_whitespace().next(),
+        Some(sent_sum.as_str()),
+        "{} -> {to_addr}: the stream arrived altered or not at all: {got}",
+        from.name()
+    );
+    let frames = d.port_stat(&name, "rx_packets") - rx0;
+    let bytes = d.port_stat(&name, "rx_bytes") - bytes0;
+    assert!(frames > 0, "no frame from {}", from.name());
+    // 1514 bytes is the largest frame of a 1500-byte MTU: more on average means TSO.
+    assert!(
+        bytes / frames > 1514,
+        "{}: {bytes} bytes in {frames} frames, no TSO",
+        from.name()
+    );
+    let reseg = d.vxlan_stats()["vxlan"]["resegmented"]
+        .as_u64()
+        .unwrap_or(0);
+    assert!(
+        reseg > reseg0,
+        "{}'s TSO frames were not cut to the underlay MTU: {reseg0} -> {reseg}",
+        from.name()
+    );
+    eprintln!(
+        "{} -> {to_addr}: {GUEST_STREAM_KIB} KiB intact, {frames} frames of {} bytes on \
+         average from the guest, {} cut to the underlay",
+        from.name(),
+        bytes / frames,
+        reseg - reseg0
+    );
 }

@@ -23,6 +23,7 @@ mod switchonly;
 mod testpmd;
 mod udplat;
 mod vhost;
+mod vxlan;
 
 use std::path::{Path, PathBuf};
 use std::process::Command;
@@ -46,7 +47,8 @@ usage: cargo xtask bench [--quick] [--runs N] [--secs S] [--only LIST] [--profil
   --only LIST    comma-separated phases (default: all): vhost, scaling, switch, micro,
                  qsize (virtio-user queue_size 256 vs 1024), isolation (a pair alone vs
                  beside a hostile frontend), dirtylog (guest -> guest with LOG_ALL dirty
-                 logging on vs off, criterion)
+                 logging on vs off, criterion), vxlan (two hosts over VXLAN: ringswitch
+                 on both ends vs Linux vxlan + bridge on both ends, iperf3 TCP and UDP)
   --profile      perf record ringswitch during the 64-byte vhost run; top symbols into
                  BENCHMARKS.md
   --ringswitch   use this binary instead of building target/release/ringswitch
@@ -82,7 +84,7 @@ struct Options {
 }
 
 /// Every phase, in run order.
-const PHASES: [&str; 7] = [
+const PHASES: [&str; 8] = [
     "vhost",
     "scaling",
     "switch",
@@ -90,6 +92,7 @@ const PHASES: [&str; 7] = [
     "qsize",
     "isolation",
     "dirtylog",
+    "vxlan",
 ];
 
 fn parse_options(args: &[String]) -> Result<Options> {
@@ -216,6 +219,9 @@ pub fn run(args: &[String]) -> Result<()> {
     }
     if want("dirtylog") {
         phase("dirtylog", &mut r, |r| dirtylog::phase(&root, o.secs, r))?;
+    }
+    if want("vxlan") {
+        phase("vxlan", &mut r, |r| vxlan::phase(&ctx, r))?;
     }
     report::finish_conditions(&mut r.conditions);
     if let Some(to) = &o.results_to {
@@ -624,7 +630,8 @@ mod tests {
     fn options() {
         let a = |v: &[&str]| parse_options(&v.iter().map(|s| s.to_string()).collect::<Vec<_>>());
         let o = a(&[]).unwrap();
-        assert_eq!((o.runs, o.secs, o.phases.len()), (3, 4, 7));
+        assert_eq!((o.runs, o.secs, o.phases.len()), (3, 4, 8));
+        assert_eq!(a(&["--only", "vxlan"]).unwrap().phases, ["vxlan"]);
         assert_eq!(a(&["--only", "dirtylog"]).unwrap().phases, ["dirtylog"]);
         let o = a(&["--only", "qsize,isolation"]).unwrap();
         assert_eq!(o.phases.len(), 2);

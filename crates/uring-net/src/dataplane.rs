@@ -355,7 +355,10 @@ impl Dataplane {
             return Err(e);
         }
         if let Some(e) = self.sockstats.write().get_mut(id.index()) {
-            *e = Some(Arc::new(SocketStats::new(dups, kind == QueueKind::Packet)));
+            *e = Some(Arc::new(match kind {
+                QueueKind::Vxlan => SocketStats::udp(dups),
+                k => SocketStats::new(dups, k == QueueKind::Packet),
+            }));
         }
         self.ports.lock().insert(id, name.clone());
         if let Some(v) = vx {

@@ -27,7 +27,8 @@
 //! - [`sockstats`]: kernel-side drop counters of host ports, read by the stats reader;
 //! - [`sys`]: tap, AF_PACKET, ifreq, mmap wrappers;
 //! - [`stats`]: single-writer counters and snapshots;
-//! - [`vxlan`]: VXLAN ports' sockets, shared state and encapsulation (RFC 7348).
+//! - [`vxlan`]: VXLAN ports' sockets, shared state, decapsulation and encapsulation
+//!   (RFC 7348).
 
 pub mod bufring;
 pub mod dataplane;

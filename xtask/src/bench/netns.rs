@@ -18,8 +18,35 @@ pub const ADDR_B: &str = "198.18.0.2";
 pub const PORT_A: &str = "ha";
 pub const PORT_B: &str = "hb";
 
-fn ip(args: &[&str]) -> Result<()> {
+pub(super) fn ip(args: &[&str]) -> Result<()> {
     output(Command::new("ip").args(args)).map(|_| ())
+}
+
+/// Namespaces this process created (loopback up); dropped = deleted, last first, and
+/// with them every veth end inside.
+#[derive(Default)]
+pub struct Created(Vec<String>);
+
+impl Created {
+    /// Creates namespace `name` (after sweeping those of dead earlier runs, once).
+    pub fn add(&mut self, name: &str) -> Result<()> {
+        if self.0.is_empty() {
+            sweep_stale();
+        }
+        ip(&["netns", "add", name])?;
+        self.0.push(name.to_string());
+        ip(&["-n", name, "link", "set", "lo", "up"])
+    }
+}
+
+impl Drop for Created {
+    fn drop(&mut self) {
+        for ns in self.0.drain(..).rev() {
+            if let Err(e) = ip(&["netns", "del", &ns]) {
+                eprintln!("bench: cleanup: {e}");
+            }
+        }
+    }
 }
 
 /// The three namespaces; dropped = deleted.
@@ -27,26 +54,29 @@ pub struct Topology {
     pub sw: String,
     pub a: String,
     pub b: String,
-    created: Vec<String>,
+    _created: Created,
     bridge: bool,
 }
 
 impl Topology {
     pub fn create() -> Result<Topology> {
-        sweep_stale();
         let pid = std::process::id();
-        let mut t = Topology {
-            sw: format!("rsb{pid}-sw"),
-            a: format!("rsb{pid}-a"),
-            b: format!("rsb{pid}-b"),
-            created: vec![],
+        let mut created = Created::default();
+        let (sw, a, b) = (
+            format!("rsb{pid}-sw"),
+            format!("rsb{pid}-a"),
+            format!("rsb{pid}-b"),
+        );
+        for ns in [&sw, &a, &b] {
+            created.add(ns)?;
+        }
+        let t = Topology {
+            sw,
+            a,
+            b,
+            _created: created,
             bridge: false,
         };
-        for ns in [t.sw.clone(), t.a.clone(), t.b.clone()] {
-            ip(&["netns", "add", &ns])?;
-            t.created.push(ns.clone());
-            ip(&["-n", &ns, "link", "set", "lo", "up"])?;
-        }
         for (ns, host, inner, addr) in [
             (t.a.clone(), PORT_A, "va", ADDR_A),
             (t.b.clone(), PORT_B, "vb", ADDR_B),
@@ -117,16 +147,6 @@ impl Topology {
         let mut c = Command::new("ip");
         c.args(["netns", "exec", ns]).args(args);
         c
-    }
-}
-
-impl Drop for Topology {
-    fn drop(&mut self) {
-        for ns in self.created.drain(..).rev() {
-            if let Err(e) = ip(&["netns", "del", &ns]) {
-                eprintln!("bench: cleanup: {e}");
-            }
-        }
     }
 }
 

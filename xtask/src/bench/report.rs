@@ -541,6 +541,28 @@ pub fn write_all(r: &Results, root: &Path, out_dir: &Path) -> Result<()> {
         Some(at) => md.insert_str(at, extra.trim_start()),
         None => md.push_str(&extra),
     }
+    // 10.: VXLAN between two hosts, from this run or else from a run of its own
+    // (`--only vxlan --results-to bench-results/vxlan.json`), named with its conditions.
+    let vx = super::vxlan::render(r).or_else(|| {
+        let x = std::fs::read_to_string(out_dir.join("vxlan.json"))
+            .ok()
+            .and_then(|t| serde_json::from_str::<Results>(&t).ok())?;
+        let c = &x.conditions;
+        super::vxlan::render(&x).map(|body| {
+            format!(
+                "{body}\nFrom a run of its own (bench-results/vxlan.json): {} → {}, commit `{}`, \
+                 {}, {} runs of {} s.\n",
+                c.started_utc, c.finished_utc, c.git_commit, c.cpu, c.runs, c.secs
+            )
+        })
+    });
+    if let Some(vx) = vx {
+        let section = format!("{}\n", vx.trim_start());
+        match md.find("## Exact commands") {
+            Some(at) => md.insert_str(at, &section),
+            None => md.push_str(&section),
+        }
+    }
     std::fs::write(root.join("BENCHMARKS.md"), md)?;
     for (name, title, unit, bars) in plot_sets(r) {
         if !bars.is_empty() {
@@ -697,6 +719,38 @@ mod tests {
             without_thread_boilerplate(p),
             "  10%  [.] deliver\n       process_tx"
         );
+    }
+
+    #[test]
+    fn vxlan_section_from_this_run_or_its_own() {
+        let dir = std::env::temp_dir().join(format!("xtask-report-vx-{}", std::process::id()));
+        let out = dir.join("bench-results");
+        write_all(&sample(), &dir, &out).unwrap();
+        let md = std::fs::read_to_string(dir.join("BENCHMARKS.md")).unwrap();
+        assert!(!md.contains("## 10. VXLAN"), "not measured: no section");
+        let mut own = Results::default();
+        own.conditions.git_commit = "abc123".into();
+        own.add("vxlan/tcp/linux-vxlan-bridge", "", "Gbit/s", 2.0, &[]);
+        own.add("vxlan/tcp/ringswitch", "", "Gbit/s", 3.0, &[]);
+        std::fs::write(out.join("vxlan.json"), serde_json::to_string(&own).unwrap()).unwrap();
+        write_all(&sample(), &dir, &out).unwrap();
+        let md = std::fs::read_to_string(dir.join("BENCHMARKS.md")).unwrap();
+        let at = md.find("## 10. VXLAN").expect("section from vxlan.json");
+        assert!(at < md.find("## Exact commands").unwrap(), "{md}");
+        assert!(
+            md.contains("| iperf3 TCP, Gbit/s | 2.00 | 3.00 | 1.50× |"),
+            "{md}"
+        );
+        assert!(md.contains("commit `abc123`"), "{md}");
+        let mut both = sample();
+        both.add("vxlan/tcp/ringswitch", "", "Gbit/s", 5.0, &[]);
+        write_all(&both, &dir, &out).unwrap();
+        let md = std::fs::read_to_string(dir.join("BENCHMARKS.md")).unwrap();
+        assert!(
+            md.contains("| — | 5.00 |") && !md.contains("abc123"),
+            "this run's first"
+        );
+        std::fs::remove_dir_all(&dir).unwrap();
     }
 
     #[test]

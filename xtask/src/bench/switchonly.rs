@@ -71,16 +71,7 @@ pub struct Servers {
 
 impl Servers {
     pub fn start(ctx: &Ctx, topo: &Topology) -> Result<Servers> {
-        let mut iperf = Proc::spawn(
-            "iperf3-server",
-            Topology::exec(&topo.b, &["iperf3", "-s", "-B", ADDR_B, "--forceflush"]),
-        )?;
-        iperf.wait_until("iperf3 server", Duration::from_secs(10), |p| {
-            p.lines()
-                .lock()
-                .map(|l| l.iter().any(|(_, s)| s.contains("Server listening")))
-                .unwrap_or(false)
-        })?;
+        let iperf = iperf_server(&topo.b, ADDR_B)?;
         let echo_on = |port: u16, pinned: bool| -> Result<Proc> {
             let addr = format!("{ADDR_B}:{port}");
             let c = ctx.xtask_in(&topo.b, &["udp-echo", &addr]);
@@ -109,21 +100,37 @@ impl Servers {
     }
 }
 
+/// An iperf3 server in namespace `ns` bound to `addr`, once it listens.
+pub fn iperf_server(ns: &str, addr: &str) -> Result<Proc> {
+    let mut iperf = Proc::spawn(
+        "iperf3-server",
+        Topology::exec(ns, &["iperf3", "-s", "-B", addr, "--forceflush"]),
+    )?;
+    iperf.wait_until("iperf3 server", Duration::from_secs(10), |p| {
+        p.lines()
+            .lock()
+            .map(|l| l.iter().any(|(_, s)| s.contains("Server listening")))
+            .unwrap_or(false)
+    })?;
+    Ok(iperf)
+}
+
 fn iperf_json(ctx: &Ctx, topo: &Topology, extra: &[&str]) -> Result<(Value, String)> {
+    iperf_client(ctx, &topo.a, ADDR_B, extra)
+}
+
+/// One iperf3 client run of `ctx.secs` from namespace `ns` to the server at `server`
+/// with `extra` options: its JSON report and command line.
+pub fn iperf_client(ctx: &Ctx, ns: &str, server: &str, extra: &[&str]) -> Result<(Value, String)> {
     let secs = ctx.secs.to_string();
-    let mut args = vec!["iperf3", "-c", ADDR_B, "-t", &secs, "-J"];
+    let mut args = vec!["iperf3", "-c", server, "-t", &secs, "-J"];
     args.extend_from_slice(extra);
-    let mut p = Proc::spawn("iperf3", Topology::exec(&topo.a, &args))?;
+    let mut p = Proc::spawn("iperf3", Topology::exec(ns, &args))?;
     let st = p.wait_exit(Duration::from_secs(ctx.secs + 20))?;
     let text: String = p
         .lines()
         .lock()
-        .map(|l| {
-            l.iter()
-                .map(|(_, s)| s.as_str())
-                .collect::<Vec<_>>()
-                .join("\n")
-        })
+        .map(|l| json_report(l.iter().map(|(_, s)| s.as_str())))
         .unwrap_or_default();
     let v: Value = serde_json::from_str(&text)
         .with_context(|| format!("iperf3 printed no JSON ({st}): {}", p.tail(5)))?;
@@ -133,13 +140,32 @@ fn iperf_json(ctx: &Ctx, topo: &Topology, extra: &[&str]) -> Result<(Value, Stri
     Ok((v, p.cmdline.clone()))
 }
 
+/// iperf3's `-J` report out of its captured stdout and stderr lines: from the line `{`
+/// to the line `}` (the top-level object's braces stand alone), so that a warning on
+/// stderr ("UDP block size … exceeds TCP MSS") does not spoil it.
+fn json_report<'a>(lines: impl Iterator<Item = &'a str>) -> String {
+    let lines: Vec<&str> = lines.collect();
+    let start = lines.iter().position(|l| *l == "{").unwrap_or(0);
+    let end = lines
+        .iter()
+        .rposition(|l| *l == "}")
+        .map_or(lines.len(), |e| e + 1)
+        .max(start);
+    lines[start..end].join("\n")
+}
+
 /// TCP throughput in Gbit/s as the receiver saw it.
 fn tcp(ctx: &Ctx, topo: &Topology) -> Result<(f64, String)> {
     let (v, cmd) = iperf_json(ctx, topo, &[])?;
+    tcp_received_gbit(&v).map(|g| (g, cmd))
+}
+
+/// The receiver's TCP rate in an iperf3 JSON report, Gbit/s.
+pub fn tcp_received_gbit(v: &Value) -> Result<f64> {
     let bps = v["end"]["sum_received"]["bits_per_second"]
         .as_f64()
         .context("iperf3 JSON without end.sum_received.bits_per_second")?;
-    Ok((bps / 1e9, cmd))
+    Ok(bps / 1e9)
 }
 
 /// Received packets per second of 64-byte UDP frames sent as fast as iperf3 can.
@@ -148,7 +174,8 @@ fn udp64(ctx: &Ctx, topo: &Topology) -> Result<(f64, String)> {
     udp_received_pps(&v).map(|pps| (pps, cmd))
 }
 
-fn udp_received_pps(v: &Value) -> Result<f64> {
+/// Packets per second that arrived (sent less lost) in an iperf3 UDP JSON report.
+pub fn udp_received_pps(v: &Value) -> Result<f64> {
     let s = &v["end"]["sum"];
     let packets = s["packets"].as_f64().context("no end.sum.packets")?;
     let lost = s["lost_packets"].as_f64().unwrap_or(0.0);
@@ -349,6 +376,19 @@ pub fn tool_in(xtask: &Path, ns: &str, args: &[&str]) -> Command {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn json_report_skips_stderr_lines_around_it() {
+        let lines = [
+            "warning: UDP block size 1472 exceeds TCP MSS 1448",
+            "{",
+            "\t\"a\": 1",
+            "}",
+        ];
+        let v: Value = serde_json::from_str(&json_report(lines.into_iter())).unwrap();
+        assert_eq!(v["a"], 1);
+        assert_eq!(json_report(["not json"].into_iter()), "not json");
+    }
 
     #[test]
     fn udp_pps_from_iperf3_json() {

@@ -111,8 +111,8 @@ fn open_one(ifname: &str, ifindex: i32) -> Result<PacketSocket, Error> {
 
 /// Sets the receive queue to [`RCVBUF_BYTES`]: SO_RCVBUFFORCE (CAP_NET_ADMIN, which an
 /// AF_PACKET socket needs anyway) may exceed `net.core.rmem_max`; without the capability
-/// SO_RCVBUF gets as much as `rmem_max` allows.
-fn set_rcvbuf(fd: libc::c_int) -> std::io::Result<()> {
+/// SO_RCVBUF gets as much as `rmem_max` allows. VXLAN receive sockets take the same.
+pub(crate) fn set_rcvbuf(fd: libc::c_int) -> std::io::Result<()> {
     match setsockopt_int(fd, libc::SOL_SOCKET, libc::SO_RCVBUFFORCE, RCVBUF_BYTES) {
         Err(e) if e.raw_os_error() == Some(libc::EPERM) => {
             setsockopt_int(fd, libc::SOL_SOCKET, libc::SO_RCVBUF, RCVBUF_BYTES)

@@ -10,7 +10,6 @@
 //! not reach in here; the one invariant is that a `VxSend`'s pointers aim into its own
 //! `TxOp`, which stays put (the op slab never grows) until the send completes.
 
-use std::sync::atomic::AtomicU64;
 use std::sync::Arc;
 
 use io_uring::{opcode, types};
@@ -20,13 +19,11 @@ use switch::{DropReason, Mac, Millis, PortId, VnetHdr};
 use super::host::Queue;
 use super::write::{Src, TxOp, WriteSpec};
 use super::{ud, Worker, TAG_TX};
+use crate::vxlan::decap::{decapsulate, RxDrop};
 use crate::vxlan::encap::{encapsulate, EncapError};
-use crate::vxlan::{bump, source_ip, SockAddr, VxlanPort};
+use crate::vxlan::{bump, SockAddr, VxlanPort};
 
-/// `msg_namelen` of a VXLAN receive: room for a sockaddr_in6.
-// 28 fits a u32.
-#[allow(clippy::cast_possible_truncation)]
-pub(super) const NAME_LEN: u32 = std::mem::size_of::<libc::sockaddr_in6>() as u32;
+pub(super) use crate::vxlan::decap::NAME_LEN;
 /// Largest frame copied out for encapsulation (a 64 KiB GSO frame and its header).
 const MAX_COPY: usize = 65_536 + 1024;
 /// SOL_UDP / UDP_SEGMENT (linux/udp.h).
@@ -56,9 +53,9 @@ impl VxSend {
 }
 
 /// Where the frame (vnet header first) of a completed VXLAN receive lies in buffer
-/// `bid`: the outer source must be one of the port's remotes, the header valid for its
-/// VNI (RFC 7348 §5); the inner source MAC is learned behind that remote. `None`: a
-/// counted drop (the port's VXLAN counters say why).
+/// `bid` (`crate::vxlan::decap`: the outer source must be one of the port's remotes, the
+/// header valid for its VNI, RFC 7348 §5); the inner source MAC is learned behind that
+/// remote. `None`: a counted drop (the port's VXLAN counters say why).
 pub(super) fn locate_vxlan(
     q: &Queue,
     vx: &Arc<VxlanPort>,
@@ -67,56 +64,32 @@ pub(super) fn locate_vxlan(
     now: Millis,
 ) -> Option<(*const u8, usize)> {
     let c = &vx.counters;
-    let drop = |ctr: &AtomicU64| {
-        bump(ctr);
-        None
-    };
     let len = usize::try_from(res).ok()?;
     let base = q.rx.buf_ptr(bid)?;
     if len > q.rx.buf_size() as usize {
-        return drop(&c.rx_truncated);
+        bump(&c.rx_truncated);
+        return None;
     }
     // SAFETY: the kernel filled `len` bytes of our buffer and handed it back; nothing
     // else references it until it is pushed back to the ring.
     let b = unsafe { std::slice::from_raw_parts_mut(base, len) };
-    let out = types::RecvMsgOut::parse(b, &q.msg).ok()?;
-    if out.is_payload_truncated() || out.is_name_data_truncated() {
-        return drop(&c.rx_truncated);
-    }
-    let Some(remote) = source_ip(out.name_data()).and_then(|ip| vx.remote_index(&ip)) else {
-        return drop(&c.rx_unknown_vtep);
-    };
-    let payload = out.payload_data();
-    let inner_off = match switch::vxlan::parse(payload, vx.cfg.vni) {
-        Ok(o) => o,
-        Err(switch::vxlan::VxlanError::Truncated) => return drop(&c.rx_truncated),
-        Err(switch::vxlan::VxlanError::BadFlags) => return drop(&c.rx_bad_flags),
-        Err(switch::vxlan::VxlanError::WrongVni(_)) => return drop(&c.rx_wrong_vni),
-    };
-    let pstart = payload.as_ptr() as usize - base as usize;
-    let plen = payload.len();
-    // The inner frame with a vnet header written over the VXLAN header and what came
-    // before it (the recvmsg header and name, at least 16 + 28 bytes, already read).
-    let inner = pstart + inner_off;
-    let start = inner.checked_sub(HDR_LEN)?;
-    let inner_len = plen - inner_off;
-    if let Some(src) = b.get(inner + 6..inner + 12).and_then(Mac::from_slice) {
-        vx.learn(src, remote, now);
-    }
-    let frame = b.get_mut(inner..pstart + plen)?;
-    let mut hdr = switch::vxlan::rx_vnet_hdr(frame);
-    if inner_len > vx.inner_max {
-        // A sender on this kernel (over a veth) may hand the socket its TCP segmentation
-        // frame whole: pass it on as one (with a partial checksum, as it came).
-        let partial = hdr.flags & switch::vnet::F_NEEDS_CSUM != 0;
-        match crate::vxlan::encap::tcp_as_tso(frame, vx.inner_max, !partial) {
-            Some(h) => hdr = h,
-            None => return drop(&c.rx_oversized),
+    match decapsulate(b, &q.msg, vx.cfg.vni, vx.inner_max, &vx.cfg.remotes) {
+        Ok(d) => {
+            vx.learn(d.src, d.remote, now);
+            // SAFETY: `d.start + d.len <= len`, inside buffer `bid`.
+            Some((unsafe { base.add(d.start) } as *const u8, d.len))
+        }
+        Err(why) => {
+            bump(match why {
+                RxDrop::Truncated => &c.rx_truncated,
+                RxDrop::BadFlags => &c.rx_bad_flags,
+                RxDrop::WrongVni => &c.rx_wrong_vni,
+                RxDrop::UnknownVtep => &c.rx_unknown_vtep,
+                RxDrop::Oversized => &c.rx_oversized,
+            });
+            None
         }
     }
-    hdr.emit(b.get_mut(start..inner)?, HDR_LEN)?;
-    // SAFETY: `start + HDR_LEN + inner_len = pstart + plen <= len`, inside buffer `bid`.
-    Some((unsafe { base.add(start) } as *const u8, HDR_LEN + inner_len))
 }
 
 impl Worker {
