@@ -26,6 +26,7 @@
 
 pub mod desc;
 pub mod event;
+pub(crate) mod ring;
 #[cfg(test)]
 mod tests;
 
@@ -291,6 +292,20 @@ impl PackedState {
         };
         self.avail = back;
         Ok(())
+    }
+
+    /// [`unpop`](Self::unpop) by ID: puts back the list of buffer `id`, which must be the
+    /// last one popped and still in flight.
+    pub fn unpop_id(&mut self, id: u16) -> Result<(), RingFault> {
+        let descs = *self
+            .inflight
+            .get(usize::from(id))
+            .ok_or(RingFault::NotInFlight)?;
+        self.unpop(&Popped {
+            id,
+            descs,
+            fault: None,
+        })
     }
 
     /// Marks buffer `id` done with `len` bytes written (0 for a device-readable buffer);
