@@ -13,6 +13,7 @@ mod dirtylog;
 mod isolation;
 mod micro;
 mod netns;
+mod packed;
 mod plot;
 pub(crate) mod proc;
 mod qsize;
@@ -46,7 +47,8 @@ usage: cargo xtask bench [--quick] [--runs N] [--secs S] [--only LIST] [--profil
   --only LIST    comma-separated phases (default: all): vhost, scaling, switch, micro,
                  qsize (virtio-user queue_size 256 vs 1024), isolation (a pair alone vs
                  beside a hostile frontend), dirtylog (guest -> guest with LOG_ALL dirty
-                 logging on vs off, criterion)
+                 logging on vs off, criterion), packed (split vs packed virtqueues,
+                 and against testpmd's vhost on packed rings; not in the default run)
   --profile      perf record ringswitch during the 64-byte vhost run; top symbols into
                  BENCHMARKS.md
   --ringswitch   use this binary instead of building target/release/ringswitch
@@ -92,6 +94,10 @@ const PHASES: [&str; 7] = [
     "dirtylog",
 ];
 
+/// Phases only run when named in `--only` (their own run, `--results-to
+/// bench-results/<phase>.json`, shown beside the main run's sections).
+const EXTRA_PHASES: [&str; 1] = ["packed"];
+
 fn parse_options(args: &[String]) -> Result<Options> {
     let mut o = Options {
         runs: 3,
@@ -131,7 +137,7 @@ fn parse_options(args: &[String]) -> Result<Options> {
         bail!("--runs and --secs must be at least 1");
     }
     for p in &o.phases {
-        if !PHASES.contains(&p.as_str()) {
+        if !PHASES.contains(&p.as_str()) && !EXTRA_PHASES.contains(&p.as_str()) {
             bail!("unknown phase {p:?} in --only\n{USAGE}");
         }
     }
@@ -216,6 +222,9 @@ pub fn run(args: &[String]) -> Result<()> {
     }
     if want("dirtylog") {
         phase("dirtylog", &mut r, |r| dirtylog::phase(&root, o.secs, r))?;
+    }
+    if want("packed") {
+        phase("packed", &mut r, |r| packed::phase(&ctx, r))?;
     }
     report::finish_conditions(&mut r.conditions);
     if let Some(to) = &o.results_to {
@@ -309,6 +318,7 @@ fn vhost_phase(ctx: &Ctx, r: &mut Results, profile: bool) -> Result<()> {
                         frame_len: len,
                         queues: 1,
                         queue_size: None,
+                        packed: false,
                         third_port: false,
                     };
                     let key = format!("vhost/{pname}/{len}/{name}");
@@ -429,6 +439,7 @@ fn scaling_phase(ctx: &Ctx, r: &mut Results) -> Result<()> {
                 frame_len: 64,
                 queues,
                 queue_size: None,
+                packed: false,
                 third_port: false,
             };
             match vhost::run_once(ctx, case, false) {
