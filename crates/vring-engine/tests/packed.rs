@@ -484,3 +484,82 @@ fn packed_ring_with_a_bad_buffer_id_is_broken() {
         .unwrap();
     assert_eq!(r.q[0].wait_used(&r.mem, 1)[0].0, posted[0].0);
 }
+
+/// Lists whose buffers are bad still have a well-defined extent and ID: each is a counted
+/// drop, completed with length 0, and the ring goes on. TX: a buffer outside guest
+/// memory, a zero-length buffer; RX: a buffer the device may not write (no WRITE flag).
+/// An indirect TX list (a table of two buffers) is popped like any other.
+#[test]
+fn packed_lists_with_bad_buffers_are_counted_drops() {
+    use virtio_bindings::virtio_ring::VIRTIO_RING_F_INDIRECT_DESC;
+    let mut r = Rig::start("packedhostile", want() | bit(VIRTIO_RING_F_INDIRECT_DESC));
+    wait_for("TX ring lent out", || {
+        (!r.plane.rings.lock().is_empty()).then_some(())
+    });
+    let f = udp_frame(MAC_A, MAC_B, 100);
+    let (h, a) = (r.alloc(12), r.alloc(f.len() as u64));
+    r.mem.write_slice(&[0u8; 12], GuestAddress(h)).unwrap();
+    r.mem.write_slice(&f, GuestAddress(a)).unwrap();
+    let outside = r.q[1].add(&r.mem, &[(h, 12, false), (0x4000_0000, 100, false)]);
+    let empty = r.q[1].add(&r.mem, &[(h, 12, false), (a, 0, false)]);
+    // The indirect table: two 16-byte entries (addr, len, id, flags), the list one
+    // ring descriptor with INDIRECT (§2.8 "Indirect Flag").
+    let table = r.alloc(32);
+    for (k, (addr, len)) in [(h, 12u32), (a, f.len() as u32)].into_iter().enumerate() {
+        let at = table + 16 * k as u64;
+        r.mem.write_obj(addr, GuestAddress(at)).unwrap();
+        r.mem.write_obj(len, GuestAddress(at + 8)).unwrap();
+        r.mem.write_obj(0u32, GuestAddress(at + 12)).unwrap();
+    }
+    let id = r.q[1].free_ids.pop().unwrap();
+    let (slot, wrap) = r.q[1].avail;
+    let flags = 4 | if wrap { F_AVAIL } else { F_USED };
+    r.q[1].write_desc(&r.mem, slot, table, 32, id, flags);
+    r.q[1].avail = r.q[1].advance(r.q[1].avail, 1);
+    r.q[1].ndescs.insert(id, 1);
+    let sent = r.pop_tx();
+    assert_eq!(sent.len(), 1, "only the indirect list is a frame");
+    assert_eq!(&sent[0][12..], f.as_slice());
+    let used = r.q[1].wait_used(&r.mem, 3);
+    assert_eq!(used, [(outside, 0), (empty, 0), (id, 0)]);
+    let tx = r.dev().queue_stats(1).unwrap();
+    assert_eq!(
+        tx.dropped(DropReason::Chain(
+            vring_engine::chain::ChainError::OutOfMemory
+        )),
+        1,
+        "{tx:?}"
+    );
+    assert_eq!(
+        tx.dropped(DropReason::Chain(
+            vring_engine::chain::ChainError::ZeroLength
+        )),
+        1,
+        "{tx:?}"
+    );
+    // RX: a read-only buffer is consumed empty, the frame dropped; the next takes the
+    // next buffer.
+    let ro = r.alloc(2048);
+    let bad = r.q[0].add(&r.mem, &[(ro, 2048, false)]);
+    let good = r.post_rx(1, 2048);
+    let g = udp_frame(MAC_B, MAC_A, 70);
+    let frame = || [switch::Chunk::from(g.as_slice())];
+    assert_eq!(
+        r.dev().deliver(0, &VnetHdr::default(), &frame()),
+        Err(vring_engine::RxDrop::BadChain(
+            vring_engine::chain::ChainError::WrongDirection
+        ))
+    );
+    r.dev().deliver(0, &VnetHdr::default(), &frame()).unwrap();
+    let used = r.q[0].wait_used(&r.mem, 2);
+    assert_eq!(used[0], (bad, 0));
+    assert_eq!(used[1].0, good[0].0);
+    assert_eq!(
+        &r.read(good[0].1, used[1].1 as usize)[r.hdr_len()..],
+        g.as_slice()
+    );
+    assert!(
+        r.q[0].err.read().is_err() && r.q[1].err.read().is_err(),
+        "no ring broken"
+    );
+}
