@@ -92,7 +92,9 @@ impl Inner {
             return;
         };
         let set = self.bases.set_base(q);
-        let Some(mut ps) = vring.packed_state(|| crate::packed::ring::resume(queue, set)) else {
+        let Some(mut ps) =
+            vring.packed_state(|| crate::packed::ring::resume(queue, set, Some(&ring)))
+        else {
             ctr.count_drop(Drop::BadRing);
             vring.mark_broken();
             return;

@@ -578,7 +578,8 @@ impl Inner {
             return Err(RxDrop::Broken);
         };
         let set = self.bases.set_base(q);
-        let Some(ps) = vring.packed_state(|| crate::packed::ring::resume(queue, set)) else {
+        let Some(ps) = vring.packed_state(|| crate::packed::ring::resume(queue, set, Some(&ring)))
+        else {
             vring.mark_broken();
             return Err(RxDrop::Broken);
         };
@@ -638,7 +639,8 @@ impl Inner {
             return false;
         };
         let set = self.bases.set_base(q);
-        let Some(mut ps) = v.packed_state(|| crate::packed::ring::resume(queue, set)) else {
+        let Some(mut ps) = v.packed_state(|| crate::packed::ring::resume(queue, set, Some(&ring)))
+        else {
             return false;
         };
         let event_idx = queue.event_idx_enabled();

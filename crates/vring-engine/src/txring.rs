@@ -234,7 +234,7 @@ impl TxRing {
             let set = self.inner.bases.set_base(self.q);
             let Some(ps) = self
                 .vring
-                .packed_state(|| crate::packed::ring::resume(queue, set))
+                .packed_state(|| crate::packed::ring::resume(queue, set, Some(&ring)))
             else {
                 self.vring.mark_broken();
                 return false;
@@ -492,7 +492,9 @@ impl TxRing {
             return 0;
         };
         let set = inner.bases.set_base(self.q);
-        let Some(mut ps) = vring.packed_state(|| crate::packed::ring::resume(queue, set)) else {
+        let Some(mut ps) =
+            vring.packed_state(|| crate::packed::ring::resume(queue, set, Some(&ring)))
+        else {
             ctr.count_drop(Drop::BadRing);
             vring.mark_broken();
             return 0;
@@ -643,7 +645,9 @@ impl TxRing {
             return;
         };
         let set = self.inner.bases.set_base(self.q);
-        let Some(mut ps) = vring.packed_state(|| crate::packed::ring::resume(queue, set)) else {
+        let Some(mut ps) =
+            vring.packed_state(|| crate::packed::ring::resume(queue, set, Some(&ring)))
+        else {
             self.window.discard_done();
             vring.mark_broken();
             return;
@@ -715,7 +719,7 @@ impl TxRing {
                 let queue = st.get_queue();
                 if let Some(mut ps) = self
                     .vring
-                    .packed_state(|| crate::packed::ring::resume(queue, set))
+                    .packed_state(|| crate::packed::ring::resume(queue, set, None))
                 {
                     while let Some(id) = self.window.pop_newest() {
                         if ps.unpop_id(id).is_err() {

@@ -99,8 +99,29 @@ pub(crate) fn base_value(avail: Pos, used: Pos) -> u32 {
 
 /// A new [`PackedState`] for `q` at the base the frontend set; `None` when a slot is
 /// outside the ring (the ring is broken).
-pub(crate) fn resume(q: &Queue, set: u32) -> Option<PackedState> {
+///
+/// A frontend that sets a ring's start (next avail and used both slot 0 of the first
+/// round) while the ring shows a device that stopped elsewhere ([`scan_resume`]) is
+/// QEMU after a back-end crash: it resumes a packed ring at its previous start, having
+/// got no GET_VRING_BASE answer. The ring is resumed where it shows it stopped then;
+/// lists in flight at the crash are popped again (TX frames sent at least once, as on
+/// split rings). For a ring really at its start the scan says the same.
+pub(crate) fn resume(q: &Queue, set: u32, ring: Option<&DescRing<'_>>) -> Option<PackedState> {
     let (avail, used) = resume_base(q.next_avail(), set);
+    let start = Pos::START.to_base();
+    if avail == start && used == start {
+        if let Some(at) = ring.and_then(super::scan_resume) {
+            if at != Pos::START {
+                tracing::info!(
+                    slot = at.idx,
+                    wrap = at.wrap,
+                    "packed ring set to its start but used up to another position: resumed there"
+                );
+                let b = at.to_base();
+                return PackedState::resume(q.size(), false, b, b);
+            }
+        }
+    }
     PackedState::resume(q.size(), false, avail, used)
 }
 
