@@ -10,6 +10,9 @@
 //! ring and on into the memory after it (where indirect tables and buffers put there are
 //! found).
 //!
+//! Also the crash-recovery scan (`scan_resume`) over the same memory, before and after
+//! each round: it ends and names a slot inside the ring, or nothing.
+//!
 //! Invariants: every walk ends (the target returns); a list is 1..=size descriptors with
 //! an ID below the size; a list without a fault has buffers inside guest memory whose
 //! lengths add up, in its queue's direction; a `RingFault` leaves the positions as they
@@ -21,7 +24,7 @@ use libfuzzer_sys::fuzz_target;
 use vm_memory::{GuestAddress, GuestMemoryBackend, GuestMemoryMmap, GuestMemoryRegion};
 use vring_engine::chain::{Chain, Direction, Mem};
 use vring_engine::packed::desc::DescRing;
-use vring_engine::packed::PackedState;
+use vring_engine::packed::{scan_resume, PackedState};
 
 const KIB: usize = 1024;
 const DRIVER: u64 = 0xF000;
@@ -106,6 +109,9 @@ fuzz_target!(|data: &[u8]| {
     // A few rounds: pop what is available (at most twice the ring: the rest waits),
     // complete, publish; the used descriptors written make those slots unavailable.
     'rounds: for round in 0..4u32 {
+        if let Some(p) = scan_resume(&ring) {
+            assert!(p.idx < size, "{p:?}");
+        }
         for _ in 0..2 * u32::from(size) {
             let before = (st.next_avail(), st.next_used(), st.in_flight());
             let p = match st.pop(&ring, &mem, &mut chain, dir, indirect) {
