@@ -94,8 +94,9 @@ pub enum PortSpec {
 
 /// What a vhost-user port allows its frontend (ARCHITECTURE.md "frontend boundary"):
 /// `socket-mode=` (octal permission bits of the server socket, default 0600),
-/// `socket-group=` (its group, a name or gid) and `max-mem-regions=` (1..=509, default
-/// 509). Absent keys (JSON from before they existed) mean the defaults.
+/// `socket-group=` (its group, a name or gid), `max-mem-regions=` (1..=509, default
+/// 509) and `packed=` (offer packed virtqueues, experimental, default off). Absent keys
+/// (JSON from before they existed) mean the defaults.
 #[derive(Debug, Clone, PartialEq, Eq, Default, Serialize, Deserialize)]
 pub struct VhostFrontend {
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -104,6 +105,9 @@ pub struct VhostFrontend {
     pub socket_group: Option<String>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub max_mem_regions: Option<u32>,
+    /// Offer VIRTIO_F_RING_PACKED (vring-engine's `PortOptions::packed`).
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub packed: bool,
 }
 
 /// The L2 options every port kind takes: trunk VLANs (`trunk=10,20-30`, `native=V`),

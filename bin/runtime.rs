@@ -284,6 +284,7 @@ impl Runtime {
         if let Some(n) = frontend.max_mem_regions {
             opts.max_mem_regions = n;
         }
+        opts.packed = frontend.packed;
         if !offloads {
             opts = opts
                 .features_off_by_name(OFFLOAD_FEATURES)
@@ -325,11 +326,15 @@ impl Runtime {
         let (features, queues, enabled, state) = match &dev {
             Some(d) => {
                 let acked = d.acked_features();
-                let names = vring_engine::features::OFFERABLE
+                let mut names: Vec<String> = vring_engine::features::OFFERABLE
                     .iter()
                     .filter(|f| acked & (1u64 << f.bit) != 0)
                     .map(|f| f.name.to_string())
                     .collect();
+                // Not in OFFERABLE (not switchable off: it is opt-in per port).
+                if acked & vring_engine::features::RING_PACKED != 0 {
+                    names.push("RING_PACKED".to_string());
+                }
                 let state = if acked == 0 {
                     "waiting"
                 } else if up {

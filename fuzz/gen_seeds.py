@@ -315,7 +315,40 @@ def vxlan():
     tx("tx_udp_big", 0, plain, ether(MAC_A, MAC_B, 0x0800, ipv4_udp(2000)))
 
 
+
+# --- packed_walk: qsize u16, mode u8, lens u8, ring bytes (16-byte descriptors) -----
+P_AVAIL, P_USED = 1 << 7, 1 << 15
+
+
+def pdesc(addr, ln, id_, flags):
+    return struct.pack("<QIHH", addr, ln, id_, flags)
+
+
+def packed_walk():
+    av = P_AVAIL  # available in the first round (wrap counter 1)
+    put("packed_walk", "tx_single", struct.pack("<HBB", 8, 0, 0) + pdesc(0x2000, 1500, 0, av))
+    put("packed_walk", "tx_chain", struct.pack("<HBB", 8, 0, 0)
+        + pdesc(0x2000, 12, 5, av | F_NEXT) + pdesc(0x3000, 60, 5, av) + pdesc(0x4000, 64, 6, av))
+    put("packed_walk", "rx_mergeable", struct.pack("<HBB", 4, 1 | 16, 100)
+        + b"".join(pdesc(0x2000 + 0x800 * i, 2048, i, av | F_WRITE) for i in range(4)))
+    table = pdesc(0x3000, 12, 0, 0) + pdesc(0x3100, 100, 0, 0)
+    ring = pdesc(0x1000, len(table), 2, av | F_INDIRECT)
+    put("packed_walk", "indirect", struct.pack("<HBB", 4, 4, 0)
+        + ring + bytes(0x1000 - len(ring)) + table)
+    put("packed_walk", "ctrl", struct.pack("<HBB", 2, 2, 1)
+        + pdesc(0x2000, 2, 1, av | F_NEXT) + pdesc(0x2100, 1, 1, av | F_WRITE))
+    # Hostile: a list around the whole ring, an ID past the ring, an ID reused, wrong
+    # wrap colours inside a list.
+    put("packed_walk", "too_long", struct.pack("<HBB", 2, 0, 0)
+        + pdesc(0x2000, 64, 0, av | F_NEXT) + pdesc(0x2000, 64, 0, av | F_NEXT))
+    put("packed_walk", "bad_id", struct.pack("<HBB", 4, 0, 0) + pdesc(0x2000, 64, 9, av))
+    put("packed_walk", "id_reuse", struct.pack("<HBB", 4, 0, 0)
+        + pdesc(0x2000, 64, 1, av) + pdesc(0x2000, 64, 1, av))
+    put("packed_walk", "bad_wrap", struct.pack("<HBB", 4, 1, 0)
+        + pdesc(0x2000, 64, 0, av | F_WRITE | F_NEXT) + pdesc(0x2000, 64, 0, P_USED | F_WRITE))
+
+
 if __name__ == "__main__":
     for fn in [chain_walk, ctrl_apply, config_space, rx_place, tx_pop, vhost_user_msgs,
-               bin_parsers, qmp_reader, switch_targets, vxlan]:
+               bin_parsers, qmp_reader, switch_targets, vxlan, packed_walk]:
         fn()

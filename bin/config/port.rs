@@ -48,6 +48,7 @@ const VHOST_KEYS: &[&str] = &[
     "socket-mode",
     "socket-group",
     "max-mem-regions",
+    "packed",
     "mtu",
 ];
 /// The largest split ring (virtio 1.2 §2.7), vring-engine's default.
@@ -236,6 +237,8 @@ pub struct RawPort {
     /// Most guest memory regions the frontend may map (vhost-user only).
     #[serde(rename = "max-mem-regions")]
     pub max_mem_regions: Option<i64>,
+    /// Offer packed virtqueues (vhost-user only; experimental, default off).
+    pub packed: Option<bool>,
     /// Largest packet the port carries (every kind), 68..=9000; default 1500.
     pub mtu: Option<i64>,
     /// This host's VTEP address (vxlan only).
@@ -291,6 +294,7 @@ impl RawPort {
         add(self.socket_mode.is_some(), "socket-mode");
         add(self.socket_group.is_some(), "socket-group");
         add(self.max_mem_regions.is_some(), "max-mem-regions");
+        add(self.packed.is_some(), "packed");
         add(self.mtu.is_some(), "mtu");
         add(self.local.is_some(), "local");
         add(self.remote.is_some(), "remote");
@@ -388,12 +392,13 @@ impl RawPort {
                 let qmp = check_qmp(&path, self.qmp, self.qmp_nic)?;
                 let max_queue_size = self.max_queue_size.map(check_queue_size).transpose()?;
                 let client = self.client.unwrap_or(false);
-                let frontend = check_frontend(
+                let mut frontend = check_frontend(
                     client,
                     self.socket_mode.as_deref(),
                     self.socket_group,
                     self.max_mem_regions,
                 )?;
+                frontend.packed = self.packed.unwrap_or(false);
                 PortSpec::VhostUser {
                     path,
                     queues,
@@ -508,6 +513,7 @@ fn to_raw(spec: &PortSpec) -> RawPort {
             socket_mode: frontend.socket_mode.map(|m| format!("{m:04o}")),
             socket_group: frontend.socket_group.clone(),
             max_mem_regions: frontend.max_mem_regions.map(i64::from),
+            packed: frontend.packed.then_some(true),
             ..common
         },
         PortSpec::Tap { name, queues, .. } => RawPort {
@@ -647,6 +653,7 @@ fn check_frontend(
         socket_mode,
         socket_group: group,
         max_mem_regions,
+        packed: false,
     })
 }
 
@@ -1024,6 +1031,7 @@ pub fn parse_port(s: &str) -> Result<PortSpec, PortError> {
             "vlan" => raw.vlan = Some(parse_int("vlan", need("vlan", "10")?)?),
             "mac" => raw.mac = Some(need("mac", "52:54:00:12:34:56")?.to_string()),
             "offloads" => raw.offloads = Some(parse_bool("offloads", need("offloads", "on")?)?),
+            "packed" => raw.packed = Some(parse_bool("packed", need("packed", "on")?)?),
             "qmp" => raw.qmp = Some(need("qmp", "/run/vm1.qmp")?.to_string()),
             "qmp-nic" => raw.qmp_nic = Some(need("qmp-nic", "net0")?.to_string()),
             "max-queue-size" => {
@@ -1962,9 +1970,10 @@ mod tests {
 
     #[test]
     fn vhost_frontend_keys_round_trip() {
-        let spec =
-            parse_port("vhost-user:path=/tmp/a,socket-mode=660,socket-group=107,max-mem-regions=9")
-                .unwrap();
+        let spec = parse_port(
+            "vhost-user:path=/tmp/a,socket-mode=660,socket-group=107,max-mem-regions=9,packed=on",
+        )
+        .unwrap();
         let PortSpec::VhostUser { frontend, .. } = &spec else {
             panic!("{spec:?}")
         };
@@ -1974,6 +1983,7 @@ mod tests {
                 socket_mode: Some(0o660),
                 socket_group: Some("107".into()),
                 max_mem_regions: Some(9),
+                packed: true,
             }
         );
         assert_eq!(normalize_spec(&spec).unwrap(), spec);

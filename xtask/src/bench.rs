@@ -13,6 +13,7 @@ mod dirtylog;
 mod isolation;
 mod micro;
 mod netns;
+mod packed;
 mod plot;
 pub(crate) mod proc;
 mod qsize;
@@ -48,7 +49,9 @@ usage: cargo xtask bench [--quick] [--runs N] [--secs S] [--only LIST] [--profil
                  qsize (virtio-user queue_size 256 vs 1024), isolation (a pair alone vs
                  beside a hostile frontend), dirtylog (guest -> guest with LOG_ALL dirty
                  logging on vs off, criterion), vxlan (two hosts over VXLAN: ringswitch
-                 on both ends vs Linux vxlan + bridge on both ends, iperf3 TCP and UDP)
+                 on both ends vs Linux vxlan + bridge on both ends, iperf3 TCP and UDP), packed (split vs
+                 packed virtqueues, and against testpmd's vhost on packed rings; not in
+                 the default run)
   --profile      perf record ringswitch during the 64-byte vhost run; top symbols into
                  BENCHMARKS.md
   --ringswitch   use this binary instead of building target/release/ringswitch
@@ -95,6 +98,10 @@ const PHASES: [&str; 8] = [
     "vxlan",
 ];
 
+/// Phases only run when named in `--only` (their own run, `--results-to
+/// bench-results/<phase>.json`, shown beside the main run's sections).
+const EXTRA_PHASES: [&str; 1] = ["packed"];
+
 fn parse_options(args: &[String]) -> Result<Options> {
     let mut o = Options {
         runs: 3,
@@ -134,7 +141,7 @@ fn parse_options(args: &[String]) -> Result<Options> {
         bail!("--runs and --secs must be at least 1");
     }
     for p in &o.phases {
-        if !PHASES.contains(&p.as_str()) {
+        if !PHASES.contains(&p.as_str()) && !EXTRA_PHASES.contains(&p.as_str()) {
             bail!("unknown phase {p:?} in --only\n{USAGE}");
         }
     }
@@ -222,6 +229,9 @@ pub fn run(args: &[String]) -> Result<()> {
     }
     if want("vxlan") {
         phase("vxlan", &mut r, |r| vxlan::phase(&ctx, r))?;
+    }
+    if want("packed") {
+        phase("packed", &mut r, |r| packed::phase(&ctx, r))?;
     }
     report::finish_conditions(&mut r.conditions);
     if let Some(to) = &o.results_to {
@@ -315,6 +325,7 @@ fn vhost_phase(ctx: &Ctx, r: &mut Results, profile: bool) -> Result<()> {
                         frame_len: len,
                         queues: 1,
                         queue_size: None,
+                        packed: false,
                         third_port: false,
                     };
                     let key = format!("vhost/{pname}/{len}/{name}");
@@ -435,6 +446,7 @@ fn scaling_phase(ctx: &Ctx, r: &mut Results) -> Result<()> {
                 frame_len: 64,
                 queues,
                 queue_size: None,
+                packed: false,
                 third_port: false,
             };
             match vhost::run_once(ctx, case, false) {

@@ -28,10 +28,14 @@ pub enum Drop {
     /// TX: a valid chain split into more pieces of guest memory than the data plane
     /// writes in one go (Linux sends at most MAX_SKB_FRAGS + 2).
     TooManySegments,
+    /// A packed ring's structure violated ([`crate::packed::RingFault`]: a list longer
+    /// than the ring, wrong wrap bits inside a list, a buffer ID out of range or in
+    /// flight, more descriptors held than the ring has): the queue is stopped.
+    BadRing,
 }
 
 const N_CHAIN: usize = ChainError::ALL.len();
-const N_DROPS: usize = N_CHAIN + 8;
+const N_DROPS: usize = N_CHAIN + 9;
 
 impl Drop {
     fn index(self) -> usize {
@@ -45,6 +49,7 @@ impl Drop {
             Drop::AvailJump => N_CHAIN + 5,
             Drop::BadOffload => N_CHAIN + 6,
             Drop::TooManySegments => N_CHAIN + 7,
+            Drop::BadRing => N_CHAIN + 8,
         }
     }
 
@@ -59,6 +64,7 @@ impl Drop {
             Drop::AvailJump,
             Drop::BadOffload,
             Drop::TooManySegments,
+            Drop::BadRing,
         ])
     }
 }

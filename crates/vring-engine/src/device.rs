@@ -77,6 +77,9 @@ pub(crate) struct Inner {
     pub(crate) tx_held: Vec<std::sync::atomic::AtomicUsize>,
     /// Live-migration dirty logging (SET_LOG_BASE, ring log addresses), fed by the relay.
     pub(crate) log: Arc<crate::dirtylog::DirtyLog>,
+    /// Packed rings' SET/GET_VRING_BASE values, shared with the relay
+    /// ([`crate::packed::ring`]).
+    pub(crate) bases: Arc<crate::packed::ring::RingBases>,
     /// The worker threads' exit eventfds lent to the current connection.
     pub(crate) exit: crate::exitfd::ExitEvents,
     /// Between `attach` and `detach`: a frontend connection is open.
@@ -136,6 +139,7 @@ impl NetDevice {
                 tx_held: (0..nq).map(|_| Default::default()).collect(),
                 pairs_cache: AtomicU16::new(1),
                 log: Arc::new(crate::dirtylog::DirtyLog::new(nq)),
+                bases: Arc::new(crate::packed::ring::RingBases::new(nq)),
                 exit: Default::default(),
                 connected: Default::default(),
             }),
@@ -455,8 +459,24 @@ impl Inner {
         use virtio_queue::QueueT;
         let mut st = vring.get_mut();
         let queue = st.get_queue_mut();
-        let (avail, used) = (queue.next_avail(), queue.next_used());
-        queue.set_next_avail(used);
+        let (avail, used) = if vring.is_packed() {
+            // The same for a packed ring: it resumes (and reports) at its used position
+            // with nothing in flight.
+            let set = self.bases.set_base(q);
+            let (a, u) = match vring.packed_positions() {
+                Some((a, u)) => (a.to_base(), u.to_base()),
+                None => crate::packed::ring::resume_base(queue.next_avail(), set),
+            };
+            queue.set_next_avail(u);
+            let index = u32::try_from(q).unwrap_or(u32::MAX);
+            self.bases
+                .note_set(index, u32::from(u) | (u32::from(u) << 16));
+            (a, u)
+        } else {
+            let (avail, used) = (queue.next_avail(), queue.next_used());
+            queue.set_next_avail(used);
+            (avail, used)
+        };
         vring.retire_generation();
         drop(st);
         tracing::warn!(
@@ -499,6 +519,7 @@ impl Inner {
     /// Back to the state before any driver: used by reset, re-negotiation and disconnect.
     fn reset_state(&self) {
         self.log.reset();
+        self.bases.set_packed(false);
         let mut st = self.st.lock();
         st.mac = self.opts.mac;
         st.ctrl = initial_ctrl(&self.opts, st.mac, 0);
@@ -601,11 +622,18 @@ impl VhostUserBackend for NetDevice {
     }
 
     /// SET_FEATURES (vhost-user-backend already refused bits we did not offer, RING_PACKED
-    /// among them). A (re-)negotiation starts the driver-visible state afresh (§3.1.1).
+    /// among them unless the port offers it). A (re-)negotiation starts the
+    /// driver-visible state afresh (§3.1.1).
     fn acked_features(&self, features: u64) {
         let inner = &self.inner;
         if inner.log_switch(features) {
             return;
+        }
+        // The ring kind of every queue (§2.8 / §2.7), before any ring is set up.
+        let packed = features & crate::features::RING_PACKED != 0;
+        inner.bases.set_packed(packed);
+        for v in inner.vrings.read().iter() {
+            v.set_packed(packed);
         }
         let mut st = inner.st.lock();
         st.ctrl = initial_ctrl(&inner.opts, st.mac, features);
@@ -698,9 +726,22 @@ impl VhostUserBackend for NetDevice {
 
     /// GET_VRING_BASE: the ring is already marked not ready; taking its lock waits for a
     /// TX batch or an RX delivery in flight on another thread, so the base we return is final.
+    ///
+    /// For a packed ring the positions are recorded here for the relay, which puts them
+    /// into the reply (vhost-user-backend's own reply has only the 16-bit avail half).
     fn stop_vring(&self, queue_index: u32) -> io::Result<()> {
-        if let Some(v) = self.inner.vring(queue_index as usize) {
-            drop(v.get_mut());
+        let q = queue_index as usize;
+        if let Some(v) = self.inner.vring(q) {
+            let st = v.get_mut();
+            if v.is_packed() {
+                let set = self.inner.bases.set_base(q);
+                let value = match v.packed_positions() {
+                    Some((a, u)) => crate::packed::ring::base_value(a, u),
+                    None => crate::packed::ring::stopped_value(st.get_queue(), None, set),
+                };
+                self.inner.bases.note_stopped(q, value);
+            }
+            drop(st);
         }
         Ok(())
     }

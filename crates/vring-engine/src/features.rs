@@ -5,10 +5,11 @@
 //! CTRL_RX needs CTRL_VQ). §6 "Reserved Feature Bits" defines VERSION_1, RING_EVENT_IDX,
 //! INDIRECT_DESC and RING_PACKED.
 //!
-//! The packed ring (§2.8) is never offered: virtio-queue drives split rings only. A
-//! frontend that asks for it anyway (a feature set with RING_PACKED) is refused in
-//! SET_FEATURES by vhost-user-backend (`InvalidParam`) — QEMU with `packed=on` masks the bit
-//! with our offer and falls back to the split ring instead of hanging.
+//! The packed ring (§2.8) is offered only on ports with `packed` set
+//! ([`crate::PortOptions::packed`]; rings in [`crate::packed`]). Elsewhere a frontend that
+//! asks for it anyway (a feature set with RING_PACKED) is refused in SET_FEATURES by
+//! vhost-user-backend (`InvalidParam`) — QEMU with `packed=on` masks the bit with our
+//! offer and falls back to the split ring instead of hanging.
 
 use switch::Offloads;
 use virtio_bindings::virtio_config::{VIRTIO_F_RING_PACKED, VIRTIO_F_VERSION_1};
@@ -157,7 +158,7 @@ pub fn by_name(name: &str) -> Option<Feature> {
     OFFERABLE.iter().copied().find(|f| f.name == short)
 }
 
-/// The packed-ring bit (§2.8), never offered.
+/// The packed-ring bit (§2.8), offered only with [`crate::PortOptions::packed`].
 pub const RING_PACKED: u64 = bit(VIRTIO_F_RING_PACKED);
 
 /// Drops features whose prerequisites (§5.1.3.1) are switched off, so a feature mask can

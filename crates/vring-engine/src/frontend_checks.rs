@@ -120,6 +120,8 @@ pub(crate) struct Boundary {
     pub max_regions: u32,
     pub counters: Arc<FrontendCounters>,
     pub log: Arc<DirtyLog>,
+    /// Packed rings' SET/GET_VRING_BASE values ([`crate::packed::ring`]).
+    pub bases: Arc<crate::packed::ring::RingBases>,
 }
 
 impl Boundary {
@@ -130,6 +132,7 @@ impl Boundary {
             max_regions: inner.opts.max_mem_regions,
             counters: Arc::clone(&inner.frontend),
             log: Arc::clone(&inner.log),
+            bases: Arc::clone(&inner.bases),
         }
     }
 
@@ -142,6 +145,7 @@ impl Boundary {
             max_regions,
             counters: Arc::default(),
             log,
+            bases: Arc::new(crate::packed::ring::RingBases::new(4)),
         }
     }
 

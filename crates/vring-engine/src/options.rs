@@ -44,6 +44,10 @@ pub struct PortOptions {
     /// Group the server-mode socket belongs to (`socket-group=`): how a QEMU running as
     /// another user (libvirt) is allowed in, together with a `socket_perm` like 0o660.
     pub socket_gid: Option<u32>,
+    /// Offer VIRTIO_F_RING_PACKED (virtio 1.2 §2.8) on this port (`packed=on`).
+    /// Experimental, off by default: without it a frontend asking for packed rings
+    /// (QEMU `packed=on`, DPDK `packed_vq=1`) falls back to split rings.
+    pub packed: bool,
 }
 
 /// Default memory-region limit: what vhost-user-backend (0.24) answers to
@@ -94,6 +98,7 @@ impl PortOptions {
             max_mem_regions: MAX_MEM_REGIONS,
             socket_perm: SOCKET_PERM,
             socket_gid: None,
+            packed: false,
         }
     }
 
@@ -151,6 +156,9 @@ impl PortOptions {
         }
         if self.queue_pairs < 2 {
             f &= !bit(VIRTIO_NET_F_MQ);
+        }
+        if self.packed {
+            f |= features::RING_PACKED;
         }
         close_dependencies(f)
     }

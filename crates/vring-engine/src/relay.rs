@@ -33,6 +33,12 @@
 //!   flags and `log_guest_addr` of each SET_VRING_ADDR, which vhost-user-backend drops, are
 //!   recorded there on the way (the message itself is relayed unchanged).
 //!
+//! - SET_VRING_BASE is recorded whole on its way ([`crate::packed::ring::RingBases`]):
+//!   for a packed ring its upper 16 bits are the used position, which vhost-user-backend
+//!   drops; and the GET_VRING_BASE reply of a packed ring is rewritten with both positions
+//!   the device recorded when it stopped the ring (vhost-user spec, "Vring descriptor
+//!   indices for packed virtqueues").
+//!
 //! Only the control channel passes here; kicks, calls and guest memory never do, so the data
 //! path pays nothing.
 
@@ -60,6 +66,8 @@ const SET_FEATURES: u32 = 2;
 const SET_MEM_TABLE: u32 = 5;
 const SET_LOG_BASE: u32 = 6;
 const SET_VRING_ADDR: u32 = 9;
+const SET_VRING_BASE: u32 = 10;
+const GET_VRING_BASE: u32 = 11;
 const SET_VRING_ENABLE: u32 = 18;
 const ADD_MEM_REG: u32 = 37;
 const GET_MAX_MEM_SLOTS: u32 = 36;
@@ -169,11 +177,16 @@ pub(crate) fn run(front: UnixStream, back: UnixStream, b: &Boundary) {
     });
     let front_w = Arc::new(Mutex::new(front2));
     let fw = front_w.clone();
+    let bases = Arc::clone(&b.bases);
     let up = std::thread::Builder::new()
         .name("vhost-relay-up".into())
         .spawn(move || {
-            // backend → frontend: replies, copied as they are.
-            while let Ok(Some(m)) = read_msg(&back2) {
+            // backend → frontend: replies, copied as they are but for a packed ring's
+            // GET_VRING_BASE.
+            while let Ok(Some(mut m)) = read_msg(&back2) {
+                if m.request() == GET_VRING_BASE {
+                    packed_vring_base(&bases, &mut m.payload);
+                }
                 if write_msg(&fw.lock(), &m).is_err() {
                     break;
                 }
@@ -227,6 +240,11 @@ pub(crate) fn run(front: UnixStream, back: UnixStream, b: &Boundary) {
         }
         if req == SET_VRING_ADDR {
             note_vring_addr(&b.log, &m.payload);
+        }
+        if req == SET_VRING_BASE {
+            if let (Some(index), Some(num)) = (u32_at(&m.payload, 0), u32_at(&m.payload, 4)) {
+                b.bases.note_set(index, num);
+            }
         }
         if req == SET_MEM_TABLE {
             match check_wire_table(&m.payload, &m.fds, b.max_regions) {
@@ -381,6 +399,22 @@ fn note_vring_addr(log: &crate::dirtylog::DirtyLog, p: &[u8]) {
     }
 }
 
+fn u32_at(p: &[u8], i: usize) -> Option<u32> {
+    Some(u32::from_le_bytes(p.get(i..i + 4)?.try_into().ok()?))
+}
+
+/// A GET_VRING_BASE reply (`struct vhost_vring_state`: index u32, num u32) of a packed
+/// ring: `num` becomes the positions the device recorded at the stop (avail and used,
+/// each with its wrap counter); a split ring's reply is left as it is.
+fn packed_vring_base(bases: &crate::packed::ring::RingBases, payload: &mut [u8]) {
+    let Some(index) = u32_at(payload, 0) else {
+        return;
+    };
+    if let (Some(v), Some(num)) = (bases.stopped(index), payload.get_mut(4..8)) {
+        num.copy_from_slice(&v.to_le_bytes());
+    }
+}
+
 /// (guest address, size, frontend address) of an ADD/REM_MEM_REG payload
 /// (`u64 padding; VhostUserMemoryRegion`).
 fn region_key(p: &[u8]) -> Option<[u64; 3]> {
@@ -455,6 +489,48 @@ mod tests {
             .write_all(&msg(1, F_VERSION_1 | F_REPLY, &[7; 8]))
             .unwrap();
         assert_eq!(read_msg(&fe).unwrap().unwrap().payload, vec![7; 8]);
+        drop(fe);
+        drop(be);
+        t.join().unwrap();
+    }
+
+    /// SET_VRING_BASE is recorded whole (a packed ring's used half is in bits 16..32)
+    /// and relayed unchanged; a GET_VRING_BASE reply is rewritten with the positions the
+    /// device recorded only on a packed connection.
+    #[test]
+    fn packed_vring_bases_are_recorded_and_replied_whole() {
+        use crate::packed::ring::RingBases;
+        let (fe, front) = UnixStream::pair().unwrap();
+        let (back, be) = UnixStream::pair().unwrap();
+        let mut b = Boundary::detached(std::sync::Arc::new(crate::dirtylog::DirtyLog::new(4)), 509);
+        let bases = std::sync::Arc::new(RingBases::new(4));
+        b.bases = bases.clone();
+        let t = std::thread::spawn(move || run(front, back, &b));
+        let state = |index: u32, num: u32| {
+            let mut p = index.to_le_bytes().to_vec();
+            p.extend_from_slice(&num.to_le_bytes());
+            p
+        };
+        (&fe)
+            .write_all(&msg(SET_VRING_BASE, F_VERSION_1, &state(1, 0x0003_8005)))
+            .unwrap();
+        let fwd = read_msg(&be).unwrap().unwrap();
+        assert_eq!(
+            (fwd.request(), fwd.payload),
+            (SET_VRING_BASE, state(1, 0x0003_8005))
+        );
+        assert_eq!(bases.set_base(1), 0x0003_8005);
+        // The back-end's reply has the 16-bit avail half only.
+        let reply = |num: u32| msg(GET_VRING_BASE, F_VERSION_1 | F_REPLY, &state(1, num));
+        (&be).write_all(&reply(0x8005)).unwrap();
+        assert_eq!(read_msg(&fe).unwrap().unwrap().payload, state(1, 0x8005));
+        bases.set_packed(true);
+        bases.note_stopped(1, 0x8007_8009);
+        (&be).write_all(&reply(0x8009)).unwrap();
+        assert_eq!(
+            read_msg(&fe).unwrap().unwrap().payload,
+            state(1, 0x8007_8009)
+        );
         drop(fe);
         drop(be);
         t.join().unwrap();

@@ -41,10 +41,43 @@ type StateGuard<'a> = std::sync::MutexGuard<'a, vhost_user_backend::VringState<G
 /// index store at the end (see [`crate::split`] for why). Opened by
 /// [`crate::NetDevice::rx_burst`].
 pub struct RxBurst<'a> {
-    live: Result<Live<'a>, RxDrop>,
+    live: Result<Open<'a>, RxDrop>,
     ctr: Option<&'a crate::counters::QueueCounters>,
     frames: u64,
     bytes: u64,
+}
+
+/// An open RX queue of either ring kind.
+enum Open<'a> {
+    Split(Live<'a>),
+    Packed(PackedLive<'a>),
+}
+
+impl Open<'_> {
+    fn vring(&self) -> &NetVring {
+        match self {
+            Open::Split(l) => l.vring,
+            Open::Packed(l) => l.vring,
+        }
+    }
+}
+
+/// An open packed RX queue (virtio 1.2 §2.8): buffer lists popped from the descriptor
+/// ring, completed with the bytes written, published as used descriptors when the burst
+/// ends.
+struct PackedLive<'a> {
+    vring: &'a NetVring,
+    /// Holds the ring's lock for the burst.
+    _st: StateGuard<'a>,
+    ps: parking_lot::MappedMutexGuard<'a, crate::packed::PackedState>,
+    ring: crate::packed::desc::DescRing<'a>,
+    mem: &'a Mem,
+    /// Guest address of the descriptor ring (dirty logging of used descriptors).
+    desc_gpa: u64,
+    hdr_len: usize,
+    mergeable: bool,
+    indirect: bool,
+    log: Option<crate::dirtylog::Logger<'a>>,
 }
 
 struct Live<'a> {
@@ -79,7 +112,7 @@ impl RxBurst<'_> {
     /// were evicted before use. 8 lines measured best of 2, 8 and 32 (A/B, both machine
     /// modes); the copy streams the rest.
     pub fn expect(&mut self, frames: usize, bytes: usize) {
-        if let Ok(l) = self.live.as_mut() {
+        if let Ok(Open::Split(l)) = self.live.as_mut() {
             let lines = (bytes + l.hdr_len).div_ceil(64).clamp(1, 8);
             l.prefetch(frames.min(64), lines);
         }
@@ -92,10 +125,12 @@ impl RxBurst<'_> {
         let r = match self.live.as_mut() {
             // A frame of this burst found a violation that stopped the ring (a head
             // outside the table): the rest of the burst is not placed either.
-            Ok(l) if l.vring.is_broken() => Err(RxDrop::Broken),
-            Ok(l) => l.place(hdr, parts),
+            Ok(l) if l.vring().is_broken() => Err(RxDrop::Broken),
+            Ok(Open::Split(l)) => l.place(hdr, parts),
+            Ok(Open::Packed(l)) => l.place(hdr, parts),
             Err(e) => Err(*e),
         };
+        let packed = matches!(self.live, Ok(Open::Packed(_)));
         match r {
             Ok(n) => {
                 self.frames += 1;
@@ -104,11 +139,15 @@ impl RxBurst<'_> {
             }
             Err(e) => {
                 if let Some(c) = self.ctr {
-                    c.count_drop(e.into());
+                    // A packed ring stops for its structure (RingFault), not an index.
+                    c.count_drop(match e {
+                        RxDrop::Broken if packed => Drop::BadRing,
+                        e => e.into(),
+                    });
                 }
                 if e == RxDrop::Broken {
                     if let Ok(l) = self.live.as_ref() {
-                        l.vring.mark_broken();
+                        l.vring().mark_broken();
                     }
                 }
                 Err(e)
@@ -119,7 +158,13 @@ impl RxBurst<'_> {
 
 impl std::ops::Drop for RxBurst<'_> {
     fn drop(&mut self) {
-        if let Ok(l) = self.live.as_mut() {
+        if let Ok(Open::Packed(l)) = self.live.as_mut() {
+            crate::packed::ring::publish_logged(&mut l.ps, &l.ring, l.desc_gpa, l.log.as_mut());
+            if let Some(log) = l.log.take() {
+                log.finish();
+            }
+        }
+        if let Ok(Open::Split(l)) = self.live.as_mut() {
             if l.next_used != l.start_used {
                 // Logged before the index store that publishes the writes.
                 if let Some(mut log) = l.log.take() {
@@ -331,6 +376,101 @@ impl<'a> Live<'a> {
     }
 }
 
+impl<'a> PackedLive<'a> {
+    /// Puts the lists taken for a frame back, newest first: the driver sees nothing.
+    fn put_back(&mut self, ids: &[u16]) {
+        for &id in ids.iter().rev() {
+            if self.ps.unpop_id(id).is_err() {
+                break;
+            }
+        }
+    }
+
+    /// Completes the lists taken for a frame with nothing written: a bad list is
+    /// consumed (else it would come back for every frame), and the frame is lost with it.
+    fn consume_empty(&mut self, ids: &[u16]) {
+        for &id in ids {
+            let _ = self.ps.complete(id, 0);
+        }
+    }
+
+    /// [`Live::place`] on a packed ring: the same placement, mergeable or not, with the
+    /// lists popped by [`crate::packed::PackedState::pop`]. Returns the frame length.
+    fn place(&mut self, hdr: &VnetHdr, parts: &[Chunk<'_>]) -> Result<usize, RxDrop> {
+        let payload: usize = switch::bytes::total_len(parts);
+        let total = self.hdr_len + payload;
+        if total > u32::MAX as usize {
+            return Err(RxDrop::TooBig);
+        }
+        let mem: &'a Mem = self.mem;
+        let mut chains: smallvec::SmallVec<[Chain<'a>; 2]> = smallvec::SmallVec::new();
+        let mut ids: smallvec::SmallVec<[u16; 2]> = smallvec::SmallVec::new();
+        let mut cap = 0usize;
+        while cap < total {
+            let mut c = Chain::default();
+            let p = match self
+                .ps
+                .pop(&self.ring, mem, &mut c, Direction::WriteOnly, self.indirect)
+            {
+                Ok(Some(p)) => p,
+                Ok(None) => {
+                    self.put_back(&ids);
+                    return Err(RxDrop::NoBuffers);
+                }
+                // The ring's structure is bad: it is broken (counted `BadRing`).
+                Err(_) => return Err(RxDrop::Broken),
+            };
+            ids.push(p.id);
+            if let Some(e) = p.fault {
+                self.consume_empty(&ids);
+                return Err(RxDrop::BadChain(e));
+            }
+            if c.write_len == 0 {
+                self.consume_empty(&ids);
+                return Err(RxDrop::BadChain(ChainError::ZeroLength));
+            }
+            cap += c.write_len as usize;
+            chains.push(c);
+            if !self.mergeable {
+                break;
+            }
+        }
+        if cap < total {
+            self.put_back(&ids);
+            return Err(RxDrop::TooBig);
+        }
+        let mut h = *hdr;
+        // §5.1.6.4: num_buffers is the lists used (1 without MRG_RXBUF).
+        h.num_buffers = if self.mergeable {
+            let Ok(n) = u16::try_from(chains.len()) else {
+                self.put_back(&ids);
+                return Err(RxDrop::TooBig);
+            };
+            n
+        } else {
+            1
+        };
+        let mut hb = [0u8; switch::vnet::HDR_LEN];
+        let _ = h.emit(&mut hb, self.hdr_len);
+        let mut w = Writer::new(&chains);
+        w.write(Chunk::private(&hb[..self.hdr_len]));
+        for p in parts {
+            w.write(*p);
+        }
+        // Bytes go in order, so list i holds min(its room, what was left for it).
+        let mut left = total;
+        for (c, &id) in chains.iter().zip(&ids) {
+            let n32 = u32::try_from(left).unwrap_or(u32::MAX).min(c.write_len);
+            left -= n32 as usize;
+            if let Some(l) = self.log.as_mut() {
+                log_written(l, &c.writable, n32 as usize);
+            }
+            let _ = self.ps.complete(id, n32);
+        }
+        Ok(payload)
+    }
+}
+
 impl Inner {
     /// Opens RX queue pair `queue_pair` for a burst and runs `f` with it; what `f`
     /// placed is published when it returns. When the queue cannot take frames, every
@@ -378,12 +518,17 @@ impl Inner {
         mem: &'a Mem,
         acked: u64,
         q: usize,
-    ) -> Result<Live<'a>, RxDrop> {
+    ) -> Result<Open<'a>, RxDrop> {
         if !st.get_queue().ready() || !st.is_enabled() {
             return Err(RxDrop::NotReady);
         }
         if vring.is_broken() {
             return Err(RxDrop::Broken);
+        }
+        if vring.is_packed() {
+            return self
+                .open_packed_rx(vring, st, mem, acked, q)
+                .map(Open::Packed);
         }
         let queue = st.get_queue();
         let Some(rings) = Rings::new(mem, queue) else {
@@ -400,7 +545,7 @@ impl Inner {
         let (next_avail, next_used) = (queue.next_avail(), queue.next_used());
         vring.open_notify_window(next_used);
         let desc = table.translate(mem);
-        Ok(Live {
+        Ok(Open::Split(Live {
             vring,
             rings,
             desc,
@@ -415,6 +560,40 @@ impl Inner {
             regions: crate::chain::Regions::new(mem),
             st,
             log: self.log.logger(acked, mem, q),
+        }))
+    }
+
+    fn open_packed_rx<'a>(
+        &self,
+        vring: &'a NetVring,
+        st: StateGuard<'a>,
+        mem: &'a Mem,
+        acked: u64,
+        q: usize,
+    ) -> Result<PackedLive<'a>, RxDrop> {
+        let queue = st.get_queue();
+        let desc_gpa = queue.desc_table();
+        let Some(ring) = crate::packed::ring::desc_ring(mem, queue) else {
+            vring.mark_broken();
+            return Err(RxDrop::Broken);
+        };
+        let set = self.bases.set_base(q);
+        let Some(ps) = vring.packed_state(|| crate::packed::ring::resume(queue, set, Some(&ring)))
+        else {
+            vring.mark_broken();
+            return Err(RxDrop::Broken);
+        };
+        Ok(PackedLive {
+            vring,
+            _st: st,
+            ps,
+            ring,
+            mem,
+            desc_gpa,
+            hdr_len: vnet_hdr_len(acked),
+            mergeable: acked & bit(VIRTIO_NET_F_MRG_RXBUF) != 0,
+            indirect: acked & bit(virtio_bindings::virtio_ring::VIRTIO_RING_F_INDIRECT_DESC) != 0,
+            log: self.log.logger(acked, mem, q),
         })
     }
 
@@ -425,6 +604,9 @@ impl Inner {
         let st = &mut *v.get_mut();
         if !st.get_queue().ready() {
             return false;
+        }
+        if v.is_packed() {
+            return self.flush_packed_rx(&v, st, &mem, q);
         }
         let Some(rings) = Rings::new(&mem, st.get_queue()) else {
             return false;
@@ -439,6 +621,40 @@ impl Inner {
             }
         }
         crate::split::call_if_wanted(&v, st, &rings, self.counters.get(q))
+    }
+}
+
+impl Inner {
+    /// [`flush_rx`](Self::flush_rx) on a packed ring: kicks off (device event area
+    /// DISABLE, written only on a change), then the call decision (driver event area).
+    fn flush_packed_rx(
+        &self,
+        v: &NetVring,
+        st: &vhost_user_backend::VringState<GuestMem>,
+        mem: &Mem,
+        q: usize,
+    ) -> bool {
+        let queue = st.get_queue();
+        let Some(ring) = crate::packed::ring::desc_ring(mem, queue) else {
+            return false;
+        };
+        let set = self.bases.set_base(q);
+        let Some(mut ps) = v.packed_state(|| crate::packed::ring::resume(queue, set, Some(&ring)))
+        else {
+            return false;
+        };
+        let event_idx = queue.event_idx_enabled();
+        if ps.set_kicks(&ring, false, event_idx) {
+            let mut log = self.log.logger(self.acked(), mem, q);
+            crate::packed::ring::log_device_area(log.as_mut(), queue.used_ring());
+        }
+        if ps.wants_call(&ring, event_idx) && st.signal_used_queue().is_ok() {
+            if let Some(c) = self.counters.get(q) {
+                c.count_call();
+            }
+            return true;
+        }
+        false
     }
 }
 

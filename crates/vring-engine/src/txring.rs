@@ -225,6 +225,26 @@ impl TxRing {
         if !self.still_lent(&st) {
             return false;
         }
+        if self.vring.is_packed() {
+            let queue = st.get_queue();
+            let Some(ring) = crate::packed::ring::desc_ring(&mem, queue) else {
+                self.vring.mark_broken();
+                return false;
+            };
+            let set = self.inner.bases.set_base(self.q);
+            let Some(ps) = self
+                .vring
+                .packed_state(|| crate::packed::ring::resume(queue, set, Some(&ring)))
+            else {
+                self.vring.mark_broken();
+                return false;
+            };
+            if ps.set_kicks(&ring, true, queue.event_idx_enabled()) {
+                let mut log = self.inner.log.logger(self.inner.acked(), &mem, self.q);
+                crate::packed::ring::log_device_area(log.as_mut(), queue.used_ring());
+            }
+            return ps.has_avail(&ring);
+        }
         let r = matches!(st.get_queue_mut().enable_notification(&*mem), Ok(true));
         if let Some(mut log) = self.inner.log.logger(self.inner.acked(), &mem, self.q) {
             log_notification_write(&mut log, st.get_queue(), true);
@@ -253,7 +273,11 @@ impl TxRing {
         };
         // Frames and bytes are counted once per pop, not per frame.
         let mut count = (0u64, 0u64);
-        let n = self.pop_counted(&inner, ctr, max, take, &mut count, rearm);
+        let n = if self.vring.is_packed() {
+            self.pop_packed(&inner, ctr, max, take, &mut count, rearm)
+        } else {
+            self.pop_counted(&inner, ctr, max, take, &mut count, rearm)
+        };
         ctr.count_frames(count.0, count.1);
         n
     }
@@ -268,7 +292,6 @@ impl TxRing {
         rearm: bool,
     ) -> usize {
         let acked = inner.acked();
-        let hdr_len = vnet_hdr_len(acked);
         let indirect = acked & bit(virtio_bindings::virtio_ring::VIRTIO_RING_F_INDIRECT_DESC) != 0;
         let mem: Arc<Mem> = inner.mem.read().memory().into_inner();
         let vring = self.vring.clone();
@@ -287,7 +310,6 @@ impl TxRing {
         let rings = crate::split::Rings::new(&mem, st.get_queue());
         let regions = crate::chain::Regions::new(&mem);
 
-        let mut hdr_buf = [0u8; switch::vnet::HDR_LEN];
         // Dirty logging (live migration) of the notification writes below.
         let mut log = inner.log.logger(acked, &mem, self.q);
         let mut full = false;
@@ -345,56 +367,10 @@ impl TxRing {
                     } else {
                         chain.walk(&mem, table, head, Direction::ReadOnly)
                     };
-                    // The header is validated on a private copy of it alone; the frame's
-                    // first bytes are copied by the taker (TxPopped::copy_frame_head).
-                    let checked = walked.map_err(Drop::Chain).and_then(|()| {
-                        let copied = copy_out(&chain.readable, 0, &mut hdr_buf[..hdr_len]);
-                        inner.check_tx_hdr(&hdr_buf[..copied], chain.read_len, hdr_len, acked)
-                    });
-                    let (hdr, frame_len) = match checked {
-                        Ok(v) => v,
-                        Err(d) => {
-                            ctr.count_drop(d);
-                            self.window.push_done(head);
-                            continue;
-                        }
-                    };
-                    // The pieces, as host addresses; the legacy 10-byte header is skipped.
-                    self.segs.clear();
-                    let hdr_in_segs = hdr_len == switch::vnet::HDR_LEN;
-                    let skip = if hdr_in_segs { 0 } else { hdr_len };
-                    // A walked chain's slices are pieces of descriptors, each < 4 GiB.
-                    #[allow(clippy::cast_possible_truncation)]
-                    let pieces = chain.readable.iter().map(|s| Seg {
-                        addr: s.ptr_guard().as_ptr() as u64,
-                        len: s.len() as u32,
-                    });
-                    self.segs.extend(skip_segs(pieces, skip).take(MAX_SEGS + 1));
-                    if self.segs.len() > MAX_SEGS {
-                        ctr.count_drop(Drop::TooManySegments);
-                        self.window.push_done(head);
-                        continue;
-                    }
-                    count.0 += 1;
-                    count.1 += frame_len as u64;
-                    let token = self.window.push(head);
-                    self.in_flight += 1;
-                    if !self.tables.last().is_some_and(|t| Arc::ptr_eq(t, &mem)) {
-                        self.tables.push(Arc::clone(&mem));
-                    }
-                    let ok = take(TxPopped {
-                        token,
-                        segs: &self.segs,
-                        hdr_in_segs,
-                        hdr,
-                        frame_len,
-                        readable: &chain.readable,
-                        hdr_len,
-                    });
-                    if ok {
+                    if self.offer(
+                        inner, ctr, &chain, head, walked, acked, &mem, &mut take, count,
+                    ) {
                         handed += 1;
-                    } else {
-                        self.complete(token);
                     }
                 }
             }
@@ -411,6 +387,161 @@ impl TxRing {
                 // caller's next round) comes back once chains completed.
                 Ok(true) if !full => continue,
                 _ => break,
+            }
+        }
+        handed
+    }
+
+    /// Hands one popped chain (`walked`: its buffers' verdict) to `take`, or drops it: the
+    /// header is checked on a private copy of it alone, the frame's first bytes are
+    /// copied by the taker ([`TxPopped::copy_frame_head`]). Returns whether `take` kept
+    /// it. Every chain ends up in the window, so it is published in pop order.
+    #[allow(clippy::too_many_arguments)]
+    #[inline]
+    fn offer(
+        &mut self,
+        inner: &Inner,
+        ctr: &crate::counters::QueueCounters,
+        chain: &Chain<'_>,
+        head: u16,
+        walked: Result<(), ChainError>,
+        acked: u64,
+        mem: &Arc<Mem>,
+        take: &mut impl FnMut(TxPopped<'_>) -> bool,
+        count: &mut (u64, u64),
+    ) -> bool {
+        let hdr_len = vnet_hdr_len(acked);
+        let mut hdr_buf = [0u8; switch::vnet::HDR_LEN];
+        let checked = walked.map_err(Drop::Chain).and_then(|()| {
+            let copied = copy_out(&chain.readable, 0, &mut hdr_buf[..hdr_len]);
+            inner.check_tx_hdr(&hdr_buf[..copied], chain.read_len, hdr_len, acked)
+        });
+        let (hdr, frame_len) = match checked {
+            Ok(v) => v,
+            Err(d) => {
+                ctr.count_drop(d);
+                self.window.push_done(head);
+                return false;
+            }
+        };
+        // The pieces, as host addresses; the legacy 10-byte header is skipped.
+        self.segs.clear();
+        let hdr_in_segs = hdr_len == switch::vnet::HDR_LEN;
+        let skip = if hdr_in_segs { 0 } else { hdr_len };
+        // A walked chain's slices are pieces of descriptors, each < 4 GiB.
+        #[allow(clippy::cast_possible_truncation)]
+        let pieces = chain.readable.iter().map(|s| Seg {
+            addr: s.ptr_guard().as_ptr() as u64,
+            len: s.len() as u32,
+        });
+        self.segs.extend(skip_segs(pieces, skip).take(MAX_SEGS + 1));
+        if self.segs.len() > MAX_SEGS {
+            ctr.count_drop(Drop::TooManySegments);
+            self.window.push_done(head);
+            return false;
+        }
+        count.0 += 1;
+        count.1 += frame_len as u64;
+        let token = self.window.push(head);
+        self.in_flight += 1;
+        if !self.tables.last().is_some_and(|t| Arc::ptr_eq(t, mem)) {
+            self.tables.push(Arc::clone(mem));
+        }
+        let ok = take(TxPopped {
+            token,
+            segs: &self.segs,
+            hdr_in_segs,
+            hdr,
+            frame_len,
+            readable: &chain.readable,
+            hdr_len,
+        });
+        if !ok {
+            self.complete(token);
+        }
+        ok
+    }
+
+    /// [`pop_counted`](Self::pop_counted) for a packed ring (virtio 1.2 §2.8): lists
+    /// popped with [`PackedState::pop`](crate::packed::PackedState::pop) (bounded by the
+    /// queue size), kicks switched with the device event area. A list with bad buffers
+    /// is a counted drop completed with length 0; a ring whose structure is bad
+    /// ([`RingFault`](crate::packed::RingFault)) is counted and broken.
+    fn pop_packed(
+        &mut self,
+        inner: &Inner,
+        ctr: &crate::counters::QueueCounters,
+        max: usize,
+        mut take: impl FnMut(TxPopped<'_>) -> bool,
+        count: &mut (u64, u64),
+        rearm: bool,
+    ) -> usize {
+        let acked = inner.acked();
+        let indirect = acked & bit(virtio_bindings::virtio_ring::VIRTIO_RING_F_INDIRECT_DESC) != 0;
+        let mem: Arc<Mem> = inner.mem.read().memory().into_inner();
+        let vring = self.vring.clone();
+        let st = vring.get_mut();
+        if !self.still_lent(&st) {
+            return 0;
+        }
+        let queue = st.get_queue();
+        let event_idx = queue.event_idx_enabled();
+        let device_area = queue.used_ring();
+        let Some(ring) = crate::packed::ring::desc_ring(&mem, queue) else {
+            vring.mark_broken();
+            return 0;
+        };
+        let set = inner.bases.set_base(self.q);
+        let Some(mut ps) =
+            vring.packed_state(|| crate::packed::ring::resume(queue, set, Some(&ring)))
+        else {
+            ctr.count_drop(Drop::BadRing);
+            vring.mark_broken();
+            return 0;
+        };
+        let mut log = inner.log.logger(acked, &mem, self.q);
+        let mut chain = Chain::default();
+        let mut handed = 0;
+        let mut full = false;
+        loop {
+            if ps.set_kicks(&ring, false, event_idx) {
+                crate::packed::ring::log_device_area(log.as_mut(), device_area);
+            }
+            while handed < max {
+                // As on a split ring: at most one window of lists in flight.
+                if self.window.room() == 0 {
+                    full = true;
+                    break;
+                }
+                let popped = match ps.pop(&ring, &mem, &mut chain, Direction::ReadOnly, indirect) {
+                    Ok(Some(p)) => p,
+                    Ok(None) => break,
+                    Err(fault) => {
+                        ctr.count_drop(Drop::BadRing);
+                        if let Some(suppressed) = inner.log_check() {
+                            tracing::warn!(port = %inner.port, queue = self.q, suppressed, "packed TX ring: {fault}: queue stopped");
+                        }
+                        vring.mark_broken();
+                        return handed;
+                    }
+                };
+                let walked = popped.fault.map_or(Ok(()), Err);
+                if self.offer(
+                    inner, ctr, &chain, popped.id, walked, acked, &mem, &mut take, count,
+                ) {
+                    handed += 1;
+                }
+            }
+            if handed == max || !rearm {
+                break;
+            }
+            if ps.set_kicks(&ring, true, event_idx) {
+                crate::packed::ring::log_device_area(log.as_mut(), device_area);
+            }
+            // Re-check after enabling: a list made available before the driver saw kicks
+            // enabled would otherwise wait for the next kick.
+            if full || !ps.has_avail(&ring) {
+                break;
             }
         }
         handed
@@ -445,6 +576,10 @@ impl TxRing {
     fn publish_inner(&mut self, notify: bool) {
         let ready = self.window.publishable();
         if !(ready || (notify && self.unsignalled)) {
+            return;
+        }
+        if self.vring.is_packed() {
+            self.publish_packed(ready, notify);
             return;
         }
         let mem = self.inner.mem.read().memory();
@@ -490,6 +625,63 @@ impl TxRing {
     }
 }
 
+impl TxRing {
+    /// [`publish_inner`](Self::publish_inner) for a packed ring: the window's done lists
+    /// complete in pop order and are written as used descriptors in one pass (the
+    /// batch's first one last, so the driver sees it whole).
+    fn publish_packed(&mut self, ready: bool, notify: bool) {
+        let mem = self.inner.mem.read().memory();
+        let vring = self.vring.clone();
+        let st = vring.get_mut();
+        if vring.generation() != self.generation {
+            self.window.discard_done();
+            self.unsignalled = false;
+            return;
+        }
+        let queue = st.get_queue();
+        let Some(ring) = crate::packed::ring::desc_ring(&mem, queue) else {
+            self.window.discard_done();
+            self.vring.mark_broken();
+            return;
+        };
+        let set = self.inner.bases.set_base(self.q);
+        let Some(mut ps) =
+            vring.packed_state(|| crate::packed::ring::resume(queue, set, Some(&ring)))
+        else {
+            self.window.discard_done();
+            vring.mark_broken();
+            return;
+        };
+        if ready {
+            let mut log = self.inner.log.logger(self.inner.acked(), &mem, self.q);
+            while let Some(id) = self.window.pop_done() {
+                if ps.complete(id, 0).is_err() {
+                    // Not in flight under this state: only a state made afresh (the
+                    // frontend re-set the ring, which the generation check above rules
+                    // out) could say so. Count it rather than write a used descriptor.
+                    if let Some(c) = self.inner.counters.get(self.q) {
+                        c.count_drop(Drop::BadRing);
+                    }
+                }
+            }
+            crate::packed::ring::publish_logged(&mut ps, &ring, queue.desc_table(), log.as_mut());
+            if let Some(l) = log {
+                l.finish();
+            }
+            self.unsignalled = true;
+        }
+        if !notify {
+            return;
+        }
+        self.unsignalled = false;
+        if ps.wants_call(&ring, queue.event_idx_enabled()) && st.signal_used_queue().is_ok() {
+            if let Some(c) = self.inner.counters.get(self.q) {
+                c.count_call();
+            }
+        }
+    }
+}
+
 /// Logs the used-ring word virtio-queue's `enable_notification`/`disable_notification`
 /// just wrote (§2.7.10): `avail_event` when enabling with EVENT_IDX, the used flags
 /// without EVENT_IDX; disabling with EVENT_IDX writes nothing.
@@ -516,6 +708,28 @@ impl TxRing {
     fn rewind_unpublished(&mut self) {
         let n = self.window.len();
         if n == 0 {
+            return;
+        }
+        if self.vring.is_packed() {
+            // The same for a packed ring: the unpublished lists are the last ones popped,
+            // put back newest first, so its next avail position is its used one.
+            let st = self.vring.get_mut();
+            if self.vring.generation() == self.generation {
+                let set = self.inner.bases.set_base(self.q);
+                let queue = st.get_queue();
+                if let Some(mut ps) = self
+                    .vring
+                    .packed_state(|| crate::packed::ring::resume(queue, set, None))
+                {
+                    while let Some(id) = self.window.pop_newest() {
+                        if ps.unpop_id(id).is_err() {
+                            break;
+                        }
+                    }
+                }
+            }
+            drop(st);
+            self.window.clear();
             return;
         }
         let mut st = self.vring.get_mut();

@@ -128,6 +128,17 @@ impl Window {
         Some(head)
     }
 
+    /// Takes the newest chain, done or not: its head (a packed ring puts its chains
+    /// back newest first, [`crate::packed::PackedState::unpop`]).
+    pub(crate) fn pop_newest(&mut self) -> Option<u16> {
+        if self.len == 0 {
+            return None;
+        }
+        let head = self.slots[self.slot(self.len - 1)] & !DONE;
+        self.len -= 1;
+        Some(head)
+    }
+
     /// Drops the done chains at the front without publishing them (the ring was re-set).
     pub(crate) fn discard_done(&mut self) {
         while self.pop_done().is_some() {}

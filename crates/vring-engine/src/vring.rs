@@ -54,6 +54,13 @@ struct Extra {
     /// switch until the next SET_VRING_KICK makes it ready.
     resetting: AtomicBool,
     hook: Mutex<Option<StateHook>>,
+    /// The ring is a packed virtqueue (RING_PACKED negotiated, virtio 1.2 §2.8): the
+    /// `Queue` only holds its addresses, size and base; the positions are in `packed`.
+    is_packed: AtomicBool,
+    /// A packed ring's device state and the generation it belongs to: created by the
+    /// first burst of a generation, stale (and replaced) once the generation moved on.
+    /// Only locked with the ring's own lock held (never contended).
+    packed: Mutex<Option<(u64, crate::packed::PackedState)>>,
     /// Kick/call/err fds refused because they were not eventfds
     /// ([`crate::frontend_checks::is_eventfd`]).
     bad_fds: AtomicU64,
@@ -81,6 +88,8 @@ impl Default for Extra {
             keep_used: AtomicBool::new(false),
             resetting: AtomicBool::new(false),
             hook: Mutex::new(None),
+            is_packed: AtomicBool::new(false),
+            packed: Mutex::new(None),
             bad_fds: AtomicU64::new(0),
         }
     }
@@ -200,8 +209,49 @@ impl NetVring {
         q.ready() && q.desc_table() == desc && q.avail_ring() == avail && q.used_ring() == used
     }
 
+    /// Whether the ring is a packed virtqueue (fixed at SET_FEATURES).
+    #[inline]
+    pub fn is_packed(&self) -> bool {
+        self.extra.is_packed.load(Ordering::Acquire)
+    }
+
+    /// Sets the ring kind (SET_FEATURES: RING_PACKED acked or not). A change drops any
+    /// packed state; a repeat keeps it (a ring running on does not lose its positions).
+    pub(crate) fn set_packed(&self, on: bool) {
+        if self.extra.is_packed.swap(on, Ordering::AcqRel) != on {
+            *self.extra.packed.lock() = None;
+        }
+    }
+
+    /// The packed ring's device state for the current generation, made by `resume` (from
+    /// the base the frontend set) when there is none yet. `None` when `resume` cannot
+    /// make one (a base outside the ring: the caller breaks the ring). Call with the
+    /// ring's lock held.
+    pub(crate) fn packed_state(
+        &self,
+        resume: impl FnOnce() -> Option<crate::packed::PackedState>,
+    ) -> Option<parking_lot::MappedMutexGuard<'_, crate::packed::PackedState>> {
+        let generation = self.generation();
+        let mut g = self.extra.packed.lock();
+        if g.as_ref().is_none_or(|(gen, _)| *gen != generation) {
+            *g = resume().map(|s| (generation, s));
+        }
+        parking_lot::MutexGuard::try_map(g, |o| o.as_mut().map(|(_, s)| s)).ok()
+    }
+
+    /// The packed ring's (next avail, next used) positions, if a burst of the current
+    /// generation created its state.
+    pub(crate) fn packed_positions(&self) -> Option<(crate::packed::Pos, crate::packed::Pos)> {
+        let generation = self.generation();
+        let g = self.extra.packed.lock();
+        g.as_ref()
+            .filter(|(gen, _)| *gen == generation)
+            .map(|(_, s)| (s.next_avail(), s.next_used()))
+    }
+
     /// A new generation; whoever holds the ring must let go of the old one.
     fn bump(&self) {
+        *self.extra.packed.lock() = None;
         self.extra.notified_at.store(NONE, Ordering::Relaxed);
         self.extra.generation.fetch_add(1, Ordering::AcqRel);
         self.changed(true);
@@ -210,6 +260,7 @@ impl NetVring {
     /// A new generation without the change callback: the device revoking a ring it lent
     /// ([`crate::device`]), with the ring's lock held.
     pub(crate) fn retire_generation(&self) {
+        *self.extra.packed.lock() = None;
         self.extra.notified_at.store(NONE, Ordering::Relaxed);
         self.extra.generation.fetch_add(1, Ordering::AcqRel);
     }
@@ -295,13 +346,19 @@ impl VringT<GuestMem> for NetVring {
         self.bump();
     }
     fn set_queue_next_used(&self, idx: u16) {
-        if self.extra.keep_used.swap(false, Ordering::AcqRel) {
+        // A packed ring has no used index in guest memory: what vhost-user-backend read
+        // after SET_VRING_ADDR (`queue_used_idx`) is not one.
+        if self.extra.keep_used.swap(false, Ordering::AcqRel) || self.is_packed() {
             return;
         }
         self.extra.notified_at.store(NONE, Ordering::Relaxed);
         self.inner.set_queue_next_used(idx)
     }
     fn queue_used_idx(&self) -> Result<u16, VirtQueError> {
+        if self.is_packed() {
+            // Not read: the "used ring" address is the 4-byte device event area.
+            return Ok(0);
+        }
         self.inner.queue_used_idx()
     }
     fn set_queue_size(&self, num: u16) {

@@ -1,8 +1,10 @@
-//! QEMU with `packed=on` against our port: the packed ring is not offered, so QEMU must fall
-//! back to the split ring (the bit disappears from the device's host features) instead of
-//! hanging or failing. Checked through QMP `x-query-virtio-status` on a paused VM (no guest
-//! kernel needed: QEMU talks to the back-end when the device is realized). The same run
-//! checks that QEMU's early SET_VRING_ENABLE (sent before SET_FEATURES) does not cost the
+//! QEMU with `packed=on` against our port: on a port without `packed` the packed ring is
+//! not offered, so QEMU must fall back to the split ring (the bit disappears from the
+//! device's host features) instead of hanging or failing; on a port with `packed` it is
+//! offered and stays in the host features. Checked through QMP `x-query-virtio-status`
+//! on a paused VM (no guest kernel needed: QEMU talks to the back-end when the device is
+//! realized; a guest negotiating it is tests/e2e_scenarios.rs). The same runs check that
+//! QEMU's early SET_VRING_ENABLE (sent before SET_FEATURES) does not cost the
 //! connection (see src/relay.rs).
 
 mod common;
@@ -24,8 +26,30 @@ impl Drop for Kill {
 
 #[test]
 fn qemu_packed_on_falls_back_to_split_ring() {
+    let host = host_features(false);
+    assert!(host.contains("VIRTIO_F_VERSION_1"), "{host}");
+    assert!(
+        !host.contains("VIRTIO_F_RING_PACKED"),
+        "packed ring must not be offered: {host}"
+    );
+}
+
+#[test]
+fn qemu_packed_on_keeps_the_packed_ring_offered_with_packed_ports() {
+    let host = host_features(true);
+    assert!(host.contains("VIRTIO_F_VERSION_1"), "{host}");
+    assert!(
+        host.contains("VIRTIO_F_RING_PACKED"),
+        "a `packed` port offers the packed ring: {host}"
+    );
+}
+
+/// The host features QEMU (`packed=on`) shows for a NIC on a port with `packed` as given.
+fn host_features(packed: bool) -> String {
     let _ = tracing_subscriber::fmt().with_test_writer().try_init();
-    let h = Harness::new(vec![opts("qemu", MAC_A)]);
+    let mut o = opts("qemu", MAC_A);
+    o.packed = packed;
+    let h = Harness::new(vec![o]);
     let sock = h.dev(0).options().socket.clone();
     let mut child = Command::new("qemu-system-x86_64")
         .args([
@@ -86,12 +110,11 @@ fn qemu_packed_on_falls_back_to_split_ring() {
     .unwrap();
     let st = read_reply("return");
     let host = st.split("\"host-features\"").nth(1).expect("host-features");
-    let host = host.split("\"backend-features\"").next().unwrap_or(host);
-    assert!(host.contains("VIRTIO_F_VERSION_1"), "{host}");
-    assert!(
-        !host.contains("VIRTIO_F_RING_PACKED"),
-        "packed ring must not be offered: {host}"
-    );
+    let host = host
+        .split("\"backend-features\"")
+        .next()
+        .unwrap_or(host)
+        .to_string();
     // QEMU enabled its rings before any SET_FEATURES; the connection must survive that.
     let port = h.dev(0).port();
     assert!(
@@ -101,4 +124,5 @@ fn qemu_packed_on_falls_back_to_split_ring() {
         h.events()
     );
     writeln!(stdin, r#"{{"execute":"quit"}}"#).unwrap();
+    host
 }

@@ -69,6 +69,7 @@ pub fn phase(ctx: &Ctx, root: &Path, r: &mut Results) -> Result<()> {
                 frame_len: LEN,
                 queues: 1,
                 queue_size: None,
+                packed: false,
                 third_port: true,
             };
             let start = |sock: &Path| -> Result<Proc> {

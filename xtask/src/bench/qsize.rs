@@ -39,6 +39,7 @@ pub fn phase(ctx: &Ctx, r: &mut Results) -> Result<()> {
                     frame_len: len,
                     queues: 1,
                     queue_size: Some(size),
+                    packed: false,
                     third_port: false,
                 };
                 match vhost::run_once(ctx, case, false) {

@@ -486,13 +486,13 @@ pub fn extra_sections(r: &Results) -> String {
 }
 
 /// The conditions of a run whose sections are shown beside the main run's.
-fn separate_run_line(c: &super::results::Conditions) -> String {
+fn separate_run_line(c: &super::results::Conditions, what: &str, file: &str) -> String {
     let steal = c
         .steal_share
         .map(|s| format!("{:.1} %", s * 100.0))
         .unwrap_or_else(|| "not measured".into());
     format!(
-        "\nSections 7–9 come from a run of their own (bench-results/extra.json): {} → {}, \
+        "\n{what} (bench-results/{file}): {} → {}, \
          commit `{}`, {}, steal {steal}, {} rounds of {} s.\n",
         c.started_utc, c.finished_utc, c.git_commit, c.cpu, c.runs, c.secs
     )
@@ -533,9 +533,36 @@ pub fn write_all(r: &Results, root: &Path, out_dir: &Path) -> Result<()> {
         {
             let body = extra_sections(&x);
             if !body.is_empty() {
-                extra = format!("{}{body}", separate_run_line(&x.conditions));
+                extra = format!(
+                    "{}{body}",
+                    separate_run_line(
+                        &x.conditions,
+                        "Sections 7–9 come from a run of their own",
+                        "extra.json"
+                    )
+                );
             }
         }
+    }
+    // 10.: packed virtqueues, from this run or a run of its own (`--only packed
+    // --results-to bench-results/packed.json`).
+    let packed = super::packed::render(r).or_else(|| {
+        let x: Results = std::fs::read_to_string(out_dir.join("packed.json"))
+            .ok()
+            .and_then(|t| serde_json::from_str(&t).ok())?;
+        let body = super::packed::render(&x)?;
+        Some(format!(
+            "{}{body}",
+            separate_run_line(
+                &x.conditions,
+                "Section 10 comes from a run of its own",
+                "packed.json"
+            )
+        ))
+    });
+    if let Some(p) = packed {
+        extra.push_str(&p);
+        extra.push('\n');
     }
     match md.find("## Exact commands") {
         Some(at) => md.insert_str(at, extra.trim_start()),

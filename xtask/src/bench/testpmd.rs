@@ -89,7 +89,7 @@ pub fn frontend(
 /// source is off the CPU — the sink saw ~10 kpps of ~250 kpps sent, whatever the switch.
 ///
 /// `queue_size`: every virtqueue that many entries long (virtio-user's `queue_size=`
-/// devarg; its default is 256), when given.
+/// devarg; its default is 256), when given. `packed`: packed virtqueues (`packed_vq=1`).
 pub fn frontend_pair(
     prefix: &str,
     cpus: Cpus,
@@ -97,12 +97,16 @@ pub fn frontend_pair(
     queues: u16,
     frame_len: u32,
     queue_size: Option<u16>,
+    packed: bool,
 ) -> Command {
     let mut c = eal(prefix, cpus);
     for (i, s) in socks.iter().enumerate() {
         let mut dev = format!("net_virtio_user{i},path={},queues={queues}", s.display());
         if let Some(n) = queue_size {
             dev += &format!(",queue_size={n}");
+        }
+        if packed {
+            dev += ",packed_vq=1";
         }
         c.arg("--vdev").arg(dev);
     }
@@ -243,14 +247,23 @@ Port statistics ====================================
         assert!(r.contains("--forward-mode=txonly") && r.contains("--txpkts=64"));
         assert!(r.contains("--rxq=2") && r.contains("--txq=2"));
         let p = [Path::new("/tmp/a"), Path::new("/tmp/b")];
-        let r =
-            super::super::proc::render(&frontend_pair("p", Cpus::Core(1), p, 1, 64, Some(1024)));
+        let r = super::super::proc::render(&frontend_pair(
+            "p",
+            Cpus::Core(1),
+            p,
+            1,
+            64,
+            Some(1024),
+            true,
+        ));
         assert!(
-            r.contains("net_virtio_user1,path=/tmp/b,queues=1,queue_size=1024"),
+            r.contains("net_virtio_user1,path=/tmp/b,queues=1,queue_size=1024,packed_vq=1"),
             "{r}"
         );
         assert!(r.contains("--rxd=1024") && r.contains("--txd=1024"), "{r}");
-        let r = super::super::proc::render(&frontend_pair("p", Cpus::Core(1), p, 1, 64, None));
+        let r =
+            super::super::proc::render(&frontend_pair("p", Cpus::Core(1), p, 1, 64, None, false));
         assert!(!r.contains("queue_size") && !r.contains("--rxd"), "{r}");
+        assert!(!r.contains("packed_vq"), "{r}");
     }
 }

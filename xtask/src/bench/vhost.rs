@@ -68,6 +68,9 @@ pub struct Case {
     pub queues: u16,
     /// virtio-user's ring size (`queue_size=`), when not its default of 256.
     pub queue_size: Option<u16>,
+    /// Packed virtqueues (virtio 1.2 §2.8): virtio-user `packed_vq=1`, ringswitch ports
+    /// `packed=on` (testpmd's vhost takes whichever the frontend negotiates).
+    pub packed: bool,
     /// A third vhost-user port on the switch (ringswitch only), for a process started
     /// with [`run_once_with`] — the isolation scenario's hostile frontend.
     pub third_port: bool,
@@ -175,7 +178,14 @@ pub fn run_once_with(
             };
             let ports: Vec<String> = socks
                 .iter()
-                .map(|s| format!("vhost-user:path={},queues={}", s.display(), case.queues))
+                .map(|s| {
+                    let packed = if case.packed { ",packed=on" } else { "" };
+                    format!(
+                        "vhost-user:path={},queues={}{packed}",
+                        s.display(),
+                        case.queues
+                    )
+                })
                 .collect();
             let taskset = case.placement.switch_cpus().taskset();
             let d = Daemon::start(
@@ -228,6 +238,7 @@ pub fn run_once_with(
                     case.queues,
                     case.frame_len,
                     case.queue_size,
+                    case.packed,
                 ),
             )?;
             commands.push(p.cmdline.clone());

@@ -26,6 +26,7 @@
 
 pub mod desc;
 pub mod event;
+pub(crate) mod ring;
 #[cfg(test)]
 mod tests;
 
@@ -293,6 +294,20 @@ impl PackedState {
         Ok(())
     }
 
+    /// [`unpop`](Self::unpop) by ID: puts back the list of buffer `id`, which must be the
+    /// last one popped and still in flight.
+    pub fn unpop_id(&mut self, id: u16) -> Result<(), RingFault> {
+        let descs = *self
+            .inflight
+            .get(usize::from(id))
+            .ok_or(RingFault::NotInFlight)?;
+        self.unpop(&Popped {
+            id,
+            descs,
+            fault: None,
+        })
+    }
+
     /// Marks buffer `id` done with `len` bytes written (0 for a device-readable buffer);
     /// the driver sees it at the next [`publish`](Self::publish), in completion order
     /// (any order relative to the pops, §2.8 "device might complete their processing
@@ -321,6 +336,13 @@ impl PackedState {
     /// list): a driver takes a skipped buffer as used in full (§2.8 "In-order use of
     /// descriptors"), which for an RX buffer would deliver bytes never written.
     /// `log(slot)` is called for every slot written (dirty logging while migrating).
+    ///
+    /// The other slots a used list occupied are marked used too (same ID and length, the
+    /// wrap counter of their own position), before the batch's first used descriptor is
+    /// stored: the driver never reads them (it skips a used list's descriptor count), and
+    /// they are still the device's until that store, so nothing the driver made available
+    /// again is overwritten. Why: after a back-end crash the ring itself then tells where
+    /// the device stopped ([`scan_resume`]).
     pub fn publish(&mut self, ring: &DescRing<'_>, mut log: impl FnMut(u16)) -> usize {
         let mut first: Option<(Pos, Done)> = None;
         let mut pos = self.used;
@@ -341,6 +363,11 @@ impl PackedState {
                     last = *next;
                     descs += u32::from(next.descs);
                 }
+            }
+            for k in 1..descs {
+                let t = pos.advanced(k, self.size);
+                ring.write_used(t.idx, last.id, last.len, t.wrap);
+                log(t.idx);
             }
             if first.is_none() {
                 first = Some((pos, last));
@@ -375,4 +402,75 @@ impl PackedState {
     pub fn set_kicks(&self, ring: &DescRing<'_>, on: bool, event_idx: bool) -> bool {
         ring.set_kicks(on.then_some(self.avail), event_idx)
     }
+}
+
+/// Where a device that published every list in ring order (as this one does: TX in pop
+/// order through the reorder window, RX and control in pop order) stopped, read from the
+/// ring alone: the start of the run of descriptors available in their own round (the
+/// lists not yet used, in flight or not yet popped), or — with none available — the
+/// position after the newest used one. `None` when the ring does not show exactly one
+/// such point (a driver that wrote something else, or used lists whose other slots were
+/// not marked, [`PackedState::publish`]): the caller keeps the frontend's positions.
+///
+/// Why: vhost-user keeps a packed ring's positions only in the frontend, which learns
+/// them from GET_VRING_BASE; after a back-end crash there was none, and QEMU resumes the
+/// ring at the positions of its previous start (a split ring has its used index in guest
+/// memory to rewind to; a packed ring has not). One read of each slot's flags: bounded by
+/// the ring size.
+pub fn scan_resume(ring: &DescRing<'_>) -> Option<Pos> {
+    let size = ring.size;
+    let m = 2 * u32::from(size);
+    // Per slot: (available, cycle position of the round its flags name).
+    let state = |i: u16| {
+        let f = ring.read(i).flags;
+        let avail = f & F_AVAIL != 0;
+        let used = f & F_USED != 0;
+        let at = Pos {
+            idx: i,
+            wrap: avail,
+        }
+        .lin(size);
+        (avail != used, at)
+    };
+    let prev = |i: u16| if i == 0 { size - 1 } else { i - 1 };
+    let mut start = None;
+    let mut any_avail = false;
+    for i in 0..size {
+        let (a, at) = state(i);
+        if !a {
+            continue;
+        }
+        any_avail = true;
+        let (pa, pat) = state(prev(i));
+        if !(pa && (pat + 1) % m == at) {
+            if start.is_some() {
+                return None;
+            }
+            start = Some(at);
+        }
+    }
+    let at = if any_avail {
+        start?
+    } else {
+        // All used: after the newest, where the next slot names an older round.
+        let mut end = None;
+        for i in 0..size {
+            let (_, at) = state(i);
+            let (_, nat) = state(if i + 1 == size { 0 } else { i + 1 });
+            if nat != (at + 1) % m {
+                if end.is_some() {
+                    return None;
+                }
+                end = Some((at + 1) % m);
+            }
+        }
+        end?
+    };
+    // `at` < 2 × size <= 2^16.
+    #[allow(clippy::cast_possible_truncation)]
+    let idx = (at % u32::from(size)) as u16;
+    Some(Pos {
+        idx,
+        wrap: at < u32::from(size),
+    })
 }

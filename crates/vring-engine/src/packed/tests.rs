@@ -200,7 +200,8 @@ fn one_buffer_round_trip() {
     assert!(drv.reap(&m).is_empty(), "nothing visible before publish");
     let mut logged = Vec::new();
     assert_eq!(dev.publish(&r, |s| logged.push(s)), 1);
-    assert_eq!(logged, [0]);
+    // The list's second slot is marked used first, its head (the used descriptor) last.
+    assert_eq!(logged, [1, 0]);
     assert_eq!(drv.reap(&m), [(id, 0)]);
     assert_eq!(dev.next_used(), Pos { idx: 2, wrap: true });
 }
@@ -273,7 +274,8 @@ fn in_order_batch_is_one_used_descriptor() {
     }
     let mut logged = Vec::new();
     assert_eq!(dev.publish(&r, |s| logged.push(s)), 1);
-    assert_eq!(logged, [0]);
+    // One used descriptor (slot 0, stored last); the batch's other slots marked used.
+    assert_eq!(logged, [1, 2, 3, 4, 5, 0]);
     assert_eq!(
         drv.reap(&m),
         ids.iter().map(|&i| (i, 0)).collect::<Vec<_>>()
@@ -789,4 +791,64 @@ proptest! {
     fn hostile_ring_contents(size in 1u16..16, bytes in proptest::collection::vec(any::<u8>(), 256), ind in any::<bool>()) {
         run_hostile(size, &bytes, ind);
     }
+}
+
+/// Where the device stopped, read back from the ring alone (what a back-end restarted
+/// after a crash has): fresh ring, buffers posted, lists used (their other slots marked
+/// used too), a list in flight; and a ring showing two starts is not guessed at.
+#[test]
+fn scan_finds_where_the_device_stopped() {
+    let m = mem();
+    let size = 4;
+    let r = ring(&m, size);
+    let at = |idx, wrap| Some(Pos { idx, wrap });
+    assert_eq!(scan_resume(&r), Some(Pos::START), "a zeroed ring");
+    put(&m, RING, 0, BUFS, 64, 0, avail_bits(true) | F_WRITE);
+    put(&m, RING, 1, BUFS + 0x100, 64, 1, avail_bits(true) | F_WRITE);
+    assert_eq!(scan_resume(&r), Some(Pos::START), "available from slot 0");
+    let mut st = PackedState::new(size, false);
+    let mut c = Chain::default();
+    let mut pop_done = |st: &mut PackedState, n: usize| {
+        for _ in 0..n {
+            let p = st
+                .pop(&r, &m, &mut c, Direction::WriteOnly, false)
+                .unwrap()
+                .unwrap();
+            st.complete(p.id, 10).unwrap();
+        }
+        st.publish(&r, |_| {});
+    };
+    pop_done(&mut st, 2);
+    assert_eq!(scan_resume(&r), at(2, true));
+    // A two-descriptor list: its second slot is marked used as well.
+    put(
+        &m,
+        RING,
+        2,
+        BUFS,
+        64,
+        2,
+        avail_bits(true) | F_WRITE | F_NEXT,
+    );
+    put(&m, RING, 3, BUFS + 0x100, 64, 2, avail_bits(true) | F_WRITE);
+    pop_done(&mut st, 1);
+    assert_eq!(read_flags(&m, 3) & (F_AVAIL | F_USED), F_AVAIL | F_USED);
+    assert_eq!(scan_resume(&r), at(0, false));
+    // The driver makes slot 0 available in the second round; popped, not yet used (a
+    // crash now): the device resumes at it.
+    put(&m, RING, 0, BUFS, 64, 0, avail_bits(false) | F_WRITE);
+    assert_eq!(scan_resume(&r), at(0, false));
+    st.pop(&r, &m, &mut c, Direction::WriteOnly, false)
+        .unwrap()
+        .unwrap();
+    assert_eq!(scan_resume(&r), at(0, false));
+    // Nothing available, all used: after the newest used descriptor.
+    st.complete(0, 10).unwrap();
+    st.publish(&r, |_| {});
+    assert_eq!(scan_resume(&r), at(1, false));
+    // Two runs of available descriptors (slot 2 in the second round after slot 1 used
+    // in the first): no single point, no guess.
+    put(&m, RING, 1, BUFS, 64, 1, avail_bits(false) | F_WRITE);
+    put(&m, RING, 3, BUFS, 64, 3, avail_bits(false) | F_WRITE);
+    assert_eq!(scan_resume(&r), None);
 }
