@@ -247,16 +247,28 @@ fn check(
         }
         return;
     }
-    // Addressed to us: an echo of our own frame from a testpmd peer, or a frame for us.
+    // Addressed to us: an echo of our own frame from an echo peer (testpmd, guest), or
+    // a frame for us.
     if p.src == me {
-        c.echoed.fetch_add(1, SeqCst);
         let from_peer = spec.echo_peers.contains(&p.dst) && f.eth_src == frame::mac(p.dst);
-        if from_peer {
-            sh.counters[usize::from(p.dst)]
-                .echoed_by
-                .fetch_add(1, SeqCst);
+        if !from_peer {
+            // Echo peers take unicast for their own MAC only (their ports have `mac=`):
+            // an echo from anyone else means our frame reached a port it was not
+            // addressed to.
+            misdelivered(
+                sh,
+                c,
+                me,
+                f,
+                "echoed by an endpoint it was not addressed to",
+            );
+            return;
         }
-        if from_peer && p.epoch == epoch && p.dst_epoch == ep(p.dst) {
+        c.echoed.fetch_add(1, SeqCst);
+        sh.counters[usize::from(p.dst)]
+            .echoed_by
+            .fetch_add(1, SeqCst);
+        if p.epoch == epoch && p.dst_epoch == ep(p.dst) {
             known.insert(p.dst, (epoch, p.dst_epoch));
         }
         return;
@@ -489,5 +501,24 @@ mod tests {
         // An echo of a frame sent before testpmd was restarted proves nothing.
         check(&sh, 1, frame::mac(1), &spec, &echo, &mut last, &mut known);
         assert_eq!(known.get(&3), None);
+        assert_eq!(sh.counters[1].misdelivered.load(SeqCst), 0);
+    }
+
+    #[test]
+    fn an_echo_from_another_peer_is_misdelivered() {
+        let (sh, spec) = setup();
+        let (mut last, mut known) = (HashMap::new(), HashMap::new());
+        // Our frame for 2 (not an echo peer) came back from 3: 3 got what was for 2.
+        let mut echo = unicast(1, 2, 0, 0, 1);
+        (echo.eth_dst, echo.eth_src) = (frame::mac(1), frame::mac(3));
+        check(&sh, 1, frame::mac(1), &spec, &echo, &mut last, &mut known);
+        // Our frame for echo peer 3, echoed by 0.
+        let mut echo = unicast(1, 3, 0, 0, 2);
+        (echo.eth_dst, echo.eth_src) = (frame::mac(1), frame::mac(0));
+        check(&sh, 1, frame::mac(1), &spec, &echo, &mut last, &mut known);
+        assert_eq!(sh.counters[1].misdelivered.load(SeqCst), 2);
+        assert_eq!(counts(&sh)[5], 0);
+        assert_eq!(sh.counters[3].echoed_by.load(SeqCst), 0);
+        assert!(known.is_empty());
     }
 }
