@@ -13,9 +13,10 @@
 //!
 //! Output on stdout (the guest's console, ttyS0), parsed by the soak orchestrator:
 //! `SOAK-ECHO up dev=D ifindex=I` on each (re)open, and once a second
-//! `SOAK-ECHO stats boot=B rx=N echoed=N broadcast=N foreign=N` (B: the kernel's boot_id,
-//! so counts of different boots are told apart), `SOAK-ECHO foreign …` per misdelivered
-//! frame (the first 20 per boot).
+//! `SOAK-ECHO stats boot=B rx=N echoed=N broadcast=N foreign=N mem_kib=M` (B: the kernel's
+//! boot_id, so counts of different boots are told apart; M: MemTotal, which shows a
+//! hot-plugged DIMM onlined and gone again), `SOAK-ECHO foreign …` per misdelivered frame
+//! (the first 20 per boot).
 
 #[allow(dead_code)]
 #[path = "../soak/frame.rs"]
@@ -41,8 +42,12 @@ fn main() {
         if Instant::now() >= next_report {
             next_report += Duration::from_secs(1);
             println!(
-                "SOAK-ECHO stats boot={boot} rx={} echoed={} broadcast={} foreign={}",
-                st.rx, st.echoed, st.broadcast, st.foreign
+                "SOAK-ECHO stats boot={boot} rx={} echoed={} broadcast={} foreign={} mem_kib={}",
+                st.rx,
+                st.echoed,
+                st.broadcast,
+                st.foreign,
+                mem_total_kib()
             );
             let _ = io::stdout().flush();
             // The NIC may have been unplugged and another plugged in.
@@ -126,6 +131,18 @@ fn handle(fd: i32, mac: [u8; 6], b: &mut [u8], st: &mut Stats) {
     if r >= 0 {
         st.echoed += 1;
     }
+}
+
+/// MemTotal from /proc/meminfo (0 if unreadable).
+fn mem_total_kib() -> u64 {
+    std::fs::read_to_string("/proc/meminfo")
+        .ok()
+        .and_then(|m| {
+            m.lines()
+                .find_map(|l| l.strip_prefix("MemTotal:"))
+                .and_then(|v| v.split_whitespace().next()?.parse().ok())
+        })
+        .unwrap_or(0)
 }
 
 fn parse_mac(s: &str) -> Option<[u8; 6]> {

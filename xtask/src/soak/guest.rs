@@ -19,9 +19,10 @@
 //!   `netdev_add` + `device_add` on the same socket (the sequence of
 //!   tests/e2e_lifecycle.rs);
 //! - memory hot-plug: `object-add` memory-backend-memfd share=on + `device_add` pc-dimm,
-//!   the backend must map it (`ctl ports` guest_memory_bytes), then `device_del` (the guest
-//!   offlines and ejects it) + `object-del`, and the backend must unmap it
-//!   (tests/e2e_memhotplug.rs).
+//!   the backend must map it (`ctl ports` guest_memory_bytes) and the guest online it
+//!   (its MemTotal, reported by soak-echo, grows by the DIMM), then `device_del` (the guest
+//!   offlines and ejects it) + `object-del`, and the backend must unmap it and the guest's
+//!   MemTotal be back (tests/e2e_memhotplug.rs).
 
 use std::collections::BTreeMap;
 use std::io::{BufRead, BufReader, Write};
@@ -391,6 +392,8 @@ impl Guest {
     pub fn memplug(&mut self, hold: Duration, mapped: impl Fn() -> Result<u64>) -> Result<()> {
         let base = MEM_MB << 20;
         let dimm = DIMM_MB << 20;
+        let from = self.mark();
+        let (_, mem_before) = self.wait_mem_kib(from, "memory hot-plug", |_| true)?;
         self.plugs += 1;
         let (mem, dev) = (
             format!("hpmem{}", self.plugs),
@@ -406,12 +409,57 @@ impl Guest {
             json!({"driver": "pc-dimm", "id": dev, "memdev": mem}),
         )?;
         wait_value(&mapped, base + dimm, STEP).context("the backend never mapped the DIMM")?;
+        let (from, _) = self.wait_mem_kib(from, "the DIMM onlined", |kib| {
+            kib >= mem_before + (DIMM_MB << 10)
+        })?;
         pause(hold)?;
         q.execute("device_del", json!({"id": dev}))?;
         q.wait_event("DEVICE_DELETED", STEP, |d| d["device"] == dev.as_str())
             .context("the guest did not eject the DIMM")?;
         q.execute("object-del", json!({"id": mem}))?;
-        wait_value(&mapped, base, STEP).context("the backend kept the DIMM mapped")
+        wait_value(&mapped, base, STEP).context("the backend kept the DIMM mapped")?;
+        self.wait_mem_kib(from, "the DIMM unplugged", |kib| kib == mem_before)
+            .map(|_| ())
+    }
+
+    /// Waits for a soak-echo stats line at or after line `from` whose MemTotal satisfies
+    /// `ok`; returns the index after it and the MemTotal.
+    fn wait_mem_kib(
+        &mut self,
+        from: usize,
+        what: &str,
+        ok: impl Fn(u64) -> bool,
+    ) -> Result<(usize, u64)> {
+        let end = Instant::now() + STEP;
+        let mut at = from;
+        loop {
+            while let Some(i) = self.find_after(at, "SOAK-ECHO stats ") {
+                at = i + 1;
+                let kib = self
+                    .line(i)
+                    .and_then(|l| {
+                        l.split_whitespace()
+                            .find_map(|w| w.strip_prefix("mem_kib="))
+                            .and_then(|v| v.parse().ok())
+                    })
+                    .unwrap_or(0);
+                if kib > 0 && ok(kib) {
+                    return Ok((at, kib));
+                }
+            }
+            self.ensure_running()?;
+            if Instant::now() >= end {
+                bail!("guest{}: MemTotal never right for {what}", self.k);
+            }
+            pause(Duration::from_millis(100))?;
+        }
+    }
+
+    fn line(&self, i: usize) -> Option<String> {
+        let p = self.proc.as_ref()?;
+        let l = p.lines();
+        let l = l.lock().ok()?;
+        l.get(i).map(|(_, s)| s.clone())
     }
 }
 
