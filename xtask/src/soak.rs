@@ -131,6 +131,16 @@ fn parse(args: &[String]) -> Result<Options> {
 struct Rng(u64);
 
 impl Rng {
+    /// The state from a seed: splitmix64 of it (never 0, which xorshift never leaves), so
+    /// that every seed gives its own sequence (`seed | 1` made 4 and 5 the same run).
+    fn new(seed: u64) -> Rng {
+        let mut z = seed.wrapping_add(0x9E37_79B9_7F4A_7C15);
+        z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
+        z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
+        z ^= z >> 31;
+        Rng(if z == 0 { 1 } else { z })
+    }
+
     fn next(&mut self) -> u64 {
         self.0 ^= self.0 >> 12;
         self.0 ^= self.0 << 25;
@@ -617,7 +627,7 @@ pub fn run(args: &[String]) -> Result<()> {
             .unwrap_or(1)
     });
     eprintln!("soak: seed {seed} (repeat with --seed {seed})");
-    let mut rng = Rng(seed | 1);
+    let mut rng = Rng::new(seed);
     let bin = match &o.ringswitch {
         Some(p) => p.clone(),
         None => build_ringswitch()?,
@@ -1097,6 +1107,13 @@ mod tests {
         assert_eq!(va, vb);
         assert!(va.iter().all(|&x| x < 5));
         assert!(va.iter().any(|&x| x != va[0]));
+        let seq = |s| {
+            let mut r = Rng::new(s);
+            (0..20).map(|_| r.below(8)).collect::<Vec<_>>()
+        };
+        assert_eq!(seq(4), seq(4));
+        assert_ne!(seq(4), seq(5));
+        assert_ne!(seq(0), seq(1));
     }
 
     #[test]
