@@ -911,6 +911,16 @@ fn soak(w: &mut World, o: &Options, rng: &mut Rng, seed: u64, args: &[String]) -
                 "soak: cycle {cycle}: {} misdelivered, {} duplicated or reordered",
                 r.misdelivered, r.late
             );
+            // What the daemon knows now and said lately, for the diagnosis.
+            let mut c = Command::new(&w.bin);
+            c.arg("ctl").arg("--ctl").arg(&w.ctl).arg("fdb");
+            match proc::output(&mut c) {
+                Ok(fdb) => eprintln!("soak: ctl fdb:\n{fdb}"),
+                Err(e) => eprintln!("soak: ctl fdb: {e:#}"),
+            }
+            if let Some(d) = &w.daemon {
+                eprintln!("soak: daemon output:\n{}", d.proc.tail(20));
+            }
         }
         eprintln!(
             "soak: cycle {cycle} [{}] {} frames checked, {} misdelivered, fds {} ({:+}), \

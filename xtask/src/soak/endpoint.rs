@@ -59,6 +59,10 @@ pub struct Shared {
     pub reopen: Vec<AtomicU32>,
     pub counters: Vec<Counters>,
     pub samples: Mutex<Vec<String>>,
+    /// When the shared state was made, and the last fault ended (ms after that), so a
+    /// misdelivery sample says how long after a fault it happened.
+    pub start: Instant,
+    pub fault_ended_ms: AtomicU64,
     /// Frames per second each endpoint sends.
     pub rate: u32,
 }
@@ -73,8 +77,14 @@ impl Shared {
             reopen: (0..endpoints).map(|_| AtomicU32::new(0)).collect(),
             counters: (0..endpoints).map(|_| Counters::default()).collect(),
             samples: Mutex::new(Vec::new()),
+            start: Instant::now(),
+            fault_ended_ms: AtomicU64::new(0),
             rate,
         }
+    }
+
+    fn ms(&self) -> u64 {
+        u64::try_from(self.start.elapsed().as_millis()).unwrap_or(u64::MAX)
     }
 
     /// Starts a fault window.
@@ -92,6 +102,7 @@ impl Shared {
         for &e in endpoints {
             self.ep_epoch[e].fetch_add(1, SeqCst);
         }
+        self.fault_ended_ms.store(self.ms(), SeqCst);
         self.window.fetch_add(1, SeqCst);
     }
 }
@@ -294,11 +305,14 @@ fn misdelivered(sh: &Shared, c: &Counters, me: u8, f: &Frame, why: &str) {
     c.misdelivered.fetch_add(1, SeqCst);
     if let Ok(mut s) = sh.samples.lock() {
         if s.len() < 20 {
+            let now = sh.ms();
             s.push(format!(
-                "endpoint {me}: {why}: eth {} -> {} {:?}",
+                "endpoint {me}: {why}: eth {} -> {} {:?}, at {now} ms, {} ms after the last \
+                 fault",
                 fmt_mac(f.eth_src),
                 fmt_mac(f.eth_dst),
-                f.p
+                f.p,
+                now.saturating_sub(sh.fault_ended_ms.load(SeqCst))
             ));
         }
     }
