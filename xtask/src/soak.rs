@@ -46,8 +46,8 @@ use topo::Topology;
 
 const USAGE: &str = "\
 usage: cargo xtask soak [--minutes M | --cycles N] [--seed S] [--rate FPS] [--veths N]
-                        [--testpmd N] [--guests N] [--traffic-secs S] [--ringswitch PATH]
-                        [--out FILE]
+                        [--testpmd N] [--guests N] [--faults KINDS] [--traffic-secs S]
+                        [--ringswitch PATH] [--out FILE]
 
   --minutes M       run fault cycles for M minutes
   --cycles N        run N fault cycles (default 5)
@@ -57,6 +57,9 @@ usage: cargo xtask soak [--minutes M | --cycles N] [--seed S] [--rate FPS] [--ve
   --testpmd N       testpmd virtio-user peers on vhost-user ports, 0..=2 (default 1)
   --guests N        QEMU (TCG) guests on vhost-user ports, 0..=2 (default 1); each guest
                     fault costs up to a boot (20-40 s)
+  --faults KINDS    only these fault kinds, comma-separated (to chase one failure):
+                    kill-testpmd, kill-daemon, readd-veth, readd-tap, kill-guest,
+                    reset-guest, replug-nic, memplug (default: all that apply)
   --traffic-secs S  traffic between the faults of two cycles (default 3)
   --ringswitch PATH the daemon binary (default: build target/debug/ringswitch)
   --out FILE        summary JSON (default bench-results/soak.json)";
@@ -77,6 +80,8 @@ struct Options {
     veths: usize,
     testpmd: usize,
     guests: usize,
+    /// Fault kinds allowed (`--faults`), by name without the target index; None: all.
+    faults: Option<Vec<String>>,
     traffic: Duration,
     ringswitch: Option<PathBuf>,
     out: PathBuf,
@@ -91,6 +96,7 @@ fn parse(args: &[String]) -> Result<Options> {
         veths: 3,
         testpmd: 1,
         guests: 1,
+        faults: None,
         traffic: Duration::from_secs(3),
         ringswitch: None,
         out: crate::workspace_root().join("bench-results/soak.json"),
@@ -109,6 +115,9 @@ fn parse(args: &[String]) -> Result<Options> {
             "--veths" => o.veths = val()?.parse().context("--veths")?,
             "--testpmd" => o.testpmd = val()?.parse().context("--testpmd")?,
             "--guests" => o.guests = val()?.parse().context("--guests")?,
+            "--faults" => {
+                o.faults = Some(val()?.split(',').map(|k| k.trim().to_string()).collect())
+            }
             "--traffic-secs" => {
                 o.traffic = Duration::from_secs_f64(val()?.parse().context("--traffic-secs")?)
             }
@@ -123,6 +132,16 @@ fn parse(args: &[String]) -> Result<Options> {
     }
     if !(2..=8).contains(&o.veths) || o.testpmd > 2 || o.guests > 2 || o.rate == 0 {
         bail!("--veths must be 2..=8, --testpmd and --guests 0..=2, --rate at least 1\n{USAGE}");
+    }
+    if let Some(f) = &o.faults {
+        let all = fault_kinds(o.testpmd, o.guests);
+        let kinds: Vec<String> = all.iter().map(|k| k.kind().to_string()).collect();
+        if let Some(bad) = f.iter().find(|k| !kinds.contains(k)) {
+            bail!(
+                "--faults: no fault kind {bad:?} here (kinds: {})",
+                kinds.join(", ")
+            );
+        }
     }
     Ok(o)
 }
@@ -174,6 +193,20 @@ enum Fault {
 }
 
 impl Fault {
+    /// The kind, without the target (what `--faults` names).
+    fn kind(self) -> &'static str {
+        match self {
+            Fault::Testpmd(_) => "kill-testpmd",
+            Fault::Daemon => "kill-daemon",
+            Fault::Veth(_) => "readd-veth",
+            Fault::Tap => "readd-tap",
+            Fault::GuestKill(_) => "kill-guest",
+            Fault::GuestReset(_) => "reset-guest",
+            Fault::NicReplug(_) => "replug-nic",
+            Fault::MemHotplug(_) => "memplug",
+        }
+    }
+
     fn name(self) -> String {
         match self {
             Fault::Testpmd(k) => format!("kill-testpmd{k}"),
@@ -773,7 +806,14 @@ fn fault_kinds(testpmd: usize, guests: usize) -> Vec<Fault> {
 /// The cycles: cycle 0 is traffic only and sets the baseline.
 fn soak(w: &mut World, o: &Options, rng: &mut Rng, seed: u64, args: &[String]) -> Result<Summary> {
     let start = Instant::now();
-    let kinds = fault_kinds(o.testpmd, o.guests);
+    let kinds: Vec<Fault> = fault_kinds(o.testpmd, o.guests)
+        .into_iter()
+        .filter(|k| {
+            o.faults
+                .as_ref()
+                .is_none_or(|f| f.iter().any(|n| n == k.kind()))
+        })
+        .collect();
     let mut per_cycle = vec![];
     let mut fault_counts: Vec<(String, usize)> = vec![];
     let mut baseline = Resources::default();
@@ -1104,8 +1144,12 @@ mod tests {
             names(fault_kinds(0, 0)),
             ["kill-daemon", "readd-veth0", "readd-tap"]
         );
-        let o = parse(&["--guests".to_string(), "3".to_string()]);
-        assert!(o.is_err());
+        let a = |v: &[&str]| v.iter().map(|s| s.to_string()).collect::<Vec<_>>();
+        assert!(parse(&a(&["--guests", "3"])).is_err());
+        let o = parse(&a(&["--faults", "readd-tap,memplug"])).unwrap();
+        assert_eq!(o.faults, Some(vec!["readd-tap".into(), "memplug".into()]));
+        assert!(parse(&a(&["--guests", "0", "--faults", "memplug"])).is_err());
+        assert!(parse(&a(&["--faults", "bogus"])).is_err());
     }
 
     #[test]
