@@ -958,6 +958,15 @@ fn soak(w: &mut World, o: &Options, rng: &mut Rng, seed: u64, args: &[String]) -
                 Ok(fdb) => eprintln!("soak: ctl fdb:\n{fdb}"),
                 Err(e) => eprintln!("soak: ctl fdb: {e:#}"),
             }
+            let mut c = Command::new(&w.bin);
+            c.arg("ctl")
+                .arg("--ctl")
+                .arg(&w.ctl)
+                .args(["stats", "--json"]);
+            match proc::output(&mut c) {
+                Ok(st) => eprintln!("soak: ctl stats:\n{st}"),
+                Err(e) => eprintln!("soak: ctl stats: {e:#}"),
+            }
             if let Some(d) = &w.daemon {
                 eprintln!("soak: daemon output:\n{}", d.proc.tail(20));
             }

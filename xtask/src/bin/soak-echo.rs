@@ -190,12 +190,16 @@ fn open_dev(mac: [u8; 6]) -> io::Result<Option<(OwnedFd, String, i32)>> {
     };
     set_up(&dev)?;
     let proto = frame::ETHERTYPE.to_be();
+    // Protocol 0 here, the ethertype only in bind(2): a packet socket opened with a
+    // protocol receives it from every interface of the namespace until it is bound
+    // (packet(7)), so frames arriving on other interfaces in that moment (the switch's
+    // own veth ends, for the tap endpoint) would be read as delivered to this one.
     // SAFETY: socket(2) has no memory preconditions; the fd is owned right away.
     let fd = unsafe {
         libc::socket(
             libc::AF_PACKET,
             libc::SOCK_RAW | libc::SOCK_NONBLOCK | libc::SOCK_CLOEXEC,
-            i32::from(proto),
+            0,
         )
     };
     if fd < 0 {
