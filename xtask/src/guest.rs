@@ -13,7 +13,7 @@
 //! two test binaries) never see a half-written image. Prints `kernel=PATH` and
 //! `initramfs=PATH` on stdout (the e2e harness parses these two lines).
 
-mod cpio;
+pub(crate) mod cpio;
 
 use anyhow::{bail, Context, Result};
 use cpio::{Archive, Node};
@@ -264,7 +264,7 @@ fn host_files() -> Result<BTreeSet<PathBuf>> {
 }
 
 /// Absolute library paths in `ldd` output ("libx.so => /path (0x..)" or "/path (0x..)").
-fn ldd_paths(out: &str) -> Vec<PathBuf> {
+pub(crate) fn ldd_paths(out: &str) -> Vec<PathBuf> {
     out.lines()
         .filter_map(|l| {
             let l = l.trim();

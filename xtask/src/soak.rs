@@ -1,25 +1,32 @@
 //! `cargo xtask soak`: the fault and soak test (issue 20). ringswitch switches between
-//! veth endpoints (afpacket ports), a tap port and dpdk-testpmd virtio-user peers
-//! (vhost-user ports) while, cycle after cycle, seeded random faults hit it: a testpmd
-//! peer SIGKILLed and restarted, the daemon SIGKILLed and restarted from its config file,
-//! a veth deleted and re-made (`ctl del-port`/`add-port`), the tap deleted and re-added.
+//! veth endpoints (afpacket ports), a tap port, dpdk-testpmd virtio-user peers and QEMU
+//! guests (vhost-user ports) while, cycle after cycle, seeded random faults hit it: a
+//! testpmd peer SIGKILLed and restarted, the daemon SIGKILLed and restarted from its
+//! config file, a veth deleted and re-made (`ctl del-port`/`add-port`), the tap deleted
+//! and re-added; and per guest: QEMU SIGKILLed and booted again, a QMP `system_reset`,
+//! the NIC hot-unplugged and plugged again on the same socket, a DIMM hot-plugged and
+//! unplugged under traffic (the port's memory table grows and shrinks; soak/guest.rs).
 //!
 //! Every frame carries its sender, its intended destination and a sequence number
 //! (soak/frame.rs); every endpoint checks every frame it receives (soak/endpoint.rs).
 //! testpmd peers run `macswap` and so echo the frames sent to them back to their sender,
-//! which checks them too (testpmd itself checks nothing). After each cycle: the daemon
-//! is alive unless we killed it, traffic reaches every endpoint again (and every testpmd
-//! peer echoes), no frame reached an endpoint it was not addressed to, none arrived twice
-//! or out of order (one worker: one path per sender and receiver), and the daemon's fds,
+//! which checks them too (testpmd itself checks nothing). A guest runs `soak-echo`
+//! (xtask/src/bin/soak-echo.rs), the same macswap echo as a small program in its
+//! initramfs: the simplest real option, since a sender in the guest would need the
+//! orchestrator's fault windows and generations to mark its frames, while an echo keeps
+//! every check with the senders (right peer: the echo's source MAC must be the MAC the
+//! frame was sent to; sequence; generations) and reuses their code. soak-echo also counts
+//! unicast for other MACs that reaches the guest (its port has `mac=`, so every such
+//! frame is misdelivered). After each cycle: the daemon and every guest are alive unless
+//! we killed them, traffic reaches every endpoint again (every testpmd peer and guest
+//! echoes), no frame reached an endpoint it was not addressed to, none arrived twice or
+//! out of order (one worker: one path per sender and receiver), and the daemon's fds,
 //! guest-memory (memfd) mappings and RSS are back within a tolerance of the first
 //! cycle's. A summary is printed and written as JSON.
-//!
-//! QEMU guests (and so memory hot-plug under traffic) are not part of it: a guest boot
-//! costs 10-20 s of TCG per restart. testpmd restarts do exercise a fresh memory table
-//! (SET_MEM_TABLE) on the port each time.
 
 mod endpoint;
 mod frame;
+mod guest;
 mod topo;
 
 use std::path::{Path, PathBuf};
@@ -34,11 +41,13 @@ use serde::Serialize;
 use crate::bench::daemon::Daemon;
 use crate::bench::proc::{self, pause, Proc};
 use endpoint::{fmt_mac, Shared, Spec};
+use guest::{Guest, GuestSummary};
 use topo::Topology;
 
 const USAGE: &str = "\
 usage: cargo xtask soak [--minutes M | --cycles N] [--seed S] [--rate FPS] [--veths N]
-                        [--testpmd N] [--traffic-secs S] [--ringswitch PATH] [--out FILE]
+                        [--testpmd N] [--guests N] [--faults KINDS] [--traffic-secs S]
+                        [--ringswitch PATH] [--out FILE]
 
   --minutes M       run fault cycles for M minutes
   --cycles N        run N fault cycles (default 5)
@@ -46,6 +55,11 @@ usage: cargo xtask soak [--minutes M | --cycles N] [--seed S] [--rate FPS] [--ve
   --rate FPS        frames per second each endpoint sends (default 1000)
   --veths N         veth endpoints (afpacket ports), 2..=8 (default 3)
   --testpmd N       testpmd virtio-user peers on vhost-user ports, 0..=2 (default 1)
+  --guests N        QEMU (TCG) guests on vhost-user ports, 0..=2 (default 1); each guest
+                    fault costs up to a boot (20-40 s)
+  --faults KINDS    only these fault kinds, comma-separated (to chase one failure):
+                    kill-testpmd, kill-daemon, readd-veth, readd-tap, kill-guest,
+                    reset-guest, replug-nic, memplug (default: all that apply)
   --traffic-secs S  traffic between the faults of two cycles (default 3)
   --ringswitch PATH the daemon binary (default: build target/debug/ringswitch)
   --out FILE        summary JSON (default bench-results/soak.json)";
@@ -65,6 +79,9 @@ struct Options {
     rate: u32,
     veths: usize,
     testpmd: usize,
+    guests: usize,
+    /// Fault kinds allowed (`--faults`), by name without the target index; None: all.
+    faults: Option<Vec<String>>,
     traffic: Duration,
     ringswitch: Option<PathBuf>,
     out: PathBuf,
@@ -78,6 +95,8 @@ fn parse(args: &[String]) -> Result<Options> {
         rate: 1000,
         veths: 3,
         testpmd: 1,
+        guests: 1,
+        faults: None,
         traffic: Duration::from_secs(3),
         ringswitch: None,
         out: crate::workspace_root().join("bench-results/soak.json"),
@@ -95,6 +114,10 @@ fn parse(args: &[String]) -> Result<Options> {
             "--rate" => o.rate = val()?.parse().context("--rate")?,
             "--veths" => o.veths = val()?.parse().context("--veths")?,
             "--testpmd" => o.testpmd = val()?.parse().context("--testpmd")?,
+            "--guests" => o.guests = val()?.parse().context("--guests")?,
+            "--faults" => {
+                o.faults = Some(val()?.split(',').map(|k| k.trim().to_string()).collect())
+            }
             "--traffic-secs" => {
                 o.traffic = Duration::from_secs_f64(val()?.parse().context("--traffic-secs")?)
             }
@@ -107,8 +130,18 @@ fn parse(args: &[String]) -> Result<Options> {
             _ => bail!("unknown option {a}\n{USAGE}"),
         }
     }
-    if !(2..=8).contains(&o.veths) || o.testpmd > 2 || o.rate == 0 {
-        bail!("--veths must be 2..=8, --testpmd 0..=2 and --rate at least 1\n{USAGE}");
+    if !(2..=8).contains(&o.veths) || o.testpmd > 2 || o.guests > 2 || o.rate == 0 {
+        bail!("--veths must be 2..=8, --testpmd and --guests 0..=2, --rate at least 1\n{USAGE}");
+    }
+    if let Some(f) = &o.faults {
+        let all = fault_kinds(o.testpmd, o.guests);
+        let kinds: Vec<String> = all.iter().map(|k| k.kind().to_string()).collect();
+        if let Some(bad) = f.iter().find(|k| !kinds.contains(k)) {
+            bail!(
+                "--faults: no fault kind {bad:?} here (kinds: {})",
+                kinds.join(", ")
+            );
+        }
     }
     Ok(o)
 }
@@ -117,6 +150,16 @@ fn parse(args: &[String]) -> Result<Options> {
 struct Rng(u64);
 
 impl Rng {
+    /// The state from a seed: splitmix64 of it (never 0, which xorshift never leaves), so
+    /// that every seed gives its own sequence (`seed | 1` made 4 and 5 the same run).
+    fn new(seed: u64) -> Rng {
+        let mut z = seed.wrapping_add(0x9E37_79B9_7F4A_7C15);
+        z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
+        z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
+        z ^= z >> 31;
+        Rng(if z == 0 { 1 } else { z })
+    }
+
     fn next(&mut self) -> u64 {
         self.0 ^= self.0 >> 12;
         self.0 ^= self.0 << 25;
@@ -139,15 +182,41 @@ enum Fault {
     Veth(usize),
     /// `ctl del-port` the tap (the daemon deletes it) and `ctl add-port` it again.
     Tap,
+    /// SIGKILL guest g's QEMU and boot it again.
+    GuestKill(usize),
+    /// QMP `system_reset` of guest g.
+    GuestReset(usize),
+    /// Hot-unplug guest g's NIC and plug a new one on the same socket.
+    NicReplug(usize),
+    /// Hot-plug a DIMM into guest g under traffic, then unplug it.
+    MemHotplug(usize),
 }
 
 impl Fault {
+    /// The kind, without the target (what `--faults` names).
+    fn kind(self) -> &'static str {
+        match self {
+            Fault::Testpmd(_) => "kill-testpmd",
+            Fault::Daemon => "kill-daemon",
+            Fault::Veth(_) => "readd-veth",
+            Fault::Tap => "readd-tap",
+            Fault::GuestKill(_) => "kill-guest",
+            Fault::GuestReset(_) => "reset-guest",
+            Fault::NicReplug(_) => "replug-nic",
+            Fault::MemHotplug(_) => "memplug",
+        }
+    }
+
     fn name(self) -> String {
         match self {
             Fault::Testpmd(k) => format!("kill-testpmd{k}"),
             Fault::Daemon => "kill-daemon".into(),
             Fault::Veth(i) => format!("readd-veth{i}"),
             Fault::Tap => "readd-tap".into(),
+            Fault::GuestKill(g) => format!("kill-guest{g}"),
+            Fault::GuestReset(g) => format!("reset-guest{g}"),
+            Fault::NicReplug(g) => format!("replug-nic-guest{g}"),
+            Fault::MemHotplug(g) => format!("memplug-guest{g}"),
         }
     }
 }
@@ -204,9 +273,11 @@ struct Totals {
     misdelivered: u64,
     late: u64,
     lost: u64,
+    /// Of `misdelivered`: unicast for another MAC that reached a guest (soak-echo's count).
+    guest_foreign: u64,
 }
 
-fn totals(sh: &Shared) -> Totals {
+fn totals(sh: &Shared, guest_foreign: u64) -> Totals {
     let mut t = Totals::default();
     for c in &sh.counters {
         t.sent += c.sent.load(SeqCst);
@@ -220,6 +291,8 @@ fn totals(sh: &Shared) -> Totals {
         t.late += c.late.load(SeqCst);
         t.lost += c.lost.load(SeqCst);
     }
+    t.guest_foreign = guest_foreign;
+    t.misdelivered += guest_foreign;
     t
 }
 
@@ -241,6 +314,9 @@ struct CycleRecord {
     late: u64,
     resources: Resources,
     ok: bool,
+    /// Why the cycle failed, when it did.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    error: Option<String>,
 }
 
 #[derive(Debug, Serialize)]
@@ -249,7 +325,7 @@ struct Summary {
     command: String,
     git: String,
     endpoints: String,
-    qemu_guest: &'static str,
+    qemu_guest: String,
     cycles: usize,
     cycles_ok: usize,
     seconds: f64,
@@ -259,6 +335,7 @@ struct Summary {
     baseline: Resources,
     max_drift: Drift,
     misdelivery_samples: Vec<String>,
+    guests: Vec<GuestSummary>,
     per_cycle: Vec<CycleRecord>,
     passed: bool,
 }
@@ -285,6 +362,7 @@ struct World {
     daemon: Option<Daemon>,
     testpmd: Vec<Option<Proc>>,
     testpmd_starts: usize,
+    guests: Vec<Guest>,
     veths: usize,
     sh: Arc<Shared>,
 }
@@ -300,6 +378,16 @@ impl World {
 
     fn sock(&self, k: usize) -> PathBuf {
         self.tmp.join(format!("t{k}.sock"))
+    }
+
+    /// Misdelivered frames the guests saw, all boots so far.
+    fn guest_foreign(&mut self) -> u64 {
+        self.guests.iter_mut().map(|g| g.foreign()).sum()
+    }
+
+    fn totals(&mut self) -> Totals {
+        let f = self.guest_foreign();
+        totals(&self.sh, f)
     }
 
     fn start_daemon(&mut self) -> Result<()> {
@@ -406,7 +494,30 @@ impl World {
                     remade.push(self.testpmd_id(k));
                 }
                 remade.push(self.tap_id());
+                // The guests stay up: QEMU reconnects (reconnect=1).
+                remade.extend(self.guests.iter().map(|g| usize::from(g.id)));
                 daemon = true;
+            }
+            Fault::GuestKill(g) => {
+                self.guests[g].kill()?;
+                self.guests[g].start()?;
+                remade.push(usize::from(self.guests[g].id));
+            }
+            Fault::GuestReset(g) => {
+                self.guests[g].reset()?;
+                remade.push(usize::from(self.guests[g].id));
+            }
+            Fault::NicReplug(g) => {
+                self.guests[g].replug_nic()?;
+                remade.push(usize::from(self.guests[g].id));
+            }
+            Fault::MemHotplug(g) => {
+                let (bin, ctl) = (self.bin.clone(), self.ctl.clone());
+                let sock = self.guests[g].sock.clone();
+                // A second of traffic with the DIMM in the port's memory table.
+                self.guests[g].memplug(Duration::from_secs(1), move || {
+                    guest_memory(&bin, &ctl, &sock)
+                })?;
             }
             Fault::Veth(i) => {
                 let port = topo::host_if(i);
@@ -431,8 +542,21 @@ impl World {
 
 const TAP: &str = "rst0";
 
+/// `guest_memory_bytes` of the vhost-user port on `sock` (`ctl ports`).
+fn guest_memory(bin: &Path, ctl: &Path, sock: &Path) -> Result<u64> {
+    let mut c = Command::new(bin);
+    c.arg("ctl").arg("--ctl").arg(ctl).args(["ports", "--json"]);
+    let v: serde_json::Value = serde_json::from_str(&proc::output(&mut c)?)?;
+    let name = sock.display().to_string();
+    Ok(v["ports"]
+        .as_array()
+        .and_then(|ps| ps.iter().find(|p| p["name"] == name.as_str()))
+        .and_then(|p| p["guest_memory_bytes"].as_u64())
+        .unwrap_or(0))
+}
+
 /// SIGKILL to the child's process group, then reap it.
-fn sigkill(p: &mut Proc) -> Result<()> {
+pub(crate) fn sigkill(p: &mut Proc) -> Result<()> {
     if p.try_status()?.is_none() {
         let pgid = libc::pid_t::try_from(p.pid())?;
         // SAFETY: kill(2) on the process group we created for this child.
@@ -477,14 +601,22 @@ fn config_text(veths: usize, socks: &[PathBuf], macs: &[String]) -> String {
     s
 }
 
-fn build_ringswitch() -> Result<PathBuf> {
-    crate::cargo(&["build", "-p", "ringswitch"])?;
+/// The cargo target directory (CARGO_TARGET_DIR or the workspace's target/).
+pub(crate) fn target_dir() -> PathBuf {
     let root = crate::workspace_root();
     let t = std::env::var_os("CARGO_TARGET_DIR")
         .map(PathBuf::from)
         .unwrap_or_else(|| root.join("target"));
-    let t = if t.is_absolute() { t } else { root.join(t) };
-    Ok(t.join("debug").join("ringswitch"))
+    if t.is_absolute() {
+        t
+    } else {
+        root.join(t)
+    }
+}
+
+fn build_ringswitch() -> Result<PathBuf> {
+    crate::cargo(&["build", "-p", "ringswitch"])?;
+    Ok(target_dir().join("debug").join("ringswitch"))
 }
 
 fn have(tool: &str) -> bool {
@@ -515,6 +647,7 @@ pub fn run(args: &[String]) -> Result<()> {
     for tool in ["ip", "nice", "stdbuf"]
         .into_iter()
         .chain((o.testpmd > 0).then_some("dpdk-testpmd"))
+        .chain((o.guests > 0).then_some("qemu-system-x86_64"))
     {
         if !have(tool) {
             bail!("{tool} is missing: `cargo xtask deps` installs the test packages");
@@ -527,7 +660,7 @@ pub fn run(args: &[String]) -> Result<()> {
             .unwrap_or(1)
     });
     eprintln!("soak: seed {seed} (repeat with --seed {seed})");
-    let mut rng = Rng(seed | 1);
+    let mut rng = Rng::new(seed);
     let bin = match &o.ringswitch {
         Some(p) => p.clone(),
         None => build_ringswitch()?,
@@ -535,15 +668,37 @@ pub fn run(args: &[String]) -> Result<()> {
     let tmp = std::env::temp_dir().join(format!("rssoak-{}", std::process::id()));
     std::fs::create_dir_all(&tmp)?;
     let _tmp_guard = RemoveOnDrop(tmp.clone());
+    let image = if o.guests > 0 {
+        Some(guest::image(&tmp)?)
+    } else {
+        None
+    };
     let topo = Topology::create(o.veths)?;
-    let n = o.veths + 1 + o.testpmd;
+    let n = o.veths + 1 + o.testpmd + o.guests;
     let sh = Arc::new(Shared::new(n, o.rate));
+    // vhost-user ports: the testpmd peers', then the guests'.
     let socks: Vec<PathBuf> = (0..o.testpmd)
         .map(|k| tmp.join(format!("t{k}.sock")))
+        .chain((0..o.guests).map(|g| tmp.join(format!("g{g}.sock"))))
         .collect();
-    let macs: Vec<String> = (0..o.testpmd)
+    let macs: Vec<String> = (0..o.testpmd + o.guests)
         .map(|k| u8::try_from(o.veths + 1 + k).map(|id| fmt_mac(frame::mac(id))))
         .collect::<Result<_, _>>()?;
+    let mut guests = vec![];
+    if let Some(img) = &image {
+        for g in 0..o.guests {
+            let i = o.testpmd + g;
+            let id = u8::try_from(o.veths + 1 + i)?;
+            guests.push(Guest::new(
+                g,
+                id,
+                macs[i].clone(),
+                socks[i].clone(),
+                &tmp,
+                img,
+            ));
+        }
+    }
     let config = tmp.join("ringswitch.toml");
     std::fs::write(&config, config_text(o.veths, &socks, &macs))?;
     let mut w = World {
@@ -554,6 +709,7 @@ pub fn run(args: &[String]) -> Result<()> {
         daemon: None,
         testpmd: (0..o.testpmd).map(|_| None).collect(),
         testpmd_starts: 0,
+        guests,
         veths: o.veths,
         sh: sh.clone(),
         topo,
@@ -561,6 +717,9 @@ pub fn run(args: &[String]) -> Result<()> {
     w.start_daemon()?;
     for k in 0..o.testpmd {
         w.start_testpmd(k)?;
+    }
+    for g in w.guests.iter_mut() {
+        g.start()?;
     }
     let threads = spawn_endpoints(&w, &o)?;
     let result = soak(&mut w, &o, &mut rng, seed, args);
@@ -588,7 +747,8 @@ fn spawn_endpoints(
     w: &World,
     o: &Options,
 ) -> Result<Vec<std::thread::JoinHandle<std::io::Result<()>>>> {
-    let n = o.veths + 1 + o.testpmd;
+    let n = o.veths + 1 + o.testpmd + o.guests;
+    // testpmd peers and guests echo.
     let echo_peers: Vec<u8> = (o.veths + 1..n)
         .map(u8::try_from)
         .collect::<Result<_, _>>()?;
@@ -619,13 +779,41 @@ fn spawn_endpoints(
     Ok(v)
 }
 
+/// The fault kinds, in the order the cycles take them first (targets chosen later).
+fn fault_kinds(testpmd: usize, guests: usize) -> Vec<Fault> {
+    let mut kinds = vec![Fault::Daemon, Fault::Veth(0), Fault::Tap];
+    if testpmd > 0 {
+        kinds.insert(0, Fault::Testpmd(0));
+    }
+    if guests > 0 {
+        // Interleaved with the others: the guest faults cost a boot or an ACPI eject,
+        // the others a second or two.
+        for (i, f) in [
+            Fault::GuestKill(0),
+            Fault::GuestReset(0),
+            Fault::NicReplug(0),
+            Fault::MemHotplug(0),
+        ]
+        .into_iter()
+        .enumerate()
+        {
+            kinds.insert((2 * i + 1).min(kinds.len()), f);
+        }
+    }
+    kinds
+}
+
 /// The cycles: cycle 0 is traffic only and sets the baseline.
 fn soak(w: &mut World, o: &Options, rng: &mut Rng, seed: u64, args: &[String]) -> Result<Summary> {
     let start = Instant::now();
-    let mut kinds = vec![Fault::Daemon, Fault::Veth(0), Fault::Tap];
-    if o.testpmd > 0 {
-        kinds.insert(0, Fault::Testpmd(0));
-    }
+    let kinds: Vec<Fault> = fault_kinds(o.testpmd, o.guests)
+        .into_iter()
+        .filter(|k| {
+            o.faults
+                .as_ref()
+                .is_none_or(|f| f.iter().any(|n| n == k.kind()))
+        })
+        .collect();
     let mut per_cycle = vec![];
     let mut fault_counts: Vec<(String, usize)> = vec![];
     let mut baseline = Resources::default();
@@ -653,12 +841,17 @@ fn soak(w: &mut World, o: &Options, rng: &mut Rng, seed: u64, args: &[String]) -
                 match f {
                     Fault::Veth(i) => *i = rng.below(o.veths),
                     Fault::Testpmd(k) => *k = rng.below(o.testpmd),
+                    Fault::GuestKill(g)
+                    | Fault::GuestReset(g)
+                    | Fault::NicReplug(g)
+                    | Fault::MemHotplug(g) => *g = rng.below(o.guests),
                     _ => {}
                 }
             }
         }
-        let before = totals(&w.sh);
+        let before = w.totals();
         let mut ok = true;
+        let mut error = None;
         for &f in &faults {
             if let Err(e) = w.daemon_alive() {
                 crashes += 1;
@@ -666,7 +859,22 @@ fn soak(w: &mut World, o: &Options, rng: &mut Rng, seed: u64, args: &[String]) -
                 ok = false;
                 break;
             }
-            w.apply(f).with_context(|| format!("fault {}", f.name()))?;
+            proc::check_interrupted()?;
+            let t = Instant::now();
+            if let Err(e) = w.apply(f) {
+                // The fault did not complete (a guest that does not come back, a DIMM
+                // never mapped or never unmapped): the cycle fails, the summary is kept.
+                proc::check_interrupted()?;
+                eprintln!("soak: cycle {cycle}: fault {}: {e:#}", f.name());
+                error = Some(format!("fault {}: {e:#}", f.name()));
+                ok = false;
+                break;
+            }
+            eprintln!(
+                "soak: cycle {cycle}: {} done in {:.1} s",
+                f.name(),
+                t.elapsed().as_secs_f64()
+            );
             match fault_counts.iter_mut().find(|(n, _)| *n == f.name()) {
                 Some((_, c)) => *c += 1,
                 None => fault_counts.push((f.name(), 1)),
@@ -687,20 +895,28 @@ fn soak(w: &mut World, o: &Options, rng: &mut Rng, seed: u64, args: &[String]) -
             pause(Duration::from_millis(200))?;
         }
         if !flowing(w) {
-            eprintln!("soak: cycle {cycle}: no traffic got through after the faults");
+            let now = flow_marks(&w.sh);
+            let stuck: Vec<usize> = (0..now.len()).filter(|&i| now[i] <= mark[i]).collect();
+            eprintln!(
+                "soak: cycle {cycle}: no traffic got through after the faults (endpoints {stuck:?})"
+            );
             ok = false;
+            error.get_or_insert(format!("no traffic to or from endpoints {stuck:?}"));
+        }
+        for g in w.guests.iter_mut() {
+            if let Err(e) = g.ensure_running() {
+                eprintln!("soak: cycle {cycle}: {e:#}");
+                ok = false;
+                error.get_or_insert(format!("{e:#}"));
+            }
         }
         if let Err(e) = w.daemon_alive() {
             crashes += 1;
             eprintln!("soak: the daemon died by itself: {e:#}");
-            per_cycle.push(record(
-                cycle,
-                &faults,
-                &before,
-                &w.sh,
-                Resources::default(),
-                false,
-            ));
+            let now = w.totals();
+            let mut r = record(cycle, &faults, &before, &now, Resources::default(), false);
+            r.error = Some(format!("the daemon died by itself: {e:#}"));
+            per_cycle.push(r);
             break;
         }
         let pid = w.daemon_pid()?;
@@ -716,6 +932,7 @@ fn soak(w: &mut World, o: &Options, rng: &mut Rng, seed: u64, args: &[String]) -
             if !within(&baseline, &res) {
                 eprintln!("soak: cycle {cycle}: resources {res:?} vs baseline {baseline:?}");
                 ok = false;
+                error.get_or_insert(format!("resources {res:?} vs baseline {baseline:?}"));
             }
         }
         max.fds = max.fds.max(diff(res.fds, baseline.fds));
@@ -726,12 +943,33 @@ fn soak(w: &mut World, o: &Options, rng: &mut Rng, seed: u64, args: &[String]) -
         max.rss_kib = max.rss_kib.max(
             i64::try_from(res.rss_kib).unwrap_or(0) - i64::try_from(baseline.rss_kib).unwrap_or(0),
         );
-        let r = record(cycle, &faults, &before, &w.sh, res, ok);
+        let now = w.totals();
+        let mut r = record(cycle, &faults, &before, &now, res, ok);
+        r.error = error;
         if r.misdelivered > 0 || r.late > 0 {
             eprintln!(
                 "soak: cycle {cycle}: {} misdelivered, {} duplicated or reordered",
                 r.misdelivered, r.late
             );
+            // What the daemon knows now and said lately, for the diagnosis.
+            let mut c = Command::new(&w.bin);
+            c.arg("ctl").arg("--ctl").arg(&w.ctl).arg("fdb");
+            match proc::output(&mut c) {
+                Ok(fdb) => eprintln!("soak: ctl fdb:\n{fdb}"),
+                Err(e) => eprintln!("soak: ctl fdb: {e:#}"),
+            }
+            let mut c = Command::new(&w.bin);
+            c.arg("ctl")
+                .arg("--ctl")
+                .arg(&w.ctl)
+                .args(["stats", "--json"]);
+            match proc::output(&mut c) {
+                Ok(st) => eprintln!("soak: ctl stats:\n{st}"),
+                Err(e) => eprintln!("soak: ctl stats: {e:#}"),
+            }
+            if let Some(d) = &w.daemon {
+                eprintln!("soak: daemon output:\n{}", d.proc.tail(20));
+            }
         }
         eprintln!(
             "soak: cycle {cycle} [{}] {} frames checked, {} misdelivered, fds {} ({:+}), \
@@ -753,20 +991,32 @@ fn soak(w: &mut World, o: &Options, rng: &mut Rng, seed: u64, args: &[String]) -
             break;
         }
     }
-    let t = totals(&w.sh);
+    let t = w.totals();
+    let guests: Vec<GuestSummary> = w.guests.iter_mut().map(|g| g.summary()).collect();
+    let mut samples = w.sh.samples.lock().map(|s| s.clone()).unwrap_or_default();
+    samples.extend(guests.iter().flat_map(|g| g.foreign_samples.clone()));
     let cycles_ok = per_cycle.iter().filter(|c| c.ok && c.cycle > 0).count();
     let all_ok = per_cycle.iter().all(|c| c.ok);
-    let samples = w.sh.samples.lock().map(|s| s.clone()).unwrap_or_default();
     Ok(Summary {
         seed,
         command: format!("cargo xtask soak {}", args.join(" ")),
         git: git_describe(),
         endpoints: format!(
-            "{} veth (afpacket ports), 1 tap, {} testpmd virtio-user (vhost-user ports, macswap)",
-            o.veths, o.testpmd
+            "{} veth (afpacket ports), 1 tap, {} testpmd virtio-user (vhost-user ports, \
+             macswap), {} QEMU guest (vhost-user ports, soak-echo)",
+            o.veths, o.testpmd, o.guests
         ),
-        qemu_guest: "not included: a TCG guest boot per restart (10-20 s) does not fit the \
-                     cycle budget; memory hot-plug under traffic is not exercised",
+        qemu_guest: if o.guests > 0 {
+            format!(
+                "{} TCG guest(s), {} MiB memfd share=on, a {} MiB pc-dimm per memory hot-plug; \
+                 soak-echo echoes (macswap) and counts foreign unicast",
+                o.guests,
+                guest::MEM_MB,
+                guest::DIMM_MB
+            )
+        } else {
+            "none (--guests 0)".into()
+        },
         cycles: per_cycle.len().saturating_sub(1),
         cycles_ok,
         seconds: start.elapsed().as_secs_f64(),
@@ -777,6 +1027,7 @@ fn soak(w: &mut World, o: &Options, rng: &mut Rng, seed: u64, args: &[String]) -
         baseline,
         max_drift: max,
         misdelivery_samples: samples,
+        guests,
         per_cycle,
     })
 }
@@ -785,11 +1036,10 @@ fn record(
     cycle: usize,
     faults: &[Fault],
     before: &Totals,
-    sh: &Shared,
+    t: &Totals,
     resources: Resources,
     ok: bool,
 ) -> CycleRecord {
-    let t = totals(sh);
     let misdelivered = t.misdelivered - before.misdelivered;
     let late = t.late - before.late;
     CycleRecord {
@@ -800,6 +1050,7 @@ fn record(
         late,
         resources,
         ok: ok && misdelivered == 0 && late == 0,
+        error: None,
     }
 }
 
@@ -849,6 +1100,21 @@ fn print_summary(s: &Summary, out: &Path) {
         s.baseline.rss_kib,
         out.display()
     );
+    for g in &s.guests {
+        println!(
+            "soak: guest {} ({}): {} QEMU starts, {} boots, {} DIMMs plugged; soak-echo got {} \
+             frames, echoed {}, broadcast {}, foreign unicast {}",
+            g.id,
+            g.mac,
+            g.qemu_starts,
+            g.boots,
+            g.dimms_plugged,
+            g.rx,
+            g.echoed,
+            g.broadcast,
+            g.foreign
+        );
+    }
     for m in &s.misdelivery_samples {
         println!("soak: misdelivered: {m}");
     }
@@ -868,6 +1134,34 @@ mod tests {
     }
 
     #[test]
+    fn every_fault_kind_comes_in_turn() {
+        let names = |k: Vec<Fault>| k.into_iter().map(Fault::name).collect::<Vec<_>>();
+        assert_eq!(
+            names(fault_kinds(1, 1)),
+            [
+                "kill-testpmd0",
+                "kill-guest0",
+                "kill-daemon",
+                "reset-guest0",
+                "readd-veth0",
+                "replug-nic-guest0",
+                "readd-tap",
+                "memplug-guest0"
+            ]
+        );
+        assert_eq!(
+            names(fault_kinds(0, 0)),
+            ["kill-daemon", "readd-veth0", "readd-tap"]
+        );
+        let a = |v: &[&str]| v.iter().map(|s| s.to_string()).collect::<Vec<_>>();
+        assert!(parse(&a(&["--guests", "3"])).is_err());
+        let o = parse(&a(&["--faults", "readd-tap,memplug"])).unwrap();
+        assert_eq!(o.faults, Some(vec!["readd-tap".into(), "memplug".into()]));
+        assert!(parse(&a(&["--guests", "0", "--faults", "memplug"])).is_err());
+        assert!(parse(&a(&["--faults", "bogus"])).is_err());
+    }
+
+    #[test]
     fn seeded_choices_repeat() {
         let mut a = Rng(7);
         let mut b = Rng(7);
@@ -876,6 +1170,13 @@ mod tests {
         assert_eq!(va, vb);
         assert!(va.iter().all(|&x| x < 5));
         assert!(va.iter().any(|&x| x != va[0]));
+        let seq = |s| {
+            let mut r = Rng::new(s);
+            (0..20).map(|_| r.below(8)).collect::<Vec<_>>()
+        };
+        assert_eq!(seq(4), seq(4));
+        assert_ne!(seq(4), seq(5));
+        assert_ne!(seq(0), seq(1));
     }
 
     #[test]

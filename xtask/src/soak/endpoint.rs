@@ -6,9 +6,12 @@
 //! The rule that makes "misdelivered" strict without false alarms: a unicast frame that
 //! reaches an endpoint it was not addressed to is legitimate only as unknown-unicast
 //! flooding. The sender marks a frame [`MAY_FLOOD`] unless it has proof that the switch
-//! knows the destination: a frame from that destination, stamped with the current daemon
-//! and port generations, came back through the switch (so the switch learned the
-//! destination's MAC on its current port). Faults run inside odd "windows"; a frame sent
+//! knows the destination: frames from that destination, stamped with the current daemon
+//! and port generations, have been coming back through the switch for [`LEARN_SETTLE`]
+//! (so the switch learned the destination's MAC on its current port). Not from the first
+//! such frame on: the switch may forward a frame without learning its source (it only
+//! try-locks the FDB writer, and the housekeeping thread's aging scan holds it), and the
+//! next frames from that source learn it. Faults run inside odd "windows"; a frame sent
 //! in one window and received in another is excused (counted), since the FDB may have
 //! been flushed in between. Everything else addressed elsewhere is a misdelivery.
 
@@ -20,6 +23,36 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use super::frame::{self, Frame, Payload, BROADCAST, BROADCAST_ID, MAY_FLOOD};
+
+/// How long frames from a destination must have been arriving (with the current
+/// generations) before the switch is taken to have learned it: learning deferred by a
+/// busy FDB writer (the aging scan runs every 250 ms) is done by a later frame.
+pub const LEARN_SETTLE: Duration = Duration::from_millis(200);
+
+/// Proof that the switch learned an endpoint: the generations (daemon, endpoint's port)
+/// its frames were stamped with, and when the first such frame arrived.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Proof {
+    pub epochs: (u32, u32),
+    pub since: Instant,
+}
+
+/// Records a frame from `id` stamped `epochs`; a new generation starts a new proof.
+fn prove(known: &mut HashMap<u8, Proof>, id: u8, epochs: (u32, u32), now: Instant) {
+    match known.get(&id) {
+        Some(p) if p.epochs == epochs => {}
+        _ => {
+            known.insert(id, Proof { epochs, since: now });
+        }
+    }
+}
+
+/// Whether the proof for `id` covers `epochs` and has settled at `now`.
+fn settled(known: &HashMap<u8, Proof>, id: u8, epochs: (u32, u32), now: Instant) -> bool {
+    known
+        .get(&id)
+        .is_some_and(|p| p.epochs == epochs && now.duration_since(p.since) >= LEARN_SETTLE)
+}
 
 /// Counters of one endpoint.
 #[derive(Default)]
@@ -59,6 +92,10 @@ pub struct Shared {
     pub reopen: Vec<AtomicU32>,
     pub counters: Vec<Counters>,
     pub samples: Mutex<Vec<String>>,
+    /// When the shared state was made, and the last fault ended (ms after that), so a
+    /// misdelivery sample says how long after a fault it happened.
+    pub start: Instant,
+    pub fault_ended_ms: AtomicU64,
     /// Frames per second each endpoint sends.
     pub rate: u32,
 }
@@ -73,8 +110,14 @@ impl Shared {
             reopen: (0..endpoints).map(|_| AtomicU32::new(0)).collect(),
             counters: (0..endpoints).map(|_| Counters::default()).collect(),
             samples: Mutex::new(Vec::new()),
+            start: Instant::now(),
+            fault_ended_ms: AtomicU64::new(0),
             rate,
         }
+    }
+
+    fn ms(&self) -> u64 {
+        u64::try_from(self.start.elapsed().as_millis()).unwrap_or(u64::MAX)
     }
 
     /// Starts a fault window.
@@ -92,6 +135,7 @@ impl Shared {
         for &e in endpoints {
             self.ep_epoch[e].fetch_add(1, SeqCst);
         }
+        self.fault_ended_ms.store(self.ms(), SeqCst);
         self.window.fetch_add(1, SeqCst);
     }
 }
@@ -119,7 +163,7 @@ pub fn run(spec: Spec, sh: Arc<Shared>) -> io::Result<()> {
     let mut seq: HashMap<u8, u64> = HashMap::new();
     let mut last: HashMap<u8, u64> = HashMap::new();
     // Proof of learning per destination: (daemon epoch, destination port epoch).
-    let mut known: HashMap<u8, (u32, u32)> = HashMap::new();
+    let mut known: HashMap<u8, Proof> = HashMap::new();
     let interval = Duration::from_secs(1) / sh.rate.max(1);
     let mut next_send = Instant::now();
     let mut turn: usize = 0;
@@ -182,7 +226,7 @@ pub fn run(spec: Spec, sh: Arc<Shared>) -> io::Result<()> {
             } else {
                 sh.ep_epoch[usize::from(dst)].load(SeqCst)
             };
-            let sure = w.is_multiple_of(2) && known.get(&dst) == Some(&(epoch, dst_epoch));
+            let sure = w.is_multiple_of(2) && settled(&known, dst, (epoch, dst_epoch), now);
             let s = seq.entry(dst).or_insert(0);
             *s += 1;
             let p = Payload {
@@ -218,8 +262,9 @@ fn check(
     spec: &Spec,
     f: &Frame,
     last: &mut HashMap<u8, u64>,
-    known: &mut HashMap<u8, (u32, u32)>,
+    known: &mut HashMap<u8, Proof>,
 ) {
+    let now = Instant::now();
     let c = &sh.counters[usize::from(me)];
     c.checked.fetch_add(1, SeqCst);
     let p = &f.p;
@@ -233,7 +278,7 @@ fn check(
     if f.eth_dst == BROADCAST {
         c.broadcast.fetch_add(1, SeqCst);
         if p.dst == BROADCAST_ID && p.epoch == epoch && p.src_epoch == ep(p.src) {
-            known.insert(p.src, (epoch, p.src_epoch));
+            prove(known, p.src, (epoch, p.src_epoch), now);
         }
         return;
     }
@@ -247,17 +292,29 @@ fn check(
         }
         return;
     }
-    // Addressed to us: an echo of our own frame from a testpmd peer, or a frame for us.
+    // Addressed to us: an echo of our own frame from an echo peer (testpmd, guest), or
+    // a frame for us.
     if p.src == me {
-        c.echoed.fetch_add(1, SeqCst);
         let from_peer = spec.echo_peers.contains(&p.dst) && f.eth_src == frame::mac(p.dst);
-        if from_peer {
-            sh.counters[usize::from(p.dst)]
-                .echoed_by
-                .fetch_add(1, SeqCst);
+        if !from_peer {
+            // Echo peers take unicast for their own MAC only (their ports have `mac=`):
+            // an echo from anyone else means our frame reached a port it was not
+            // addressed to.
+            misdelivered(
+                sh,
+                c,
+                me,
+                f,
+                "echoed by an endpoint it was not addressed to",
+            );
+            return;
         }
-        if from_peer && p.epoch == epoch && p.dst_epoch == ep(p.dst) {
-            known.insert(p.dst, (epoch, p.dst_epoch));
+        c.echoed.fetch_add(1, SeqCst);
+        sh.counters[usize::from(p.dst)]
+            .echoed_by
+            .fetch_add(1, SeqCst);
+        if p.epoch == epoch && p.dst_epoch == ep(p.dst) {
+            prove(known, p.dst, (epoch, p.dst_epoch), now);
         }
         return;
     }
@@ -274,7 +331,7 @@ fn check(
         *l = p.seq;
     }
     if p.epoch == epoch && p.src_epoch == ep(p.src) {
-        known.insert(p.src, (epoch, p.src_epoch));
+        prove(known, p.src, (epoch, p.src_epoch), now);
     }
 }
 
@@ -282,11 +339,14 @@ fn misdelivered(sh: &Shared, c: &Counters, me: u8, f: &Frame, why: &str) {
     c.misdelivered.fetch_add(1, SeqCst);
     if let Ok(mut s) = sh.samples.lock() {
         if s.len() < 20 {
+            let now = sh.ms();
             s.push(format!(
-                "endpoint {me}: {why}: eth {} -> {} {:?}",
+                "endpoint {me}: {why}: eth {} -> {} {:?}, at {now} ms, {} ms after the last \
+                 fault",
                 fmt_mac(f.eth_src),
                 fmt_mac(f.eth_dst),
-                f.p
+                f.p,
+                now.saturating_sub(sh.fault_ended_ms.load(SeqCst))
             ));
         }
     }
@@ -311,12 +371,16 @@ fn enter_netns(name: &str) -> io::Result<()> {
 /// A raw AF_PACKET socket for our ethertype, bound to `ifname`.
 fn open(ifname: &str) -> io::Result<OwnedFd> {
     let proto = frame::ETHERTYPE.to_be();
+    // Protocol 0 here, the ethertype only in bind(2): a packet socket opened with a
+    // protocol receives it from every interface of the namespace until it is bound
+    // (packet(7)), so frames arriving on other interfaces in that moment (the switch's
+    // own veth ends, for the tap endpoint) would be read as delivered to this one.
     // SAFETY: socket(2) has no memory preconditions; the fd is owned right away.
     let fd = unsafe {
         libc::socket(
             libc::AF_PACKET,
             libc::SOCK_RAW | libc::SOCK_NONBLOCK | libc::SOCK_CLOEXEC,
-            i32::from(proto),
+            0,
         )
     };
     if fd < 0 {
@@ -465,7 +529,7 @@ mod tests {
         // The repeat is delivered (to the right endpoint) and counted late.
         assert_eq!(counts(&sh), [3, 0, 0, 0, 1, 0]);
         assert_eq!(sh.counters[1].lost.load(SeqCst), 2);
-        assert_eq!(known.get(&0), Some(&(0, 0)));
+        assert_eq!(known.get(&0).map(|p| p.epochs), Some((0, 0)));
         // Payload says "to 2" but the header says us: a corrupted or misrouted frame.
         let mut bad = unicast(0, 2, 0, 0, 5);
         bad.eth_dst = frame::mac(1);
@@ -482,12 +546,49 @@ mod tests {
         (echo.eth_dst, echo.eth_src) = (frame::mac(1), frame::mac(3));
         check(&sh, 1, frame::mac(1), &spec, &echo, &mut last, &mut known);
         assert_eq!(counts(&sh)[5], 1);
-        assert_eq!(known.get(&3), Some(&(0, 0)));
+        assert_eq!(known.get(&3).map(|p| p.epochs), Some((0, 0)));
         known.clear();
         sh.fault_begin();
         sh.fault_end(false, &[3]);
         // An echo of a frame sent before testpmd was restarted proves nothing.
         check(&sh, 1, frame::mac(1), &spec, &echo, &mut last, &mut known);
         assert_eq!(known.get(&3), None);
+        assert_eq!(sh.counters[1].misdelivered.load(SeqCst), 0);
+    }
+
+    #[test]
+    fn a_proof_settles_before_frames_are_sure() {
+        let t0 = Instant::now();
+        let mut known = HashMap::new();
+        prove(&mut known, 4, (0, 0), t0);
+        assert!(!settled(&known, 4, (0, 0), t0));
+        assert!(!settled(&known, 4, (0, 0), t0 + LEARN_SETTLE / 2));
+        // Later frames of the same generation keep the first time.
+        prove(&mut known, 4, (0, 0), t0 + LEARN_SETTLE / 2);
+        assert!(settled(&known, 4, (0, 0), t0 + LEARN_SETTLE));
+        // Another generation (port re-made, daemon restarted): not proof any more.
+        assert!(!settled(&known, 4, (0, 1), t0 + LEARN_SETTLE));
+        prove(&mut known, 4, (0, 1), t0 + LEARN_SETTLE);
+        assert!(!settled(&known, 4, (0, 1), t0 + LEARN_SETTLE));
+        assert!(settled(&known, 4, (0, 1), t0 + 2 * LEARN_SETTLE));
+        assert!(!settled(&known, 3, (0, 0), t0 + 2 * LEARN_SETTLE));
+    }
+
+    #[test]
+    fn an_echo_from_another_peer_is_misdelivered() {
+        let (sh, spec) = setup();
+        let (mut last, mut known) = (HashMap::new(), HashMap::new());
+        // Our frame for 2 (not an echo peer) came back from 3: 3 got what was for 2.
+        let mut echo = unicast(1, 2, 0, 0, 1);
+        (echo.eth_dst, echo.eth_src) = (frame::mac(1), frame::mac(3));
+        check(&sh, 1, frame::mac(1), &spec, &echo, &mut last, &mut known);
+        // Our frame for echo peer 3, echoed by 0.
+        let mut echo = unicast(1, 3, 0, 0, 2);
+        (echo.eth_dst, echo.eth_src) = (frame::mac(1), frame::mac(0));
+        check(&sh, 1, frame::mac(1), &spec, &echo, &mut last, &mut known);
+        assert_eq!(sh.counters[1].misdelivered.load(SeqCst), 2);
+        assert_eq!(counts(&sh)[5], 0);
+        assert_eq!(sh.counters[3].echoed_by.load(SeqCst), 0);
+        assert!(known.is_empty());
     }
 }
