@@ -1,10 +1,11 @@
-//! Decapsulation of one received VXLAN datagram, without I/O: the provided buffer a
-//! multishot recvmsg filled (io_uring's `io_uring_recvmsg_out` header, the source
+//! Decapsulation of one received VXLAN datagram (`decapsulate`), or of a UDP_GRO run
+//! of them with one flow's TCP segments coalesced (`decapsulate_burst`, what the worker
+//! runs), without I/O: the provided buffer a multishot recvmsg filled (io_uring's `io_uring_recvmsg_out` header, the source
 //! address, then the UDP payload: VXLAN header and inner frame) becomes the inner frame
 //! with a virtio-net header in front, in place, so it takes the host path unchanged.
 //!
 //! Everything past the kernel's own header is the underlay's (attacker-controlled)
-//! bytes; this is the function the `vxlan` fuzz target drives with hostile buffers.
+//! bytes; these are the functions the `vxlan` fuzz target drives with hostile buffers.
 
 use std::net::IpAddr;
 

@@ -1,7 +1,7 @@
-//! VXLAN ports in the worker (RFC 7348): receiving (`locate_vxlan`: check the header,
-//! learn the inner source's VTEP, and put a vnet header where the VXLAN header was, so
-//! the frame takes the host path from there) and sending (`vxlan_write`: the frame is
-//! copied out, encapsulated by `crate::vxlan::encap` and sent with one sendmsg per UDP
+//! VXLAN ports in the worker (RFC 7348): receiving (`locate_vxlan`: the frames of one
+//! receive, a datagram or a UDP_GRO run of them with one flow's TCP segments coalesced;
+//! each inner source's VTEP learned; each frame then takes the host path) and sending
+//! (`vxlan_write`: the frame is copied out, encapsulated by `crate::vxlan::encap` and sent with one sendmsg per UDP
 //! GSO batch and remote — to the VTEP its destination was learned behind, or to every
 //! remote for floods and unknown destinations: head-end replication).
 //!
