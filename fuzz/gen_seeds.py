@@ -278,6 +278,34 @@ def ipv6_tcp(n):
     return struct.pack(">IHBB", 0x60000000, len(tcp), 6, 64) + src + dst + tcp
 
 
+def csum16(b):
+    if len(b) % 2:
+        b += b"\0"
+    s = sum(struct.unpack(">%dH" % (len(b) // 2), b))
+    while s > 0xFFFF:
+        s = (s & 0xFFFF) + (s >> 16)
+    return ~s & 0xFFFF
+
+
+def ipv4_tcp_seg(seq, flags, n):
+    """An IPv4 TCP segment with valid IP and TCP checksums (a GRO candidate)."""
+    src, dst = bytes([198, 18, 0, 1]), bytes([198, 18, 0, 2])
+    payload = bytes(((seq + i) % 251 for i in range(n)))
+    tcp = struct.pack(">HHIIBBHHH", 1000, 5001, seq, 7, 0x50, flags, 65535, 0, 0) + payload
+    c = csum16(src + dst + struct.pack(">BBH", 0, 6, len(tcp)) + tcp)
+    tcp = tcp[:16] + struct.pack(">H", c) + tcp[18:]
+    ip = struct.pack(">BBHHHBBH4s4s", 0x45, 0, 20 + len(tcp), 0, 0x4000, 64, 6, 0, src, dst)
+    ip = ip[:10] + struct.pack(">H", csum16(ip)) + ip[12:]
+    return ip + tcp
+
+
+def gro_buf(ip, seg, payload):
+    name, namelen = sockaddr(ip)
+    cmsg = struct.pack("<QiiI", 20, 17, 104, seg) + bytes(4)
+    return (struct.pack("<IIII", namelen, len(cmsg), len(payload), 0) + name.ljust(28, b"\0")
+            + cmsg + payload)
+
+
 def vxlan():
     v4 = [198, 18, 100, 2]
     v6 = [0x20, 0x01, 0x0d, 0xb8, 0x01, 0x00] + [0] * 9 + [2]
@@ -297,6 +325,13 @@ def vxlan():
     # A whole TCP segmentation frame from a sender on the same kernel: passed on as TSO.
     rx("rx_tcp_whole", v4, vx_header() + ether(MAC_A, MAC_B, 0x0800, ipv4_tcp(3000)))
     rx("rx_udp_big", v4, vx_header() + ether(MAC_A, MAC_B, 0x0800, ipv4_udp(2000)))
+    # A UDP_GRO run: three in-order segments of one flow (coalesced), then one of another
+    # sequence number and one with the I flag clear.
+    segs = [vx_header() + ether(MAC_A, MAC_B, 0x0800, ipv4_tcp_seg(1 + 100 * i, f, 100))
+            for i, f in enumerate([0x10, 0x10, 0x18])]
+    segs.append(vx_header() + ether(MAC_A, MAC_B, 0x0800, ipv4_tcp_seg(9999, 0x10, 100)))
+    segs.append(vx_header(flags=0) + ether(MAC_A, MAC_B, 0x0800, ipv4_tcp_seg(401, 0x10, 100)))
+    put("vxlan", "rx_gro_run", vx_params(2) + gro_buf(v4, len(segs[0]), b"".join(segs)))
     tx = lambda name, ctl, hdr, frame, inner_max=1450: put(
         "vxlan", name, vx_params(1, inner_max=inner_max) + bytes([ctl]) + hdr + frame)
     plain = bytes(12)

@@ -1,11 +1,14 @@
 //! Fuzz a VXLAN port's two byte paths (RFC 7348), the functions the worker runs:
-//! - receive: `uring_net::vxlan::decap::decapsulate` on a provided buffer as a multishot
-//!   recvmsg fills it (kernel header, source address, UDP payload from the underlay);
+//! - receive: `uring_net::vxlan::decap::decapsulate` (one datagram) and
+//!   `decapsulate_burst` (a UDP_GRO run, TCP segments coalesced) on a provided buffer as
+//!   a multishot recvmsg fills it (kernel header, source address, UDP payload from the
+//!   underlay);
 //! - send: `uring_net::vxlan::encap::encapsulate` on a frame and virtio-net header as a
 //!   guest (or any port) hands it over, plus the inner flow hash that picks the socket.
 //!
-//! Input: 1 byte mode (bit 0: 0 receive, 1 send), 3 bytes VNI (big-endian), 2 bytes
-//! inner_max (little-endian; at least 64, as `VxlanPort::open` requires), then
+//! Input: 1 byte mode (bit 0: 0 receive, 1 send; bit 1 with bit 0 clear: a UDP_GRO
+//! receive, its buffer with 24 bytes of control data after the name), 3 bytes VNI
+//! (big-endian), 2 bytes inner_max (little-endian; at least 64, as `VxlanPort::open` requires), then
 //! - receive: the buffer: `io_uring_recvmsg_out` (namelen, controllen, payloadlen, flags:
 //!   u32 each, native order), 28 bytes of name (a sockaddr_in or sockaddr_in6), payload;
 //! - send: 1 control byte (high bit: "fix-up" mode as in the offload target), the 12-byte
@@ -26,7 +29,10 @@ use libfuzzer_sys::fuzz_target;
 use switch::offload::{plan, Egress, Frame};
 use switch::vnet::{F_NEEDS_CSUM, GSO_NONE, GSO_TCPV4, GSO_TCPV6, HDR_LEN};
 use switch::{Chunk, Offloads, VnetHdr};
-use uring_net::vxlan::decap::{decapsulate, recv_msghdr, RxDrop, NAME_LEN};
+use uring_net::vxlan::decap::{
+    decapsulate, decapsulate_burst, recv_msghdr, recv_msghdr_gro, RxDrop, COALESCE_MAX_SEGS,
+    NAME_LEN,
+};
 use uring_net::vxlan::encap::{encapsulate, BATCH_MAX_BYTES, BATCH_MAX_SEGS};
 
 #[path = "shared/frames.rs"]
@@ -183,13 +189,59 @@ fn send(vni: u32, inner_max: usize, data: &[u8]) {
     }
 }
 
+/// A UDP_GRO receive (`decapsulate_burst`, what the worker runs): the buffer has
+/// `GRO_CONTROL_LEN` bytes of control data (a UDP_GRO cmsg or junk) after the name.
+/// Every frame lies inside the buffer after the one before (an in-place header too),
+/// its in-place header is the one reported, a coalesced frame is a TSO frame whose
+/// segments cover it, and a result names the sender's remote.
+fn receive_burst(vni: u32, inner_max: usize, buf: &[u8]) {
+    let mut b = buf.to_vec();
+    let mut frames = Vec::new();
+    let mut drops = 0usize;
+    let r = decapsulate_burst(
+        &mut b,
+        &recv_msghdr_gro(),
+        vni,
+        inner_max,
+        &REMOTES,
+        &mut frames,
+        &mut |_| drops += 1,
+    );
+    assert_eq!(r.is_some(), !frames.is_empty());
+    if let Some(remote) = r {
+        let namelen = u32_at(buf, 0).map_or(0, |n| (n as usize).min(NAME_LEN as usize));
+        let from = buf.get(OUT_HDR..OUT_HDR + namelen).and_then(name_ip);
+        assert_eq!(from, Some(REMOTES[usize::from(remote)]));
+    }
+    let mut end = 0usize;
+    for f in &frames {
+        assert!(f.len >= 14 && f.start + f.len <= b.len(), "{f:?} in {}", b.len());
+        assert!(f.start >= end, "{f:?} overlaps the frame before (ends {end})");
+        if f.hdr_in_place {
+            assert!(f.start >= end + HDR_LEN, "{f:?}");
+            let h = VnetHdr::parse(&b[f.start - HDR_LEN..f.start], HDR_LEN);
+            assert_eq!(h, Ok(f.hdr));
+        }
+        assert!(f.segments >= 1 && usize::from(f.segments) <= COALESCE_MAX_SEGS);
+        if f.segments > 1 {
+            assert!(matches!(f.hdr.gso_type, GSO_TCPV4 | GSO_TCPV6), "{f:?}");
+            let body = f.len - usize::from(f.hdr.hdr_len);
+            let most = usize::from(f.segments) * usize::from(f.hdr.gso_size);
+            assert!(body <= most && body > most - usize::from(f.hdr.gso_size), "{f:?}");
+        }
+        end = f.start + f.len;
+    }
+}
+
 fuzz_target!(|data: &[u8]| {
     let [mode, v0, v1, v2, m0, m1, rest @ ..] = data else {
         return;
     };
     let vni = u32::from_be_bytes([0, *v0, *v1, *v2]);
     let inner_max = usize::from(u16::from_le_bytes([*m0, *m1])).max(64);
-    if mode & 1 == 0 {
+    if mode & 3 == 2 {
+        receive_burst(vni, inner_max, rest);
+    } else if mode & 1 == 0 {
         receive(vni, inner_max, rest);
     } else {
         send(vni, inner_max, rest);

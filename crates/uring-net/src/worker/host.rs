@@ -83,33 +83,91 @@ impl Worker {
         q.rx.consumed();
         q.rx_errors = 0;
         let closing = q.closing;
-        let located = match &q.vx {
-            Some(vx) => super::vxlan::locate_vxlan(q, vx, bid, res, now),
-            None => locate_frame(q, bid, res),
-        };
-        if closing {
-            self.recycle(qi, bid);
-            return;
+        if let Some(vx) = q.vx.clone() {
+            let mut frames = std::mem::take(&mut self.vx_rx);
+            if let Some(q) = self.queues.get(qi as usize).and_then(Option::as_ref) {
+                super::vxlan::locate_vxlan(q, &vx, bid, res, now, &mut frames);
+            }
+            if frames.is_empty() && !closing {
+                self.stats.ports[port.index()].drop_bad_frame.add(1);
+            }
+            if !closing {
+                for f in &frames {
+                    let Some(base) = self
+                        .queues
+                        .get(qi as usize)
+                        .and_then(Option::as_ref)
+                        .and_then(|q| q.rx.buf_ptr(bid))
+                    else {
+                        break;
+                    };
+                    // SAFETY: `locate_vxlan` keeps every frame (and an in-place header
+                    // before it) inside buffer `bid`, which is ours until recycled (see
+                    // below); the slice does not outlive this loop.
+                    let frame = unsafe { std::slice::from_raw_parts(base.add(f.start), f.len) };
+                    let whole = f.hdr_in_place.then(|| {
+                        // SAFETY: as above; the in-place header is the HDR_LEN bytes
+                        // before the frame, inside the buffer.
+                        unsafe {
+                            std::slice::from_raw_parts(base.add(f.start - HDR_LEN), f.len + HDR_LEN)
+                        }
+                    });
+                    self.forward_host_frame(view, now, qi, bid, port, &f.hdr, frame, whole);
+                }
+            }
+            self.vx_rx = frames;
+        } else {
+            let located = locate_frame(q, bid, res);
+            if closing {
+                self.recycle(qi, bid);
+                return;
+            }
+            let c = &self.stats.ports[port.index()];
+            let Some((ptr, len)) = located else {
+                c.drop_bad_frame.add(1);
+                self.recycle(qi, bid);
+                return;
+            };
+            // SAFETY: the buffer belongs to this queue's ring, which is only dropped in
+            // `finalize` after every reference (refs[bid]) is gone; the kernel will not
+            // write it again before we push `bid` back. The slice does not outlive this
+            // function.
+            let buf: &[u8] = unsafe { std::slice::from_raw_parts(ptr, len) };
+            let Ok(hdr) = VnetHdr::parse(buf, HDR_LEN) else {
+                c.drop_bad_frame.add(1);
+                self.recycle(qi, bid);
+                return;
+            };
+            self.forward_host_frame(view, now, qi, bid, port, &hdr, &buf[HDR_LEN..], Some(buf));
         }
+        let held =
+            matches!(self.queues.get(qi as usize), Some(Some(q)) if q.refs[bid as usize] > 0);
+        if !held {
+            self.recycle(qi, bid);
+        }
+    }
+
+    /// Decides and writes on one frame received into buffer `bid` of queue `qi`: `frame`
+    /// (the Ethernet bytes) described by `hdr`; `whole`, when the buffer holds the header
+    /// right before the frame, is both together (written as is when nothing changes).
+    /// Every write or staging that keeps the buffer takes a reference (refs[bid]).
+    #[allow(clippy::too_many_arguments)]
+    fn forward_host_frame(
+        &mut self,
+        view: &SwitchView<'_>,
+        now: Millis,
+        qi: u16,
+        bid: u16,
+        port: PortId,
+        hdr: &VnetHdr,
+        frame: &[u8],
+        whole: Option<&[u8]>,
+    ) {
         let c = &self.stats.ports[port.index()];
-        let Some((ptr, len)) = located else {
-            c.drop_bad_frame.add(1);
-            self.recycle(qi, bid);
-            return;
-        };
         c.rx_packets.add(1);
-        c.rx_bytes.add((len - HDR_LEN) as u64);
+        c.rx_bytes.add(frame.len() as u64);
         self.stats.worker.packets.add(1);
-        // SAFETY: the buffer belongs to this queue's ring, which is only dropped in
-        // `finalize` after every reference (refs[bid]) is gone; the kernel will not write it
-        // again before we push `bid` back. The slice does not outlive this function.
-        let buf: &[u8] = unsafe { std::slice::from_raw_parts(ptr, len) };
-        let Ok(hdr) = VnetHdr::parse(buf, HDR_LEN) else {
-            c.drop_bad_frame.add(1);
-            self.recycle(qi, bid);
-            return;
-        };
-        let frame = &buf[HDR_LEN..];
+        let hdr = *hdr;
         let mut staged = false;
         if let Decision::Forward(fwd) = view.decide(port, &hdr, frame, frame.len(), now) {
             for dest in fwd.ports.iter() {
@@ -149,7 +207,7 @@ impl Worker {
                     continue;
                 }
                 let src = Src::Host { q: qi, bid };
-                let spec = |op: &mut TxOp| host_write_spec(op, buf, &hdr, frame, &eg);
+                let spec = |op: &mut TxOp| host_write_spec(op, whole, &hdr, frame, &eg);
                 if self.write_to(port, dest, src, spec) {
                     if let Some(Some(q)) = self.queues.get_mut(qi as usize) {
                         q.refs[bid as usize] = q.refs[bid as usize].saturating_add(1);
@@ -162,11 +220,6 @@ impl Worker {
                 q.refs[bid as usize] = q.refs[bid as usize].saturating_add(1);
                 self.after_flush.push(AfterFlush::Recycle { q: qi, bid });
             }
-        }
-        let held =
-            matches!(self.queues.get(qi as usize), Some(Some(q)) if q.refs[bid as usize] > 0);
-        if !held {
-            self.recycle(qi, bid);
         }
     }
 
@@ -244,9 +297,9 @@ impl Worker {
         // SAFETY: CMSG_SPACE is pure arithmetic.
         msg.msg_controllen = unsafe { libc::CMSG_SPACE(AUXDATA_LEN) } as usize;
         if kind == QueueKind::Vxlan {
-            // The source address names the VTEP; no control data.
-            msg.msg_controllen = 0;
-            msg.msg_namelen = super::vxlan::NAME_LEN;
+            // The source address names the VTEP; the control data, UDP_GRO's segment
+            // size.
+            *msg = crate::vxlan::decap::recv_msghdr_gro();
         }
         self.queues[qi] = Some(Queue {
             port,

@@ -189,6 +189,8 @@ pub(crate) struct Worker {
     whole: Vec<u8>,
     /// VXLAN send scratch: the frame copied out, its datagrams, and their GSO batches.
     vx_in: Vec<u8>,
+    /// Frames of the VXLAN receive being handled (reused).
+    vx_rx: Vec<crate::vxlan::decap::RxFrame>,
     vx_out: Vec<u8>,
     vx_batches: Vec<crate::vxlan::encap::Batch>,
     shutdown: bool,
@@ -244,6 +246,7 @@ impl Worker {
             share: crate::share::CpuShare::new(),
             whole: Vec::new(),
             vx_in: Vec::new(),
+            vx_rx: Vec::new(),
             vx_out: Vec::new(),
             vx_batches: Vec::new(),
             shutdown: false,

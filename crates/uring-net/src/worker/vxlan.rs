@@ -1,7 +1,7 @@
-//! VXLAN ports in the worker (RFC 7348): receiving (`locate_vxlan`: check the header,
-//! learn the inner source's VTEP, and put a vnet header where the VXLAN header was, so
-//! the frame takes the host path from there) and sending (`vxlan_write`: the frame is
-//! copied out, encapsulated by `crate::vxlan::encap` and sent with one sendmsg per UDP
+//! VXLAN ports in the worker (RFC 7348): receiving (`locate_vxlan`: the frames of one
+//! receive, a datagram or a UDP_GRO run of them with one flow's TCP segments coalesced;
+//! each inner source's VTEP learned; each frame then takes the host path) and sending
+//! (`vxlan_write`: the frame is copied out, encapsulated by `crate::vxlan::encap` and sent with one sendmsg per UDP
 //! GSO batch and remote — to the VTEP its destination was learned behind, or to every
 //! remote for floods and unknown destinations: head-end replication).
 //!
@@ -19,11 +19,10 @@ use switch::{DropReason, Mac, Millis, PortId, VnetHdr};
 use super::host::Queue;
 use super::write::{Src, TxOp, WriteSpec};
 use super::{ud, Worker, TAG_TX};
-use crate::vxlan::decap::{decapsulate, RxDrop};
+use crate::vxlan::decap::{decapsulate_burst, RxDrop, RxFrame};
 use crate::vxlan::encap::{encapsulate, EncapError};
 use crate::vxlan::{bump, SockAddr, VxlanPort};
 
-pub(super) use crate::vxlan::decap::NAME_LEN;
 /// Largest frame copied out for encapsulation (a 64 KiB GSO frame and its header).
 const MAX_COPY: usize = 65_536 + 1024;
 /// SOL_UDP / UDP_SEGMENT (linux/udp.h).
@@ -52,42 +51,57 @@ impl VxSend {
     }
 }
 
-/// Where the frame (vnet header first) of a completed VXLAN receive lies in buffer
-/// `bid` (`crate::vxlan::decap`: the outer source must be one of the port's remotes, the
-/// header valid for its VNI, RFC 7348 §5); the inner source MAC is learned behind that
-/// remote. `None`: a counted drop (the port's VXLAN counters say why).
+/// The frames of a completed VXLAN receive in buffer `bid` into `frames`
+/// (`crate::vxlan::decap::decapsulate_burst`: one datagram, or a UDP_GRO run of them,
+/// each from one of the port's remotes with a header valid for its VNI, RFC 7348 §5;
+/// in-order TCP segments of one flow coalesced into one TSO frame); each inner source
+/// MAC is learned behind that remote. Each refused datagram is a counted drop (the
+/// port's VXLAN counters say why); no frame at all leaves `frames` empty.
 pub(super) fn locate_vxlan(
     q: &Queue,
     vx: &Arc<VxlanPort>,
     bid: u16,
     res: i32,
     now: Millis,
-) -> Option<(*const u8, usize)> {
+    frames: &mut Vec<RxFrame>,
+) {
+    frames.clear();
     let c = &vx.counters;
-    let len = usize::try_from(res).ok()?;
-    let base = q.rx.buf_ptr(bid)?;
+    let (Ok(len), Some(base)) = (usize::try_from(res), q.rx.buf_ptr(bid)) else {
+        return;
+    };
     if len > q.rx.buf_size() as usize {
         bump(&c.rx_truncated);
-        return None;
+        return;
     }
     // SAFETY: the kernel filled `len` bytes of our buffer and handed it back; nothing
     // else references it until it is pushed back to the ring.
     let b = unsafe { std::slice::from_raw_parts_mut(base, len) };
-    match decapsulate(b, &q.msg, vx.cfg.vni, vx.inner_max, &vx.cfg.remotes) {
-        Ok(d) => {
-            vx.learn(d.src, d.remote, now);
-            // SAFETY: `d.start + d.len <= len`, inside buffer `bid`.
-            Some((unsafe { base.add(d.start) } as *const u8, d.len))
-        }
-        Err(why) => {
-            bump(match why {
-                RxDrop::Truncated => &c.rx_truncated,
-                RxDrop::BadFlags => &c.rx_bad_flags,
-                RxDrop::WrongVni => &c.rx_wrong_vni,
-                RxDrop::UnknownVtep => &c.rx_unknown_vtep,
-                RxDrop::Oversized => &c.rx_oversized,
-            });
-            None
+    let mut drop = |why: RxDrop| {
+        bump(match why {
+            RxDrop::Truncated => &c.rx_truncated,
+            RxDrop::BadFlags => &c.rx_bad_flags,
+            RxDrop::WrongVni => &c.rx_wrong_vni,
+            RxDrop::UnknownVtep => &c.rx_unknown_vtep,
+            RxDrop::Oversized => &c.rx_oversized,
+        });
+    };
+    let remote = decapsulate_burst(
+        b,
+        &q.msg,
+        vx.cfg.vni,
+        vx.inner_max,
+        &vx.cfg.remotes,
+        frames,
+        &mut drop,
+    );
+    if let Some(r) = remote {
+        let mut last = None;
+        for f in frames.iter() {
+            if last != Some(f.src) {
+                vx.learn(f.src, r, now);
+                last = Some(f.src);
+            }
         }
     }
 }

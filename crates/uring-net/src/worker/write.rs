@@ -178,16 +178,17 @@ impl Worker {
         }
     }
 }
-/// Write of a host rx buffer: as is when the egress form is identical, otherwise a gather
-/// of (adjusted vnet header, rewritten L2 head, rest of the frame).
+/// Write of a host rx buffer: as is (`whole`: the vnet header and frame, contiguous)
+/// when the egress form is identical, otherwise a gather of (adjusted vnet header,
+/// rewritten L2 head, rest of the frame).
 pub(super) fn host_write_spec(
     op: &mut TxOp,
-    buf: &[u8],
+    whole: Option<&[u8]>,
     hdr: &VnetHdr,
     frame: &[u8],
     eg: &Egress,
 ) -> WriteSpec {
-    if eg.is_identity(frame) {
+    if let Some(buf) = whole.filter(|_| eg.is_identity(frame)) {
         // `buf` is one host receive buffer (`rx_buf_size`, a u32).
         #[allow(clippy::cast_possible_truncation)]
         let len = buf.len() as u32;
