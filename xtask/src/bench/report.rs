@@ -381,10 +381,24 @@ pub fn render(r: &Results) -> String {
          /proc, and its system calls counted by `perf stat -e raw_syscalls:sys_enter`. \
          Copies per guest→guest packet = frames written into a destination guest's RX ring \
          (the one copy) / frames taken from source guests' TX rings.\n\n\
-         | figure | value | unit |\n|---|---|---|"
+         | figure | 64 B | 1500 B | unit |\n|---|---|---|---|"
     );
+    // `costs/64/<what>` and `costs/1500/<what>` share a row; other costs have one value.
     for f in r.figures.iter().filter(|f| f.key.starts_with("costs/")) {
-        let _ = writeln!(md, "| {} | {} | {} |", f.label, cell(f.summary()), f.unit);
+        let rest = f.key.trim_start_matches("costs/");
+        if let Some(what) = rest.strip_prefix("64/") {
+            let big = r.summary(&format!("costs/1500/{what}"));
+            let label = f.label.replace(", 64 B", "");
+            let _ = writeln!(
+                md,
+                "| {label} | {} | {} | {} |",
+                cell(f.summary()),
+                cell(big),
+                f.unit
+            );
+        } else if !rest.starts_with("1500/") {
+            let _ = writeln!(md, "| {} | {} | | {} |", f.label, cell(f.summary()), f.unit);
+        }
     }
 
     // 4. scaling.
