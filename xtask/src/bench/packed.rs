@@ -97,7 +97,7 @@ pub fn render(r: &Results) -> Option<String> {
     let mut md = String::new();
     let _ = writeln!(
         md,
-        "\n## 11. Packed virtqueues (equal cores, Mpps)\n\n\
+        "\n## 10. Packed virtqueues (equal cores, Mpps)\n\n\
          The equal-cores case of section 1 with split rings and with packed rings \
          (virtio-user `packed_vq=1`, ringswitch ports `packed=on`), and testpmd's vhost \
          on packed rings, interleaved within each run. Drops: ringswitch's counted drops \
@@ -138,7 +138,7 @@ mod tests {
         r.add(&key(64, "ringswitch", true), "", "Mpps", 5.0, &[]);
         r.add(&key(64, "testpmd", true), "", "Mpps", 10.0, &[]);
         let md = render(&r).unwrap();
-        assert!(md.contains("## 11. Packed virtqueues"), "{md}");
+        assert!(md.contains("## 10. Packed virtqueues"), "{md}");
         assert!(
             md.contains("| 64 B |") && md.contains("1.25×") && md.contains("0.50×"),
             "{md}"

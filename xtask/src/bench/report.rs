@@ -375,12 +375,10 @@ pub fn render(r: &Results) -> String {
     let _ = writeln!(
         md,
         "\n## 3. Per-packet costs\n\n\
-         From ringswitch's own counters (`ringswitch ctl stats --json`: packets, \
-         io_uring_enter calls, frames copied into guest RX rings, guest frames written to \
-         host ports) read at both ends of the measurement window, the process's CPU time from \
-         /proc, and its system calls counted by `perf stat -e raw_syscalls:sys_enter`. \
-         Copies per guest→guest packet = frames written into a destination guest's RX ring \
-         (the one copy) / frames taken from source guests' TX rings.\n\n\
+         ringswitch's counters (`ctl stats --json`) at both ends of the window, CPU time \
+         from /proc, system calls by `perf stat -e raw_syscalls:sys_enter`. Copies per \
+         guest→guest packet = frames written into a destination RX ring / frames taken from \
+         source TX rings.\n\n\
          | figure | 64 B | 1500 B | unit |\n|---|---|---|---|"
     );
     // `costs/64/<what>` and `costs/1500/<what>` share a row; other costs have one value.
@@ -582,7 +580,7 @@ pub fn write_all(r: &Results, root: &Path, out_dir: &Path) -> Result<()> {
         Some(at) => md.insert_str(at, extra.trim_start()),
         None => md.push_str(&extra),
     }
-    // 10.: VXLAN between two hosts, from this run or else from a run of its own
+    // 11.: VXLAN between two hosts, from this run or else from a run of its own
     // (`--only vxlan --results-to bench-results/vxlan.json`), named with its conditions.
     let vx = super::vxlan::render(r).or_else(|| {
         let x = std::fs::read_to_string(out_dir.join("vxlan.json"))
@@ -768,7 +766,7 @@ mod tests {
         let out = dir.join("bench-results");
         write_all(&sample(), &dir, &out).unwrap();
         let md = std::fs::read_to_string(dir.join("BENCHMARKS.md")).unwrap();
-        assert!(!md.contains("## 10. VXLAN"), "not measured: no section");
+        assert!(!md.contains("## 11. VXLAN"), "not measured: no section");
         let mut own = Results::default();
         own.conditions.git_commit = "abc123".into();
         own.add("vxlan/tcp/linux-vxlan-bridge", "", "Gbit/s", 2.0, &[]);
@@ -776,7 +774,7 @@ mod tests {
         std::fs::write(out.join("vxlan.json"), serde_json::to_string(&own).unwrap()).unwrap();
         write_all(&sample(), &dir, &out).unwrap();
         let md = std::fs::read_to_string(dir.join("BENCHMARKS.md")).unwrap();
-        let at = md.find("## 10. VXLAN").expect("section from vxlan.json");
+        let at = md.find("## 11. VXLAN").expect("section from vxlan.json");
         assert!(at < md.find("## Exact commands").unwrap(), "{md}");
         assert!(
             md.contains("| iperf3 TCP, Gbit/s | 2.00 | 3.00 | 1.50× |"),

@@ -292,13 +292,11 @@ pub fn render(r: &Results) -> Option<String> {
     let mut md = String::new();
     let _ = writeln!(
         md,
-        "\n## 10. VXLAN between two hosts\n\n\
-         Two hosts (namespaces on an IPv4 underlay veth, MTU {UNDERLAY_MTU}), each with a \
-         container on a veth (MTU 1500), joined over VXLAN (VNI {VNI}) by Linux on both ends \
-         (`type vxlan` on a bridge with the container's veth) or by ringswitch on both ends \
-         (`afpacket` + `vxlan:` ports, `--workers 1`), interleaved within each run. iperf3 \
-         from container A to container B; UDP: 1500-byte IP packets (1472 bytes of payload) \
-         as fast as iperf3 sends, packets received per second.\n\n\
+        "\n## 11. VXLAN between two hosts\n\n\
+         Two namespaces joined by an IPv4 underlay veth (MTU {UNDERLAY_MTU}), a container \
+         veth (MTU 1500) on each, VXLAN (VNI {VNI}) by Linux (`type vxlan` + bridge) or by \
+         ringswitch (`afpacket` + `vxlan:` ports) on both ends, interleaved. iperf3 container \
+         A → B; UDP: 1500-byte IP packets, received per second.\n\n\
          | test | Linux vxlan + bridge | ringswitch | ratio |\n|---|---|---|---|"
     );
     for (t, _, what) in TESTS {
@@ -328,7 +326,7 @@ mod tests {
         r.add(&key("tcp", Joiner::Ringswitch), "", "Gbit/s", 3.0, &[]);
         r.fail(&key("udp1500", Joiner::Ringswitch), "", "kpps", "boom", &[]);
         let md = render(&r).unwrap();
-        assert!(md.contains("## 10. VXLAN between two hosts"), "{md}");
+        assert!(md.contains("## 11. VXLAN between two hosts"), "{md}");
         assert!(
             md.contains("| iperf3 TCP, Gbit/s | 4.00 | 3.00 | 0.75× |"),
             "{md}"
