@@ -83,10 +83,14 @@ impl Worker {
         q.rx.consumed();
         q.rx_errors = 0;
         let closing = q.closing;
-        if let Some(vx) = q.vx.clone() {
+        if q.vx.is_some() {
             let mut frames = std::mem::take(&mut self.vx_rx);
+            // Borrowed, not cloned: an Arc clone per receive is an atomic pair on a line
+            // every worker shares.
             if let Some(q) = self.queues.get(qi as usize).and_then(Option::as_ref) {
-                super::vxlan::locate_vxlan(q, &vx, bid, res, now, &mut frames);
+                if let Some(vx) = &q.vx {
+                    super::vxlan::locate_vxlan(q, vx, bid, res, now, &mut frames);
+                }
             }
             if frames.is_empty() && !closing {
                 self.stats.ports[port.index()].drop_bad_frame.add(1);
